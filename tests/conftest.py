@@ -1,0 +1,42 @@
+"""Shared fixtures. Real EMIDEC data is used where present and skipped cleanly where absent."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests must not fight each other (or a user's desktop) for the two cores.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+def emidec_root() -> Path | None:
+    """``LVSEG_EMIDEC_DIR`` or ``../shared/data/emidec-lge-128`` beside the checkout, if it exists."""
+    env = os.environ.get("LVSEG_EMIDEC_DIR")
+    candidates = [Path(env)] if env else [Path(__file__).resolve().parents[2] / "shared/data/emidec-lge-128"]
+    for path in candidates:
+        if path.is_dir() and any(path.glob("Case_*")):
+            return path
+    return None
+
+
+@pytest.fixture(scope="session")
+def emidec_dir() -> Path:
+    root = emidec_root()
+    if root is None:
+        pytest.skip("EMIDEC data not found (set LVSEG_EMIDEC_DIR)")
+    return root
+
+
+@pytest.fixture(scope="session")
+def emidec_cases(emidec_dir) -> list[Path]:
+    return sorted(p for p in emidec_dir.glob("Case_*") if p.is_dir())
+
+
+@pytest.fixture
+def models_dir(tmp_path, monkeypatch) -> Path:
+    """An empty user model directory, so tests never see (or write into) the user's real one."""
+    path = tmp_path / "user-models"
+    monkeypatch.setenv("LVSEG_MODELS_DIR", str(path))
+    return path
