@@ -1,0 +1,117 @@
+"""Reading and writing images and label maps: NIfTI, TIFF, DICOM series, EMIDEC case folders.
+
+Everything returns a :class:`Volume` with data (Z, Y, X) or (Y, X). Format modules (nibabel,
+tifffile, pydicom) are imported only when a file of that kind is touched, so this import stays cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.io.volume import Volume, atomic_path, check_image, check_labels, check_pair, full_suffix
+
+__all__ = [
+    "Volume", "atomic_path", "check_image", "check_labels", "check_pair", "full_suffix",
+    "read_image", "read_labels", "write_image", "write_labels", "image_kind",
+    "NIFTI_SUFFIXES", "TIFF_SUFFIXES",
+]
+
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def image_kind(path) -> str | None:
+    """'nifti', 'tiff', 'emidec-case', 'emidec-dataset', 'dicom' or None (not something we read)."""
+    from napari_lvseg.io import emidec
+
+    path = Path(path)
+    if path.is_dir():
+        if emidec.is_case_folder(path):
+            return "emidec-case"
+        if emidec.is_dataset_folder(path):
+            return "emidec-dataset"
+        from napari_lvseg.io.dicom import is_dicom_folder
+
+        return "dicom" if is_dicom_folder(path) else None
+    suffix = full_suffix(path)
+    if suffix in NIFTI_SUFFIXES:
+        return "nifti"
+    if suffix in TIFF_SUFFIXES:
+        return "tiff"
+    return None
+
+
+def _read_any(path, want_labels: bool) -> Volume:
+    path = Path(path)
+    if not path.exists():
+        raise LvsegError("file not found", path)
+    kind = image_kind(path)
+    if kind == "nifti":
+        from napari_lvseg.io.nifti import read_nifti
+
+        return read_nifti(path)
+    if kind == "tiff":
+        from napari_lvseg.io.tiff import read_tiff
+
+        return read_tiff(path)
+    if kind == "dicom":
+        from napari_lvseg.io.dicom import read_dicom_series
+
+        return read_dicom_series(path)
+    if kind == "emidec-case":
+        from napari_lvseg.io.emidec import case_from_path, read_case
+
+        case = case_from_path(path)
+        if want_labels and case.labels_path is None:
+            raise LvsegError("EMIDEC case has no Contours/<case>.nii.gz labels", path)
+        image, labels = read_case(case)
+        return labels if want_labels else image
+    if kind == "emidec-dataset":
+        raise LvsegError("folder holds several EMIDEC cases; open one Case_* folder", path)
+    if path.is_dir():
+        raise LvsegError("folder is neither an EMIDEC case nor a DICOM series", path)
+    raise LvsegError(f"unsupported file type '{full_suffix(path) or path.name}' "
+                     "(expected .nii, .nii.gz, .tif, .tiff, a DICOM folder or an EMIDEC case folder)", path)
+
+
+def read_image(path) -> Volume:
+    """Read a grey-level slice/stack (validated: 2-D or 3-D, not colour, finite, not empty)."""
+    volume = _read_any(path, want_labels=False)
+    check_image(volume.data, path)
+    return volume
+
+
+def read_labels(path) -> Volume:
+    """Read a label map; values must be integers 0..4. Data comes back as uint8."""
+    volume = _read_any(path, want_labels=True)
+    volume.data = check_labels(volume.data, path)
+    return volume
+
+
+def _writer(path):
+    suffix = full_suffix(path)
+    if suffix in NIFTI_SUFFIXES:
+        from napari_lvseg.io.nifti import write_nifti
+
+        return write_nifti
+    if suffix in TIFF_SUFFIXES:
+        from napari_lvseg.io.tiff import write_tiff
+
+        return write_tiff
+    raise LvsegError(f"cannot write '{suffix or Path(path).name}' files (use .nii.gz, .nii, .tif or .tiff)", path)
+
+
+def write_image(path, data: np.ndarray, meta: dict | None = None) -> Path:
+    """Write an image atomically; the format follows the extension. NIfTI ``meta`` restores the header."""
+    writer = _writer(path)
+    check_image(data, path)
+    return writer(path, np.asarray(data), meta)
+
+
+def write_labels(path, labels: np.ndarray, meta: dict | None = None) -> Path:
+    """Write a label map atomically as uint8 (values checked to be 0..4)."""
+    writer = _writer(path)
+    return writer(path, check_labels(labels, path), meta)

@@ -1,0 +1,83 @@
+"""napari reader: NIfTI, TIFF, DICOM series folders and EMIDEC case/dataset folders -> layers.
+
+Bad input raises LvsegError (one line naming the file), which napari shows as a notification.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from napari_lvseg.io import check_image, check_labels, image_kind, read_image
+from napari_lvseg.labels import NAMES
+
+
+def labels_layer_kwargs() -> dict:
+    """napari Labels kwargs with the project's fixed class colours."""
+    from napari.utils.colormaps import DirectLabelColormap
+
+    from napari_lvseg.labels import napari_colormap
+
+    return {"colormap": DirectLabelColormap(color_dict=napari_colormap())}
+
+
+def _labels_layer(volume, name: str, **kwargs) -> tuple:
+    metadata = {"lvseg_source": volume.meta, "lvseg_classes": dict(NAMES)}
+    return volume.data, {"name": name, "metadata": metadata, **labels_layer_kwargs(), **kwargs}, "labels"
+
+
+def _image_layer(volume, name: str, **kwargs) -> tuple:
+    return volume.data, {"name": name, "metadata": {"lvseg_source": volume.meta}, **kwargs}, "image"
+
+
+def _case_layers(case, visible: bool = True) -> list[tuple]:
+    from napari_lvseg.io.emidec import read_case
+
+    image, labels = read_case(case)
+    layers = [_image_layer(image, case.name, visible=visible)]
+    if labels is not None:
+        layers.append(_labels_layer(labels, f"{case.name} labels", visible=visible))
+    return layers
+
+
+def _stem(path: Path) -> str:
+    from napari_lvseg.io import full_suffix
+
+    suffix = full_suffix(path)
+    return path.name[: len(path.name) - len(suffix)] if suffix else path.name
+
+
+def read_path(path) -> list[tuple]:
+    """LayerData tuples for one path (what :func:`get_reader` returns, applied to the path)."""
+    from napari_lvseg.io import emidec
+
+    path = Path(path)
+    kind = image_kind(path)
+    if kind == "emidec-case":
+        return _case_layers(emidec.case_from_path(path))
+    if kind == "emidec-dataset":
+        # Every case, only the first shown: the stacks differ in depth and would overlap otherwise.
+        cases = emidec.find_cases(path)
+        return [layer for i, case in enumerate(cases) for layer in _case_layers(case, visible=i == 0)]
+    if kind == "nifti":
+        from napari_lvseg.io.nifti import looks_like_labels, read_nifti
+
+        volume = read_nifti(path)
+        if looks_like_labels(volume):
+            volume.data = check_labels(volume.data, path)
+            return [_labels_layer(volume, _stem(path))]
+        check_image(volume.data, path)
+        return [_image_layer(volume, _stem(path))]
+    return [_image_layer(read_image(path), _stem(path) if path.is_file() else path.name)]
+
+
+def _read_paths(paths) -> list[tuple]:
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    return [layer for path in paths for layer in read_path(path)]
+
+
+def get_reader(path):
+    """The reader function for ``path`` (str or list of str), or None when the path is not ours."""
+    paths = [path] if isinstance(path, (str, Path)) else list(path)
+    if not paths or any(image_kind(p) is None for p in paths):
+        return None
+    return _read_paths

@@ -1,0 +1,243 @@
+"""The ``lvseg`` command. Each subcommand is a thin call into the core; user errors print one line.
+
+Subcommands import their heavy libraries lazily, so ``lvseg --help`` answers at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import LvsegError
+
+
+def _add_model(p, task="segmentation"):
+    p.add_argument("--model", default=None, help=f"{task} model: a registry name (see `lvseg models`), a model or run folder, "
+                   "or a weights file with card.json beside it (default: the bundled default)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lvseg", description="LV segmentation and synthesis for LGE cardiac MRI.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__import__('napari_lvseg').__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="open napari with the sample phantom and every lvseg widget docked")
+    p.add_argument("--screenshot", metavar="FILE", help="render the window headless to this PNG and exit")
+    p.add_argument("--no-segment", action="store_true", help="do not run the default model on the phantom")
+
+    p = sub.add_parser("segment", help="segment an image (NIfTI/TIFF, 2-D or stack) or a folder of EMIDEC cases")
+    p.add_argument("input")
+    p.add_argument("-o", "--output", required=True, help="labels file (same format as INPUT) or folder for a case folder")
+    _add_model(p)
+    p.add_argument("--tta", action="store_true", help="average predictions over flips (test-time augmentation)")
+    p.add_argument("--uncertainty", metavar="FILE", help="also write the per-pixel uncertainty (normalised entropy)")
+    p.add_argument("--center", nargs=2, type=float, metavar=("Y", "X"), help="LV centre instead of automatic detection")
+    p.add_argument("--threads", type=int, default=None)
+
+    p = sub.add_parser("train", help="train a segmentation or synthesis model (resumable, torchrun-ready)")
+    p.add_argument("--task", choices=("segmentation", "synthesis"), default="segmentation")
+    p.add_argument("--data", action="append", required=True, metavar="DIR", help="EMIDEC case folder(s) or pair folder; repeatable")
+    p.add_argument("--mix", help="sampling ratio of the --data sources, e.g. 1:1 (default: by size)")
+    p.add_argument("--out", required=True, metavar="RUN", help="run folder (options, events, checkpoints, model)")
+    p.add_argument("--epochs", type=int, default=10, help="total epochs, counting those before a resume")
+    p.add_argument("--samples-per-epoch", type=int, default=None, help="default: one pass over the training slices")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--split", metavar="JSON", help='case split {"train": [...], "val": [...], "test": [...]}')
+    p.add_argument("--val-fraction", type=float, default=0.15, help="validation cases when no --split is given")
+    p.add_argument("--init", metavar="MODEL", help="fine-tune from this model instead of starting from scratch")
+    p.add_argument("--name", help="name of the trained model in the registry")
+    p.add_argument("--width", type=int, default=None, help="base width of the network")
+    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--augment", choices=("none", "light", "default"), default="default")
+    p.add_argument("--rare-boost", type=float, default=2.0, help="oversampling of slices with infarct / no-reflow")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="steps between last.pt checkpoints")
+    p.add_argument("--register", action="store_true", help="copy the finished model into the user model folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("evaluate", help="Dice tables (study and EMIDEC protocols) of predictions against truth")
+    p.add_argument("--pred", required=True, metavar="DIR", help="predicted labels: Case_X.nii.gz files or EMIDEC layout")
+    p.add_argument("--truth", required=True, metavar="DIR", help="truth labels: EMIDEC layout or Case_X.nii.gz files")
+    p.add_argument("--out", metavar="PREFIX", help="write PREFIX.csv and PREFIX.json (default: DIR/evaluation)")
+
+    sub.add_parser("models", help="list the bundled and user models")
+    from . import synthesis_cli
+
+    synthesis_cli.add_parsers(sub, _add_model)
+    for name, func in {"demo": cmd_demo, "segment": cmd_segment, "train": cmd_train, "evaluate": cmd_evaluate,
+                       "models": cmd_models}.items():
+        sub.choices[name].set_defaults(func=func)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except LvsegError as exc:
+        print(f"lvseg {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"lvseg {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+# -- subcommands ------------------------------------------------------------------------------------
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(screenshot=args.screenshot, segment=not args.no_segment)
+
+
+def _threads(n):
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def cmd_segment(args) -> int:
+    from .io import emidec, image_kind, read_image, write_image, write_labels
+    from .inference import segment
+    from .models.store import load_model
+
+    _threads(args.threads)
+    model = load_model(args.model, task="segmentation")
+    src = Path(args.input)
+    kind = image_kind(src)
+    if kind in ("emidec-case", "emidec-dataset"):
+        out = Path(args.output)
+        for case in emidec.find_cases(src):
+            image, _ = emidec.read_case(case)
+            result = segment(image.data, model, tta=args.tta, name=str(case.image_path))
+            path = write_labels(out / f"{case.name}.nii.gz", result.labels, image.meta)
+            print(f"{case.name}: {path}")
+        return 0
+    image = read_image(src)
+    center = tuple(args.center) if args.center else None
+    result = segment(image.data, model, tta=args.tta, uncertainty=bool(args.uncertainty), center=center, name=str(src))
+    print(write_labels(args.output, result.labels, image.meta))
+    if args.uncertainty:
+        print(write_image(args.uncertainty, result.uncertainty, image.meta))
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .engine import TrainOptions, train
+
+    mix = None
+    if args.mix:
+        try:
+            mix = [float(v) for v in args.mix.split(":")]
+        except ValueError:
+            raise LvsegError(f"--mix {args.mix!r}: expected ratios like 1:1") from None
+    options = TrainOptions(
+        task=args.task, data=args.data, mix=mix, out=args.out, epochs=args.epochs,
+        samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+        threads=args.threads, device=args.device, split=args.split, val_fraction=args.val_fraction,
+        init=args.init, name=args.name, width=args.width, depth=args.depth, augment=args.augment,
+        rare_boost=args.rare_boost, checkpoint_every=args.checkpoint_every,
+    )
+    bar = None
+    last = None
+    for event in train(options, resume=args.resume):
+        last = event
+        if event.kind in ("start", "stopped", "done", "best") or event.kind == "validation":
+            if bar is not None:
+                bar.clear()
+            print(_describe(event), flush=True)
+        if event.kind == "start" and not args.quiet:
+            from tqdm import tqdm
+
+            bar = tqdm(total=event.total_steps, initial=event.step, unit="step", dynamic_ncols=True)
+        if event.kind == "step" and bar is not None:
+            bar.update(event.step - bar.n)
+            bar.set_postfix(epoch=f"{event.epoch}/{event.epochs}", loss=f"{event.losses.get('loss', 0):.3f}",
+                            sps=f"{event.samples_per_s or 0:.1f}")
+    if bar is not None:
+        bar.close()
+    if args.register and last is not None and last.kind == "done":
+        from .models.store import register_model
+
+        print(f"registered as {register_model(args.out, name=args.name).name}")
+    return 0 if last is not None and last.kind == "done" else 1
+
+
+def _describe(event) -> str:
+    if event.kind == "validation":
+        parts = [f"{k} {v:.3f}" for k, v in event.metrics.items() if not k.startswith("pooled_") and k != "seconds"]
+        return f"epoch {event.epoch}/{event.epochs} validation: " + ", ".join(parts)
+    return f"[{event.kind}] {event.message}"
+
+
+def _label_files(folder: Path) -> dict:
+    """Case name -> labels file, for a flat folder of Case_X.nii.gz or an EMIDEC layout."""
+    from .io import emidec
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LvsegError("not a folder", folder)
+    found = {c.name: c.labels_path for c in emidec.find_cases(folder) if c.labels_path is not None}
+    for f in sorted(folder.glob("*.nii*")) + sorted(folder.glob("*.tif*")):
+        found.setdefault(f.name.split(".")[0], f)
+    if not found:
+        raise LvsegError("no label files (Case_X.nii.gz or EMIDEC Contours) found", folder)
+    return found
+
+
+def cmd_evaluate(args) -> int:
+    from .io import read_labels
+    from .metrics import emidec_table, format_table, study_table
+
+    pred, truth = _label_files(args.pred), _label_files(args.truth)
+    common = sorted(set(pred) & set(truth))
+    if not common:
+        raise LvsegError(f"no case names in common with {args.truth}", args.pred)
+    cases = {}
+    for name in common:
+        p, t = read_labels(pred[name]), read_labels(truth[name])
+        if p.data.shape != t.data.shape:
+            raise LvsegError(f"prediction shape {p.data.shape} differs from truth {t.data.shape}", pred[name])
+        cases[name] = (p.data, t.data, t.spacing)
+    study = study_table({k: v[:2] for k, v in cases.items()})
+    emidec_rows = emidec_table({k: v[:2] for k, v in cases.items()}, spacing=next(iter(cases.values()))[2])
+    print(f"Study protocol (per-case 3-D Dice, {len(common)} cases):")
+    print(format_table(study, None))
+    print("\nEMIDEC protocol:")
+    print(format_table(emidec_rows, None))
+    prefix = Path(args.out) if args.out else Path(args.pred) / "evaluation"
+    from .io.atomic import write_text_atomic
+    from .metrics import write_csv
+
+    write_csv(study + [dict(r, table="emidec") for r in emidec_rows], prefix.with_suffix(".csv"))
+    write_text_atomic(prefix.with_suffix(".json"), json.dumps({"study": study, "emidec": emidec_rows}, indent=2, default=float))
+    print(f"\nwritten: {prefix.with_suffix('.csv')}, {prefix.with_suffix('.json')}")
+    missing = sorted(set(truth) - set(pred))
+    if missing:
+        print(f"note: {len(missing)} truth case(s) without a prediction: {', '.join(missing[:5])}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models.store import default_model_name, list_models
+
+    entries = list_models()
+    if not entries:
+        print("no models found")
+    for e in entries:
+        default = " (default)" if e.name == default_model_name(e.task) else ""
+        metric = e.card.metrics.get("test", e.card.metrics.get("validation", {})).get("mean") if e.card.metrics else None
+        score = f"  mean Dice {metric:.3f}" if isinstance(metric, (int, float)) else ""
+        print(f"{e.name:32s} {e.task:13s} {e.source:8s}{default}{score}  {e.path}")
+    return 0
+

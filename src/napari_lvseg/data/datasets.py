@@ -1,0 +1,159 @@
+"""Training data: slices from EMIDEC case folders and pair folders, case-level splits, mixed sampling.
+
+A *source* is one ``--data`` path. All of its slices are loaded once into memory (the whole EMIDEC
+set is ~40 MB), normalised and brought to the training grid; sampling then only draws indices.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import LvsegError
+from ..labels import INFARCT, NO_REFLOW, invalid_values
+from .normalize import normalize_slices, to_grid
+
+
+@dataclass
+class SliceSet:
+    """Slices of one source on the training grid: images normalised, labels uint8."""
+
+    name: str
+    images: np.ndarray  # (N, S, S) float32
+    labels: np.ndarray  # (N, S, S) uint8
+    cases: list = field(default_factory=list)   # case (or pair) name per slice
+    origin: list = field(default_factory=list)  # 'real' | 'corrected' | 'synthetic' per slice
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def subset(self, case_names) -> "SliceSet":
+        keep = [i for i, c in enumerate(self.cases) if c in set(case_names)]
+        return SliceSet(self.name, self.images[keep], self.labels[keep],
+                        [self.cases[i] for i in keep], [self.origin[i] for i in keep])
+
+    def case_names(self) -> list:
+        return sorted(set(self.cases))
+
+    def volumes(self):
+        """(case, images (Z,S,S), labels (Z,S,S)) per case, slices in their original order."""
+        for case in self.case_names():
+            idx = [i for i, c in enumerate(self.cases) if c == case]
+            yield case, self.images[idx], self.labels[idx]
+
+
+def _lv_center(labels: np.ndarray):
+    """Centroid (y, x) of all LV labels in a stack, or None if there are none."""
+    ys, xs = np.nonzero(np.any(labels > 0, axis=0) if labels.ndim == 3 else labels > 0)
+    return (ys.mean(), xs.mean()) if len(ys) else None
+
+
+def _add_volume(acc, image, labels, case, origin, size, normalization, path):
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    if image.ndim == 2:
+        image, labels = image[None], labels[None]
+    if image.shape != labels.shape:
+        raise LvsegError(f"image {image.shape} and mask {labels.shape} differ in shape", path)
+    if not np.isfinite(image).all():
+        raise LvsegError("image contains NaN or Inf", path)
+    bad = invalid_values(labels)
+    if bad:
+        raise LvsegError(f"label values outside 0..4: {bad[:8]}", path)
+    center = _lv_center(labels) if image.shape[-2:] != (size, size) else None
+    img, _ = to_grid(normalize_slices(image, normalization), size, center)
+    lab, _ = to_grid(labels.astype(np.uint8), size, center)
+    acc["images"].append(img)
+    acc["labels"].append(lab)
+    acc["cases"] += [case] * len(img)
+    acc["origin"] += [origin] * len(img)
+
+
+def load_source(path, size: int = 128, normalization: dict | None = None, cases=None) -> SliceSet:
+    """Load an EMIDEC dataset/case folder or a pair folder as a SliceSet (``cases`` filters case names)."""
+    from ..io import emidec
+    from ..io.pairs import PairFolder
+
+    path = Path(path)
+    acc = {"images": [], "labels": [], "cases": [], "origin": []}
+    if not path.exists():
+        raise LvsegError("no such file or folder", path)
+    if PairFolder.is_pair_folder(path):
+        folder = PairFolder.open(path)
+        for record in folder.records():
+            if cases is not None and record["name"] not in cases:
+                continue
+            image, mask = folder.read(record["name"])
+            _add_volume(acc, image, mask, record["name"], record.get("origin", "real"), size, normalization,
+                        path / "masks" / record["name"])
+    else:
+        found = emidec.find_cases(path)
+        if not found:
+            raise LvsegError("no EMIDEC cases (Case_X/Images, Case_X/Contours) or pairs found", path)
+        for case in found:
+            if cases is not None and case.name not in cases:
+                continue
+            image, labels = emidec.read_case(case)
+            if labels is None:
+                continue  # an unlabelled case cannot train
+            _add_volume(acc, image.data, labels.data, case.name, "real", size, normalization, case.labels_path)
+    if not acc["images"]:
+        raise LvsegError("no labelled slices to train on", path)
+    return SliceSet(path.name, np.concatenate(acc["images"]), np.concatenate(acc["labels"]),
+                    acc["cases"], acc["origin"])
+
+
+def read_split(path) -> dict:
+    """A committed case-level split: JSON {"train": [...], "val": [...], "test": [...]}."""
+    try:
+        split = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise LvsegError(f"cannot read split file ({exc})", path) from None
+    if not isinstance(split, dict) or "train" not in split:
+        raise LvsegError("split file needs a 'train' list (and usually 'val', 'test')", path)
+    return split
+
+
+def split_cases(names, val_fraction: float, seed: int) -> tuple[list, list]:
+    """Case-level train/validation split, stratified by EMIDEC group (normal N / pathological P)."""
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    groups: dict = {}
+    for name in sorted(names):
+        groups.setdefault(name.split("_")[-1][:1], []).append(name)
+    for members in groups.values():
+        members = list(rng.permutation(members))
+        n_val = int(round(len(members) * val_fraction)) if len(members) > 1 else 0
+        val += members[:n_val]
+        train += members[n_val:]
+    return sorted(train), sorted(val)
+
+
+def slice_weights(labels: np.ndarray, rare_boost: float) -> np.ndarray:
+    """Sampling weight per slice: slices with infarct or no-reflow drawn ``1 + rare_boost`` times as often."""
+    has_infarct = np.any(labels == INFARCT, axis=(1, 2))
+    has_no_reflow = np.any(labels == NO_REFLOW, axis=(1, 2))
+    weights = 1.0 + rare_boost * 0.5 * has_infarct + rare_boost * has_no_reflow
+    return weights / weights.sum()
+
+
+def epoch_indices(sets, mix, samples: int, seed: int, epoch: int, rare_boost: float = 0.0) -> list:
+    """The (set index, slice index) of every sample of one epoch, drawn by the mixing ratio ``mix``.
+
+    Depends only on (seed, epoch): resuming mid-epoch replays the same order.
+    """
+    rng = np.random.default_rng([seed, epoch, 7])
+    mix = np.asarray(mix, dtype=float) / np.sum(mix)
+    which = rng.choice(len(sets), size=samples, p=mix)
+    out = []
+    cache = [slice_weights(s.labels, rare_boost) for s in sets]
+    for k, s in enumerate(sets):
+        n = int(np.sum(which == k))
+        picks = rng.choice(len(s), size=n, p=cache[k])
+        out.append([(k, int(i)) for i in picks])
+    merged = [pair for group in out for pair in group]
+    order = rng.permutation(len(merged))
+    return [merged[i] for i in order]

@@ -1,0 +1,55 @@
+"""Per-slice intensity normalisation, identical in training and inference (and recorded in model cards)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_NORMALIZATION = {"method": "percentile", "per": "slice", "low": 1.0, "high": 99.0}
+
+
+def normalize_slices(image: np.ndarray, normalization: dict | None = None) -> np.ndarray:
+    """Map each 2-D slice of ``image`` (Y, X) or (Z, Y, X) so its low/high percentiles become 0/1.
+
+    Per slice rather than per volume because LGE intensity drifts between slices (coil, inversion time).
+    Values outside the percentile range are clipped to [-0.5, 1.5]: keeps the bright infarct tail
+    without letting a stray hot pixel dominate.
+    """
+    norm = {**DEFAULT_NORMALIZATION, **(normalization or {})}
+    data = np.asarray(image, dtype=np.float32)
+    flat = data.reshape((-1,) + data.shape[-2:])
+    low, high = np.percentile(flat, [norm["low"], norm["high"]], axis=(1, 2))
+    scale = np.where(high - low > 1e-6, high - low, 1.0)
+    out = (flat - low[:, None, None]) / scale[:, None, None]
+    return np.clip(out, -0.5, 1.5).reshape(data.shape).astype(np.float32)
+
+
+def to_grid(array: np.ndarray, size: int, center=None, fill=0):
+    """Crop/pad the last two axes of ``array`` to ``size`` x ``size`` around ``center`` (y, x).
+
+    Returns the new array and the box ``(y0, x0)``: position of the grid's origin in the input
+    (may be negative where the grid overhangs the input); `from_grid` pastes back with it.
+    """
+    h, w = array.shape[-2:]
+    cy, cx = (h / 2.0, w / 2.0) if center is None else center
+    y0, x0 = int(round(cy - size / 2.0)), int(round(cx - size / 2.0))
+    if center is None:
+        y0, x0 = (h - size) // 2, (w - size) // 2
+    out = np.full(array.shape[:-2] + (size, size), fill, dtype=array.dtype)
+    sy0, sx0 = max(y0, 0), max(x0, 0)
+    sy1, sx1 = min(y0 + size, h), min(x0 + size, w)
+    if sy1 > sy0 and sx1 > sx0:
+        out[..., sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = array[..., sy0:sy1, sx0:sx1]
+    return out, (y0, x0)
+
+
+def from_grid(grid: np.ndarray, box, shape, fill=0) -> np.ndarray:
+    """Inverse of `to_grid`: paste ``grid`` back into an array of ``shape`` (other pixels = fill)."""
+    y0, x0 = box
+    size_y, size_x = grid.shape[-2:]
+    h, w = shape[-2:]
+    out = np.full(tuple(grid.shape[:-2]) + (h, w), fill, dtype=grid.dtype)
+    sy0, sx0 = max(y0, 0), max(x0, 0)
+    sy1, sx1 = min(y0 + size_y, h), min(x0 + size_x, w)
+    if sy1 > sy0 and sx1 > sx0:
+        out[..., sy0:sy1, sx0:sx1] = grid[..., sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
+    return out

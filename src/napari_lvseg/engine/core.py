@@ -1,0 +1,161 @@
+"""The training engine: one generator of progress events for every task, front end and process.
+
+`train` yields `Event`s and stops between steps when its `StopToken` is set. The run folder holds
+``options.json``, ``events.jsonl``, ``last.pt`` (every ``checkpoint_every`` steps and at each epoch
+end) and ``best.pt``, and the best model exported as ``card.json`` + ``model.safetensors`` so the run
+folder itself is a usable ``--model``. Under torchrun every rank runs this; rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import LvsegError
+from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import barrier, broadcast_flag, init_world, shutdown
+from .events import Event, StopToken
+from .options import TrainOptions
+
+
+def resolve_device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LvsegError(f"unknown device {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LvsegError("--device cuda asked for, but no CUDA device is available")
+    return device
+
+
+def make_task(options, device, world):
+    if options.task == "segmentation":
+        from .segmentation import SegmentationTask
+
+        return SegmentationTask(options, device, world)
+    from .synthesis import SynthesisTask
+
+    return SynthesisTask(options, device, world)
+
+
+def prepare_run(options: TrainOptions, resume: bool) -> tuple[TrainOptions, dict | None]:
+    """Options and checkpoint to start from. On resume the saved options win, except ``epochs``."""
+    out = Path(options.out)
+    last = out / "last.pt"
+    if resume:
+        if not last.exists():
+            raise LvsegError("nothing to resume: no last.pt checkpoint", out)
+        saved = TrainOptions.load(out / "options.json")
+        saved.epochs = options.epochs
+        saved.threads = options.threads
+        saved.device = options.device
+        saved.out = str(out)
+        return saved, load_checkpoint(last)
+    if last.exists():
+        raise LvsegError("run folder already holds a training run (use --resume, or another --out)", out)
+    return options, None
+
+
+def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = False) -> Iterator[Event]:
+    """Run (or resume) training, yielding progress events; see the module docstring."""
+    import torch
+
+    options, checkpoint = prepare_run(options, resume)
+    options.validate()
+    stop = stop or StopToken()
+    if options.threads:
+        torch.set_num_threads(int(options.threads))
+    device = resolve_device(options.device)
+    world = init_world(device)
+    out = Path(options.out)
+    log = None
+    try:
+        torch.manual_seed(options.seed + world.rank)
+        task = make_task(options, device, world)
+        task.setup()
+        steps_per_epoch = task.steps_per_epoch()
+        total_steps = steps_per_epoch * options.epochs
+        epoch0, step_in_epoch, best, elapsed0 = 0, 0, -math.inf, 0.0
+        if checkpoint is not None:
+            task.load_state_dict(checkpoint["task"])
+            torch.set_rng_state(checkpoint["rng"])
+            epoch0, step_in_epoch = checkpoint["epoch"], checkpoint["step_in_epoch"]
+            best, elapsed0 = checkpoint["best"], checkpoint["elapsed"]
+        if world.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            options.save(out / "options.json")
+            log = open(out / "events.jsonl", "a")
+
+        def emit(event: Event) -> Event:
+            if log is not None:
+                log.write(event.to_json() + "\n")
+                log.flush()
+            return event
+
+        def state(epoch, step_in):
+            return {"task": task.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch,
+                    "step_in_epoch": step_in, "best": best, "elapsed": elapsed0 + (time.time() - t0),
+                    "options": options.to_json()}
+
+        t0 = time.time()
+        global_step = epoch0 * steps_per_epoch + step_in_epoch
+        start_step = global_step
+        message = (f"resuming {out} at epoch {epoch0 + 1}, step {global_step} of {total_steps}"
+                   if checkpoint is not None else f"training {options.task} in {out}")
+        yield emit(Event("start", epoch=epoch0 + 1, epochs=options.epochs, step=global_step,
+                         total_steps=total_steps, message=message + f" ({task.describe()})"))
+        for epoch in range(epoch0, options.epochs):
+            task.begin_epoch(epoch)
+            for step in range(step_in_epoch, steps_per_epoch):
+                if broadcast_flag(world, stop.requested):
+                    if world.is_main:
+                        save_checkpoint(out / "last.pt", state(epoch, step))
+                    yield emit(Event("stopped", epoch=epoch + 1, epochs=options.epochs, step=global_step,
+                                     total_steps=total_steps, elapsed=elapsed0 + time.time() - t0,
+                                     message=f"{stop.reason or 'stopped'}: checkpoint kept", path=str(out / "last.pt")))
+                    return
+                losses = task.train_step(epoch, step)
+                global_step += 1
+                took = time.time() - t0
+                rate = (global_step - start_step) / took if took > 0 else None
+                eta = (total_steps - global_step) / rate if rate else None
+                yield emit(Event("step", epoch=epoch + 1, epochs=options.epochs, step=global_step,
+                                 total_steps=total_steps, losses=losses, elapsed=elapsed0 + took, eta=eta,
+                                 samples_per_s=rate * task.samples_per_step() if rate else None))
+                if world.is_main and global_step % options.checkpoint_every == 0 and step + 1 < steps_per_epoch:
+                    save_checkpoint(out / "last.pt", state(epoch, step + 1))
+            step_in_epoch = 0
+            metrics = {}
+            if (epoch + 1) % options.validate_every == 0 or epoch + 1 == options.epochs:
+                metrics = task.validate() if world.is_main else {}
+                if world.is_main:
+                    yield emit(Event("validation", epoch=epoch + 1, epochs=options.epochs, step=global_step,
+                                     total_steps=total_steps, metrics=metrics, elapsed=elapsed0 + time.time() - t0))
+            if world.is_main:
+                score = task.score(metrics) if metrics else -math.inf
+                if score > best:
+                    best = score
+                    save_checkpoint(out / "best.pt", state(epoch + 1, 0))
+                    task.export(out, metrics, epoch + 1)
+                    yield emit(Event("best", epoch=epoch + 1, epochs=options.epochs, step=global_step,
+                                     total_steps=total_steps, metrics=metrics, path=str(out),
+                                     message=f"best so far ({task.score_name} {score:.4f})"))
+                save_checkpoint(out / "last.pt", state(epoch + 1, 0))
+                yield emit(Event("checkpoint", epoch=epoch + 1, epochs=options.epochs, step=global_step,
+                                 total_steps=total_steps, path=str(out / "last.pt")))
+            barrier(world)
+        if world.is_main and not (out / "model.safetensors").exists():
+            task.export(out, {}, options.epochs)  # no validation data: the last model is the model
+        yield emit(Event("done", epoch=options.epochs, epochs=options.epochs, step=global_step,
+                         total_steps=total_steps, elapsed=elapsed0 + time.time() - t0, path=str(out),
+                         message=f"finished; model in {out}"))
+    finally:
+        if log is not None:
+            log.close()
+        shutdown(world)

@@ -1,0 +1,78 @@
+"""One options object per training run, saved as ``options.json`` beside its checkpoints."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+from ..errors import LvsegError
+
+TASKS = ("segmentation", "synthesis")
+
+
+@dataclass
+class TrainOptions:
+    task: str = "segmentation"
+    data: list = field(default_factory=list)       # case folders / pair folders
+    mix: list | None = None                        # sampling ratio per data source, e.g. [1, 1]
+    out: str = "run"
+    epochs: int = 10                               # total, counting epochs done before a resume
+    samples_per_epoch: int | None = None           # default: one pass over the training slices
+    batch_size: int = 16
+    lr: float | None = None                        # default per task
+    seed: int = 0
+    threads: int | None = None                     # torch intra-op threads (None: torch's default)
+    device: str = "auto"                           # auto | cpu | cuda | cuda:N
+    size: int = 128                                # training grid (pixels)
+    # case-level validation split
+    split: str | None = None                       # JSON {"train": [...], "val": [...]}: overrides val_fraction
+    val_fraction: float = 0.15
+    # model
+    init: str | None = None                        # model name/path to fine-tune from
+    name: str | None = None                        # registry name of the trained model
+    width: int | None = None                       # base width (default per task)
+    depth: int = 4
+    dropout: float = 0.0
+    deep_supervision: bool = True
+    # segmentation
+    augment: str = "default"                       # none | light | default
+    rare_boost: float = 2.0                        # oversampling of infarct / no-reflow slices
+    ce_weights: list | None = None                 # cross-entropy class weights (5 values)
+    # synthesis (Pix2Pix)
+    l1_lambda: float = 100.0
+    l1_weights: list = field(default_factory=lambda: [1.0, 7.0, 11.0, 26.0, 90.0])
+    disc_width: int = 32
+    # engine
+    checkpoint_every: int = 50                     # steps between `last` checkpoints (and each epoch end)
+    validate_every: int = 1                        # epochs
+
+    def validate(self) -> None:
+        if self.task not in TASKS:
+            raise LvsegError(f"unknown task {self.task!r} (choose {', '.join(TASKS)})")
+        if not self.data:
+            raise LvsegError("no training data given (--data DIR)")
+        if self.mix is not None and len(self.mix) != len(self.data):
+            raise LvsegError(f"--mix has {len(self.mix)} values for {len(self.data)} data sources")
+        for name in ("epochs", "batch_size", "size"):
+            if getattr(self, name) < 1:
+                raise LvsegError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.size % 2 ** self.depth:
+            raise LvsegError(f"size {self.size} must be divisible by 2**depth = {2 ** self.depth}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+    def save(self, path) -> None:
+        from ..io.atomic import write_text_atomic
+
+        write_text_atomic(path, self.to_json())
+
+    @classmethod
+    def load(cls, path) -> "TrainOptions":
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as exc:
+            raise LvsegError(f"cannot read options ({exc})", path) from None
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in raw.items() if k in known})

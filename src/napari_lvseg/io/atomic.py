@@ -1,0 +1,40 @@
+"""Atomic writes: a temp file in the target's folder, flushed, then os.replace.
+
+A crash or ``kill -9`` at any moment leaves either the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+
+@contextmanager
+def atomic_path(path, suffix: str | None = None):
+    """Yield a temp path beside ``path``; on success it replaces ``path``. ``suffix`` keeps e.g. '.nii.gz'."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if suffix is None:
+        suffix = "".join(path.suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text_atomic(path, text: str) -> None:
+    with atomic_path(path, suffix="") as tmp:
+        Path(tmp).write_text(text)
+
+
+def write_bytes_atomic(path, data: bytes) -> None:
+    with atomic_path(path, suffix="") as tmp:
+        Path(tmp).write_bytes(data)

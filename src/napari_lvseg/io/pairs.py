@@ -1,0 +1,195 @@
+"""The one on-disk format for (image, mask) pairs: GUI corrections, synthetic sets, training data.
+
+Layout::
+
+    root/images/<name>.tif      float32 slice (Y, X) or stack (Z, Y, X)   (.nii.gz also read)
+    root/masks/<name>.tif       uint8 labels 0..4, same shape
+    root/manifest.jsonl         one JSON record per pair: name, origin, source, model, seed, created, ...
+
+Pairs found in images/ + masks/ without a manifest record (e.g. copied in by hand) are listed too,
+with origin 'real'.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.io.volume import atomic_path, check_image, check_labels, check_pair, full_suffix
+
+ORIGINS = ("real", "corrected", "synthetic")
+MANIFEST = "manifest.jsonl"
+_SUFFIXES = (".tif", ".tiff", ".nii.gz", ".nii")
+_FORMATS = {"tiff": ".tif", "nifti": ".nii.gz"}
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "pair"
+
+
+def _stem(path: Path) -> str:
+    suffix = full_suffix(path)
+    return path.name[: len(path.name) - len(suffix)]
+
+
+class PairFolder:
+    """(image, mask) pairs under ``root``; see the module docstring for the layout."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+        self.images_dir = self.root / "images"
+        self.masks_dir = self.root / "masks"
+        self.manifest_path = self.root / MANIFEST
+
+    @classmethod
+    def open(cls, root) -> "PairFolder":
+        """An existing folder with at least one pair, else LvsegError."""
+        folder = cls(root)
+        if not folder.root.is_dir() or len(folder) == 0:
+            raise LvsegError("no pairs found (expected images/ and masks/ with matching files)", root)
+        return folder
+
+    @staticmethod
+    def is_pair_folder(path) -> bool:
+        path = Path(path)
+        return (path / "images").is_dir() and (path / "masks").is_dir()
+
+    # -- reading -------------------------------------------------------------------------------
+    def _manifest_records(self) -> list[dict]:
+        if not self.manifest_path.is_file():
+            return []
+        records = []
+        for number, line in enumerate(self.manifest_path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                raise LvsegError(f"line {number} is not valid JSON", self.manifest_path) from None
+            if not isinstance(record, dict) or "name" not in record:
+                raise LvsegError(f"line {number} has no pair name", self.manifest_path)
+            records.append(record)
+        return records
+
+    def _files(self, folder: Path) -> dict[str, Path]:
+        if not folder.is_dir():
+            return {}
+        files = {}
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and not path.name.startswith(".") and full_suffix(path) in _SUFFIXES:
+                files.setdefault(_stem(path), path)
+        return files
+
+    def records(self) -> list[dict]:
+        """Manifest records (file order), then unrecorded image/mask pairs found on disk."""
+        records = self._manifest_records()
+        known = {r["name"] for r in records}
+        masks = self._files(self.masks_dir)
+        for name, image in self._files(self.images_dir).items():
+            if name not in known and name in masks:
+                records.append({"name": name, "origin": "real", "source": str(image), "model": None,
+                                "seed": None, "created": None,
+                                "image": f"images/{image.name}", "mask": f"masks/{masks[name].name}"})
+        return records
+
+    def __len__(self) -> int:
+        return len(self.records())
+
+    def names(self) -> list[str]:
+        return [r["name"] for r in self.records()]
+
+    def _paths(self, name: str) -> tuple[Path, Path]:
+        for record in self._manifest_records():
+            if record["name"] == name and "image" in record and "mask" in record:
+                return self.root / record["image"], self.root / record["mask"]
+        image, mask = self._files(self.images_dir).get(name), self._files(self.masks_dir).get(name)
+        if image is None or mask is None:
+            raise LvsegError(f"no pair named '{name}'", self.root)
+        return image, mask
+
+    def read(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """(image float32, mask uint8) of pair ``name``."""
+        from napari_lvseg.io import read_image, read_labels
+
+        image_path, mask_path = self._paths(name)
+        image = read_image(image_path).data.astype(np.float32, copy=False)
+        mask = read_labels(mask_path).data
+        check_pair(image, mask, mask_path)
+        return image, mask
+
+    def find(self, source) -> dict | None:
+        """The latest record made from ``source`` (a file path), or None."""
+        matches = [r for r in self.records() if r.get("source") is not None and Path(r["source"]) == Path(source)]
+        if not matches:
+            return None
+        # Latest by creation time; among equal times (or none recorded) the later manifest line wins.
+        return max(enumerate(matches), key=lambda item: (item[1].get("created") or "", item[0]))[1]
+
+    # -- writing -------------------------------------------------------------------------------
+    def _new_name(self, source, origin: str) -> str:
+        prefix = _safe_name(_stem(Path(source))) if source else origin
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
+        return f"{prefix}_{stamp}_{secrets.token_hex(2)}"
+
+    def add(self, image: np.ndarray, mask: np.ndarray, *, origin: str, source=None, model=None, seed=None,
+            name: str | None = None, fmt: str = "tiff", **extra) -> str:
+        """Store a pair (replacing any pair of the same name) and return its name."""
+        if origin not in ORIGINS:
+            raise LvsegError(f"origin must be one of {', '.join(ORIGINS)}, not '{origin}'", self.root)
+        if fmt not in _FORMATS:
+            raise LvsegError(f"pair format must be 'tiff' or 'nifti', not '{fmt}'", self.root)
+        name = self._new_name(source, origin) if name is None else name
+        if name != _safe_name(name):
+            raise LvsegError(f"pair name '{name}' may use only letters, digits, '.', '_' and '-'", self.root)
+        try:
+            json.dumps(extra, default=_json_default)
+        except TypeError as exc:
+            raise LvsegError(f"manifest field cannot be stored ({exc})", self.root) from None
+        where = source if source is not None else self.root
+        image = check_image(image, where).astype(np.float32, copy=False)
+        mask = check_labels(mask, where)
+        check_pair(image, mask, where)
+
+        suffix = _FORMATS[fmt]
+        self.images_dir.mkdir(parents=True, exist_ok=True)
+        self.masks_dir.mkdir(parents=True, exist_ok=True)
+        image_path, mask_path = self.images_dir / f"{name}{suffix}", self.masks_dir / f"{name}{suffix}"
+        if fmt == "tiff":
+            from napari_lvseg.io.tiff import write_tiff as write
+        else:
+            from napari_lvseg.io.nifti import write_nifti as write
+        write(image_path, image)
+        write(mask_path, mask)
+
+        record = {"name": name, "origin": origin, "source": None if source is None else str(source),
+                  "model": model, "seed": seed, "created": datetime.now(timezone.utc).isoformat(),
+                  "image": f"images/{image_path.name}", "mask": f"masks/{mask_path.name}", **extra}
+        old = self._manifest_records()
+        for previous in old:  # a replaced pair stored in the other format leaves no stale files behind
+            if previous["name"] == name:
+                for key in ("image", "mask"):
+                    stale = self.root / previous.get(key, "")
+                    if previous.get(key) and stale not in (image_path, mask_path) and stale.is_file():
+                        stale.unlink()
+        records = [r for r in old if r["name"] != name] + [record]
+        self._write_manifest(records)
+        return name
+
+    def _write_manifest(self, records: list[dict]) -> None:
+        text = "".join(json.dumps(r, default=_json_default) + "\n" for r in records)
+        with atomic_path(self.manifest_path) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (Path,)):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")

@@ -1,0 +1,385 @@
+"""Model cards, safe weight loading and the model registry (bundled + user models).
+
+A model directory holds ``card.json`` (a :class:`ModelCard`) and ``model.safetensors``. Weights are only
+ever read as tensors: safetensors, or ``torch.load(weights_only=True)`` for ``.pt``/``.pth`` files, so a
+weights file can never run code. torch is imported lazily: listing models stays cheap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.labels import NAMES
+
+CARD_FILE = "card.json"
+WEIGHTS_FILE = "model.safetensors"
+TASKS = ("segmentation", "synthesis")
+USER_DIR_ENV = "LVSEG_MODELS_DIR"
+
+# Architecture name -> "module:class", imported only when a model is built.
+ARCHITECTURES = {
+    "AttentionResUNet": "napari_lvseg.models.attention_res_unet:AttentionResUNet",
+    "Pix2PixGenerator": "napari_lvseg.models.pix2pix:Pix2PixGenerator",
+}
+
+
+def _architecture_class(name: str):
+    import importlib
+
+    if name not in ARCHITECTURES:
+        raise LvsegError(f"unknown architecture {name!r} (known: {', '.join(ARCHITECTURES)})")
+    module, cls = ARCHITECTURES[name].split(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def build_model(architecture: str, params: dict):
+    """A freshly initialised network of the named architecture with these constructor arguments."""
+    cls = _architecture_class(architecture)
+    try:
+        return cls(**(params or {}))
+    except (TypeError, ValueError) as exc:
+        raise LvsegError(f"cannot build {architecture} with params {params}: {exc}") from exc
+
+
+# ----------------------------------------------------------------------------------------------- cards
+
+_REQUIRED = ("name", "task", "architecture")
+
+
+@dataclass
+class ModelCard:
+    """What a model is, how to feed it, how it was trained and how well it did."""
+
+    name: str
+    task: str
+    architecture: str
+    params: dict = field(default_factory=dict)
+    normalization: dict = field(
+        default_factory=lambda: {"method": "percentile", "low": 1, "high": 99, "per": "slice"})
+    classes: dict = field(default_factory=lambda: dict(NAMES))
+    input_size: int = 128
+    training: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
+    licence: str = ""
+    created: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    notes: str = ""
+    untrained: bool = False
+    extra: dict = field(default_factory=dict)  # unknown keys, kept so that round trips lose nothing
+
+    def to_dict(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "extra"}
+        data["classes"] = {str(k): v for k, v in self.classes.items()}
+        return {**self.extra, **data}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, data: dict, source=None) -> "ModelCard":
+        if not isinstance(data, dict):
+            raise LvsegError("model card is not a JSON object", source)
+        missing = [key for key in _REQUIRED if key not in data]
+        if missing:
+            raise LvsegError(f"model card lacks required key(s): {', '.join(missing)}", source)
+        if data["task"] not in TASKS:
+            raise LvsegError(f"model card task must be one of {TASKS}, got {data['task']!r}", source)
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        kwargs = {key: value for key, value in data.items() if key in known}
+        extra = {key: value for key, value in data.items() if key not in known and key != "extra"}
+        if isinstance(data.get("extra"), dict):  # tolerate cards written with a nested "extra"
+            extra.update(data["extra"])
+        for key in ("params", "normalization", "classes", "training", "metrics"):
+            if key in kwargs and not isinstance(kwargs[key], dict):
+                raise LvsegError(f"model card field {key!r} must be an object", source)
+        try:
+            if "classes" in kwargs:
+                kwargs["classes"] = {int(k): v for k, v in kwargs["classes"].items()}
+            return cls(**kwargs, extra=extra)
+        except (TypeError, ValueError) as exc:
+            raise LvsegError(f"malformed model card ({exc})", source) from exc
+
+    @classmethod
+    def from_json(cls, text: str, source=None) -> "ModelCard":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise LvsegError(f"model card is not valid JSON ({exc})", source) from exc
+        return cls.from_dict(data, source)
+
+    @property
+    def is_default(self) -> bool:
+        return bool(self.extra.get("default", False))
+
+
+def read_card(path) -> ModelCard:
+    """Read a ``card.json`` (or the one in a model directory)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / CARD_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LvsegError("model card not found", path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LvsegError(f"cannot read model card ({exc})", path) from exc
+    return ModelCard.from_json(text, path)
+
+
+def _atomic_write(path: Path, write) -> None:
+    """Call ``write(tmp_path)`` on a temp file beside ``path``, then move it into place."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------- save and load
+
+def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
+    """Write ``card.json`` and ``model.safetensors`` into ``directory`` (each atomically).
+
+    ``half`` stores floating tensors as float16 (for bundled weights; loading restores float32).
+    Empty ``card.params``/``architecture`` are filled in from the model.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if not card.architecture:
+        card.architecture = type(model).__name__
+    if not card.params and hasattr(model, "architecture_params"):
+        card.params = model.architecture_params()
+    tensors = {}
+    for key, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu")
+        if half and tensor.is_floating_point():
+            tensor = tensor.to(torch.float16)
+        tensors[key] = tensor.contiguous().clone()
+    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    _atomic_write(directory / CARD_FILE, lambda tmp: Path(tmp).write_text(card.to_json(), encoding="utf-8"))
+    return directory
+
+
+def _read_safetensors(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for truncated/garbled files
+        raise LvsegError(f"not a readable safetensors file ({type(exc).__name__}: {exc})", path) from exc
+
+
+def _read_torch_state_dict(path: Path) -> dict:
+    import pickle
+
+    import torch
+
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LvsegError(f"refused: the file holds more than plain tensors (weights-only load: {first})",
+                         path) from exc
+    except Exception as exc:
+        raise LvsegError(f"not a readable PyTorch weights file ({type(exc).__name__}: {exc})", path) from exc
+    # Accept training checkpoints that wrap the state dict.
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj.get(key), dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise LvsegError("not a state dict (expected a mapping of names to tensors)", path)
+    return obj
+
+
+def _fit_check(model, state: dict, path: Path, architecture: str) -> None:
+    """One-line error when the weights' names or shapes do not fit the network."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    wrong = [k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape)]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing tensor(s) (e.g. {missing[0]})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {unexpected[0]})")
+    if wrong:
+        k = wrong[0]
+        problems.append(f"{len(wrong)} shape mismatch(es) (e.g. {k}: file {tuple(state[k].shape)} "
+                        f"vs model {tuple(expected[k].shape)})")
+    if problems:
+        raise LvsegError(f"weights do not fit {architecture}: {'; '.join(problems)}", path)
+
+
+def _locate(path: Path) -> tuple[Path, Path]:
+    """(card path, weights path) for a model directory / run folder or a weights file."""
+    if path.is_dir():
+        card = path / CARD_FILE
+        if not card.is_file():
+            raise LvsegError(f"not a model directory (no {CARD_FILE})", path)
+        weights = path / WEIGHTS_FILE
+        if not weights.is_file():
+            raise LvsegError(f"model directory has no {WEIGHTS_FILE}", path)
+        return card, weights
+    if path.suffix.lower() not in (".safetensors", ".pt", ".pth"):
+        raise LvsegError("not a model: expected a model directory, .safetensors, .pt or .pth file", path)
+    card = path.parent / CARD_FILE
+    if not card.is_file():
+        raise LvsegError(f"no {CARD_FILE} beside the weights file", path)
+    return card, path
+
+
+def load_model(ref, task: str | None = None):
+    """Load ``(model, card)`` from a registry name, model directory, run folder or weights file.
+
+    The model comes back in eval mode, float32, on the CPU. Any problem is a one-line LvsegError.
+    """
+    import torch
+
+    path = resolve(ref, task)
+    card_path, weights_path = _locate(path)
+    card = read_card(card_path)
+    if task is not None and card.task != task:
+        raise LvsegError(f"is a {card.task} model ({card.name}); a {task} model is needed", path)
+    if weights_path.suffix.lower() == ".safetensors":
+        state = _read_safetensors(weights_path)
+    else:
+        state = _read_torch_state_dict(weights_path)
+    try:
+        model = build_model(card.architecture, card.params)
+    except LvsegError as exc:
+        raise LvsegError(str(exc), card_path) from exc
+    _fit_check(model, state, weights_path, card.architecture)
+    expected = model.state_dict()
+    state = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
+    with torch.no_grad():
+        model.load_state_dict(state, strict=True)
+    return model.float().eval(), card
+
+
+# ------------------------------------------------------------------------------------------- registry
+
+@dataclass
+class ModelEntry:
+    name: str
+    path: Path
+    task: str
+    source: str  # 'bundled' | 'user'
+    card: ModelCard
+
+
+def bundled_models_dir() -> Path:
+    """The package's ``weights/`` folder (each subfolder a model directory)."""
+    return Path(__file__).resolve().parent.parent / "weights"
+
+
+def user_models_dir() -> Path:
+    """``$LVSEG_MODELS_DIR``, else ``<user data dir>/napari-lvseg/models``."""
+    env = os.environ.get(USER_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    try:
+        from platformdirs import user_data_dir
+    except ImportError:  # platformdirs comes with napari; fall back to the XDG default
+        return Path.home() / ".local" / "share" / "napari-lvseg" / "models"
+    return Path(user_data_dir("napari-lvseg")) / "models"
+
+
+def _entries(root: Path, source: str) -> list[ModelEntry]:
+    if not root.is_dir():
+        return []
+    entries = []
+    for sub in sorted(root.iterdir()):
+        if sub.name.startswith(".") or not sub.is_dir():
+            continue
+        if not (sub / WEIGHTS_FILE).is_file():
+            continue
+        try:
+            card = read_card(sub)
+        except LvsegError:
+            continue  # a broken model folder must not hide the others
+        entries.append(ModelEntry(sub.name, sub, card.task, source, card))
+    return entries
+
+
+def list_models(task: str | None = None) -> list[ModelEntry]:
+    """Bundled models, then user models; only those of ``task`` when given. Broken folders are skipped."""
+    entries = _entries(bundled_models_dir(), "bundled") + _entries(user_models_dir(), "user")
+    return [e for e in entries if task is None or e.task == task]
+
+
+def default_model_name(task: str) -> str | None:
+    """A bundled model whose card says ``"default": true``, else the first model of the task, else None."""
+    entries = list_models(task)
+    for entry in entries:
+        if entry.source == "bundled" and entry.card.is_default:
+            return entry.name
+    return entries[0].name if entries else None
+
+
+def resolve(ref, task: str | None = None) -> Path:
+    """Path of a model given a path or registry name (None: the task's default model).
+
+    A name is looked up among user models first (so a user model can shadow a bundled one of the same
+    name), then bundled ones; a directory name or the card's name both match.
+    """
+    if ref is None or ref == "":
+        name = default_model_name(task) if task else None
+        if name is None:
+            raise LvsegError(f"no {task} model installed" if task else "no model given")
+        ref = name
+    path = Path(ref).expanduser()
+    if path.exists():
+        return path
+    entries = list_models()
+    for source in ("user", "bundled"):
+        for entry in entries:
+            if entry.source == source and ref in (entry.name, entry.card.name):
+                return entry.path
+    known = ", ".join(sorted({e.name for e in entries if task is None or e.task == task})) or "none"
+    raise LvsegError(f"no such file, folder or registered model (registered: {known})", ref)
+
+
+def register_model(src_dir, name: str | None = None) -> Path:
+    """Copy a model directory (its card and weights only) into the user model folder; return the new path."""
+    src = Path(src_dir)
+    card_path, weights_path = _locate(src)
+    if weights_path.suffix.lower() != ".safetensors":
+        raise LvsegError("only model directories with model.safetensors can be registered", src)
+    card = read_card(card_path)
+    name = name or card.name
+    if not name or name in (".", "..") or any(sep in name for sep in ("/", "\\", os.sep)):
+        raise LvsegError(f"invalid model name {name!r}", src)
+    card.name = name
+    root = user_models_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    dest = root / name
+    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+    try:
+        shutil.copy2(weights_path, staging / WEIGHTS_FILE)
+        (staging / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
+        if dest.exists():  # swap the old one out, then drop it
+            old = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.old."))
+            os.replace(dest, old / name)
+            os.replace(staging, dest)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(staging, dest)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return dest

@@ -1,0 +1,352 @@
+"""File I/O: NIfTI/TIFF/DICOM/EMIDEC reading, exact NIfTI round trips, validation, atomic writes."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.io import (atomic_path, check_image, check_labels, check_pair, read_image, read_labels,
+                             write_image, write_labels)
+from napari_lvseg.io.dicom import read_dicom_series
+from napari_lvseg.io.emidec import find_cases, is_case_folder, read_case
+from napari_lvseg.io.nifti import looks_like_labels, read_nifti, write_nifti
+from napari_lvseg.io.tiff import read_tiff, write_tiff
+
+RNG = np.random.default_rng(0)
+
+
+def save_nifti(path, disk, affine=None):
+    nib.save(nib.Nifti1Image(disk, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def make_case(root, name="Case_T01", shape_xyz=(16, 12, 3), labels=True, bad_value=None):
+    image = RNG.uniform(0, 100, shape_xyz).astype(np.float32)
+    (root / name / "Images").mkdir(parents=True)
+    save_nifti(root / name / "Images" / f"{name}.nii.gz", image)
+    if labels:
+        lab = RNG.integers(0, 5, shape_xyz).astype(np.uint8)
+        if bad_value is not None:
+            lab[0, 0, 0] = bad_value
+        (root / name / "Contours").mkdir()
+        save_nifti(root / name / "Contours" / f"{name}.nii.gz", lab)
+    return root / name
+
+
+def no_temp_files(folder):
+    return [p.name for p in folder.iterdir() if ".tmp-" in p.name] == []
+
+
+# -- NIfTI -------------------------------------------------------------------------------------
+
+def test_nifti_read_transposes_xyz_to_zyx_and_keeps_spacing(tmp_path):
+    disk = np.arange(4 * 3 * 2, dtype=np.int16).reshape(4, 3, 2)
+    img = nib.Nifti1Image(disk, np.diag([0.7, 0.8, 5.0, 1.0]))
+    nib.save(img, str(tmp_path / "a.nii.gz"))
+    vol = read_nifti(tmp_path / "a.nii.gz")
+    assert vol.data.shape == (2, 3, 4)
+    np.testing.assert_array_equal(vol.data, disk.transpose(2, 1, 0))
+    assert vol.meta["format"] == "nifti" and vol.meta["orientation"] == "xyz->zyx"
+    assert vol.meta["spacing"] == pytest.approx((5.0, 0.8, 0.7))
+    assert vol.meta["dtype"] == "int16"
+
+
+@pytest.mark.parametrize("disk_shape", [(6, 5, 4), (6, 5), (6, 5, 1), (6, 5, 4, 1)])
+def test_nifti_round_trip_is_exact(tmp_path, disk_shape):
+    disk = RNG.normal(size=disk_shape).astype(np.float32)
+    affine = np.array([[0, -0.9, 0, 10], [1.1, 0, 0, -4], [0, 0, 6, 2], [0, 0, 0, 1.0]])
+    src = tmp_path / "src.nii.gz"
+    img = nib.Nifti1Image(disk, affine)
+    img.header.set_qform(affine, code=1)
+    img.header.set_sform(affine, code=2)
+    nib.save(img, str(src))
+    vol = read_nifti(src)
+    expected_mem = {(6, 5, 4): (4, 5, 6), (6, 5): (5, 6), (6, 5, 1): (1, 5, 6), (6, 5, 4, 1): (4, 5, 6)}
+    assert vol.data.shape == expected_mem[disk_shape]
+    out = write_nifti(tmp_path / "out.nii.gz", vol.data, vol.meta)
+    back = nib.load(str(out))
+    assert back.shape == disk_shape
+    assert back.get_data_dtype() == np.float32
+    np.testing.assert_array_equal(np.asanyarray(back.dataobj), disk)
+    np.testing.assert_array_equal(back.affine, nib.load(str(src)).affine)
+    assert int(back.header["qform_code"]) == 1 and int(back.header["sform_code"]) == 2
+    assert no_temp_files(tmp_path)
+
+
+def test_scaled_integer_nifti_round_trips_to_same_raw_values_and_dtype(tmp_path):
+    raw = RNG.integers(-300, 300, (5, 4, 3)).astype(np.int16)
+    img = nib.Nifti1Image(raw, np.eye(4))
+    img.header.set_slope_inter(0.25, 7.0)
+    # nibabel would recompute scaling from a float array; write the raw integers through an explicit header.
+    img.to_filename(str(tmp_path / "s.nii"))
+    vol = read_nifti(tmp_path / "s.nii")
+    np.testing.assert_array_equal(vol.data, (raw * 0.25 + 7.0).transpose(2, 1, 0))
+    write_nifti(tmp_path / "o.nii", vol.data, vol.meta)
+    back = nib.load(str(tmp_path / "o.nii"))
+    assert back.get_data_dtype() == np.int16
+    np.testing.assert_array_equal(back.dataobj.get_unscaled(), raw)
+    np.testing.assert_array_equal(read_nifti(tmp_path / "o.nii").data, vol.data)
+
+
+def test_nifti_without_meta_gets_identity_affine(tmp_path):
+    data = RNG.normal(size=(3, 4, 5)).astype(np.float32)
+    write_nifti(tmp_path / "n.nii.gz", data)
+    back = nib.load(str(tmp_path / "n.nii.gz"))
+    np.testing.assert_array_equal(back.affine, np.eye(4))
+    assert back.shape == (5, 4, 3)
+    np.testing.assert_array_equal(read_nifti(tmp_path / "n.nii.gz").data, data)
+
+
+def test_labels_written_with_image_meta_are_uint8(tmp_path):
+    src = save_nifti(tmp_path / "img.nii.gz", RNG.normal(size=(6, 5, 2)).astype(np.float32),
+                     np.diag([2.0, 2.0, 8.0, 1.0]))
+    meta = read_image(src).meta
+    labels = RNG.integers(0, 5, (2, 5, 6)).astype(np.int64)
+    write_labels(tmp_path / "lab.nii.gz", labels, meta)
+    back = nib.load(str(tmp_path / "lab.nii.gz"))
+    assert back.get_data_dtype() == np.uint8
+    np.testing.assert_array_equal(back.affine, np.diag([2.0, 2.0, 8.0, 1.0]))
+    np.testing.assert_array_equal(read_labels(tmp_path / "lab.nii.gz").data, labels)
+
+
+def test_real_emidec_cases_round_trip_bit_for_bit(emidec_cases, tmp_path):
+    for case_dir in emidec_cases:
+        for sub in ("Images", "Contours"):
+            src = case_dir / sub / f"{case_dir.name}.nii.gz"
+            original = nib.load(str(src))
+            vol = read_nifti(src)
+            assert vol.data.shape[1:] == (128, 128)
+            out = write_nifti(tmp_path / f"{case_dir.name}_{sub}.nii.gz", vol.data, vol.meta)
+            back = nib.load(str(out))
+            assert back.get_data_dtype() == original.get_data_dtype()
+            assert back.shape == original.shape
+            np.testing.assert_array_equal(back.affine, original.affine)
+            a, b = np.asanyarray(original.dataobj), np.asanyarray(back.dataobj)
+            assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+            out.unlink()
+
+
+def test_looks_like_labels():
+    assert looks_like_labels(np.array([[0, 1], [2, 4]], np.uint8))
+    assert looks_like_labels(np.array([[0.0, 3.0]], np.float32))
+    assert not looks_like_labels(np.array([[0.0, 0.5]], np.float32))
+    assert not looks_like_labels(np.array([[0, 5]], np.uint8))
+    assert not looks_like_labels(np.array([[-1, 2]], np.int16))
+    assert not looks_like_labels(RNG.normal(size=(8, 8)).astype(np.float32))
+
+
+# -- TIFF --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape,dtype", [((7, 9), np.float32), ((3, 7, 9), np.float32), ((4, 7, 9), np.uint8)])
+def test_tiff_round_trip(tmp_path, shape, dtype):
+    data = (RNG.uniform(0, 4, shape)).astype(dtype)
+    write_tiff(tmp_path / "a.tif", data)
+    vol = read_tiff(tmp_path / "a.tif")
+    assert vol.data.shape == shape and vol.data.dtype == dtype
+    np.testing.assert_array_equal(vol.data, data)
+    assert vol.meta["format"] == "tiff"
+    assert no_temp_files(tmp_path)
+
+
+def test_rgb_tiff_is_refused(tmp_path):
+    path = tmp_path / "colour.tiff"
+    tifffile.imwrite(str(path), RNG.integers(0, 255, (3, 16, 16)).astype(np.uint8), photometric="rgb")
+    with pytest.raises(LvsegError, match="colour.tiff.*colour"):
+        read_image(path)
+
+
+# -- DICOM -------------------------------------------------------------------------------------
+
+def write_dicom(path, pixels, *, series_uid, instance, position=None, orientation=None,
+                slope=1.0, intercept=0.0):
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
+
+    file_meta = FileMetaDataset()
+    file_meta.MediaStorageSOPClassUID = MRImageStorage
+    file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = file_meta
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, file_meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.SeriesInstanceUID, ds.InstanceNumber = "MR", series_uid, instance
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+    ds.PixelSpacing = [0.7, 0.8]
+    ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    if position is not None:
+        ds.ImagePositionPatient = [float(v) for v in position]
+        ds.ImageOrientationPatient = [float(v) for v in orientation]
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    ds.save_as(str(path), enforce_file_format=True)
+
+
+def test_dicom_series_ordered_by_position_on_slice_normal(tmp_path):
+    row = np.array([1.0, 0.0, 0.0])
+    col = np.array([0.0, np.cos(0.5), -np.sin(0.5)])
+    normal = np.cross(row, col)
+    n = 6
+    shifts = [40.0, -30.0, 25.0, -45.0, 10.0, 35.0]  # in-plane shifts: sorting by patient z alone is wrong
+    names = [f"IM{random.Random(1).randrange(10**6) + i * 7919:07d}" for i in range(n)]
+    random.Random(2).shuffle(names)
+    instances = [3, 1, 6, 2, 5, 4]  # deliberately not the anatomical order
+    for k in range(n):
+        position = k * 8.0 * normal + shifts[k] * col
+        pixels = np.full((5, 4), 10 * k + 1, np.uint16)
+        write_dicom(tmp_path / names[k], pixels, series_uid="1.2.3", instance=instances[k],
+                    position=position, orientation=[*row, *col], slope=2.0, intercept=-5.0)
+    (tmp_path / "notes.txt").write_text("not dicom")
+    assert [row_ for row_ in sorted(range(n), key=lambda k: (k * 8.0 * normal + shifts[k] * col)[2])] != list(range(n))
+    vol = read_dicom_series(tmp_path)
+    assert vol.data.shape == (n, 5, 4) and vol.data.dtype == np.float32
+    np.testing.assert_array_equal(vol.data[:, 0, 0], [2.0 * (10 * k + 1) - 5.0 for k in range(n)])
+    assert vol.meta["spacing"] == pytest.approx((8.0, 0.7, 0.8))
+    assert vol.meta["format"] == "dicom"
+
+
+def test_dicom_falls_back_to_instance_number_and_takes_largest_series(tmp_path):
+    order = [2, 0, 3, 1]
+    for i, k in enumerate(order):
+        write_dicom(tmp_path / f"x{i}.dcm", np.full((3, 3), k, np.uint16), series_uid="9.9", instance=k + 1)
+    write_dicom(tmp_path / "loc", np.full((3, 3), 99, np.uint16), series_uid="1.1", instance=1)
+    vol = read_image(tmp_path)
+    np.testing.assert_array_equal(vol.data[:, 1, 1], [0, 1, 2, 3])
+    assert vol.meta["series_uid"] == "9.9" and vol.meta["skipped_series"] == ["1.1"]
+
+
+def test_folder_without_dicom_is_an_error(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(LvsegError, match=tmp_path.name):
+        read_image(tmp_path)
+    with pytest.raises(LvsegError, match="no DICOM"):
+        read_dicom_series(tmp_path)
+
+
+# -- EMIDEC ------------------------------------------------------------------------------------
+
+def test_find_cases_from_dataset_or_single_case(tmp_path):
+    make_case(tmp_path, "Case_A")
+    make_case(tmp_path, "Case_B", labels=False)
+    (tmp_path / "other").mkdir()
+    cases = find_cases(tmp_path)
+    assert [c.name for c in cases] == ["Case_A", "Case_B"]
+    assert cases[1].labels_path is None
+    assert [c.name for c in find_cases(tmp_path / "Case_A")] == ["Case_A"]
+    assert is_case_folder(tmp_path / "Case_A") and not is_case_folder(tmp_path)
+    image, labels = read_case(cases[0])
+    assert image.data.shape == labels.data.shape == (3, 12, 16) and labels.data.dtype == np.uint8
+    assert read_case(cases[1])[1] is None
+
+
+def test_read_case_rejects_mismatched_shapes_and_bad_labels(tmp_path):
+    case = make_case(tmp_path, "Case_S")
+    save_nifti(case / "Contours" / "Case_S.nii.gz", np.zeros((16, 12, 4), np.uint8))
+    with pytest.raises(LvsegError, match="Case_S.nii.gz.*shape"):
+        read_case(find_cases(case)[0])
+    bad = make_case(tmp_path, "Case_V", bad_value=7)
+    with pytest.raises(LvsegError, match=r"Contours/Case_V.nii.gz.*7"):
+        read_labels(bad)
+
+
+def test_emidec_case_dispatch(tmp_path):
+    case = make_case(tmp_path, "Case_D")
+    assert read_image(case).data.dtype == np.float32
+    assert read_labels(case).data.dtype == np.uint8
+    with pytest.raises(LvsegError, match="several EMIDEC cases"):
+        read_image(tmp_path)
+
+
+# -- validation, dispatch, atomic writes --------------------------------------------------------
+
+@pytest.mark.parametrize("data,problem", [
+    (np.zeros((2, 3, 4, 5), np.float32), "4 dimensions"),
+    (np.zeros((16, 16, 3), np.uint8), "colour"),
+    (np.zeros((16, 16, 4), np.float32), "colour"),
+    (np.array([[1.0, np.nan]], np.float32), "NaN"),
+    (np.array([[1.0, np.inf]], np.float32), "NaN or infinite"),
+    (np.zeros((0, 4), np.float32), "empty"),
+])
+def test_check_image_rejects(data, problem):
+    with pytest.raises(LvsegError, match=f"scan.nii.gz: .*{problem}"):
+        check_image(data, "scan.nii.gz")
+
+
+def test_check_image_accepts_thin_stacks():
+    assert check_image(np.zeros((3, 64, 64), np.float32)).shape == (3, 64, 64)
+    assert check_image(np.zeros((64, 64), np.int16)).shape == (64, 64)
+
+
+def test_check_labels_and_pair():
+    out = check_labels(np.array([[0, 4], [2, 1]], np.int64))
+    assert out.dtype == np.uint8
+    with pytest.raises(LvsegError, match=r"mask.tif: .*5.*9"):
+        check_labels(np.array([[0, 5], [9, 1]]), "mask.tif")
+    with pytest.raises(LvsegError, match=r"mask.tif: .*1.5"):
+        check_labels(np.array([[0, 1.5]]), "mask.tif")
+    with pytest.raises(LvsegError, match=r"m.tif: .*\(2, 3\).*\(3, 2\)"):
+        check_pair(np.zeros((2, 3)), np.zeros((3, 2)), "m.tif")
+
+
+def test_bad_files_raise_errors_naming_the_file(tmp_path):
+    garbage = tmp_path / "broken.nii.gz"
+    garbage.write_bytes(b"not a nifti file at all")
+    with pytest.raises(LvsegError, match="broken.nii.gz"):
+        read_image(garbage)
+    broken_tif = tmp_path / "broken.tif"
+    broken_tif.write_bytes(b"II*\x00garbage")
+    with pytest.raises(LvsegError, match="broken.tif"):
+        read_image(broken_tif)
+    with pytest.raises(LvsegError, match="notes.txt.*unsupported"):
+        (tmp_path / "notes.txt").write_text("x")
+        read_image(tmp_path / "notes.txt")
+    with pytest.raises(LvsegError, match="missing.nii.gz.*not found"):
+        read_image(tmp_path / "missing.nii.gz")
+    nan_file = save_nifti(tmp_path / "nan.nii.gz", np.full((4, 4, 2), np.nan, np.float32))
+    with pytest.raises(LvsegError, match="nan.nii.gz.*NaN"):
+        read_image(nan_file)
+    four_d = save_nifti(tmp_path / "four.nii.gz", np.zeros((4, 4, 2, 3), np.float32))
+    with pytest.raises(LvsegError, match="four.nii.gz.*4 dimensions"):
+        read_image(four_d)
+    with pytest.raises(LvsegError, match="out.png.*cannot write"):
+        write_image(tmp_path / "out.png", np.zeros((4, 4), np.float32))
+    with pytest.raises(LvsegError, match="lab.tif.*8"):
+        write_labels(tmp_path / "lab.tif", np.full((4, 4), 8))
+    assert not (tmp_path / "lab.tif").exists()
+
+
+def test_write_dispatch_and_overwrite_is_atomic(tmp_path):
+    data = RNG.normal(size=(2, 4, 5)).astype(np.float32)
+    for name in ("a.nii.gz", "a.nii", "a.tif", "a.tiff"):
+        write_image(tmp_path / name, data)
+        write_image(tmp_path / name, data * 2)  # overwrite in place
+        np.testing.assert_array_equal(read_image(tmp_path / name).data, data * 2)
+    with open(tmp_path / "a.nii.gz", "rb") as fh:
+        assert fh.read(2) == b"\x1f\x8b"  # gzip: the temporary kept the .nii.gz suffix
+    assert no_temp_files(tmp_path)
+
+
+def test_atomic_path_keeps_old_file_on_failure(tmp_path):
+    target = tmp_path / "x.nii.gz"
+    target.write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            assert tmp.name.startswith(".x.tmp-") and tmp.name.endswith(".nii.gz")
+            tmp.write_text("partial")
+            raise RuntimeError("boom")
+    assert target.read_text() == "old"
+    assert no_temp_files(tmp_path)
+
+
+def test_importing_io_stays_cheap():
+    code = ("import sys, napari_lvseg.io, napari_lvseg._reader, napari_lvseg._writer;"
+            "print(sorted(m for m in ('nibabel', 'tifffile', 'pydicom', 'napari', 'torch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -1,0 +1,123 @@
+"""PairFolder: the (image, mask) pair store with its JSONL manifest."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.io.pairs import PairFolder
+
+RNG = np.random.default_rng(1)
+
+
+def pair(shape=(8, 10)):
+    return RNG.normal(size=shape).astype(np.float64), RNG.integers(0, 5, shape).astype(np.int32)
+
+
+def manifest_lines(root):
+    return [json.loads(line) for line in (root / "manifest.jsonl").read_text().splitlines()]
+
+
+def test_add_writes_files_and_manifest(tmp_path):
+    folder = PairFolder(tmp_path / "pairs")
+    image, mask = pair()
+    name = folder.add(image, mask, origin="corrected", source="/data/Case_1.nii.gz", model="m1", seed=3,
+                      edited_pixels=12)
+    assert name.startswith("Case_1_")
+    on_disk_image = tifffile.imread(tmp_path / "pairs" / "images" / f"{name}.tif")
+    on_disk_mask = tifffile.imread(tmp_path / "pairs" / "masks" / f"{name}.tif")
+    assert on_disk_image.dtype == np.float32 and on_disk_mask.dtype == np.uint8
+    np.testing.assert_array_equal(on_disk_mask, mask)
+    (record,) = manifest_lines(tmp_path / "pairs")
+    assert record["name"] == name and record["origin"] == "corrected" and record["model"] == "m1"
+    assert record["seed"] == 3 and record["edited_pixels"] == 12 and record["source"] == "/data/Case_1.nii.gz"
+    assert record["created"][:4].isdigit() and "T" in record["created"]
+    assert len(folder) == 1 and folder.records()[0]["name"] == name
+    got_image, got_mask = folder.read(name)
+    np.testing.assert_array_equal(got_image, image.astype(np.float32))
+    np.testing.assert_array_equal(got_mask, mask)
+    assert [p.name for p in (tmp_path / "pairs").iterdir() if ".tmp-" in p.name] == []
+
+
+def test_stacks_and_replacing_a_name(tmp_path):
+    folder = PairFolder(tmp_path)
+    image, mask = pair((3, 6, 7))
+    folder.add(image, mask, origin="synthetic", name="s1", seed=1)
+    folder.add(image, mask, origin="synthetic", name="s2", seed=2)
+    image2, mask2 = pair((3, 6, 7))
+    folder.add(image2, mask2, origin="synthetic", name="s1", seed=9)
+    records = manifest_lines(tmp_path)
+    assert [r["name"] for r in records] == ["s2", "s1"]
+    assert records[1]["seed"] == 9
+    np.testing.assert_array_equal(folder.read("s1")[1], mask2)
+    assert folder.read("s1")[0].shape == (3, 6, 7)
+
+
+def test_bad_labels_and_shape_mismatch_write_nothing(tmp_path):
+    folder = PairFolder(tmp_path / "p")
+    image, mask = pair()
+    mask[0, 0] = 6
+    with pytest.raises(LvsegError, match=r"scan.nii.gz: .*6"):
+        folder.add(image, mask, origin="real", source="scan.nii.gz")
+    with pytest.raises(LvsegError, match=r"\(8, 10\).*\(8, 9\)"):
+        folder.add(image, mask[:, :9] % 5, origin="real")
+    with pytest.raises(LvsegError, match="origin"):
+        folder.add(image, mask % 5, origin="invented")
+    with pytest.raises(LvsegError, match="name"):
+        folder.add(image, mask % 5, origin="real", name="../escape")
+    assert not (tmp_path / "p").exists()
+
+
+def test_find_returns_latest_record_for_a_source(tmp_path):
+    folder = PairFolder(tmp_path)
+    image, mask = pair()
+    folder.add(image, mask, origin="corrected", source="a.nii.gz", name="first")
+    folder.add(image, mask, origin="corrected", source="b.nii.gz", name="other")
+    folder.add(image, mask, origin="corrected", source="a.nii.gz", name="second")
+    assert folder.find("a.nii.gz")["name"] == "second"
+    assert folder.find("missing.nii.gz") is None
+
+
+def test_nifti_pairs_written_and_found_without_manifest(tmp_path):
+    folder = PairFolder(tmp_path)
+    image, mask = pair((2, 5, 6))
+    folder.add(image, mask, origin="real", name="n1", fmt="nifti")
+    assert (tmp_path / "images" / "n1.nii.gz").is_file()
+    np.testing.assert_array_equal(folder.read("n1")[1], mask)
+    # A pair copied in by hand, no manifest record: still listed and readable.
+    nib.save(nib.Nifti1Image(np.ones((6, 5), np.float32), np.eye(4)), str(tmp_path / "images" / "hand.nii.gz"))
+    nib.save(nib.Nifti1Image(np.full((6, 5), 2, np.uint8), np.eye(4)), str(tmp_path / "masks" / "hand.nii.gz"))
+    (tmp_path / "images" / "orphan.tif").write_bytes(b"")  # image without mask: not a pair
+    assert sorted(folder.names()) == ["hand", "n1"]
+    hand_image, hand_mask = folder.read("hand")
+    assert hand_image.shape == hand_mask.shape == (5, 6) and (hand_mask == 2).all()
+    # Replacing a NIfTI pair by a TIFF one removes the old files.
+    folder.add(image, mask, origin="real", name="n1")
+    assert not (tmp_path / "images" / "n1.nii.gz").exists() and (tmp_path / "images" / "n1.tif").is_file()
+
+
+def test_open_empty_or_missing_folder_raises(tmp_path):
+    with pytest.raises(LvsegError, match="no pairs found"):
+        PairFolder.open(tmp_path / "missing")
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    assert PairFolder.is_pair_folder(tmp_path) and not PairFolder.is_pair_folder(tmp_path / "images")
+    with pytest.raises(LvsegError, match="no pairs found"):
+        PairFolder.open(tmp_path)
+    with pytest.raises(LvsegError, match="no pair named"):
+        PairFolder(tmp_path).read("nothing")
+
+
+def test_damaged_manifest_line_is_reported(tmp_path):
+    folder = PairFolder(tmp_path)
+    image, mask = pair()
+    folder.add(image, mask, origin="real", name="a")
+    with open(tmp_path / "manifest.jsonl", "a") as fh:
+        fh.write("{oops\n")
+    with pytest.raises(LvsegError, match="manifest.jsonl: line 2"):
+        folder.records()
