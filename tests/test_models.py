@@ -112,7 +112,7 @@ def test_tiny_unet_overfits_one_image():
         loss = sum(nn.functional.cross_entropy(o, target) for o in outputs)
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     accuracy = (model.eval()(image).argmax(1) == target).float().mean()
     assert accuracy > 0.95

@@ -41,7 +41,7 @@ def test_add_writes_files_and_manifest(tmp_path):
     got_image, got_mask = folder.read(name)
     np.testing.assert_array_equal(got_image, image.astype(np.float32))
     np.testing.assert_array_equal(got_mask, mask)
-    assert [p.name for p in (tmp_path / "pairs").iterdir() if ".tmp-" in p.name] == []
+    assert [p.name for p in (tmp_path / "pairs").iterdir() if ".tmp" in p.name] == []
 
 
 def test_stacks_and_replacing_a_name(tmp_path):

@@ -241,3 +241,7 @@ def cmd_models(args) -> int:
         print(f"{e.name:32s} {e.task:13s} {e.source:8s}{default}{score}  {e.path}")
     return 0
 
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,7 +1,101 @@
-"""``lvseg`` subcommands of the synthesis engine (Pix2Pix): synthesize, synthesize-dataset, evaluate-synthesis."""
+"""``lvseg`` subcommands of the synthesis engine (Pix2Pix): synthesize, synthesize-dataset, evaluate-synthesis.
+
+Training is ``lvseg train --task synthesis`` (cli.py, through the shared engine).
+"""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 
 def add_parsers(sub, add_model) -> None:
     """Register the synthesis subcommands on the ``lvseg`` sub-parser collection."""
+    p = sub.add_parser("synthesize", help="render a synthetic LGE image from a label mask (NIfTI/TIFF, 2-D or stack)")
+    p.add_argument("mask", help="labels 0..4 (NIfTI or TIFF, a slice or a stack)")
+    p.add_argument("-o", "--output", required=True, help="image file; same shape as MASK (NIfTI keeps its header)")
+    add_model(p, "synthesis")
+    p.add_argument("--seed", type=int, default=0, help="noise seed: same seed, same image")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_synthesize)
+
+    p = sub.add_parser("synthesize-dataset", help="write a pair folder of simulated masks and synthetic images")
+    p.add_argument("--masks-from", required=True, metavar="DIR", help="EMIDEC case/dataset folder or pair folder")
+    p.add_argument("--n", type=int, required=True, help="number of pairs to write")
+    p.add_argument("--out", required=True, metavar="DIR", help="pair folder (created or added to)")
+    add_model(p, "synthesis")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--cases", nargs="+", metavar="CASE", help="only these source cases / pairs")
+    p.add_argument("--no-simulate", action="store_true", help="use the source masks unchanged (no mask simulator)")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_synthesize_dataset)
+
+    p = sub.add_parser("evaluate-synthesis", help="PSNR, SSIM, class contrasts, FID and KID of a synthesis model")
+    add_model(p, "synthesis")
+    p.add_argument("--data", required=True, metavar="DIR", help="EMIDEC folder or pair folder with real images")
+    p.add_argument("--cases", nargs="+", metavar="CASE", help="only these cases / pairs (e.g. the held-out ones)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", metavar="FILE.json", help="also write the full result (with per-pair rows) here")
+    p.add_argument("--threads", type=int, default=None)
+    p.set_defaults(func=cmd_evaluate_synthesis)
+
+
+def _threads(n) -> None:
+    if n:
+        import torch
+
+        torch.set_num_threads(n)
+
+
+def _json_safe(value):
+    """NaN (a class absent from the data) -> null, so the file is strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def cmd_synthesize(args) -> int:
+    from .io import read_labels, write_image
+    from .synthesis import synthesize
+
+    _threads(args.threads)
+    mask = read_labels(args.mask)
+    image = synthesize(mask.data, args.model, seed=args.seed, name=args.mask)
+    # The mask's header (affine, spacing) goes with the image; only a NIfTI writer uses it.
+    print(write_image(args.output, image, mask.meta))
+    return 0
+
+
+def cmd_synthesize_dataset(args) -> int:
+    from .synthesis import synthesize_dataset
+
+    _threads(args.threads)
+    folder = synthesize_dataset(args.masks_from, args.n, args.out, model=args.model, seed=args.seed,
+                                cases=args.cases, simulate=not args.no_simulate)
+    print(f"{args.n} synthetic pairs written to {folder.root} ({len(folder)} pairs in the folder)")
+    return 0
+
+
+def cmd_evaluate_synthesis(args) -> int:
+    from .io.atomic import write_text_atomic
+    from .synthesis import evaluate_synthesis
+
+    _threads(args.threads)
+    result = evaluate_synthesis(args.model, args.data, cases=args.cases, seed=args.seed)
+    print(f"{result['model']} on {result['n_slices']} slices of {result['data']}:")
+    print(f"  L1 {result['l1']:.4f}  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")
+    print(f"  FID {result['fid']:.4f}  KID {result['kid']:.5f} +- {result['kid_std']:.5f}  "
+          f"(features: {result['feature_network']})")
+    synthetic, real = result["class_means_synthetic"], result["class_means_real"]
+    print("  class means (normalised, synthetic / real): "
+          + ", ".join(f"{k} {synthetic[k]:.3f}/{real[k]:.3f}" for k in synthetic))
+    print(f"  infarct brighter than myocardium: {result['infarct_brighter_than_myocardium']}; "
+          f"no-reflow darker than infarct: {result['no_reflow_darker_than_infarct']}")
+    if args.out:
+        write_text_atomic(Path(args.out), json.dumps(_json_safe(result), indent=2))
+        print(f"written: {args.out}")
+    return 0

@@ -21,7 +21,8 @@ def read_tiff(path) -> Volume:
             series = tif.series[0]
             photometric = series.keyframe.photometric
             if photometric is not None and photometric.name in _COLOUR:
-                raise LvsegError(f"colour TIFF (photometric {photometric.name}); expected grey-level", path)
+                raise LvsegError(f"colour TIFF (photometric {photometric.name}); expected grey-level "
+                                 "(a 3- or 4-slice stack must be saved with photometric='minisblack')", path)
             data = series.asarray()
             ij = tif.imagej_metadata or {}
     except LvsegError:

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from napari_lvseg.errors import LvsegError
+from napari_lvseg.io.atomic import atomic_path  # noqa: F401  (re-exported: one atomic-write helper)
 from napari_lvseg.labels import invalid_values
 
 # Suffixes whose last part alone would not tell a library how to write the file.
@@ -44,25 +42,6 @@ def full_suffix(path) -> str:
         if name.endswith(suffix):
             return suffix
     return Path(name).suffix
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path`` (same suffix); on success move it over ``path``.
-
-    Readers of ``path`` see either the old file or the complete new one, never a partial write.
-    The temporary keeps the suffix because nibabel picks gzip compression from the file name.
-    """
-    path = Path(path)
-    suffix = full_suffix(path)
-    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    tmp = path.with_name(f".{stem}.tmp-{secrets.token_hex(4)}{suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _looks_rgb(data: np.ndarray) -> bool:

@@ -105,6 +105,7 @@ class Pix2PixGenerator(nn.Module):
         Norms run in eval mode, dropout stays active (the noise). The global RNG state is left untouched
         when a seed is given. Returns (B, out, H, W) float in [-1, 1] on the model's device.
         """
+        labels = torch.as_tensor(labels)
         if labels.dim() == 2:
             labels = labels[None]
         device = next(self.parameters()).device

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -182,19 +183,28 @@ def _read_safetensors(path: Path) -> dict:
         raise LvsegError(f"not a readable safetensors file ({type(exc).__name__}: {exc})", path) from exc
 
 
-def _read_torch_state_dict(path: Path) -> dict:
+def torch_load_plain(path, what: str = "PyTorch weights file"):
+    """``torch.load(weights_only=True)``: tensors and plain containers only; code-carrying pickles refused."""
     import pickle
 
     import torch
 
+    path = Path(path)
     try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+        return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise LvsegError(f"refused: the file holds more than plain tensors (weights-only load: {first})",
-                         path) from exc
+        # torch's message is a page of advice; keep only the unpickler's reason.
+        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. |\n\n|$)", str(exc), re.S)
+        reason = " ".join(found.group(1).split()) if found else type(exc).__name__
+        if "global" in reason.lower():
+            raise LvsegError(f"refused: the file holds objects other than tensors ({reason})", path) from None
+        raise LvsegError(f"not a readable {what} ({reason})", path) from None
     except Exception as exc:
-        raise LvsegError(f"not a readable PyTorch weights file ({type(exc).__name__}: {exc})", path) from exc
+        raise LvsegError(f"not a readable {what} ({type(exc).__name__}: {exc})", path) from None
+
+
+def _read_torch_state_dict(path: Path) -> dict:
+    obj = torch_load_plain(path)
     # Accept training checkpoints that wrap the state dict.
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):

@@ -1,0 +1,292 @@
+"""The synthesis task of the training engine: Pix2Pix (label map -> LGE image) on real slices.
+
+Intensities: each slice is normalised like segmentation (percentiles 1/99 -> 0/1, clipped to
+[-0.5, 1.5]); that whole normalised range maps linearly onto the generator's tanh range [-1, 1]
+(``to_tanh``), so nothing is clipped away (the bright infarct tail lies above 1). The model card
+records this mapping and the raw intensity range of the training slices, which `synthesize` uses to
+give its images an LGE-like scale.
+
+Loss: the original pix2pix objective, BCE-with-logits adversarial loss on PatchGAN logits, plus
+``l1_lambda`` x class-weighted L1. The weighted L1 is sum(w |G - x|) / sum(w) with w = l1_weights[label],
+so it stays on the scale of a plain L1 (and pix2pix's lambda 100 keeps its meaning) while small rare
+classes (infarct, no-reflow) weigh as much per pixel as the weights say.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..data.augment import augment_sample, build_augmentation
+from ..data.datasets import epoch_indices, load_source
+from ..data.normalize import DEFAULT_NORMALIZATION
+from ..errors import LvsegError
+from ..labels import N_CLASSES, NAMES, SHORT_NAMES
+from .segmentation import EMIDEC_LICENCE, split_sources
+
+# Normalised range that maps onto the generator's [-1, 1]: that of normalize_slices' clipping.
+GENERATOR_RANGE = (-0.5, 1.5)
+
+
+def synthesis_normalization(intensity_range=None) -> dict:
+    """The card's normalization block: per-slice percentiles, the tanh mapping, the raw intensity range."""
+    norm = {**DEFAULT_NORMALIZATION, "generator_range": list(GENERATOR_RANGE)}
+    if intensity_range is not None:
+        norm["intensity_range"] = [float(v) for v in intensity_range]
+    return norm
+
+
+def to_tanh(normalised: np.ndarray, normalization: dict | None = None) -> np.ndarray:
+    """Normalised slice values -> generator range [-1, 1] (linear; ``generator_range`` ends -> -1, 1)."""
+    lo, hi = (normalization or {}).get("generator_range", GENERATOR_RANGE)
+    return np.clip(2.0 * (np.asarray(normalised, np.float32) - lo) / (hi - lo) - 1.0, -1.0, 1.0).astype(np.float32)
+
+
+def from_tanh(values: np.ndarray, normalization: dict | None = None) -> np.ndarray:
+    """Inverse of `to_tanh`: generator output -> normalised slice values (0..1 = percentiles low..high)."""
+    lo, hi = (normalization or {}).get("generator_range", GENERATOR_RANGE)
+    return ((np.asarray(values, np.float32) + 1.0) * 0.5 * (hi - lo) + lo).astype(np.float32)
+
+
+def raw_intensity_range(paths, normalization: dict | None = None) -> list[float]:
+    """Mean low/high percentile (raw units) over all image slices of the sources: the scale to give
+    synthetic images. Reads the files again because `load_source` keeps only normalised slices."""
+    from ..io import emidec
+    from ..io.pairs import PairFolder
+
+    norm = {**DEFAULT_NORMALIZATION, **(normalization or {})}
+    lows, highs = [], []
+    for path in paths:
+        path = Path(path)
+        if PairFolder.is_pair_folder(path):
+            folder = PairFolder.open(path)
+            images = (folder.read(r["name"])[0] for r in folder.records())
+        else:
+            images = (emidec.read_case(c)[0].data for c in emidec.find_cases(path))
+        for image in images:
+            flat = np.asarray(image, np.float32).reshape((-1,) + np.shape(image)[-2:])
+            lo, hi = np.percentile(flat, [norm["low"], norm["high"]], axis=(1, 2))
+            lows += lo.tolist()
+            highs += hi.tolist()
+    if not lows:
+        return [0.0, 1.0]
+    return [float(np.mean(lows)), float(np.mean(highs))]
+
+
+def class_means(images: np.ndarray, labels: np.ndarray) -> dict:
+    """Mean intensity per class name over all slices (NaN where a class is absent)."""
+    return {SHORT_NAMES[c]: float(images[labels == c].mean()) if np.any(labels == c) else float("nan")
+            for c in range(N_CLASSES)}
+
+
+def compare_slices(real: np.ndarray, fake: np.ndarray) -> dict:
+    """L1, PSNR and SSIM of one synthetic slice against the real one (both in the generator range [-1, 1])."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    l1 = float(np.abs(real - fake).mean())
+    mse = float(np.mean((real - fake) ** 2))
+    # PSNR of a perfect copy is infinite; cap it at 100 dB so means stay finite.
+    psnr = 100.0 if mse < 1e-10 else float(peak_signal_noise_ratio(real, fake, data_range=2.0))
+    ssim = float(structural_similarity(real, fake, data_range=2.0))
+    return {"l1": l1, "psnr": psnr, "ssim": ssim}
+
+
+def generate_slices(generator, labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Generator output (N, S, S) in [-1, 1] for label slices (N, S, S), each slice ``generate(slice, seed)``.
+
+    One slice at a time, so a slice's image does not depend on the others in the stack.
+    """
+    import torch
+
+    out = np.empty(labels.shape, np.float32)
+    for i, mask in enumerate(labels):
+        tensor = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
+        out[i] = generator.generate(tensor, seed=seed)[0, 0].cpu().numpy()
+    return out
+
+
+class SynthesisTask:
+    score_name = "validation PSNR (dB)"
+
+    def __init__(self, options, device, world):
+        self.options, self.device, self.world = options, device, world
+
+    # -- set-up -------------------------------------------------------------------------------
+    def generator_depth(self) -> int:
+        """--depth <= 4 (the segmentation default) means the pix2pix default: a 2x2 bottleneck."""
+        o = self.options
+        depth = o.depth if o.depth > 4 else int(math.log2(o.size)) - 1
+        if depth < 2 or o.size % 2 ** depth:
+            raise LvsegError(f"size {o.size} must be divisible by 2**depth = {2 ** depth} (generator depth {depth})")
+        return depth
+
+    def setup(self) -> None:
+        import torch
+
+        from ..models.pix2pix import PatchDiscriminator
+        from ..models.store import build_model, load_model
+
+        o = self.options
+        self.normalization = dict(DEFAULT_NORMALIZATION)
+        sets = [load_source(p, o.size, self.normalization) for p in o.data]
+        mix = list(o.mix) if o.mix else [len(s) for s in sets]
+        train, val = split_sources(o, sets)
+        self.train_sets = [t for t in train if len(t)]
+        self.mix = [m for t, m in zip(train, mix) if len(t)]
+        self.val_sets = [v for v in val if len(v)]
+        if not self.train_sets:
+            raise LvsegError("no training slices left after the validation split")
+        self.samples = o.samples_per_epoch or sum(len(s) for s in self.train_sets)
+        # Geometry only: an intensity change would teach the generator wrong class contrasts.
+        self.transform = build_augmentation("none" if o.augment == "none" else "light")
+        self.intensity_range = raw_intensity_range(o.data, self.normalization)
+        if o.init:
+            self.generator, card = load_model(o.init, task="synthesis")
+            self.architecture, self.params = card.architecture, dict(card.params)
+        else:
+            self.architecture = "Pix2PixGenerator"
+            self.params = {"in_channels": N_CLASSES, "out_channels": 1, "base_width": o.width or 32,
+                           "depth": self.generator_depth(), "dropout": 0.5, "norm": "instance"}
+            self.generator = build_model(self.architecture, self.params)
+        self.discriminator = PatchDiscriminator(in_channels=N_CLASSES + 1, base_width=o.disc_width)
+        self.generator.to(self.device)
+        self.discriminator.to(self.device)
+        self.net_g, self.net_d = self.generator, self.discriminator
+        if self.world.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.net_g = DistributedDataParallel(self.generator)
+            self.net_d = DistributedDataParallel(self.discriminator)
+        lr = o.lr or 2e-4
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
+        self.bce = torch.nn.BCEWithLogitsLoss()
+        if len(o.l1_weights) != N_CLASSES:
+            raise LvsegError(f"l1_weights needs {N_CLASSES} values, got {len(o.l1_weights)}")
+        self.l1_weights = torch.tensor(o.l1_weights, dtype=torch.float32, device=self.device)
+
+    def describe(self) -> str:
+        n_train = sum(len(s) for s in self.train_sets)
+        n_val = sum(len(s) for s in self.val_sets)
+        n_g = sum(p.numel() for p in self.generator.parameters())
+        n_d = sum(p.numel() for p in self.discriminator.parameters())
+        return (f"{self.architecture} width {self.params.get('base_width')} depth {self.params.get('depth')} "
+                f"({n_g / 1e6:.2f}M) + PatchGAN width {self.options.disc_width} ({n_d / 1e6:.2f}M); "
+                f"{n_train} training slices, {n_val} validation slices; "
+                f"{self.samples} samples/epoch on {self.device}")
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.samples / (self.options.batch_size * self.world.size))
+
+    def samples_per_step(self) -> int:
+        return self.options.batch_size * self.world.size
+
+    # -- training -----------------------------------------------------------------------------
+    def begin_epoch(self, epoch: int) -> None:
+        # No rare-class oversampling here: the class-weighted L1 already stresses the lesions.
+        self.indices = epoch_indices(self.train_sets, self.mix, self.steps_per_epoch() * self.samples_per_step(),
+                                     self.options.seed, epoch, 0.0)
+        self.generator.train()
+        self.discriminator.train()
+
+    def batch(self, epoch: int, step: int):
+        import torch
+
+        b, w = self.options.batch_size, self.world
+        first = (step * w.size + w.rank) * b
+        images, labels = [], []
+        for i in range(first, first + b):
+            k, j = self.indices[i]
+            s = self.train_sets[k]
+            img, lab = augment_sample(self.transform, s.images[j], s.labels[j], (self.options.seed, epoch, i))
+            images.append(to_tanh(img, synthesis_normalization()))
+            labels.append(lab)
+        x = torch.from_numpy(np.stack(images)[:, None]).to(self.device)
+        y = torch.from_numpy(np.stack(labels).astype(np.int64)).to(self.device)
+        return x, y
+
+    def train_step(self, epoch: int, step: int) -> dict:
+        from ..models.pix2pix import one_hot
+
+        real, labels = self.batch(epoch, step)
+        cond = one_hot(labels)
+        self.generator.train()
+        fake = self.net_g(cond)
+
+        # Discriminator: real pairs -> 1, generated pairs -> 0.
+        d_real = self.net_d(cond, real)
+        d_fake = self.net_d(cond, fake.detach())
+        loss_d = 0.5 * (self.bce(d_real, d_real.new_ones(d_real.shape)) + self.bce(d_fake, d_fake.new_zeros(d_fake.shape)))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        # Generator: fool the (just updated) critic and stay close to the real image.
+        d_fake = self.net_d(cond, fake)
+        adversarial = self.bce(d_fake, d_fake.new_ones(d_fake.shape))
+        weights = self.l1_weights[labels][:, None]
+        l1 = (weights * (fake - real).abs()).sum() / weights.sum()
+        loss_g = adversarial + self.options.l1_lambda * l1
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        return {"loss": float(loss_g.detach()), "g_adv": float(adversarial.detach()), "l1": float(l1.detach()),
+                "d": float(loss_d.detach()), "lr": self.opt_g.param_groups[0]["lr"]}
+
+    # -- validation and export ----------------------------------------------------------------
+    def validate(self) -> dict:
+        if not self.val_sets:
+            return {}
+        t0 = time.time()
+        norm = synthesis_normalization()
+        rows, fakes, labels_all = [], [], []
+        for s in self.val_sets:
+            real = to_tanh(s.images, norm)
+            fake = generate_slices(self.generator, s.labels, seed=0)
+            rows += [compare_slices(r, f) for r, f in zip(real, fake)]
+            fakes.append(from_tanh(fake, norm))
+            labels_all.append(s.labels)
+        self.generator.train()
+        metrics = {key: float(np.mean([r[key] for r in rows])) for key in ("l1", "psnr", "ssim")}
+        means = class_means(np.concatenate(fakes), np.concatenate(labels_all))
+        metrics.update({f"mean_{name}": value for name, value in means.items()})
+        metrics["seconds"] = round(time.time() - t0, 2)
+        return metrics
+
+    def score(self, metrics: dict) -> float:
+        return metrics.get("psnr", -math.inf)
+
+    def export(self, out: Path, metrics: dict, epoch: int) -> None:
+        from ..models.store import ModelCard, save_model
+
+        o = self.options
+        real = any(o2 == "real" for s in self.train_sets for o2 in s.origin)
+        card = ModelCard(
+            name=o.name or Path(o.out).name, task="synthesis", architecture=self.architecture,
+            params=self.params, normalization=synthesis_normalization(self.intensity_range),
+            classes={str(k): v for k, v in NAMES.items()}, input_size=o.size,
+            training={"data": [str(p) for p in o.data], "mix": self.mix, "epochs": epoch,
+                      "samples_per_epoch": self.samples, "batch_size": o.batch_size, "seed": o.seed,
+                      "init": o.init, "l1_lambda": o.l1_lambda, "l1_weights": list(o.l1_weights),
+                      "adversarial_loss": "BCEWithLogits", "disc_width": o.disc_width,
+                      "augment": "none" if o.augment == "none" else "light",
+                      "train_cases": sorted({c for s in self.train_sets for c in s.cases}),
+                      "val_cases": sorted({c for s in self.val_sets for c in s.cases})},
+            metrics={"validation": metrics} if metrics else {},
+            licence=EMIDEC_LICENCE if real and any("emidec" in str(p).lower() for p in o.data) else "as the training data",
+            created=time.strftime("%Y-%m-%dT%H:%M:%S"),
+        )
+        save_model(out, self.generator, card)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])

@@ -1,0 +1,327 @@
+"""Mask -> LGE image synthesis with a trained Pix2Pix generator: single images, variants, synthetic
+pair folders, and how close synthetic images come to real ones (PSNR, SSIM, class contrasts, FID, KID).
+
+Masks of any size: the generator runs on its grid (the card's ``input_size``) centred on the LV,
+and the image is pasted back at the mask's size; outside the grid it is the slice's background level.
+Intensities come back on the raw scale of the training images (the card's ``intensity_range``).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import numpy as np
+
+from .data.normalize import from_grid, to_grid
+from .engine.synthesis import compare_slices, from_tanh, generate_slices, synthesis_normalization, to_tanh
+from .errors import LvsegError
+from .labels import BACKGROUND, INFARCT, MYOCARDIUM, NO_REFLOW, SHORT_NAMES, invalid_values
+
+NO_MODEL = "no bundled synthesis model; train one with lvseg train --task synthesis"
+
+
+# -- models ---------------------------------------------------------------------------------------
+def load_synthesis_model(model=None) -> tuple:
+    """``(generator, card)`` from a name, path, ``(net, card)`` tuple or None (the default model)."""
+    if isinstance(model, tuple):
+        return model
+    from .models.store import default_model_name, load_model
+
+    if model in (None, "") and default_model_name("synthesis") is None:
+        raise LvsegError(NO_MODEL)
+    return load_model(model, task="synthesis")
+
+
+def _model_path(model) -> str | None:
+    if isinstance(model, tuple):
+        return None
+    from .models.store import resolve
+
+    return str(resolve(model, "synthesis"))
+
+
+def _check_mask(mask, name) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.ndim not in (2, 3):
+        raise LvsegError(f"expected a 2-D mask or a (Z, Y, X) stack, got shape {mask.shape}", name)
+    if mask.dtype.kind not in "biuf":
+        raise LvsegError(f"mask has non-numeric type {mask.dtype}", name)
+    bad = invalid_values(mask)
+    if bad:
+        shown = ", ".join(str(v) for v in bad[:8]) + (" ..." if len(bad) > 8 else "")
+        raise LvsegError(f"mask values must be integers 0..4; found {shown}", name)
+    return mask.astype(np.uint8)
+
+
+def _lv_center(stack: np.ndarray):
+    """Centroid (y, x) of the LV labels over the whole stack (one crop for every slice), or None."""
+    ys, xs = np.nonzero(np.any(stack != BACKGROUND, axis=0))
+    return (float(ys.mean()), float(xs.mean())) if len(ys) else None
+
+
+# -- synthesis ------------------------------------------------------------------------------------
+def synthesize(mask, model=None, seed: int = 0, name: str = "mask") -> np.ndarray:
+    """A synthetic LGE image (float32, same shape as ``mask``) for a 2-D mask or (Z, Y, X) stack.
+
+    Same seed, same image; each slice is rendered with ``seed``. ``model`` as in `load_synthesis_model`.
+    """
+    labels = _check_mask(mask, name)
+    net, card = load_synthesis_model(model)
+    norm = card.normalization or synthesis_normalization()
+    size = int(card.input_size or 128)
+    stack = labels[None] if labels.ndim == 2 else labels
+    center = _lv_center(stack) if stack.shape[-2:] != (size, size) else None
+    grid, box = to_grid(stack, size, center)
+    low, high = norm.get("intensity_range", (0.0, 1.0))
+    image = low + from_tanh(generate_slices(net, grid, seed), norm) * (high - low)
+    out = from_grid(image.astype(np.float32), box, stack.shape, fill=np.nan)
+    for z in range(len(out)):  # outside the grid: the slice's synthetic background level
+        outside = np.isnan(out[z])
+        if outside.any():
+            background = image[z][grid[z] == BACKGROUND]
+            out[z][outside] = np.median(background) if background.size else low
+    return out[0] if labels.ndim == 2 else out
+
+
+def synthesize_variants(mask, n: int, model=None, seed: int = 0) -> list:
+    """``n`` images of the same mask, seeds ``seed``, ``seed + 1``, ..."""
+    if n < 1:
+        raise LvsegError(f"number of variants must be at least 1, got {n}")
+    model = load_synthesis_model(model)
+    return [synthesize(mask, model, seed + i) for i in range(n)]
+
+
+def _slice_numbers(cases: list) -> list:
+    """Index of each slice within its case (slices of a case are stored in order)."""
+    seen: dict = {}
+    out = []
+    for case in cases:
+        out.append(seen.get(case, 0))
+        seen[case] = out[-1] + 1
+    return out
+
+
+def synthesize_dataset(masks_from, n: int, out, model=None, seed: int = 0, cases=None, simulate: bool = True):
+    """Write ``n`` synthetic pairs into the pair folder ``out`` (returned as a `PairFolder`).
+
+    Each pair: a random LV slice of ``masks_from`` (EMIDEC case/dataset folder or pair folder), varied
+    by ``simulate_mask`` (rng seeded by ``seed``) unless ``simulate`` is False, rendered with seed
+    ``seed + k``. Manifest records: origin 'synthetic', source case and slice, generator, seed.
+    """
+    from .data.datasets import load_source
+    from .data.simulator import anatomy_problems, simulate_mask
+    from .io.pairs import PairFolder
+
+    if n < 1:
+        raise LvsegError(f"--n must be at least 1, got {n}")
+    net, card = load_synthesis_model(model)
+    generator_path = _model_path(model)
+    size = int(card.input_size or 128)
+    source = load_source(masks_from, size, None, cases=cases)
+    # Templates: LV slices that pass the anatomy check (simulate_mask demands it; so do the outputs).
+    templates = [(case, z, lab) for case, z, lab in zip(source.cases, _slice_numbers(source.cases), source.labels)
+                 if lab.any() and not anatomy_problems(lab)]
+    if not templates:
+        raise LvsegError("no slice with a valid LV mask to start from", masks_from)
+    rng = np.random.default_rng(seed)
+    folder = PairFolder(out)
+    for k in range(n):
+        case, z, template = templates[int(rng.integers(len(templates)))]
+        mask = simulate_mask(template, rng) if simulate else template.copy()
+        image = synthesize(mask, (net, card), seed + k)
+        folder.add(image, mask, origin="synthetic", source=f"{case} slice {z}", model=card.name, seed=seed + k,
+                   name=f"synthetic_s{seed}_{k:05d}", source_data=str(masks_from), source_case=case,
+                   source_slice=z, generator_path=generator_path, simulated=bool(simulate))
+    return folder
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+class _RandomFeatures:
+    """Fallback feature network: a fixed conv net, seeded random weights (no download, same everywhere)."""
+
+    name = ("fixed random conv net (torch seed 0, He init; 4 conv layers 16-32-64-64, mean+std pooled: "
+            "128 features); no bundled segmentation model")
+
+    def __init__(self):
+        import torch
+        from torch import nn
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            layers, cin = [], 1
+            for cout in (16, 32, 64, 64):
+                conv = nn.Conv2d(cin, cout, 3, stride=2, padding=1)
+                # He init, zero bias: activations keep their scale through the layers (torch's default
+                # init shrinks them), so FID/KID values are not vanishingly small.
+                nn.init.kaiming_normal_(conv.weight, nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
+                layers += [conv, nn.ReLU()]
+                cin = cout
+            self.net = nn.Sequential(*layers).eval()
+
+    def __call__(self, x):
+        import torch
+
+        f = self.net(x)
+        return torch.cat([f.mean((2, 3)), f.std((2, 3))], 1)
+
+
+class _EncoderFeatures:
+    """Bottleneck of a bundled segmentation network, global-average pooled."""
+
+    def __init__(self, net, name):
+        self.net, self.name = net.eval(), name
+
+    def __call__(self, x):
+        f = self.net.stem(x)
+        for block in self.net.encoder:
+            f = block(f)
+        return f.mean((2, 3))
+
+
+def feature_network():
+    """The FID/KID feature network: the encoder of the default bundled segmentation model where there is
+    one (``stem`` + ``encoder`` blocks), else the fixed random conv net."""
+    from .models.store import list_models, load_model
+
+    bundled = [e for e in list_models("segmentation") if e.source == "bundled"]
+    bundled.sort(key=lambda e: not e.card.is_default)
+    for entry in bundled:
+        net, _ = load_model(entry.path, task="segmentation")
+        if hasattr(net, "stem") and hasattr(net, "encoder"):
+            return _EncoderFeatures(net, f"encoder bottleneck of bundled segmentation model '{entry.name}' "
+                                         "(global average pool)")
+    return _RandomFeatures()
+
+
+def features(network, slices: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    """(N, F) float64 features of normalised slices (N, S, S)."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(slices), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(slices[start:start + batch_size], np.float32))[:, None]
+            out.append(network(x).double().numpy())
+    return np.concatenate(out)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """FID between two feature sets (N, F): |mu_a - mu_b|^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2)."""
+    import warnings
+
+    from scipy import linalg
+
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    with warnings.catch_warnings():
+        # With fewer slices than features the covariances are singular: expected, not worth a warning.
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov_a @ cov_b)
+        if not np.isfinite(covmean).all():  # regularise, as the reference FID code does
+            eps = 1e-6 * np.eye(len(cov_a))
+            covmean = linalg.sqrtm((cov_a + eps) @ (cov_b + eps))
+    covmean = np.real(covmean)
+    return float(max(np.sum((mu_a - mu_b) ** 2) + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean), 0.0))
+
+
+def kernel_distance(a: np.ndarray, b: np.ndarray, subsets: int = 20, subset_size: int = 100, seed: int = 0):
+    """KID: unbiased MMD^2 with the cubic polynomial kernel (x.y / F + 1)^3, mean and std over random subsets
+    of ``min(subset_size, N)`` rows (with fewer than ``subset_size`` rows every subset is the whole set: std 0)."""
+    m = min(subset_size, len(a), len(b))
+    if m < 2:
+        raise LvsegError("KID needs at least 2 slices")
+    d = a.shape[1]
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(subsets):
+        x = a[rng.choice(len(a), m, replace=False)]
+        y = b[rng.choice(len(b), m, replace=False)]
+        kxx, kyy, kxy = ((x @ x.T / d + 1) ** 3, (y @ y.T / d + 1) ** 3, (x @ y.T / d + 1) ** 3)
+        off = m * (m - 1)
+        values.append((kxx.sum() - np.trace(kxx)) / off + (kyy.sum() - np.trace(kyy)) / off - 2 * kxy.mean())
+    return float(np.mean(values)), float(np.std(values))
+
+
+def evaluate_synthesis(model, data, cases=None, seed: int = 0) -> dict:
+    """How real the generator's images look on the LV slices of ``data`` (EMIDEC folder or pair folder).
+
+    Each slice's mask is rendered with ``seed`` and compared with its real image in the generator range
+    [-1, 1]: L1, PSNR (dB), SSIM per pair and mean; class mean intensities (normalised units, 0..1 =
+    percentiles 1..99) of synthetic and real slices with two contrast checks; FID and KID between
+    features of real and synthetic slices ('feature_network' names the network used).
+    """
+    from .data.datasets import load_source
+    from .engine.synthesis import class_means
+
+    t0 = time.time()
+    net, card = load_synthesis_model(model)
+    norm = card.normalization or synthesis_normalization()
+    size = int(card.input_size or 128)
+    source = load_source(data, size, norm, cases=cases)
+    keep = np.flatnonzero(source.labels.any(axis=(1, 2)))
+    if len(keep) < 2:
+        raise LvsegError("fewer than 2 slices with an LV mask to evaluate on", data)
+    labels, real_v = source.labels[keep], source.images[keep]
+    numbers = _slice_numbers(source.cases)
+    real = to_tanh(real_v, norm)
+    fake = generate_slices(net, labels, seed)
+    pairs = [{"case": source.cases[i], "slice": numbers[i], **compare_slices(r, f)}
+             for i, r, f in zip(keep, real, fake)]
+    fake_v = from_tanh(fake, norm)
+    synthetic_means, real_means = class_means(fake_v, labels), class_means(real_v, labels)
+
+    def brighter(a, b):
+        return None if np.isnan(a) or np.isnan(b) else bool(a > b)
+
+    network = feature_network()
+    f_real, f_fake = features(network, real_v), features(network, fake_v)
+    kid, kid_std = kernel_distance(f_real, f_fake, seed=seed)
+    return {
+        "model": card.name,
+        "data": str(data),
+        "n_slices": len(pairs),
+        "seed": seed,
+        "l1": float(np.mean([p["l1"] for p in pairs])),
+        "psnr": float(np.mean([p["psnr"] for p in pairs])),
+        "ssim": float(np.mean([p["ssim"] for p in pairs])),
+        "class_means_synthetic": synthetic_means,
+        "class_means_real": real_means,
+        "infarct_brighter_than_myocardium": brighter(synthetic_means[SHORT_NAMES[INFARCT]],
+                                                     synthetic_means[SHORT_NAMES[MYOCARDIUM]]),
+        "no_reflow_darker_than_infarct": brighter(synthetic_means[SHORT_NAMES[INFARCT]],
+                                                  synthetic_means[SHORT_NAMES[NO_REFLOW]]),
+        "fid": frechet_distance(f_real, f_fake),
+        "kid": kid,
+        "kid_std": kid_std,
+        "feature_network": network.name,
+        "seconds": round(time.time() - t0, 2),
+        "pairs": pairs,
+    }
+
+
+# -- timing ---------------------------------------------------------------------------------------
+def ms_per_image(model=None, size: int = 128, repeats: int = 5, seed: int = 0) -> float:
+    """Median milliseconds of one `synthesize` call on a size x size LV ring mask (after a warm-up).
+
+    ``model``: as for `synthesize`, or a bare generator module (timed with an identity intensity range).
+    """
+    from .data.simulator import draw_lv_ring
+
+    if hasattr(model, "generate"):
+        from .models.store import ModelCard
+
+        card = ModelCard(name="unsaved", task="synthesis", architecture=type(model).__name__,
+                         params=model.architecture_params(), normalization=synthesis_normalization([0.0, 1.0]),
+                         input_size=size)
+        model = (model, card)
+    model = load_synthesis_model(model)
+    mask = draw_lv_ring((size, size), (size / 2, size / 2), size * 0.17, size * 0.07)
+    synthesize(mask, model, seed)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        synthesize(mask, model, seed)
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)

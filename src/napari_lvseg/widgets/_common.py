@@ -1,0 +1,244 @@
+"""Shared pieces of the dock widgets: layer and model pickers, notifications, workers, the live-widget registry."""
+
+from __future__ import annotations
+
+import functools
+import os
+import weakref
+from pathlib import Path
+
+from qtpy.QtWidgets import QComboBox
+
+from napari_lvseg.errors import LvsegError
+
+DATA_DIR_ENV = "LVSEG_DATA_DIR"
+
+
+# ------------------------------------------------------------------------------------ notifications
+
+def error_text(exc: BaseException) -> str:
+    """One line for the user: an LvsegError as is, anything else with its type."""
+    if isinstance(exc, LvsegError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def notify_error(exc) -> None:
+    from napari.utils.notifications import show_error
+
+    show_error(exc if isinstance(exc, str) else error_text(exc))
+
+
+def notify_info(text: str) -> None:
+    from napari.utils.notifications import show_info
+
+    show_info(text)
+
+
+def notify_warning(text: str) -> None:
+    from napari.utils.notifications import show_warning
+
+    show_warning(text)
+
+
+def guarded(method):
+    """Slot decorator: an exception becomes a notification; it never escapes into Qt's event loop."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - a slot must not raise
+            notify_error(exc)
+            return None
+    return wrapper
+
+
+# ----------------------------------------------------------------------------------------- workers
+
+def start_worker(function, *args, description: str = "", on_returned=None, on_yielded=None,
+                 on_finished=None, on_errored=None, **kwargs):
+    """Run ``function(*args, **kwargs)`` in napari's thread pool with a progress bar; errors are notified.
+
+    A generator function gives a generator worker whose values arrive through ``on_yielded``.
+    """
+    from napari.qt.threading import create_worker
+
+    progress = {"desc": description} if description else False
+    worker = create_worker(function, *args, _progress=progress, **kwargs)
+    if on_returned is not None:
+        worker.returned.connect(on_returned)
+    if on_yielded is not None and hasattr(worker, "yielded"):
+        worker.yielded.connect(on_yielded)
+    worker.errored.connect(on_errored or notify_error)
+    if on_finished is not None:
+        worker.finished.connect(on_finished)
+    worker.start()
+    return worker
+
+
+# ------------------------------------------------------------------------------------ folders
+
+def user_data_dir() -> Path:
+    """``$LVSEG_DATA_DIR``, else ``<user data dir>/napari-lvseg``."""
+    env = os.environ.get(DATA_DIR_ENV)
+    if env:
+        return Path(env).expanduser()
+    try:
+        from platformdirs import user_data_dir as platform_dir
+    except ImportError:
+        return Path.home() / ".local" / "share" / "napari-lvseg"
+    return Path(platform_dir("napari-lvseg"))
+
+
+def choose_folder(parent, title: str, start: str = "") -> str:
+    """A folder chosen in a dialog ('' when cancelled)."""
+    from qtpy.QtWidgets import QFileDialog
+
+    return QFileDialog.getExistingDirectory(parent, title, start) or ""
+
+
+# ------------------------------------------------------------------------------------ pickers
+
+class LayerPicker(QComboBox):
+    """A combo box of the viewer's layers of some types, kept current as layers come, go and are renamed."""
+
+    def __init__(self, viewer, layer_types, none_text: str | None = None, parent=None):
+        super().__init__(parent)
+        self.viewer = viewer
+        self.layer_types = tuple(layer_types)
+        self.none_text = none_text
+        events = viewer.layers.events
+        for name in ("inserted", "removed", "reordered"):
+            getattr(events, name).connect(self._on_layers_changed)
+        self.refresh()
+
+    def _on_layers_changed(self, event=None):
+        if event is not None and getattr(event, "type", "") == "inserted":
+            layer = event.value
+            if isinstance(layer, self.layer_types):
+                layer.events.name.connect(self._on_layers_changed)
+        self.refresh()
+
+    def layers(self) -> list:
+        return [layer for layer in self.viewer.layers if isinstance(layer, self.layer_types)]
+
+    def refresh(self) -> None:
+        current = self.currentText()
+        self.blockSignals(True)
+        self.clear()
+        if self.none_text is not None:
+            self.addItem(self.none_text)
+        for layer in self.layers():
+            self.addItem(layer.name)
+        index = self.findText(current)
+        if index >= 0:
+            self.setCurrentIndex(index)
+        self.blockSignals(False)
+        if self.currentText() != current:
+            self.currentIndexChanged.emit(self.currentIndex())
+
+    def current_layer(self):
+        """The chosen layer, or None."""
+        name = self.currentText()
+        for layer in self.layers():
+            if layer.name == name:
+                return layer
+        return None
+
+    def select(self, layer) -> None:
+        self.refresh()
+        index = self.findText(layer.name)
+        if index >= 0:
+            self.setCurrentIndex(index)
+
+
+class ModelPicker(QComboBox):
+    """The registered models of one task (bundled first, then the user's); ``refresh()`` re-reads them."""
+
+    def __init__(self, task: str, allow_none: bool = False, parent=None):
+        super().__init__(parent)
+        self.task = task
+        self.allow_none = allow_none
+        self.refresh()
+
+    def refresh(self) -> None:
+        from napari_lvseg.models.store import list_models
+
+        current = self.current_model()
+        self.blockSignals(True)
+        self.clear()
+        if self.allow_none:
+            self.addItem("(none)", None)
+        try:
+            entries = list_models(self.task)
+        except Exception as exc:  # noqa: BLE001 - a broken registry must not break the panel
+            notify_error(exc)
+            entries = []
+        for entry in entries:
+            self.addItem(f"{entry.name} ({entry.source})", entry.name)
+        index = self.findData(current) if current is not None else -1
+        if index >= 0:
+            self.setCurrentIndex(index)
+        self.blockSignals(False)
+
+    def names(self) -> list[str]:
+        return [self.itemData(i) for i in range(self.count()) if self.itemData(i) is not None]
+
+    def current_model(self) -> str | None:
+        return self.currentData() if self.count() else None
+
+    def select(self, name: str) -> bool:
+        index = self.findData(name)
+        if index >= 0:
+            self.setCurrentIndex(index)
+        return index >= 0
+
+
+# ------------------------------------------------------------------------- live widgets per viewer
+
+_LIVE: dict[int, weakref.WeakSet] = {}
+
+
+def register_widget(viewer, widget) -> None:
+    """Remember ``widget`` as one of this viewer's lvseg widgets (weakly: closing it forgets it)."""
+    _LIVE.setdefault(id(viewer), weakref.WeakSet()).add(widget)
+
+
+def live_widgets(viewer) -> list:
+    return list(_LIVE.get(id(viewer), ()))
+
+
+def refresh_model_pickers(viewer) -> int:
+    """Call ``refresh_models()`` on every live lvseg widget of ``viewer``; returns how many were refreshed."""
+    count = 0
+    for widget in live_widgets(viewer):
+        refresh = getattr(widget, "refresh_models", None)
+        if refresh is None:
+            continue
+        try:
+            refresh()
+            count += 1
+        except RuntimeError:  # the Qt side is already deleted
+            continue
+    return count
+
+
+def labels_spacing(layer):
+    """(z, y, x) spacing of a 3-D layer when its scale says anything, else None (pixel units)."""
+    scale = tuple(float(s) for s in getattr(layer, "scale", ()))
+    if len(scale) == 3 and any(s != 1.0 for s in scale):
+        return scale
+    return None
+
+
+def source_of(layer) -> str:
+    """The file a layer came from (reader metadata), else its name."""
+    meta = getattr(layer, "metadata", {}) or {}
+    for key in ("lvseg_source_path",):
+        if meta.get(key):
+            return str(meta[key])
+    source = meta.get("lvseg_source")
+    if isinstance(source, dict) and source.get("source"):
+        return str(source["source"])
+    path = getattr(getattr(layer, "source", None), "path", None)
+    return str(path) if path else layer.name

@@ -1,0 +1,31 @@
+"""Small fixtures for the widget tests and the GUI benchmark: a tiny untrained model, phantom pairs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def save_tiny_segmentation_model(models_dir, name: str = "tiny-seg", seed: int = 0) -> Path:
+    """An untrained AttentionResUNet(base_width=4) saved as a model directory under ``models_dir``."""
+    import torch
+
+    from napari_lvseg.models.attention_res_unet import AttentionResUNet
+    from napari_lvseg.models.store import ModelCard, save_model
+
+    torch.manual_seed(seed)
+    net = AttentionResUNet(base_width=4)
+    card = ModelCard(name=name, task="segmentation", architecture="AttentionResUNet", input_size=128,
+                     untrained=True)
+    return save_model(Path(models_dir) / name, net, card)
+
+
+def phantom_pair_folder(root, n_pairs: int = 2, n_slices: int = 2, size: int = 128, origin: str = "real"):
+    """A pair folder of phantom stacks (``origin`` as given); returns its PairFolder."""
+    from napari_lvseg.data.phantom import make_phantom
+    from napari_lvseg.io.pairs import PairFolder
+
+    folder = PairFolder(root)
+    for i in range(n_pairs):
+        image, labels = make_phantom(n_slices=n_slices, size=size, seed=i)
+        folder.add(image, labels, origin=origin, source=f"phantom_{i}.tif", name=f"phantom_{i}")
+    return folder

@@ -1,0 +1,350 @@
+"""Correct & save: keep corrected (image, labels) pairs in an annotation folder, autosaved, case by case."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout,
+                            QWidget)
+
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.widgets import tooltips as tips
+from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, guarded, notify_error,
+                                          notify_info, register_widget, source_of, start_worker, user_data_dir)
+
+AUTOSAVE_DELAY_MS = 3000
+
+
+def default_annotation_dir() -> Path:
+    return user_data_dir() / "annotations"
+
+
+class CorrectLogic:
+    """Saving corrections and walking a folder of cases, without Qt."""
+
+    def __init__(self, folder=None):
+        self.folder = Path(folder) if folder else default_annotation_dir()
+        self.queue: list[dict] = []   # ranked cases not yet opened
+        self.ranked_folder: Path | None = None
+
+    def pairs(self):
+        from napari_lvseg.io.pairs import PairFolder
+
+        return PairFolder(self.folder)
+
+    # -- saving
+    @staticmethod
+    def pair_name(source) -> str:
+        """The one pair name a source is saved under, so that every (auto)save replaces the last one."""
+        from napari_lvseg.io import full_suffix
+
+        name = Path(str(source)).name
+        suffix = full_suffix(name)
+        stem = name[: len(name) - len(suffix)] if suffix else name
+        return (re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image") + "_corrected"
+
+    @staticmethod
+    def edited_pixels(labels, prediction) -> int | None:
+        """Pixels that differ from the model's prediction (None when no prediction was kept)."""
+        if prediction is None or np.shape(prediction) != np.shape(labels):
+            return None
+        return int(np.count_nonzero(np.asarray(labels) != np.asarray(prediction)))
+
+    def save(self, image, labels, source, model=None, prediction=None) -> str:
+        """Store the pair (origin 'corrected'); returns the pair name."""
+        if image is None or labels is None:
+            raise LvsegError("choose an image layer and its labels layer first")
+        image, labels = np.asarray(image), np.asarray(labels)
+        if image.shape != labels.shape:
+            raise LvsegError(f"image shape {image.shape} and labels shape {labels.shape} differ")
+        self.folder.mkdir(parents=True, exist_ok=True)
+        return self.pairs().add(image, labels, origin="corrected", source=str(source), model=model or None,
+                                name=self.pair_name(source),
+                                edited_pixels=self.edited_pixels(labels, prediction))
+
+    def saved_record(self, source) -> dict | None:
+        if not self.folder.is_dir():
+            return None
+        try:
+            return self.pairs().find(str(source))
+        except LvsegError:
+            return None
+
+    def load_saved(self, source) -> np.ndarray:
+        record = self.saved_record(source)
+        if record is None:
+            raise LvsegError(f"no saved correction of {source}", self.folder)
+        return self.pairs().read(record["name"])[1]
+
+    # -- cases
+    @staticmethod
+    def list_cases(folder) -> list[Path]:
+        """EMIDEC case folders under ``folder``, else the NIfTI/TIFF images in it."""
+        from napari_lvseg.io import image_kind
+        from napari_lvseg.io.emidec import find_cases
+
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise LvsegError("not a folder", folder)
+        cases = [case.image_path.parent.parent for case in find_cases(folder)]
+        if not cases:
+            cases = [p for p in sorted(folder.iterdir())
+                     if p.is_file() and not p.name.startswith(".") and image_kind(p) in ("nifti", "tiff")]
+        if not cases:
+            raise LvsegError("no EMIDEC cases or NIfTI/TIFF images found", folder)
+        return cases
+
+    @staticmethod
+    def read_case(path) -> tuple[np.ndarray, str, str]:
+        """(image, name, source path) of a case folder or image file."""
+        from napari_lvseg.io import image_kind, read_image
+        from napari_lvseg.io.emidec import case_from_path
+
+        path = Path(path)
+        if image_kind(path) == "emidec-case":
+            case = case_from_path(path)
+            return read_image(case.image_path).data, case.name, str(case.image_path)
+        name = CorrectLogic.pair_name(path)[: -len("_corrected")]
+        return read_image(path).data, name, str(path)
+
+    @staticmethod
+    def rank_cases(cases, model) -> list[dict]:
+        """Segment every case with uncertainty; least certain (highest mean uncertainty) first."""
+        from napari_lvseg.inference import segment
+        from napari_lvseg.models.store import load_model
+
+        loaded = load_model(model, task="segmentation")
+        ranked = []
+        for path in cases:
+            image, name, source = CorrectLogic.read_case(path)
+            result = segment(image, loaded, uncertainty=True, name=source)
+            ranked.append({"path": Path(path), "name": name, "source": source, "image": image, "result": result,
+                           "score": float(np.mean(result.uncertainty))})
+        ranked.sort(key=lambda item: -item["score"])
+        return ranked
+
+    def next_case(self) -> dict | None:
+        return self.queue.pop(0) if self.queue else None
+
+
+class CorrectWidget(QWidget):
+    """Dock widget "Correct & save"."""
+
+    def __init__(self, napari_viewer, folder=None):
+        super().__init__()
+        from napari.layers import Image, Labels
+
+        self.viewer = napari_viewer
+        self.logic = CorrectLogic(folder)
+        self.worker = None
+        self.watched = None  # the labels layer whose edits trigger autosave
+
+        self.image_picker = LayerPicker(napari_viewer, (Image,))
+        self.image_picker.setToolTip(tips.IMAGE_LAYER)
+        self.labels_picker = LayerPicker(napari_viewer, (Labels,))
+        self.labels_picker.setToolTip(tips.LABELS_LAYER)
+        self.folder_edit = QLineEdit(str(self.logic.folder))
+        self.folder_edit.setToolTip(tips.ANNOTATION_FOLDER)
+        self.folder_edit.editingFinished.connect(self._folder_changed)
+        choose = QPushButton("…")
+        choose.setToolTip(tips.CHOOSE_FOLDER)
+        choose.clicked.connect(lambda *_: self._choose(self.folder_edit, "Annotation folder"))
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folder_edit, 1)
+        folder_row.addWidget(choose)
+        self.save_button = QPushButton("Save correction")
+        self.save_button.setToolTip(tips.SAVE)
+        self.save_button.clicked.connect(lambda *_: self.save())
+        self.autosave = QCheckBox("autosave")
+        self.autosave.setChecked(True)
+        self.autosave.setToolTip(tips.AUTOSAVE)
+        self.load_button = QPushButton("Load saved correction")
+        self.load_button.setToolTip(tips.LOAD_SAVED)
+        self.load_button.setEnabled(False)
+        self.load_button.clicked.connect(lambda *_: self.load_saved())
+
+        self.model_picker = ModelPicker("segmentation")
+        self.model_picker.setToolTip(tips.MODEL)
+        self.cases_edit = QLineEdit("")
+        self.cases_edit.setToolTip(tips.CASES_FOLDER)
+        self.cases_edit.editingFinished.connect(lambda: self.logic.queue.clear())
+        choose_cases = QPushButton("…")
+        choose_cases.setToolTip(tips.CHOOSE_FOLDER)
+        choose_cases.clicked.connect(lambda *_: self._choose(self.cases_edit, "Folder of cases"))
+        cases_row = QHBoxLayout()
+        cases_row.addWidget(self.cases_edit, 1)
+        cases_row.addWidget(choose_cases)
+        self.next_button = QPushButton("Next case")
+        self.next_button.setToolTip(tips.NEXT_CASE)
+        self.next_button.clicked.connect(lambda *_: self.next_case())
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("image", self.image_picker)
+        form.addRow("labels", self.labels_picker)
+        form.addRow("annotations", folder_row)
+        form.addRow(self.autosave)
+        form.addRow(self.save_button)
+        form.addRow(self.load_button)
+        form.addRow("cases", cases_row)
+        form.addRow("model", self.model_picker)
+        form.addRow(self.next_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        self.autosave_timer = QTimer(self)
+        self.autosave_timer.setSingleShot(True)
+        self.autosave_timer.setInterval(AUTOSAVE_DELAY_MS)
+        self.autosave_timer.timeout.connect(self._autosave)
+        self.image_picker.currentIndexChanged.connect(lambda *_: self.check_saved())
+        self.labels_picker.currentIndexChanged.connect(lambda *_: self._watch())
+        self._watch()
+        self.check_saved()
+        register_widget(napari_viewer, self)
+
+    # -- helpers
+    def refresh_models(self) -> None:
+        self.model_picker.refresh()
+
+    @guarded
+    def _choose(self, edit, title):
+        folder = choose_folder(self, title, edit.text())
+        if folder:
+            edit.setText(folder)
+            edit.editingFinished.emit()
+
+    @guarded
+    def _folder_changed(self):
+        self.logic.folder = Path(self.folder_edit.text()).expanduser()
+        self.check_saved()
+
+    def _image_and_labels(self):
+        image_layer, labels_layer = self.image_picker.current_layer(), self.labels_picker.current_layer()
+        if image_layer is None or labels_layer is None:
+            raise LvsegError("choose an image layer and its labels layer first")
+        return image_layer, labels_layer
+
+    # -- autosave
+    @guarded
+    def _watch(self):
+        layer = self.labels_picker.current_layer()
+        if layer is self.watched:
+            return
+        if self.watched is not None:
+            self.watched.events.paint.disconnect(self._edited)
+        self.watched = layer
+        if layer is not None:
+            layer.events.paint.connect(self._edited)
+
+    def _edited(self, event=None):
+        if self.autosave.isChecked():
+            self.autosave_timer.start()
+
+    @guarded
+    def _autosave(self):
+        self.save(quiet=True)
+
+    # -- actions
+    @guarded
+    def save(self, quiet: bool = False) -> str:
+        image_layer, labels_layer = self._image_and_labels()
+        meta = labels_layer.metadata or {}
+        source = meta.get("lvseg_source_path") or source_of(image_layer)
+        name = self.logic.save(image_layer.data, labels_layer.data, source, meta.get("lvseg_model"),
+                               meta.get("lvseg_prediction"))
+        self.status.setText(f"saved {name} in {self.logic.folder}")
+        if not quiet:
+            notify_info(f"correction saved as {name}")
+        return name
+
+    @guarded
+    def check_saved(self) -> bool:
+        """Enable 'Load saved correction' when the chosen image already has one."""
+        layer = self.image_picker.current_layer()
+        found = layer is not None and self.logic.saved_record(source_of(layer)) is not None
+        self.load_button.setEnabled(found)
+        if found:
+            self.status.setText(f"{layer.name} has a saved correction in {self.logic.folder}")
+        return found
+
+    @guarded
+    def load_saved(self):
+        from napari_lvseg._reader import labels_layer_kwargs
+
+        image_layer = self.image_picker.current_layer()
+        if image_layer is None:
+            raise LvsegError("choose an image layer first")
+        source = source_of(image_layer)
+        mask = self.logic.load_saved(source)
+        name = f"{image_layer.name} labels"
+        if name in self.viewer.layers:
+            self.viewer.layers[name].data = mask
+            layer = self.viewer.layers[name]
+        else:
+            layer = self.viewer.add_labels(mask, name=name, metadata={"lvseg_source_path": source},
+                                           scale=image_layer.scale, **labels_layer_kwargs())
+        self.labels_picker.select(layer)
+        return layer
+
+    @guarded
+    def next_case(self):
+        """Open the next case of the ranked queue; the first call ranks the folder in a worker."""
+        if self.worker is not None:
+            raise LvsegError("still ranking the cases")
+        folder = Path(self.cases_edit.text()).expanduser()
+        if self.logic.ranked_folder != folder:
+            self.logic.queue.clear()
+        if self.logic.queue:
+            return self.open_case(self.logic.next_case())
+        if self.logic.ranked_folder == folder:
+            notify_info("no more cases in this folder")
+            self.logic.ranked_folder = None
+            return None
+        cases = self.logic.list_cases(folder)
+        model = self.model_picker.current_model()
+        if model is None:
+            raise LvsegError("no segmentation model installed to rank the cases")
+        self.next_button.setEnabled(False)
+        self.status.setText(f"ranking {len(cases)} cases by uncertainty…")
+        self.worker = start_worker(self.logic.rank_cases, cases, model, description="Ranking cases",
+                                   on_returned=lambda ranked: self._ranked(folder, ranked),
+                                   on_errored=notify_error, on_finished=self._worker_done)
+        return self.worker
+
+    def _worker_done(self):
+        self.worker = None
+        self.next_button.setEnabled(True)
+
+    @guarded
+    def _ranked(self, folder, ranked):
+        self.logic.queue = list(ranked)
+        self.logic.ranked_folder = folder
+        self.open_case(self.logic.next_case())
+
+    @guarded
+    def open_case(self, case):
+        """Add a ranked case's image and prediction to the viewer and select them."""
+        from napari_lvseg.widgets.segment import SegmentLogic
+
+        if case is None:
+            return None
+        for name in (case["name"], SegmentLogic.labels_name(case["name"])):
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+        image_layer = self.viewer.add_image(case["image"], name=case["name"],
+                                            metadata={"lvseg_source_path": case["source"]})
+        labels_layer = self.viewer.add_labels(case["result"].labels,
+                                              **SegmentLogic.labels_layer_kwargs(case["result"], case["name"],
+                                                                                 case["source"]))
+        self.image_picker.select(image_layer)
+        self.labels_picker.select(labels_layer)
+        self.status.setText(f"{case['name']}: mean uncertainty {case['score']:.3f}; "
+                            f"{len(self.logic.queue)} case(s) left")
+        self.check_saved()
+        return labels_layer

@@ -1,0 +1,335 @@
+"""Segment LV: run a segmentation model on an image layer; edit, show/hide and quantify the classes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QLabel,
+                            QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+
+from napari_lvseg import labels as lb
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.widgets import tooltips as tips
+from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, guarded, labels_spacing, notify_info,
+                                          register_widget, source_of, start_worker)
+
+AUTOMATIC = "automatic"
+TABLE_COLUMNS = ("slice", "myocardium_px", "infarct_pct", "no_reflow_pct", "transmurality_pct")
+REFRESH_DELAY_MS = 300
+
+
+class SegmentLogic:
+    """What the Segment LV panel does, without Qt: checks, inference, layer contents, quantification."""
+
+    @staticmethod
+    def image_data(layer) -> np.ndarray:
+        """The grey-level data of an Image layer, or LvsegError (no layer, RGB, wrong rank)."""
+        from napari.layers import Image
+
+        if layer is None:
+            raise LvsegError("no image layer chosen: open an image first")
+        if not isinstance(layer, Image):
+            raise LvsegError(f"'{layer.name}' is not an image layer")
+        if getattr(layer, "rgb", False):
+            raise LvsegError(f"'{layer.name}' is an RGB image; a grey-level slice or stack is needed")
+        data = np.asarray(layer.data)
+        if data.ndim not in (2, 3):
+            raise LvsegError(f"'{layer.name}' has {data.ndim} dimensions {data.shape}; a slice (Y, X) or "
+                             "a stack (Z, Y, X) is needed")
+        return data
+
+    @staticmethod
+    def center_from_points(points_layer, image_layer=None):
+        """(y, x) of the last point of a Points layer, in the image's pixel coordinates; None without points."""
+        if points_layer is None or len(points_layer.data) == 0:
+            return None
+        point = np.asarray(points_layer.data[-1], float)
+        if image_layer is not None:
+            try:
+                world = np.asarray(points_layer.data_to_world(point), float)
+                point = np.asarray(image_layer.world_to_data(world[-image_layer.ndim:]), float)
+            except Exception:  # noqa: BLE001 - mismatched dims: fall back to the raw coordinates
+                pass
+        return float(point[-2]), float(point[-1])
+
+    @staticmethod
+    def run(image, model, tta=False, uncertainty=False, center=None, name="image"):
+        from napari_lvseg.inference import segment
+
+        return segment(image, model, tta=tta, uncertainty=uncertainty, center=center, name=name)
+
+    @staticmethod
+    def labels_name(image_name: str) -> str:
+        return f"{image_name} labels"
+
+    @staticmethod
+    def labels_layer_kwargs(result, image_name: str, source: str) -> dict:
+        """Layer kwargs for the prediction: fixed colours, class names, and the prediction kept for later diffs."""
+        from napari_lvseg._reader import labels_layer_kwargs
+
+        metadata = {"lvseg_classes": dict(lb.NAMES), "lvseg_prediction": result.labels.copy(),
+                    "lvseg_model": result.model, "lvseg_source_path": source, "lvseg_image": image_name,
+                    "lvseg_center": result.center}
+        features = {"index": list(range(lb.N_CLASSES)), "class": [lb.NAMES[v] for v in range(lb.N_CLASSES)]}
+        return {"name": SegmentLogic.labels_name(image_name), "metadata": metadata, "features": features,
+                **labels_layer_kwargs()}
+
+    @staticmethod
+    def colormap(hidden=()):
+        """The class colours with the ``hidden`` classes fully transparent."""
+        from napari.utils.colormaps import DirectLabelColormap
+
+        colors = lb.napari_colormap()
+        for value in hidden:
+            colors[value] = (0.0, 0.0, 0.0, 0.0)
+        return DirectLabelColormap(color_dict=colors)
+
+    @staticmethod
+    def quantification_rows(labels, spacing=None) -> list[dict]:
+        from napari_lvseg.metrics import quantification_rows, quantify
+
+        return quantification_rows(quantify(np.asarray(labels), spacing))
+
+    @staticmethod
+    def export_csv(rows, path):
+        from napari_lvseg.metrics import write_csv
+
+        if not rows:
+            raise LvsegError("nothing to export: segment an image first")
+        return write_csv(rows, path)
+
+
+def cell_text(value) -> str:
+    if isinstance(value, float):
+        return "" if math.isnan(value) else f"{value:.1f}"
+    return str(value)
+
+
+class SegmentWidget(QWidget):
+    """Dock widget "Segment LV"."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        from napari.layers import Image, Points
+
+        self.viewer = napari_viewer
+        self.logic = SegmentLogic()
+        self.worker = None
+        self.labels_layer = None
+        self.rows: list[dict] = []
+        self.hidden: set[int] = set()
+
+        self.image_picker = LayerPicker(napari_viewer, (Image,))
+        self.image_picker.setToolTip(tips.IMAGE_LAYER)
+        self.model_picker = ModelPicker("segmentation")
+        self.model_picker.setToolTip(tips.MODEL)
+        refresh = QPushButton("↻")
+        refresh.setToolTip(tips.REFRESH_MODELS)
+        refresh.clicked.connect(lambda *_: self.refresh_models())
+        model_row = QHBoxLayout()
+        model_row.addWidget(self.model_picker, 1)
+        model_row.addWidget(refresh)
+        self.tta = QCheckBox("test-time augmentation")
+        self.tta.setToolTip(tips.TTA)
+        self.uncertainty = QCheckBox("uncertainty map")
+        self.uncertainty.setToolTip(tips.UNCERTAINTY)
+        self.center_picker = LayerPicker(napari_viewer, (Points,), none_text=AUTOMATIC)
+        self.center_picker.setToolTip(tips.CENTER)
+        self.run_button = QPushButton("Segment")
+        self.run_button.setToolTip(tips.RUN_SEGMENT)
+        self.run_button.clicked.connect(lambda *_: self.run())
+
+        form = QFormLayout()
+        form.addRow("image", self.image_picker)
+        form.addRow("model", model_row)
+        form.addRow(self.tta)
+        form.addRow(self.uncertainty)
+        form.addRow("LV centre", self.center_picker)
+
+        classes = QGridLayout()
+        self.class_buttons, self.class_checks = {}, {}
+        for row, value in enumerate(lb.FOREGROUND):
+            name = lb.NAMES[value]
+            button = QPushButton(f"{value} {name}")
+            r, g, b, _ = (int(255 * c) for c in lb.COLORS[value])
+            button.setStyleSheet(f"border-left: 8px solid rgb({r},{g},{b});")
+            button.setToolTip(tips.CLASS_BUTTON.format(value=value, name=name))
+            button.clicked.connect(lambda *_, v=value: self.pick_class(v))
+            check = QCheckBox("show")
+            check.setChecked(True)
+            check.setToolTip(tips.CLASS_VISIBLE.format(name=name))
+            check.toggled.connect(lambda on, v=value: self.set_class_visible(v, on))
+            classes.addWidget(button, row, 0)
+            classes.addWidget(check, row, 1)
+            self.class_buttons[value], self.class_checks[value] = button, check
+
+        self.table = QTableWidget(0, len(TABLE_COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(TABLE_COLUMNS))
+        self.table.setToolTip(tips.QUANT_TABLE)
+        self.export_button = QPushButton("Export CSV…")
+        self.export_button.setToolTip(tips.EXPORT_CSV)
+        self.export_button.clicked.connect(lambda *_: self.export_csv())
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.run_button)
+        layout.addWidget(self.status)
+        layout.addLayout(classes)
+        layout.addWidget(self.table, 1)
+        layout.addWidget(self.export_button)
+
+        self.refresh_timer = QTimer(self)
+        self.refresh_timer.setSingleShot(True)
+        self.refresh_timer.setInterval(REFRESH_DELAY_MS)
+        self.refresh_timer.timeout.connect(self.refresh_table)
+        register_widget(napari_viewer, self)
+
+    # -- models
+    def refresh_models(self) -> None:
+        self.model_picker.refresh()
+
+    # -- running
+    @guarded
+    def run(self):
+        """Check the inputs and start segmentation in a worker; returns the worker (None if refused)."""
+        if self.worker is not None:
+            raise LvsegError("segmentation is already running")
+        layer = self.image_picker.current_layer()
+        image = self.logic.image_data(layer)
+        model = self.model_picker.current_model()
+        if model is None:
+            raise LvsegError("no segmentation model installed: train one or copy one into the model folder")
+        center_layer = self.center_picker.current_layer()
+        center = self.logic.center_from_points(center_layer, layer)
+        if center_layer is not None and center is None:
+            raise LvsegError(f"Points layer '{center_layer.name}' has no points: add one at the LV centre")
+        name, source = layer.name, source_of(layer)
+        self.run_button.setEnabled(False)
+        self.status.setText(f"segmenting {name} with {model}…")
+        self.worker = start_worker(self.logic.run, np.asarray(image), model, self.tta.isChecked(),
+                                   self.uncertainty.isChecked(), center, name, description=f"Segmenting {name}",
+                                   on_returned=lambda result: self.show_result(result, name, source, layer),
+                                   on_errored=self._on_error, on_finished=self._on_finished)
+        return self.worker
+
+    def _on_error(self, exc):
+        from napari_lvseg.widgets._common import notify_error
+
+        self.status.setText("segmentation failed")
+        notify_error(exc)
+
+    def _on_finished(self):
+        self.worker = None
+        self.run_button.setEnabled(True)
+
+    @guarded
+    def show_result(self, result, image_name: str, source: str, image_layer=None):
+        """Put a SegmentationResult into the viewer: one labels layer (replaced if present), optional uncertainty."""
+        kwargs = self.logic.labels_layer_kwargs(result, image_name, source)
+        layer = self._find(kwargs["name"])
+        if layer is not None and layer.data.shape == result.labels.shape:
+            layer.data = result.labels
+            layer.metadata.update(kwargs["metadata"])
+        else:
+            if layer is not None:
+                self.viewer.layers.remove(layer)
+            extra = {}
+            if image_layer is not None:
+                extra = {"scale": image_layer.scale, "translate": image_layer.translate}
+            layer = self.viewer.add_labels(result.labels, **kwargs, **extra)
+        if result.uncertainty is not None:
+            name = f"{image_name} uncertainty"
+            old = self._find(name)
+            if old is not None:
+                self.viewer.layers.remove(old)
+            scale = {"scale": image_layer.scale, "translate": image_layer.translate} if image_layer is not None else {}
+            self.viewer.add_image(result.uncertainty, name=name, colormap="magma", opacity=0.5,
+                                  blending="additive", contrast_limits=(0.0, 1.0), visible=False, **scale)
+        self.attach(layer)
+        self.status.setText(f"{image_name}: segmented with {result.model or 'the model'}")
+        return layer
+
+    def _find(self, name):
+        return self.viewer.layers[name] if name in self.viewer.layers else None
+
+    # -- the labels layer being edited
+    def attach(self, layer) -> None:
+        """Make ``layer`` the one the class buttons, keys and the table work on."""
+        if self.labels_layer is not None and self.labels_layer is not layer:
+            self._disconnect(self.labels_layer)
+        self.labels_layer = layer
+        for name in ("paint", "set_data", "labels_update"):
+            emitter = getattr(layer.events, name, None)
+            if emitter is not None:
+                emitter.connect(self._schedule_refresh)
+        for value in lb.FOREGROUND:
+            layer.bind_key(str(value), self._key_callback(value), overwrite=True)
+        layer.colormap = self.logic.colormap(self.hidden)
+        self.refresh_table()
+
+    def _disconnect(self, layer) -> None:
+        for name in ("paint", "set_data", "labels_update"):
+            emitter = getattr(layer.events, name, None)
+            if emitter is not None:
+                emitter.disconnect(self._schedule_refresh)
+
+    def _key_callback(self, value):
+        def select(layer):
+            self.pick_class(value, layer)
+        return select
+
+    def _schedule_refresh(self, event=None) -> None:
+        self.refresh_timer.start()
+
+    def _current_labels(self):
+        if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
+            return self.labels_layer
+        self.labels_layer = None
+        return None
+
+    @guarded
+    def pick_class(self, value: int, layer=None) -> None:
+        layer = layer or self._current_labels()
+        if layer is None:
+            raise LvsegError("no labels layer yet: segment an image first")
+        layer.selected_label = int(value)
+        layer.mode = "paint"
+        self.viewer.layers.selection.active = layer
+
+    @guarded
+    def set_class_visible(self, value: int, visible: bool) -> None:
+        (self.hidden.discard if visible else self.hidden.add)(int(value))
+        layer = self._current_labels()
+        if layer is not None:
+            layer.colormap = self.logic.colormap(self.hidden)
+
+    @guarded
+    def refresh_table(self) -> None:
+        layer = self._current_labels()
+        if layer is None:
+            self.rows = []
+            self.table.setRowCount(0)
+            return
+        self.rows = self.logic.quantification_rows(layer.data, labels_spacing(layer))
+        self.table.setRowCount(len(self.rows))
+        for r, row in enumerate(self.rows):
+            for c, key in enumerate(TABLE_COLUMNS):
+                self.table.setItem(r, c, QTableWidgetItem(cell_text(row.get(key, ""))))
+
+    @guarded
+    def export_csv(self, path=None):
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(self, "Export quantification", "quantification.csv", "CSV (*.csv)")
+            if not path:
+                return None
+        self.refresh_table()
+        written = self.logic.export_csv(self.rows, path)
+        notify_info(f"quantification written to {written}")
+        return written
+
+
+__all__ = ["SegmentLogic", "SegmentWidget"]

@@ -1,0 +1,283 @@
+"""Synthesize: draw or edit an LV mask and render synthetic LGE images from it with a Pix2Pix model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
+                            QVBoxLayout, QWidget)
+
+from napari_lvseg import labels as lb
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.widgets import tooltips as tips
+from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, guarded, notify_info,
+                                          register_widget, start_worker, user_data_dir)
+
+ACTIONS = ("grow infarct", "shrink infarct", "add no-reflow", "remove no-reflow", "random variant")
+SCOPES = ("current slice", "whole stack")
+
+
+def default_synthetic_dir() -> Path:
+    return user_data_dir() / "synthetic"
+
+
+class SynthesizeLogic:
+    """Mask drawing and editing, synthesis and export, without Qt."""
+
+    @staticmethod
+    def mask_data(layer) -> np.ndarray:
+        """A Labels layer's data as a uint8 class mask, or LvsegError."""
+        from napari.layers import Labels
+
+        if layer is None:
+            raise LvsegError("no labels layer chosen: draw a new LV mask or open one")
+        if not isinstance(layer, Labels):
+            raise LvsegError(f"'{layer.name}' is not a labels layer")
+        data = np.asarray(layer.data)
+        if data.ndim not in (2, 3):
+            raise LvsegError(f"'{layer.name}' has shape {data.shape}; a slice or a (Z, Y, X) stack is needed")
+        bad = lb.invalid_values(data)
+        if bad:
+            raise LvsegError(f"'{layer.name}' holds values {bad[:5]} that are not classes 0..4")
+        return data.astype(np.uint8)
+
+    @staticmethod
+    def new_ring(shape, center=None, radius: float = 20.0, thickness: float = 8.0) -> np.ndarray:
+        from napari_lvseg.data.simulator import draw_lv_ring
+
+        shape = tuple(int(s) for s in shape)
+        if center is None:
+            center = ((shape[0] - 1) / 2.0, (shape[1] - 1) / 2.0)
+        return draw_lv_ring(shape, center, radius, thickness)
+
+    @staticmethod
+    def apply_action(labels, action: str, z: int | None = None, pixels: int = 1, seed: int = 0) -> np.ndarray:
+        """The edited mask; ``z`` edits only that slice of a stack (None: every slice)."""
+        from napari_lvseg.data import simulator as sim
+
+        labels = np.asarray(labels, np.uint8)
+        rng = np.random.default_rng(seed)
+        ops = {
+            "grow infarct": lambda s: sim.grow_infarct(s, pixels),
+            "shrink infarct": lambda s: sim.shrink_infarct(s, pixels),
+            "add no-reflow": lambda s: sim.add_no_reflow(s, rng),
+            "remove no-reflow": sim.remove_no_reflow,
+            "random variant": lambda s: sim.random_variant(s, rng),
+        }
+        if action not in ops:
+            raise LvsegError(f"unknown mask edit {action!r} (choose {', '.join(ACTIONS)})")
+        op = ops[action]
+        if labels.ndim == 2:
+            return op(labels)
+        if z is None:
+            return sim.apply_to_stack(op, labels)
+        out = labels.copy()
+        out[z] = op(labels[z])
+        return out
+
+    @staticmethod
+    def run(mask, n: int, model=None, seed: int = 0) -> list[tuple[int, np.ndarray]]:
+        """[(seed, image)] for ``n`` variants, seeds ``seed``, ``seed + 1``, ..."""
+        from napari_lvseg import synthesis
+
+        images = synthesis.synthesize_variants(mask, n, model=model, seed=seed)
+        return [(seed + i, np.asarray(image, np.float32)) for i, image in enumerate(images)]
+
+    @staticmethod
+    def add_to_dataset(folder, mask, results, source: str = "", model=None) -> list[str]:
+        """Write each (seed, image) with ``mask`` as an origin 'synthetic' pair; returns the pair names."""
+        from napari_lvseg.io.pairs import PairFolder
+
+        if not results:
+            raise LvsegError("nothing to add: run the synthesis first")
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        pairs = PairFolder(folder)
+        return [pairs.add(image, mask, origin="synthetic", source=source or None, model=model, seed=int(s))
+                for s, image in results]
+
+
+class SynthesizeWidget(QWidget):
+    """Dock widget "Synthesize"."""
+
+    def __init__(self, napari_viewer, folder=None):
+        super().__init__()
+        from napari.layers import Labels
+
+        self.viewer = napari_viewer
+        self.logic = SynthesizeLogic()
+        self.worker = None
+        self.results: list[tuple[int, np.ndarray]] = []
+        self.results_mask = None
+        self.results_source = ""
+        self.results_model = None
+
+        self.mask_picker = LayerPicker(napari_viewer, (Labels,))
+        self.mask_picker.setToolTip(tips.LABELS_LAYER)
+
+        self.center_y, self.center_x = QLineEdit(), QLineEdit()
+        for edit, axis in ((self.center_y, "y"), (self.center_x, "x")):
+            edit.setPlaceholderText(f"{axis}: middle")
+            edit.setToolTip(tips.RING_CENTER)
+        center_row = QHBoxLayout()
+        center_row.addWidget(self.center_y)
+        center_row.addWidget(self.center_x)
+        self.radius = self._spin(4, 200, 20, tips.RING_RADIUS)
+        self.thickness = self._spin(1, 100, 8, tips.RING_THICKNESS)
+        self.size = self._spin(32, 1024, 128, tips.RING_SHAPE)
+        self.new_button = QPushButton("New LV mask")
+        self.new_button.setToolTip(tips.NEW_MASK)
+        self.new_button.clicked.connect(lambda *_: self.new_mask())
+
+        self.action = QComboBox()
+        self.action.addItems(ACTIONS)
+        self.action.setToolTip(tips.SIM_ACTION)
+        self.pixels = self._spin(1, 20, 2, tips.SIM_PIXELS)
+        self.scope = QComboBox()
+        self.scope.addItems(SCOPES)
+        self.scope.setToolTip(tips.SIM_SCOPE)
+        self.apply_button = QPushButton("Apply edit")
+        self.apply_button.setToolTip(tips.APPLY_SIM)
+        self.apply_button.clicked.connect(lambda *_: self.apply_edit())
+
+        self.model_picker = ModelPicker("synthesis")
+        self.model_picker.setToolTip(tips.SYNTH_MODEL)
+        self.n_variants = self._spin(1, 64, 1, tips.N_VARIANTS)
+        self.seed = self._spin(0, 2**31 - 1, 0, tips.SEED)
+        self.run_button = QPushButton("Synthesize")
+        self.run_button.setToolTip(tips.RUN_SYNTH)
+        self.run_button.clicked.connect(lambda *_: self.run())
+
+        self.folder_edit = QLineEdit(str(folder or default_synthetic_dir()))
+        self.folder_edit.setToolTip(tips.SYNTH_FOLDER)
+        choose = QPushButton("…")
+        choose.setToolTip(tips.CHOOSE_FOLDER)
+        choose.clicked.connect(lambda *_: self._choose())
+        folder_row = QHBoxLayout()
+        folder_row.addWidget(self.folder_edit, 1)
+        folder_row.addWidget(choose)
+        self.add_button = QPushButton("Add to synthetic dataset")
+        self.add_button.setToolTip(tips.ADD_SYNTH)
+        self.add_button.clicked.connect(lambda *_: self.add_to_dataset())
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.addRow("mask", self.mask_picker)
+        form.addRow("centre (y, x)", center_row)
+        form.addRow("cavity radius", self.radius)
+        form.addRow("wall thickness", self.thickness)
+        form.addRow("slice size", self.size)
+        form.addRow(self.new_button)
+        form.addRow("edit", self.action)
+        form.addRow("pixels", self.pixels)
+        form.addRow("apply to", self.scope)
+        form.addRow(self.apply_button)
+        form.addRow("model", self.model_picker)
+        form.addRow("variants", self.n_variants)
+        form.addRow("seed", self.seed)
+        form.addRow(self.run_button)
+        form.addRow("synthetic folder", folder_row)
+        form.addRow(self.add_button)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+        register_widget(napari_viewer, self)
+
+    @staticmethod
+    def _spin(low, high, value, tip):
+        spin = QSpinBox()
+        spin.setRange(low, high)
+        spin.setValue(value)
+        spin.setToolTip(tip)
+        return spin
+
+    def refresh_models(self) -> None:
+        self.model_picker.refresh()
+
+    @guarded
+    def _choose(self):
+        folder = choose_folder(self, "Synthetic pair folder", self.folder_edit.text())
+        if folder:
+            self.folder_edit.setText(folder)
+
+    def _center(self, shape):
+        texts = (self.center_y.text().strip(), self.center_x.text().strip())
+        if not any(texts):
+            return None
+        try:
+            return tuple(float(t) if t else (s - 1) / 2.0 for t, s in zip(texts, shape))
+        except ValueError:
+            raise LvsegError(f"LV centre must be numbers, got {texts}") from None
+
+    # -- actions
+    @guarded
+    def new_mask(self):
+        from napari_lvseg._reader import labels_layer_kwargs
+
+        shape = (self.size.value(), self.size.value())
+        ring = self.logic.new_ring(shape, self._center(shape), self.radius.value(), self.thickness.value())
+        layer = self.viewer.add_labels(ring, name="LV mask", metadata={"lvseg_classes": dict(lb.NAMES)},
+                                       **labels_layer_kwargs())
+        self.mask_picker.select(layer)
+        return layer
+
+    def _current_slice(self, layer) -> int | None:
+        if layer.ndim != 3 or self.scope.currentText() == SCOPES[1]:
+            return None
+        z = int(round(float(layer.world_to_data(self.viewer.dims.point[-3:])[0])))
+        return min(max(z, 0), layer.data.shape[0] - 1)
+
+    @guarded
+    def apply_edit(self):
+        layer = self.mask_picker.current_layer()
+        mask = self.logic.mask_data(layer)
+        edited = self.logic.apply_action(mask, self.action.currentText(), self._current_slice(layer),
+                                         self.pixels.value(), self.seed.value())
+        layer.data = edited.astype(layer.data.dtype, copy=False)
+        self.status.setText(f"{self.action.currentText()}: {int(np.count_nonzero(edited != mask))} pixels changed")
+        return edited
+
+    @guarded
+    def run(self):
+        if self.worker is not None:
+            raise LvsegError("synthesis is already running")
+        layer = self.mask_picker.current_layer()
+        mask = self.logic.mask_data(layer)
+        model = self.model_picker.current_model()
+        name = layer.name
+        self.run_button.setEnabled(False)
+        self.status.setText(f"synthesizing {self.n_variants.value()} image(s) from {name}…")
+        self.worker = start_worker(self.logic.run, mask, self.n_variants.value(), model, self.seed.value(),
+                                   description=f"Synthesizing from {name}",
+                                   on_returned=lambda results: self.show_results(results, mask, name, model),
+                                   on_finished=self._finished)
+        return self.worker
+
+    def _finished(self):
+        self.worker = None
+        self.run_button.setEnabled(True)
+
+    @guarded
+    def show_results(self, results, mask, mask_name: str, model=None) -> list:
+        self.results, self.results_mask, self.results_source, self.results_model = results, mask, mask_name, model
+        layers = []
+        for seed, image in results:
+            name = f"{mask_name} synthetic s{seed}"
+            if name in self.viewer.layers:
+                self.viewer.layers.remove(name)
+            layers.append(self.viewer.add_image(image, name=name, colormap="gray",
+                                                metadata={"lvseg_seed": seed, "lvseg_model": model,
+                                                          "lvseg_mask_layer": mask_name}))
+        self.status.setText(f"{len(results)} synthetic image(s) from {mask_name}")
+        return layers
+
+    @guarded
+    def add_to_dataset(self) -> list:
+        names = self.logic.add_to_dataset(self.folder_edit.text(), self.results_mask, self.results,
+                                          self.results_source, self.results_model)
+        notify_info(f"{len(names)} synthetic pair(s) added to {self.folder_edit.text()}")
+        self.status.setText(f"added {', '.join(names)}")
+        return names

@@ -1,0 +1,63 @@
+"""Every tooltip of the dock widgets, in one place (so wording stays consistent and reviewable)."""
+
+# -- shared
+IMAGE_LAYER = "Grey-level image layer to work on: a slice (Y, X) or a stack (Z, Y, X). RGB images are refused."
+LABELS_LAYER = "Labels layer holding the classes 0 background, 1 LV cavity, 2 myocardium, 3 infarct, 4 no-reflow."
+MODEL = "Model from the registry (bundled models, then your own trained ones)."
+REFRESH_MODELS = "Re-read the model registry (after copying a model folder in by hand)."
+
+# -- Segment LV
+TTA = "Test-time augmentation: average the prediction over flips (4x slower, slightly smoother)."
+UNCERTAINTY = "Also add a per-pixel uncertainty map (normalised entropy, 0 = sure, 1 = unsure)."
+CENTER = ("Where the LV is, for images larger than the model grid: 'automatic' finds it, or pick a Points "
+          "layer and its last point is used as the LV centre.")
+RUN_SEGMENT = "Segment the chosen image in the background; the result replaces '<image> labels'."
+CLASS_BUTTON = "Paint with class {value} ({name}); keyboard shortcut {value} on the labels layer."
+CLASS_VISIBLE = "Show or hide the {name} class in the labels layer (the data is kept)."
+QUANT_TABLE = ("Per slice and total: myocardium pixels, infarct and no-reflow % of the myocardium, and "
+               "maximum transmurality; updated after every edit.")
+EXPORT_CSV = "Save the quantification table as a CSV file."
+
+# -- Correct & save
+ANNOTATION_FOLDER = "Pair folder where corrected (image, labels) pairs are saved (images/, masks/, manifest.jsonl)."
+CHOOSE_FOLDER = "Choose a folder."
+SAVE = "Save the image and its corrected labels to the annotation folder now (replaces the earlier save of this case)."
+AUTOSAVE = "Save automatically a few seconds after the last edit, so a crash loses nothing."
+LOAD_SAVED = "This image already has a saved correction: load it into the labels layer."
+CASES_FOLDER = "Folder of cases to correct (EMIDEC case folders or NIfTI/TIFF images)."
+NEXT_CASE = "Open the next case, least certain prediction first (ranked once by mean uncertainty)."
+
+# -- Synthesize
+NEW_MASK = "Draw a new LV (cavity disc + myocardium ring) in a new Labels layer, at the centre and size given."
+RING_CENTER = "LV centre (y, x) in pixels; empty fields use the middle of the image."
+RING_RADIUS = "Cavity radius in pixels."
+RING_THICKNESS = "Myocardial wall thickness in pixels."
+RING_SHAPE = "Size of the new slice (pixels), when there is no image to copy it from."
+SIM_ACTION = "Edit the mask: grow/shrink the infarct, add/remove no-reflow, or a random plausible variant."
+SIM_PIXELS = "How many pixels to grow or shrink the infarct by."
+SIM_SCOPE = "Apply the edit to the current slice only or to every slice of the stack."
+APPLY_SIM = "Apply the mask edit (can be undone with the layer's undo, Ctrl+Z)."
+SYNTH_MODEL = "Pix2Pix mask-to-image model; empty: the default synthesis model."
+N_VARIANTS = "How many images to generate (each with its own noise seed)."
+SEED = "Random seed: the same seed and mask give the same result."
+RUN_SYNTH = "Generate synthetic LGE image(s) from the mask in the background."
+SYNTH_FOLDER = "Pair folder receiving the synthetic (image, mask) pairs."
+ADD_SYNTH = "Write every synthetic image of this mask, with the mask, to the synthetic pair folder."
+
+# -- Train
+TASK = "segmentation: Attention Res-UNet (image -> labels); synthesis: Pix2Pix (labels -> image)."
+SOURCES = "Training data: EMIDEC case folders or pair folders. The ratio column sets how often each is sampled."
+ADD_SOURCE = "Add a data folder (EMIDEC cases, annotation folder or synthetic pair folder)."
+REMOVE_SOURCE = "Remove the selected data source."
+FINE_TUNE = "Start from the selected model's weights instead of from scratch."
+EPOCHS = "Number of passes over the training data (counting epochs done before a pause)."
+BATCH = "Slices per optimisation step."
+LR = "Learning rate; 0 uses the task's default."
+THREADS = "CPU threads for training; keep 1 so napari stays responsive."
+DEVICE = "auto: the GPU if there is one, else the CPU."
+RUN_FOLDER = "Folder of this training run (checkpoints, log, final model). Must be new, unless resuming."
+START = "Start training in the background."
+PAUSE = "Stop at the next step, keeping a checkpoint; Resume continues from it."
+RESUME = "Continue the paused run from its last checkpoint."
+CANCEL = "Stop at the next step; the checkpoint is kept but the run is not resumed from this panel."
+PLOT = "Training loss (per step) and validation Dice per class (per epoch)."

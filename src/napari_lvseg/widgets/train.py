@@ -1,0 +1,506 @@
+"""Train: run the training engine in a napari generator worker, with live progress, pause/resume and cancel."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+from qtpy.QtCore import QEvent, QObject, QPointF
+from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
+from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
+                            QLineEdit, QMessageBox, QProgressBar, QPushButton, QSpinBox, QTableWidget,
+                            QTableWidgetItem, QVBoxLayout, QWidget)
+
+from napari_lvseg import labels as lb
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.widgets import tooltips as tips
+from napari_lvseg.widgets._common import (ModelPicker, choose_folder, guarded, live_widgets, notify_error,
+                                          notify_info, notify_warning, refresh_model_pickers, register_widget,
+                                          start_worker, user_data_dir)
+
+TASKS = ("segmentation", "synthesis")
+DEVICES = ("auto", "cpu", "cuda")
+DICE_KEYS = {lb.SHORT_NAMES[c]: c for c in lb.FOREGROUND}
+CLOSE_WAIT_S = 120.0
+
+
+def default_run_dir(task: str) -> Path:
+    return user_data_dir() / "runs" / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def format_eta(seconds) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "ETA --"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"ETA {hours:d}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"ETA {rest // 60:d}:{rest % 60:02d}"
+
+
+class TrainLogic:
+    """Options, the event stream and what to do at the end of a run, without Qt."""
+
+    def __init__(self):
+        from napari_lvseg.engine import StopToken
+
+        self.stop = StopToken()
+        self.losses: list[tuple[int, float]] = []
+        self.dice: dict[str, list[tuple[int, float]]] = {}
+        self.last_event = None
+        self.registered: Path | None = None
+
+    @staticmethod
+    def build_options(task: str, sources, out, init=None, epochs: int = 10, batch_size: int = 16,
+                      lr: float | None = None, threads: int | None = 1, device: str = "auto", **extra):
+        """TrainOptions from the panel's fields; ``sources`` is [(path, ratio or None)]."""
+        from napari_lvseg.engine import TrainOptions
+
+        if not sources:
+            raise LvsegError("add at least one data folder to train on")
+        paths = [str(Path(p).expanduser()) for p, _ in sources]
+        for path in paths:
+            if not Path(path).exists():
+                raise LvsegError("data folder does not exist", path)
+        ratios = [r for _, r in sources]
+        if all(r is None for r in ratios):
+            mix = None
+        elif any(r is None for r in ratios):
+            raise LvsegError("give a mixing ratio for every data source, or for none (proportional to size)")
+        else:
+            mix = [float(r) for r in ratios]
+            if any(r < 0 for r in mix) or not any(r > 0 for r in mix):
+                raise LvsegError(f"mixing ratios must be >= 0 with at least one > 0, got {mix}")
+        options = TrainOptions(task=task, data=paths, mix=mix, out=str(out), init=init or None, epochs=int(epochs),
+                               batch_size=int(batch_size), lr=lr or None, threads=threads or None, device=device,
+                               **extra)
+        options.validate()
+        return options
+
+    def start(self):
+        """A fresh stop token and empty curves for a new run (or a resumed one)."""
+        from napari_lvseg.engine import StopToken
+
+        self.stop = StopToken()
+        self.registered = None
+
+    def events(self, options, resume: bool = False):
+        """The engine's event generator (runs in the worker thread)."""
+        from napari_lvseg.engine import train
+
+        yield from train(options, stop=self.stop, resume=resume)
+
+    def record(self, event) -> None:
+        """Keep what the plot shows: the loss per step and the validation Dice per class."""
+        self.last_event = event
+        if event.kind == "step":
+            values = [v for k, v in event.losses.items() if k != "lr" and isinstance(v, (int, float))]
+            if values:
+                self.losses.append((event.step, float(values[0])))
+        elif event.kind == "validation":
+            for key in DICE_KEYS:
+                value = event.metrics.get(key)
+                if isinstance(value, (int, float)) and math.isfinite(value):
+                    self.dice.setdefault(key, []).append((event.step, float(value)))
+
+    def register(self, run_dir, name: str | None = None) -> Path:
+        from napari_lvseg.models.store import register_model
+
+        self.registered = register_model(run_dir, name)
+        return self.registered
+
+
+class LivePlot(QWidget):
+    """Training loss (top) and validation Dice per class (bottom) as polylines; no plotting library."""
+
+    def __init__(self, logic: TrainLogic, parent=None):
+        super().__init__(parent)
+        self.logic = logic
+        self.setMinimumHeight(160)
+        self.setToolTip(tips.PLOT)
+
+    def paintEvent(self, event):  # noqa: N802 - Qt name
+        painter = QPainter(self)
+        try:
+            painter.setRenderHint(QPainter.Antialiasing)
+            w, h = self.width(), self.height()
+            half = h // 2
+            painter.fillRect(0, 0, w, h, QColor(30, 30, 30))
+            painter.setPen(QColor(200, 200, 200))
+            painter.drawText(4, 12, "loss")
+            painter.drawText(4, half + 12, "validation Dice")
+            painter.setPen(QColor(90, 90, 90))
+            painter.drawLine(0, half, w, half)
+            losses = self.logic.losses
+            if losses:
+                x_max = max(max(s for s, _ in losses), 1)
+                low, high = min(v for _, v in losses), max(v for _, v in losses)
+                self._polyline(painter, losses, QColor(230, 230, 230), (0, 16, w, half - 20), x_max, low, high)
+            x_max = max([s for series in self.logic.dice.values() for s, _ in series] + [1])
+            for key, series in self.logic.dice.items():
+                r, g, b, _ = (int(255 * c) for c in lb.COLORS[DICE_KEYS[key]])
+                self._polyline(painter, series, QColor(r, g, b), (0, half + 16, w, half - 20), x_max, 0.0, 1.0)
+        finally:
+            painter.end()
+
+    @staticmethod
+    def _polyline(painter, points, color, box, x_max, low, high):
+        x0, y0, width, height = box
+        span = (high - low) or 1.0
+        poly = QPolygonF([QPointF(x0 + 4 + (width - 8) * s / x_max, y0 + height * (1 - (v - low) / span))
+                          for s, v in points])
+        painter.setPen(QPen(color, 1.5))
+        if len(points) == 1:
+            painter.drawEllipse(poly[0], 2.0, 2.0)
+        else:
+            painter.drawPolyline(poly)
+
+
+class _CloseFilter(QObject):
+    """Asks the train panel before napari's main window closes during training."""
+
+    def __init__(self, panel):
+        super().__init__(panel)
+        self.panel = panel
+
+    def eventFilter(self, obj, event):  # noqa: N802 - Qt name
+        if event.type() == QEvent.Close and self.panel.running:
+            if not self.panel.close_requested():
+                event.ignore()
+                return True
+        return False
+
+
+class TrainWidget(QWidget):
+    """Dock widget "Train"."""
+
+    def __init__(self, napari_viewer):
+        super().__init__()
+        self.viewer = napari_viewer
+        self.logic = TrainLogic()
+        self.worker = None
+        self.options = None
+        self.paused = False
+        self.extra_options: dict = {}  # further TrainOptions fields (tests, benchmarks, advanced use)
+        # Injectable so the close path can be tested without a modal dialog.
+        self.ask_close = self._ask_close
+
+        self.task = QComboBox()
+        self.task.addItems(TASKS)
+        self.task.setToolTip(tips.TASK)
+        self.task.currentTextChanged.connect(self._task_changed)
+
+        self.sources = QTableWidget(0, 2)
+        self.sources.setHorizontalHeaderLabels(["data folder", "ratio"])
+        self.sources.setSelectionBehavior(QAbstractItemView.SelectRows)
+        self.sources.horizontalHeader().setStretchLastSection(False)
+        self.sources.setToolTip(tips.SOURCES)
+        self.sources.setMinimumHeight(90)
+        add_cases = QPushButton("+ cases")
+        add_cases.clicked.connect(lambda *_: self._choose_source("Folder of EMIDEC cases or pairs"))
+        add_annotations = QPushButton("+ annotations")
+        add_annotations.clicked.connect(lambda *_: self.add_source(self._annotation_dir()))
+        add_synthetic = QPushButton("+ synthetic")
+        add_synthetic.clicked.connect(lambda *_: self.add_source(self._synthetic_dir()))
+        remove = QPushButton("−")
+        remove.setToolTip(tips.REMOVE_SOURCE)
+        remove.clicked.connect(lambda *_: self.remove_selected_source())
+        for button in (add_cases, add_annotations, add_synthetic):
+            button.setToolTip(tips.ADD_SOURCE)
+        source_buttons = QHBoxLayout()
+        for button in (add_cases, add_annotations, add_synthetic, remove):
+            source_buttons.addWidget(button)
+
+        self.init_mode = QComboBox()
+        self.init_mode.addItems(["from scratch", "fine-tune"])
+        self.init_mode.setToolTip(tips.FINE_TUNE)
+        self.model_picker = ModelPicker("segmentation")
+        self.model_picker.setToolTip(tips.MODEL)
+        init_row = QHBoxLayout()
+        init_row.addWidget(self.init_mode)
+        init_row.addWidget(self.model_picker, 1)
+
+        self.epochs = self._spin(1, 100000, 10, tips.EPOCHS)
+        self.batch_size = self._spin(1, 1024, 16, tips.BATCH)
+        self.lr = QDoubleSpinBox()
+        self.lr.setDecimals(6)
+        self.lr.setRange(0.0, 1.0)
+        self.lr.setSingleStep(1e-4)
+        self.lr.setValue(0.0)
+        self.lr.setToolTip(tips.LR)
+        self.threads = self._spin(1, 256, 1, tips.THREADS)
+        self.device = QComboBox()
+        self.device.addItems(DEVICES)
+        self.device.setToolTip(tips.DEVICE)
+        self.run_folder = QLineEdit("")
+        self.run_folder.setPlaceholderText("new folder under the user data folder")
+        self.run_folder.setToolTip(tips.RUN_FOLDER)
+        choose_run = QPushButton("…")
+        choose_run.clicked.connect(lambda *_: self._choose_run_folder())
+        run_row = QHBoxLayout()
+        run_row.addWidget(self.run_folder, 1)
+        run_row.addWidget(choose_run)
+
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip(tips.START)
+        self.start_button.clicked.connect(lambda *_: self.start())
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.setToolTip(tips.PAUSE)
+        self.pause_button.clicked.connect(lambda *_: self.pause())
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip(tips.RESUME)
+        self.resume_button.clicked.connect(lambda *_: self.resume())
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip(tips.CANCEL)
+        self.cancel_button.clicked.connect(lambda *_: self.cancel())
+        controls = QHBoxLayout()
+        for button in (self.start_button, self.pause_button, self.resume_button, self.cancel_button):
+            controls.addWidget(button)
+
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 1000)
+        self.eta = QLabel(format_eta(None))
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        self.plot = LivePlot(self.logic)
+
+        form = QFormLayout()
+        form.addRow("task", self.task)
+        form.addRow(self.sources)
+        form.addRow(source_buttons)
+        form.addRow("model", init_row)
+        form.addRow("epochs", self.epochs)
+        form.addRow("batch size", self.batch_size)
+        form.addRow("learning rate", self.lr)
+        form.addRow("threads", self.threads)
+        form.addRow("device", self.device)
+        form.addRow("run folder", run_row)
+        layout = QVBoxLayout(self)
+        layout.addLayout(form)
+        layout.addLayout(controls)
+        layout.addWidget(self.progress)
+        layout.addWidget(self.eta)
+        layout.addWidget(self.status)
+        layout.addWidget(self.plot, 1)
+        self._update_buttons()
+        self._install_close_filter()
+        register_widget(napari_viewer, self)
+
+    @staticmethod
+    def _spin(low, high, value, tip):
+        spin = QSpinBox()
+        spin.setRange(low, high)
+        spin.setValue(value)
+        spin.setToolTip(tip)
+        return spin
+
+    # -- state
+    @property
+    def running(self) -> bool:
+        return self.worker is not None
+
+    def _update_buttons(self) -> None:
+        self.start_button.setEnabled(not self.running)
+        self.pause_button.setEnabled(self.running)
+        self.cancel_button.setEnabled(self.running)
+        self.resume_button.setEnabled(not self.running and self.paused)
+        self.task.setEnabled(not self.running)
+
+    def refresh_models(self) -> None:
+        self.model_picker.refresh()
+
+    @guarded
+    def _task_changed(self, task: str):
+        self.model_picker.task = task
+        self.model_picker.refresh()
+
+    # -- data sources
+    @guarded
+    def add_source(self, path, ratio=None) -> int:
+        path = str(Path(str(path)).expanduser())
+        row = self.sources.rowCount()
+        self.sources.insertRow(row)
+        self.sources.setItem(row, 0, QTableWidgetItem(path))
+        self.sources.setItem(row, 1, QTableWidgetItem("" if ratio is None else f"{float(ratio):g}"))
+        if not Path(path).exists():
+            notify_warning(f"{path}: folder does not exist (yet)")
+        return row
+
+    @guarded
+    def remove_selected_source(self):
+        rows = sorted({index.row() for index in self.sources.selectedIndexes()}, reverse=True)
+        for row in rows or [self.sources.rowCount() - 1]:
+            if row >= 0:
+                self.sources.removeRow(row)
+
+    def source_list(self) -> list[tuple[str, float | None]]:
+        sources = []
+        for row in range(self.sources.rowCount()):
+            path = self.sources.item(row, 0).text().strip() if self.sources.item(row, 0) else ""
+            text = self.sources.item(row, 1).text().strip() if self.sources.item(row, 1) else ""
+            if not path:
+                continue
+            try:
+                ratio = float(text) if text else None
+            except ValueError:
+                raise LvsegError(f"mixing ratio of {path} must be a number, got {text!r}") from None
+            sources.append((path, ratio))
+        return sources
+
+    def _annotation_dir(self):
+        from napari_lvseg.widgets.correct import CorrectWidget, default_annotation_dir
+
+        for widget in live_widgets(self.viewer):
+            if isinstance(widget, CorrectWidget):
+                return widget.logic.folder
+        return default_annotation_dir()
+
+    def _synthetic_dir(self):
+        from napari_lvseg.widgets.synthesize import SynthesizeWidget, default_synthetic_dir
+
+        for widget in live_widgets(self.viewer):
+            if isinstance(widget, SynthesizeWidget):
+                return widget.folder_edit.text()
+        return default_synthetic_dir()
+
+    @guarded
+    def _choose_source(self, title):
+        folder = choose_folder(self, title)
+        if folder:
+            self.add_source(folder)
+
+    @guarded
+    def _choose_run_folder(self):
+        folder = choose_folder(self, "Run folder", self.run_folder.text())
+        if folder:
+            self.run_folder.setText(folder)
+
+    # -- running
+    def current_options(self):
+        task = self.task.currentText()
+        out = self.run_folder.text().strip() or str(default_run_dir(task))
+        init = self.model_picker.current_model() if self.init_mode.currentIndex() == 1 else None
+        if self.init_mode.currentIndex() == 1 and init is None:
+            raise LvsegError(f"no {task} model to fine-tune: choose 'from scratch'")
+        return self.logic.build_options(task, self.source_list(), out, init=init, epochs=self.epochs.value(),
+                                        batch_size=self.batch_size.value(), lr=self.lr.value() or None,
+                                        threads=self.threads.value(), device=self.device.currentText(),
+                                        **self.extra_options)
+
+    @guarded
+    def start(self):
+        if self.running:
+            raise LvsegError("training is already running")
+        options = self.current_options()
+        if (Path(options.out) / "last.pt").exists():
+            raise LvsegError("run folder already holds a training run: choose another folder", options.out)
+        self.run_folder.setText(options.out)
+        self.logic.losses.clear()
+        self.logic.dice.clear()
+        return self._launch(options, resume=False)
+
+    @guarded
+    def resume(self):
+        if self.running:
+            raise LvsegError("training is already running")
+        if not self.paused or self.options is None:
+            raise LvsegError("nothing to resume: pause a run first")
+        self.options.epochs = self.epochs.value()
+        return self._launch(self.options, resume=True)
+
+    def _launch(self, options, resume: bool):
+        self.options = options
+        self.paused = False
+        self.logic.start()
+        self.status.setText(f"{'resuming' if resume else 'starting'} {options.task} training in {options.out}")
+        self.worker = start_worker(self.logic.events, options, resume, description=f"Training {options.task}",
+                                   on_yielded=self.on_event, on_errored=self._on_error,
+                                   on_finished=self._on_finished)
+        self._update_buttons()
+        return self.worker
+
+    @guarded
+    def pause(self):
+        if not self.running:
+            return
+        self.paused = True
+        self.logic.stop.stop("paused")
+        self.status.setText("pausing at the next step…")
+
+    @guarded
+    def cancel(self):
+        if not self.running:
+            return
+        self.paused = False
+        self.logic.stop.stop("cancelled")
+        self.status.setText("cancelling at the next step…")
+
+    def _on_error(self, exc):
+        self.paused = False
+        self.status.setText("training failed")
+        notify_error(exc)
+
+    def _on_finished(self):
+        self.worker = None
+        if not self.paused:
+            self.run_folder.setText("")
+        self._update_buttons()
+
+    @guarded
+    def on_event(self, event):
+        """One engine event (main thread): progress, ETA, plot; register the model when done."""
+        self.logic.record(event)
+        if event.total_steps:
+            self.progress.setValue(int(round(1000 * event.progress)))
+        if event.kind == "step":
+            loss = next((v for k, v in event.losses.items() if k != "lr"), None)
+            self.eta.setText(f"{format_eta(event.eta)} · epoch {event.epoch}/{event.epochs} · "
+                             f"step {event.step}/{event.total_steps}" + (f" · loss {loss:.4f}" if loss else ""))
+        elif event.kind == "validation":
+            dice = ", ".join(f"{k} {event.metrics[k]:.3f}" for k in DICE_KEYS if k in event.metrics)
+            self.status.setText(f"epoch {event.epoch}: validation Dice {dice}" if dice else f"epoch {event.epoch} done")
+        elif event.kind in ("start", "best", "stopped"):
+            self.status.setText(event.message)
+        elif event.kind == "done":
+            self.paused = False
+            self.eta.setText(format_eta(0))
+            path = self.logic.register(event.path)
+            refresh_model_pickers(self.viewer)
+            self.status.setText(f"finished; model registered as {path.name}")
+            notify_info(f"training finished; model '{path.name}' is now in the model lists")
+        self.plot.update()
+
+    # -- closing napari during training
+    def _install_close_filter(self) -> None:
+        window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
+        if window is not None:
+            self._close_filter = _CloseFilter(self)
+            window.installEventFilter(self._close_filter)
+
+    def _ask_close(self) -> bool:
+        answer = QMessageBox.question(self, "Training is running",
+                                      "A training run is in progress. Stop it (keeping a checkpoint) and close?",
+                                      QMessageBox.Yes | QMessageBox.No, QMessageBox.No)
+        return answer == QMessageBox.Yes
+
+    def close_requested(self) -> bool:
+        """The window wants to close while training: ask; on yes stop the run (checkpoint kept) and wait for it."""
+        if not self.running:
+            return True
+        if not self.ask_close():
+            return False
+        self.paused = True  # the checkpoint stays resumable from the CLI or a later session
+        self.logic.stop.stop("napari closing")
+        return self.wait_stopped(CLOSE_WAIT_S)
+
+    def wait_stopped(self, timeout_s: float) -> bool:
+        """Process events until the worker is gone (True) or ``timeout_s`` passes (False)."""
+        from qtpy.QtCore import QCoreApplication, QEventLoop
+
+        deadline = time.monotonic() + timeout_s
+        while self.running and time.monotonic() < deadline:
+            QCoreApplication.processEvents(QEventLoop.AllEvents, 50)
+            time.sleep(0.01)
+        return not self.running
+
+
+__all__ = ["TrainLogic", "TrainWidget", "LivePlot", "format_eta"]

@@ -1,0 +1,138 @@
+"""The training engine: events, run folder, atomic checkpoints, exact resume, stop, bad data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_lvseg.data.phantom import make_phantom
+from napari_lvseg.engine import StopToken, TrainOptions, train
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.io.pairs import PairFolder
+
+
+@pytest.fixture(scope="module")
+def phantom_pairs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pairs")
+    folder = PairFolder(root)
+    for seed in range(5):
+        image, labels = make_phantom(n_slices=3, size=64, seed=seed)
+        folder.add(image, labels, origin="real", source=f"phantom{seed}", name=f"phantom{seed}")
+    return root
+
+
+def options(data, out, **kw):
+    base = dict(data=[str(data)], out=str(out), epochs=2, samples_per_epoch=8, batch_size=4, size=64,
+                width=4, depth=3, seed=3, threads=1, val_fraction=0.4, checkpoint_every=1, augment="light")
+    return TrainOptions(**{**base, **kw})
+
+
+def weights(run) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(run / "model.safetensors"))
+
+
+def test_train_writes_run_folder_and_events(phantom_pairs, tmp_path):
+    events = list(train(options(phantom_pairs, tmp_path / "run")))
+    kinds = [e.kind for e in events]
+    assert kinds[0] == "start" and kinds[-1] == "done"
+    assert kinds.count("step") == 4 and kinds.count("validation") == 2
+    steps = [e.step for e in events if e.kind == "step"]
+    assert steps == [1, 2, 3, 4]
+    val = [e for e in events if e.kind == "validation"][0].metrics
+    assert set(val) >= {"cavity", "myocardium", "infarct", "no_reflow", "mean"}
+    run = tmp_path / "run"
+    for name in ("options.json", "events.jsonl", "last.pt", "best.pt", "card.json", "model.safetensors"):
+        assert (run / name).is_file(), name
+    logged = [json.loads(line)["kind"] for line in (run / "events.jsonl").read_text().splitlines()]
+    assert logged == kinds
+    card = json.loads((run / "card.json").read_text())
+    assert card["task"] == "segmentation" and card["normalization"]["method"] == "percentile"
+    assert set(card["training"]["val_cases"]).isdisjoint(card["training"]["train_cases"])
+    assert not list(run.glob("*.tmp*")), "temp files left behind"
+
+
+def test_run_folder_is_a_model(phantom_pairs, tmp_path):
+    from napari_lvseg.inference import segment
+
+    list(train(options(phantom_pairs, tmp_path / "run", epochs=1)))
+    image, _ = make_phantom(n_slices=2, size=64, seed=9)
+    labels = segment(image, str(tmp_path / "run")).labels
+    assert labels.shape == image.shape and labels.dtype == np.uint8 and labels.max() <= 4
+
+
+def test_stop_then_resume_equals_uninterrupted(phantom_pairs, tmp_path):
+    list(train(options(phantom_pairs, tmp_path / "full")))
+    stop = StopToken()
+    seen = []
+    for event in train(options(phantom_pairs, tmp_path / "parts"), stop=stop):
+        seen.append(event)
+        if event.kind == "step" and event.step == 3:  # mid-epoch 2
+            stop.stop("paused")
+    assert seen[-1].kind == "stopped" and "checkpoint kept" in seen[-1].message
+    resumed = list(train(options(phantom_pairs, tmp_path / "parts"), resume=True))
+    assert resumed[0].kind == "start" and "resuming" in resumed[0].message and resumed[0].step == 3
+    assert [e.step for e in resumed if e.kind == "step"] == [4]
+    full, parts = weights(tmp_path / "full"), weights(tmp_path / "parts")
+    assert full.keys() == parts.keys()
+    for key in full:
+        assert torch.equal(full[key], parts[key]), key
+
+
+def test_resume_extends_epochs_total(phantom_pairs, tmp_path):
+    list(train(options(phantom_pairs, tmp_path / "run", epochs=1)))
+    events = list(train(options(phantom_pairs, tmp_path / "run", epochs=2), resume=True))
+    assert [e.epoch for e in events if e.kind == "step"] == [2, 2]
+
+
+def test_existing_run_needs_resume(phantom_pairs, tmp_path):
+    list(train(options(phantom_pairs, tmp_path / "run", epochs=1)))
+    with pytest.raises(LvsegError, match="--resume"):
+        list(train(options(phantom_pairs, tmp_path / "run", epochs=1)))
+    with pytest.raises(LvsegError, match="nothing to resume"):
+        list(train(options(phantom_pairs, tmp_path / "new"), resume=True))
+
+
+def test_checkpoints_refuse_foreign_pickles(tmp_path):
+    from napari_lvseg.engine.checkpoint import load_checkpoint
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+
+    path = tmp_path / "last.pt"
+    torch.save({"format": "x", "obj": Evil()}, path)
+    with pytest.raises(LvsegError, match="last.pt"):
+        load_checkpoint(path)
+    path.write_bytes(b"garbage")
+    with pytest.raises(LvsegError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+    torch.save({"format": "lvseg-checkpoint-1", "w": torch.ones(2)}, path)
+    assert load_checkpoint(path)["format"] == "lvseg-checkpoint-1"  # plain data is fine
+    torch.save({"weights": torch.ones(2)}, path)
+    with pytest.raises(LvsegError, match="not a napari-lvseg training checkpoint"):
+        load_checkpoint(path)
+
+
+def test_bad_labels_stop_with_file_and_value(tmp_path):
+    import tifffile
+
+    folder = PairFolder(tmp_path / "pairs")
+    image, labels = make_phantom(n_slices=2, size=64, seed=1)
+    folder.add(image, labels, origin="real", name="good")
+    bad = labels.copy()
+    bad[0, 0, 0] = 7
+    tifffile.imwrite(tmp_path / "pairs" / "masks" / "good.tif", bad)
+    with pytest.raises(LvsegError, match=r"good.*7"):
+        list(train(options(tmp_path / "pairs", tmp_path / "run")))
+
+
+def test_options_validation(tmp_path):
+    with pytest.raises(LvsegError, match="--mix"):
+        list(train(TrainOptions(data=["a", "b"], mix=[1], out=str(tmp_path / "r"))))
+    with pytest.raises(LvsegError, match="no training data"):
+        list(train(TrainOptions(data=[], out=str(tmp_path / "r"))))

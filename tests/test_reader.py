@@ -1,0 +1,135 @@
+"""napari reader contribution: which paths it takes and the layers it returns (no viewer needed)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+import tifffile
+
+from napari_lvseg._reader import get_reader, labels_layer_kwargs
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.labels import COLORS
+
+RNG = np.random.default_rng(2)
+
+
+def make_case(root, name, z=4, bad_value=None):
+    image = RNG.uniform(0, 100, (128, 128, z)).astype(np.float32)
+    labels = RNG.integers(0, 5, (128, 128, z)).astype(np.uint8)
+    if bad_value is not None:
+        labels[1, 2, 0] = bad_value
+    for sub, data in (("Images", image), ("Contours", labels)):
+        (root / name / sub).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(data, np.eye(4)), str(root / name / sub / f"{name}.nii.gz"))
+    return root / name, image, labels
+
+
+def test_declines_what_is_not_ours(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "unrelated").mkdir()
+    (tmp_path / "unrelated" / "a.txt").write_text("x")
+    assert get_reader(str(tmp_path / "notes.txt")) is None
+    assert get_reader(str(tmp_path / "unrelated")) is None
+    assert get_reader([str(tmp_path / "notes.txt")]) is None
+
+
+def test_case_folder_gives_image_and_labels_slice_axis_first(tmp_path):
+    case, image, labels = make_case(tmp_path, "Case_R1")
+    layers = get_reader(str(case))(str(case))
+    assert [layer_type for _, _, layer_type in layers] == ["image", "labels"]
+    (img_data, img_kwargs, _), (lab_data, lab_kwargs, _) = layers
+    assert img_data.shape == lab_data.shape == (4, 128, 128)
+    np.testing.assert_array_equal(img_data, image.transpose(2, 1, 0))
+    np.testing.assert_array_equal(lab_data, labels.transpose(2, 1, 0))
+    assert lab_data.dtype == np.uint8
+    assert img_kwargs["name"] == "Case_R1" and lab_kwargs["name"] == "Case_R1 labels"
+    assert img_kwargs["metadata"]["lvseg_source"]["format"] == "nifti"
+    assert lab_kwargs["metadata"]["lvseg_source"]["source"].endswith("Contours/Case_R1.nii.gz")
+    colours = lab_kwargs["colormap"].color_dict
+    np.testing.assert_allclose(colours[3], COLORS[3])
+
+
+def test_real_case_folder(emidec_cases):
+    case = emidec_cases[0]
+    layers = get_reader(str(case))(str(case))
+    assert [t for _, _, t in layers] == ["image", "labels"]
+    assert layers[0][0].shape[1:] == (128, 128) and layers[0][0].shape == layers[1][0].shape
+    assert set(np.unique(layers[1][0])) <= {0, 1, 2, 3, 4}
+
+
+def test_dataset_folder_opens_every_case_showing_the_first(tmp_path):
+    make_case(tmp_path, "Case_A", z=2)
+    make_case(tmp_path, "Case_B", z=3)
+    layers = get_reader(str(tmp_path))(str(tmp_path))
+    assert [kw["name"] for _, kw, _ in layers] == ["Case_A", "Case_A labels", "Case_B", "Case_B labels"]
+    assert [kw["visible"] for _, kw, _ in layers] == [True, True, False, False]
+
+
+def test_label_like_nifti_opens_as_labels_others_as_image(tmp_path):
+    nib.save(nib.Nifti1Image(RNG.integers(0, 5, (9, 8, 2)).astype(np.float32), np.eye(4)), str(tmp_path / "m.nii.gz"))
+    nib.save(nib.Nifti1Image(RNG.normal(size=(9, 8, 2)).astype(np.float32), np.eye(4)), str(tmp_path / "i.nii"))
+    (data, kwargs, layer_type), = get_reader(str(tmp_path / "m.nii.gz"))(str(tmp_path / "m.nii.gz"))
+    assert layer_type == "labels" and data.dtype == np.uint8 and data.shape == (2, 8, 9) and kwargs["name"] == "m"
+    (_, kwargs, layer_type), = get_reader(str(tmp_path / "i.nii"))(str(tmp_path / "i.nii"))
+    assert layer_type == "image" and kwargs["name"] == "i"
+
+
+def test_tiff_and_several_paths(tmp_path):
+    tifffile.imwrite(str(tmp_path / "s.tif"), RNG.normal(size=(3, 6, 7)).astype(np.float32),
+                     photometric="minisblack")
+    tifffile.imwrite(str(tmp_path / "t.tiff"), RNG.normal(size=(6, 7)).astype(np.float32))
+    paths = [str(tmp_path / "s.tif"), str(tmp_path / "t.tiff")]
+    layers = get_reader(paths)(paths)
+    assert [(d.shape, t) for d, _, t in layers] == [((3, 6, 7), "image"), ((6, 7), "image")]
+
+
+def test_bad_input_raises_one_line_error_naming_the_file(tmp_path):
+    case, _, _ = make_case(tmp_path, "Case_Bad", bad_value=9)
+    reader = get_reader(str(case))
+    with pytest.raises(LvsegError, match=r"Case_Bad.nii.gz: .*9") as info:
+        reader(str(case))
+    assert "\n" not in str(info.value)
+    broken = tmp_path / "broken.nii.gz"
+    broken.write_bytes(b"junk")
+    with pytest.raises(LvsegError, match="broken.nii.gz"):
+        get_reader(str(broken))(str(broken))
+
+
+def test_labels_layer_kwargs_use_fixed_colours():
+    colormap = labels_layer_kwargs()["colormap"]
+    for value, rgba in COLORS.items():
+        np.testing.assert_allclose(colormap.color_dict[value], rgba)
+
+
+def test_dicom_folder_opens_as_image_stack(tmp_path):
+    import pydicom
+    from pydicom.data import get_testdata_file
+
+    template = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    folder = tmp_path / "series"
+    folder.mkdir()
+    for name, z in (("c", 20.0), ("a", 0.0), ("b", 10.0)):  # file names do not follow anatomy
+        ds = template.copy()
+        ds.ImagePositionPatient = [0.0, 0.0, z]
+        ds.InstanceNumber = 1
+        pixels = ds.pixel_array.copy()
+        pixels[0, 0] = int(z)
+        ds.PixelData = pixels.tobytes()
+        ds.save_as(str(folder / name))
+    (folder / "README").write_text("not dicom")
+    reader = get_reader(str(folder))
+    assert reader is not None
+    (data, kwargs, layer_type), = reader(str(folder))
+    assert layer_type == "image" and kwargs["name"] == "series"
+    assert data.shape == (3, 64, 64) and data.dtype == np.float32
+    np.testing.assert_array_equal(data[:, 0, 0], [0.0, 10.0, 20.0])
+
+
+def test_napari_accepts_the_layer_data(tmp_path):
+    from napari.layers import Layer
+
+    case, _, _ = make_case(tmp_path, "Case_N", z=2)
+    layers = [Layer.create(data, kwargs, layer_type) for data, kwargs, layer_type in get_reader(str(case))(str(case))]
+    assert [type(layer).__name__ for layer in layers] == ["Image", "Labels"]
+    np.testing.assert_allclose(layers[1].colormap.map(np.array([2]))[0], COLORS[2])

@@ -1,0 +1,268 @@
+"""Model store: cards, save/load round trips, safe loading, error messages, registry."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.labels import NAMES
+from napari_lvseg.models import store
+from napari_lvseg.models.attention_res_unet import AttentionResUNet
+from napari_lvseg.models.pix2pix import Pix2PixGenerator
+from napari_lvseg.models.store import (
+    ModelCard, build_model, default_model_name, list_models, load_model, read_card, register_model,
+    resolve, save_model,
+)
+
+torch.set_num_threads(1)
+SEG_PARAMS = dict(base_width=4, depth=2)
+
+
+class Custom:  # a custom class: pickles holding it must never be loaded
+    def __init__(self):
+        self.weights = [1.0, 2.0]
+
+
+class Payload:  # a pickle that would run code when loaded
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def seg_card(name="seg", **kwargs) -> ModelCard:
+    return ModelCard(name=name, task="segmentation", architecture="AttentionResUNet",
+                     params=dict(SEG_PARAMS), **kwargs)
+
+
+@pytest.fixture
+def seg_dir(tmp_path):
+    torch.manual_seed(0)
+    model = AttentionResUNet(**SEG_PARAMS)
+    directory = tmp_path / "seg"
+    save_model(directory, model, seg_card())
+    return directory, model.eval()
+
+
+def x16():
+    torch.manual_seed(1)
+    return torch.randn(1, 1, 16, 16)
+
+
+# ------------------------------------------------------------------------------------------ cards
+
+def test_card_json_round_trip_keeps_unknown_keys():
+    card = seg_card(metrics={"dice": {"cavity": 0.9}}, untrained=True)
+    data = json.loads(card.to_json())
+    data["default"] = True
+    data["future_field"] = [1, 2]
+    back = ModelCard.from_json(json.dumps(data))
+    assert back.extra == {"default": True, "future_field": [1, 2]} and back.is_default
+    assert back.classes == NAMES and back.untrained and back.metrics == {"dice": {"cavity": 0.9}}
+    assert json.loads(back.to_json()) == data
+    assert card.normalization == {"method": "percentile", "low": 1, "high": 99, "per": "slice"}
+
+
+def test_card_missing_required_key_names_file(tmp_path):
+    path = tmp_path / "card.json"
+    path.write_text(json.dumps({"name": "x", "architecture": "AttentionResUNet"}))
+    with pytest.raises(LvsegError, match=r"card\.json: model card lacks required key\(s\): task") as info:
+        read_card(path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_build_model_unknown_architecture():
+    with pytest.raises(LvsegError, match="unknown architecture 'Nope'"):
+        build_model("Nope", {})
+
+
+# ------------------------------------------------------------------------------------- save/load
+
+def test_save_load_round_trip_equal_outputs(seg_dir):
+    directory, model = seg_dir
+    assert sorted(p.name for p in directory.iterdir()) == ["card.json", "model.safetensors"]
+    loaded, card = load_model(directory, task="segmentation")
+    assert card.name == "seg" and card.params == SEG_PARAMS and not loaded.training
+    with torch.no_grad():
+        assert torch.equal(loaded(x16()), model(x16()))
+
+
+def test_load_safetensors_file_and_pt_state_dict(seg_dir):
+    directory, model = seg_dir
+    loaded, _ = load_model(directory / "model.safetensors")
+    with torch.no_grad():
+        assert torch.equal(loaded(x16()), model(x16()))
+    torch.save({"state_dict": model.state_dict(), "epoch": 3}, directory / "last.pt")
+    loaded, _ = load_model(directory / "last.pt")
+    with torch.no_grad():
+        assert torch.equal(loaded(x16()), model(x16()))
+
+
+def test_half_precision_round_trip_close(tmp_path):
+    torch.manual_seed(0)
+    model = AttentionResUNet(**SEG_PARAMS).eval()
+    save_model(tmp_path / "half", model, seg_card(), half=True)
+    with safe_open(str(tmp_path / "half" / "model.safetensors"), "pt") as stored:
+        assert stored.get_tensor("stem.conv1.weight").dtype == torch.float16
+    loaded, _ = load_model(tmp_path / "half")
+    assert all(p.dtype == torch.float32 for p in loaded.parameters())
+    with torch.no_grad():
+        expected, got = model(x16()), loaded(x16())
+    assert not torch.equal(expected, got)  # it really was rounded
+    torch.testing.assert_close(got, expected, atol=2e-2, rtol=1e-2)
+
+
+@pytest.mark.parametrize("payload", [Custom, Payload])
+def test_pickled_custom_object_refused(seg_dir, payload, capsys):
+    directory, model = seg_dir
+    path = directory / "evil.pt"
+    with open(path, "wb") as fh:
+        pickle.dump({"weights": payload()}, fh, protocol=2)
+    with pytest.raises(LvsegError, match=r"evil\.pt: refused: the file holds objects other than tensors") as info:
+        load_model(path)
+    assert "\n" not in str(info.value)
+    assert "must never run" not in capsys.readouterr().out
+
+
+def test_garbage_pt_file_error(seg_dir):
+    directory, _ = seg_dir
+    (directory / "junk.pth").write_bytes(b"definitely not a checkpoint")
+    with pytest.raises(LvsegError, match=r"junk\.pth: not a readable PyTorch weights file"):
+        load_model(directory / "junk.pth")
+
+
+def test_corrupt_weights_error_names_file(seg_dir):
+    directory, _ = seg_dir
+    weights = directory / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(LvsegError, match=r"model\.safetensors: not a readable safetensors file") as info:
+        load_model(directory)
+    assert str(info.value).startswith(str(weights)) and "\n" not in str(info.value)
+
+
+def test_corrupt_card_error_names_file(seg_dir):
+    directory, _ = seg_dir
+    (directory / "card.json").write_text("{not json")
+    with pytest.raises(LvsegError, match=r"card\.json: model card is not valid JSON"):
+        load_model(directory)
+
+
+def test_missing_card_error(tmp_path, seg_dir):
+    directory, _ = seg_dir
+    (directory / "card.json").unlink()
+    with pytest.raises(LvsegError, match=r"seg: not a model directory \(no card\.json\)"):
+        load_model(directory)
+    with pytest.raises(LvsegError, match=r"model\.safetensors: no card\.json beside"):
+        load_model(directory / "model.safetensors")
+
+
+def test_wrong_shapes_error(seg_dir):
+    directory, _ = seg_dir
+    card = read_card(directory)
+    card.params["base_width"] = 8  # the weights were saved for base_width 4
+    (directory / "card.json").write_text(card.to_json())
+    with pytest.raises(LvsegError, match=r"model\.safetensors: weights do not fit AttentionResUNet: .*"
+                                         r"shape mismatch\(es\) \(e\.g\. stem\.conv1\.weight: "
+                                         r"file \(4, 1, 3, 3\) vs model \(8, 1, 3, 3\)\)") as info:
+        load_model(directory)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_keys_error(tmp_path, seg_dir):
+    directory, model = seg_dir
+    state = dict(model.state_dict())
+    state.pop("head.bias")
+    torch.save(state, directory / "partial.pt")
+    with pytest.raises(LvsegError, match=r"partial\.pt: weights do not fit .*1 missing tensor\(s\) "
+                                         r"\(e\.g\. head\.bias\)"):
+        load_model(directory / "partial.pt")
+
+
+def test_task_mismatch_error(tmp_path):
+    generator = Pix2PixGenerator(base_width=2, depth=3)
+    card = ModelCard(name="syn", task="synthesis", architecture="Pix2PixGenerator")
+    save_model(tmp_path / "syn", generator, card)
+    assert read_card(tmp_path / "syn").params == generator.architecture_params()  # filled in from the model
+    with pytest.raises(LvsegError, match=r"syn: is a synthesis model \(syn\); a segmentation model is needed"):
+        load_model(tmp_path / "syn", task="segmentation")
+    loaded, _ = load_model(tmp_path / "syn", task="synthesis")
+    assert isinstance(loaded, Pix2PixGenerator)
+
+
+def test_unknown_ref_error(models_dir):
+    with pytest.raises(LvsegError, match="no-such-model: no such file, folder or registered model"):
+        load_model("no-such-model")
+
+
+# ------------------------------------------------------------------------------------------ registry
+
+def test_registry_lists_user_models(models_dir, seg_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "bundled_models_dir", lambda: tmp_path / "no-bundled")
+    directory, model = seg_dir
+    assert store.user_models_dir() == models_dir
+    assert list_models() == [] and default_model_name("segmentation") is None
+    path = register_model(directory, name="my-seg")
+    assert path == models_dir / "my-seg"
+    assert sorted(p.name for p in path.iterdir()) == ["card.json", "model.safetensors"]
+    save_model(tmp_path / "syn", Pix2PixGenerator(base_width=2, depth=3),
+               ModelCard(name="syn", task="synthesis", architecture="Pix2PixGenerator"))
+    register_model(tmp_path / "syn")
+    entries = list_models()
+    assert [(e.name, e.task, e.source) for e in entries] == [("my-seg", "segmentation", "user"),
+                                                            ("syn", "synthesis", "user")]
+    assert [e.name for e in list_models("synthesis")] == ["syn"]
+    assert default_model_name("segmentation") == "my-seg"
+    assert resolve("my-seg") == path
+    loaded, card = load_model("my-seg", task="segmentation")
+    assert card.name == "my-seg"
+    with torch.no_grad():
+        assert torch.equal(loaded(x16()), model(x16()))
+    loaded, _ = load_model(None, task="synthesis")  # default of the task
+    assert isinstance(loaded, Pix2PixGenerator)
+
+
+def test_broken_dirs_skipped(models_dir, seg_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "bundled_models_dir", lambda: tmp_path / "no-bundled")
+    directory, _ = seg_dir
+    register_model(directory, name="good")
+    broken = models_dir / "broken"
+    broken.mkdir()
+    (broken / "card.json").write_text("{garbage")
+    (broken / "model.safetensors").write_bytes(b"")
+    (models_dir / "no-weights").mkdir()
+    (models_dir / "no-weights" / "card.json").write_text(seg_card().to_json())
+    (models_dir / "stray.txt").write_text("not a model")
+    assert [e.name for e in list_models()] == ["good"]
+
+
+def test_default_prefers_bundled_default_flag(models_dir, seg_dir, tmp_path, monkeypatch):
+    bundled = tmp_path / "bundled"
+    monkeypatch.setattr(store, "bundled_models_dir", lambda: bundled)
+    directory, model = seg_dir
+    for name, default in (("a-first", False), ("b-default", True)):
+        card = seg_card(name=name)
+        if default:
+            card.extra["default"] = True
+        save_model(bundled / name, model, card, half=True)
+    register_model(directory, name="0-user")
+    assert [e.source for e in list_models()] == ["bundled", "bundled", "user"]
+    assert default_model_name("segmentation") == "b-default"
+    assert default_model_name("synthesis") is None
+    with pytest.raises(LvsegError, match="no synthesis model installed"):
+        resolve(None, "synthesis")
+
+
+def test_register_replaces_existing(models_dir, seg_dir):
+    directory, _ = seg_dir
+    register_model(directory, name="m")
+    card = read_card(directory)
+    card.notes = "second version"
+    (directory / "card.json").write_text(card.to_json())
+    register_model(directory, name="m")
+    assert read_card(models_dir / "m").notes == "second version"
+    assert [p.name for p in models_dir.iterdir()] == ["m"]  # no staging leftovers
+    with pytest.raises(LvsegError, match="invalid model name"):
+        register_model(directory, name="../escape")

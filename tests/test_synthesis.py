@@ -1,0 +1,248 @@
+"""Synthesis engine: Pix2Pix training through the shared engine, the synthesis API, datasets, evaluation."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from napari_lvseg.data.datasets import load_source
+from napari_lvseg.data.phantom import HIGH, LOW, make_phantom
+from napari_lvseg.data.simulator import anatomy_problems
+from napari_lvseg.engine import TrainOptions, train
+from napari_lvseg.engine.checkpoint import load_checkpoint
+from napari_lvseg.engine.synthesis import from_tanh, to_tanh
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.io.pairs import PairFolder
+from napari_lvseg.models.store import read_card
+from napari_lvseg.synthesis import (
+    evaluate_synthesis,
+    frechet_distance,
+    kernel_distance,
+    ms_per_image,
+    synthesize,
+    synthesize_dataset,
+    synthesize_variants,
+)
+
+torch.set_num_threads(1)
+
+
+def make_pairs(root, n_cases=4, n_slices=3):
+    folder = PairFolder(root)
+    for seed in range(n_cases):
+        image, labels = make_phantom(n_slices=n_slices, seed=seed)
+        folder.add(image, labels, origin="real", name=f"phantom_P{seed}")
+    return root
+
+
+def tiny_options(data, out, **kw):
+    base = dict(task="synthesis", data=[str(data)], out=str(out), epochs=1, samples_per_epoch=4, batch_size=2,
+                width=4, disc_width=8, threads=1, device="cpu", seed=0)
+    return TrainOptions(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    return make_pairs(tmp_path_factory.mktemp("pairs"))
+
+
+@pytest.fixture(scope="module")
+def run(pairs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "run"
+    events = list(train(tiny_options(pairs, out)))
+    return out, events
+
+
+@pytest.fixture
+def lv_mask():
+    return make_phantom(n_slices=2, seed=7)[1]
+
+
+# -- training --------------------------------------------------------------------------------------
+def test_engine_trains_synthesis_and_exports_the_generator(run):
+    out, events = run
+    assert [e.kind for e in events] == ["start", "step", "step", "validation", "best", "checkpoint", "done"]
+    for e in events[1:3]:
+        assert set(e.losses) >= {"loss", "g_adv", "l1", "d"}
+        assert all(np.isfinite(v) for v in e.losses.values())
+        # total = adversarial + 100 * weighted L1
+        assert e.losses["loss"] == pytest.approx(e.losses["g_adv"] + 100 * e.losses["l1"], rel=1e-5)
+    metrics = events[3].metrics
+    assert np.isfinite(metrics["psnr"]) and 0 < metrics["l1"] < 2 and -1 <= metrics["ssim"] <= 1
+    assert {f"mean_{k}" for k in ("background", "cavity", "myocardium", "infarct", "no_reflow")} <= set(metrics)
+    for name in ("card.json", "model.safetensors", "last.pt", "best.pt", "options.json"):
+        assert (out / name).is_file()
+    card = read_card(out)
+    assert (card.task, card.architecture) == ("synthesis", "Pix2PixGenerator")
+    assert card.params["base_width"] == 4 and card.params["depth"] == 6
+    assert card.normalization["generator_range"] == [-0.5, 1.5]
+    low, high = card.normalization["intensity_range"]
+    assert LOW <= low < high <= HIGH  # the phantom's raw range, percentiles 1/99
+    assert card.licence == "as the training data"
+    assert card.metrics["validation"]["psnr"] == pytest.approx(metrics["psnr"])
+    state = load_checkpoint(out / "last.pt")["task"]
+    assert set(state) == {"generator", "discriminator", "opt_g", "opt_d"}
+
+
+def test_resume_continues_where_the_run_stopped(pairs, tmp_path):
+    out = tmp_path / "run"
+    list(train(tiny_options(pairs, out)))
+    events = list(train(tiny_options(pairs, out, epochs=2), resume=True))
+    assert events[0].kind == "start" and events[0].step == 2 and events[0].total_steps == 4
+    assert [e.step for e in events if e.kind == "step"] == [3, 4]
+    assert events[-1].kind == "done"
+    state = load_checkpoint(out / "last.pt")
+    assert state["epoch"] == 2
+    # Adam's step count carried over from the first run: 2 + 2 updates of both networks.
+    for opt in ("opt_g", "opt_d"):
+        steps = {float(s["step"]) for s in state["task"][opt]["state"].values()}
+        assert steps == {4.0}
+
+
+def test_tanh_mapping_round_trips_the_normalised_range():
+    v = np.array([-0.5, 0.0, 0.5, 1.0, 1.5], np.float32)
+    t = to_tanh(v)
+    assert t.tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert np.allclose(from_tanh(t), v)
+
+
+# -- synthesize ------------------------------------------------------------------------------------
+def test_same_seed_same_image_other_seed_other_image(run, lv_mask):
+    model = run[0]
+    a, b, c = (synthesize(lv_mask[0], model, seed=s) for s in (0, 0, 1))
+    assert a.dtype == np.float32 and a.shape == lv_mask[0].shape
+    assert np.array_equal(a, b)
+    assert np.abs(a - c).mean() > 1.0  # raw intensity units (range about 900)
+
+
+def test_output_shape_equals_input_shape(run, lv_mask):
+    model = run[0]
+    card = read_card(model)
+    low, high = card.normalization["intensity_range"]
+    stack = synthesize(lv_mask, model)
+    assert stack.shape == lv_mask.shape
+    assert np.array_equal(stack[1], synthesize(lv_mask[1], model))  # a slice does not depend on the stack
+    big = np.zeros((200, 180), np.uint8)
+    big[40:168, 30:158] = lv_mask[0]
+    image = synthesize(big, model)
+    assert image.shape == (200, 180) and np.isfinite(image).all()
+    # Outside the generator grid: one constant background level, inside the intensity range.
+    assert image[0, 0] == image[199, 179] == image[199, 0]
+    assert low - (high - low) <= image[0, 0] <= high + (high - low)
+    assert image[100, 94] != image[0, 0]
+    small = synthesize(lv_mask[0][14:114, 20:110], model)
+    assert small.shape == (100, 90)
+    # The generator's tanh output spans [-0.5, 1.5] in normalised units: the raw range widened by half.
+    assert stack.min() >= low - 0.5 * (high - low) - 1e-3 and stack.max() <= high + 0.5 * (high - low) + 1e-3
+
+
+@pytest.mark.parametrize("bad, shown", [(5, "5"), (2.5, "2.5"), (-1, "-1")])
+def test_bad_mask_values_are_refused_by_name(run, lv_mask, bad, shown):
+    mask = lv_mask[0].astype(np.float32)
+    mask[0, 0] = bad
+    with pytest.raises(LvsegError, match=f"0..4; found {shown}"):
+        synthesize(mask, run[0])
+
+
+def test_variants_use_consecutive_seeds(run, lv_mask):
+    variants = synthesize_variants(lv_mask[0], 3, run[0], seed=4)
+    assert len(variants) == 3
+    assert np.array_equal(variants[1], synthesize(lv_mask[0], run[0], seed=5))
+    assert not np.array_equal(variants[0], variants[2])
+
+
+def test_no_synthesis_model_gives_a_clear_error(models_dir, tmp_path, monkeypatch, lv_mask):
+    import napari_lvseg.models.store as store
+
+    monkeypatch.setattr(store, "bundled_models_dir", lambda: tmp_path / "no-bundled")
+    with pytest.raises(LvsegError, match="no bundled synthesis model; train one with lvseg train --task synthesis"):
+        synthesize(lv_mask[0])
+
+
+# -- synthetic datasets ----------------------------------------------------------------------------
+def test_synthesize_dataset_writes_synthetic_pairs_that_train(run, pairs, tmp_path):
+    out = tmp_path / "synthetic"
+    folder = synthesize_dataset(pairs, 4, out, model=run[0], seed=3, cases=["phantom_P0", "phantom_P1"])
+    records = folder.records()
+    assert len(records) == 4
+    for k, record in enumerate(records):
+        assert record["origin"] == "synthetic" and record["seed"] == 3 + k
+        assert record["source_case"] in ("phantom_P0", "phantom_P1") and 0 <= record["source_slice"] < 3
+        assert record["model"] == "run" and record["generator_path"] == str(run[0])
+        image, mask = folder.read(record["name"])
+        assert image.shape == mask.shape == (128, 128) and image.dtype == np.float32
+        assert anatomy_problems(mask) == [] and (mask > 0).any()
+    source = load_source(out)
+    assert len(source) == 4 and set(source.origin) == {"synthetic"}
+    # Same seed, same dataset.
+    again = synthesize_dataset(pairs, 4, tmp_path / "again", model=run[0], seed=3, cases=["phantom_P0", "phantom_P1"])
+    for name_a, name_b in zip(folder.names(), again.names()):
+        (ia, ma), (ib, mb) = folder.read(name_a), again.read(name_b)
+        assert np.array_equal(ma, mb) and np.array_equal(ia, ib)
+    # ... and a segmentation run trains on it.
+    events = list(train(TrainOptions(task="segmentation", data=[str(out)], out=str(tmp_path / "seg"), epochs=1,
+                                     samples_per_epoch=2, batch_size=2, width=4, threads=1, device="cpu")))
+    assert events[-1].kind == "done" and (tmp_path / "seg" / "model.safetensors").is_file()
+
+
+def test_simulate_false_keeps_the_source_masks(run, pairs, tmp_path):
+    folder = synthesize_dataset(pairs, 2, tmp_path / "plain", model=run[0], seed=0, simulate=False)
+    for record in folder.records():
+        _, mask = folder.read(record["name"])
+        source = PairFolder(pairs).read(record["source_case"])[1][record["source_slice"]]
+        assert np.array_equal(mask, source) and record["simulated"] is False
+
+
+# -- evaluation ------------------------------------------------------------------------------------
+def test_evaluate_synthesis_reports_finite_metrics(run, pairs, tmp_path, monkeypatch):
+    import napari_lvseg.models.store as store
+
+    monkeypatch.setattr(store, "bundled_models_dir", lambda: tmp_path / "no-bundled")
+    result = evaluate_synthesis(run[0], pairs, cases=["phantom_P2", "phantom_P3"])
+    assert result["n_slices"] == len(result["pairs"]) == 6
+    for key in ("l1", "psnr", "ssim", "fid", "kid", "kid_std"):
+        assert np.isfinite(result[key]), key
+    assert result["fid"] > 0 and result["kid"] > 0
+    for group in ("class_means_synthetic", "class_means_real"):
+        assert len(result[group]) == 5 and all(np.isfinite(v) for v in result[group].values())
+    assert result["class_means_real"]["infarct"] > result["class_means_real"]["myocardium"]
+    assert isinstance(result["infarct_brighter_than_myocardium"], bool)
+    assert isinstance(result["no_reflow_darker_than_infarct"], bool)
+    assert "random conv net" in result["feature_network"]
+    assert {p["case"] for p in result["pairs"]} == {"phantom_P2", "phantom_P3"}
+    assert result["psnr"] == pytest.approx(np.mean([p["psnr"] for p in result["pairs"]]))
+    json.dumps(result, allow_nan=False)
+
+
+def test_feature_network_uses_a_bundled_segmentation_encoder(run, pairs, tmp_path, monkeypatch):
+    import napari_lvseg.models.store as store
+    from napari_lvseg.models.attention_res_unet import AttentionResUNet
+
+    bundled = tmp_path / "bundled"
+    store.save_model(bundled / "seg-tiny", AttentionResUNet(base_width=4),
+                     store.ModelCard(name="seg-tiny", task="segmentation", architecture="AttentionResUNet"))
+    monkeypatch.setattr(store, "bundled_models_dir", lambda: bundled)
+    result = evaluate_synthesis(run[0], pairs, cases=["phantom_P2"])
+    assert "seg-tiny" in result["feature_network"] and "encoder" in result["feature_network"]
+    assert np.isfinite(result["fid"])
+
+
+def test_fid_and_kid_measure_distribution_distance():
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((300, 4))
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+    # Same covariance, mean shifted by 1 in each of 4 dimensions: FID = 4.
+    assert frechet_distance(a, a + 1.0) == pytest.approx(4.0, rel=1e-6)
+    same, _ = kernel_distance(a, rng.standard_normal((300, 4)))
+    far, _ = kernel_distance(a, a + 1.0)
+    assert abs(same) < 0.05 < far
+
+
+def test_ms_per_image_times_a_generator(run):
+    from napari_lvseg.models.pix2pix import Pix2PixGenerator
+
+    assert 0 < ms_per_image(run[0], repeats=2) < 10_000
+    assert 0 < ms_per_image(Pix2PixGenerator(base_width=4), repeats=1) < 10_000

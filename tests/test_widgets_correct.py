@@ -1,0 +1,127 @@
+"""Correct & save dock widget: saved pairs, autosave replacing one pair, reopening, least-certain-first cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_lvseg import labels as lb
+from napari_lvseg.data.phantom import make_phantom
+from napari_lvseg.inference import SegmentationResult
+from napari_lvseg.io import write_image
+from napari_lvseg.io.pairs import PairFolder
+
+pytest.importorskip("napari")
+
+from napari_lvseg.widgets import _common  # noqa: E402
+from napari_lvseg.widgets._testing import save_tiny_segmentation_model  # noqa: E402
+from napari_lvseg.widgets.correct import CorrectLogic, CorrectWidget  # noqa: E402
+from napari_lvseg.widgets.segment import SegmentLogic  # noqa: E402
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    shown = []
+    monkeypatch.setattr(_common, "notify_error",
+                        lambda exc: shown.append(exc if isinstance(exc, str) else _common.error_text(exc)))
+    return shown
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tmp_path, monkeypatch, models_dir):
+    monkeypatch.setenv("LVSEG_DATA_DIR", str(tmp_path / "data"))
+    viewer = make_napari_viewer()
+    widget = CorrectWidget(viewer, folder=tmp_path / "annotations")
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget, tmp_path
+
+
+def _open_prediction(viewer, source):
+    image, labels = make_phantom(n_slices=2, size=96, seed=1)
+    image_layer = viewer.add_image(image, name="case1", metadata={"lvseg_source_path": str(source)})
+    result = SegmentationResult(labels=labels, model="tiny-seg")
+    labels_layer = viewer.add_labels(labels.copy(), **SegmentLogic.labels_layer_kwargs(result, "case1", str(source)))
+    return image_layer, labels_layer
+
+
+def _paint_infarct(layer, n):
+    """Turn ``n`` myocardium pixels of slice 0 into infarct through the layer's paint (an edit event)."""
+    layer.brush_size = 1
+    for y, x in np.argwhere(layer.data[0] == lb.MYOCARDIUM)[:n]:
+        layer.paint((0, y, x), lb.INFARCT)
+
+
+def test_save_writes_corrected_pair_with_edit_count(setup, errors):
+    viewer, widget, tmp = setup
+    source = tmp / "case1.nii.gz"
+    image_layer, labels_layer = _open_prediction(viewer, source)
+    widget.image_picker.select(image_layer)
+    widget.labels_picker.select(labels_layer)
+    widget.autosave.setChecked(False)
+    _paint_infarct(labels_layer, 5)
+    name = widget.save()
+    assert errors == [] and name == "case1_corrected"
+    folder = PairFolder(tmp / "annotations")
+    (record,) = folder.records()
+    assert record["origin"] == "corrected" and record["source"] == str(source)
+    assert record["model"] == "tiny-seg" and record["edited_pixels"] == 5
+    image, mask = folder.read(name)
+    assert np.array_equal(mask, labels_layer.data) and np.allclose(image, image_layer.data)
+
+
+def test_autosave_after_edits_replaces_one_pair_and_reopen_offers_it(setup, qtbot, errors):
+    viewer, widget, tmp = setup
+    source = tmp / "case1.nii.gz"
+    image_layer, labels_layer = _open_prediction(viewer, source)
+    widget.image_picker.select(image_layer)
+    widget.labels_picker.select(labels_layer)
+    widget.autosave_timer.setInterval(50)
+    folder = PairFolder(tmp / "annotations")
+    _paint_infarct(labels_layer, 3)
+    qtbot.waitUntil(lambda: folder.manifest_path.exists(), timeout=5_000)
+    _paint_infarct(labels_layer, 8)
+    qtbot.waitUntil(lambda: folder.records()[0]["edited_pixels"] == 3 + 8, timeout=5_000)
+    assert len(folder.records()) == 1 and errors == []
+
+    # Reopening the same source: the saved correction is offered and loads the edited labels.
+    edited = labels_layer.data.copy()
+    viewer.layers.remove(labels_layer)
+    viewer.layers.remove(image_layer)
+    assert not widget.load_button.isEnabled()
+    image2 = viewer.add_image(make_phantom(n_slices=2, size=96, seed=1)[0], name="again",
+                              metadata={"lvseg_source_path": str(source)})
+    widget.image_picker.select(image2)
+    assert widget.load_button.isEnabled()
+    loaded = widget.load_saved()
+    assert loaded.name == "again labels" and np.array_equal(loaded.data, edited)
+
+
+def test_next_case_opens_least_certain_first(setup, qtbot, models_dir, errors):
+    viewer, widget, tmp = setup
+    save_tiny_segmentation_model(models_dir, "tiny-seg")
+    widget.refresh_models()
+    cases = tmp / "cases"
+    cases.mkdir()
+    for seed in (0, 1):
+        write_image(cases / f"img{seed}.tif", make_phantom(n_slices=1, size=128, seed=seed)[0])
+    ranked = CorrectLogic.rank_cases(CorrectLogic.list_cases(cases), "tiny-seg")
+    assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+
+    widget.cases_edit.setText(str(cases))
+    assert widget.next_case() is not None  # ranking runs in a worker
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert errors == []
+    first = ranked[0]["name"]
+    assert first in viewer.layers and f"{first} labels" in viewer.layers
+    assert widget.labels_picker.current_layer().name == f"{first} labels"
+    assert len(widget.logic.queue) == 1
+    widget.next_case()
+    assert ranked[1]["name"] in viewer.layers and widget.logic.queue == []
+
+
+def test_missing_layers_and_bad_folder_notify(setup, errors):
+    viewer, widget, tmp = setup
+    assert widget.save() is None and "choose an image layer" in errors[-1]
+    widget.cases_edit.setText(str(tmp / "nowhere"))
+    assert widget.next_case() is None and "not a folder" in errors[-1]
+    assert widget.load_saved() is None and "choose an image layer" in errors[-1]

@@ -1,0 +1,142 @@
+"""Segment LV dock widget: segmentation into a coloured labels layer, class tools, quantification, bad input."""
+
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+
+from napari_lvseg import labels as lb
+from napari_lvseg.data.phantom import make_phantom
+from napari_lvseg.inference import SegmentationResult
+
+pytest.importorskip("napari")
+
+from napari_lvseg.widgets import _common  # noqa: E402
+from napari_lvseg.widgets._testing import save_tiny_segmentation_model  # noqa: E402
+from napari_lvseg.widgets.segment import SegmentLogic, SegmentWidget  # noqa: E402
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Error notifications the widgets raise, collected instead of shown."""
+    shown = []
+    monkeypatch.setattr(_common, "notify_error", lambda exc: shown.append(_common.error_text(exc)
+                                                                          if not isinstance(exc, str) else exc))
+    return shown
+
+
+@pytest.fixture
+def viewer_and_widget(make_napari_viewer, models_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("LVSEG_DATA_DIR", str(tmp_path / "data"))
+    save_tiny_segmentation_model(models_dir, "tiny-seg")
+    viewer = make_napari_viewer()
+    widget = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget
+
+
+def _phantom_layer(viewer, name="case"):
+    image, labels = make_phantom(n_slices=2, size=128, seed=0)
+    return viewer.add_image(image, name=name), labels
+
+
+def test_segment_runs_in_worker_and_adds_coloured_editable_labels(viewer_and_widget, qtbot, errors):
+    viewer, widget = viewer_and_widget
+    _phantom_layer(viewer)
+    assert widget.model_picker.names() == ["tiny-seg"]
+    widget.uncertainty.setChecked(True)
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert errors == []
+    layer = viewer.layers["case labels"]
+    assert layer.data.shape == (2, 128, 128) and layer.data.dtype == np.uint8
+    assert set(np.unique(layer.data)) <= set(range(lb.N_CLASSES))
+    for value in lb.FOREGROUND:
+        assert np.allclose(layer.colormap.color_dict[value], lb.COLORS[value])
+    assert list(layer.features["class"]) == [lb.NAMES[v] for v in range(lb.N_CLASSES)]
+    assert np.array_equal(layer.metadata["lvseg_prediction"], layer.data)
+    assert layer.editable
+    unc = viewer.layers["case uncertainty"].data
+    assert unc.shape == (2, 128, 128) and 0.0 <= unc.min() and unc.max() <= 1.0
+    assert widget.table.rowCount() == 3 and widget.table.item(2, 0).text() == "total"
+
+    # A second run replaces the labels layer instead of stacking new ones.
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert [l.name for l in viewer.layers].count("case labels") == 1
+
+
+def _fake_result(labels):
+    return SegmentationResult(labels=labels.copy(), model="fake")
+
+
+def test_class_buttons_keys_visibility_table_and_csv(viewer_and_widget, qtbot, tmp_path, errors):
+    viewer, widget = viewer_and_widget
+    image_layer, truth = _phantom_layer(viewer)
+    layer = widget.show_result(_fake_result(truth), "case", "case.nii.gz", image_layer)
+    assert layer.name == "case labels"
+
+    widget.pick_class(lb.INFARCT)
+    assert layer.selected_label == lb.INFARCT and layer.mode == "paint"
+    # Keys 1..4 are bound on the labels layer itself.
+    bound = {str(k): f for k, f in layer.keymap.items()}
+    assert {"1", "2", "3", "4"} <= set(bound)
+    bound["2"](layer)
+    assert layer.selected_label == lb.MYOCARDIUM
+
+    widget.class_checks[lb.INFARCT].setChecked(False)
+    assert layer.colormap.color_dict[lb.INFARCT][3] == 0.0
+    assert layer.colormap.color_dict[lb.MYOCARDIUM][3] == 1.0
+    assert np.array_equal(layer.data, truth)  # hiding never changes the data
+    widget.class_checks[lb.INFARCT].setChecked(True)
+    assert layer.colormap.color_dict[lb.INFARCT][3] == 1.0
+
+    infarct_before = int(widget.rows[-1]["infarct_px"])
+    myo = np.argwhere(truth[0] == lb.MYOCARDIUM)[0]
+    layer.brush_size = 1
+    layer.paint((0, *myo), lb.INFARCT)
+    qtbot.waitUntil(lambda: int(widget.rows[-1]["infarct_px"]) > infarct_before, timeout=5_000)
+    assert widget.table.item(2, 0).text() == "total"
+
+    out = widget.export_csv(tmp_path / "q.csv")
+    with open(out, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["slice"] for r in rows] == ["0", "1", "total"]
+    assert int(rows[-1]["infarct_px"]) == int(np.count_nonzero(np.isin(layer.data, (3, 4))))
+    assert errors == []
+
+
+def test_bad_layers_give_notifications_not_exceptions(viewer_and_widget, errors):
+    viewer, widget = viewer_and_widget
+    assert widget.run() is None
+    assert errors and "no image layer" in errors[-1]
+
+    viewer.add_image(np.zeros((64, 64, 3), np.uint8), name="photo", rgb=True)
+    widget.image_picker.select(viewer.layers["photo"])
+    assert widget.run() is None and "RGB" in errors[-1]
+
+    viewer.add_image(np.zeros((2, 2, 32, 32), np.float32), name="4d")
+    widget.image_picker.select(viewer.layers["4d"])
+    assert widget.run() is None and "4 dimensions" in errors[-1]
+
+    _phantom_layer(viewer, "ok")
+    widget.image_picker.select(viewer.layers["ok"])
+    viewer.add_points(name="centre", ndim=3)
+    widget.center_picker.select(viewer.layers["centre"])
+    assert widget.run() is None and "no points" in errors[-1]
+    assert widget.worker is None
+
+    widget.pick_class(1)  # no labels layer yet
+    assert "no labels layer" in errors[-1]
+    assert widget.export_csv("unused.csv") is None and "nothing to export" in errors[-1]
+
+
+def test_centre_from_last_point():
+    from napari.layers import Image, Points
+
+    image = Image(np.zeros((2, 64, 64), np.float32))
+    points = Points(np.array([[0, 10, 12], [1, 30.0, 40.0]]))
+    assert SegmentLogic.center_from_points(points, image) == (30.0, 40.0)
+    assert SegmentLogic.center_from_points(Points(ndim=3), image) is None

@@ -1,0 +1,130 @@
+"""Synthesize dock widget: new LV masks, simulator edits, synthesis into image layers, synthetic pairs on disk."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_lvseg import labels as lb
+from napari_lvseg.data.phantom import make_phantom
+from napari_lvseg.io.pairs import PairFolder
+
+pytest.importorskip("napari")
+
+from napari_lvseg.widgets import _common  # noqa: E402
+from napari_lvseg.widgets.synthesize import SynthesizeLogic, SynthesizeWidget  # noqa: E402
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    shown = []
+    monkeypatch.setattr(_common, "notify_error",
+                        lambda exc: shown.append(exc if isinstance(exc, str) else _common.error_text(exc)))
+    return shown
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tmp_path, monkeypatch, models_dir):
+    monkeypatch.setenv("LVSEG_DATA_DIR", str(tmp_path / "data"))
+    viewer = make_napari_viewer()
+    widget = SynthesizeWidget(viewer, folder=tmp_path / "synthetic")
+    viewer.window.add_dock_widget(widget)
+    return viewer, widget, tmp_path
+
+
+def test_new_mask_draws_ring_at_given_centre(setup, errors):
+    viewer, widget, _ = setup
+    widget.size.setValue(96)
+    widget.center_y.setText("40")
+    widget.center_x.setText("50")
+    widget.radius.setValue(10)
+    widget.thickness.setValue(5)
+    layer = widget.new_mask()
+    assert errors == [] and layer.data.shape == (96, 96)
+    assert layer.data[40, 50] == lb.CAVITY and layer.data[40, 50 + 13] == lb.MYOCARDIUM
+    assert layer.data[40, 50 + 17] == lb.BACKGROUND
+    assert np.allclose(layer.colormap.color_dict[lb.MYOCARDIUM], lb.COLORS[lb.MYOCARDIUM])
+    assert widget.mask_picker.current_layer() is layer
+
+
+def test_edits_apply_to_current_slice_or_whole_stack(setup, errors):
+    viewer, widget, _ = setup
+    _, labels = make_phantom(n_slices=3, size=128, seed=0, infarct=True)
+    layer = viewer.add_labels(labels.copy(), name="mask")
+    widget.mask_picker.select(layer)
+    viewer.dims.set_current_step(0, 1)
+    widget.action.setCurrentText("grow infarct")
+    widget.scope.setCurrentText("current slice")
+    widget.pixels.setValue(2)
+    widget.apply_edit()
+    changed = [not np.array_equal(layer.data[z], labels[z]) for z in range(3)]
+    grew = np.isin(layer.data[1], (3, 4)).sum() > np.isin(labels[1], (3, 4)).sum()
+    assert changed == [False, True, False] and grew
+
+    widget.action.setCurrentText("remove no-reflow")
+    widget.scope.setCurrentText("whole stack")
+    widget.apply_edit()
+    assert not (layer.data == lb.NO_REFLOW).any() and errors == []
+
+
+def test_synthesize_adds_image_layers_and_writes_synthetic_pairs(setup, qtbot, monkeypatch, errors):
+    from napari_lvseg import synthesis
+
+    calls = []
+
+    def fake_variants(mask, n, model=None, seed=0):
+        calls.append((mask.shape, n, model, seed))
+        return [np.full(mask.shape, 100.0 + seed + i, np.float32) for i in range(n)]
+
+    monkeypatch.setattr(synthesis, "synthesize_variants", fake_variants)
+    viewer, widget, tmp = setup
+    layer = widget.new_mask()
+    widget.n_variants.setValue(2)
+    widget.seed.setValue(5)
+    assert widget.run() is not None
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20_000)
+    assert errors == [] and calls == [((128, 128), 2, None, 5)]
+    images = [viewer.layers[f"{layer.name} synthetic s{s}"] for s in (5, 6)]
+    assert [float(im.data.mean()) for im in images] == [105.0, 106.0]
+
+    names = widget.add_to_dataset()
+    records = PairFolder(tmp / "synthetic").records()
+    assert [r["name"] for r in records] == names and len(names) == 2
+    assert {r["origin"] for r in records} == {"synthetic"} and [r["seed"] for r in records] == [5, 6]
+    image, mask = PairFolder(tmp / "synthetic").read(names[1])
+    assert np.array_equal(mask, layer.data) and float(image.mean()) == 106.0
+
+
+def test_synthesis_with_a_tiny_real_model(setup, qtbot, models_dir, errors):
+    import torch
+
+    from napari_lvseg.models.pix2pix import Pix2PixGenerator
+    from napari_lvseg.models.store import ModelCard, save_model
+
+    torch.manual_seed(0)
+    save_model(models_dir / "tiny-p2p", Pix2PixGenerator(base_width=4),
+               ModelCard(name="tiny-p2p", task="synthesis", architecture="Pix2PixGenerator", input_size=128))
+    viewer, widget, _ = setup
+    widget.refresh_models()
+    assert widget.model_picker.names() == ["tiny-p2p"]
+    layer = widget.new_mask()
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert errors == []
+    image = viewer.layers[f"{layer.name} synthetic s0"].data
+    assert image.shape == (128, 128) and image.dtype == np.float32 and np.isfinite(image).all()
+
+
+def test_bad_input_notifies(setup, errors):
+    viewer, widget, _ = setup
+    assert widget.run() is None and "no labels layer" in errors[-1]
+    assert widget.apply_edit() is None and "no labels layer" in errors[-1]
+    assert widget.add_to_dataset() is None and "run the synthesis first" in errors[-1]
+    widget.center_y.setText("abc")
+    assert widget.new_mask() is None and "must be numbers" in errors[-1]
+    widget.center_y.setText("2")
+    assert widget.new_mask() is None and "does not fit" in errors[-1]
+    viewer.add_labels(np.full((32, 32), 7, np.uint8), name="bad")
+    widget.mask_picker.select(viewer.layers["bad"])
+    assert widget.run() is None and "not classes" in errors[-1]
+    assert SynthesizeLogic.new_ring((64, 64)).shape == (64, 64)

@@ -1,0 +1,122 @@
+"""Train dock widget: a tiny run registers its model in every picker; pause/resume, cancel and close stop cleanly."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("napari")
+
+from qtpy.QtGui import QCloseEvent  # noqa: E402
+from qtpy.QtWidgets import QApplication  # noqa: E402
+
+from napari_lvseg.widgets import _common  # noqa: E402
+from napari_lvseg.widgets._testing import phantom_pair_folder  # noqa: E402
+from napari_lvseg.widgets.segment import SegmentWidget  # noqa: E402
+from napari_lvseg.widgets.train import TrainLogic, TrainWidget, format_eta  # noqa: E402
+
+TINY = {"width": 4, "depth": 2, "augment": "none", "samples_per_epoch": 4, "checkpoint_every": 1000}
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    shown = []
+    monkeypatch.setattr(_common, "notify_error",
+                        lambda exc: shown.append(exc if isinstance(exc, str) else _common.error_text(exc)))
+    return shown
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    return phantom_pair_folder(tmp_path_factory.mktemp("pairs") / "phantoms", n_pairs=2, n_slices=2).root
+
+
+@pytest.fixture
+def setup(make_napari_viewer, tmp_path, monkeypatch, models_dir, pairs):
+    monkeypatch.setenv("LVSEG_DATA_DIR", str(tmp_path / "data"))
+    viewer = make_napari_viewer()
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.extra_options = dict(TINY)
+    widget.add_source(pairs)
+    widget.batch_size.setValue(2)
+    widget.epochs.setValue(1)
+    widget.run_folder.setText(str(tmp_path / "run"))
+    yield viewer, widget, tmp_path
+    if widget.running:  # never leave a training thread behind
+        widget.logic.stop.stop("test teardown")
+        widget.wait_stopped(60)
+
+
+def test_tiny_run_registers_model_in_all_pickers(setup, qtbot, errors):
+    viewer, widget, tmp = setup
+    segment = SegmentWidget(viewer)
+    viewer.window.add_dock_widget(segment)
+    assert segment.model_picker.names() == []
+    kinds = []
+    assert widget.start() is not None
+    widget.worker.yielded.connect(lambda e: kinds.append(e.kind))
+    qtbot.waitUntil(lambda: not widget.running, timeout=90_000)
+    assert errors == []
+    assert "step" in kinds and kinds[-1] == "done"
+    assert len(widget.logic.losses) == 2  # samples_per_epoch 4 / batch 2
+    assert widget.progress.value() == 1000
+    assert segment.model_picker.names() == ["run"] and widget.model_picker.names() == ["run"]
+    assert (tmp / "user-models" / "run" / "model.safetensors").is_file()
+    assert widget.start_button.isEnabled() and not widget.resume_button.isEnabled()
+
+
+def test_pause_resume_then_cancel_keeps_checkpoint(setup, qtbot, errors):
+    viewer, widget, tmp = setup
+    widget.epochs.setValue(50)
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.logic.losses) >= 1, timeout=60_000)
+    widget.pause()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert (tmp / "run" / "last.pt").is_file()
+    assert widget.resume_button.isEnabled() and widget.logic.last_event.kind == "stopped"
+    steps_at_pause = widget.logic.last_event.step
+
+    widget.resume()
+    assert widget.running and not widget.resume_button.isEnabled()
+    qtbot.waitUntil(lambda: widget.logic.last_event.kind == "step"
+                    and widget.logic.last_event.step > steps_at_pause, timeout=60_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert widget.logic.last_event.kind == "stopped" and "cancelled" in widget.logic.last_event.message
+    assert (tmp / "run" / "last.pt").is_file()
+    assert not widget.resume_button.isEnabled() and widget.run_folder.text() == ""
+    assert errors == []
+
+
+def test_closing_napari_asks_and_stops_training(setup, qtbot, errors):
+    viewer, widget, tmp = setup
+    widget.epochs.setValue(50)
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.logic.losses) >= 1, timeout=60_000)
+    window = viewer.window._qt_window
+
+    widget.ask_close = lambda: False
+    event = QCloseEvent()
+    QApplication.sendEvent(window, event)
+    assert not event.isAccepted() and widget.running
+
+    asked = []
+    widget.ask_close = lambda: asked.append(True) or True
+    assert widget.close_requested() is True
+    assert asked == [True] and not widget.running
+    assert (tmp / "run" / "last.pt").is_file() and widget.logic.last_event.kind == "stopped"
+    assert widget.resume_button.isEnabled()
+    assert errors == []
+
+
+def test_bad_options_notify_and_start_nothing(setup, errors):
+    viewer, widget, tmp = setup
+    widget.sources.setRowCount(0)
+    assert widget.start() is None and "add at least one data folder" in errors[-1]
+    widget.add_source(tmp / "missing")
+    assert widget.start() is None and "does not exist" in errors[-1]
+    assert not widget.running
+    assert TrainLogic.build_options("segmentation", [(tmp, 1.0)], tmp / "r").mix == [1.0]
+    with pytest.raises(Exception, match="ratio"):
+        TrainLogic.build_options("segmentation", [(tmp, 1.0), (tmp, None)], tmp / "r")
+    assert format_eta(75) == "ETA 1:15" and format_eta(3725) == "ETA 1:02:05" and format_eta(None) == "ETA --"

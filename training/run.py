@@ -1,0 +1,139 @@
+"""Experiments: drive the package's engine from config files. Every step is resumable.
+
+    python training/run.py train training/configs/seg_real.json      # scenario A (resumes if stopped)
+    python training/run.py evaluate training/runs/seg_real --tta    # test-split tables -> RUN/test_metrics.json
+    python training/run.py scenario A | B | all                      # everything for a scenario, in order
+
+Paths in configs are relative to the repository root; ${EMIDEC} is the EMIDEC folder
+(LVSEG_EMIDEC_DIR, default ../shared/data/emidec-lge-128).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SCENARIOS = {"A": ["seg_real"], "B": ["pix2pix", "synthetic:seg_mixed", "seg_mixed"]}
+
+
+def emidec_dir() -> str:
+    return os.environ.get("LVSEG_EMIDEC_DIR", str(ROOT.parent / "shared/data/emidec-lge-128"))
+
+
+def _path(value: str) -> str:
+    value = value.replace("${EMIDEC}", emidec_dir())
+    return value if os.path.isabs(value) else str(ROOT / value)
+
+
+def load_config(path) -> dict:
+    config = json.loads(Path(path).read_text())
+    config["data"] = [_path(p) for p in config["data"]]
+    for key in ("split", "out", "init"):
+        if config.get(key):
+            config[key] = _path(config[key])
+    return config
+
+
+def train(config_path, epochs=None) -> Path:
+    from napari_lvseg.engine import TrainOptions, train as run_engine
+
+    config = load_config(config_path)
+    known = set(TrainOptions.__dataclass_fields__)
+    options = TrainOptions(**{k: v for k, v in config.items() if k in known})
+    if epochs:
+        options.epochs = epochs
+    resume = (Path(options.out) / "last.pt").exists()
+    for event in run_engine(options, resume=resume):
+        if event.kind == "step" and event.step % 20 == 0:
+            print(f"step {event.step}/{event.total_steps} epoch {event.epoch} loss {event.losses['loss']:.4f} "
+                  f"{event.samples_per_s or 0:.1f} samples/s eta {event.eta or 0:.0f}s", flush=True)
+        elif event.kind != "step":
+            print(f"[{event.kind}] epoch {event.epoch} {event.message} "
+                  f"{json.dumps({k: round(v, 4) for k, v in event.metrics.items()}) if event.metrics else ''}", flush=True)
+    return Path(options.out)
+
+
+def make_synthetic(config_path) -> Path:
+    from napari_lvseg.synthesis import synthesize_dataset
+
+    config = load_config(config_path)
+    spec = config["synthetic"]
+    out = Path(config["data"][1])
+    split = json.loads(Path(config["split"]).read_text())
+    synthesize_dataset(masks_from=config["data"][0], n=spec["n"], out=out, model=_path(spec["generator"]),
+                       seed=spec["seed"], cases=split["train"])
+    return out
+
+
+def evaluate(run, tta=False, split_name="test") -> dict:
+    """Segment the split's cases with the run's model; study, pooled and EMIDEC tables to RUN/<split>_metrics.json."""
+    import numpy as np
+
+    from napari_lvseg.inference import segment
+    from napari_lvseg.io import emidec
+    from napari_lvseg.metrics import emidec_table, format_table, pooled_dice, study_table
+    from napari_lvseg.models.store import load_model
+
+    split = json.loads((ROOT / "training/split.json").read_text())[split_name]
+    model = load_model(str(run), task="segmentation")
+    cases, t0 = {}, time.time()
+    for case in emidec.find_cases(emidec_dir()):
+        if case.name in split:
+            image, labels = emidec.read_case(case)
+            cases[case.name] = (segment(image.data, model, tta=tta).labels, labels.data)
+    seconds = time.time() - t0
+    study, emidec_rows, pooled = study_table(cases), emidec_table(cases), pooled_dice(list(cases.values()))
+    print(format_table(study, None))
+    print(format_table(emidec_rows, None))
+    print("pooled:", {k: round(v, 4) for k, v in pooled.items()})
+    result = {"run": str(run), "split": split_name, "tta": tta, "cases": len(cases), "seconds": round(seconds, 1),
+              "study": study, "emidec": emidec_rows, "pooled": pooled}
+    name = f"{split_name}_metrics{'_tta' if tta else ''}.json"
+    (Path(run) / name).write_text(json.dumps(result, indent=1, default=lambda v: None if np.isnan(v) else float(v)))
+    return result
+
+
+def scenario(which: str) -> None:
+    for step in SCENARIOS[which]:
+        if step.startswith("synthetic:"):
+            make_synthetic(ROOT / f"training/configs/{step.split(':')[1]}.json")
+            continue
+        run = train(ROOT / f"training/configs/{step}.json")
+        if not step.startswith("pix2pix"):
+            evaluate(run, tta=True)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("train")
+    p.add_argument("config")
+    p.add_argument("--epochs", type=int)
+    p = sub.add_parser("synthetic")
+    p.add_argument("config")
+    p = sub.add_parser("evaluate")
+    p.add_argument("run")
+    p.add_argument("--tta", action="store_true")
+    p.add_argument("--split", default="test")
+    p = sub.add_parser("scenario")
+    p.add_argument("which", choices=["A", "B", "all"])
+    args = parser.parse_args(argv)
+    if args.cmd == "train":
+        train(args.config, args.epochs)
+    elif args.cmd == "synthetic":
+        make_synthetic(args.config)
+    elif args.cmd == "evaluate":
+        evaluate(args.run, args.tta, args.split)
+    else:
+        for which in (["A", "B"] if args.which == "all" else [args.which]):
+            scenario(which)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
