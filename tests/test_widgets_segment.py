@@ -85,6 +85,13 @@ def test_class_buttons_keys_visibility_table_and_csv(viewer_and_widget, qtbot, t
     assert {"1", "2", "3", "4"} <= set(bound)
     bound["2"](layer)
     assert layer.selected_label == lb.MYOCARDIUM
+    # ...and they win over napari's own Labels shortcuts when pressed in the canvas.
+    layer.mode = "pan_zoom"
+    viewer.layers.selection.active = layer
+    keys = viewer.window._qt_viewer.canvas._key_map_handler
+    keys.press_key("4")
+    keys.release_key("4")
+    assert layer.selected_label == lb.NO_REFLOW and layer.mode == "paint"
 
     widget.class_checks[lb.INFARCT].setChecked(False)
     assert layer.colormap.color_dict[lb.INFARCT][3] == 0.0
