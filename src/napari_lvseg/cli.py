@@ -107,23 +107,24 @@ def _threads(n):
 
 
 def cmd_segment(args) -> int:
-    from .io import emidec, image_kind, read_image, write_image, write_labels
     from .inference import segment
+    from .io import emidec, image_kind, read_image, write_image, write_labels
     from .models.store import load_model
 
     _threads(args.threads)
-    model = load_model(args.model, task="segmentation")
     src = Path(args.input)
     kind = image_kind(src)
     if kind in ("emidec-case", "emidec-dataset"):
+        cases = emidec.find_cases(src)
+        model = load_model(args.model, task="segmentation")
         out = Path(args.output)
-        for case in emidec.find_cases(src):
+        for case in cases:
             image, _ = emidec.read_case(case)
             result = segment(image.data, model, tta=args.tta, name=str(case.image_path))
-            path = write_labels(out / f"{case.name}.nii.gz", result.labels, image.meta)
-            print(f"{case.name}: {path}")
+            print(f"{case.name}: {write_labels(out / f'{case.name}.nii.gz', result.labels, image.meta)}")
         return 0
-    image = read_image(src)
+    image = read_image(src)  # input problems are reported before the model is loaded
+    model = load_model(args.model, task="segmentation")
     center = tuple(args.center) if args.center else None
     result = segment(image.data, model, tta=args.tta, uncertainty=bool(args.uncertainty), center=center, name=str(src))
     print(write_labels(args.output, result.labels, image.meta))

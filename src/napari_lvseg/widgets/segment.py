@@ -216,6 +216,16 @@ class SegmentWidget(QWidget):
                                    on_errored=self._on_error, on_finished=self._on_finished)
         return self.worker
 
+    def run_blocking(self):
+        """Segment the picked image in this thread (the demo and scripts); returns the labels layer."""
+        layer = self.image_picker.current_layer()
+        model = self.model_picker.current_model()
+        if model is None:
+            raise LvsegError("no segmentation model installed")
+        result = self.logic.run(np.asarray(self.logic.image_data(layer)), model, self.tta.isChecked(),
+                                self.uncertainty.isChecked(), None, layer.name)
+        return self.show_result(result, layer.name, source_of(layer), layer)
+
     def _on_error(self, exc):
         from napari_lvseg.widgets._common import notify_error
 

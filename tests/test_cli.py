@@ -1,0 +1,112 @@
+"""The `lvseg` command: the exact contracts of segment, train, evaluate, models; one-line user errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from napari_lvseg.cli import main
+from napari_lvseg.data.phantom import make_phantom
+from napari_lvseg.widgets._testing import phantom_pair_folder, save_tiny_segmentation_model
+
+
+@pytest.fixture
+def tiny_model(models_dir):
+    return save_tiny_segmentation_model(models_dir, name="tiny-seg")
+
+
+def lvseg(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "napari_lvseg.cli", *map(str, args)], capture_output=True, text=True)
+
+
+def test_segment_nifti_keeps_shape_and_affine(tiny_model, tmp_path):
+    image, _ = make_phantom(n_slices=3, seed=1)
+    affine = np.diag([1.4, 1.4, 8.0, 1.0])
+    nib.save(nib.Nifti1Image(image.transpose(2, 1, 0), affine), tmp_path / "img.nii.gz")
+    assert main(["segment", str(tmp_path / "img.nii.gz"), "-o", str(tmp_path / "seg.nii.gz"),
+                 "--model", "tiny-seg", "--uncertainty", str(tmp_path / "unc.nii.gz")]) == 0
+    out = nib.load(tmp_path / "seg.nii.gz")
+    assert out.shape == (128, 128, 3) and np.allclose(out.affine, affine)
+    assert out.get_data_dtype() == np.uint8 and np.asarray(out.dataobj).max() <= 4
+    assert nib.load(tmp_path / "unc.nii.gz").shape == (128, 128, 3)
+
+
+def test_segment_tiff_2d(tiny_model, tmp_path):
+    import tifffile
+
+    image, _ = make_phantom(n_slices=1, seed=2)
+    tifffile.imwrite(tmp_path / "slice.tif", image[0])
+    assert main(["segment", str(tmp_path / "slice.tif"), "-o", str(tmp_path / "seg.tif"), "--model",
+                 str(tiny_model), "--tta"]) == 0
+    labels = tifffile.imread(tmp_path / "seg.tif")
+    assert labels.shape == (128, 128) and labels.dtype == np.uint8
+
+
+def test_segment_case_folder_and_evaluate(tiny_model, emidec_cases, tmp_path):
+    data = tmp_path / "cases"
+    for case in emidec_cases[:2]:
+        shutil.copytree(case, data / case.name)
+    assert main(["segment", str(data), "-o", str(tmp_path / "pred"), "--model", "tiny-seg"]) == 0
+    written = sorted(p.name for p in (tmp_path / "pred").iterdir())
+    assert written == sorted(f"{c.name}.nii.gz" for c in emidec_cases[:2])
+    # truth against itself: every Dice is 1
+    truth_flat = tmp_path / "truth_flat"
+    truth_flat.mkdir()
+    for case in emidec_cases[:2]:
+        shutil.copy(case / "Contours" / f"{case.name}.nii.gz", truth_flat / f"{case.name}.nii.gz")
+    assert main(["evaluate", "--pred", str(truth_flat), "--truth", str(data), "--out", str(tmp_path / "ev")]) == 0
+    report = json.loads((tmp_path / "ev.json").read_text())
+    mean_row = report["study"][-1]
+    assert mean_row["case"] == "mean" and mean_row["cavity"] == pytest.approx(1.0)
+    assert report["emidec"][-1]["dice_myocardium"] == pytest.approx(1.0)
+    assert (tmp_path / "ev.csv").read_text().count("\n") >= 6
+
+
+def test_train_cli_then_models_lists_it(models_dir, tmp_path):
+    phantom_pair_folder(tmp_path / "pairs", n_pairs=3, n_slices=2, size=64)
+    code = main(["train", "--data", str(tmp_path / "pairs"), "--out", str(tmp_path / "run"), "--epochs", "1",
+                 "--samples-per-epoch", "4", "--batch-size", "2", "--width", "4", "--depth", "3",
+                 "--val-fraction", "0.34", "--threads", "1", "--quiet", "--register", "--name", "mine"])
+    assert code == 0 and (tmp_path / "run" / "model.safetensors").exists()
+    listing = lvseg("models")
+    assert "mine" in listing.stdout and "user" in listing.stdout
+
+
+@pytest.mark.parametrize("args, words", [
+    (["segment", "missing.nii.gz", "-o", "x.nii.gz"], "missing.nii.gz"),
+    (["segment", "img.tif", "-o", "x.nii.gz", "--model", "nope"], "nope"),
+    (["segment", "notes.txt", "-o", "x.nii.gz"], "unsupported file type"),
+    (["train", "--data", "nowhere", "--out", "run"], "nowhere"),
+    (["evaluate", "--pred", "a", "--truth", "b"], "not a folder"),
+])
+def test_user_errors_are_one_line_without_traceback(models_dir, tmp_path, args, words):
+    import tifffile
+
+    tifffile.imwrite(tmp_path / "img.tif", make_phantom(n_slices=1, seed=0)[0][0])
+    (tmp_path / "notes.txt").write_text("not an image")
+    run = subprocess.run([sys.executable, "-m", "napari_lvseg.cli", *args], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert run.returncode == 2
+    assert "Traceback" not in run.stderr and run.stderr.count("\n") == 1 and words in run.stderr
+
+
+def test_train_under_torchrun_with_two_gloo_processes(tmp_path):
+    """DistributedDataParallel on 2 CPU processes: one run folder, written by rank 0, steps halved."""
+    phantom_pair_folder(tmp_path / "pairs", n_pairs=3, n_slices=2, size=64)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+           "-m", "napari_lvseg.cli", "train", "--data", str(tmp_path / "pairs"), "--out", str(tmp_path / "ddp"),
+           "--epochs", "1", "--samples-per-epoch", "8", "--batch-size", "2", "--width", "4", "--depth", "3",
+           "--val-fraction", "0.34", "--threads", "1", "--quiet"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**__import__("os").environ,
+                                                                             "OMP_NUM_THREADS": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    events = [json.loads(line) for line in (tmp_path / "ddp" / "events.jsonl").read_text().splitlines()]
+    steps = [e for e in events if e["kind"] == "step"]
+    assert len(steps) == 2  # 8 samples / (batch 2 x 2 processes); only rank 0 logs
+    assert (tmp_path / "ddp" / "model.safetensors").exists()

@@ -1,0 +1,102 @@
+"""Inference: shapes, crop/paste for any size, LV finding, TTA, uncertainty, post-processing, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.inference import postprocess, segment
+from napari_lvseg.models.store import ModelCard
+
+
+class BrightIsCavity(nn.Module):
+    """An oracle 'network': cavity where the normalised input is bright, background elsewhere."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        bright = (x > 0.5).float() * 8.0
+        zeros = torch.zeros_like(x)
+        return torch.cat([8.0 - bright, bright, zeros, zeros, zeros], dim=1) + 0 * self.dummy
+
+
+@pytest.fixture
+def oracle():
+    card = ModelCard(name="oracle", task="segmentation", architecture="AttentionResUNet", input_size=64)
+    return BrightIsCavity(), card
+
+
+def disk(shape, center, radius):
+    yy, xx = np.mgrid[: shape[-2], : shape[-1]]
+    return ((yy - center[0]) ** 2 + (xx - center[1]) ** 2 <= radius**2)
+
+
+def image_with_disk(shape, center, radius=10, seed=0):
+    rng = np.random.default_rng(seed)
+    img = 100 + rng.normal(0, 2, shape).astype(np.float32)
+    img[..., disk(shape, center, radius)] += 500
+    return img
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (3, 64, 64), (40, 50), (2, 48, 80)])
+def test_output_matches_input_shape(oracle, shape):
+    img = image_with_disk(shape, (shape[-2] // 2, shape[-1] // 2), radius=8)
+    result = segment(img, oracle)
+    assert result.labels.shape == img.shape and result.labels.dtype == np.uint8
+    assert np.array_equal(result.labels == 1, np.broadcast_to(disk(shape, (shape[-2] // 2, shape[-1] // 2), 8), shape))
+
+
+def test_large_image_finds_the_lv_and_pastes_back(oracle):
+    shape = (2, 200, 180)
+    img = image_with_disk(shape, (140, 50), radius=20)  # 3.5 % of the image: above the 99th percentile
+    result = segment(img, oracle)
+    assert result.labels.shape == shape
+    assert np.array_equal(result.labels[0] == 1, disk(shape, (140, 50), 20))
+    assert abs(result.center[0] - 140) < 3 and abs(result.center[1] - 50) < 3
+
+
+def test_explicit_center_is_used(oracle):
+    shape = (200, 180)
+    img = image_with_disk(shape, (150, 40), radius=20)
+    far = segment(img, oracle, center=(40, 140)).labels  # crop misses the disk entirely
+    near = segment(img, oracle, center=(145, 45)).labels
+    assert far.sum() == 0 and (near == 1).sum() == disk(shape, (150, 40), 20).sum()
+
+
+def test_tta_and_uncertainty(oracle):
+    img = image_with_disk((2, 64, 64), (30, 34), radius=9)
+    plain, tta = segment(img, oracle), segment(img, oracle, tta=True, uncertainty=True)
+    assert np.array_equal(plain.labels, tta.labels)  # the oracle is flip-equivariant
+    assert tta.uncertainty.shape == img.shape and 0 <= tta.uncertainty.min() and tta.uncertainty.max() <= 1
+    assert plain.uncertainty is None
+
+
+def test_postprocess_keeps_the_largest_component_and_cleans_lesions():
+    labels = np.zeros((2, 32, 32), np.uint8)
+    labels[:, 8:20, 8:20] = 2
+    labels[:, 11:17, 11:17] = 1
+    labels[0, 28:30, 28:30] = 1           # stray blob
+    labels[1, 8:10, 8:12] = 3             # infarct
+    labels[1, 8:9, 8:10] = 4              # no-reflow inside it: kept
+    labels[0, 18:19, 8:10] = 4            # no-reflow without infarct: becomes infarct
+    out = postprocess(labels)
+    assert out[0, 28:30, 28:30].sum() == 0
+    assert (out[1, 8:9, 8:10] == 4).all() and (out[0, 18:19, 8:10] == 3).all()
+    small = postprocess(labels, {"min_infarct_voxels": 100})
+    assert not np.isin(small, (3, 4)).any() and (small[1, 8:10, 8:12] == 2).all()
+
+
+@pytest.mark.parametrize("bad, match", [
+    (np.zeros((2, 2, 64, 64)), "2-D slice"),
+    (np.full((64, 64), np.nan), "NaN"),
+    (np.zeros((64, 64, 3), np.uint8) + np.arange(64)[:, None, None].astype(np.uint8), "RGB"),
+])
+def test_bad_images_give_one_line_errors(oracle, bad, match):
+    with pytest.raises(LvsegError, match=match) as info:
+        segment(bad, oracle, name="scan.nii.gz")
+    assert "scan.nii.gz" in str(info.value) and "\n" not in str(info.value)
