@@ -8,35 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.augment import augment_sample, build_augmentation
-from ..data.datasets import epoch_indices, load_source, read_split, split_cases
+from ..data.augment import build_augmentation
 from ..data.normalize import DEFAULT_NORMALIZATION
-from ..errors import LvsegError
 from ..labels import NAMES, SHORT_NAMES
-
-EMIDEC_LICENCE = "CC BY-NC-SA 4.0 (weights trained on EMIDEC data, emidec.com)"
-
-
-def split_sources(options, sets):
-    """Case-level train/validation split of the real sources; pair folders always train.
-
-    Returns two lists aligned with ``sets`` (an entry may hold no slices).
-    """
-    split = read_split(options.split) if options.split else None
-    train, val = [], []
-    real_names = sorted({c for s in sets for c, o in zip(s.cases, s.origin) if o == "real"})
-    if split is None:
-        _, val_names = split_cases(real_names, options.val_fraction, options.seed)
-    else:
-        val_names = list(split.get("val", []))
-    for s in sets:
-        if split is not None:
-            allowed = set(split["train"]) | {c for c, o in zip(s.cases, s.origin) if o != "real"}
-            s = s.subset([c for c in s.case_names() if c in allowed or c in val_names])
-        train.append(s.subset([c for c in s.case_names() if c not in val_names]))
-        val.append(s.subset([c for c in s.case_names() if c in val_names]))
-    return train, val
-
+from .data import TrainingData
 
 class SegmentationTask:
     score_name = "validation mean Dice"
@@ -52,17 +27,7 @@ class SegmentationTask:
 
         o = self.options
         self.normalization = dict(DEFAULT_NORMALIZATION)
-        sets = [load_source(p, o.size, self.normalization) for p in o.data]
-        mix = list(o.mix) if o.mix else [len(s) for s in sets]  # default: proportional to size
-        train, val = split_sources(o, sets)
-        self.train_sets = [t for t in train if len(t)]
-        self.mix = [m for t, m in zip(train, mix) if len(t)]
-        self.val_sets = [v for v in val if len(v)]
-        if not self.train_sets:
-            raise LvsegError("no training slices left after the validation split")
-        n_train = sum(len(s) for s in self.train_sets)
-        self.samples = o.samples_per_epoch or n_train
-        self.transform = build_augmentation(o.augment)
+        self.data = TrainingData(o, self.normalization, build_augmentation(o.augment), o.rare_boost, self.world)
         if o.init:
             self.model, card = load_model(o.init, task="segmentation")
             self.architecture, self.params = card.architecture, dict(card.params)
@@ -92,44 +57,27 @@ class SegmentationTask:
         self.loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, weight=weight)
 
     def describe(self) -> str:
-        n_train = sum(len(s) for s in self.train_sets)
-        n_val = sum(len(s) for s in self.val_sets)
-        cases = sum(len(s.case_names()) for s in self.val_sets)
         n_params = sum(p.numel() for p in self.model.parameters())
         return (f"{self.architecture} width {self.params.get('base_width')}, {n_params / 1e6:.2f}M parameters; "
-                f"{n_train} training slices, {n_val} validation slices from {cases} cases; "
-                f"{self.samples} samples/epoch on {self.device}")
+                f"{self.data.describe()} on {self.device}")
 
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.samples / (self.options.batch_size * self.world.size))
+        return self.data.steps_per_epoch()
 
     def samples_per_step(self) -> int:
-        return self.options.batch_size * self.world.size
+        return self.data.samples_per_step()
 
     # -- training -----------------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
-        self.indices = epoch_indices(self.train_sets, self.mix, self.steps_per_epoch() * self.samples_per_step(),
-                                     self.options.seed, epoch, self.options.rare_boost)
+        self.data.begin_epoch(epoch)
         self.model.train()
 
-    def batch(self, epoch: int, step: int):
+    def train_step(self, epoch: int, step: int) -> dict:
         import torch
 
-        b, w = self.options.batch_size, self.world
-        first = (step * w.size + w.rank) * b
-        images, labels = [], []
-        for i in range(first, first + b):
-            k, j = self.indices[i]
-            s = self.train_sets[k]
-            img, lab = augment_sample(self.transform, s.images[j], s.labels[j], (self.options.seed, epoch, i))
-            images.append(img)
-            labels.append(lab)
-        x = torch.from_numpy(np.stack(images)[:, None]).to(self.device)
-        y = torch.from_numpy(np.stack(labels)[:, None]).to(self.device)
-        return x, y
-
-    def train_step(self, epoch: int, step: int) -> dict:
-        x, y = self.batch(epoch, step)
+        images, labels = self.data.batch(epoch, step)
+        x = torch.from_numpy(images[:, None]).to(self.device)
+        y = torch.from_numpy(labels[:, None]).to(self.device)
         self.model.train()
         out = self.net(x)
         outputs = out if isinstance(out, (list, tuple)) else [out]
@@ -147,11 +95,11 @@ class SegmentationTask:
         from ..inference import predict_labels
         from ..metrics import pooled_dice, study_table
 
-        if not self.val_sets:
+        if not self.data.val_sets:
             return {}
         t0 = time.time()
         cases = {}
-        for s in self.val_sets:
+        for s in self.data.val_sets:
             for case, images, labels in s.volumes():
                 cases[case] = (predict_labels(self.model, images, device=self.device), labels)
         self.model.train()
@@ -171,18 +119,13 @@ class SegmentationTask:
         from ..models.store import ModelCard, save_model
 
         o = self.options
-        real = any(o2 == "real" for s in self.train_sets for o2 in s.origin)
         card = ModelCard(
             name=o.name or Path(o.out).name, task="segmentation", architecture=self.architecture,
             params=self.params, normalization=self.normalization,
             classes={str(k): v for k, v in NAMES.items()}, input_size=o.size,
-            training={"data": [str(p) for p in o.data], "mix": self.mix, "epochs": epoch,
-                      "samples_per_epoch": self.samples, "batch_size": o.batch_size, "seed": o.seed,
-                      "init": o.init,
-                      "train_cases": sorted({c for s in self.train_sets for c in s.cases}),
-                      "val_cases": sorted({c for s in self.val_sets for c in s.cases})},
-            metrics={"validation": metrics} if metrics else {},
-            licence=EMIDEC_LICENCE if real and any("emidec" in str(p).lower() for p in o.data) else "as the training data",
+            training={**self.data.card_training(epoch), "augment": o.augment, "rare_boost": o.rare_boost,
+                      "loss": "DiceCE (batch Dice) with deep supervision"},
+            metrics={"validation": metrics} if metrics else {}, licence=self.data.licence(),
             created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
         save_model(out, self.model, card)

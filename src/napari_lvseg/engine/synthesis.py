@@ -20,12 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.augment import augment_sample, build_augmentation
-from ..data.datasets import epoch_indices, load_source
+from ..data.augment import build_augmentation
 from ..data.normalize import DEFAULT_NORMALIZATION
 from ..errors import LvsegError
 from ..labels import N_CLASSES, NAMES, SHORT_NAMES
-from .segmentation import EMIDEC_LICENCE, split_sources
+from .data import TrainingData
 
 # Normalised range that maps onto the generator's [-1, 1]: that of normalize_slices' clipping.
 GENERATOR_RANGE = (-0.5, 1.5)
@@ -131,17 +130,10 @@ class SynthesisTask:
 
         o = self.options
         self.normalization = dict(DEFAULT_NORMALIZATION)
-        sets = [load_source(p, o.size, self.normalization) for p in o.data]
-        mix = list(o.mix) if o.mix else [len(s) for s in sets]
-        train, val = split_sources(o, sets)
-        self.train_sets = [t for t in train if len(t)]
-        self.mix = [m for t, m in zip(train, mix) if len(t)]
-        self.val_sets = [v for v in val if len(v)]
-        if not self.train_sets:
-            raise LvsegError("no training slices left after the validation split")
-        self.samples = o.samples_per_epoch or sum(len(s) for s in self.train_sets)
-        # Geometry only: an intensity change would teach the generator wrong class contrasts.
-        self.transform = build_augmentation("none" if o.augment == "none" else "light")
+        # Geometry only: an intensity change would teach the generator wrong class contrasts. No rare-class
+        # oversampling either: the class-weighted L1 already stresses the lesions.
+        transform = build_augmentation("none" if o.augment == "none" else "light")
+        self.data = TrainingData(o, self.normalization, transform, 0.0, self.world)
         self.intensity_range = raw_intensity_range(o.data, self.normalization)
         if o.init:
             self.generator, card = load_model(o.init, task="synthesis")
@@ -169,44 +161,30 @@ class SynthesisTask:
         self.l1_weights = torch.tensor(o.l1_weights, dtype=torch.float32, device=self.device)
 
     def describe(self) -> str:
-        n_train = sum(len(s) for s in self.train_sets)
-        n_val = sum(len(s) for s in self.val_sets)
         n_g = sum(p.numel() for p in self.generator.parameters())
         n_d = sum(p.numel() for p in self.discriminator.parameters())
         return (f"{self.architecture} width {self.params.get('base_width')} depth {self.params.get('depth')} "
                 f"({n_g / 1e6:.2f}M) + PatchGAN width {self.options.disc_width} ({n_d / 1e6:.2f}M); "
-                f"{n_train} training slices, {n_val} validation slices; "
-                f"{self.samples} samples/epoch on {self.device}")
+                f"{self.data.describe()} on {self.device}")
 
     def steps_per_epoch(self) -> int:
-        return math.ceil(self.samples / (self.options.batch_size * self.world.size))
+        return self.data.steps_per_epoch()
 
     def samples_per_step(self) -> int:
-        return self.options.batch_size * self.world.size
+        return self.data.samples_per_step()
 
     # -- training -----------------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
-        # No rare-class oversampling here: the class-weighted L1 already stresses the lesions.
-        self.indices = epoch_indices(self.train_sets, self.mix, self.steps_per_epoch() * self.samples_per_step(),
-                                     self.options.seed, epoch, 0.0)
+        self.data.begin_epoch(epoch)
         self.generator.train()
         self.discriminator.train()
 
     def batch(self, epoch: int, step: int):
         import torch
 
-        b, w = self.options.batch_size, self.world
-        first = (step * w.size + w.rank) * b
-        images, labels = [], []
-        for i in range(first, first + b):
-            k, j = self.indices[i]
-            s = self.train_sets[k]
-            img, lab = augment_sample(self.transform, s.images[j], s.labels[j], (self.options.seed, epoch, i))
-            images.append(to_tanh(img, synthesis_normalization()))
-            labels.append(lab)
-        x = torch.from_numpy(np.stack(images)[:, None]).to(self.device)
-        y = torch.from_numpy(np.stack(labels).astype(np.int64)).to(self.device)
-        return x, y
+        images, labels = self.data.batch(epoch, step)
+        x = torch.from_numpy(to_tanh(images, synthesis_normalization())[:, None]).to(self.device)
+        return x, torch.from_numpy(labels).to(self.device)
 
     def train_step(self, epoch: int, step: int) -> dict:
         from ..models.pix2pix import one_hot
@@ -238,12 +216,12 @@ class SynthesisTask:
 
     # -- validation and export ----------------------------------------------------------------
     def validate(self) -> dict:
-        if not self.val_sets:
+        if not self.data.val_sets:
             return {}
         t0 = time.time()
         norm = synthesis_normalization()
         rows, fakes, labels_all = [], [], []
-        for s in self.val_sets:
+        for s in self.data.val_sets:
             real = to_tanh(s.images, norm)
             fake = generate_slices(self.generator, s.labels, seed=0)
             rows += [compare_slices(r, f) for r, f in zip(real, fake)]
@@ -263,20 +241,14 @@ class SynthesisTask:
         from ..models.store import ModelCard, save_model
 
         o = self.options
-        real = any(o2 == "real" for s in self.train_sets for o2 in s.origin)
         card = ModelCard(
             name=o.name or Path(o.out).name, task="synthesis", architecture=self.architecture,
             params=self.params, normalization=synthesis_normalization(self.intensity_range),
             classes={str(k): v for k, v in NAMES.items()}, input_size=o.size,
-            training={"data": [str(p) for p in o.data], "mix": self.mix, "epochs": epoch,
-                      "samples_per_epoch": self.samples, "batch_size": o.batch_size, "seed": o.seed,
-                      "init": o.init, "l1_lambda": o.l1_lambda, "l1_weights": list(o.l1_weights),
+            training={**self.data.card_training(epoch), "l1_lambda": o.l1_lambda, "l1_weights": list(o.l1_weights),
                       "adversarial_loss": "BCEWithLogits", "disc_width": o.disc_width,
-                      "augment": "none" if o.augment == "none" else "light",
-                      "train_cases": sorted({c for s in self.train_sets for c in s.cases}),
-                      "val_cases": sorted({c for s in self.val_sets for c in s.cases})},
-            metrics={"validation": metrics} if metrics else {},
-            licence=EMIDEC_LICENCE if real and any("emidec" in str(p).lower() for p in o.data) else "as the training data",
+                      "augment": "none" if o.augment == "none" else "light"},
+            metrics={"validation": metrics} if metrics else {}, licence=self.data.licence(),
             created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
         save_model(out, self.generator, card)

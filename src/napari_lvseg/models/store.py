@@ -204,6 +204,8 @@ def torch_load_plain(path, what: str = "PyTorch weights file"):
 
 
 def _read_torch_state_dict(path: Path) -> dict:
+    import torch
+
     obj = torch_load_plain(path)
     # Accept training checkpoints that wrap the state dict.
     if isinstance(obj, dict):

@@ -1,0 +1,99 @@
+"""The data side of a training run, shared by both tasks: sources, case-level split, mixing, batches."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from ..data.augment import augment_sample
+from ..data.datasets import epoch_indices, load_source, read_split, split_cases
+from ..errors import LvsegError
+
+EMIDEC_LICENCE = "CC BY-NC-SA 4.0 (weights trained on EMIDEC data, emidec.com)"
+
+
+def split_sources(options, sets):
+    """Case-level train/validation split of the real sources; pair folders always train.
+
+    Returns two lists aligned with ``sets`` (an entry may hold no slices).
+    """
+    split = read_split(options.split) if options.split else None
+    train, val = [], []
+    real_names = sorted({c for s in sets for c, o in zip(s.cases, s.origin) if o == "real"})
+    if split is None:
+        _, val_names = split_cases(real_names, options.val_fraction, options.seed)
+    else:
+        val_names = list(split.get("val", []))
+    for s in sets:
+        if split is not None:
+            allowed = set(split["train"]) | {c for c, o in zip(s.cases, s.origin) if o != "real"}
+            s = s.subset([c for c in s.case_names() if c in allowed or c in val_names])
+        train.append(s.subset([c for c in s.case_names() if c not in val_names]))
+        val.append(s.subset([c for c in s.case_names() if c in val_names]))
+    return train, val
+
+
+class TrainingData:
+    """Training and validation slices of a run and the sample order of each epoch.
+
+    Every sample is augmented with its own seed (run seed, epoch, index), and an epoch's order
+    depends only on (seed, epoch): a resumed run replays exactly the batches it would have seen.
+    """
+
+    def __init__(self, options, normalization: dict, transform, rare_boost: float, world):
+        o = self.options = options
+        self.transform, self.rare_boost, self.world = transform, rare_boost, world
+        sets = [load_source(p, o.size, normalization) for p in o.data]
+        mix = list(o.mix) if o.mix else [len(s) for s in sets]  # default: proportional to size
+        train, val = split_sources(o, sets)
+        self.train_sets = [t for t in train if len(t)]
+        self.mix = [m for t, m in zip(train, mix) if len(t)]
+        self.val_sets = [v for v in val if len(v)]
+        if not self.train_sets:
+            raise LvsegError("no training slices left after the validation split")
+        self.samples = o.samples_per_epoch or sum(len(s) for s in self.train_sets)
+        self.indices: list = []
+
+    def describe(self) -> str:
+        n_train = sum(len(s) for s in self.train_sets)
+        n_val = sum(len(s) for s in self.val_sets)
+        cases = sum(len(s.case_names()) for s in self.val_sets)
+        return f"{n_train} training slices, {n_val} validation slices from {cases} cases; {self.samples} samples/epoch"
+
+    def samples_per_step(self) -> int:
+        return self.options.batch_size * self.world.size
+
+    def steps_per_epoch(self) -> int:
+        return math.ceil(self.samples / self.samples_per_step())
+
+    def begin_epoch(self, epoch: int) -> None:
+        self.indices = epoch_indices(self.train_sets, self.mix, self.steps_per_epoch() * self.samples_per_step(),
+                                     self.options.seed, epoch, self.rare_boost)
+
+    def batch(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's augmented (images (B, S, S) float32, labels (B, S, S) int64) of a step."""
+        b, w = self.options.batch_size, self.world
+        first = (step * w.size + w.rank) * b
+        images, labels = [], []
+        for i in range(first, first + b):
+            k, j = self.indices[i]
+            s = self.train_sets[k]
+            img, lab = augment_sample(self.transform, s.images[j], s.labels[j], (self.options.seed, epoch, i))
+            images.append(img)
+            labels.append(lab)
+        return np.stack(images), np.stack(labels).astype(np.int64)
+
+    def card_training(self, epoch: int) -> dict:
+        """The training block of a model card (what any task records)."""
+        o = self.options
+        return {"data": [str(p) for p in o.data], "mix": self.mix, "epochs": epoch, "samples_per_epoch": self.samples,
+                "batch_size": o.batch_size, "seed": o.seed, "init": o.init,
+                "train_cases": sorted({c for s in self.train_sets for c in s.cases}),
+                "val_cases": sorted({c for s in self.val_sets for c in s.cases})}
+
+    def licence(self) -> str:
+        real = any(origin == "real" for s in self.train_sets for origin in s.origin)
+        emidec = any("emidec" in str(Path(p)).lower() for p in self.options.data)
+        return EMIDEC_LICENCE if real and emidec else "as the training data"
