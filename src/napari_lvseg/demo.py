@@ -32,9 +32,14 @@ def widget_names() -> list[str]:
 
 def build_demo_viewer(segment: bool = True, show: bool = True):
     """The demo window: phantom image + truth, all widgets docked, the phantom segmented (if a model exists)."""
+    import warnings
+
     import napari
 
     from ._sample_data import make_phantom_sample
+
+    # napari 0.9 warns (as a pop-up) that PyQt5 support is deprecated; the demo is no place for it.
+    warnings.filterwarnings("ignore", message=".*PyQt5 backend is deprecated.*")
 
     viewer = napari.Viewer(title="napari-lvseg demo", show=show)
     for data, kwargs, kind in make_phantom_sample():
