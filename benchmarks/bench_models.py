@@ -1,8 +1,9 @@
 """CPU speed of the networks: run ``OMP_NUM_THREADS=2 python benchmarks/bench_models.py``.
 
-Prints, for 128x128 slices: training throughput (forward+backward+SGD step, batch 16, samples/s) and
-inference time (batch 10, no_grad, ms per slice) of AttentionResUNet at several widths and norms and of
-MONAI's AttentionUnet (the baseline), then Pix2Pix generator inference and GAN train-step time.
+Prints, for 128x128 slices: training throughput (forward+backward+SGD step, batch 16, samples/s),
+inference time (batch 10, no_grad, ms per slice), the whole `segment()` call on a 10-slice stack and
+peak memory, for AttentionResUNet at several widths and for MONAI's AttentionUnet (the baseline, same
+widths 16..256 as the study's yardstick), then Pix2Pix generator inference and GAN train-step time.
 Timings are medians of a few repeats after a warm-up; on a shared machine they are noisy.
 """
 
@@ -82,37 +83,77 @@ def pix2pix_speed(base_width: int, repeats: int) -> tuple[float, float]:
     return generate_ms, _median_seconds(gan_step, repeats)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+def build(name: str) -> nn.Module:
+    """The models of the table, by row name."""
+    torch.manual_seed(0)
+    if name == "monai":
+        from monai.networks.nets import AttentionUnet
 
-    from monai.networks.nets import AttentionUnet
-
+        return AttentionUnet(spatial_dims=2, in_channels=1, out_channels=5,
+                             channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2))
     from napari_lvseg.models.attention_res_unet import AttentionResUNet
 
+    width = int(name.split("w")[-1])
+    return AttentionResUNet(base_width=width, deep_supervision=True)
+
+
+ROWS = {"monai": "MONAI AttentionUnet (16..256) [baseline]", "w8": "AttentionResUNet width 8",
+        "w12": "AttentionResUNet width 12 [default]", "w16": "AttentionResUNet width 16"}
+
+
+def measure_one(name: str, repeats: int) -> dict:
+    """One row, in its own process so that its peak memory is its own."""
+    import resource
+
+    model = build(name)
+    train, infer = segmentation_speed(model, repeats)
+    stack_ms = None
+    if name != "monai":
+        # the whole pipeline a user calls: normalisation, crop, network, post-processing, paste back
+        import numpy as np
+
+        from napari_lvseg.inference import segment
+        from napari_lvseg.models.store import ModelCard
+
+        card = ModelCard(name=name, task="segmentation", architecture="AttentionResUNet", input_size=SIZE)
+        stack = np.random.default_rng(0).normal(2300, 200, (10, SIZE, SIZE)).astype(np.float32)
+        stack_ms = 1000 * _median_seconds(lambda: segment(stack, (model, card)), repeats)
+    return {"train": train, "infer": infer, "stack_ms": stack_ms,
+            "params": sum(p.numel() for p in model.parameters()),
+            "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def main() -> None:
+    import json
+    import subprocess
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--no-pix2pix", action="store_true")
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(measure_one(args.one, args.repeats)))
+        return
+
     threads = torch.get_num_threads()
-    print(f"torch {torch.__version__}, threads={threads}, input {SIZE}x{SIZE}, median of {args.repeats}")
-    torch.manual_seed(0)
-    baseline = AttentionUnet(spatial_dims=2, in_channels=1, out_channels=5,
-                             channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2))
-    rows = [("MONAI AttentionUnet (16..256) [baseline]", baseline)]
-    for width in (8, 16, 32):
-        rows.append((f"AttentionResUNet w={width} d=4 instance", AttentionResUNet(base_width=width)))
-    rows.append(("AttentionResUNet w=16 d=4 batch", AttentionResUNet(base_width=16, norm="batch")))
-
+    print(f"torch {torch.__version__}, threads={threads}, input {SIZE}x{SIZE}, median of {args.repeats}; "
+          "each row in its own process (peak memory = that process's max RSS)")
     print(f"\n{'segmentation model':42s} {'params':>9s} {'train smp/s':>12s} {'infer ms/slice':>15s} "
-          f"{'train x base':>13s} {'infer x base':>13s}")
-    base_train = base_infer = None
-    for name, model in rows:
-        train, infer = segmentation_speed(model, args.repeats)
-        if base_train is None:
-            base_train, base_infer = train, infer
-        n_params = sum(p.numel() for p in model.parameters())
+          f"{'segment() ms/10 slices':>23s} {'peak MB':>8s} {'train x base':>13s} {'infer x base':>13s}")
+    base = None
+    for key, label in ROWS.items():
+        out = subprocess.run([sys.executable, __file__, "--one", key, "--repeats", str(args.repeats)],
+                             capture_output=True, text=True, check=True)
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        base = base or row
+        stack = f"{row['stack_ms']:.0f}" if row["stack_ms"] else "-"
         # "x base": ours/baseline speed (>1 = faster than the baseline).
-        print(f"{name:42s} {n_params:9,d} {train:12.2f} {infer:15.2f} {train / base_train:13.2f} "
-              f"{base_infer / infer:13.2f}")
-
+        print(f"{label:42s} {row['params']:9,d} {row['train']:12.2f} {row['infer']:15.2f} {stack:>23s} "
+              f"{row['peak_mb']:8.0f} {row['train'] / base['train']:13.2f} {base['infer'] / row['infer']:13.2f}")
+    if args.no_pix2pix:
+        return
     print(f"\n{'pix2pix (G d=6 + PatchGAN n=3)':42s} {'generate ms/img':>16s} {'G+D step s (batch 1)':>21s}")
     for width in (16, 32):
         generate_ms, step_s = pix2pix_speed(width, args.repeats)

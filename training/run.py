@@ -1,7 +1,8 @@
 """Experiments: drive the package's engine from config files. Every step is resumable.
 
     python training/run.py train training/configs/seg_real.json      # scenario A (resumes if stopped)
-    python training/run.py evaluate training/runs/seg_real --tta    # test-split tables -> RUN/test_metrics.json
+    python training/run.py tune training/runs/seg_real              # post-processing, chosen on the validation split
+    python training/run.py evaluate training/runs/seg_real --tta    # test-split tables -> RUN/test_metrics_tta.json
     python training/run.py scenario A | B | all                      # everything for a scenario, in order
 
 Paths in configs are relative to the repository root; ${EMIDEC} is the EMIDEC folder
@@ -98,6 +99,46 @@ def evaluate(run, tta=False, split_name="test") -> dict:
     return result
 
 
+def tune_postprocess(run, tta=True) -> dict:
+    """Choose the post-processing minimum volumes on the validation split (never the test split).
+
+    Writes the choice into the run's model card ("postprocess"), which `segment` then applies.
+    """
+    import itertools
+
+    import numpy as np
+
+    from napari_lvseg.data.normalize import normalize_slices
+    from napari_lvseg.inference import postprocess, predict_probabilities
+    from napari_lvseg.io import emidec
+    from napari_lvseg.metrics import study_table
+    from napari_lvseg.models.store import load_model, read_card, save_model
+
+    split = json.loads((ROOT / "training/split.json").read_text())["val"]
+    net, card = load_model(str(run), task="segmentation")
+    raw = {}
+    for case in emidec.find_cases(emidec_dir()):
+        if case.name in split:
+            image, labels = emidec.read_case(case)
+            prob = predict_probabilities(net, normalize_slices(image.data, card.normalization), tta=tta)
+            raw[case.name] = (prob.argmax(1).astype(np.uint8), labels.data)
+    grid = {"min_infarct_voxels": [0, 50, 100, 200, 400], "min_no_reflow_voxels": [0, 10, 25, 50, 100]}
+    scores = []
+    for values in itertools.product(*grid.values()):
+        options = dict(zip(grid, values))
+        table = study_table({k: (postprocess(p, options), t) for k, (p, t) in raw.items()})
+        scores.append((table[-1]["mean"], options))
+        print(f"{options} -> validation mean Dice {table[-1]['mean']:.4f}")
+    best_score, best = max(scores, key=lambda item: item[0])
+    baseline = next(score for score, o in scores if not any(o.values()))
+    card = read_card(Path(run))
+    card.extra["postprocess"] = {**best, "tuned_on": "validation split", "val_mean_dice": round(best_score, 4),
+                                 "val_mean_dice_without": round(baseline, 4)}
+    save_model(Path(run), net, card)
+    print(f"chosen {best}: {best_score:.4f} (without: {baseline:.4f})")
+    return best
+
+
 def scenario(which: str) -> None:
     for step in SCENARIOS[which]:
         if step.startswith("synthetic:"):
@@ -105,6 +146,7 @@ def scenario(which: str) -> None:
             continue
         run = train(ROOT / f"training/configs/{step}.json")
         if not step.startswith("pix2pix"):
+            tune_postprocess(run)
             evaluate(run, tta=True)
 
 
@@ -120,6 +162,8 @@ def main(argv=None) -> int:
     p.add_argument("run")
     p.add_argument("--tta", action="store_true")
     p.add_argument("--split", default="test")
+    p = sub.add_parser("tune")
+    p.add_argument("run")
     p = sub.add_parser("scenario")
     p.add_argument("which", choices=["A", "B", "all"])
     args = parser.parse_args(argv)
@@ -127,6 +171,8 @@ def main(argv=None) -> int:
         train(args.config, args.epochs)
     elif args.cmd == "synthetic":
         make_synthetic(args.config)
+    elif args.cmd == "tune":
+        tune_postprocess(args.run)
     elif args.cmd == "evaluate":
         evaluate(args.run, args.tta, args.split)
     else:

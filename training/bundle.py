@@ -1,0 +1,51 @@
+"""Copy a trained run into the package as a bundled model (half-precision weights, card with test metrics).
+
+    python training/bundle.py training/runs/seg_real lvseg-seg --default
+    python training/bundle.py training/runs/pix2pix lvseg-pix2pix --default
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = ROOT / "src/napari_lvseg/weights"
+
+
+def bundle(run, name: str, default: bool) -> Path:
+    from napari_lvseg.models.store import load_model, read_card, save_model
+
+    run = Path(run)
+    net, _ = load_model(str(run))
+    card = read_card(run)
+    card.name = name
+    card.extra["default"] = default
+    card.extra["source_run"] = str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run)
+    for result in sorted(run.glob("test_metrics*.json")):
+        data = json.loads(result.read_text())
+        card.metrics[result.stem] = {"study_mean": data["study"][-1], "emidec_mean": data["emidec"][-1],
+                                     "pooled": data["pooled"], "cases": data["cases"], "tta": data["tta"]}
+    synthesis = run / "synthesis_metrics.json"
+    if synthesis.exists():
+        card.metrics["synthesis_validation"] = json.loads(synthesis.read_text())
+    card.training["data"] = ["EMIDEC development set (60 cases, 128x128 LV crops); split training/split.json"]
+    out = save_model(WEIGHTS / name, net, card, half=True)
+    print(f"{out}: {sum(f.stat().st_size for f in out.iterdir()) / 1e6:.2f} MB")
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run")
+    parser.add_argument("name")
+    parser.add_argument("--default", action="store_true")
+    args = parser.parse_args(argv)
+    bundle(args.run, args.name, args.default)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
