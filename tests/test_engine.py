@@ -136,3 +136,13 @@ def test_options_validation(tmp_path):
         list(train(TrainOptions(data=["a", "b"], mix=[1], out=str(tmp_path / "r"))))
     with pytest.raises(LvsegError, match="no training data"):
         list(train(TrainOptions(data=[], out=str(tmp_path / "r"))))
+
+
+def test_resume_from_a_checkpoint_of_another_model_is_refused(phantom_pairs, tmp_path):
+    import shutil
+
+    list(train(options(phantom_pairs, tmp_path / "small", epochs=1)))
+    list(train(options(phantom_pairs, tmp_path / "big", epochs=1, width=8)))
+    shutil.copy(tmp_path / "small" / "last.pt", tmp_path / "big" / "last.pt")
+    with pytest.raises(LvsegError, match="does not fit this run"):
+        list(train(options(phantom_pairs, tmp_path / "big", epochs=2, width=8), resume=True))

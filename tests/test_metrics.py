@@ -250,3 +250,15 @@ def test_real_emidec_case(emidec_cases):
     assert total["infarct_pct"] == pytest.approx(100 * (inf + nr) / (myo + inf + nr))
     assert total["no_reflow_pct"] == pytest.approx(100 * nr / (myo + inf + nr))
     assert 0.0 < total["transmurality_pct"] <= 100.0
+
+
+def test_transmurality_survives_a_stray_infarct_pixel_outside_the_wall():
+    from napari_lvseg.metrics import max_transmurality, quantify
+
+    labels = np.zeros((40, 40), np.uint8)
+    labels[10:20, 10:20] = 2
+    labels[13:17, 13:17] = 1
+    labels[38, 38] = 3  # painted by mistake, far from the ring
+    labels[37, 38] = 2
+    assert np.isfinite(max_transmurality(labels))
+    assert quantify(labels[None])["total"]["infarct_px"] == 1

@@ -73,29 +73,30 @@ def make_synthetic(config_path) -> Path:
 
 def evaluate(run, tta=False, split_name="test") -> dict:
     """Segment the split's cases with the run's model; study, pooled and EMIDEC tables to RUN/<split>_metrics.json."""
-    import numpy as np
-
     from napari_lvseg.inference import segment
     from napari_lvseg.io import emidec
+    from napari_lvseg.io.atomic import write_json_atomic
     from napari_lvseg.metrics import emidec_table, format_table, pooled_dice, study_table
     from napari_lvseg.models.store import load_model
 
     split = json.loads((ROOT / "training/split.json").read_text())[split_name]
     model = load_model(str(run), task="segmentation")
-    cases, t0 = {}, time.time()
+    cases, spacing, t0 = {}, {}, time.time()
     for case in emidec.find_cases(emidec_dir()):
         if case.name in split:
             image, labels = emidec.read_case(case)
             cases[case.name] = (segment(image.data, model, tta=tta).labels, labels.data)
+            spacing[case.name] = labels.spacing
     seconds = time.time() - t0
-    study, emidec_rows, pooled = study_table(cases), emidec_table(cases), pooled_dice(list(cases.values()))
+    study, pooled = study_table(cases), pooled_dice(list(cases.values()))
+    emidec_rows = emidec_table(cases, spacing=spacing)
     print(format_table(study, None))
     print(format_table(emidec_rows, None))
     print("pooled:", {k: round(v, 4) for k, v in pooled.items()})
     result = {"run": str(run), "split": split_name, "tta": tta, "cases": len(cases), "seconds": round(seconds, 1),
               "study": study, "emidec": emidec_rows, "pooled": pooled}
     name = f"{split_name}_metrics{'_tta' if tta else ''}.json"
-    (Path(run) / name).write_text(json.dumps(result, indent=1, default=lambda v: None if np.isnan(v) else float(v)))
+    write_json_atomic(Path(run) / name, result)
     return result
 
 

@@ -67,7 +67,8 @@ def read_path(path) -> list[tuple]:
             return [_labels_layer(volume, _stem(path))]
         check_image(volume.data, path)
         return [_image_layer(volume, _stem(path))]
-    return [_image_layer(read_image(path), _stem(path) if path.is_file() else path.name)]
+    name = path.parent.name if kind == "dicom-file" else _stem(path) if path.is_file() else path.name
+    return [_image_layer(read_image(path), name)]
 
 
 def _read_paths(paths) -> list[tuple]:

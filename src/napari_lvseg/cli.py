@@ -6,7 +6,7 @@ Subcommands import their heavy libraries lazily, so ``lvseg --help`` answers at 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 from pathlib import Path
 
@@ -99,7 +99,8 @@ def cmd_demo(args) -> int:
     return run_demo(screenshot=args.screenshot, segment=not args.no_segment)
 
 
-def _threads(n):
+def set_threads(n) -> None:
+    """torch intra-op threads for this process (None: torch's default)."""
     if n:
         import torch
 
@@ -111,7 +112,7 @@ def cmd_segment(args) -> int:
     from .io import emidec, image_kind, read_image, write_image, write_labels
     from .models.store import load_model
 
-    _threads(args.threads)
+    set_threads(args.threads)
     src = Path(args.input)
     kind = image_kind(src)
     if kind in ("emidec-case", "emidec-dataset"):
@@ -167,7 +168,8 @@ def cmd_train(args) -> int:
                             sps=f"{event.samples_per_s or 0:.1f}")
     if bar is not None:
         bar.close()
-    if args.register and last is not None and last.kind == "done":
+    rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
+    if args.register and rank0 and last is not None and last.kind == "done":
         from .models.store import register_model
 
         print(f"registered as {register_model(args.out, name=args.name).name}")
@@ -211,17 +213,17 @@ def cmd_evaluate(args) -> int:
             raise LvsegError(f"prediction shape {p.data.shape} differs from truth {t.data.shape}", pred[name])
         cases[name] = (p.data, t.data, t.spacing)
     study = study_table({k: v[:2] for k, v in cases.items()})
-    emidec_rows = emidec_table({k: v[:2] for k, v in cases.items()}, spacing=next(iter(cases.values()))[2])
+    emidec_rows = emidec_table({k: v[:2] for k, v in cases.items()}, spacing={k: v[2] for k, v in cases.items()})
     print(f"Study protocol (per-case 3-D Dice, {len(common)} cases):")
     print(format_table(study, None))
     print("\nEMIDEC protocol:")
     print(format_table(emidec_rows, None))
     prefix = Path(args.out) if args.out else Path(args.pred) / "evaluation"
-    from .io.atomic import write_text_atomic
+    from .io.atomic import write_json_atomic
     from .metrics import write_csv
 
     write_csv(study + [dict(r, table="emidec") for r in emidec_rows], prefix.with_suffix(".csv"))
-    write_text_atomic(prefix.with_suffix(".json"), json.dumps({"study": study, "emidec": emidec_rows}, indent=2, default=float))
+    write_json_atomic(prefix.with_suffix(".json"), {"study": study, "emidec": emidec_rows})
     print(f"\nwritten: {prefix.with_suffix('.csv')}, {prefix.with_suffix('.json')}")
     missing = sorted(set(truth) - set(pred))
     if missing:

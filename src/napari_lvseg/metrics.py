@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -118,7 +116,7 @@ def pooled_dice(pairs) -> dict:
     return result
 
 
-def hausdorff(pred_mask, true_mask, spacing=(1.0, 1.0, 1.0), percentile: float | None = None) -> float:
+def hausdorff(pred_mask, true_mask, spacing=None, percentile: float | None = None) -> float:
     """Symmetric (percentile) Hausdorff distance between surfaces, in the units of ``spacing``.
 
     NaN when either mask is empty: the distance is undefined there.
@@ -217,6 +215,8 @@ def max_transmurality(labels2d) -> float:
     myo_length = (myo.ravel()[flat] & inside).sum(axis=1)
     infarct_length = (infarct.ravel()[flat] & inside).sum(axis=1)
     hit = myo_length > 0
+    if not hit.any():  # no ray from the centre crosses the wall (e.g. a stray painted pixel)
+        return 0.0
     return float(100.0 * np.max(infarct_length[hit] / myo_length[hit]))
 
 
@@ -291,17 +291,13 @@ def write_csv(rows: list[dict], path) -> Path:
     if not path.parent.is_dir():
         raise LvsegError("folder does not exist", path.parent)
     columns = _columns(rows)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(columns)
-            for row in rows:
-                writer.writerow([_csv_cell(row.get(key)) for key in columns])
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    from .io.atomic import atomic_path
+
+    with atomic_path(path, suffix="") as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_csv_cell(row.get(key)) for key in columns])
     return path
 
 

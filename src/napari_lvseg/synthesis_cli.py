@@ -5,7 +5,6 @@ Training is ``lvseg train --task synthesis`` (cli.py, through the shared engine)
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 
@@ -41,21 +40,9 @@ def add_parsers(sub, add_model) -> None:
 
 
 def _threads(n) -> None:
-    if n:
-        import torch
+    from .cli import set_threads
 
-        torch.set_num_threads(n)
-
-
-def _json_safe(value):
-    """NaN (a class absent from the data) -> null, so the file is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and value != value:
-        return None
-    return value
+    set_threads(n)
 
 
 def cmd_synthesize(args) -> int:
@@ -81,7 +68,7 @@ def cmd_synthesize_dataset(args) -> int:
 
 
 def cmd_evaluate_synthesis(args) -> int:
-    from .io.atomic import write_text_atomic
+    from .io.atomic import write_json_atomic
     from .synthesis import evaluate_synthesis
 
     _threads(args.threads)
@@ -96,6 +83,6 @@ def cmd_evaluate_synthesis(args) -> int:
     print(f"  infarct brighter than myocardium: {result['infarct_brighter_than_myocardium']}; "
           f"no-reflow darker than infarct: {result['no_reflow_darker_than_infarct']}")
     if args.out:
-        write_text_atomic(Path(args.out), json.dumps(_json_safe(result), indent=2))
+        write_json_atomic(Path(args.out), result)
         print(f"written: {args.out}")
     return 0

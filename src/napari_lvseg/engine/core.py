@@ -62,6 +62,33 @@ def prepare_run(options: TrainOptions, resume: bool) -> tuple[TrainOptions, dict
     return options, None
 
 
+def rng_state(world) -> dict:
+    """Every rank's CPU and CUDA generator states (dropout noise must continue exactly on resume)."""
+    import torch
+
+    state = {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    if not world.distributed:
+        return {"ranks": [state]}
+    import torch.distributed as dist
+
+    gathered = [None] * world.size
+    dist.all_gather_object(gathered, state)
+    return {"ranks": gathered}
+
+
+def restore_rng(saved, world) -> None:
+    import torch
+
+    if isinstance(saved, torch.Tensor):  # checkpoints of the first release: one CPU state
+        torch.set_rng_state(saved)
+        return
+    ranks = saved["ranks"]
+    mine = ranks[world.rank] if world.rank < len(ranks) else ranks[0]
+    torch.set_rng_state(mine["cpu"])
+    if mine["cuda"] and torch.cuda.is_available() and len(mine["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(mine["cuda"])
+
+
 def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = False) -> Iterator[Event]:
     """Run (or resume) training, yielding progress events; see the module docstring."""
     import torch
@@ -71,8 +98,8 @@ def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = F
     stop = stop or StopToken()
     if options.threads:
         torch.set_num_threads(int(options.threads))
-    device = resolve_device(options.device)
-    world = init_world(device)
+    world = init_world(resolve_device(options.device))
+    device = world.device
     out = Path(options.out)
     log = None
     try:
@@ -83,8 +110,11 @@ def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = F
         total_steps = steps_per_epoch * options.epochs
         epoch0, step_in_epoch, best, elapsed0 = 0, 0, -math.inf, 0.0
         if checkpoint is not None:
-            task.load_state_dict(checkpoint["task"])
-            torch.set_rng_state(checkpoint["rng"])
+            try:
+                task.load_state_dict(checkpoint["task"])
+            except (KeyError, RuntimeError, ValueError) as exc:
+                raise LvsegError(f"checkpoint does not fit this run ({type(exc).__name__})", out / "last.pt") from None
+            restore_rng(checkpoint["rng"], world)
             epoch0, step_in_epoch = checkpoint["epoch"], checkpoint["step_in_epoch"]
             best, elapsed0 = checkpoint["best"], checkpoint["elapsed"]
         if world.is_main:
@@ -98,10 +128,13 @@ def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = F
                 log.flush()
             return event
 
-        def state(epoch, step_in):
-            return {"task": task.state_dict(), "rng": torch.get_rng_state(), "epoch": epoch,
-                    "step_in_epoch": step_in, "best": best, "elapsed": elapsed0 + (time.time() - t0),
-                    "options": options.to_json()}
+        def checkpoint_to(name, epoch, step_in):
+            """Called on every rank (the RNG states are gathered); rank 0 writes."""
+            state = {"task": task.state_dict(), "rng": rng_state(world), "epoch": epoch,
+                     "step_in_epoch": step_in, "best": best, "elapsed": elapsed0 + (time.time() - t0),
+                     "options": options.to_json()}
+            if world.is_main:
+                save_checkpoint(out / name, state)
 
         t0 = time.time()
         global_step = epoch0 * steps_per_epoch + step_in_epoch
@@ -114,8 +147,7 @@ def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = F
             task.begin_epoch(epoch)
             for step in range(step_in_epoch, steps_per_epoch):
                 if broadcast_flag(world, stop.requested):
-                    if world.is_main:
-                        save_checkpoint(out / "last.pt", state(epoch, step))
+                    checkpoint_to("last.pt", epoch, step)
                     yield emit(Event("stopped", epoch=epoch + 1, epochs=options.epochs, step=global_step,
                                      total_steps=total_steps, elapsed=elapsed0 + time.time() - t0,
                                      message=f"{stop.reason or 'stopped'}: checkpoint kept", path=str(out / "last.pt")))
@@ -128,8 +160,8 @@ def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = F
                 yield emit(Event("step", epoch=epoch + 1, epochs=options.epochs, step=global_step,
                                  total_steps=total_steps, losses=losses, elapsed=elapsed0 + took, eta=eta,
                                  samples_per_s=rate * task.samples_per_step() if rate else None))
-                if world.is_main and global_step % options.checkpoint_every == 0 and step + 1 < steps_per_epoch:
-                    save_checkpoint(out / "last.pt", state(epoch, step + 1))
+                if global_step % options.checkpoint_every == 0 and step + 1 < steps_per_epoch:
+                    checkpoint_to("last.pt", epoch, step + 1)
             step_in_epoch = 0
             metrics = {}
             if (epoch + 1) % options.validate_every == 0 or epoch + 1 == options.epochs:
@@ -137,16 +169,19 @@ def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = F
                 if world.is_main:
                     yield emit(Event("validation", epoch=epoch + 1, epochs=options.epochs, step=global_step,
                                      total_steps=total_steps, metrics=metrics, elapsed=elapsed0 + time.time() - t0))
-            if world.is_main:
-                score = task.score(metrics) if metrics else -math.inf
-                if score > best:
-                    best = score
-                    save_checkpoint(out / "best.pt", state(epoch + 1, 0))
+            # only rank 0 validates; the others learn whether it was the best through the broadcast
+            score = task.score(metrics) if metrics else -math.inf
+            improved = broadcast_flag(world, score > best)
+            if improved:
+                best = score
+                checkpoint_to("best.pt", epoch + 1, 0)
+                if world.is_main:
                     task.export(out, metrics, epoch + 1)
                     yield emit(Event("best", epoch=epoch + 1, epochs=options.epochs, step=global_step,
                                      total_steps=total_steps, metrics=metrics, path=str(out),
                                      message=f"best so far ({task.score_name} {score:.4f})"))
-                save_checkpoint(out / "last.pt", state(epoch + 1, 0))
+            checkpoint_to("last.pt", epoch + 1, 0)
+            if world.is_main:
                 yield emit(Event("checkpoint", epoch=epoch + 1, epochs=options.epochs, step=global_step,
                                  total_steps=total_steps, path=str(out / "last.pt")))
             barrier(world)

@@ -11,6 +11,7 @@ class World:
     rank: int = 0
     size: int = 1
     local_rank: int = 0
+    device: object = None  # the torch.device of this rank
 
     @property
     def is_main(self) -> bool:
@@ -22,15 +23,20 @@ class World:
 
 
 def init_world(device) -> World:
-    """Join the torchrun process group if WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA)."""
+    """Join the torchrun process group if WORLD_SIZE > 1 (gloo on CPU, nccl on CUDA, one GPU per local rank)."""
+    import torch
     import torch.distributed as dist
 
     size = int(os.environ.get("WORLD_SIZE", "1"))
     if size <= 1:
-        return World()
+        return World(device=device)
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return World(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return World(dist.get_rank(), dist.get_world_size(), local_rank, device)
 
 
 def barrier(world: World) -> None:
@@ -47,7 +53,7 @@ def broadcast_flag(world: World, flag: bool) -> bool:
     import torch
     import torch.distributed as dist
 
-    t = torch.tensor([1 if flag else 0])
+    t = torch.tensor([1 if flag else 0], device=world.device)  # nccl only moves CUDA tensors
     dist.broadcast(t, 0)
     return bool(t.item())
 

@@ -54,9 +54,17 @@ class TrainOptions:
             raise LvsegError("no training data given (--data DIR)")
         if self.mix is not None and len(self.mix) != len(self.data):
             raise LvsegError(f"--mix has {len(self.mix)} values for {len(self.data)} data sources")
-        for name in ("epochs", "batch_size", "size"):
+        for name in ("epochs", "batch_size", "size", "checkpoint_every", "validate_every"):
             if getattr(self, name) < 1:
                 raise LvsegError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.mix is not None and (min(self.mix) < 0 or sum(self.mix) <= 0):
+            raise LvsegError(f"--mix ratios must be non-negative with a positive sum, got {self.mix}")
+        if self.lr is not None and self.lr <= 0:
+            raise LvsegError(f"--lr must be positive, got {self.lr}")
+        if self.rare_boost < 0 or not 0 <= self.val_fraction < 1:
+            raise LvsegError("--rare-boost must be >= 0 and --val-fraction in [0, 1)")
+        if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
+            raise LvsegError("--samples-per-epoch must be at least 1")
         if self.size % 2 ** self.depth:
             raise LvsegError(f"size {self.size} must be divisible by 2**depth = {2 ** self.depth}")
 

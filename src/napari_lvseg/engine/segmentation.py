@@ -27,16 +27,16 @@ class SegmentationTask:
 
         o = self.options
         self.normalization = dict(DEFAULT_NORMALIZATION)
-        self.data = TrainingData(o, self.normalization, build_augmentation(o.augment), o.rare_boost, self.world)
-        if o.init:
+        if o.init:  # fine-tuning: the model's own normalisation, for the data too
             self.model, card = load_model(o.init, task="segmentation")
             self.architecture, self.params = card.architecture, dict(card.params)
             self.normalization = dict(card.normalization or self.normalization)
         else:
             self.architecture = "AttentionResUNet"
-            self.params = {"in_channels": 1, "out_channels": 5, "base_width": o.width or 16, "depth": o.depth,
+            self.params = {"in_channels": 1, "out_channels": 5, "base_width": o.width or 12, "depth": o.depth,
                            "dropout": o.dropout, "deep_supervision": o.deep_supervision}
             self.model = build_model(self.architecture, self.params)
+        self.data = TrainingData(o, self.normalization, build_augmentation(o.augment), o.rare_boost, self.world)
         self.model.to(self.device)
         self.net = self.model
         if self.world.distributed:

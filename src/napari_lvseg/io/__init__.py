@@ -24,7 +24,7 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 
 
 def image_kind(path) -> str | None:
-    """'nifti', 'tiff', 'emidec-case', 'emidec-dataset', 'dicom' or None (not something we read)."""
+    """'nifti', 'tiff', 'emidec-case', 'emidec-dataset', 'dicom' (folder), 'dicom-file' or None."""
     from napari_lvseg.io import emidec
 
     path = Path(path)
@@ -41,6 +41,8 @@ def image_kind(path) -> str | None:
         return "nifti"
     if suffix in TIFF_SUFFIXES:
         return "tiff"
+    if suffix == ".dcm" and path.parent.is_dir():
+        return "dicom-file"
     return None
 
 
@@ -57,10 +59,10 @@ def _read_any(path, want_labels: bool) -> Volume:
         from napari_lvseg.io.tiff import read_tiff
 
         return read_tiff(path)
-    if kind == "dicom":
+    if kind in ("dicom", "dicom-file"):  # one file of a series opens the whole series
         from napari_lvseg.io.dicom import read_dicom_series
 
-        return read_dicom_series(path)
+        return read_dicom_series(path if kind == "dicom" else path.parent)
     if kind == "emidec-case":
         from napari_lvseg.io.emidec import case_from_path, read_case
 

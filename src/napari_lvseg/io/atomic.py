@@ -38,3 +38,25 @@ def write_text_atomic(path, text: str) -> None:
 def write_bytes_atomic(path, data: bytes) -> None:
     with atomic_path(path, suffix="") as tmp:
         Path(tmp).write_bytes(data)
+
+
+def json_safe(value):
+    """Plain JSON values: NaN/Inf (a class absent from the data) -> null, numpy scalars -> Python numbers."""
+    import math
+
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json_atomic(path, value) -> None:
+    """Strict JSON (no NaN), written atomically."""
+    import json
+
+    write_text_atomic(path, json.dumps(json_safe(value), indent=2, allow_nan=False))

@@ -134,18 +134,6 @@ def read_card(path) -> ModelCard:
     return ModelCard.from_json(text, path)
 
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` on a temp file beside ``path``, then move it into place."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ------------------------------------------------------------------------------------- save and load
 
 def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
@@ -169,8 +157,11 @@ def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
         if half and tensor.is_floating_point():
             tensor = tensor.to(torch.float16)
         tensors[key] = tensor.contiguous().clone()
-    _atomic_write(directory / WEIGHTS_FILE, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
-    _atomic_write(directory / CARD_FILE, lambda tmp: Path(tmp).write_text(card.to_json(), encoding="utf-8"))
+    from ..io.atomic import atomic_path, write_text_atomic
+
+    with atomic_path(directory / WEIGHTS_FILE) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})
+    write_text_atomic(directory / CARD_FILE, card.to_json())
     return directory
 
 
