@@ -92,8 +92,9 @@ def test_postprocess_keeps_the_largest_component_and_cleans_lesions():
 
 
 @pytest.mark.parametrize("bad, match", [
-    (np.zeros((2, 2, 64, 64)), "2-D slice"),
+    (np.zeros((2, 2, 64, 64)), "dimensions"),
     (np.full((64, 64), np.nan), "NaN"),
+    (np.zeros((64, 8)), "too small"),
     (np.zeros((64, 64, 3), np.uint8) + np.arange(64)[:, None, None].astype(np.uint8), "RGB"),
 ])
 def test_bad_images_give_one_line_errors(oracle, bad, match):

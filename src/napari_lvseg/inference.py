@@ -100,13 +100,9 @@ def predict_labels(model, slices: np.ndarray, tta: bool = False, device=None, po
 
 
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
-    image = np.asarray(image)
-    if image.ndim not in (2, 3):
-        raise LvsegError(f"expected a 2-D slice or a (Z, Y, X) stack, got shape {image.shape}", name)
-    if image.ndim == 3 and image.shape[-1] in (3, 4) and image.shape[0] > 4:
-        raise LvsegError(f"looks like an RGB image (shape {image.shape}); give a greyscale slice or stack", name)
-    if not np.issubdtype(image.dtype, np.number) or not np.isfinite(image).all():
-        raise LvsegError("image contains NaN, Inf or non-numeric values", name)
+    from .io import check_image
+
+    image = check_image(np.asarray(image), name)
     if min(image.shape[-2:]) < 16:
         raise LvsegError(f"image too small to hold a left ventricle ({image.shape[-2:]})", name)
     return image

@@ -13,7 +13,7 @@ import time
 
 import numpy as np
 
-from .data.normalize import from_grid, to_grid
+from .data.normalize import from_grid, labels_center, to_grid
 from .engine.synthesis import compare_slices, from_tanh, generate_slices, synthesis_normalization, to_tanh
 from .errors import LvsegError
 from .labels import BACKGROUND, INFARCT, MYOCARDIUM, NO_REFLOW, SHORT_NAMES, invalid_values
@@ -54,12 +54,6 @@ def _check_mask(mask, name) -> np.ndarray:
     return mask.astype(np.uint8)
 
 
-def _lv_center(stack: np.ndarray):
-    """Centroid (y, x) of the LV labels over the whole stack (one crop for every slice), or None."""
-    ys, xs = np.nonzero(np.any(stack != BACKGROUND, axis=0))
-    return (float(ys.mean()), float(xs.mean())) if len(ys) else None
-
-
 # -- synthesis ------------------------------------------------------------------------------------
 def synthesize(mask, model=None, seed: int = 0, name: str = "mask") -> np.ndarray:
     """A synthetic LGE image (float32, same shape as ``mask``) for a 2-D mask or (Z, Y, X) stack.
@@ -71,7 +65,7 @@ def synthesize(mask, model=None, seed: int = 0, name: str = "mask") -> np.ndarra
     norm = card.normalization or synthesis_normalization()
     size = int(card.input_size or 128)
     stack = labels[None] if labels.ndim == 2 else labels
-    center = _lv_center(stack) if stack.shape[-2:] != (size, size) else None
+    center = labels_center(stack) if stack.shape[-2:] != (size, size) else None
     grid, box = to_grid(stack, size, center)
     low, high = norm.get("intensity_range", (0.0, 1.0))
     image = low + from_tanh(generate_slices(net, grid, seed), norm) * (high - low)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import LvsegError
 from ..labels import INFARCT, NO_REFLOW, invalid_values
-from .normalize import normalize_slices, to_grid
+from .normalize import labels_center, normalize_slices, to_grid
 
 
 @dataclass
@@ -45,12 +45,6 @@ class SliceSet:
             yield case, self.images[idx], self.labels[idx]
 
 
-def _lv_center(labels: np.ndarray):
-    """Centroid (y, x) of all LV labels in a stack, or None if there are none."""
-    ys, xs = np.nonzero(np.any(labels > 0, axis=0) if labels.ndim == 3 else labels > 0)
-    return (ys.mean(), xs.mean()) if len(ys) else None
-
-
 def _add_volume(acc, image, labels, case, origin, size, normalization, path):
     image = np.asarray(image)
     labels = np.asarray(labels)
@@ -63,7 +57,7 @@ def _add_volume(acc, image, labels, case, origin, size, normalization, path):
     bad = invalid_values(labels)
     if bad:
         raise LvsegError(f"label values outside 0..4: {bad[:8]}", path)
-    center = _lv_center(labels) if image.shape[-2:] != (size, size) else None
+    center = labels_center(labels) if image.shape[-2:] != (size, size) else None
     img, _ = to_grid(normalize_slices(image, normalization), size, center)
     lab, _ = to_grid(labels.astype(np.uint8), size, center)
     acc["images"].append(img)

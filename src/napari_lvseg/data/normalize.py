@@ -23,6 +23,13 @@ def normalize_slices(image: np.ndarray, normalization: dict | None = None) -> np
     return np.clip(out, -0.5, 1.5).reshape(data.shape).astype(np.float32)
 
 
+def labels_center(labels: np.ndarray):
+    """Centroid (y, x) of all LV labels of a slice or stack (one crop for every slice), or None."""
+    mask = np.any(labels > 0, axis=0) if labels.ndim == 3 else labels > 0
+    ys, xs = np.nonzero(mask)
+    return (float(ys.mean()), float(xs.mean())) if len(ys) else None
+
+
 def to_grid(array: np.ndarray, size: int, center=None, fill=0):
     """Crop/pad the last two axes of ``array`` to ``size`` x ``size`` around ``center`` (y, x).
 

@@ -41,10 +41,14 @@ class CorrectLogic:
         """The one pair name a source is saved under, so that every (auto)save replaces the last one."""
         from napari_lvseg.io import full_suffix
 
+        import hashlib
+
         name = Path(str(source)).name
         suffix = full_suffix(name)
         stem = name[: len(name) - len(suffix)] if suffix else name
-        return (re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image") + "_corrected"
+        # a short hash of the full path: a/img.tif and b/img.tif must not overwrite each other
+        tag = hashlib.sha1(str(source).encode()).hexdigest()[:6]
+        return (re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image") + f"_{tag}_corrected"
 
     @staticmethod
     def edited_pixels(labels, prediction) -> int | None:
@@ -256,6 +260,9 @@ class CorrectWidget(QWidget):
         image_layer, labels_layer = self._image_and_labels()
         meta = labels_layer.metadata or {}
         source = meta.get("lvseg_source_path") or source_of(image_layer)
+        if meta.get("lvseg_source_path") and meta["lvseg_source_path"] != source_of(image_layer):
+            raise LvsegError(f"labels '{labels_layer.name}' belong to {meta['lvseg_source_path']}, "
+                             f"not to image '{image_layer.name}': pick the matching image")
         name = self.logic.save(image_layer.data, labels_layer.data, source, meta.get("lvseg_model"),
                                meta.get("lvseg_prediction"))
         self.status.setText(f"saved {name} in {self.logic.folder}")
