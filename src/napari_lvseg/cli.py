@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True, help="labels file (same format as INPUT) or folder for a case folder")
     _add_model(p)
-    p.add_argument("--tta", action="store_true", help="average predictions over flips (test-time augmentation)")
+    p.add_argument("--tta", action="store_true", help="average predictions over the 8 rotations and flips (test-time augmentation)")
     p.add_argument("--uncertainty", metavar="FILE", help="also write the per-pixel uncertainty (normalised entropy)")
     p.add_argument("--center", nargs=2, type=float, metavar=("Y", "X"), help="LV centre instead of automatic detection")
     p.add_argument("--threads", type=int, default=None)

@@ -38,23 +38,24 @@ def _device_of(model):
 
 
 def predict_probabilities(model, slices: np.ndarray, tta: bool = False, batch_size: int = 8, device=None) -> np.ndarray:
-    """Softmax probabilities (N, 5, S, S) for normalised slices (N, S, S); ``tta`` averages flips."""
+    """Softmax probabilities (N, 5, S, S) for normalised slices (N, S, S); ``tta`` averages 8 rotations/flips."""
     import torch
 
     device = device or _device_of(model)
     was_training = model.training
     model.eval()
-    flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
+    # TTA: the 8 rotations/reflections of the square (training augments with all of them)
+    transforms = [(k, flip) for k in range(4) for flip in (False, True)] if tta else [(0, False)]
     out = np.empty((len(slices), N_CLASSES) + slices.shape[-2:], dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(slices), batch_size):
             x = torch.from_numpy(np.ascontiguousarray(slices[start:start + batch_size], dtype=np.float32))[:, None].to(device)
             prob = 0
-            for dims in flips:
-                xi = torch.flip(x, dims) if dims else x
-                p = torch.softmax(model(xi), dim=1)
-                prob = prob + (torch.flip(p, dims) if dims else p)
-            out[start:start + len(x)] = (prob / len(flips)).cpu().numpy()
+            for k, flip in transforms:
+                xi = torch.rot90(torch.flip(x, (-1,)) if flip else x, k, (-2, -1))
+                p = torch.rot90(torch.softmax(model(xi), dim=1), -k, (-2, -1))
+                prob = prob + (torch.flip(p, (-1,)) if flip else p)
+            out[start:start + len(x)] = (prob / len(transforms)).cpu().numpy()
     model.train(was_training)
     return out
 
