@@ -16,7 +16,7 @@ def test_demo_window_has_all_widgets_and_a_segmentation(models_dir, qtbot):
     save_tiny_segmentation_model(models_dir, name="tiny-seg")
     viewer, docked = build_demo_viewer(segment=True, show=False)
     try:
-        assert list(docked) == widget_names() == ["Segment LV", "Correct & save", "Synthesize", "Train"]
+        assert list(docked) == widget_names() == ["Segment LV", "Correct and save", "Synthesize", "Train"]
         names = [layer.name for layer in viewer.layers]
         assert names[:2] == ["LGE phantom", "LGE phantom truth"]
         labels = viewer.layers["LGE phantom labels"]

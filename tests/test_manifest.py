@@ -28,7 +28,7 @@ def test_installed_plugin_uses_the_top_level_manifest():
 def test_manifest_is_valid(manifest):
     assert manifest.name == "napari-lvseg"
     assert {w.display_name for w in manifest.contributions.widgets} == {
-        "Segment LV", "Correct & save", "Synthesize", "Train"}
+        "Segment LV", "Correct and save", "Synthesize", "Train"}
     assert manifest.contributions.readers and manifest.contributions.writers and manifest.contributions.sample_data
 
 

@@ -1,4 +1,4 @@
-"""Correct & save dock widget: saved pairs, autosave replacing one pair, reopening, least-certain-first cases."""
+"""Correct and save dock widget: saved pairs, autosave replacing one pair, reopening, least-certain-first cases."""
 
 from __future__ import annotations
 

@@ -239,8 +239,10 @@ def cmd_models(args) -> int:
         print("no models found")
     for e in entries:
         default = " (default)" if e.name == default_model_name(e.task) else ""
-        metric = e.card.metrics.get("test", e.card.metrics.get("validation", {})).get("mean") if e.card.metrics else None
-        score = f"  mean Dice {metric:.3f}" if isinstance(metric, (int, float)) else ""
+        test = e.card.metrics.get("test_metrics_tta", {}).get("study_mean", {}).get("mean")
+        val = e.card.metrics.get("validation", {}).get("mean")
+        score = (f"  test mean Dice {test:.3f}" if isinstance(test, (int, float)) else
+                 f"  validation mean Dice {val:.3f}" if isinstance(val, (int, float)) else "")
         print(f"{e.name:32s} {e.task:13s} {e.source:8s}{default}{score}  {e.path}")
     return 0
 

@@ -1,4 +1,4 @@
-"""Correct & save: keep corrected (image, labels) pairs in an annotation folder, autosaved, case by case."""
+"""Correct and save: keep corrected (image, labels) pairs in an annotation folder, autosaved, case by case."""
 
 from __future__ import annotations
 
@@ -135,7 +135,7 @@ class CorrectLogic:
 
 
 class CorrectWidget(QWidget):
-    """Dock widget "Correct & save"."""
+    """Dock widget "Correct and save"."""
 
     def __init__(self, napari_viewer, folder=None):
         super().__init__()

@@ -18,7 +18,7 @@ QUANT_TABLE = ("Per slice and total: myocardium pixels, infarct and no-reflow % 
                "maximum transmurality; updated after every edit.")
 EXPORT_CSV = "Save the quantification table as a CSV file."
 
-# -- Correct & save
+# -- Correct and save
 ANNOTATION_FOLDER = "Pair folder where corrected (image, labels) pairs are saved (images/, masks/, manifest.jsonl)."
 CHOOSE_FOLDER = "Choose a folder."
 SAVE = "Save the image and its corrected labels to the annotation folder now (replaces the earlier save of this case)."

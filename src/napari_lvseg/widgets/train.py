@@ -226,6 +226,7 @@ class TrainWidget(QWidget):
         self.lr.setRange(0.0, 1.0)
         self.lr.setSingleStep(1e-4)
         self.lr.setValue(0.0)
+        self.lr.setSpecialValueText("task default")  # 0 means: the engine's default for the task
         self.lr.setToolTip(tips.LR)
         self.threads = self._spin(1, 256, 1, tips.THREADS)
         self.device = QComboBox()
