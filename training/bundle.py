@@ -1,7 +1,10 @@
 """Copy a trained run into the package as a bundled model (half-precision weights, card with test metrics).
 
     python training/bundle.py training/runs/seg_real lvseg-seg --default
-    python training/bundle.py training/runs/pix2pix lvseg-pix2pix --default
+    python training/bundle.py training/runs/pix2pix lvseg-pix2pix --default --from-last
+
+--from-last takes the weights of the run's last checkpoint instead of its best-scoring model: for the
+GAN, validation PSNR rewards the blurry images of the first epochs, so "best" is not the best generator.
 """
 
 from __future__ import annotations
@@ -15,12 +18,20 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "src/napari_lvseg/weights"
 
 
-def bundle(run, name: str, default: bool) -> Path:
+def bundle(run, name: str, default: bool, from_last: bool = False) -> Path:
+    from napari_lvseg.engine.checkpoint import load_checkpoint
     from napari_lvseg.models.store import load_model, read_card, save_model
 
     run = Path(run)
     net, _ = load_model(str(run))
     card = read_card(run)
+    if from_last:
+        state = load_checkpoint(run / "last.pt")
+        weights = state["task"].get("generator", state["task"].get("model"))
+        net.load_state_dict(weights)
+        card.training["epochs"] = state["epoch"]
+        card.notes = f"weights of the last checkpoint (epoch {state['epoch']}), not of the best validation PSNR"
+        card.metrics.pop("validation", None)  # those figures belong to the best-PSNR epoch
     card.name = name
     card.extra["default"] = default
     card.extra["source_run"] = str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run)
@@ -42,8 +53,9 @@ def main(argv=None) -> int:
     parser.add_argument("run")
     parser.add_argument("name")
     parser.add_argument("--default", action="store_true")
+    parser.add_argument("--from-last", action="store_true")
     args = parser.parse_args(argv)
-    bundle(args.run, args.name, args.default)
+    bundle(args.run, args.name, args.default, args.from_last)
     return 0
 
 
