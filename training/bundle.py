@@ -41,7 +41,8 @@ def bundle(run, name: str, default: bool, from_last: bool = False) -> Path:
                                      "pooled": data["pooled"], "cases": data["cases"], "tta": data["tta"]}
     synthesis = run / "synthesis_metrics.json"
     if synthesis.exists():
-        card.metrics["synthesis_validation"] = json.loads(synthesis.read_text())
+        summary = {k: v for k, v in json.loads(synthesis.read_text()).items() if k != "pairs"}
+        card.metrics["synthesis_test_split"] = summary
     card.training["data"] = ["EMIDEC development set (60 cases, 128x128 LV crops); split training/split.json"]
     out = save_model(WEIGHTS / name, net, card, half=True)
     print(f"{out}: {sum(f.stat().st_size for f in out.iterdir()) / 1e6:.2f} MB")
