@@ -1,0 +1,74 @@
+"""The models shipped in the package: they load by default, fit the budget and do their job on real data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from napari_lvseg.models.store import bundled_models_dir, default_model_name, load_model
+
+
+def test_defaults_are_bundled_with_cards_and_licence():
+    assert default_model_name("segmentation") == "lvseg-seg"
+    assert default_model_name("synthesis") == "lvseg-pix2pix"
+    total = sum(f.stat().st_size for f in bundled_models_dir().rglob("*") if f.is_file())
+    assert total < 25 * 2**20
+    for name in ("lvseg-seg", "lvseg-pix2pix"):
+        card = json.loads((bundled_models_dir() / name / "card.json").read_text())
+        assert "CC BY-NC-SA 4.0" in card["licence"] and card["training"]["train_cases"]
+    net, card = load_model(None, task="segmentation")
+    assert card.name == "lvseg-seg" and card.extra["postprocess"]["tuned_on"] == "validation split"
+
+
+def test_default_segmentation_on_an_unseen_real_case(emidec_cases):
+    from napari_lvseg.inference import segment
+    from napari_lvseg.io import emidec
+    from napari_lvseg.metrics import pooled_dice
+
+    _, card = load_model(None, task="segmentation")
+    test_case = next(c for c in emidec_cases if c.name == "Case_P059")
+    assert test_case.name not in card.training["train_cases"] + card.training["val_cases"]
+    image, truth = emidec.read_case(emidec.find_cases(test_case)[0])
+    labels = segment(image.data).labels  # no model given: the bundled default
+    dice = pooled_dice([(labels, truth.data)])
+    assert dice["cavity"] > 0.85 and dice["myocardium"] > 0.7 and dice["infarct"] > 0.4
+
+
+def test_default_generator_renders_lge_contrast(emidec_cases):
+    from napari_lvseg.io import emidec
+    from napari_lvseg.synthesis import synthesize
+
+    _, truth = emidec.read_case(emidec.find_cases(next(c for c in emidec_cases if c.name == "Case_P059"))[0])
+    image = synthesize(truth.data, seed=0)
+    mean = {c: float(image[truth.data == c].mean()) for c in range(5) if np.any(truth.data == c)}
+    assert mean[3] > mean[2] and mean[1] > mean[2]  # infarct and blood pool bright, normal myocardium dark
+    assert mean[4] < mean[3]  # no-reflow darker than infarct
+    assert image.shape == truth.data.shape and 1500 < image.mean() < 3500
+
+
+def test_cli_segment_without_model_uses_the_default(tmp_path):
+    import nibabel as nib
+
+    from napari_lvseg.cli import main
+    from napari_lvseg.data.phantom import make_phantom
+
+    image, _ = make_phantom(n_slices=2, seed=3)
+    nib.save(nib.Nifti1Image(image.transpose(2, 1, 0), np.eye(4)), tmp_path / "img.nii.gz")
+    assert main(["segment", str(tmp_path / "img.nii.gz"), "-o", str(tmp_path / "seg.nii.gz")]) == 0
+    labels = np.asarray(nib.load(tmp_path / "seg.nii.gz").dataobj)
+    assert labels.shape == (128, 128, 2) and set(np.unique(labels)) >= {0, 1, 2}
+
+
+@pytest.mark.parametrize("seed", [0])
+def test_cli_synthesize_without_model_uses_the_default(tmp_path, seed):
+    import tifffile
+
+    from napari_lvseg.cli import main
+    from napari_lvseg.data.phantom import make_phantom
+
+    _, labels = make_phantom(n_slices=1, seed=seed)
+    tifffile.imwrite(tmp_path / "mask.tif", labels[0])
+    assert main(["synthesize", str(tmp_path / "mask.tif"), "-o", str(tmp_path / "img.tif")]) == 0
+    assert tifffile.imread(tmp_path / "img.tif").shape == (128, 128)
