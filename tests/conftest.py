@@ -40,3 +40,14 @@ def models_dir(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "user-models"
     monkeypatch.setenv("LVSEG_MODELS_DIR", str(path))
     return path
+
+
+@pytest.fixture
+def errors(monkeypatch):
+    """Error notifications of the widgets, collected instead of shown (widget tests assert on them)."""
+    from napari_lvseg.widgets import _common
+
+    shown = []
+    monkeypatch.setattr(_common, "notify_error",
+                        lambda exc: shown.append(exc if isinstance(exc, str) else _common.error_text(exc)))
+    return shown

@@ -13,18 +13,9 @@ from napari_lvseg.io.pairs import PairFolder
 
 pytest.importorskip("napari")
 
-from napari_lvseg.widgets import _common  # noqa: E402
 from napari_lvseg.widgets._testing import save_tiny_segmentation_model  # noqa: E402
 from napari_lvseg.widgets.correct import CorrectLogic, CorrectWidget  # noqa: E402
 from napari_lvseg.widgets.segment import SegmentLogic  # noqa: E402
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    shown = []
-    monkeypatch.setattr(_common, "notify_error",
-                        lambda exc: shown.append(exc if isinstance(exc, str) else _common.error_text(exc)))
-    return shown
 
 
 @pytest.fixture

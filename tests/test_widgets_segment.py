@@ -13,18 +13,8 @@ from napari_lvseg.inference import SegmentationResult
 
 pytest.importorskip("napari")
 
-from napari_lvseg.widgets import _common  # noqa: E402
 from napari_lvseg.widgets._testing import save_tiny_segmentation_model  # noqa: E402
 from napari_lvseg.widgets.segment import SegmentLogic, SegmentWidget  # noqa: E402
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    """Error notifications the widgets raise, collected instead of shown."""
-    shown = []
-    monkeypatch.setattr(_common, "notify_error", lambda exc: shown.append(_common.error_text(exc)
-                                                                          if not isinstance(exc, str) else exc))
-    return shown
 
 
 @pytest.fixture

@@ -11,16 +11,7 @@ from napari_lvseg.io.pairs import PairFolder
 
 pytest.importorskip("napari")
 
-from napari_lvseg.widgets import _common  # noqa: E402
 from napari_lvseg.widgets.synthesize import SynthesizeLogic, SynthesizeWidget  # noqa: E402
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    shown = []
-    monkeypatch.setattr(_common, "notify_error",
-                        lambda exc: shown.append(exc if isinstance(exc, str) else _common.error_text(exc)))
-    return shown
 
 
 @pytest.fixture

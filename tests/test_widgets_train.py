@@ -9,20 +9,11 @@ pytest.importorskip("napari")
 from qtpy.QtGui import QCloseEvent  # noqa: E402
 from qtpy.QtWidgets import QApplication  # noqa: E402
 
-from napari_lvseg.widgets import _common  # noqa: E402
 from napari_lvseg.widgets._testing import phantom_pair_folder  # noqa: E402
 from napari_lvseg.widgets.segment import SegmentWidget  # noqa: E402
 from napari_lvseg.widgets.train import TrainLogic, TrainWidget, format_eta  # noqa: E402
 
 TINY = {"width": 4, "depth": 2, "augment": "none", "samples_per_epoch": 4, "checkpoint_every": 1000}
-
-
-@pytest.fixture
-def errors(monkeypatch):
-    shown = []
-    monkeypatch.setattr(_common, "notify_error",
-                        lambda exc: shown.append(exc if isinstance(exc, str) else _common.error_text(exc)))
-    return shown
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from napari_lvseg.labels import N_CLASSES
+from napari_lvseg.models.attention_res_unet import make_norm as _norm
 
 
 def one_hot(labels: torch.Tensor, n_classes: int = N_CLASSES) -> torch.Tensor:
@@ -26,14 +27,6 @@ def one_hot(labels: torch.Tensor, n_classes: int = N_CLASSES) -> torch.Tensor:
         raise ValueError(f"label values must lie in 0..{n_classes - 1}, "
                          f"got {int(labels.min())}..{int(labels.max())}")
     return F.one_hot(labels, n_classes).permute(0, 3, 1, 2).float()
-
-
-def _norm(kind: str, channels: int) -> nn.Module:
-    if kind == "instance":
-        return nn.InstanceNorm2d(channels, affine=True)
-    if kind == "batch":
-        return nn.BatchNorm2d(channels)
-    raise ValueError(f"norm must be 'instance' or 'batch', got {kind!r}")
 
 
 class Pix2PixGenerator(nn.Module):
