@@ -53,6 +53,17 @@ def guarded(method):
     return wrapper
 
 
+def spin_box(low: int, high: int, value: int, tip: str):
+    """An integer spin box with its range, value and tooltip."""
+    from qtpy.QtWidgets import QSpinBox
+
+    spin = QSpinBox()
+    spin.setRange(low, high)
+    spin.setValue(value)
+    spin.setToolTip(tip)
+    return spin
+
+
 # ----------------------------------------------------------------------------------------- workers
 
 def start_worker(function, *args, description: str = "", on_returned=None, on_yielded=None,

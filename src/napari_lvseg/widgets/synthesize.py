@@ -5,14 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QSpinBox,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget)
 
 from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, guarded, notify_info,
-                                          register_widget, start_worker, user_data_dir)
+                                          register_widget, spin_box, start_worker, user_data_dir)
 
 ACTIONS = ("grow infarct", "shrink infarct", "add no-reflow", "remove no-reflow", "random variant")
 SCOPES = ("current slice", "whole stack")
@@ -123,9 +122,9 @@ class SynthesizeWidget(QWidget):
         center_row = QHBoxLayout()
         center_row.addWidget(self.center_y)
         center_row.addWidget(self.center_x)
-        self.radius = self._spin(4, 200, 20, tips.RING_RADIUS)
-        self.thickness = self._spin(1, 100, 8, tips.RING_THICKNESS)
-        self.size = self._spin(32, 1024, 128, tips.RING_SHAPE)
+        self.radius = spin_box(4, 200, 20, tips.RING_RADIUS)
+        self.thickness = spin_box(1, 100, 8, tips.RING_THICKNESS)
+        self.size = spin_box(32, 1024, 128, tips.RING_SHAPE)
         self.new_button = QPushButton("New LV mask")
         self.new_button.setToolTip(tips.NEW_MASK)
         self.new_button.clicked.connect(lambda *_: self.new_mask())
@@ -133,7 +132,7 @@ class SynthesizeWidget(QWidget):
         self.action = QComboBox()
         self.action.addItems(ACTIONS)
         self.action.setToolTip(tips.SIM_ACTION)
-        self.pixels = self._spin(1, 20, 2, tips.SIM_PIXELS)
+        self.pixels = spin_box(1, 20, 2, tips.SIM_PIXELS)
         self.scope = QComboBox()
         self.scope.addItems(SCOPES)
         self.scope.setToolTip(tips.SIM_SCOPE)
@@ -143,8 +142,8 @@ class SynthesizeWidget(QWidget):
 
         self.model_picker = ModelPicker("synthesis")
         self.model_picker.setToolTip(tips.SYNTH_MODEL)
-        self.n_variants = self._spin(1, 64, 1, tips.N_VARIANTS)
-        self.seed = self._spin(0, 2**31 - 1, 0, tips.SEED)
+        self.n_variants = spin_box(1, 64, 1, tips.N_VARIANTS)
+        self.seed = spin_box(0, 2**31 - 1, 0, tips.SEED)
         self.run_button = QPushButton("Synthesize")
         self.run_button.setToolTip(tips.RUN_SYNTH)
         self.run_button.clicked.connect(lambda *_: self.run())
@@ -185,14 +184,6 @@ class SynthesizeWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
         register_widget(napari_viewer, self)
-
-    @staticmethod
-    def _spin(low, high, value, tip):
-        spin = QSpinBox()
-        spin.setRange(low, high)
-        spin.setValue(value)
-        spin.setToolTip(tip)
-        return spin
 
     def refresh_models(self) -> None:
         self.model_picker.refresh()

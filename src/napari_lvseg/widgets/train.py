@@ -9,7 +9,7 @@ from pathlib import Path
 from qtpy.QtCore import QEvent, QObject, QPointF
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
-                            QLineEdit, QMessageBox, QProgressBar, QPushButton, QSpinBox, QTableWidget,
+                            QLineEdit, QMessageBox, QProgressBar, QPushButton, QTableWidget,
                             QTableWidgetItem, QVBoxLayout, QWidget)
 
 from napari_lvseg import labels as lb
@@ -17,7 +17,7 @@ from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (ModelPicker, choose_folder, guarded, live_widgets, notify_error,
                                           notify_info, notify_warning, refresh_model_pickers, register_widget,
-                                          start_worker, user_data_dir)
+                                          spin_box, start_worker, user_data_dir)
 
 TASKS = ("segmentation", "synthesis")
 DEVICES = ("auto", "cpu", "cuda")
@@ -219,8 +219,8 @@ class TrainWidget(QWidget):
         init_row.addWidget(self.init_mode)
         init_row.addWidget(self.model_picker, 1)
 
-        self.epochs = self._spin(1, 100000, 10, tips.EPOCHS)
-        self.batch_size = self._spin(1, 1024, 16, tips.BATCH)
+        self.epochs = spin_box(1, 100000, 10, tips.EPOCHS)
+        self.batch_size = spin_box(1, 1024, 16, tips.BATCH)
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(6)
         self.lr.setRange(0.0, 1.0)
@@ -228,7 +228,7 @@ class TrainWidget(QWidget):
         self.lr.setValue(0.0)
         self.lr.setSpecialValueText("task default")  # 0 means: the engine's default for the task
         self.lr.setToolTip(tips.LR)
-        self.threads = self._spin(1, 256, 1, tips.THREADS)
+        self.threads = spin_box(1, 256, 1, tips.THREADS)
         self.device = QComboBox()
         self.device.addItems(DEVICES)
         self.device.setToolTip(tips.DEVICE)
@@ -285,14 +285,6 @@ class TrainWidget(QWidget):
         self._update_buttons()
         self._install_close_filter()
         register_widget(napari_viewer, self)
-
-    @staticmethod
-    def _spin(low, high, value, tip):
-        spin = QSpinBox()
-        spin.setRange(low, high)
-        spin.setValue(value)
-        spin.setToolTip(tip)
-        return spin
 
     # -- state
     @property
