@@ -159,3 +159,18 @@ def segment(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bo
     cy, cx = box[0] + size / 2.0, box[1] + size / 2.0
     return SegmentationResult(labels, unc, (cy, cx), getattr(card, "name", ""),
                               {"grid": size, "box": box, "tta": tta})
+
+
+def rank_by_uncertainty(images, model=None) -> list:
+    """Segment each ``(key, image)`` with uncertainty; ``[(key, result, mean uncertainty)]``, least certain first.
+
+    What to correct first: the cases the model is least sure about teach it the most.
+    """
+    from .models.store import load_model
+
+    loaded = model if isinstance(model, tuple) else load_model(model, task="segmentation")
+    ranked = []
+    for key, image in images:
+        result = segment(image, loaded, uncertainty=True, name=str(key))
+        ranked.append((key, result, float(np.mean(result.uncertainty))))
+    return sorted(ranked, key=lambda item: -item[2])

@@ -35,6 +35,31 @@ def split_sources(options, sets):
     return train, val
 
 
+class Task:
+    """What both tasks share: options, device, rank, and the step arithmetic of their `TrainingData`."""
+
+    score_name = ""
+
+    def __init__(self, options, device, world):
+        self.options, self.device, self.world = options, device, world
+        self.data: TrainingData | None = None  # set by the task's setup()
+
+    def steps_per_epoch(self) -> int:
+        return self.data.steps_per_epoch()
+
+    def samples_per_step(self) -> int:
+        return self.data.samples_per_step()
+
+    def parallel(self, module):
+        """``module`` on this task's device; under torchrun wrapped in DistributedDataParallel."""
+        module.to(self.device)
+        if not self.world.distributed:
+            return module
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(module)
+
+
 class TrainingData:
     """Training and validation slices of a run and the sample order of each epoch.
 

@@ -11,13 +11,11 @@ import numpy as np
 from ..data.augment import build_augmentation
 from ..data.normalize import DEFAULT_NORMALIZATION
 from ..labels import NAMES, SHORT_NAMES
-from .data import TrainingData
+from .data import Task, TrainingData
 
-class SegmentationTask:
+
+class SegmentationTask(Task):
     score_name = "validation mean Dice"
-
-    def __init__(self, options, device, world):
-        self.options, self.device, self.world = options, device, world
 
     # -- set-up -------------------------------------------------------------------------------
     def setup(self) -> None:
@@ -37,12 +35,7 @@ class SegmentationTask:
                            "dropout": o.dropout, "deep_supervision": o.deep_supervision}
             self.model = build_model(self.architecture, self.params)
         self.data = TrainingData(o, self.normalization, build_augmentation(o.augment), o.rare_boost, self.world)
-        self.model.to(self.device)
-        self.net = self.model
-        if self.world.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.net = DistributedDataParallel(self.model)
+        self.net = self.parallel(self.model)
         lr = o.lr or (2e-3 if not o.init else 5e-4)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=1e-4)
         total = max(1, self.steps_per_epoch() * o.epochs)
@@ -60,12 +53,6 @@ class SegmentationTask:
         n_params = sum(p.numel() for p in self.model.parameters())
         return (f"{self.architecture} width {self.params.get('base_width')}, {n_params / 1e6:.2f}M parameters; "
                 f"{self.data.describe()} on {self.device}")
-
-    def steps_per_epoch(self) -> int:
-        return self.data.steps_per_epoch()
-
-    def samples_per_step(self) -> int:
-        return self.data.samples_per_step()
 
     # -- training -----------------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:

@@ -24,7 +24,7 @@ from ..data.augment import build_augmentation
 from ..data.normalize import DEFAULT_NORMALIZATION
 from ..errors import LvsegError
 from ..labels import N_CLASSES, NAMES, SHORT_NAMES
-from .data import TrainingData
+from .data import Task, TrainingData
 
 # Normalised range that maps onto the generator's [-1, 1]: that of normalize_slices' clipping.
 GENERATOR_RANGE = (-0.5, 1.5)
@@ -107,11 +107,8 @@ def generate_slices(generator, labels: np.ndarray, seed: int = 0) -> np.ndarray:
     return out
 
 
-class SynthesisTask:
+class SynthesisTask(Task):
     score_name = "validation PSNR (dB)"
-
-    def __init__(self, options, device, world):
-        self.options, self.device, self.world = options, device, world
 
     # -- set-up -------------------------------------------------------------------------------
     def generator_depth(self) -> int:
@@ -144,14 +141,7 @@ class SynthesisTask:
                            "depth": self.generator_depth(), "dropout": 0.5, "norm": "instance"}
             self.generator = build_model(self.architecture, self.params)
         self.discriminator = PatchDiscriminator(in_channels=N_CLASSES + 1, base_width=o.disc_width)
-        self.generator.to(self.device)
-        self.discriminator.to(self.device)
-        self.net_g, self.net_d = self.generator, self.discriminator
-        if self.world.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.net_g = DistributedDataParallel(self.generator)
-            self.net_d = DistributedDataParallel(self.discriminator)
+        self.net_g, self.net_d = self.parallel(self.generator), self.parallel(self.discriminator)
         lr = o.lr or 2e-4
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -166,12 +156,6 @@ class SynthesisTask:
         return (f"{self.architecture} width {self.params.get('base_width')} depth {self.params.get('depth')} "
                 f"({n_g / 1e6:.2f}M) + PatchGAN width {self.options.disc_width} ({n_d / 1e6:.2f}M); "
                 f"{self.data.describe()} on {self.device}")
-
-    def steps_per_epoch(self) -> int:
-        return self.data.steps_per_epoch()
-
-    def samples_per_step(self) -> int:
-        return self.data.samples_per_step()
 
     # -- training -----------------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:

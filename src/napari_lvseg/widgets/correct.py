@@ -117,18 +117,12 @@ class CorrectLogic:
     @staticmethod
     def rank_cases(cases, model) -> list[dict]:
         """Segment every case with uncertainty; least certain (highest mean uncertainty) first."""
-        from napari_lvseg.inference import segment
-        from napari_lvseg.models.store import load_model
+        from napari_lvseg.inference import rank_by_uncertainty
 
-        loaded = load_model(model, task="segmentation")
-        ranked = []
-        for path in cases:
-            image, name, source = CorrectLogic.read_case(path)
-            result = segment(image, loaded, uncertainty=True, name=source)
-            ranked.append({"path": Path(path), "name": name, "source": source, "image": image, "result": result,
-                           "score": float(np.mean(result.uncertainty))})
-        ranked.sort(key=lambda item: -item["score"])
-        return ranked
+        read = {Path(path): CorrectLogic.read_case(path) for path in cases}
+        ranked = rank_by_uncertainty(((path, image) for path, (image, _, _) in read.items()), model)
+        return [{"path": path, "name": read[path][1], "source": read[path][2], "image": read[path][0],
+                 "result": result, "score": score} for path, result, score in ranked]
 
     def next_case(self) -> dict | None:
         return self.queue.pop(0) if self.queue else None
