@@ -147,12 +147,7 @@ class CorrectWidget(QWidget):
         self.folder_edit = QLineEdit(str(self.logic.folder))
         self.folder_edit.setToolTip(tips.ANNOTATION_FOLDER)
         self.folder_edit.editingFinished.connect(self._folder_changed)
-        choose = QPushButton("…")
-        choose.setToolTip(tips.CHOOSE_FOLDER)
-        choose.clicked.connect(lambda *_: self._choose(self.folder_edit, "Annotation folder"))
-        folder_row = QHBoxLayout()
-        folder_row.addWidget(self.folder_edit, 1)
-        folder_row.addWidget(choose)
+        folder_row = self._folder_row(self.folder_edit, "Annotation folder")
         self.save_button = QPushButton("Save correction")
         self.save_button.setToolTip(tips.SAVE)
         self.save_button.clicked.connect(lambda *_: self.save())
@@ -169,12 +164,7 @@ class CorrectWidget(QWidget):
         self.cases_edit = QLineEdit("")
         self.cases_edit.setToolTip(tips.CASES_FOLDER)
         self.cases_edit.editingFinished.connect(lambda: self.logic.queue.clear())
-        choose_cases = QPushButton("…")
-        choose_cases.setToolTip(tips.CHOOSE_FOLDER)
-        choose_cases.clicked.connect(lambda *_: self._choose(self.cases_edit, "Folder of cases"))
-        cases_row = QHBoxLayout()
-        cases_row.addWidget(self.cases_edit, 1)
-        cases_row.addWidget(choose_cases)
+        cases_row = self._folder_row(self.cases_edit, "Folder of cases")
         self.next_button = QPushButton("Next case")
         self.next_button.setToolTip(tips.NEXT_CASE)
         self.next_button.clicked.connect(lambda *_: self.next_case())
@@ -211,6 +201,16 @@ class CorrectWidget(QWidget):
         self.model_picker.refresh()
 
     @guarded
+    def _folder_row(self, edit, title) -> QHBoxLayout:
+        """A folder field with its "…" chooser button."""
+        choose = QPushButton("…")
+        choose.setToolTip(tips.CHOOSE_FOLDER)
+        choose.clicked.connect(lambda *_: self._choose(edit, title))
+        row = QHBoxLayout()
+        row.addWidget(edit, 1)
+        row.addWidget(choose)
+        return row
+
     def _choose(self, edit, title):
         folder = choose_folder(self, title, edit.text())
         if folder:
