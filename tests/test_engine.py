@@ -83,6 +83,22 @@ def test_stop_then_resume_equals_uninterrupted(phantom_pairs, tmp_path):
         assert torch.equal(full[key], parts[key]), key
 
 
+def test_data_workers_give_the_same_run_and_resume_mid_epoch(phantom_pairs, tmp_path):
+    """Worker processes build the same batches as the training process, also after a mid-epoch resume."""
+    list(train(options(phantom_pairs, tmp_path / "inline", augment="default")))
+    stop = StopToken()
+    for event in train(options(phantom_pairs, tmp_path / "workers", augment="default", workers=2), stop=stop):
+        if event.kind == "step" and event.step == 3:
+            stop.stop("paused")
+    list(train(options(phantom_pairs, tmp_path / "workers", augment="default", workers=2), resume=True))
+    inline, workers = weights(tmp_path / "inline"), weights(tmp_path / "workers")
+    for key in inline:
+        assert torch.equal(inline[key], workers[key]), key
+    losses = [[json.loads(line)["losses"]["loss"] for line in (tmp_path / run / "events.jsonl").read_text().splitlines()
+               if json.loads(line)["kind"] == "step"] for run in ("inline", "workers")]
+    assert losses[0] == losses[1] and len(set(losses[0])) == 4
+
+
 def test_resume_extends_epochs_total(phantom_pairs, tmp_path):
     list(train(options(phantom_pairs, tmp_path / "run", epochs=1)))
     events = list(train(options(phantom_pairs, tmp_path / "run", epochs=2), resume=True))

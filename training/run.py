@@ -2,8 +2,13 @@
 
     python training/run.py train training/configs/seg_real.json      # scenario A (resumes if stopped)
     python training/run.py tune training/runs/seg_real              # post-processing, chosen on the validation split
+    python training/run.py run training/configs/seg_real.json        # train + tune + evaluate
     python training/run.py evaluate training/runs/seg_real --tta    # test-split tables -> RUN/test_metrics_tta.json
     python training/run.py scenario A | B | all                      # everything for a scenario, in order
+    python training/run.py scenario all --seeds 0 1 2 --parallel --device cuda --workers 2 --skip-pix2pix
+                                        # every seed of both scenarios at once (a GPU machine)
+
+A seed other than the config's trains into <out>_seed<k>.
 
 Paths in configs are relative to the repository root; ${EMIDEC} is the EMIDEC folder
 (LVSEG_EMIDEC_DIR, default ../shared/data/emidec-lge-128).
@@ -40,16 +45,28 @@ def load_config(path) -> dict:
     return config
 
 
-def train(config_path, epochs=None) -> Path:
-    from napari_lvseg.engine import TrainOptions, train as run_engine
+def run_folder(config_path, seed=None) -> Path:
+    config = load_config(config_path)
+    out = Path(config["out"])
+    return out if seed is None or seed == config.get("seed", 0) else out.with_name(f"{out.name}_seed{seed}")
+
+
+def train(config_path, epochs=None, seed=None, workers=None, device=None, deadline=None) -> Path:
+    """Train (or resume) a config's run; ``deadline`` (Unix time): stop there, keeping the best model so far."""
+    from napari_lvseg.engine import StopToken, TrainOptions, train as run_engine
 
     config = load_config(config_path)
     known = set(TrainOptions.__dataclass_fields__)
     options = TrainOptions(**{k: v for k, v in config.items() if k in known})
-    if epochs:
-        options.epochs = epochs
+    options.out = str(run_folder(config_path, seed))
+    for name, value in (("epochs", epochs), ("seed", seed), ("workers", workers), ("device", device)):
+        if value is not None:
+            setattr(options, name, value)
     resume = (Path(options.out) / "last.pt").exists()
-    for event in run_engine(options, resume=resume):
+    stop = StopToken()
+    for event in run_engine(options, stop=stop, resume=resume):
+        if deadline and time.time() > deadline and not stop.requested:
+            stop.stop("time limit reached")
         if event.kind == "step" and event.step % 20 == 0:
             print(f"step {event.step}/{event.total_steps} epoch {event.epoch} loss {event.losses['loss']:.4f} "
                   f"{event.samples_per_s or 0:.1f} samples/s eta {event.eta or 0:.0f}s", flush=True)
@@ -59,28 +76,42 @@ def train(config_path, epochs=None) -> Path:
     return Path(options.out)
 
 
-def make_synthetic(config_path) -> Path:
+def make_synthetic(config_path, device=None) -> Path:
+    """The config's synthetic pair folder, made once (an existing complete folder is kept)."""
+    from napari_lvseg.io.pairs import PairFolder
     from napari_lvseg.synthesis import synthesize_dataset
 
     config = load_config(config_path)
     spec = config["synthetic"]
     out = Path(config["data"][1])
+    if PairFolder.is_pair_folder(out) and len(PairFolder.open(out).records()) >= spec["n"]:
+        print(f"{out}: {spec['n']} synthetic pairs already there")
+        return out
+    if out.exists():
+        raise SystemExit(f"{out}: an incomplete synthetic folder; remove it and run again")
     split = json.loads(Path(config["split"]).read_text())
     synthesize_dataset(masks_from=config["data"][0], n=spec["n"], out=out, model=_path(spec["generator"]),
-                       seed=spec["seed"], cases=split["train"])
+                       seed=spec["seed"], cases=split["train"], device=device)
     return out
 
 
-def evaluate(run, tta=False, split_name="test") -> dict:
+def load_on(run, device=None):
+    """(network, card) of a run folder, on ``device`` (default: CPU)."""
+    from napari_lvseg.models.store import load_model
+
+    net, card = load_model(str(run), task="segmentation")
+    return net.to(device or "cpu"), card
+
+
+def evaluate(run, tta=False, split_name="test", device=None) -> dict:
     """Segment the split's cases with the run's model; study, pooled and EMIDEC tables to RUN/<split>_metrics.json."""
     from napari_lvseg.inference import segment
     from napari_lvseg.io import emidec
     from napari_lvseg.io.atomic import write_json_atomic
     from napari_lvseg.metrics import emidec_table, format_table, pooled_dice, study_table
-    from napari_lvseg.models.store import load_model
 
     split = json.loads((ROOT / "training/split.json").read_text())[split_name]
-    model = load_model(str(run), task="segmentation")
+    model = load_on(run, device)
     cases, spacing, t0 = {}, {}, time.time()
     for case in emidec.find_cases(emidec_dir()):
         if case.name in split:
@@ -100,7 +131,7 @@ def evaluate(run, tta=False, split_name="test") -> dict:
     return result
 
 
-def tune_postprocess(run, tta=True) -> dict:
+def tune_postprocess(run, tta=True, device=None) -> dict:
     """Choose the post-processing minimum volumes on the validation split (never the test split).
 
     Writes the choice into the run's model card ("postprocess"), which `segment` then applies.
@@ -113,10 +144,10 @@ def tune_postprocess(run, tta=True) -> dict:
     from napari_lvseg.inference import postprocess, predict_probabilities
     from napari_lvseg.io import emidec
     from napari_lvseg.metrics import study_table
-    from napari_lvseg.models.store import load_model, read_card, save_model
+    from napari_lvseg.models.store import read_card, save_model
 
     split = json.loads((ROOT / "training/split.json").read_text())["val"]
-    net, card = load_model(str(run), task="segmentation")
+    net, card = load_on(run, device)
     raw = {}
     for case in emidec.find_cases(emidec_dir()):
         if case.name in split:
@@ -135,7 +166,7 @@ def tune_postprocess(run, tta=True) -> dict:
     card = read_card(Path(run))
     card.extra["postprocess"] = {**best, "tuned_on": "validation split", "val_mean_dice": round(best_score, 4),
                                  "val_mean_dice_without": round(baseline, 4)}
-    save_model(Path(run), net, card)
+    save_model(Path(run), net.cpu(), card)
     print(f"chosen {best}: {best_score:.4f} (without: {baseline:.4f})")
     return best
 
@@ -158,49 +189,120 @@ def markdown(run) -> str:
     return "\n".join(lines)
 
 
-def scenario(which: str) -> None:
+def config(name) -> Path:
+    return ROOT / f"training/configs/{name}.json"
+
+
+def segmentation_run(config_path, seed=None, device=None, workers=None, deadline=None) -> Path:
+    """Train a segmentation config, tune its post-processing on validation, then its test tables (TTA)."""
+    run = train(config_path, seed=seed, device=device, workers=workers, deadline=deadline)
+    tune_postprocess(run, device=device)
+    evaluate(run, tta=True, device=device)
+    return run
+
+
+def scenario(which: str, seeds=(None,), device=None, workers=None, deadline=None, skip_pix2pix=False,
+             launch=None) -> list:
+    """Every step of a scenario in order; the segmentation runs of each seed are trained here, one after
+    another, or handed to ``launch(step, seed)``. Returns what each run gave (its folder, or launch's result)."""
+    runs = []
     for step in SCENARIOS[which]:
         if step.startswith("synthetic:"):
-            make_synthetic(ROOT / f"training/configs/{step.split(':')[1]}.json")
-            continue
-        run = train(ROOT / f"training/configs/{step}.json")
-        if not step.startswith("pix2pix"):
-            tune_postprocess(run)
-            evaluate(run, tta=True)
+            make_synthetic(config(step.split(":")[1]), device)
+        elif step == "pix2pix":
+            if not skip_pix2pix:
+                train(config(step), device=device, workers=workers, deadline=deadline)
+        else:
+            for seed in seeds:
+                runs.append(launch(step, seed) if launch else
+                            segmentation_run(config(step), seed, device, workers, deadline))
+    return runs
+
+
+def parallel(scenarios, seeds, device=None, workers=None, deadline=None, skip_pix2pix=False) -> list:
+    """Every seed of the scenarios' segmentation runs at once, one process each (a GPU machine).
+
+    Scenario A's runs start at once; scenario B's once its synthetic set is ready.
+    """
+    import subprocess
+
+    def launch(step, seed):
+        cmd = [sys.executable, __file__, "run", str(config(step))]
+        for flag, value in (("--seed", seed), ("--device", device), ("--workers", workers), ("--deadline", deadline)):
+            if value is not None:
+                cmd += [flag, str(value)]
+        run = run_folder(config(step), seed)
+        run.parent.mkdir(parents=True, exist_ok=True)
+        with open(run.with_suffix(".log"), "a") as log:
+            return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), run
+
+    started = [item for which in scenarios
+               for item in scenario(which, seeds, device, workers, deadline, skip_pix2pix, launch)]
+    failed = [run for proc, run in started if proc.wait() != 0]
+    if failed:
+        print("failed (see RUN.log):", ", ".join(map(str, failed)))
+    return [run for _, run in started if run not in failed]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
+    def compute(p):
+        p.add_argument("--device", help="cpu | cuda (default: the config's, auto)")
+        p.add_argument("--workers", type=int, help="data-loading processes per run")
+        p.add_argument("--deadline", type=float, help="Unix time at which training stops, keeping the best model")
+
     p = sub.add_parser("train")
     p.add_argument("config")
     p.add_argument("--epochs", type=int)
+    p.add_argument("--seed", type=int)
+    compute(p)
+    p = sub.add_parser("run", help="train, tune and evaluate one segmentation config")
+    p.add_argument("config")
+    p.add_argument("--seed", type=int)
+    compute(p)
     p = sub.add_parser("synthetic")
     p.add_argument("config")
+    p.add_argument("--device")
     p = sub.add_parser("evaluate")
     p.add_argument("run")
     p.add_argument("--tta", action="store_true")
     p.add_argument("--split", default="test")
+    p.add_argument("--device")
     p = sub.add_parser("table")
     p.add_argument("run")
     p = sub.add_parser("tune")
     p.add_argument("run")
+    p.add_argument("--device")
     p = sub.add_parser("scenario")
     p.add_argument("which", choices=["A", "B", "all"])
+    p.add_argument("--seeds", type=int, nargs="+", help="seeds to train (default: the config's)")
+    p.add_argument("--parallel", action="store_true", help="train all seeds of all scenarios at once")
+    p.add_argument("--skip-pix2pix", action="store_true", help="use the generator the config names as it is")
+    compute(p)
     args = parser.parse_args(argv)
     if args.cmd == "train":
-        train(args.config, args.epochs)
+        train(args.config, args.epochs, args.seed, args.workers, args.device, args.deadline)
+    elif args.cmd == "run":
+        segmentation_run(args.config, args.seed, args.device, args.workers, args.deadline)
     elif args.cmd == "synthetic":
-        make_synthetic(args.config)
+        make_synthetic(args.config, args.device)
     elif args.cmd == "table":
         print(markdown(args.run))
     elif args.cmd == "tune":
-        tune_postprocess(args.run)
+        tune_postprocess(args.run, device=args.device)
     elif args.cmd == "evaluate":
-        evaluate(args.run, args.tta, args.split)
+        evaluate(args.run, args.tta, args.split, args.device)
     else:
-        for which in (["A", "B"] if args.which == "all" else [args.which]):
-            scenario(which)
+        which = ["A", "B"] if args.which == "all" else [args.which]
+        seeds = args.seeds or [None]
+        compute_args = dict(device=args.device, workers=args.workers, deadline=args.deadline,
+                            skip_pix2pix=args.skip_pix2pix)
+        if args.parallel:
+            parallel(which, seeds, **compute_args)
+        else:
+            for w in which:
+                scenario(w, seeds, **compute_args)
     return 0
 
 

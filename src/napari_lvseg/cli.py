@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--augment", choices=("none", "light", "default"), default="default")
     p.add_argument("--rare-boost", type=float, default=2.0, help="oversampling of slices with infarct / no-reflow")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--workers", type=int, default=0, help="data-loading processes (0: augment in the training process)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps between last.pt checkpoints")
     p.add_argument("--register", action="store_true", help="copy the finished model into the user model folder")
@@ -146,7 +147,7 @@ def cmd_train(args) -> int:
     options = TrainOptions(
         task=args.task, data=args.data, mix=mix, out=args.out, epochs=args.epochs,
         samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        threads=args.threads, device=args.device, split=args.split, val_fraction=args.val_fraction,
+        threads=args.threads, workers=args.workers, device=args.device, split=args.split, val_fraction=args.val_fraction,
         init=args.init, name=args.name, width=args.width, depth=args.depth, augment=args.augment,
         rare_boost=args.rare_boost, checkpoint_every=args.checkpoint_every,
     )

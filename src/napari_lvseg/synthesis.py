@@ -96,12 +96,14 @@ def _slice_numbers(cases: list) -> list:
     return out
 
 
-def synthesize_dataset(masks_from, n: int, out, model=None, seed: int = 0, cases=None, simulate: bool = True):
+def synthesize_dataset(masks_from, n: int, out, model=None, seed: int = 0, cases=None, simulate: bool = True,
+                       device=None):
     """Write ``n`` synthetic pairs into the pair folder ``out`` (returned as a `PairFolder`).
 
     Each pair: a random LV slice of ``masks_from`` (EMIDEC case/dataset folder or pair folder), varied
     by ``simulate_mask`` (rng seeded by ``seed``) unless ``simulate`` is False, rendered with seed
     ``seed + k``. Manifest records: origin 'synthetic', source case and slice, generator, seed.
+    ``device`` runs the generator there (a GPU draws other dropout noise than the CPU for a seed).
     """
     from .data.datasets import load_source
     from .data.simulator import anatomy_problems, simulate_mask
@@ -110,6 +112,8 @@ def synthesize_dataset(masks_from, n: int, out, model=None, seed: int = 0, cases
     if n < 1:
         raise LvsegError(f"--n must be at least 1, got {n}")
     net, card = load_synthesis_model(model)
+    if device is not None:
+        net = net.to(device)
     generator_path = _model_path(model)
     size = int(card.input_size or 128)
     source = load_source(masks_from, size, None, cases=cases)

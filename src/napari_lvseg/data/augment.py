@@ -40,15 +40,21 @@ def build_augmentation(strength: str = "default"):
         T.RandGaussianNoised("image", prob=0.3, std=0.05),
         T.RandGaussianSmoothd("image", prob=0.15, sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0)),
     ]
-    return T.Compose(spatial + ([] if light else intensity))
+    compose = T.Compose(spatial + ([] if light else intensity))
+    # One RandomState shared by every transform, re-seeded per sample: MONAI's own set_random_state
+    # builds a new RandomState per transform per call, which was a third of the augmentation time.
+    shared = np.random.RandomState(0)
+    for transform in compose.transforms:
+        transform.set_random_state(state=shared)
+    compose.R = shared
+    return compose
 
 
 def augment_sample(transform, image: np.ndarray, label: np.ndarray, seed) -> tuple[np.ndarray, np.ndarray]:
     """Augment one (H, W) image/label pair reproducibly from ``seed`` (an int or a sequence of ints)."""
     if transform is None:
         return image, label
-    state = np.random.default_rng(seed).integers(0, 2**31 - 1)
-    transform.set_random_state(seed=int(state))
+    transform.R.seed(int(np.random.default_rng(seed).integers(0, 2**31 - 1)))
     out = transform({"image": image[None], "label": label[None].astype(np.float32)})
     img = np.asarray(out["image"], dtype=np.float32)[0]
     lab = np.asarray(out["label"])[0]

@@ -54,6 +54,7 @@ def prepare_run(options: TrainOptions, resume: bool) -> tuple[TrainOptions, dict
         saved = TrainOptions.load(out / "options.json")
         saved.epochs = options.epochs
         saved.threads = options.threads
+        saved.workers = options.workers
         saved.device = options.device
         saved.out = str(out)
         return saved, load_checkpoint(last)
@@ -101,7 +102,7 @@ def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = F
     world = init_world(resolve_device(options.device))
     device = world.device
     out = Path(options.out)
-    log = None
+    log, task = None, None
     try:
         torch.manual_seed(options.seed + world.rank)
         task = make_task(options, device, world)
@@ -193,4 +194,6 @@ def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = F
     finally:
         if log is not None:
             log.close()
+        if task is not None and task.data is not None:
+            task.data.close()
         shutdown(world)

@@ -60,11 +60,32 @@ class Task:
         return DistributedDataParallel(module)
 
 
+def _as_is(batch):
+    """DataLoader collate function that keeps the worker's numpy arrays (module level: picklable)."""
+    return batch
+
+
+class _EpochBatches:
+    """Map-style dataset of one epoch's batches from ``first_step`` on, for DataLoader workers."""
+
+    def __init__(self, data: "TrainingData", epoch: int, first_step: int):
+        self.data, self.epoch, self.first_step = data, epoch, first_step
+
+    def __len__(self) -> int:
+        return self.data.steps_per_epoch() - self.first_step
+
+    def __getitem__(self, i: int):
+        step = self.first_step + i
+        return (step, *self.data.make_batch(self.epoch, step))
+
+
 class TrainingData:
     """Training and validation slices of a run and the sample order of each epoch.
 
     Every sample is augmented with its own seed (run seed, epoch, index), and an epoch's order
     depends only on (seed, epoch): a resumed run replays exactly the batches it would have seen.
+    With ``options.workers`` > 0, worker processes build the coming batches ahead of the training
+    step (the same batches: a batch is a pure function of (seed, epoch, step)).
     """
 
     def __init__(self, options, normalization: dict, transform, rare_boost: float, world):
@@ -80,6 +101,7 @@ class TrainingData:
             raise LvsegError("no training slices left after the validation split")
         self.samples = o.samples_per_epoch or sum(len(s) for s in self.train_sets)
         self.indices: list = []
+        self._loader, self._next = None, None  # worker iterator and the (epoch, step) it yields next
 
     def describe(self) -> str:
         n_train = sum(len(s) for s in self.train_sets)
@@ -94,11 +116,35 @@ class TrainingData:
         return math.ceil(self.samples / self.samples_per_step())
 
     def begin_epoch(self, epoch: int) -> None:
+        self.close()
         self.indices = epoch_indices(self.train_sets, self.mix, self.steps_per_epoch() * self.samples_per_step(),
                                      self.options.seed, epoch, self.rare_boost)
 
     def batch(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         """This rank's augmented (images (B, S, S) float32, labels (B, S, S) int64) of a step."""
+        workers = getattr(self.options, "workers", 0) or 0
+        if workers <= 0:
+            return self.make_batch(epoch, step)
+        if self._next != (epoch, step):  # first batch of an epoch, or a resume mid-epoch
+            from torch.utils.data import DataLoader
+
+            self.close()
+            loader = DataLoader(_EpochBatches(self, epoch, step), batch_size=None, shuffle=False,
+                                num_workers=workers, prefetch_factor=4, collate_fn=_as_is)
+            self._loader = iter(loader)
+        got, images, labels = next(self._loader)
+        assert got == step, f"data worker gave step {got} for step {step}"
+        self._next = (epoch, step + 1)
+        return images, labels
+
+    def close(self) -> None:
+        """End the worker processes of the current epoch, if any."""
+        loader, self._loader, self._next = self._loader, None, None
+        if loader is not None and hasattr(loader, "_shutdown_workers"):
+            loader._shutdown_workers()
+
+    def make_batch(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """The batch of (epoch, step) for this rank, built in this process."""
         b, w = self.options.batch_size, self.world
         first = (step * w.size + w.rank) * b
         images, labels = [], []

@@ -23,6 +23,7 @@ class TrainOptions:
     lr: float | None = None                        # default per task
     seed: int = 0
     threads: int | None = None                     # torch intra-op threads (None: torch's default)
+    workers: int = 0                               # data-loading processes (0: augment in the training process)
     device: str = "auto"                           # auto | cpu | cuda | cuda:N
     size: int = 128                                # training grid (pixels)
     # case-level validation split
@@ -61,6 +62,8 @@ class TrainOptions:
             raise LvsegError(f"--mix ratios must be non-negative with a positive sum, got {self.mix}")
         if self.lr is not None and self.lr <= 0:
             raise LvsegError(f"--lr must be positive, got {self.lr}")
+        if self.workers < 0:
+            raise LvsegError(f"--workers must be 0 or more, got {self.workers}")
         if self.rare_boost < 0 or not 0 <= self.val_fraction < 1:
             raise LvsegError("--rare-boost must be >= 0 and --val-fraction in [0, 1)")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
