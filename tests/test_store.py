@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import pickle
 
+import numpy as np
 import pytest
 import torch
 from safetensors import safe_open
@@ -266,3 +267,45 @@ def test_register_replaces_existing(models_dir, seg_dir):
     assert [p.name for p in models_dir.iterdir()] == ["m"]  # no staging leftovers
     with pytest.raises(LvsegError, match="invalid model name"):
         register_model(directory, name="../escape")
+
+
+def _saved_unet(directory, width, seed, normalization=None):
+    from napari_lvseg.models.attention_res_unet import AttentionResUNet
+
+    torch.manual_seed(seed)
+    net = AttentionResUNet(base_width=width, depth=3).eval()
+    card = ModelCard(name=directory.name, task="segmentation", architecture="AttentionResUNet",
+                     params=net.architecture_params(), licence="CC BY-NC-SA 4.0", input_size=32)
+    if normalization:
+        card.normalization = normalization
+    save_model(directory, net, card)
+    return net
+
+
+def test_ensemble_averages_member_probabilities_and_round_trips(tmp_path):
+    from napari_lvseg.inference import segment
+    from napari_lvseg.models.ensemble import combine
+
+    a, b = _saved_unet(tmp_path / "a", 4, 0), _saved_unet(tmp_path / "b", 6, 1)  # widths may differ
+    net, card = combine([tmp_path / "a", tmp_path / "b"], "pair")
+    save_model(tmp_path / "pair", net, card, half=False)
+    loaded, loaded_card = load_model(tmp_path / "pair", task="segmentation")
+    assert loaded_card.architecture == "SegmentationEnsemble" and len(loaded.members) == 2
+    assert [m["source"] for m in loaded_card.training["ensemble_of"]] == [str(tmp_path / "a"), str(tmp_path / "b")]
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        expected = (torch.softmax(a(x), 1) + torch.softmax(b(x), 1)) / 2
+        got = torch.softmax(loaded(x), 1)
+    assert torch.allclose(got, expected, atol=1e-5)
+    assert not torch.allclose(got, torch.softmax(a(x), 1), atol=1e-3)  # both members count
+    labels = segment(np.random.default_rng(0).random((2, 32, 32)).astype(np.float32), (loaded, loaded_card)).labels
+    assert labels.shape == (2, 32, 32) and labels.dtype == np.uint8
+
+
+def test_ensemble_refuses_members_that_read_images_differently(tmp_path):
+    from napari_lvseg.models.ensemble import combine
+
+    _saved_unet(tmp_path / "a", 4, 0)
+    _saved_unet(tmp_path / "b", 4, 1, normalization={"method": "zscore", "per": "volume"})
+    with pytest.raises(LvsegError, match="normalisation or input size differs"):
+        combine([tmp_path / "a", tmp_path / "b"], "bad")

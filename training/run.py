@@ -4,6 +4,7 @@
     python training/run.py tune training/runs/seg_real              # post-processing, chosen on the validation split
     python training/run.py run training/configs/seg_real.json        # train + tune + evaluate
     python training/run.py evaluate training/runs/seg_real --tta    # test-split tables -> RUN/test_metrics_tta.json
+    python training/run.py ensemble training/runs/ens RUN RUN ...   # average runs into one model (then tune, evaluate)
     python training/run.py scenario A | B | all                      # everything for a scenario, in order
     python training/run.py scenario all --seeds 0 1 2 --parallel --device cuda --workers 2 --skip-pix2pix
                                         # every seed of both scenarios at once (a GPU machine)
@@ -24,7 +25,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SCENARIOS = {"A": ["seg_real"], "B": ["pix2pix", "synthetic:seg_mixed", "seg_mixed"]}
+SCENARIOS = {"A": ["seg_real"], "B": ["pix2pix", "synthetic:seg_mixed", "seg_mixed"],
+             # the wide setting: A's and B's data with width 20, batch 32 and twice the samples
+             "L": ["seg_large", "pix2pix", "synthetic:seg_mixed", "seg_mixed_large"]}
 
 
 def emidec_dir() -> str:
@@ -171,6 +174,16 @@ def tune_postprocess(run, tta=True, device=None) -> dict:
     return best
 
 
+def ensemble(out, runs, name=None) -> Path:
+    """A model folder averaging the runs' networks; tune and evaluate it like a run."""
+    from napari_lvseg.models.ensemble import combine
+    from napari_lvseg.models.store import save_model
+
+    net, card = combine([str(r) for r in runs], name or Path(out).name)
+    save_model(Path(out), net, card)
+    return Path(out)
+
+
 def markdown(run) -> str:
     """The run's test tables as Markdown rows for RESULTS.md (study per case, pooled, EMIDEC)."""
     lines = []
@@ -199,6 +212,30 @@ def segmentation_run(config_path, seed=None, device=None, workers=None, deadline
     tune_postprocess(run, device=device)
     evaluate(run, tta=True, device=device)
     return run
+
+
+def summary(runs, metrics_file="test_metrics_tta.json") -> str:
+    """Markdown: per-case and pooled test Dice of each run, then mean ± sd over the seeds of each config."""
+    import re
+
+    import numpy as np
+
+    keys = ("cavity", "myocardium", "infarct", "no_reflow", "mean")
+    rows, groups = [], {}
+    for run in runs:
+        data = json.loads((Path(run) / metrics_file).read_text())
+        values = {"per case": [data["study"][-1][k] for k in keys], "pooled": [data["pooled"][k] for k in keys]}
+        group = re.sub(r"_seed\d+$", "", Path(run).name)
+        for protocol, v in values.items():
+            rows.append(f"| {Path(run).name} | {protocol} | " + " | ".join(f"{x:.3f}" for x in v) + " |")
+            groups.setdefault((group, protocol), []).append(v)
+    for (group, protocol), values in groups.items():
+        if len(values) > 1:
+            a = np.array(values, dtype=float)
+            cells = " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(a.mean(0), a.std(0, ddof=1)))
+            rows.append(f"| **{group}, {len(values)} seeds** | {protocol} | {cells} |")
+    return "\n".join(["| run | protocol | cavity | myocardium | infarct | no-reflow | mean |",
+                      "|---|---|---|---|---|---|---|", *rows])
 
 
 def scenario(which: str, seeds=(None,), device=None, workers=None, deadline=None, skip_pix2pix=False,
@@ -269,13 +306,19 @@ def main(argv=None) -> int:
     p.add_argument("--tta", action="store_true")
     p.add_argument("--split", default="test")
     p.add_argument("--device")
+    p = sub.add_parser("ensemble", help="average several runs' networks into one model folder")
+    p.add_argument("out")
+    p.add_argument("runs", nargs="+")
+    p.add_argument("--name")
+    p = sub.add_parser("summary", help="test Dice of several runs, mean ± sd over seeds")
+    p.add_argument("runs", nargs="+")
     p = sub.add_parser("table")
     p.add_argument("run")
     p = sub.add_parser("tune")
     p.add_argument("run")
     p.add_argument("--device")
     p = sub.add_parser("scenario")
-    p.add_argument("which", choices=["A", "B", "all"])
+    p.add_argument("which", choices=["A", "B", "L", "all"])
     p.add_argument("--seeds", type=int, nargs="+", help="seeds to train (default: the config's)")
     p.add_argument("--parallel", action="store_true", help="train all seeds of all scenarios at once")
     p.add_argument("--skip-pix2pix", action="store_true", help="use the generator the config names as it is")
@@ -287,6 +330,10 @@ def main(argv=None) -> int:
         segmentation_run(args.config, args.seed, args.device, args.workers, args.deadline)
     elif args.cmd == "synthetic":
         make_synthetic(args.config, args.device)
+    elif args.cmd == "ensemble":
+        ensemble(args.out, args.runs, args.name)
+    elif args.cmd == "summary":
+        print(summary(args.runs))
     elif args.cmd == "table":
         print(markdown(args.run))
     elif args.cmd == "tune":

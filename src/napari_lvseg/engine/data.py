@@ -122,7 +122,7 @@ class TrainingData:
 
     def batch(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
         """This rank's augmented (images (B, S, S) float32, labels (B, S, S) int64) of a step."""
-        workers = getattr(self.options, "workers", 0) or 0
+        workers = self.options.workers
         if workers <= 0:
             return self.make_batch(epoch, step)
         if self._next != (epoch, step):  # first batch of an epoch, or a resume mid-epoch

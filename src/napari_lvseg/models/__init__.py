@@ -23,6 +23,7 @@ _LAZY = {
     "AttentionResUNet": "napari_lvseg.models.attention_res_unet",
     "AttentionGate": "napari_lvseg.models.attention_res_unet",
     "ResidualBlock": "napari_lvseg.models.attention_res_unet",
+    "SegmentationEnsemble": "napari_lvseg.models.ensemble",
     "Pix2PixGenerator": "napari_lvseg.models.pix2pix",
     "PatchDiscriminator": "napari_lvseg.models.pix2pix",
     "one_hot": "napari_lvseg.models.pix2pix",

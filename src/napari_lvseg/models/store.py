@@ -29,6 +29,7 @@ USER_DIR_ENV = "LVSEG_MODELS_DIR"
 ARCHITECTURES = {
     "AttentionResUNet": "napari_lvseg.models.attention_res_unet:AttentionResUNet",
     "Pix2PixGenerator": "napari_lvseg.models.pix2pix:Pix2PixGenerator",
+    "SegmentationEnsemble": "napari_lvseg.models.ensemble:SegmentationEnsemble",
 }
 
 

@@ -1,0 +1,63 @@
+"""Several segmentation networks used as one model: their softmax probabilities are averaged.
+
+An ensemble is stored like any model (``card.json`` + ``model.safetensors``, architecture
+``SegmentationEnsemble``), so the registry, inference, TTA, uncertainty and the GUI take it unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import LvsegError
+from .store import ModelCard, build_model, load_model
+
+
+class SegmentationEnsemble(nn.Module):
+    """Members (each an architecture name and its constructor arguments) whose probabilities are averaged.
+
+    ``forward`` returns the log of the members' mean probability: softmax of it, which is what every
+    caller applies to a segmentation network's output, gives that mean exactly.
+    """
+
+    def __init__(self, members: list):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        self._params = {"members": [{"architecture": m["architecture"], "params": dict(m["params"])} for m in members]}
+        self.members = nn.ModuleList(build_model(m["architecture"], m["params"]) for m in members)
+
+    def architecture_params(self) -> dict:
+        return {"members": [dict(m) for m in self._params["members"]]}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = 0
+        for member in self.members:
+            out = member(x)
+            mean = mean + torch.softmax(out[0] if isinstance(out, (list, tuple)) else out, dim=1)
+        return torch.log((mean / len(self.members)).clamp_min(1e-7))
+
+
+def combine(refs, name: str) -> tuple[SegmentationEnsemble, ModelCard]:
+    """One ensemble ``(network, card)`` from segmentation models (names, model or run folders).
+
+    The members must read images the same way: same normalisation and input grid.
+    """
+    loaded = [load_model(ref, task="segmentation") for ref in refs]
+    first = loaded[0][1]
+    for ref, (_, card) in zip(refs, loaded):
+        if card.normalization != first.normalization or card.input_size != first.input_size:
+            raise LvsegError(f"normalisation or input size differs from {first.name}'s; cannot average", ref)
+    net = SegmentationEnsemble([{"architecture": c.architecture, "params": c.params} for _, c in loaded])
+    with torch.no_grad():
+        for member, (model, _) in zip(net.members, loaded):
+            member.load_state_dict(model.state_dict())
+    licences = sorted({c.licence for _, c in loaded if c.licence})
+    card = ModelCard(
+        name=name, task="segmentation", architecture="SegmentationEnsemble", params=net.architecture_params(),
+        normalization=first.normalization, classes=first.classes, input_size=first.input_size,
+        training={"ensemble_of": [{"name": c.name, "source": str(ref), **c.training} for ref, (_, c) in zip(refs, loaded)]},
+        licence="; ".join(licences),
+        notes=f"mean softmax probability of {len(loaded)} networks",
+    )
+    return net.eval(), card
