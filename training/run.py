@@ -215,27 +215,36 @@ def segmentation_run(config_path, seed=None, device=None, workers=None, deadline
 
 
 def summary(runs, metrics_file="test_metrics_tta.json") -> str:
-    """Markdown: per-case and pooled test Dice of each run, then mean ± sd over the seeds of each config."""
+    """Markdown tables of the runs' test Dice: per case and pooled (study classes), then the EMIDEC protocol;
+    each followed by mean ± sd over the seeds of a config (runs <config out> and <config out>_seed<k>)."""
     import re
 
     import numpy as np
 
-    keys = ("cavity", "myocardium", "infarct", "no_reflow", "mean")
-    rows, groups = [], {}
-    for run in runs:
-        data = json.loads((Path(run) / metrics_file).read_text())
-        values = {"per case": [data["study"][-1][k] for k in keys], "pooled": [data["pooled"][k] for k in keys]}
-        group = re.sub(r"_seed\d+$", "", Path(run).name)
-        for protocol, v in values.items():
-            rows.append(f"| {Path(run).name} | {protocol} | " + " | ".join(f"{x:.3f}" for x in v) + " |")
-            groups.setdefault((group, protocol), []).append(v)
-    for (group, protocol), values in groups.items():
-        if len(values) > 1:
-            a = np.array(values, dtype=float)
-            cells = " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(a.mean(0), a.std(0, ddof=1)))
-            rows.append(f"| **{group}, {len(values)} seeds** | {protocol} | {cells} |")
-    return "\n".join(["| run | protocol | cavity | myocardium | infarct | no-reflow | mean |",
-                      "|---|---|---|---|---|---|---|", *rows])
+    def table(header, protocols):
+        rows, groups = [], {}
+        for run in runs:
+            data = json.loads((Path(run) / metrics_file).read_text())
+            group = re.sub(r"_seed\d+$", "", Path(run).name)
+            for protocol, pick in protocols.items():
+                values = pick(data)
+                rows.append(f"| {Path(run).name} | {protocol} | " + " | ".join(f"{x:.3f}" for x in values) + " |")
+                groups.setdefault((group, protocol), []).append(values)
+        for (group, protocol), values in groups.items():
+            if len(values) > 1:
+                a = np.array(values, dtype=float)
+                cells = " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(a.mean(0), a.std(0, ddof=1)))
+                rows.append(f"| **{group}, {len(values)} seeds** | {protocol} | {cells} |")
+        return "\n".join([f"| run | protocol | {' | '.join(header)} |", "|---" * (len(header) + 2) + "|", *rows])
+
+    study = ("cavity", "myocardium", "infarct", "no_reflow", "mean")
+    emidec = ("dice_myocardium", "dice_infarct", "dice_no_reflow")
+    return (table(("cavity", "myocardium", "infarct", "no-reflow", "mean"),
+                  {"per case": lambda d: [d["study"][-1][k] for k in study],
+                   "pooled": lambda d: [d["pooled"][k] for k in study]})
+            + "\n\n"
+            + table(("myocardium (2+3+4)", "infarct (3+4)", "no-reflow"),
+                    {"EMIDEC": lambda d: [d["emidec"][-1][k] for k in emidec]}))
 
 
 def scenario(which: str, seeds=(None,), device=None, workers=None, deadline=None, skip_pix2pix=False,

@@ -56,7 +56,9 @@ def combine(refs, name: str) -> tuple[SegmentationEnsemble, ModelCard]:
     card = ModelCard(
         name=name, task="segmentation", architecture="SegmentationEnsemble", params=net.architecture_params(),
         normalization=first.normalization, classes=first.classes, input_size=first.input_size,
-        training={"ensemble_of": [{"name": c.name, "source": str(ref), **c.training} for ref, (_, c) in zip(refs, loaded)]},
+        training={"train_cases": sorted({n for _, c in loaded for n in c.training.get("train_cases", [])}),
+                  "val_cases": sorted({n for _, c in loaded for n in c.training.get("val_cases", [])}),
+                  "ensemble_of": [{"name": c.name, "source": str(ref), **c.training} for ref, (_, c) in zip(refs, loaded)]},
         licence="; ".join(licences),
         notes=f"mean softmax probability of {len(loaded)} networks",
     )

@@ -1,0 +1,60 @@
+"""training/run.py: config paths, seed run folders, and the seed summary (mean ± sd) behind RESULTS.md."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def runner():
+    spec = importlib.util.spec_from_file_location("training_run", ROOT / "training/run.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_configs_resolve_paths_and_seed_folders(runner, monkeypatch, tmp_path):
+    monkeypatch.setenv("LVSEG_EMIDEC_DIR", str(tmp_path / "emidec"))
+    config = runner.load_config(ROOT / "training/configs/seg_mixed.json")
+    assert config["data"] == [str(tmp_path / "emidec"), str(ROOT / "training/runs/synthetic")]
+    assert config["split"] == str(ROOT / "training/split.json")
+    path = ROOT / "training/configs/seg_real.json"
+    assert runner.run_folder(path) == runner.run_folder(path, 0) == ROOT / "training/runs/seg_real"
+    assert runner.run_folder(path, 2) == ROOT / "training/runs/seg_real_seed2"
+
+
+def test_every_config_names_known_options(runner):
+    from napari_lvseg.engine import TrainOptions
+
+    known = set(TrainOptions.__dataclass_fields__) | {"description", "synthetic"}
+    for path in sorted((ROOT / "training/configs").glob("*.json")):
+        config = json.loads(path.read_text())
+        assert set(config) <= known, (path.name, set(config) - known)
+        TrainOptions(**{k: v for k, v in runner.load_config(path).items() if k in TrainOptions.__dataclass_fields__}).validate()
+
+
+def _metrics(run: Path, cavity: float, no_reflow: float):
+    run.mkdir(parents=True)
+    study = {"cavity": cavity, "myocardium": 0.8, "infarct": 0.5, "no_reflow": no_reflow,
+             "mean": (cavity + 0.8 + 0.5 + no_reflow) / 4}
+    emidec = {"dice_myocardium": 0.85, "dice_infarct": 0.6, "dice_no_reflow": no_reflow}
+    (run / "test_metrics_tta.json").write_text(json.dumps({"study": [study], "pooled": study, "emidec": [emidec]}))
+
+
+def test_summary_gives_each_run_and_mean_sd_over_seeds(runner, tmp_path):
+    _metrics(tmp_path / "seg_mixed", 0.90, 0.40)
+    _metrics(tmp_path / "seg_mixed_seed1", 0.94, 0.60)
+    _metrics(tmp_path / "seg_real", 0.92, 0.30)
+    text = runner.summary([tmp_path / "seg_mixed", tmp_path / "seg_mixed_seed1", tmp_path / "seg_real"])
+    lines = text.splitlines()
+    assert "| seg_mixed_seed1 | pooled | 0.940 | 0.800 | 0.500 | 0.600 | 0.710 |" in lines
+    # mean ± sample sd over the two seeds of seg_mixed; the single seg_real run gets no summary row
+    assert "| **seg_mixed, 2 seeds** | per case | 0.920 ± 0.028 | 0.800 ± 0.000 | 0.500 ± 0.000 | 0.500 ± 0.141 | 0.680 ± 0.042 |" in lines
+    assert not any("seg_real, " in line for line in lines)
+    assert "| **seg_mixed, 2 seeds** | EMIDEC | 0.850 ± 0.000 | 0.600 ± 0.000 | 0.500 ± 0.141 |" in lines
