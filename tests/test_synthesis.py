@@ -230,6 +230,25 @@ def test_feature_network_uses_a_bundled_segmentation_encoder(run, pairs, tmp_pat
     assert np.isfinite(result["fid"])
 
 
+def test_feature_network_of_an_ensemble_is_its_first_members_encoder(tmp_path, monkeypatch):
+    import torch
+
+    import napari_lvseg.models.store as store
+    from napari_lvseg.models.ensemble import SegmentationEnsemble
+    from napari_lvseg.synthesis import feature_network
+
+    member = {"architecture": "AttentionResUNet", "params": {"base_width": 4, "depth": 3}}
+    ensemble = SegmentationEnsemble([member, {**member, "params": {"base_width": 6, "depth": 3}}])
+    bundled = tmp_path / "bundled"
+    store.save_model(bundled / "seg-ens", ensemble,
+                     store.ModelCard(name="seg-ens", task="segmentation", architecture="SegmentationEnsemble"))
+    monkeypatch.setattr(store, "bundled_models_dir", lambda: bundled)
+    network = feature_network()
+    assert "first member" in network.name and "seg-ens" in network.name
+    with torch.no_grad():
+        assert network(torch.zeros(2, 1, 32, 32)).shape == (2, 4 * 2 ** 3)  # width 4 at depth 3: 32 channels
+
+
 def test_fid_and_kid_measure_distribution_distance():
     rng = np.random.default_rng(0)
     a = rng.standard_normal((300, 4))

@@ -180,16 +180,19 @@ class _EncoderFeatures:
 
 def feature_network():
     """The FID/KID feature network: the encoder of the default bundled segmentation model where there is
-    one (``stem`` + ``encoder`` blocks), else the fixed random conv net."""
+    one (``stem`` + ``encoder`` blocks; of an ensemble, its first member's), else the fixed random conv net."""
     from .models.store import list_models, load_model
 
     bundled = [e for e in list_models("segmentation") if e.source == "bundled"]
     bundled.sort(key=lambda e: not e.card.is_default)
     for entry in bundled:
         net, _ = load_model(entry.path, task="segmentation")
+        member = ""
+        if hasattr(net, "members"):
+            net, member = net.members[0], "first member of "
         if hasattr(net, "stem") and hasattr(net, "encoder"):
-            return _EncoderFeatures(net, f"encoder bottleneck of bundled segmentation model '{entry.name}' "
-                                         "(global average pool)")
+            return _EncoderFeatures(net, f"encoder bottleneck of the {member}bundled segmentation model "
+                                         f"'{entry.name}' (global average pool)")
     return _RandomFeatures()
 
 
