@@ -56,6 +56,19 @@ def test_train_writes_run_folder_and_events(phantom_pairs, tmp_path):
     assert not list(run.glob("*.tmp*")), "temp files left behind"
 
 
+def test_card_names_real_cases_and_counts_synthetic_pairs(phantom_pairs, tmp_path):
+    synthetic = PairFolder(tmp_path / "synthetic")
+    for seed in range(3):
+        image, labels = make_phantom(n_slices=1, size=64, seed=10 + seed)
+        synthetic.add(image, labels, origin="synthetic", source="simulated", name=f"syn{seed}")
+    run = options(phantom_pairs, tmp_path / "run", epochs=1)
+    run.data.append(str(tmp_path / "synthetic"))
+    list(train(run))
+    training = json.loads((tmp_path / "run" / "card.json").read_text())["training"]
+    assert training["synthetic_pairs"] == 3
+    assert training["train_cases"] and not any(c.startswith("syn") for c in training["train_cases"])
+
+
 def test_run_folder_is_a_model(phantom_pairs, tmp_path):
     from napari_lvseg.inference import segment
 

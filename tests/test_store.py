@@ -269,6 +269,33 @@ def test_register_replaces_existing(models_dir, seg_dir):
         register_model(directory, name="../escape")
 
 
+def test_large_weights_are_sharded_and_load_register_and_resave_whole(models_dir, tmp_path, monkeypatch):
+    def big_card():  # params filled in from the model
+        return ModelCard(name="big", task="segmentation", architecture="AttentionResUNet")
+
+    monkeypatch.setattr(store, "SHARD_BYTES", 20_000)
+    torch.manual_seed(0)
+    model = AttentionResUNet(base_width=8, depth=2).eval()  # ~0.2 MB of float32: about ten shards
+    save_model(tmp_path / "big", model, big_card())
+    files = sorted(p.name for p in (tmp_path / "big").glob("model*.safetensors"))
+    assert len(files) > 3 and all((tmp_path / "big" / f).stat().st_size < 60_000 for f in files)
+    loaded, _ = load_model(tmp_path / "big")
+    with torch.no_grad():
+        assert torch.equal(loaded(x16()), model(x16()))
+    assert sorted(p.name for p in register_model(tmp_path / "big", name="big").glob("model*")) == files
+    load_model(models_dir / "big")
+
+    monkeypatch.setattr(store, "SHARD_BYTES", 10**9)  # re-saved in one file: the old shards go
+    save_model(tmp_path / "big", model, big_card())
+    assert [p.name for p in (tmp_path / "big").glob("model*")] == ["model.safetensors"]
+
+    monkeypatch.setattr(store, "SHARD_BYTES", 20_000)
+    save_model(tmp_path / "big", model, big_card())
+    (tmp_path / "big" / "model-3.safetensors").unlink()
+    with pytest.raises(LvsegError, match="shard model-3.safetensors is missing"):
+        load_model(tmp_path / "big")
+
+
 def _saved_unet(directory, width, seed, normalization=None):
     from napari_lvseg.models.attention_res_unet import AttentionResUNet
 

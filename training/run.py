@@ -184,24 +184,6 @@ def ensemble(out, runs, name=None) -> Path:
     return Path(out)
 
 
-def markdown(run) -> str:
-    """The run's test tables as Markdown rows for RESULTS.md (study per case, pooled, EMIDEC)."""
-    lines = []
-    for path in sorted(Path(run).glob("test_metrics*.json")):
-        data = json.loads(path.read_text())
-        s, p, e = data["study"][-1], data["pooled"], data["emidec"][-1]
-        tag = f"{Path(run).name}{' + TTA' if data['tta'] else ''}"
-        f = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
-        lines.append(f"| {tag} | per case | {f(s['cavity'])} | {f(s['myocardium'])} | {f(s['infarct'])} | "
-                     f"{f(s['no_reflow'])} | {f(s['mean'])} |")
-        lines.append(f"| {tag} | pooled | {f(p['cavity'])} | {f(p['myocardium'])} | {f(p['infarct'])} | "
-                     f"{f(p['no_reflow'])} | {f(p['mean'])} |")
-        lines.append(f"| {tag} | EMIDEC | myo {f(e['dice_myocardium'])} | infarct {f(e['dice_infarct'])} | "
-                     f"no-reflow {f(e['dice_no_reflow'])} | HD95 {f(e['hd95_myocardium'])} | "
-                     f"vol err inf {f(e['vol_err_infarct_pct'])} % / nr {f(e['vol_err_no_reflow_pct'])} % |")
-    return "\n".join(lines)
-
-
 def config(name) -> Path:
     return ROOT / f"training/configs/{name}.json"
 
@@ -321,8 +303,6 @@ def main(argv=None) -> int:
     p.add_argument("--name")
     p = sub.add_parser("summary", help="test Dice of several runs, mean ± sd over seeds")
     p.add_argument("runs", nargs="+")
-    p = sub.add_parser("table")
-    p.add_argument("run")
     p = sub.add_parser("tune")
     p.add_argument("run")
     p.add_argument("--device")
@@ -343,8 +323,6 @@ def main(argv=None) -> int:
         ensemble(args.out, args.runs, args.name)
     elif args.cmd == "summary":
         print(summary(args.runs))
-    elif args.cmd == "table":
-        print(markdown(args.run))
     elif args.cmd == "tune":
         tune_postprocess(args.run, device=args.device)
     elif args.cmd == "evaluate":

@@ -161,7 +161,9 @@ class TrainingData:
         o = self.options
         return {"data": [str(p) for p in o.data], "mix": self.mix, "epochs": epoch, "samples_per_epoch": self.samples,
                 "batch_size": o.batch_size, "seed": o.seed, "init": o.init,
-                "train_cases": sorted({c for s in self.train_sets for c in s.cases}),
+                # real and corrected cases by name; synthetic pairs (thousands of them) by number
+                "train_cases": sorted({c for s in self.train_sets for c, k in zip(s.cases, s.origin) if k != "synthetic"}),
+                "synthetic_pairs": len({c for s in self.train_sets for c, k in zip(s.cases, s.origin) if k == "synthetic"}),
                 "val_cases": sorted({c for s in self.val_sets for c in s.cases})}
 
     def licence(self) -> str:

@@ -58,7 +58,10 @@ def combine(refs, name: str) -> tuple[SegmentationEnsemble, ModelCard]:
         normalization=first.normalization, classes=first.classes, input_size=first.input_size,
         training={"train_cases": sorted({n for _, c in loaded for n in c.training.get("train_cases", [])}),
                   "val_cases": sorted({n for _, c in loaded for n in c.training.get("val_cases", [])}),
-                  "ensemble_of": [{"name": c.name, "source": str(ref), **c.training} for ref, (_, c) in zip(refs, loaded)]},
+                  # the members' own training blocks, less their case lists (the union above)
+                  "ensemble_of": [{"name": c.name, "source": str(ref),
+                                   **{k: v for k, v in c.training.items() if k not in ("train_cases", "val_cases")}}
+                                  for ref, (_, c) in zip(refs, loaded)]},
         licence="; ".join(licences),
         notes=f"mean softmax probability of {len(loaded)} networks",
     )

@@ -22,6 +22,10 @@ from napari_lvseg.labels import NAMES
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"
+# Weights above this size continue in model-2.safetensors, model-3..., named in model.safetensors'
+# metadata, so that no file of a model (bundled ones are tracked in git) grows past ~10 MB.
+SHARD_BYTES = 8 * 2**20
+_SHARD_NAME = re.compile(r"model-\d+\.safetensors")
 TASKS = ("segmentation", "synthesis")
 USER_DIR_ENV = "LVSEG_MODELS_DIR"
 
@@ -140,6 +144,9 @@ def read_card(path) -> ModelCard:
 def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
     """Write ``card.json`` and ``model.safetensors`` into ``directory`` (each atomically).
 
+    Weights over ``SHARD_BYTES`` continue in ``model-2.safetensors``, ...; those are written first and
+    ``model.safetensors``, which names them, last: an interrupted save leaves the old model readable.
+
     ``half`` stores floating tensors as float16 (for bundled weights; loading restores float32).
     Empty ``card.params``/``architecture`` are filled in from the model.
     """
@@ -160,19 +167,57 @@ def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
         tensors[key] = tensor.contiguous().clone()
     from ..io.atomic import atomic_path, write_text_atomic
 
+    shards, size = [{}], 0
+    for key, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > SHARD_BYTES:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    names = [f"model-{i}.safetensors" for i in range(2, len(shards) + 1)]
+    for name, shard in zip(names, shards[1:]):
+        with atomic_path(directory / name) as tmp:
+            save_file(shard, str(tmp), metadata={"format": "pt"})
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": "pt"})
+        save_file(shards[0], str(tmp), metadata={"format": "pt", "shards": ",".join(names)})
+    for stale in directory.glob("model-*.safetensors"):
+        if stale.name not in names:
+            stale.unlink()
     write_text_atomic(directory / CARD_FILE, card.to_json())
     return directory
+
+
+def weight_files(weights: Path) -> list[Path]:
+    """A safetensors weights file and the shards its metadata names (see `save_model`)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            listed = (handle.metadata() or {}).get("shards", "")
+    except Exception as exc:  # safetensors raises its own error types for truncated/garbled files
+        raise LvsegError(f"not a readable safetensors file ({type(exc).__name__}: {exc})", weights) from exc
+    files = [weights]
+    for name in filter(None, listed.split(",")):
+        if not _SHARD_NAME.fullmatch(name):
+            raise LvsegError(f"weights metadata names an invalid shard {name!r}", weights)
+        shard = weights.parent / name
+        if not shard.is_file():
+            raise LvsegError(f"weights shard {name} is missing", weights)
+        files.append(shard)
+    return files
 
 
 def _read_safetensors(path: Path) -> dict:
     from safetensors.torch import load_file
 
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as exc:  # safetensors raises its own error types for truncated/garbled files
-        raise LvsegError(f"not a readable safetensors file ({type(exc).__name__}: {exc})", path) from exc
+    state = {}
+    for file in weight_files(path):
+        try:
+            state.update(load_file(str(file), device="cpu"))
+        except Exception as exc:  # safetensors raises its own error types for truncated/garbled files
+            raise LvsegError(f"not a readable safetensors file ({type(exc).__name__}: {exc})", file) from exc
+    return state
 
 
 def torch_load_plain(path, what: str = "PyTorch weights file"):
@@ -374,7 +419,8 @@ def register_model(src_dir, name: str | None = None) -> Path:
     dest = root / name
     staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
     try:
-        shutil.copy2(weights_path, staging / WEIGHTS_FILE)
+        for file in weight_files(weights_path):
+            shutil.copy2(file, staging / (WEIGHTS_FILE if file == weights_path else file.name))
         (staging / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
         if dest.exists():  # swap the old one out, then drop it
             old = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.old."))

@@ -39,9 +39,9 @@ class CorrectLogic:
     @staticmethod
     def pair_name(source) -> str:
         """The one pair name a source is saved under, so that every (auto)save replaces the last one."""
-        from napari_lvseg.io import full_suffix
-
         import hashlib
+
+        from napari_lvseg.io import full_suffix
 
         name = Path(str(source)).name
         suffix = full_suffix(name)
@@ -200,7 +200,6 @@ class CorrectWidget(QWidget):
     def refresh_models(self) -> None:
         self.model_picker.refresh()
 
-    @guarded
     def _folder_row(self, edit, title) -> QHBoxLayout:
         """A folder field with its "…" chooser button."""
         choose = QPushButton("…")
@@ -211,6 +210,7 @@ class CorrectWidget(QWidget):
         row.addWidget(choose)
         return row
 
+    @guarded
     def _choose(self, edit, title):
         folder = choose_folder(self, title, edit.text())
         if folder:
