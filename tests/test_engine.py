@@ -175,3 +175,28 @@ def test_resume_from_a_checkpoint_of_another_model_is_refused(phantom_pairs, tmp
     shutil.copy(tmp_path / "small" / "last.pt", tmp_path / "big" / "last.pt")
     with pytest.raises(LvsegError, match="does not fit this run"):
         list(train(options(phantom_pairs, tmp_path / "big", epochs=2, width=8), resume=True))
+
+
+def test_context_run_reads_neighbours_from_the_same_case_only(phantom_pairs, tmp_path):
+    from napari_lvseg.data.augment import augment_sample, build_augmentation
+    from napari_lvseg.data.datasets import load_source
+    from napari_lvseg.inference import segment
+
+    slices = load_source(phantom_pairs, size=64)
+    first_of_second_case = slices.cases.index(slices.case_names()[1])
+    stacked = slices.input(first_of_second_case, 1)
+    assert stacked.shape == (3, 64, 64)
+    # the slice below belongs to the other case: the case's own first slice repeats instead
+    assert np.array_equal(stacked[0], stacked[1]) and np.array_equal(stacked[2], slices.images[first_of_second_case + 1])
+    # spatial augmentation moves the channels together
+    image, label = augment_sample(build_augmentation("light"), np.repeat(slices.images[:1], 3, 0), slices.labels[0], 5)
+    assert image.shape == (3, 64, 64) and np.array_equal(image[0], image[2]) and label.shape == (64, 64)
+
+    list(train(options(phantom_pairs, tmp_path / "run", epochs=1, context=1)))
+    card = json.loads((tmp_path / "run" / "card.json").read_text())
+    assert card["params"]["in_channels"] == 3 and card["training"]["context_slices"] == 1
+    image, _ = make_phantom(n_slices=2, size=64, seed=9)
+    assert segment(image, str(tmp_path / "run")).labels.shape == image.shape
+    assert segment(image[0], str(tmp_path / "run")).labels.shape == image.shape[1:]
+    with pytest.raises(LvsegError, match="--context must be 0..3"):
+        TrainOptions(data=["x"], context=5).validate()

@@ -101,3 +101,46 @@ def test_bad_images_give_one_line_errors(oracle, bad, match):
     with pytest.raises(LvsegError, match=match) as info:
         segment(bad, oracle, name="scan.nii.gz")
     assert "scan.nii.gz" in str(info.value) and "\n" not in str(info.value)
+
+
+class ReadsNeighbours(nn.Module):
+    """A 2.5-D oracle (3 input channels): cavity where the slice *above* is bright."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def architecture_params(self):
+        return {"in_channels": 3}
+
+    def forward(self, x):
+        assert x.shape[1] == 3, "a 2.5-D network gets the slice and one neighbour each side"
+        bright = (x[:, :1] > 0.5).float() * 8.0
+        zeros = torch.zeros_like(bright)
+        return torch.cat([8.0 - bright, bright, zeros, zeros, zeros], dim=1) + 0 * self.dummy
+
+
+def test_context_stacks_neighbours_and_repeats_the_ends():
+    from napari_lvseg.data.normalize import with_context
+
+    slices = np.arange(4, dtype=np.float32)[:, None, None] * np.ones((1, 2, 2), np.float32)
+    stacked = with_context(slices, 1)
+    assert stacked.shape == (4, 3, 2, 2)
+    assert stacked[:, :, 0, 0].tolist() == [[0, 0, 1], [0, 1, 2], [1, 2, 3], [2, 3, 3]]
+    assert with_context(slices[:1], 2)[0, :, 0, 0].tolist() == [0, 0, 0, 0, 0]
+    assert with_context(slices, 0).shape == (4, 1, 2, 2)
+
+
+@pytest.mark.parametrize("tta", [False, True])
+def test_a_2_5d_network_reads_each_slice_with_its_neighbours(tta):
+    card = ModelCard(name="neighbours", task="segmentation", architecture="AttentionResUNet", input_size=64)
+    stack = np.full((3, 64, 64), 100, np.float32) + np.random.default_rng(0).normal(0, 1, (3, 64, 64)).astype(np.float32)
+    stack[:, :12, :12] += 500  # every slice: a bright corner, so per-slice normalisation maps the rest to ~0
+    centre = disk((64, 64), (32, 32), 10)
+    stack[0][centre] += 500  # only slice 0 has the bright disk
+    labels = segment(stack, (ReadsNeighbours(), card), tta=tta, postprocessing=False).labels
+    # slice 0's upper neighbour is itself (the end repeats), slice 1's is slice 0: both see the disk
+    assert (labels[0][centre] == 1).all() and (labels[1][centre] == 1).all()
+    assert not (labels[2][centre] == 1).any()
+    # a lone 2-D slice is its own neighbour
+    assert (segment(stack[0], (ReadsNeighbours(), card)).labels[centre] == 1).all()

@@ -336,3 +336,21 @@ def test_ensemble_refuses_members_that_read_images_differently(tmp_path):
     _saved_unet(tmp_path / "b", 4, 1, normalization={"method": "zscore", "per": "volume"})
     with pytest.raises(LvsegError, match="normalisation or input size differs"):
         combine([tmp_path / "a", tmp_path / "b"], "bad")
+
+
+def test_ensemble_mixes_2d_and_2_5d_members_each_reading_its_own_channels(tmp_path):
+    from napari_lvseg.data.normalize import model_context
+    from napari_lvseg.models.attention_res_unet import AttentionResUNet
+    from napari_lvseg.models.ensemble import combine
+
+    flat = _saved_unet(tmp_path / "flat", 4, 0)
+    torch.manual_seed(1)
+    deep = AttentionResUNet(in_channels=3, base_width=4, depth=3).eval()
+    save_model(tmp_path / "deep", deep, ModelCard(name="deep", task="segmentation", architecture="AttentionResUNet",
+                                                  params=deep.architecture_params(), input_size=32))
+    net, card = combine([tmp_path / "flat", tmp_path / "deep"], "mixed")
+    assert model_context(net) == 1 and model_context(flat) == 0 and model_context(deep) == 1
+    x = torch.randn(2, 3, 32, 32)  # a slice (channel 1) between its two neighbours
+    with torch.no_grad():
+        expected = (torch.softmax(flat(x[:, 1:2]), 1) + torch.softmax(deep(x), 1)) / 2
+        assert torch.allclose(torch.softmax(net(x), 1), expected, atol=1e-5)

@@ -265,3 +265,26 @@ def test_ms_per_image_times_a_generator(run):
 
     assert 0 < ms_per_image(run[0], repeats=2) < 10_000
     assert 0 < ms_per_image(Pix2PixGenerator(base_width=4), repeats=1) < 10_000
+
+
+def test_feature_network_feeds_a_2_5d_encoder_the_lone_slice_as_its_own_neighbours(tmp_path, monkeypatch):
+    import torch
+
+    import napari_lvseg.models.store as store
+    from napari_lvseg.models.attention_res_unet import AttentionResUNet
+    from napari_lvseg.synthesis import feature_network
+
+    net = AttentionResUNet(in_channels=3, base_width=4, depth=3).eval()
+    bundled = tmp_path / "bundled"
+    store.save_model(bundled / "seg-25d", net, store.ModelCard(name="seg-25d", task="segmentation",
+                                                             architecture="AttentionResUNet",
+                                                             params=net.architecture_params()))
+    monkeypatch.setattr(store, "bundled_models_dir", lambda: bundled)
+    network = feature_network()
+    x = torch.randn(2, 1, 32, 32)
+    with torch.no_grad():
+        got = network(x)
+        f = network.net.stem(x.repeat(1, 3, 1, 1))
+        for block in network.net.encoder:
+            f = block(f)
+    assert got.shape == (2, 32) and torch.allclose(got, f.mean((2, 3)))

@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="name of the trained model in the registry")
     p.add_argument("--width", type=int, default=None, help="base width of the network")
     p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--context", type=int, default=0,
+                   help="neighbour slices each side as input channels (2.5-D segmentation; 0: 2-D)")
     p.add_argument("--augment", choices=("none", "light", "default"), default="default")
     p.add_argument("--rare-boost", type=float, default=2.0, help="oversampling of slices with infarct / no-reflow")
     p.add_argument("--threads", type=int, default=None)
@@ -149,7 +151,7 @@ def cmd_train(args) -> int:
         samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         threads=args.threads, workers=args.workers, device=args.device, split=args.split, val_fraction=args.val_fraction,
         init=args.init, name=args.name, width=args.width, depth=args.depth, augment=args.augment,
-        rare_boost=args.rare_boost, checkpoint_every=args.checkpoint_every,
+        rare_boost=args.rare_boost, checkpoint_every=args.checkpoint_every, context=args.context,
     )
     bar = None
     last = None

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data.normalize import from_grid, normalize_slices, to_grid
+from .data.normalize import from_grid, model_context, normalize_slices, to_grid, with_context
 from .errors import LvsegError
 from .labels import CAVITY, INFARCT, MYOCARDIUM, N_CLASSES, NO_REFLOW
 
@@ -38,10 +38,14 @@ def _device_of(model):
 
 
 def predict_probabilities(model, slices: np.ndarray, tta: bool = False, batch_size: int = 8, device=None) -> np.ndarray:
-    """Softmax probabilities (N, 5, S, S) for normalised slices (N, S, S); ``tta`` averages 8 rotations/flips."""
+    """Softmax probabilities (N, 5, S, S) for normalised slices (N, S, S); ``tta`` averages 8 rotations/flips.
+
+    ``slices`` are one case's stack in order: a 2.5-D network reads each slice with its neighbours.
+    """
     import torch
 
     device = device or _device_of(model)
+    inputs = with_context(slices, model_context(model))
     was_training = model.training
     model.eval()
     # TTA: the 8 rotations/reflections of the square (training augments with all of them)
@@ -49,7 +53,7 @@ def predict_probabilities(model, slices: np.ndarray, tta: bool = False, batch_si
     out = np.empty((len(slices), N_CLASSES) + slices.shape[-2:], dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(slices), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(slices[start:start + batch_size], dtype=np.float32))[:, None].to(device)
+            x = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size])).to(device)
             prob = 0
             for k, flip in transforms:
                 xi = torch.rot90(torch.flip(x, (-1,)) if flip else x, k, (-2, -1))
@@ -117,7 +121,7 @@ def find_lv_center(model, stack: np.ndarray, size: int, device=None):
 
     model.eval()
     with torch.inference_mode():
-        x = torch.from_numpy(np.ascontiguousarray(stack))[:, None].to(device or _device_of(model))
+        x = torch.from_numpy(with_context(stack, model_context(model))).to(device or _device_of(model))
         logits = sliding_window_inference(x, roi_size=(size, size), sw_batch_size=8, predictor=model,
                                           overlap=0.25, mode="gaussian", padding_mode="constant")
     lv = np.isin(logits.argmax(1).cpu().numpy(), (CAVITY, MYOCARDIUM, INFARCT, NO_REFLOW))

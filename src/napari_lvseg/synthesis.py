@@ -172,7 +172,8 @@ class _EncoderFeatures:
         self.net, self.name = net.eval(), name
 
     def __call__(self, x):
-        f = self.net.stem(x)
+        # a 2.5-D network reads a slice with its neighbours: a lone slice is its own neighbour
+        f = self.net.stem(x.expand(-1, self.net.stem.conv1.in_channels, -1, -1))
         for block in self.net.encoder:
             f = block(f)
         return f.mean((2, 3))

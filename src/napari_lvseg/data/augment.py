@@ -51,11 +51,14 @@ def build_augmentation(strength: str = "default"):
 
 
 def augment_sample(transform, image: np.ndarray, label: np.ndarray, seed) -> tuple[np.ndarray, np.ndarray]:
-    """Augment one (H, W) image/label pair reproducibly from ``seed`` (an int or a sequence of ints)."""
+    """Augment one image (H, W) or (C, H, W) and its label (H, W) reproducibly from ``seed`` (an int or a
+    sequence of ints). The channels of a (C, H, W) image (a slice and its neighbours) move together."""
     if transform is None:
         return image, label
     transform.R.seed(int(np.random.default_rng(seed).integers(0, 2**31 - 1)))
-    out = transform({"image": image[None], "label": label[None].astype(np.float32)})
-    img = np.asarray(out["image"], dtype=np.float32)[0]
+    channels = image if image.ndim == 3 else image[None]
+    out = transform({"image": channels, "label": label[None].astype(np.float32)})
+    img = np.asarray(out["image"], dtype=np.float32)
+    img = img if image.ndim == 3 else img[0]
     lab = np.asarray(out["label"])[0]
     return img, np.rint(lab).astype(np.int64)

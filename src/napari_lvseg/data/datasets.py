@@ -35,6 +35,22 @@ class SliceSet:
         return SliceSet(self.name, self.images[keep], self.labels[keep],
                         [self.cases[i] for i in keep], [self.origin[i] for i in keep])
 
+    def input(self, j: int, context: int = 0) -> np.ndarray:
+        """Slice ``j`` with ``context`` neighbours each side from its own case (C, S, S), ends repeated."""
+        if context <= 0:
+            return self.images[j][None]
+        if getattr(self, "_bounds", None) is None:  # first and last index of each slice's case
+            first, last = np.arange(len(self)), np.arange(len(self))
+            for i in range(1, len(self)):
+                if self.cases[i] == self.cases[i - 1]:
+                    first[i] = first[i - 1]
+            for i in range(len(self) - 2, -1, -1):
+                if self.cases[i] == self.cases[i + 1]:
+                    last[i] = last[i + 1]
+            self._bounds = (first, last)
+        first, last = self._bounds
+        return self.images[np.clip(np.arange(j - context, j + context + 1), first[j], last[j])]
+
     def case_names(self) -> list:
         return sorted(set(self.cases))
 

@@ -60,3 +60,24 @@ def from_grid(grid: np.ndarray, box, shape, fill=0) -> np.ndarray:
     if sy1 > sy0 and sx1 > sx0:
         out[..., sy0:sy1, sx0:sx1] = grid[..., sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
     return out
+
+
+def with_context(slices: np.ndarray, context: int) -> np.ndarray:
+    """Network input (N, 1 + 2*context, S, S) from a case's slices (N, S, S) in their stack order.
+
+    Channel ``context`` is the slice itself; the others are its neighbours ``context`` slices up and
+    down, repeating the end slices past the stack's ends (a lone 2-D slice is its own neighbour).
+    """
+    slices = np.asarray(slices, dtype=np.float32)
+    if context <= 0:
+        return slices[:, None]
+    idx = np.clip(np.arange(len(slices))[:, None] + np.arange(-context, context + 1)[None], 0, len(slices) - 1)
+    return slices[idx]
+
+
+def model_context(model) -> int:
+    """Neighbour slices a segmentation network reads on each side: (input channels - 1) / 2."""
+    if hasattr(model, "in_channels"):  # an ensemble: its widest member
+        return (model.in_channels() - 1) // 2
+    params = model.architecture_params() if hasattr(model, "architecture_params") else {}
+    return max(0, (int(params.get("in_channels", 1)) - 1) // 2)

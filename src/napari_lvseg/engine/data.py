@@ -88,8 +88,9 @@ class TrainingData:
     step (the same batches: a batch is a pure function of (seed, epoch, step)).
     """
 
-    def __init__(self, options, normalization: dict, transform, rare_boost: float, world):
+    def __init__(self, options, normalization: dict, transform, rare_boost: float, world, context: int = 0):
         o = self.options = options
+        self.context = context  # neighbour slices each side in a sample's channels
         self.transform, self.rare_boost, self.world = transform, rare_boost, world
         sets = [load_source(p, o.size, normalization) for p in o.data]
         mix = list(o.mix) if o.mix else [len(s) for s in sets]  # default: proportional to size
@@ -121,7 +122,7 @@ class TrainingData:
                                      self.options.seed, epoch, self.rare_boost)
 
     def batch(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """This rank's augmented (images (B, S, S) float32, labels (B, S, S) int64) of a step."""
+        """This rank's augmented (images (B, C, S, S) float32, labels (B, S, S) int64) of a step."""
         workers = self.options.workers
         if workers <= 0:
             return self.make_batch(epoch, step)
@@ -144,14 +145,15 @@ class TrainingData:
             loader._shutdown_workers()
 
     def make_batch(self, epoch: int, step: int) -> tuple[np.ndarray, np.ndarray]:
-        """The batch of (epoch, step) for this rank, built in this process."""
+        """The batch of (epoch, step) for this rank, built in this process: images (B, C, S, S)."""
         b, w = self.options.batch_size, self.world
         first = (step * w.size + w.rank) * b
         images, labels = [], []
         for i in range(first, first + b):
             k, j = self.indices[i]
             s = self.train_sets[k]
-            img, lab = augment_sample(self.transform, s.images[j], s.labels[j], (self.options.seed, epoch, i))
+            img, lab = augment_sample(self.transform, s.input(j, self.context), s.labels[j],
+                                      (self.options.seed, epoch, i))
             images.append(img)
             labels.append(lab)
         return np.stack(images), np.stack(labels).astype(np.int64)

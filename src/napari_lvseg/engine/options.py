@@ -36,6 +36,7 @@ class TrainOptions:
     depth: int = 4
     dropout: float = 0.0
     deep_supervision: bool = True
+    context: int = 0                               # neighbour slices each side as input channels (2.5-D; --init keeps its model's)
     # segmentation
     augment: str = "default"                       # none | light | default
     rare_boost: float = 2.0                        # oversampling of infarct / no-reflow slices
@@ -62,6 +63,8 @@ class TrainOptions:
             raise LvsegError(f"--mix ratios must be non-negative with a positive sum, got {self.mix}")
         if self.lr is not None and self.lr <= 0:
             raise LvsegError(f"--lr must be positive, got {self.lr}")
+        if not 0 <= self.context <= 3:
+            raise LvsegError(f"--context must be 0..3 neighbour slices, got {self.context}")
         if self.workers < 0:
             raise LvsegError(f"--workers must be 0 or more, got {self.workers}")
         if self.rare_boost < 0 or not 0 <= self.val_fraction < 1:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.augment import build_augmentation
-from ..data.normalize import DEFAULT_NORMALIZATION
+from ..data.normalize import DEFAULT_NORMALIZATION, model_context
 from ..labels import NAMES, SHORT_NAMES
 from .data import Task, TrainingData
 
@@ -31,10 +31,11 @@ class SegmentationTask(Task):
             self.normalization = dict(card.normalization or self.normalization)
         else:
             self.architecture = "AttentionResUNet"
-            self.params = {"in_channels": 1, "out_channels": 5, "base_width": o.width or 12, "depth": o.depth,
+            self.params = {"in_channels": 1 + 2 * o.context, "out_channels": 5, "base_width": o.width or 12, "depth": o.depth,
                            "dropout": o.dropout, "deep_supervision": o.deep_supervision}
             self.model = build_model(self.architecture, self.params)
-        self.data = TrainingData(o, self.normalization, build_augmentation(o.augment), o.rare_boost, self.world)
+        self.data = TrainingData(o, self.normalization, build_augmentation(o.augment), o.rare_boost, self.world,
+                                 context=model_context(self.model))
         self.net = self.parallel(self.model)
         lr = o.lr or (2e-3 if not o.init else 5e-4)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=1e-4)
@@ -63,7 +64,7 @@ class SegmentationTask(Task):
         import torch
 
         images, labels = self.data.batch(epoch, step)
-        x = torch.from_numpy(images[:, None]).to(self.device)
+        x = torch.from_numpy(images).to(self.device)
         y = torch.from_numpy(labels[:, None]).to(self.device)
         self.model.train()
         out = self.net(x)
@@ -111,6 +112,7 @@ class SegmentationTask(Task):
             params=self.params, normalization=self.normalization,
             classes={str(k): v for k, v in NAMES.items()}, input_size=o.size,
             training={**self.data.card_training(epoch), "augment": o.augment, "rare_boost": o.rare_boost,
+                      "context_slices": self.data.context,
                       "loss": "DiceCE (batch Dice) with deep supervision"},
             metrics={"validation": metrics} if metrics else {}, licence=self.data.licence(),
             created=time.strftime("%Y-%m-%dT%H:%M:%S"),

@@ -167,7 +167,7 @@ class SynthesisTask(Task):
         import torch
 
         images, labels = self.data.batch(epoch, step)
-        x = torch.from_numpy(to_tanh(images, synthesis_normalization())[:, None]).to(self.device)
+        x = torch.from_numpy(to_tanh(images, synthesis_normalization())).to(self.device)  # (B, 1, S, S)
         return x, torch.from_numpy(labels).to(self.device)
 
     def train_step(self, epoch: int, step: int) -> dict:

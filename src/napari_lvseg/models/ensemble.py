@@ -17,7 +17,8 @@ class SegmentationEnsemble(nn.Module):
     """Members (each an architecture name and its constructor arguments) whose probabilities are averaged.
 
     ``forward`` returns the log of the members' mean probability: softmax of it, which is what every
-    caller applies to a segmentation network's output, gives that mean exactly.
+    caller applies to a segmentation network's output, gives that mean exactly. Members may read
+    different numbers of neighbour slices: each takes the centre channels of the widest input.
     """
 
     def __init__(self, members: list):
@@ -30,10 +31,15 @@ class SegmentationEnsemble(nn.Module):
     def architecture_params(self) -> dict:
         return {"members": [dict(m) for m in self._params["members"]]}
 
+    def in_channels(self) -> int:
+        """Input channels: those of the member reading the most neighbour slices."""
+        return max(m["params"].get("in_channels", 1) for m in self._params["members"])
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean = 0
-        for member in self.members:
-            out = member(x)
+        mean, centre = 0, x.shape[1] // 2
+        for member, spec in zip(self.members, self._params["members"]):
+            half = (spec["params"].get("in_channels", 1) - 1) // 2  # 2-D and 2.5-D members: centre channels
+            out = member(x[:, centre - half:centre + half + 1])
             mean = mean + torch.softmax(out[0] if isinstance(out, (list, tuple)) else out, dim=1)
         return torch.log((mean / len(self.members)).clamp_min(1e-7))
 
@@ -41,7 +47,8 @@ class SegmentationEnsemble(nn.Module):
 def combine(refs, name: str) -> tuple[SegmentationEnsemble, ModelCard]:
     """One ensemble ``(network, card)`` from segmentation models (names, model or run folders).
 
-    The members must read images the same way: same normalisation and input grid.
+    The members must read images the same way: same normalisation and input grid (2-D and 2.5-D
+    members mix).
     """
     loaded = [load_model(ref, task="segmentation") for ref in refs]
     first = loaded[0][1]
