@@ -39,17 +39,9 @@ class SliceSet:
         """Slice ``j`` with ``context`` neighbours each side from its own case (C, S, S), ends repeated."""
         if context <= 0:
             return self.images[j][None]
-        if getattr(self, "_bounds", None) is None:  # first and last index of each slice's case
-            first, last = np.arange(len(self)), np.arange(len(self))
-            for i in range(1, len(self)):
-                if self.cases[i] == self.cases[i - 1]:
-                    first[i] = first[i - 1]
-            for i in range(len(self) - 2, -1, -1):
-                if self.cases[i] == self.cases[i + 1]:
-                    last[i] = last[i + 1]
-            self._bounds = (first, last)
-        first, last = self._bounds
-        return self.images[np.clip(np.arange(j - context, j + context + 1), first[j], last[j])]
+        first = self.cases.index(self.cases[j])  # a case's slices are contiguous, in stack order
+        last = first + self.cases.count(self.cases[j]) - 1
+        return self.images[np.clip(np.arange(j - context, j + context + 1), first, last)]
 
     def case_names(self) -> list:
         return sorted(set(self.cases))
