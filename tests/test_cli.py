@@ -72,8 +72,10 @@ def test_train_cli_then_models_lists_it(models_dir, tmp_path):
     phantom_pair_folder(tmp_path / "pairs", n_pairs=3, n_slices=2, size=64)
     code = main(["train", "--data", str(tmp_path / "pairs"), "--out", str(tmp_path / "run"), "--epochs", "1",
                  "--samples-per-epoch", "4", "--batch-size", "2", "--width", "4", "--depth", "3",
-                 "--val-fraction", "0.34", "--threads", "1", "--quiet", "--register", "--name", "mine"])
+                 "--val-fraction", "0.34", "--threads", "1", "--quiet", "--register", "--name", "mine",
+                 "--context", "1"])
     assert code == 0 and (tmp_path / "run" / "model.safetensors").exists()
+    assert json.loads((tmp_path / "run" / "card.json").read_text())["params"]["in_channels"] == 3
     listing = lvseg("models")
     assert "mine" in listing.stdout and "user" in listing.stdout
 
@@ -83,6 +85,7 @@ def test_train_cli_then_models_lists_it(models_dir, tmp_path):
     (["segment", "img.tif", "-o", "x.nii.gz", "--model", "nope"], "nope"),
     (["segment", "notes.txt", "-o", "x.nii.gz"], "unsupported file type"),
     (["train", "--data", "nowhere", "--out", "run"], "nowhere"),
+    (["train", "--data", "x", "--out", "run", "--context", "9"], "--context must be 0..3"),
     (["evaluate", "--pred", "a", "--truth", "b"], "not a folder"),
 ])
 def test_user_errors_are_one_line_without_traceback(models_dir, tmp_path, args, words):
