@@ -31,8 +31,8 @@ class SegmentationTask(Task):
             self.normalization = dict(card.normalization or self.normalization)
         else:
             self.architecture = "AttentionResUNet"
-            self.params = {"in_channels": 1 + 2 * o.context, "out_channels": 5, "base_width": o.width or 12, "depth": o.depth,
-                           "dropout": o.dropout, "deep_supervision": o.deep_supervision}
+            self.params = {"in_channels": 1 + 2 * o.context, "out_channels": 5, "base_width": o.width or 12,
+                           "depth": o.depth, "dropout": o.dropout, "deep_supervision": o.deep_supervision}
             self.model = build_model(self.architecture, self.params)
         self.data = TrainingData(o, self.normalization, build_augmentation(o.augment), o.rare_boost, self.world,
                                  context=model_context(self.model))
