@@ -44,7 +44,9 @@ def segmentation_speed(model: nn.Module, repeats: int, train: bool = True) -> tu
         F.cross_entropy(out, y).backward()
         optimizer.step()
 
-    x_eval = torch.randn(10, 1, SIZE, SIZE)
+    from napari_lvseg.data.normalize import model_context
+
+    x_eval = torch.randn(10, 1 + 2 * model_context(model), SIZE, SIZE)  # a 2.5-D model reads neighbours too
 
     def infer():
         model.eval()

@@ -77,7 +77,10 @@ def with_context(slices: np.ndarray, context: int) -> np.ndarray:
 
 def model_context(model) -> int:
     """Neighbour slices a segmentation network reads on each side: (input channels - 1) / 2."""
-    if hasattr(model, "in_channels"):  # an ensemble: its widest member
-        return (model.in_channels() - 1) // 2
-    params = model.architecture_params() if hasattr(model, "architecture_params") else {}
-    return max(0, (int(params.get("in_channels", 1)) - 1) // 2)
+    channels = getattr(model, "in_channels", None)  # an ensemble's method (its widest member); MONAI's int
+    if callable(channels):
+        channels = channels()
+    if channels is None:
+        params = model.architecture_params() if hasattr(model, "architecture_params") else {}
+        channels = params.get("in_channels", 1)
+    return max(0, (int(channels) - 1) // 2)

@@ -36,6 +36,9 @@ class SegmentationEnsemble(nn.Module):
         return max(m["params"].get("in_channels", 1) for m in self._params["members"])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.shape[1] != self.in_channels():
+            raise ValueError(f"this ensemble reads {self.in_channels()} input channels (a slice and its neighbours), "
+                             f"got {x.shape[1]}")
         mean, centre = 0, x.shape[1] // 2
         for member, spec in zip(self.members, self._params["members"]):
             half = (spec["params"].get("in_channels", 1) - 1) // 2  # 2-D and 2.5-D members: centre channels
