@@ -14,7 +14,7 @@ import numpy as np
 
 from ..errors import LvsegError
 from ..labels import INFARCT, NO_REFLOW, invalid_values
-from .normalize import labels_center, normalize_slices, to_grid
+from .normalize import labels_center, neighbours, normalize_slices, to_grid
 
 
 @dataclass
@@ -37,11 +37,8 @@ class SliceSet:
 
     def input(self, j: int, context: int = 0) -> np.ndarray:
         """Slice ``j`` with ``context`` neighbours each side from its own case (C, S, S), ends repeated."""
-        if context <= 0:
-            return self.images[j][None]
         first = self.cases.index(self.cases[j])  # a case's slices are contiguous, in stack order
-        last = first + self.cases.count(self.cases[j]) - 1
-        return self.images[np.clip(np.arange(j - context, j + context + 1), first, last)]
+        return self.images[first + neighbours(j - first, self.cases.count(self.cases[j]), max(context, 0))]
 
     def case_names(self) -> list:
         return sorted(set(self.cases))

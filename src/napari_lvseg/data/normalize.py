@@ -62,17 +62,19 @@ def from_grid(grid: np.ndarray, box, shape, fill=0) -> np.ndarray:
     return out
 
 
+def neighbours(position, count: int, context: int) -> np.ndarray:
+    """Indices of slice ``position`` (an int or array) of a ``count``-slice stack and of its ``context``
+    neighbours up and down, along a new last axis; past the stack's ends the end slice repeats."""
+    return np.clip(np.asarray(position)[..., None] + np.arange(-context, context + 1), 0, count - 1)
+
+
 def with_context(slices: np.ndarray, context: int) -> np.ndarray:
     """Network input (N, 1 + 2*context, S, S) from a case's slices (N, S, S) in their stack order.
 
-    Channel ``context`` is the slice itself; the others are its neighbours ``context`` slices up and
-    down, repeating the end slices past the stack's ends (a lone 2-D slice is its own neighbour).
+    Channel ``context`` is the slice itself, the others its neighbours (a lone 2-D slice is its own).
     """
     slices = np.asarray(slices, dtype=np.float32)
-    if context <= 0:
-        return slices[:, None]
-    idx = np.clip(np.arange(len(slices))[:, None] + np.arange(-context, context + 1)[None], 0, len(slices) - 1)
-    return slices[idx]
+    return slices[neighbours(np.arange(len(slices)), len(slices), max(context, 0))]
 
 
 def model_context(model) -> int:

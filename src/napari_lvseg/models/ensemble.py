@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..data.normalize import model_context
 from ..errors import LvsegError
 from .store import ModelCard, build_model, load_model
 
@@ -27,22 +28,22 @@ class SegmentationEnsemble(nn.Module):
             raise ValueError("an ensemble needs at least one member")
         self._params = {"members": [{"architecture": m["architecture"], "params": dict(m["params"])} for m in members]}
         self.members = nn.ModuleList(build_model(m["architecture"], m["params"]) for m in members)
+        self._contexts = [model_context(m) for m in self.members]  # neighbour slices each member reads
 
     def architecture_params(self) -> dict:
         return {"members": [dict(m) for m in self._params["members"]]}
 
     def in_channels(self) -> int:
         """Input channels: those of the member reading the most neighbour slices."""
-        return max(m["params"].get("in_channels", 1) for m in self._params["members"])
+        return 1 + 2 * max(self._contexts)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[1] != self.in_channels():
             raise ValueError(f"this ensemble reads {self.in_channels()} input channels (a slice and its neighbours), "
                              f"got {x.shape[1]}")
         mean, centre = 0, x.shape[1] // 2
-        for member, spec in zip(self.members, self._params["members"]):
-            half = (spec["params"].get("in_channels", 1) - 1) // 2  # 2-D and 2.5-D members: centre channels
-            out = member(x[:, centre - half:centre + half + 1])
+        for member, context in zip(self.members, self._contexts):  # 2-D and 2.5-D: their centre channels
+            out = member(x[:, centre - context:centre + context + 1])
             mean = mean + torch.softmax(out[0] if isinstance(out, (list, tuple)) else out, dim=1)
         return torch.log((mean / len(self.members)).clamp_min(1e-7))
 

@@ -188,6 +188,10 @@ def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
     return directory
 
 
+def _unreadable(exc, path) -> LvsegError:
+    return LvsegError(f"not a readable safetensors file ({type(exc).__name__}: {exc})", path)
+
+
 def weight_files(weights: Path) -> list[Path]:
     """A safetensors weights file and the shards its metadata names (see `save_model`)."""
     from safetensors import safe_open
@@ -196,7 +200,7 @@ def weight_files(weights: Path) -> list[Path]:
         with safe_open(str(weights), framework="pt") as handle:
             listed = (handle.metadata() or {}).get("shards", "")
     except Exception as exc:  # safetensors raises its own error types for truncated/garbled files
-        raise LvsegError(f"not a readable safetensors file ({type(exc).__name__}: {exc})", weights) from exc
+        raise _unreadable(exc, weights) from exc
     files = [weights]
     for name in filter(None, listed.split(",")):
         if not _SHARD_NAME.fullmatch(name):
@@ -215,8 +219,8 @@ def _read_safetensors(path: Path) -> dict:
     for file in weight_files(path):
         try:
             state.update(load_file(str(file), device="cpu"))
-        except Exception as exc:  # safetensors raises its own error types for truncated/garbled files
-            raise LvsegError(f"not a readable safetensors file ({type(exc).__name__}: {exc})", file) from exc
+        except Exception as exc:
+            raise _unreadable(exc, file) from exc
     return state
 
 
