@@ -58,3 +58,53 @@ def test_summary_gives_each_run_and_mean_sd_over_seeds(runner, tmp_path):
     assert "| **seg_mixed, 2 seeds** | per case | 0.920 ± 0.028 | 0.800 ± 0.000 | 0.500 ± 0.000 | 0.500 ± 0.141 | 0.680 ± 0.042 |" in lines
     assert not any("seg_real, " in line for line in lines)
     assert "| **seg_mixed, 2 seeds** | EMIDEC | 0.850 ± 0.000 | 0.600 ± 0.000 | 0.500 ± 0.141 |" in lines
+
+
+@pytest.fixture(scope="module")
+def chooser():
+    spec = importlib.util.spec_from_file_location("choose_ensemble", ROOT / "training/choose_ensemble.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cached_run(folder: Path, predictions: dict) -> Path:
+    """A run folder holding only cached probabilities (val and test alike): ``{case: (labels, confidence)}``."""
+    import numpy as np
+
+    folder.mkdir(parents=True)
+    probs = {}
+    for name, (labels, confidence) in predictions.items():
+        p = np.full((labels.shape[0], 5) + labels.shape[1:], (1 - confidence) / 4, np.float32)
+        np.put_along_axis(p, labels[:, None].astype(np.int64), confidence, axis=1)
+        probs[name] = p.astype(np.float16)
+    for split in ("val", "test"):
+        np.savez(folder / f"probs_{split}.npz", **probs)
+    return folder
+
+
+def test_greedy_selection_adds_runs_while_validation_rises(chooser, monkeypatch, tmp_path):
+    import numpy as np
+
+    truth = np.zeros((2, 8, 8), np.uint8)
+    truth[:, 2:6, 2:6] = 2
+    truth[:, 3:5, 3:5] = 1
+    wrong = np.where(truth == 2, 1, truth).astype(np.uint8)  # the myocardium called cavity
+    cases = {"c1": (truth.astype(np.float32), truth), "c2": (truth.astype(np.float32), truth)}
+    # a and b are each sure and right on one case, unsure and wrong on the other: together they are right
+    # on both; c is sure and wrong everywhere
+    a = _cached_run(tmp_path / "a", {"c1": (truth, 0.9), "c2": (wrong, 0.6)})
+    b = _cached_run(tmp_path / "b", {"c1": (wrong, 0.6), "c2": (truth, 0.9)})
+    c = _cached_run(tmp_path / "c", {"c1": (wrong, 0.9), "c2": (wrong, 0.9)})
+    runs = [str(a), str(b), str(c)]
+    monkeypatch.setattr(chooser, "weights_mb", lambda run: 30.0 if Path(run).name == "b" else 5.0)
+
+    path = chooser.greedy(runs, cases, cases, max_members=5, max_mb=40.0)
+    assert [[Path(m).name for m in step["members"]] for step in path] == [["a"], ["a", "b"]]
+    assert path[0]["val_per_case_mean"] < 1.0 and path[1]["val_per_case_mean"] == 1.0
+    assert path[1]["test_per_case_mean"] == path[1]["test_pooled_mean"] == 1.0
+    assert path[1]["mb_float16"] == 35.0
+    # b over the size limit: adding c lowers validation, so the selection stops at a alone
+    path = chooser.greedy(runs, cases, cases, max_members=5, max_mb=21.0)
+    assert [[Path(m).name for m in step["members"]] for step in path] == [["a"]]
+    assert chooser.greedy(runs, cases, cases, max_members=1, max_mb=40.0)[-1]["members"] == [str(a)]

@@ -5,9 +5,12 @@
     python training/run.py run training/configs/seg_real.json        # train + tune + evaluate
     python training/run.py evaluate training/runs/seg_real --tta    # test-split tables -> RUN/test_metrics_tta.json
     python training/run.py ensemble training/runs/ens RUN RUN ...   # average runs into one model (then tune, evaluate)
-    python training/run.py scenario A | B | all                      # everything for a scenario, in order
+    python training/run.py scenario A | B | L | C | all              # everything for a scenario, in order
     python training/run.py scenario all --seeds 0 1 2 --parallel --device cuda --workers 2 --skip-pix2pix
                                         # every seed of both scenarios at once (a GPU machine)
+    bash training/gpu_batch.sh C "0 1 2" 420   # the same, as one timed batch on a lent GPU machine
+
+Which runs an ensemble takes is chosen on the validation split by training/choose_ensemble.py.
 
 A seed other than the config's trains into <out>_seed<k>.
 
@@ -27,7 +30,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = {"A": ["seg_real"], "B": ["pix2pix", "synthetic:seg_mixed", "seg_mixed"],
              # the wide setting: A's and B's data with width 20, batch 32 and twice the samples
-             "L": ["seg_large", "pix2pix", "synthetic:seg_mixed", "seg_mixed_large"]}
+             "L": ["seg_large", "pix2pix", "synthetic:seg_mixed", "seg_mixed_large"],
+             # the wide setting with 2.5-D input (each slice with its neighbours above and below)
+             "C": ["seg_context_large", "pix2pix", "synthetic:seg_mixed_context_large", "seg_mixed_context_large"]}
+# post-processing minimum volumes tried on the validation split (`tune_postprocess`, training/choose_ensemble.py)
+POSTPROCESS_GRID = {"min_infarct_voxels": [0, 50, 100, 200, 400], "min_no_reflow_voxels": [0, 10, 25, 50, 100]}
 
 
 def emidec_dir() -> str:
@@ -157,10 +164,9 @@ def tune_postprocess(run, tta=True, device=None) -> dict:
             image, labels = emidec.read_case(case)
             prob = predict_probabilities(net, normalize_slices(image.data, card.normalization), tta=tta)
             raw[case.name] = (prob.argmax(1).astype(np.uint8), labels.data)
-    grid = {"min_infarct_voxels": [0, 50, 100, 200, 400], "min_no_reflow_voxels": [0, 10, 25, 50, 100]}
     scores = []
-    for values in itertools.product(*grid.values()):
-        options = dict(zip(grid, values))
+    for values in itertools.product(*POSTPROCESS_GRID.values()):
+        options = dict(zip(POSTPROCESS_GRID, values))
         table = study_table({k: (postprocess(p, options), t) for k, (p, t) in raw.items()})
         scores.append((table[-1]["mean"], options))
         print(f"{options} -> validation mean Dice {table[-1]['mean']:.4f}")
@@ -307,7 +313,7 @@ def main(argv=None) -> int:
     p.add_argument("run")
     p.add_argument("--device")
     p = sub.add_parser("scenario")
-    p.add_argument("which", choices=["A", "B", "L", "all"])
+    p.add_argument("which", choices=["A", "B", "L", "C", "all"])
     p.add_argument("--seeds", type=int, nargs="+", help="seeds to train (default: the config's)")
     p.add_argument("--parallel", action="store_true", help="train all seeds of all scenarios at once")
     p.add_argument("--skip-pix2pix", action="store_true", help="use the generator the config names as it is")

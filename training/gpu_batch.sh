@@ -1,0 +1,32 @@
+#!/bin/bash
+# One timed batch on a lent GPU machine: every seed of a scenario's segmentation runs at once (run.py scenario
+# --parallel: train, tune on validation, test tables), then each run folder, without its resume checkpoint,
+# packed into $OUT/<run>.tgz.
+#
+#   [WORKERS=2] bash training/gpu_batch.sh SCENARIO "SEEDS" SECONDS      e.g.  bash training/gpu_batch.sh C "0 1 2" 420
+#
+# The machine has no internet: carry .whl/ (wheels its Python lacks: pip download --no-deps monai==1.6.1
+# nibabel==5.4.2 -d .whl) and .data/emidec-lge-128 (a copy of ../shared/data/emidec-lge-128); both are in
+# .git/info/exclude. Training stops SECONDS after the start, keeping each run's best model so far.
+set -u
+START=$(date +%s)
+SCENARIO=$1; SEEDS=$2; SECONDS_LEFT=${3:-420}
+python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
+export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 LVSEG_EMIDEC_DIR=$PWD/.data/emidec-lge-128
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; nproc
+mkdir -p training/runs
+( while sleep 30; do echo "== $(( $(date +%s) - START )) s"; tail -qn1 training/runs/*.log 2>/dev/null | cut -c1-120; done ) &
+MONITOR=$!
+# shellcheck disable=SC2086
+python3 training/run.py scenario "$SCENARIO" --seeds $SEEDS --parallel --device cuda --workers "${WORKERS:-2}" --skip-pix2pix \
+  --deadline $((START + SECONDS_LEFT))
+echo "scenario rc $? after $(( $(date +%s) - START )) s"
+kill $MONITOR
+cd training/runs || exit 1
+for card in */card.json; do
+  run=$(dirname "$card")
+  [ "$run" = pix2pix ] && continue
+  # every file of the run (weights may be sharded: model.safetensors + model-2.safetensors ...) but last.pt
+  tar czf "$OUT/$run.tgz" --exclude=last.pt "$run" "$run.log"
+done
+ls -la "$OUT"; echo "total $(( $(date +%s) - START )) s"
