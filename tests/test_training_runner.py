@@ -1,4 +1,4 @@
-"""training/run.py: config paths, seed run folders, and the seed summary (mean ± sd) behind RESULTS.md."""
+"""training/: config paths, seed run folders, the seed summary (mean ± sd) behind RESULTS.md, ensemble member choice."""
 
 from __future__ import annotations
 
@@ -11,12 +11,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def runner():
-    spec = importlib.util.spec_from_file_location("training_run", ROOT / "training/run.py")
+def _script(name: str, file: str):
+    """A training/ script imported as a module (training/ is not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "training" / file)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def runner():
+    return _script("training_run", "run.py")
 
 
 def test_configs_resolve_paths_and_seed_folders(runner, monkeypatch, tmp_path):
@@ -62,10 +67,7 @@ def test_summary_gives_each_run_and_mean_sd_over_seeds(runner, tmp_path):
 
 @pytest.fixture(scope="module")
 def chooser():
-    spec = importlib.util.spec_from_file_location("choose_ensemble", ROOT / "training/choose_ensemble.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return _script("choose_ensemble", "choose_ensemble.py")
 
 
 def _cached_run(folder: Path, predictions: dict) -> Path:
