@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as runner  # noqa: E402  (training/run.py: the split, the EMIDEC folder, loading and ensembling runs)
+import run as runner  # training/run.py: the split, the EMIDEC folder, loading and ensembling runs
 
 
 def split_cases(split_name: str) -> dict:
@@ -71,21 +71,11 @@ def score(members: list, truths: dict, post: dict) -> tuple[float, float, dict]:
 
 
 def tuned(members: list, truths: dict) -> tuple[float, dict]:
-    """(best validation per-case mean, post-processing) over `run.POSTPROCESS_GRID`."""
-    import itertools
-
-    from napari_lvseg.inference import postprocess
-    from napari_lvseg.metrics import study_table
-
-    labels = {name: (sum(m[name].astype(np.float32) for m in members) / len(members)).argmax(1).astype(np.uint8)
-              for name in truths}
-    best = (-1.0, {})
-    for values in itertools.product(*runner.POSTPROCESS_GRID.values()):
-        post = dict(zip(runner.POSTPROCESS_GRID, values))
-        mean = study_table({n: (postprocess(labels[n], post), truths[n]) for n in truths})[-1]["mean"]
-        if mean > best[0]:
-            best = (mean, post)
-    return best
+    """(best validation per-case mean, post-processing) of the members' mean probabilities, over the grid
+    `run.tune_postprocess` tries."""
+    raw = {name: ((sum(m[name].astype(np.float32) for m in members) / len(members)).argmax(1).astype(np.uint8), truth)
+           for name, truth in truths.items()}
+    return max(runner.postprocess_scores(raw), key=lambda item: item[0])
 
 
 def weights_mb(run) -> float:

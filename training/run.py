@@ -141,19 +141,30 @@ def evaluate(run, tta=False, split_name="test", device=None) -> dict:
     return result
 
 
+def postprocess_scores(raw: dict) -> list:
+    """``[(per-case mean Dice, options)]`` for every option set of `POSTPROCESS_GRID`.
+
+    ``raw``: ``{case: (predicted labels, truth)}``."""
+    import itertools
+
+    from napari_lvseg.inference import postprocess
+    from napari_lvseg.metrics import study_table
+
+    grid = (dict(zip(POSTPROCESS_GRID, values)) for values in itertools.product(*POSTPROCESS_GRID.values()))
+    return [(study_table({k: (postprocess(p, options), t) for k, (p, t) in raw.items()})[-1]["mean"], options)
+            for options in grid]
+
+
 def tune_postprocess(run, tta=True, device=None) -> dict:
     """Choose the post-processing minimum volumes on the validation split (never the test split).
 
     Writes the choice into the run's model card ("postprocess"), which `segment` then applies.
     """
-    import itertools
-
     import numpy as np
 
     from napari_lvseg.data.normalize import normalize_slices
-    from napari_lvseg.inference import postprocess, predict_probabilities
+    from napari_lvseg.inference import predict_probabilities
     from napari_lvseg.io import emidec
-    from napari_lvseg.metrics import study_table
     from napari_lvseg.models.store import read_card, save_model
 
     split = json.loads((ROOT / "training/split.json").read_text())["val"]
@@ -164,12 +175,9 @@ def tune_postprocess(run, tta=True, device=None) -> dict:
             image, labels = emidec.read_case(case)
             prob = predict_probabilities(net, normalize_slices(image.data, card.normalization), tta=tta)
             raw[case.name] = (prob.argmax(1).astype(np.uint8), labels.data)
-    scores = []
-    for values in itertools.product(*POSTPROCESS_GRID.values()):
-        options = dict(zip(POSTPROCESS_GRID, values))
-        table = study_table({k: (postprocess(p, options), t) for k, (p, t) in raw.items()})
-        scores.append((table[-1]["mean"], options))
-        print(f"{options} -> validation mean Dice {table[-1]['mean']:.4f}")
+    scores = postprocess_scores(raw)
+    for score, options in scores:
+        print(f"{options} -> validation mean Dice {score:.4f}")
     best_score, best = max(scores, key=lambda item: item[0])
     baseline = next(score for score, o in scores if not any(o.values()))
     card = read_card(Path(run))
