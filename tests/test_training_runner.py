@@ -110,3 +110,22 @@ def test_greedy_selection_adds_runs_while_validation_rises(chooser, monkeypatch,
     path = chooser.greedy(runs, cases, cases, max_members=5, max_mb=21.0)
     assert [[Path(m).name for m in step["members"]] for step in path] == [["a"]]
     assert chooser.greedy(runs, cases, cases, max_members=1, max_mb=40.0)[-1]["members"] == [str(a)]
+
+
+def test_cached_probabilities_are_recomputed_when_the_weights_are_newer(chooser, tmp_path):
+    import os
+
+    import numpy as np
+
+    from napari_lvseg.errors import LvsegError
+
+    labels = np.zeros((1, 4, 4), np.uint8)
+    run = _cached_run(tmp_path / "run", {"c1": (labels, 0.9)})
+    cases = {"c1": (labels.astype(np.float32), labels)}
+    assert chooser.cached_probabilities(run, "val", cases)["c1"].shape == (1, 5, 4, 4)
+    weights = run / "model.safetensors"
+    weights.write_bytes(b"retrained")  # newer than the cache: the cache must not be used
+    cache_time = (run / "probs_val.npz").stat().st_mtime
+    os.utime(weights, (cache_time + 10, cache_time + 10))
+    with pytest.raises(LvsegError, match="not a model directory"):  # it went to the weights
+        chooser.cached_probabilities(run, "val", cases)

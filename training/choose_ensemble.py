@@ -43,8 +43,9 @@ def cached_probabilities(run, split_name: str, cases: dict) -> dict:
     from napari_lvseg.data.normalize import normalize_slices
     from napari_lvseg.inference import predict_probabilities
 
-    cache = Path(run) / f"probs_{split_name}.npz"
-    if cache.is_file():
+    cache, weights = Path(run) / f"probs_{split_name}.npz", Path(run) / "model.safetensors"
+    # a cache older than the run's weights (retrained, resumed) is stale
+    if cache.is_file() and not (weights.is_file() and weights.stat().st_mtime > cache.stat().st_mtime):
         with np.load(cache) as stored:
             if set(stored.files) == set(cases):
                 return {name: stored[name] for name in cases}
