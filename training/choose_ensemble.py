@@ -58,15 +58,17 @@ def cached_probabilities(run, split_name: str, cases: dict) -> dict:
     return probs
 
 
+def mean_labels(members: list, name: str) -> np.ndarray:
+    """Labels of a case from the members' mean probabilities (before post-processing)."""
+    return (sum(m[name].astype(np.float32) for m in members) / len(members)).argmax(1).astype(np.uint8)
+
+
 def score(members: list, truths: dict, post: dict) -> tuple[float, float, dict]:
     """(per-case mean Dice, pooled mean Dice, per-case table's mean row) of the members' mean probabilities."""
     from napari_lvseg.inference import postprocess
     from napari_lvseg.metrics import pooled_dice, study_table
 
-    cases = {}
-    for name, truth in truths.items():
-        mean = sum(m[name].astype(np.float32) for m in members) / len(members)
-        cases[name] = (postprocess(mean.argmax(1).astype(np.uint8), post), truth)
+    cases = {name: (postprocess(mean_labels(members, name), post), truth) for name, truth in truths.items()}
     table = study_table(cases)
     return table[-1]["mean"], pooled_dice(list(cases.values()))["mean"], table[-1]
 
@@ -74,8 +76,7 @@ def score(members: list, truths: dict, post: dict) -> tuple[float, float, dict]:
 def tuned(members: list, truths: dict) -> tuple[float, dict]:
     """(best validation per-case mean, post-processing) of the members' mean probabilities, over the grid
     `run.tune_postprocess` tries."""
-    raw = {name: ((sum(m[name].astype(np.float32) for m in members) / len(members)).argmax(1).astype(np.uint8), truth)
-           for name, truth in truths.items()}
+    raw = {name: (mean_labels(members, name), truth) for name, truth in truths.items()}
     return max(runner.postprocess_scores(raw), key=lambda item: item[0])
 
 
