@@ -129,3 +129,43 @@ def test_cached_probabilities_are_recomputed_when_the_weights_are_newer(chooser,
     os.utime(weights, (cache_time + 10, cache_time + 10))
     with pytest.raises(LvsegError, match="not a model directory"):  # it went to the weights
         chooser.cached_probabilities(run, "val", cases)
+
+
+@pytest.fixture(scope="module")
+def cross_validation():
+    return _script("cross_validate", "cross_validate.py")
+
+
+def test_committed_folds_are_a_stratified_deal_of_the_development_cases(cross_validation, emidec_dir, tmp_path):
+    split = json.loads((ROOT / "training/split.json").read_text())
+    paths = cross_validation.make_folds(4, data=emidec_dir, splits=tmp_path)
+    folds = [json.loads(p.read_text()) for p in paths]
+    # the committed files are what make_folds gives
+    assert folds == [json.loads((ROOT / "training/splits" / p.name).read_text()) for p in paths]
+    vals = [f["val"] for f in folds]
+    assert sorted(c for v in vals for c in v) == sorted(split["train"] + split["val"])
+    for fold in folds:
+        assert not set(fold["train"]) & set(fold["val"]) and fold["test"] == split["test"]
+        assert sorted(fold["train"] + fold["val"]) == sorted(split["train"] + split["val"])
+    normals = [sum(c.startswith("Case_N") for c in v) for v in vals]
+    assert max(normals) - min(normals) <= 1
+
+
+def test_a_fold_run_trains_without_its_fold_and_validates_on_it(cross_validation, emidec_dir, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.setenv("LVSEG_EMIDEC_DIR", str(emidec_dir))
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"task": "segmentation", "data": ["${EMIDEC}"], "out": str(tmp_path / "unused"),
+                                  "split": "training/split.json", "epochs": 2, "samples_per_epoch": 8,
+                                  "batch_size": 4, "width": 4, "depth": 2, "threads": 1, "augment": "none"}))
+    run = cross_validation.run_fold(config, 4, 3, cv_runs=tmp_path / "cv")
+    assert run == tmp_path / "cv" / "tiny_cv4f3"
+    fold = json.loads((ROOT / "training/splits/cv4_fold3.json").read_text())
+    options = json.loads((run / "options.json").read_text())
+    assert options["split"] == str(ROOT / "training/splits/cv4_fold3.json")
+    start = json.loads((run / "events.jsonl").read_text().splitlines()[0])
+    assert f"from {len(fold['val'])} cases" in start["message"]
+    scores = cross_validation.fold_scores(run)
+    assert scores["epochs"] == 2 and scores["best_epoch"] in (1, 2) and scores["best"] >= scores["last"]
+    table = cross_validation.summary([config], 4, cv_runs=tmp_path / "cv").splitlines()
+    assert table[-1].startswith("| tiny | 1 of 4 | 2 | ")

@@ -1,0 +1,199 @@
+"""A larger judge than the 6 validation cases: K-fold cross-validation over the 48 development cases.
+
+Six validation cases ranked the wide 2.5-D networks first, and the test split ranked them below width 12 (RESULTS.md).
+Cross-validation scores a *setting* (a config) on every development case: fold k trains the config on the other
+folds and validates on fold k. The test cases stay out of every fold.
+
+    python training/cross_validate.py folds [--folds 4]                  # training/splits/cv4_fold{1..4}.json
+    python training/cross_validate.py run CONFIG [--folds 4] [--fold K] [--seed S] [--device cuda] [--workers N]
+                                              [--deadline T] [--parallel]
+    python training/cross_validate.py summary CONFIG... [--folds 4] [--seed S]
+
+Fold runs train into training/runs/cv/<config>_cv<K>f<k>[_seed<S>]; a config with synthetic pairs gets a synthetic set
+per fold, made from that fold's training cases only. The score of a fold is the engine's per-epoch validation check
+(no TTA, no post-processing): at the epoch it keeps (the best; biased upwards alike for every setting with the same
+number of epochs) and at its last epoch (unbiased).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as runner  # noqa: E402  (training/run.py: configs, the engine driver)
+
+ROOT = runner.ROOT
+SPLIT = ROOT / "training/split.json"
+SPLITS = ROOT / "training/splits"
+CV_RUNS = ROOT / "training/runs/cv"
+
+
+def fold_path(folds: int, k: int, splits=SPLITS) -> Path:
+    return Path(splits) / f"cv{folds}_fold{k}.json"
+
+
+def _relative(path: Path) -> str:
+    """A path as configs write it: relative to the repository root where it lies inside it."""
+    path = Path(path).resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
+def _stratum(case) -> str:
+    """normal / infarct with no-reflow / infarct without no-reflow, as training/split.json was stratified."""
+    from napari_lvseg.io import emidec
+
+    if case.name.startswith("Case_N"):
+        return "normal"
+    _, labels = emidec.read_case(case)
+    return "no_reflow" if (labels.data == 4).any() else "infarct"
+
+
+def make_folds(folds: int = 4, seed: int = 2026, data=None, splits=SPLITS) -> list:
+    """Split train + validation of training/split.json into ``folds`` stratified folds; write one split file each."""
+    import numpy as np
+
+    from napari_lvseg.io import emidec
+    from napari_lvseg.io.atomic import write_json_atomic
+
+    split = json.loads(SPLIT.read_text())
+    development = set(split["train"]) | set(split["val"])
+    strata: dict = {}
+    for case in emidec.find_cases(data or runner.emidec_dir()):
+        if case.name in development:
+            strata.setdefault(_stratum(case), []).append(case.name)
+    found = sum(len(v) for v in strata.values())
+    if found != len(development):
+        raise SystemExit(f"{data or runner.emidec_dir()}: {found} of the {len(development)} development cases found")
+    rng = np.random.default_rng(seed)
+    members: list = [[] for _ in range(folds)]
+    dealt = 0
+    for name in sorted(strata):   # deal each stratum round-robin, continuing where the last one stopped
+        for case in rng.permutation(sorted(strata[name])):
+            members[dealt % folds].append(str(case))
+            dealt += 1
+    paths = []
+    for k, val in enumerate(members, 1):
+        train = sorted(c for other in members if other is not val for c in other)
+        path = fold_path(folds, k, splits)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, {
+            "description": f"Fold {k} of {folds}: training/split.json's train + val cases, stratified by normal / "
+                           f"infarct with no-reflow / infarct without (numpy default_rng({seed})); test cases "
+                           "unchanged and never used here.",
+            "train": train, "val": sorted(val), "test": split["test"]})
+        paths.append(path)
+    return paths
+
+
+def fold_config(config_path, folds: int, k: int, splits=SPLITS, cv_runs=CV_RUNS) -> Path:
+    """The config for fold k, written into <cv_runs>/configs/ (other paths as in the original)."""
+    config = json.loads(Path(config_path).read_text())
+    name = f"{Path(config_path).stem}_cv{folds}f{k}"
+    config["split"] = _relative(fold_path(folds, k, splits))
+    config["out"] = _relative(Path(cv_runs) / name)
+    if "synthetic" in config:   # synthetic pairs from this fold's training masks only
+        config["data"][1] = _relative(Path(cv_runs) / f"synthetic_{name}")
+    path = Path(cv_runs) / "configs" / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(config, indent=1))
+    return path
+
+
+def run_fold(config_path, folds, k, seed=None, device=None, workers=None, deadline=None, epochs=None,
+             splits=SPLITS, cv_runs=CV_RUNS) -> Path:
+    if not fold_path(folds, k, splits).exists():
+        make_folds(folds, splits=splits)
+    path = fold_config(config_path, folds, k, splits, cv_runs)
+    if "synthetic" in json.loads(path.read_text()):
+        runner.make_synthetic(path, device)
+    return runner.train(path, epochs=epochs, seed=seed, workers=workers, device=device, deadline=deadline)
+
+
+def fold_scores(run) -> dict:
+    """Per-case and pooled validation mean of a fold run: at its best epoch and at its last."""
+    checks = [json.loads(line) for line in (Path(run) / "events.jsonl").read_text().splitlines()
+              if '"validation"' in line]
+    checks = [c for c in checks if c.get("kind") == "validation"]
+    if not checks:
+        raise SystemExit(f"{run}: no validation check yet")
+    best = max(checks, key=lambda c: c["metrics"]["mean"])
+    last = max(checks, key=lambda c: c["epoch"])
+    return {"epochs": last["epoch"], "best_epoch": best["epoch"],
+            "best": best["metrics"]["mean"], "last": last["metrics"]["mean"],
+            "last_pooled": last["metrics"]["pooled_mean"], "last_no_reflow": last["metrics"]["no_reflow"]}
+
+
+def summary(configs, folds: int = 4, seed=None, splits=SPLITS, cv_runs=CV_RUNS) -> str:
+    """One row per config: mean ± sd over the folds of each fold score."""
+    import numpy as np
+
+    keys = ("best", "last", "last_pooled", "last_no_reflow")
+    rows = [f"| config | folds | epochs | per case, best epoch | per case, last epoch | pooled, last epoch | "
+            f"no-reflow per case, last epoch |", "|---|---|---|---|---|---|---|"]
+    for config_path in configs:
+        scores = []
+        for k in range(1, folds + 1):
+            run = runner.run_folder(fold_config(config_path, folds, k, splits, cv_runs), seed)
+            if (run / "events.jsonl").exists():
+                scores.append(fold_scores(run))
+        if not scores:
+            rows.append(f"| {Path(config_path).stem} | 0 of {folds} | | | | | |")
+            continue
+        a = np.array([[s[key] for key in keys] for s in scores], dtype=float)
+        sd = a.std(0, ddof=1) if len(scores) > 1 else np.zeros(len(keys))
+        epochs = ", ".join(str(s["epochs"]) for s in scores)
+        rows.append(f"| {Path(config_path).stem} | {len(scores)} of {folds} | {epochs} | "
+                    + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(a.mean(0), sd)) + " |")
+    return "\n".join(rows)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("folds", help="write the fold split files")
+    p.add_argument("--folds", type=int, default=4)
+    p = sub.add_parser("run", help="train a config on every fold (or one)")
+    p.add_argument("config")
+    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--fold", type=int, help="only this fold (1..K)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    p.add_argument("--workers", type=int)
+    p.add_argument("--deadline", type=float, help="Unix time at which training stops")
+    p.add_argument("--parallel", action="store_true", help="all folds at once, one process each (a GPU machine)")
+    p = sub.add_parser("summary", help="the cross-validation table of several configs")
+    p.add_argument("configs", nargs="+")
+    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--seed", type=int)
+    args = parser.parse_args(argv)
+    if args.cmd == "folds":
+        for path in make_folds(args.folds):
+            print(path.relative_to(ROOT))
+    elif args.cmd == "summary":
+        print(summary(args.configs, args.folds, args.seed))
+    else:
+        fold_list = [args.fold] if args.fold else list(range(1, args.folds + 1))
+        compute = dict(seed=args.seed, device=args.device, workers=args.workers, deadline=args.deadline)
+        if not args.parallel:
+            for k in fold_list:
+                run_fold(args.config, args.folds, k, **compute)
+            return 0
+        if not fold_path(args.folds, 1).exists():
+            make_folds(args.folds)   # once, before the fold processes start
+        procs = []
+        for k in fold_list:
+            cmd = [sys.executable, __file__, "run", args.config, "--folds", str(args.folds), "--fold", str(k)]
+            cmd += [x for flag, v in compute.items() if v is not None for x in (f"--{flag}", str(v))]
+            log = CV_RUNS / f"{Path(args.config).stem}_cv{args.folds}f{k}.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            procs.append(subprocess.Popen(cmd, stdout=open(log, "a"), stderr=subprocess.STDOUT))
+        return max(p.wait() for p in procs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
