@@ -169,3 +169,26 @@ def test_a_fold_run_trains_without_its_fold_and_validates_on_it(cross_validation
     assert scores["epochs"] == 2 and scores["best_epoch"] in (1, 2) and scores["best"] >= scores["last"]
     table = cross_validation.summary([config], 4, cv_runs=tmp_path / "cv").splitlines()
     assert table[-1].startswith("| tiny | 1 of 4 | 2 | ")
+
+
+def test_slice_split_makes_one_case_per_slice_and_splits_all_slices(emidec_cases, tmp_path):
+    from napari_lvseg.io import emidec
+
+    slice_split = _script("slice_split", "slice_split.py")
+    case = emidec.find_cases(emidec_cases[-1])[0]
+    image, labels = emidec.read_case(case)
+    out = slice_split.make(data=emidec_cases[-1], out=tmp_path)
+    slices = emidec.find_cases(out / "data")
+    assert [c.name for c in slices] == [f"{case.name}_z{z:02d}" for z in range(len(labels.data))]
+    for z, one in enumerate(slices):
+        image_z, labels_z = emidec.read_case(one)
+        assert labels_z.data.shape == (1,) + labels.data.shape[1:]
+        assert (labels_z.data[0] == labels.data[z]).all() and (image_z.data[0] == image.data[z]).all()
+    split = json.loads((out / "split.json").read_text())
+    parts = [split[k] for k in ("train", "val", "test")]
+    assert sorted(sum(parts, [])) == [c.name for c in slices]
+    assert len(split["test"]) == round(0.2 * len(slices)) and len(split["val"]) == round(0.1 * len(slices))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "options.json").write_text(json.dumps({"data": [str(out / "data")], "split": str(out / "split.json")}))
+    assert slice_split.held_out(run) == (str(out / "data"), split["test"])
