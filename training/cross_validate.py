@@ -113,13 +113,13 @@ def run_fold(config_path, folds, k, seed=None, device=None, workers=None, deadli
     return runner.train(path, epochs=epochs, seed=seed, workers=workers, device=device, deadline=deadline)
 
 
-def fold_scores(run) -> dict:
-    """Per-case and pooled validation mean of a fold run: at its best epoch and at its last."""
+def fold_scores(run) -> dict | None:
+    """Per-case and pooled validation mean of a fold run: at its best epoch and at its last (None: no check yet)."""
     checks = [json.loads(line) for line in (Path(run) / "events.jsonl").read_text().splitlines()
               if '"validation"' in line]
     checks = [c for c in checks if c.get("kind") == "validation"]
     if not checks:
-        raise SystemExit(f"{run}: no validation check yet")
+        return None
     best = max(checks, key=lambda c: c["metrics"]["mean"])
     last = max(checks, key=lambda c: c["epoch"])
     return {"epochs": last["epoch"], "best_epoch": best["epoch"],
@@ -138,7 +138,7 @@ def summary(configs, folds: int = 4, seed=None, splits=SPLITS, cv_runs=CV_RUNS) 
         scores = []
         for k in range(1, folds + 1):
             run = runner.run_folder(fold_config(config_path, folds, k, splits, cv_runs), seed)
-            if (run / "events.jsonl").exists():
+            if (run / "events.jsonl").exists() and fold_scores(run):
                 scores.append(fold_scores(run))
         if not scores:
             rows.append(f"| {Path(config_path).stem} | 0 of {folds} | | | | | |")

@@ -5,6 +5,11 @@
 #
 #   [WORKERS=2] bash training/gpu_batch.sh SCENARIO "SEEDS" SECONDS      e.g.  bash training/gpu_batch.sh C "0 1 2" 420
 #
+# or cross-validation (training/cross_validate.py) of several configs, all folds of all of them at once; only the
+# fold runs' cards and validation events come back (no weights):
+#
+#   [WORKERS=1] bash training/gpu_batch.sh cv "CONFIG_STEMS" SECONDS    e.g.  bash training/gpu_batch.sh cv "seg_context seg_mixed_context" 420
+#
 # The machine has no internet: carry .whl/ (wheels its Python lacks: pip download --no-deps monai==1.6.1
 # nibabel==5.4.2 -d .whl) and .data/emidec-lge-128 (a copy of ../shared/data/emidec-lge-128); both are in
 # .git/info/exclude. Training stops SECONDS after the start, keeping each run's best model so far.
@@ -15,8 +20,24 @@ python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --tar
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 LVSEG_EMIDEC_DIR=$PWD/.data/emidec-lge-128
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; nproc
 mkdir -p training/runs
-( while sleep 30; do echo "== $(( $(date +%s) - START )) s"; tail -qn1 training/runs/*.log 2>/dev/null | cut -c1-120; done ) &
+( while sleep 30; do echo "== $(( $(date +%s) - START )) s"; tail -qn1 training/runs/*.log training/runs/cv/*.log 2>/dev/null | cut -c1-120; done ) &
 MONITOR=$!
+if [ "$SCENARIO" = cv ]; then
+  PIDS=""
+  for stem in $SEEDS; do
+    python3 training/cross_validate.py run "training/configs/$stem.json" --parallel --device "${DEVICE:-cuda}" \
+      --workers "${WORKERS:-1}" --deadline $((START + SECONDS_LEFT)) &
+    PIDS="$PIDS $!"
+  done
+  # shellcheck disable=SC2086
+  wait $PIDS   # not the monitor
+  kill $MONITOR
+  # shellcheck disable=SC2046
+  python3 training/cross_validate.py summary $(for stem in $SEEDS; do echo "training/configs/$stem.json"; done)
+  cd training/runs/cv && tar czf "$OUT/cv.tgz" --exclude='*.pt' --exclude='*.safetensors' --exclude='synthetic_*' .
+  ls -la "$OUT"; echo "total $(( $(date +%s) - START )) s"
+  exit 0
+fi
 # shellcheck disable=SC2086
 python3 training/run.py scenario "$SCENARIO" --seeds $SEEDS --parallel --device cuda --workers "${WORKERS:-2}" --skip-pix2pix \
   --deadline $((START + SECONDS_LEFT))
