@@ -138,8 +138,8 @@ def summary(configs, folds: int = 4, seed=None, splits=SPLITS, cv_runs=CV_RUNS) 
         scores = []
         for k in range(1, folds + 1):
             run = runner.run_folder(fold_config(config_path, folds, k, splits, cv_runs), seed)
-            if (run / "events.jsonl").exists() and fold_scores(run):
-                scores.append(fold_scores(run))
+            if (run / "events.jsonl").exists() and (score := fold_scores(run)):
+                scores.append(score)
         if not scores:
             rows.append(f"| {Path(config_path).stem} | 0 of {folds} | | | | | |")
             continue
