@@ -192,3 +192,7 @@ def test_slice_split_makes_one_case_per_slice_and_splits_all_slices(emidec_cases
     run.mkdir()
     (run / "options.json").write_text(json.dumps({"data": [str(out / "data")], "split": str(out / "split.json")}))
     assert slice_split.held_out(run) == (str(out / "data"), split["test"])
+    # the slices both splits hold out: slice-level test slices of the case-level test cases only
+    test_case = json.loads((ROOT / "training/split.json").read_text())["test"][0]
+    (out / "split.json").write_text(json.dumps({"test": [f"{test_case}_z00", f"{test_case}_z03", "Case_X_z01"]}))
+    assert slice_split.common_slices(out) == [f"{test_case}_z00", f"{test_case}_z03"]

@@ -7,9 +7,12 @@ away. This experiment measures that effect with scenario A's recipe (seg_real.js
     python training/slice_split.py make                    # training/runs/slice_split/: every slice its own case
     python training/run.py train training/configs/seg_real_slice_split.json --workers 1
     python training/slice_split.py evaluate training/runs/seg_real_slice_split training/runs/seg_real
+    python training/slice_split.py evaluate --common training/runs/seg_real_slice_split training/runs/seg_real
 
 ``evaluate`` scores each run on its own held-out part (the slice-level run on its held-out slices, a case-level run
-on the 12 test cases of training/split.json) the same way: 8x TTA, no post-processing, pooled Dice.
+on the 12 test cases of training/split.json) the same way: 8x TTA, no post-processing, pooled Dice. ``--common``
+scores every run on the same slices instead: those held out by both splits (the slice-level test slices of the 12
+case-level test cases), which the case-level runs never saw and the slice-level run saw the neighbours of.
 The derived data are EMIDEC data (CC BY-NC-SA 4.0) and stay under training/runs/, which git ignores.
 """
 
@@ -61,15 +64,22 @@ def held_out(run) -> tuple:
     return options["data"][0], json.loads(Path(options["split"]).read_text())["test"]
 
 
-def evaluate(run) -> dict:
-    """Pooled Dice of a run on its held-out cases or slices: 8x TTA, no post-processing."""
+def common_slices(out=OUT) -> list:
+    """The slices held out by both splits: slice-level test slices of the case-level test cases."""
+    cases = set(json.loads(runner.ROOT.joinpath("training/split.json").read_text())["test"])
+    return [n for n in json.loads((Path(out) / "split.json").read_text())["test"] if n.rsplit("_z", 1)[0] in cases]
+
+
+def evaluate(run, common: bool = False) -> dict:
+    """Pooled Dice of a run on its held-out cases or slices (``common``: on `common_slices`): 8x TTA, no
+    post-processing."""
     from napari_lvseg.data.normalize import normalize_slices
     from napari_lvseg.inference import predict_probabilities
     from napari_lvseg.io import emidec
     from napari_lvseg.io.atomic import write_json_atomic
     from napari_lvseg.metrics import pooled_dice
 
-    data, names = held_out(run)
+    data, names = (OUT / "data", common_slices()) if common else held_out(run)
     net, card = runner.load_on(run)
     pairs = []
     for case in emidec.find_cases(data):
@@ -79,7 +89,7 @@ def evaluate(run) -> dict:
             pairs.append((prob.argmax(1), labels.data))
     pooled = pooled_dice(pairs)
     result = {"run": str(run), "held_out": len(pairs), "slices": sum(len(t) for _, t in pairs), "pooled": pooled}
-    write_json_atomic(Path(run) / "held_out_pooled.json", result)
+    write_json_atomic(Path(run) / f"{'common' if common else 'held_out'}_pooled.json", result)
     return result
 
 
@@ -89,13 +99,14 @@ def main(argv=None) -> int:
     sub.add_parser("make")
     p = sub.add_parser("evaluate")
     p.add_argument("runs", nargs="+")
+    p.add_argument("--common", action="store_true", help="every run on the slices both splits hold out")
     args = parser.parse_args(argv)
     if args.cmd == "make":
         print(make())
         return 0
     print("| run | held out | slices | cavity | myocardium | infarct | no-reflow | mean |\n|---|---|---|---|---|---|---|---|")
     for run in args.runs:
-        r = evaluate(run)
+        r = evaluate(run, args.common)
         p = r["pooled"]
         print(f"| {Path(run).name} | {r['held_out']} | {r['slices']} | "
               + " | ".join(f"{p[k]:.3f}" for k in ("cavity", "myocardium", "infarct", "no_reflow", "mean")) + " |")
