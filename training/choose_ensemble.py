@@ -15,7 +15,6 @@ then `python training/run.py evaluate OUT --tta` gives its test tables the stand
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -27,15 +26,8 @@ import run as runner  # training/run.py: the split, the EMIDEC folder, loading a
 
 def split_cases(split_name: str) -> dict:
     """``{case name: (image, labels)}`` of a split of training/split.json."""
-    from napari_lvseg.io import emidec
-
-    names = json.loads((runner.ROOT / "training/split.json").read_text())[split_name]
-    cases = {}
-    for case in emidec.find_cases(runner.emidec_dir()):
-        if case.name in names:
-            image, labels = emidec.read_case(case)
-            cases[case.name] = (image.data, labels.data)
-    return cases
+    return {name: (image.data, labels.data)
+            for name, (image, labels) in runner.read_cases(runner.split_names(split_name)).items()}
 
 
 def cached_probabilities(run, split_name: str, cases: dict) -> dict:

@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as runner  # noqa: E402  (training/run.py: configs, the engine driver)
+import run as runner  # training/run.py: configs, the EMIDEC folder, the engine driver
 
 ROOT = runner.ROOT
 SPLIT = ROOT / "training/split.json"
@@ -42,29 +42,18 @@ def _relative(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
-def _stratum(case) -> str:
-    """normal / infarct with no-reflow / infarct without no-reflow, as training/split.json was stratified."""
-    from napari_lvseg.io import emidec
-
-    if case.name.startswith("Case_N"):
-        return "normal"
-    _, labels = emidec.read_case(case)
-    return "no_reflow" if (labels.data == 4).any() else "infarct"
-
-
 def make_folds(folds: int = 4, seed: int = 2026, data=None, splits=SPLITS) -> list:
     """Split train + validation of training/split.json into ``folds`` stratified folds; write one split file each."""
     import numpy as np
 
-    from napari_lvseg.io import emidec
     from napari_lvseg.io.atomic import write_json_atomic
 
     split = json.loads(SPLIT.read_text())
     development = set(split["train"]) | set(split["val"])
-    strata: dict = {}
-    for case in emidec.find_cases(data or runner.emidec_dir()):
-        if case.name in development:
-            strata.setdefault(_stratum(case), []).append(case.name)
+    strata: dict = {}   # normal / infarct with no-reflow / infarct without, as training/split.json was stratified
+    for name, (_, labels) in runner.read_cases(development, data).items():
+        stratum = "normal" if name.startswith("Case_N") else "no_reflow" if (labels.data == 4).any() else "infarct"
+        strata.setdefault(stratum, []).append(name)
     found = sum(len(v) for v in strata.values())
     if found != len(development):
         raise SystemExit(f"{data or runner.emidec_dir()}: {found} of the {len(development)} development cases found")
@@ -132,8 +121,9 @@ def summary(configs, folds: int = 4, seed=None, splits=SPLITS, cv_runs=CV_RUNS) 
     import numpy as np
 
     keys = ("best", "last", "last_pooled", "last_no_reflow")
-    rows = [f"| config | folds | epochs | per case, best epoch | per case, last epoch | pooled, last epoch | "
-            f"no-reflow per case, last epoch |", "|---|---|---|---|---|---|---|"]
+    header = ("| config | folds | epochs | per case, best epoch | per case, last epoch | pooled, last epoch | "
+              "no-reflow per case, last epoch |")
+    rows = [header, "|---|---|---|---|---|---|---|"]
     for config_path in configs:
         scores = []
         for k in range(1, folds + 1):
@@ -177,7 +167,7 @@ def main(argv=None) -> int:
         print(summary(args.configs, args.folds, args.seed))
     else:
         fold_list = [args.fold] if args.fold else list(range(1, args.folds + 1))
-        compute = dict(seed=args.seed, device=args.device, workers=args.workers, deadline=args.deadline)
+        compute = {"seed": args.seed, "device": args.device, "workers": args.workers, "deadline": args.deadline}
         if not args.parallel:
             for k in fold_list:
                 run_fold(args.config, args.folds, k, **compute)
@@ -190,7 +180,8 @@ def main(argv=None) -> int:
             cmd += [x for flag, v in compute.items() if v is not None for x in (f"--{flag}", str(v))]
             log = CV_RUNS / f"{Path(args.config).stem}_cv{args.folds}f{k}.log"
             log.parent.mkdir(parents=True, exist_ok=True)
-            procs.append(subprocess.Popen(cmd, stdout=open(log, "a"), stderr=subprocess.STDOUT))
+            with open(log, "a") as out:   # the child keeps its own copy of the file
+                procs.append(subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT))
         return max(p.wait() for p in procs)
     return 0
 

@@ -15,7 +15,7 @@
 # .git/info/exclude. Training stops SECONDS after the start, keeping each run's best model so far.
 set -u
 START=$(date +%s)
-SCENARIO=$1; SEEDS=$2; SECONDS_LEFT=${3:-420}
+SCENARIO=$1; LIST=$2; SECONDS_LEFT=${3:-420}   # LIST: the seeds, or (cv) the config stems
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .whl/*.whl || exit 1
 export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1 LVSEG_EMIDEC_DIR=$PWD/.data/emidec-lge-128
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader; nproc
@@ -24,7 +24,7 @@ mkdir -p training/runs
 MONITOR=$!
 if [ "$SCENARIO" = cv ]; then
   PIDS=""
-  for stem in $SEEDS; do
+  for stem in $LIST; do
     python3 training/cross_validate.py run "training/configs/$stem.json" --parallel --device "${DEVICE:-cuda}" \
       --workers "${WORKERS:-1}" --deadline $((START + SECONDS_LEFT)) &
     PIDS="$PIDS $!"
@@ -33,13 +33,13 @@ if [ "$SCENARIO" = cv ]; then
   wait $PIDS   # not the monitor
   kill $MONITOR
   # shellcheck disable=SC2046
-  python3 training/cross_validate.py summary $(for stem in $SEEDS; do echo "training/configs/$stem.json"; done)
+  python3 training/cross_validate.py summary $(for stem in $LIST; do echo "training/configs/$stem.json"; done)
   cd training/runs/cv && tar czf "$OUT/cv.tgz" --exclude='*.pt' --exclude='*.safetensors' --exclude='synthetic_*' .
   ls -la "$OUT"; echo "total $(( $(date +%s) - START )) s"
   exit 0
 fi
 # shellcheck disable=SC2086
-python3 training/run.py scenario "$SCENARIO" --seeds $SEEDS --parallel --device cuda --workers "${WORKERS:-2}" --skip-pix2pix \
+python3 training/run.py scenario "$SCENARIO" --seeds $LIST --parallel --device cuda --workers "${WORKERS:-2}" --skip-pix2pix \
   --deadline $((START + SECONDS_LEFT))
 echo "scenario rc $? after $(( $(date +%s) - START )) s"
 kill $MONITOR

@@ -113,21 +113,42 @@ def load_on(run, device=None):
     return net.to(device or "cpu"), card
 
 
+def split_names(split_name: str) -> list:
+    """The case names of a part (train / val / test) of training/split.json."""
+    return json.loads((ROOT / "training/split.json").read_text())[split_name]
+
+
+def read_cases(names, data=None) -> dict:
+    """``{case name: (image, labels)}`` (`Volume`s) of the named EMIDEC cases under ``data`` (default: the EMIDEC
+    folder), in folder order."""
+    from napari_lvseg.io import emidec
+
+    return {case.name: emidec.read_case(case) for case in emidec.find_cases(data or emidec_dir())
+            if case.name in names}
+
+
+def raw_labels(model, image, tta=True):
+    """A ``(network, card)``'s labels for an image stack, before post-processing."""
+    import numpy as np
+
+    from napari_lvseg.data.normalize import normalize_slices
+    from napari_lvseg.inference import predict_probabilities
+
+    net, card = model
+    return predict_probabilities(net, normalize_slices(image, card.normalization), tta=tta).argmax(1).astype(np.uint8)
+
+
 def evaluate(run, tta=False, split_name="test", device=None) -> dict:
     """Segment the split's cases with the run's model; study, pooled and EMIDEC tables to RUN/<split>_metrics.json."""
     from napari_lvseg.inference import segment
-    from napari_lvseg.io import emidec
     from napari_lvseg.io.atomic import write_json_atomic
     from napari_lvseg.metrics import emidec_table, format_table, pooled_dice, study_table
 
-    split = json.loads((ROOT / "training/split.json").read_text())[split_name]
     model = load_on(run, device)
     cases, spacing, t0 = {}, {}, time.time()
-    for case in emidec.find_cases(emidec_dir()):
-        if case.name in split:
-            image, labels = emidec.read_case(case)
-            cases[case.name] = (segment(image.data, model, tta=tta).labels, labels.data)
-            spacing[case.name] = labels.spacing
+    for name, (image, labels) in read_cases(split_names(split_name)).items():
+        cases[name] = (segment(image.data, model, tta=tta).labels, labels.data)
+        spacing[name] = labels.spacing
     seconds = time.time() - t0
     study, pooled = study_table(cases), pooled_dice(list(cases.values()))
     emidec_rows = emidec_table(cases, spacing=spacing)
@@ -160,21 +181,11 @@ def tune_postprocess(run, tta=True, device=None) -> dict:
 
     Writes the choice into the run's model card ("postprocess"), which `segment` then applies.
     """
-    import numpy as np
-
-    from napari_lvseg.data.normalize import normalize_slices
-    from napari_lvseg.inference import predict_probabilities
-    from napari_lvseg.io import emidec
     from napari_lvseg.models.store import read_card, save_model
 
-    split = json.loads((ROOT / "training/split.json").read_text())["val"]
-    net, card = load_on(run, device)
-    raw = {}
-    for case in emidec.find_cases(emidec_dir()):
-        if case.name in split:
-            image, labels = emidec.read_case(case)
-            prob = predict_probabilities(net, normalize_slices(image.data, card.normalization), tta=tta)
-            raw[case.name] = (prob.argmax(1).astype(np.uint8), labels.data)
+    model = load_on(run, device)
+    raw = {name: (raw_labels(model, image.data, tta), labels.data)
+           for name, (image, labels) in read_cases(split_names("val")).items()}
     scores = postprocess_scores(raw)
     for score, options in scores:
         print(f"{options} -> validation mean Dice {score:.4f}")
@@ -183,7 +194,7 @@ def tune_postprocess(run, tta=True, device=None) -> dict:
     card = read_card(Path(run))
     card.extra["postprocess"] = {**best, "tuned_on": "validation split", "val_mean_dice": round(best_score, 4),
                                  "val_mean_dice_without": round(baseline, 4)}
-    save_model(Path(run), net.cpu(), card)
+    save_model(Path(run), model[0].cpu(), card)
     print(f"chosen {best}: {best_score:.4f} (without: {baseline:.4f})")
     return best
 

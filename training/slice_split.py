@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as runner  # noqa: E402
+import run as runner  # training/run.py: configs, the EMIDEC folder, the engine driver
 
 OUT = runner.ROOT / "training/runs/slice_split"
 FRACTIONS = {"val": 0.1, "test": 0.2}   # as the case-level split: 6 and 12 of 60 cases
@@ -66,27 +66,20 @@ def held_out(run) -> tuple:
 
 def common_slices(out=OUT) -> list:
     """The slices held out by both splits: slice-level test slices of the case-level test cases."""
-    cases = set(json.loads(runner.ROOT.joinpath("training/split.json").read_text())["test"])
+    cases = set(runner.split_names("test"))
     return [n for n in json.loads((Path(out) / "split.json").read_text())["test"] if n.rsplit("_z", 1)[0] in cases]
 
 
 def evaluate(run, common: bool = False) -> dict:
     """Pooled Dice of a run on its held-out cases or slices (``common``: on `common_slices`): 8x TTA, no
     post-processing."""
-    from napari_lvseg.data.normalize import normalize_slices
-    from napari_lvseg.inference import predict_probabilities
-    from napari_lvseg.io import emidec
     from napari_lvseg.io.atomic import write_json_atomic
     from napari_lvseg.metrics import pooled_dice
 
     data, names = (OUT / "data", common_slices()) if common else held_out(run)
-    net, card = runner.load_on(run)
-    pairs = []
-    for case in emidec.find_cases(data):
-        if case.name in names:
-            image, labels = emidec.read_case(case)
-            prob = predict_probabilities(net, normalize_slices(image.data, card.normalization), tta=True)
-            pairs.append((prob.argmax(1), labels.data))
+    model = runner.load_on(run)
+    pairs = [(runner.raw_labels(model, image.data), labels.data)
+             for image, labels in runner.read_cases(names, data).values()]
     pooled = pooled_dice(pairs)
     result = {"run": str(run), "held_out": len(pairs), "slices": sum(len(t) for _, t in pairs), "pooled": pooled}
     write_json_atomic(Path(run) / f"{'common' if common else 'held_out'}_pooled.json", result)
