@@ -188,6 +188,11 @@ def test_slice_split_makes_one_case_per_slice_and_splits_all_slices(emidec_cases
     parts = [split[k] for k in ("train", "val", "test")]
     assert sorted(sum(parts, [])) == [c.name for c in slices]
     assert len(split["test"]) == round(0.2 * len(slices)) and len(split["val"]) == round(0.1 * len(slices))
+    # another seed: a second split file beside the first, over the same slices
+    assert slice_split.make(data=emidec_cases[-1], out=tmp_path, seed=2027) == out
+    second = json.loads((out / "split_seed2027.json").read_text())
+    assert sorted(sum((second[k] for k in ("train", "val", "test")), [])) == [c.name for c in slices]
+    assert json.loads((out / "split.json").read_text()) == split
     run = tmp_path / "run"
     run.mkdir()
     (run / "options.json").write_text(json.dumps({"data": [str(out / "data")], "split": str(out / "split.json")}))
@@ -195,4 +200,44 @@ def test_slice_split_makes_one_case_per_slice_and_splits_all_slices(emidec_cases
     # the slices both splits hold out: slice-level test slices of the case-level test cases only
     test_case = json.loads((ROOT / "training/split.json").read_text())["test"][0]
     (out / "split.json").write_text(json.dumps({"test": [f"{test_case}_z00", f"{test_case}_z03", "Case_X_z01"]}))
-    assert slice_split.common_slices(out) == [f"{test_case}_z00", f"{test_case}_z03"]
+    assert slice_split.common_slices(out / "split.json") == [f"{test_case}_z00", f"{test_case}_z03"]
+    (out / "split_seed2027.json").write_text(json.dumps({"test": [f"{test_case}_z01", "Case_X_z01"]}))
+    assert slice_split.common_slices(out / "split_seed2027.json") == [f"{test_case}_z01"]
+
+
+def test_a_run_on_all_development_cases_keeps_its_last_epoch_and_borrows_post_processing(runner, emidec_dir,
+                                                                                          tmp_path, monkeypatch):
+    import numpy as np
+
+    from napari_lvseg.engine.checkpoint import load_checkpoint
+    from napari_lvseg.models.store import read_card, save_model
+
+    split = json.loads((ROOT / "training/split.json").read_text())
+    all_dev = json.loads((ROOT / "training/splits/all_dev.json").read_text())
+    assert all_dev["train"] == sorted(split["train"] + split["val"]) and all_dev["val"] == []
+    assert all_dev["test"] == split["test"]
+    monkeypatch.setenv("LVSEG_EMIDEC_DIR", str(emidec_dir))
+    config = tmp_path / "tiny_all.json"
+    config.write_text(json.dumps({"task": "segmentation", "data": ["${EMIDEC}"], "out": str(tmp_path / "run"),
+                                  "split": "training/splits/all_dev.json", "epochs": 2, "samples_per_epoch": 8,
+                                  "batch_size": 4, "width": 4, "depth": 2, "threads": 1, "augment": "none"}))
+    run = runner.train(config)
+    card = read_card(run)
+    assert card.training["train_cases"] == all_dev["train"] and card.training["val_cases"] == []
+    assert card.training["epochs"] == 2 and '"kind": "validation"' not in (run / "events.jsonl").read_text()
+
+    # the last epoch of a run as a model folder: the weights of last.pt
+    last = runner.export_last(run, tmp_path / "last")
+    net, last_card = runner.load_on(last)
+    state = load_checkpoint(run / "last.pt")["task"]["model"]
+    assert all(np.array_equal(v.numpy(), state[k].numpy()) for k, v in net.state_dict().items())
+    assert last_card.training["epochs"] == 2
+
+    with pytest.raises(SystemExit, match="no tuned post-processing"):
+        runner.adopt_postprocess(run, last)
+    last_card.extra["postprocess"] = {"min_infarct_voxels": 50, "min_no_reflow_voxels": 25,
+                                      "tuned_on": "validation split"}
+    save_model(last, net, last_card)
+    runner.adopt_postprocess(run, last)
+    assert read_card(run).extra["postprocess"] == {"min_infarct_voxels": 50, "min_no_reflow_voxels": 25,
+                                                   "tuned_on": "validation split, by last"}

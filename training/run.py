@@ -2,6 +2,8 @@
 
     python training/run.py train training/configs/seg_real.json      # scenario A (resumes if stopped)
     python training/run.py tune training/runs/seg_real              # post-processing, chosen on the validation split
+    python training/run.py tune RUN --from training/runs/seg_real   # ... copied from a run that had validation cases
+    python training/run.py last training/runs/seg_real OUT          # the run's last epoch as a model folder
     python training/run.py run training/configs/seg_real.json        # train + tune + evaluate
     python training/run.py evaluate training/runs/seg_real --tta    # test-split tables -> RUN/test_metrics_tta.json
     python training/run.py ensemble training/runs/ens RUN RUN ...   # average runs into one model (then tune, evaluate)
@@ -199,6 +201,35 @@ def tune_postprocess(run, tta=True, device=None) -> dict:
     return best
 
 
+def adopt_postprocess(run, source) -> dict:
+    """Give a run the post-processing another run chose on validation (a run trained without validation cases)."""
+    from napari_lvseg.models.store import read_card, save_model
+
+    chosen = read_card(Path(source)).extra.get("postprocess")
+    if not chosen:
+        raise SystemExit(f"{source}: no tuned post-processing in its card; run `tune` on it first")
+    net, card = load_on(run)
+    card.extra["postprocess"] = {**chosen, "tuned_on": f"validation split, by {Path(source).name}"}
+    save_model(Path(run), net, card)
+    print(f"{run}: post-processing of {source}: {chosen}")
+    return card.extra["postprocess"]
+
+
+def export_last(run, out) -> Path:
+    """The run's network at its last checkpoint (not the best epoch) as a model folder, card and post-processing
+    kept: compares a run with one trained without validation, whose model is always its last epoch."""
+    from napari_lvseg.engine.checkpoint import load_checkpoint
+    from napari_lvseg.models.store import save_model
+
+    net, card = load_on(run)
+    state = load_checkpoint(Path(run) / "last.pt")
+    net.load_state_dict(state["task"]["model"])
+    card.name = f"{card.name}-last"
+    card.training = {**card.training, "epochs": state["epoch"]}
+    save_model(Path(out), net, card)
+    return Path(out)
+
+
 def ensemble(out, runs, name=None) -> Path:
     """A model folder averaging the runs' networks; tune and evaluate it like a run."""
     from napari_lvseg.models.ensemble import combine
@@ -331,6 +362,10 @@ def main(argv=None) -> int:
     p = sub.add_parser("tune")
     p.add_argument("run")
     p.add_argument("--device")
+    p.add_argument("--from", dest="source", help="copy this run's tuned post-processing instead (no validation)")
+    p = sub.add_parser("last", help="a run's last-epoch network as a model folder")
+    p.add_argument("run")
+    p.add_argument("out")
     p = sub.add_parser("scenario")
     p.add_argument("which", choices=["A", "B", "L", "C", "all"])
     p.add_argument("--seeds", type=int, nargs="+", help="seeds to train (default: the config's)")
@@ -348,8 +383,12 @@ def main(argv=None) -> int:
         ensemble(args.out, args.runs, args.name)
     elif args.cmd == "summary":
         print(summary(args.runs))
+    elif args.cmd == "tune" and args.source:
+        adopt_postprocess(args.run, args.source)
     elif args.cmd == "tune":
         tune_postprocess(args.run, device=args.device)
+    elif args.cmd == "last":
+        export_last(args.run, args.out)
     elif args.cmd == "evaluate":
         evaluate(args.run, args.tta, args.split, args.device)
     else:

@@ -4,15 +4,18 @@ Every figure in RESULTS.md holds out whole cases: no slice of a test case is eve
 slices puts neighbouring slices of one heart on both sides, and a network can then recall a lesion it saw one slice
 away. This experiment measures that effect with scenario A's recipe (seg_real.json: 2-D, width 12, 45,000 samples).
 
-    python training/slice_split.py make                    # training/runs/slice_split/: every slice its own case
+    python training/slice_split.py make [--seed S]         # training/runs/slice_split/: every slice its own case
     python training/run.py train training/configs/seg_real_slice_split.json --workers 1
+    python training/run.py train training/configs/seg_real_slice_split2.json --workers 1   # another split (S=2027)
     python training/slice_split.py evaluate training/runs/seg_real_slice_split training/runs/seg_real
     python training/slice_split.py evaluate --common training/runs/seg_real_slice_split training/runs/seg_real
 
 ``evaluate`` scores each run on its own held-out part (the slice-level run on its held-out slices, a case-level run
 on the 12 test cases of training/split.json) the same way: 8x TTA, no post-processing, pooled Dice. ``--common``
 scores every run on the same slices instead: those held out by both splits (the slice-level test slices of the 12
-case-level test cases), which the case-level runs never saw and the slice-level run saw the neighbours of.
+case-level test cases), which the case-level runs never saw and the slice-level run saw the neighbours of. The
+slice-level split is the first slice-level run's (split.json); ``--split`` names another.
+A seed other than 2026 writes its split as split_seed<S>.json beside the first; the slice folders are the same.
 The derived data are EMIDEC data (CC BY-NC-SA 4.0) and stay under training/runs/, which git ignores.
 """
 
@@ -30,7 +33,14 @@ OUT = runner.ROOT / "training/runs/slice_split"
 FRACTIONS = {"val": 0.1, "test": 0.2}   # as the case-level split: 6 and 12 of 60 cases
 
 
-def make(data=None, out=OUT, seed: int = 2026) -> Path:
+SEED = 2026
+
+
+def split_file(seed: int = SEED, out=OUT) -> Path:
+    return Path(out) / ("split.json" if seed == SEED else f"split_seed{seed}.json")
+
+
+def make(data=None, out=OUT, seed: int = SEED) -> Path:
     """One EMIDEC case folder per slice (``<case>_z<k>``) and a random slice-level split of all of them."""
     import numpy as np
 
@@ -54,7 +64,7 @@ def make(data=None, out=OUT, seed: int = 2026) -> Path:
                             f"(numpy default_rng({seed})): training/slice_split.py",
              "test": sorted(order[:n_test]), "val": sorted(order[n_test:n_test + n_val]),
              "train": sorted(order[n_test + n_val:])}
-    write_json_atomic(out / "split.json", split)
+    write_json_atomic(split_file(seed, out), split)
     return out
 
 
@@ -64,42 +74,47 @@ def held_out(run) -> tuple:
     return options["data"][0], json.loads(Path(options["split"]).read_text())["test"]
 
 
-def common_slices(out=OUT) -> list:
-    """The slices held out by both splits: slice-level test slices of the case-level test cases."""
+def common_slices(split=None) -> list:
+    """The slices held out by both splits: slice-level test slices (of ``split``, default the first slice-level
+    split) of the case-level test cases."""
     cases = set(runner.split_names("test"))
-    return [n for n in json.loads((Path(out) / "split.json").read_text())["test"] if n.rsplit("_z", 1)[0] in cases]
+    return [n for n in json.loads(Path(split or split_file()).read_text())["test"] if n.rsplit("_z", 1)[0] in cases]
 
 
-def evaluate(run, common: bool = False) -> dict:
-    """Pooled Dice of a run on its held-out cases or slices (``common``: on `common_slices`): 8x TTA, no
-    post-processing."""
+def evaluate(run, common: bool = False, split=None) -> dict:
+    """Pooled Dice of a run on its held-out cases or slices (``common``: on `common_slices` of ``split``): 8x TTA,
+    no post-processing."""
     from napari_lvseg.io.atomic import write_json_atomic
     from napari_lvseg.metrics import pooled_dice
 
-    data, names = (OUT / "data", common_slices()) if common else held_out(run)
+    data, names = (OUT / "data", common_slices(split)) if common else held_out(run)
     model = runner.load_on(run)
     pairs = [(runner.raw_labels(model, image.data), labels.data)
              for image, labels in runner.read_cases(names, data).values()]
     pooled = pooled_dice(pairs)
     result = {"run": str(run), "held_out": len(pairs), "slices": sum(len(t) for _, t in pairs), "pooled": pooled}
-    write_json_atomic(Path(run) / f"{'common' if common else 'held_out'}_pooled.json", result)
+    tag = f"common_{Path(split).stem}" if common and split else "common" if common else "held_out"
+    write_json_atomic(Path(run) / f"{tag}_pooled.json", result)
     return result
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("make")
+    p = sub.add_parser("make")
+    p.add_argument("--seed", type=int, default=SEED, help="the random slice-level split's seed")
     p = sub.add_parser("evaluate")
     p.add_argument("runs", nargs="+")
     p.add_argument("--common", action="store_true", help="every run on the slices both splits hold out")
+    p.add_argument("--split", help="the slice-level split for --common (default: the first, split.json)")
     args = parser.parse_args(argv)
     if args.cmd == "make":
-        print(make())
+        print(split_file(args.seed))
+        make(seed=args.seed)
         return 0
     print("| run | held out | slices | cavity | myocardium | infarct | no-reflow | mean |\n|---|---|---|---|---|---|---|---|")
     for run in args.runs:
-        r = evaluate(run, args.common)
+        r = evaluate(run, args.common, args.split)
         p = r["pooled"]
         print(f"| {Path(run).name} | {r['held_out']} | {r['slices']} | "
               + " | ".join(f"{p[k]:.3f}" for k in ("cavity", "myocardium", "infarct", "no_reflow", "mean")) + " |")

@@ -167,7 +167,7 @@ def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = F
             metrics = {}
             if (epoch + 1) % options.validate_every == 0 or epoch + 1 == options.epochs:
                 metrics = task.validate() if world.is_main else {}
-                if world.is_main:
+                if world.is_main and metrics:   # no validation cases: nothing to report
                     yield emit(Event("validation", epoch=epoch + 1, epochs=options.epochs, step=global_step,
                                      total_steps=total_steps, metrics=metrics, elapsed=elapsed0 + time.time() - t0))
             # only rank 0 validates; the others learn whether it was the best through the broadcast
