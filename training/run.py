@@ -209,7 +209,9 @@ def adopt_postprocess(run, source) -> dict:
     if not chosen:
         raise SystemExit(f"{source}: no tuned post-processing in its card; run `tune` on it first")
     net, card = load_on(run)
-    card.extra["postprocess"] = {**chosen, "tuned_on": f"validation split, by {Path(source).name}"}
+    # the minimum volumes only: the source's validation scores are not this run's
+    card.extra["postprocess"] = {**{k: chosen[k] for k in POSTPROCESS_GRID if k in chosen},
+                                 "tuned_on": f"validation split, by {Path(source).name}"}
     save_model(Path(run), net, card)
     print(f"{run}: post-processing of {source}: {chosen}")
     return card.extra["postprocess"]
