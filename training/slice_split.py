@@ -109,8 +109,7 @@ def main(argv=None) -> int:
     p.add_argument("--split", help="the slice-level split for --common (default: the first, split.json)")
     args = parser.parse_args(argv)
     if args.cmd == "make":
-        print(split_file(args.seed))
-        make(seed=args.seed)
+        print(split_file(args.seed, make(seed=args.seed)))
         return 0
     print("| run | held out | slices | cavity | myocardium | infarct | no-reflow | mean |\n|---|---|---|---|---|---|---|---|")
     for run in args.runs:
