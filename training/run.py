@@ -183,8 +183,6 @@ def tune_postprocess(run, tta=True, device=None) -> dict:
 
     Writes the choice into the run's model card ("postprocess"), which `segment` then applies.
     """
-    from napari_lvseg.models.store import read_card, save_model
-
     model = load_on(run, device)
     raw = {name: (raw_labels(model, image.data, tta), labels.data)
            for name, (image, labels) in read_cases(split_names("val")).items()}
@@ -193,28 +191,34 @@ def tune_postprocess(run, tta=True, device=None) -> dict:
         print(f"{options} -> validation mean Dice {score:.4f}")
     best_score, best = max(scores, key=lambda item: item[0])
     baseline = next(score for score, o in scores if not any(o.values()))
-    card = read_card(Path(run))
-    card.extra["postprocess"] = {**best, "tuned_on": "validation split", "val_mean_dice": round(best_score, 4),
-                                 "val_mean_dice_without": round(baseline, 4)}
-    save_model(Path(run), model[0].cpu(), card)
+    _write_postprocess(run, model, {**best, "tuned_on": "validation split", "val_mean_dice": round(best_score, 4),
+                                    "val_mean_dice_without": round(baseline, 4)})
     print(f"chosen {best}: {best_score:.4f} (without: {baseline:.4f})")
     return best
 
 
+def _write_postprocess(run, model, postprocess: dict) -> None:
+    """Store a post-processing choice in the run's model card, which `segment` then applies."""
+    from napari_lvseg.models.store import save_model
+
+    net, card = model
+    card.extra["postprocess"] = postprocess
+    save_model(Path(run), net.cpu(), card)
+
+
 def adopt_postprocess(run, source) -> dict:
     """Give a run the post-processing another run chose on validation (a run trained without validation cases)."""
-    from napari_lvseg.models.store import read_card, save_model
+    from napari_lvseg.models.store import read_card
 
     chosen = read_card(Path(source)).extra.get("postprocess")
     if not chosen:
         raise SystemExit(f"{source}: no tuned post-processing in its card; run `tune` on it first")
-    net, card = load_on(run)
     # the minimum volumes only: the source's validation scores are not this run's
-    card.extra["postprocess"] = {**{k: chosen[k] for k in POSTPROCESS_GRID if k in chosen},
-                                 "tuned_on": f"validation split, by {Path(source).name}"}
-    save_model(Path(run), net, card)
-    print(f"{run}: post-processing of {source}: {chosen}")
-    return card.extra["postprocess"]
+    postprocess = {**{k: chosen[k] for k in POSTPROCESS_GRID if k in chosen},
+                   "tuned_on": f"validation split, by {Path(source).name}"}
+    _write_postprocess(run, load_on(run), postprocess)
+    print(f"{run}: post-processing of {source}: {postprocess}")
+    return postprocess
 
 
 def export_last(run, out) -> Path:
