@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.inference import postprocess, segment
+from napari_lvseg.inference import labels_from_probabilities, postprocess, segment
 from napari_lvseg.models.store import ModelCard
 
 
@@ -89,6 +89,40 @@ def test_postprocess_keeps_the_largest_component_and_cleans_lesions():
     assert (out[1, 8:9, 8:10] == 4).all() and (out[0, 18:19, 8:10] == 3).all()
     small = postprocess(labels, {"min_infarct_voxels": 100})
     assert not np.isin(small, (3, 4)).any() and (small[1, 8:10, 8:12] == 2).all()
+
+
+def test_class_weights_turn_a_close_second_into_the_label():
+    prob = np.zeros((1, 5, 2, 2), np.float32)
+    prob[0, 2] = 0.5                      # myocardium first everywhere ...
+    prob[0, 3, 0, 0], prob[0, 4, 1, 1] = 0.3, 0.2   # ... infarct and no-reflow close behind in two pixels
+    assert (labels_from_probabilities(prob) == 2).all()
+    assert (labels_from_probabilities(prob, {"infarct_weight": 1.0, "no_reflow_weight": 1.0}) == 2).all()
+    weighted = labels_from_probabilities(prob, {"infarct_weight": 2.0, "no_reflow_weight": 3.0})
+    assert weighted.tolist() == [[[3, 2], [2, 4]]]
+    assert labels_from_probabilities(prob, {"infarct_weight": 2.0})[0, 1, 1] == 2  # 0.2 x 1 < 0.5
+
+
+class FaintInfarct(nn.Module):
+    """Infarct where the input is bright, but less sure of it than of background (logit 0.5 against 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        bright = (x > 0.5).float()
+        zeros = torch.zeros_like(x)
+        return torch.cat([1.0 + 8.0 * (1 - bright), zeros, zeros, 0.5 * bright, zeros], dim=1) + 0 * self.dummy
+
+
+def test_segment_applies_the_cards_class_weights():
+    img = image_with_disk((2, 64, 64), (30, 34), radius=9)
+    card = ModelCard(name="faint", task="segmentation", architecture="AttentionResUNet", input_size=64)
+    assert not segment(img, (FaintInfarct(), card)).labels.any()
+    card.extra["postprocess"] = {"infarct_weight": 3.0}    # e^0.5 = 1.65 < 3
+    labels = segment(img, (FaintInfarct(), card)).labels
+    assert set(np.unique(labels)) == {0, 3} and np.array_equal(labels == 3, img > 300)
+    assert not segment(img, (FaintInfarct(), card), postprocessing=False).labels.any()
 
 
 @pytest.mark.parametrize("bad, match", [

@@ -65,6 +65,26 @@ def test_summary_gives_each_run_and_mean_sd_over_seeds(runner, tmp_path):
     assert "| **seg_mixed, 2 seeds** | EMIDEC | 0.850 ± 0.000 | 0.600 ± 0.000 | 0.500 ± 0.141 |" in lines
 
 
+def test_postprocess_tuning_tries_class_weights_first_and_keeps_no_change_on_ties(runner):
+    import numpy as np
+
+    truth = np.zeros((2, 12, 12), np.uint8)
+    truth[:, 2:10, 2:10] = 2
+    truth[:, 4:8, 4:8] = 1
+    truth[:, 2:4, 2:10] = 3                       # an infarct the network ranks second (0.35 against 0.45)
+    prob = np.zeros((2, 5, 12, 12), np.float32)
+    np.put_along_axis(prob, np.where(truth == 3, 2, truth)[:, None].astype(np.int64), 0.45, axis=1)
+    prob[:, 3][truth == 3] = 0.35
+    scores = runner.postprocess_scores({"c": (prob, truth)})
+    assert len(scores) == np.prod([len(v) for v in runner.POSTPROCESS_GRID.values()])
+    assert scores[0][1] == {"infarct_weight": 1.0, "no_reflow_weight": 1.0, "min_infarct_voxels": 0,
+                            "min_no_reflow_voxels": 0}
+    assert scores[0][0] < 1.0
+    best_score, best = max(scores, key=lambda item: item[0])
+    # 0.35 x 1.5 > 0.45: the smallest infarct weight that finds it, and every other option left unchanged
+    assert best_score == 1.0 and best == {**scores[0][1], "infarct_weight": 1.5}
+
+
 @pytest.fixture(scope="module")
 def chooser():
     return _script("choose_ensemble", "choose_ensemble.py")

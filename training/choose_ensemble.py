@@ -50,17 +50,18 @@ def cached_probabilities(run, split_name: str, cases: dict) -> dict:
     return probs
 
 
-def mean_labels(members: list, name: str) -> np.ndarray:
-    """Labels of a case from the members' mean probabilities (before post-processing)."""
-    return (sum(m[name].astype(np.float32) for m in members) / len(members)).argmax(1).astype(np.uint8)
+def mean_probabilities(members: list, name: str) -> np.ndarray:
+    """A case's mean probabilities (Z, 5, Y, X) over the members."""
+    return sum(m[name].astype(np.float32) for m in members) / len(members)
 
 
 def score(members: list, truths: dict, post: dict) -> tuple[float, float, dict]:
     """(per-case mean Dice, pooled mean Dice, per-case table's mean row) of the members' mean probabilities."""
-    from napari_lvseg.inference import postprocess
+    from napari_lvseg.inference import labels_from_probabilities, postprocess
     from napari_lvseg.metrics import pooled_dice, study_table
 
-    cases = {name: (postprocess(mean_labels(members, name), post), truth) for name, truth in truths.items()}
+    cases = {name: (postprocess(labels_from_probabilities(mean_probabilities(members, name), post), post), truth)
+             for name, truth in truths.items()}
     table = study_table(cases)
     return table[-1]["mean"], pooled_dice(list(cases.values()))["mean"], table[-1]
 
@@ -68,7 +69,7 @@ def score(members: list, truths: dict, post: dict) -> tuple[float, float, dict]:
 def tuned(members: list, truths: dict) -> tuple[float, dict]:
     """(best validation per-case mean, post-processing) of the members' mean probabilities, over the grid
     `run.tune_postprocess` tries."""
-    raw = {name: (mean_labels(members, name), truth) for name, truth in truths.items()}
+    raw = {name: (mean_probabilities(members, name), truth) for name, truth in truths.items()}
     return max(runner.postprocess_scores(raw), key=lambda item: item[0])
 
 

@@ -35,8 +35,11 @@ SCENARIOS = {"A": ["seg_real"], "B": ["pix2pix", "synthetic:seg_mixed", "seg_mix
              "L": ["seg_large", "pix2pix", "synthetic:seg_mixed", "seg_mixed_large"],
              # the wide setting with 2.5-D input (each slice with its neighbours above and below)
              "C": ["seg_context_large", "pix2pix", "synthetic:seg_mixed_context_large", "seg_mixed_context_large"]}
-# post-processing minimum volumes tried on the validation split (`tune_postprocess`, training/choose_ensemble.py)
-POSTPROCESS_GRID = {"min_infarct_voxels": [0, 50, 100, 200, 400], "min_no_reflow_voxels": [0, 10, 25, 50, 100]}
+# post-processing tried on the validation split (`tune_postprocess`, training/choose_ensemble.py): the infarct and
+# no-reflow probability weights, then the minimum volumes. Each list starts with "no change", so a tie keeps it.
+WEIGHT_GRID = {"infarct_weight": [1.0, 1.5, 2.0, 3.0, 4.0, 6.0], "no_reflow_weight": [1.0, 1.5, 2.0, 3.0, 4.0, 6.0]}
+VOLUME_GRID = {"min_infarct_voxels": [0, 50, 100, 200, 400], "min_no_reflow_voxels": [0, 10, 25, 50, 100]}
+POSTPROCESS_GRID = {**WEIGHT_GRID, **VOLUME_GRID}
 
 
 def emidec_dir() -> str:
@@ -129,15 +132,18 @@ def read_cases(names, data=None) -> dict:
             if case.name in names}
 
 
-def raw_labels(model, image, tta=True):
-    """A ``(network, card)``'s labels for an image stack, before post-processing."""
-    import numpy as np
-
+def raw_probabilities(model, image, tta=True):
+    """A ``(network, card)``'s class probabilities (Z, 5, Y, X) for an image stack."""
     from napari_lvseg.data.normalize import normalize_slices
     from napari_lvseg.inference import predict_probabilities
 
     net, card = model
-    return predict_probabilities(net, normalize_slices(image, card.normalization), tta=tta).argmax(1).astype(np.uint8)
+    return predict_probabilities(net, normalize_slices(image, card.normalization), tta=tta)
+
+
+def raw_labels(model, image, tta=True):
+    """A ``(network, card)``'s labels for an image stack, before post-processing."""
+    return raw_probabilities(model, image, tta).argmax(1).astype("uint8")
 
 
 def evaluate(run, tta=False, split_name="test", device=None) -> dict:
@@ -165,32 +171,38 @@ def evaluate(run, tta=False, split_name="test", device=None) -> dict:
 
 
 def postprocess_scores(raw: dict) -> list:
-    """``[(per-case mean Dice, options)]`` for every option set of `POSTPROCESS_GRID`.
+    """``[(per-case mean Dice, options)]`` for every option set of `POSTPROCESS_GRID`, in grid order.
 
-    ``raw``: ``{case: (predicted labels, truth)}``."""
+    ``raw``: ``{case: (predicted probabilities (Z, 5, Y, X), truth)}``."""
     import itertools
 
-    from napari_lvseg.inference import postprocess
+    from napari_lvseg.inference import labels_from_probabilities, postprocess
     from napari_lvseg.metrics import study_table
 
-    grid = (dict(zip(POSTPROCESS_GRID, values)) for values in itertools.product(*POSTPROCESS_GRID.values()))
-    return [(study_table({k: (postprocess(p, options), t) for k, (p, t) in raw.items()})[-1]["mean"], options)
-            for options in grid]
+    def grid(spec):
+        return [dict(zip(spec, values)) for values in itertools.product(*spec.values())]
+
+    scores = []
+    for weights in grid(WEIGHT_GRID):
+        labels = {k: (labels_from_probabilities(p, weights), t) for k, (p, t) in raw.items()}
+        scores += [(study_table({k: (postprocess(p, {**weights, **volumes}), t) for k, (p, t) in labels.items()})[-1]
+                    ["mean"], {**weights, **volumes}) for volumes in grid(VOLUME_GRID)]
+    return scores
 
 
 def tune_postprocess(run, tta=True, device=None) -> dict:
-    """Choose the post-processing minimum volumes on the validation split (never the test split).
+    """Choose the post-processing (class weights, minimum volumes) on the validation split (never the test split).
 
     Writes the choice into the run's model card ("postprocess"), which `segment` then applies.
     """
     model = load_on(run, device)
-    raw = {name: (raw_labels(model, image.data, tta), labels.data)
+    raw = {name: (raw_probabilities(model, image.data, tta), labels.data)
            for name, (image, labels) in read_cases(split_names("val")).items()}
     scores = postprocess_scores(raw)
     for score, options in scores:
         print(f"{options} -> validation mean Dice {score:.4f}")
     best_score, best = max(scores, key=lambda item: item[0])
-    baseline = next(score for score, o in scores if not any(o.values()))
+    baseline = scores[0][0]  # the grid's first option set changes nothing
     _write_postprocess(run, model, {**best, "tuned_on": "validation split", "val_mean_dice": round(best_score, 4),
                                     "val_mean_dice_without": round(baseline, 4)})
     print(f"chosen {best}: {best_score:.4f} (without: {baseline:.4f})")
@@ -213,7 +225,7 @@ def adopt_postprocess(run, source) -> dict:
     chosen = read_card(Path(source)).extra.get("postprocess")
     if not chosen:
         raise SystemExit(f"{source}: no tuned post-processing in its card; run `tune` on it first")
-    # the minimum volumes only: the source's validation scores are not this run's
+    # the chosen options only: the source's validation scores are not this run's
     postprocess = {**{k: chosen[k] for k in POSTPROCESS_GRID if k in chosen},
                    "tuned_on": f"validation split, by {Path(source).name}"}
     _write_postprocess(run, load_on(run), postprocess)
