@@ -132,6 +132,28 @@ def test_greedy_selection_adds_runs_while_validation_rises(chooser, monkeypatch,
     assert chooser.greedy(runs, cases, cases, max_members=1, max_mb=40.0)[-1]["members"] == [str(a)]
 
 
+def test_class_weight_check_scores_both_choices_on_the_test_split(tmp_path):
+    import numpy as np
+
+    checker = _script("check_class_weights", "check_class_weights.py")
+    truth = np.zeros((2, 12, 12), np.uint8)
+    truth[:, 2:10, 2:10] = 2
+    truth[:, 4:8, 4:8] = 1
+    truth[:, 2:4, 2:10] = 3
+    prob = np.zeros((2, 5, 12, 12), np.float32)
+    np.put_along_axis(prob, np.where(truth == 3, 2, truth)[:, None].astype(np.int64), 0.45, axis=1)
+    prob[:, 3][truth == 3] = 0.35             # the infarct ranked second everywhere
+    run = tmp_path / "run"
+    run.mkdir()
+    for split in ("val", "test"):
+        np.savez(run / f"probs_{split}.npz", c=prob.astype(np.float16))
+    cases = {"c": (truth.astype(np.float32), truth)}
+    row = checker.check(str(run), cases, cases)
+    plain, weighted = row["volumes only"], row["weights + volumes"]
+    assert plain["post"]["infarct_weight"] == 1.0 and plain["test_per_case"] < 1.0
+    assert weighted["post"]["infarct_weight"] == 1.5 and weighted["test_per_case"] == weighted["test_pooled"] == 1.0
+
+
 def test_cached_probabilities_are_recomputed_when_the_weights_are_newer(chooser, tmp_path):
     import os
 
