@@ -123,6 +123,9 @@ def test_segment_applies_the_cards_class_weights():
     labels = segment(img, (FaintInfarct(), card)).labels
     assert set(np.unique(labels)) == {0, 3} and np.array_equal(labels == 3, img > 300)
     assert not segment(img, (FaintInfarct(), card), postprocessing=False).labels.any()
+    card.extra["postprocess"] = {"infarct_weight": "x3"}
+    with pytest.raises(LvsegError, match="faint: post-processing class weights must be positive numbers"):
+        segment(img, (FaintInfarct(), card))
 
 
 @pytest.mark.parametrize("bad, match", [

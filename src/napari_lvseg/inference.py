@@ -67,10 +67,16 @@ def predict_probabilities(model, slices: np.ndarray, tta: bool = False, batch_si
     return out
 
 
-def labels_from_probabilities(prob: np.ndarray, options: dict | None = None) -> np.ndarray:
+def labels_from_probabilities(prob: np.ndarray, options: dict | None = None, name: str = "model card") -> np.ndarray:
     """Labels (N, Y, X) uint8 from probabilities (N, 5, Y, X): the argmax after the options' class weights."""
     o = {**DEFAULT_POSTPROCESS, **(options or {})}
-    weights = (float(o["infarct_weight"]), float(o["no_reflow_weight"]))
+    try:
+        weights = (float(o["infarct_weight"]), float(o["no_reflow_weight"]))
+    except (TypeError, ValueError):
+        weights = (0.0, 0.0)
+    if not min(weights) > 0:
+        raise LvsegError(f"post-processing class weights must be positive numbers, not {o['infarct_weight']!r} and "
+                         f"{o['no_reflow_weight']!r}", name)
     if weights != (1.0, 1.0):
         scale = np.ones(N_CLASSES, np.float32)
         scale[INFARCT], scale[NO_REFLOW] = weights
@@ -164,7 +170,7 @@ def segment(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bo
     prob = predict_probabilities(net, grid, tta=tta, batch_size=batch_size)
     post = {**DEFAULT_POSTPROCESS, **(card.extra.get("postprocess", {}) if hasattr(card, "extra") else {})}
     if postprocessing:
-        labels = postprocess(labels_from_probabilities(prob, post), post)
+        labels = postprocess(labels_from_probabilities(prob, post, getattr(card, "name", "model card")), post)
     else:
         labels = prob.argmax(1).astype(np.uint8)
     labels = from_grid(labels, box, stack.shape)
