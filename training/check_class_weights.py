@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import choose_ensemble as chooser  # noqa: E402  (training/ is not a package)
-import run as runner  # noqa: E402
+import choose_ensemble as chooser  # training/ is not a package: its scripts import each other
+import run as runner
 
 
 def check(run: str, val: dict, test: dict) -> dict:
