@@ -169,10 +169,9 @@ def segment(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bo
     grid, box = to_grid(norm, size, center)
     prob = predict_probabilities(net, grid, tta=tta, batch_size=batch_size)
     post = {**DEFAULT_POSTPROCESS, **(card.extra.get("postprocess", {}) if hasattr(card, "extra") else {})}
+    labels = labels_from_probabilities(prob, post if postprocessing else None, getattr(card, "name", "model card"))
     if postprocessing:
-        labels = postprocess(labels_from_probabilities(prob, post, getattr(card, "name", "model card")), post)
-    else:
-        labels = prob.argmax(1).astype(np.uint8)
+        labels = postprocess(labels, post)
     labels = from_grid(labels, box, stack.shape)
     unc = None
     if uncertainty:
