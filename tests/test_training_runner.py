@@ -283,3 +283,38 @@ def test_a_run_on_all_development_cases_keeps_its_last_epoch_and_borrows_post_pr
     runner.adopt_postprocess(run, last)
     assert read_card(run).extra["postprocess"] == {"min_infarct_voxels": 50, "min_no_reflow_voxels": 25,
                                                    "tuned_on": "validation split, by last"}
+
+
+def test_post_processing_is_chosen_on_the_other_folds_and_scored_on_each_fold(cross_validation, monkeypatch):
+    import numpy as np
+
+    runner = cross_validation.runner   # a smaller grid of the same form keeps the test quick
+    monkeypatch.setattr(runner, "WEIGHT_GRID", {"infarct_weight": [1.0, 1.5, 2.0], "no_reflow_weight": [1.0, 2.0]})
+    monkeypatch.setattr(runner, "VOLUME_GRID", {"min_infarct_voxels": [0, 50], "min_no_reflow_voxels": [0, 10]})
+
+    truth = np.zeros((2, 12, 12), np.uint8)
+    truth[:, 2:10, 2:10] = 2
+    truth[:, 4:8, 4:8] = 1
+    truth[:, 2:4, 2:10] = 3
+    ranked_second = np.zeros((2, 5, 12, 12), np.float32)   # the infarct ranked second (0.35 against 0.45)
+    np.put_along_axis(ranked_second, np.where(truth == 3, 2, truth)[:, None].astype(np.int64), 0.45, axis=1)
+    ranked_second[:, 3][truth == 3] = 0.35
+    normal = np.where(truth == 3, 2, truth).astype(np.uint8)
+    confident = np.zeros_like(ranked_second)             # a normal case, sure of itself: no weight can hurt it
+    np.put_along_axis(confident, normal[:, None].astype(np.int64), 1.0, axis=1)
+    oof = {1: {"a": (ranked_second, truth)}, 2: {"b": (ranked_second, truth), "n": (confident, normal)}}
+
+    result = cross_validation.judge_postprocess(oof)
+    assert [f["fold"] for f in result["folds"]] == [1, 2] and result["cases"] == 3
+    for fold in result["folds"]:
+        assert fold["LV component only"]["post"]["infarct_weight"] == 1.0
+        assert fold["LV component only"]["per_case"] < 1.0 and fold["volumes only"]["per_case"] < 1.0
+        assert fold["weights + volumes"]["post"]["infarct_weight"] == 1.5
+        assert fold["weights + volumes"]["per_case"] == fold["weights + volumes"]["pooled"] == 1.0
+    assert result["mean"]["weights + volumes"] == {"per_case": 1.0, "per_case_sd": 0.0, "pooled": 1.0,
+                                                   "pooled_sd": 0.0}
+    assert result["chosen_on_all"]["infarct_weight"] == 1.5
+    table = cross_validation.postprocess_table(result).splitlines()
+    assert table[2].startswith("| 1 | 1 | ") and table[2].endswith("| x1.5 / x1 |")
+    with pytest.raises(SystemExit, match="at least 2"):
+        cross_validation.judge_postprocess({1: oof[1]})

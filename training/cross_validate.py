@@ -8,11 +8,17 @@ folds and validates on fold k. The test cases stay out of every fold.
     python training/cross_validate.py run CONFIG [--folds 4] [--fold K] [--seed S] [--device cuda] [--workers N]
                                               [--deadline T] [--parallel]
     python training/cross_validate.py summary CONFIG... [--folds 4] [--seed S]
+    python training/cross_validate.py postprocess CONFIG [--folds 4] [--seed S]   # judge the post-processing
 
 Fold runs train into training/runs/cv/<config>_cv<K>f<k>[_seed<S>]; a config with synthetic pairs gets a synthetic set
 per fold, made from that fold's training cases only. The score of a fold is the engine's per-epoch validation check
 (no TTA, no post-processing): at the epoch it keeps (the best; biased upwards alike for every setting with the same
 number of epochs) and at its last epoch (unbiased).
+
+`postprocess` judges `run.py tune`'s post-processing rule on the finished folds' out-of-fold probabilities (8x TTA):
+for each fold, the rule chooses on the other folds' cases, once over the minimum volumes alone and once over the
+whole grid (class weights too), and both choices are scored on the fold itself. Six validation cases could not tell
+whether the class weights help (RESULTS.md, "Class weights"); this asks the same question of 36 cases at a time.
 """
 
 from __future__ import annotations
@@ -141,6 +147,94 @@ def summary(configs, folds: int = 4, seed=None, splits=SPLITS, cv_runs=CV_RUNS) 
     return "\n".join(rows)
 
 
+def out_of_fold(config_path, folds: int = 4, seed=None, data=None, splits=SPLITS, cv_runs=CV_RUNS) -> dict:
+    """``{k: {case: (TTA probabilities, truth)}}`` of the finished fold runs on their own folds (cached in each run)."""
+    import choose_ensemble as chooser
+
+    oof = {}
+    for k in range(1, folds + 1):
+        config = fold_config(config_path, folds, k, splits, cv_runs)
+        run = runner.run_folder(config, seed)
+        score = fold_scores(run) if (run / "events.jsonl").exists() else None
+        if not score or score["epochs"] < runner.load_config(config)["epochs"]:
+            continue
+        names = json.loads(fold_path(folds, k, splits).read_text())["val"]
+        cases = {name: (image.data, labels.data) for name, (image, labels) in runner.read_cases(names, data).items()}
+        probs = chooser.cached_probabilities(run, "val", cases)
+        oof[k] = {name: (probs[name], truth) for name, (_, truth) in cases.items()}
+    return oof
+
+
+def _per_case_mean(rows: dict, names) -> float:
+    """The study table's mean row over some cases, from their rows ``{case: {class: Dice or NaN}}``."""
+    import numpy as np
+
+    from napari_lvseg.metrics import CLASS_KEYS
+
+    scores = np.array([[rows[name][c] for c in CLASS_KEYS] for name in names], float)
+    present = np.isfinite(scores)
+    means = np.where(present, scores, 0).sum(0)[present.any(0)] / present.sum(0)[present.any(0)]
+    return float(means.mean())
+
+
+def judge_postprocess(oof: dict) -> dict:
+    """Nested choice and scoring of the post-processing over folds ``{k: {case: (probabilities, truth)}}``.
+
+    Every option of the grid is applied to every case once; a fold's choice is the option with the best per-case mean
+    over the other folds' cases (grid order breaks ties, as `run.py tune`). Returns per fold and on average the
+    held-out per-case and pooled means of: no post-processing beyond the LV component, the volumes-only choice and
+    the whole-grid choice; and the whole-grid choice over all cases (what `tune` would pick with every fold)."""
+    import choose_ensemble as chooser
+    import numpy as np
+
+    from napari_lvseg.metrics import study_table
+
+    if len(oof) < 2:
+        raise SystemExit(f"{len(oof)} finished fold run(s): the nested choice needs at least 2")
+    everything = {name: case for fold in oof.values() for name, case in fold.items()}
+    grid = [(options, {row["case"]: row for row in study_table(cases)[:-1]})
+            for options, cases in runner.postprocess_grid(everything)]
+    unweighted = [g for g in grid if g[0]["infarct_weight"] == g[0]["no_reflow_weight"] == 1.0]
+    choices = {"LV component only": lambda names: grid[0][0],
+               "volumes only": lambda names: max(unweighted, key=lambda g: _per_case_mean(g[1], names))[0],
+               "weights + volumes": lambda names: max(grid, key=lambda g: _per_case_mean(g[1], names))[0]}
+    folds, means = [], {}
+    for k, cases in sorted(oof.items()):
+        others = [name for name in everything if name not in cases]
+        row = {"fold": k, "cases": len(cases)}
+        truths = {name: truth for name, (_, truth) in cases.items()}
+        probs = {name: p for name, (p, _) in cases.items()}
+        for tag, choose in choices.items():
+            post = choose(others)
+            per_case, pooled, _ = chooser.score([probs], truths, post)
+            row[tag] = {"post": post, "per_case": round(per_case, 4), "pooled": round(pooled, 4)}
+            means.setdefault(tag, []).append((per_case, pooled))
+        folds.append(row)
+    summary = {tag: {"per_case": round(float(np.mean([s[0] for s in v])), 4),
+                     "per_case_sd": round(float(np.std([s[0] for s in v], ddof=1)), 4),
+                     "pooled": round(float(np.mean([s[1] for s in v])), 4),
+                     "pooled_sd": round(float(np.std([s[1] for s in v], ddof=1)), 4)} for tag, v in means.items()}
+    return {"folds": folds, "mean": summary, "cases": len(everything),
+            "chosen_on_all": choices["weights + volumes"](list(everything))}
+
+
+def postprocess_table(result: dict) -> str:
+    rows = ["| held-out fold | cases | LV component only | volumes only | weights + volumes | weights chosen |",
+            "|---|---|---|---|---|---|"]
+    tags = ("LV component only", "volumes only", "weights + volumes")
+    for fold in result["folds"]:
+        post = fold["weights + volumes"]["post"]
+        rows.append(f"| {fold['fold']} | {fold['cases']} | " + " | ".join(
+            f"{fold[t]['per_case']:.3f} / {fold[t]['pooled']:.3f}" for t in tags)
+            + f" | x{post['infarct_weight']:g} / x{post['no_reflow_weight']:g} |")
+    m = result["mean"]
+    rows.append("| **mean ± sd** | | " + " | ".join(
+        f"{m[t]['per_case']:.3f} ± {m[t]['per_case_sd']:.3f} / {m[t]['pooled']:.3f} ± {m[t]['pooled_sd']:.3f}"
+        for t in tags) + " | |")
+    return "\n".join(rows) + "\n\n(per case / pooled mean Dice of the held-out fold) chosen on all " \
+        f"{result['cases']} cases: {result['chosen_on_all']}"
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -159,8 +253,21 @@ def main(argv=None) -> int:
     p.add_argument("configs", nargs="+")
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--seed", type=int)
+    p = sub.add_parser("postprocess", help="judge the post-processing rule on the finished folds")
+    p.add_argument("config")
+    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--seed", type=int)
     args = parser.parse_args(argv)
-    if args.cmd == "folds":
+    if args.cmd == "postprocess":
+        from napari_lvseg.io.atomic import write_json_atomic
+
+        result = judge_postprocess(out_of_fold(args.config, args.folds, args.seed))
+        seed = f"_seed{args.seed}" if args.seed is not None else ""
+        out = ROOT / "training/results/cv" / f"{Path(args.config).stem}_cv{args.folds}{seed}_postprocess.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out, {"config": _relative(Path(args.config)), **result})
+        print(postprocess_table(result))
+    elif args.cmd == "folds":
         for path in make_folds(args.folds):
             print(path.relative_to(ROOT))
     elif args.cmd == "summary":

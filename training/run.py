@@ -170,24 +170,30 @@ def evaluate(run, tta=False, split_name="test", device=None) -> dict:
     return result
 
 
-def postprocess_scores(raw: dict) -> list:
-    """``[(per-case mean Dice, options)]`` for every option set of `POSTPROCESS_GRID`, in grid order.
+def postprocess_grid(raw: dict):
+    """``(options, {case: (post-processed labels, truth)})`` for every option set of `POSTPROCESS_GRID`, in grid
+    order (class weights outermost, smallest first: `max` over it keeps the smaller weights on a tie).
 
     ``raw``: ``{case: (predicted probabilities (Z, 5, Y, X), truth)}``."""
     import itertools
 
     from napari_lvseg.inference import labels_from_probabilities, postprocess
-    from napari_lvseg.metrics import study_table
 
     def grid(spec):
         return [dict(zip(spec, values)) for values in itertools.product(*spec.values())]
 
-    scores = []
     for weights in grid(WEIGHT_GRID):
         labels = {k: (labels_from_probabilities(p, weights), t) for k, (p, t) in raw.items()}
-        scores += [(study_table({k: (postprocess(p, {**weights, **volumes}), t) for k, (p, t) in labels.items()})[-1]
-                    ["mean"], {**weights, **volumes}) for volumes in grid(VOLUME_GRID)]
-    return scores
+        for volumes in grid(VOLUME_GRID):
+            options = {**weights, **volumes}
+            yield options, {k: (postprocess(p, options), t) for k, (p, t) in labels.items()}
+
+
+def postprocess_scores(raw: dict) -> list:
+    """``[(per-case mean Dice, options)]`` for every option set of `POSTPROCESS_GRID`, in grid order."""
+    from napari_lvseg.metrics import study_table
+
+    return [(study_table(cases)[-1]["mean"], options) for options, cases in postprocess_grid(raw)]
 
 
 def tune_postprocess(run, tta=True, device=None) -> dict:
