@@ -211,6 +211,9 @@ def test_a_fold_run_trains_without_its_fold_and_validates_on_it(cross_validation
     assert scores["epochs"] == 2 and scores["best_epoch"] in (1, 2) and scores["best"] >= scores["last"]
     table = cross_validation.summary([config], 4, cv_runs=tmp_path / "cv").splitlines()
     assert table[-1].startswith("| tiny | 1 of 4 | 2 | ")
+    config.write_text(config.read_text().replace('"epochs": 2', '"epochs": 3'))   # now the run is one epoch short
+    table = cross_validation.summary([config], 4, cv_runs=tmp_path / "cv").splitlines()
+    assert table[-1] == "| tiny | 0 of 4 (1 training) | | | | | |"
 
 
 def test_slice_split_makes_one_case_per_slice_and_splits_all_slices(emidec_cases, tmp_path):

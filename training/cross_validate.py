@@ -131,18 +131,23 @@ def summary(configs, folds: int = 4, seed=None, splits=SPLITS, cv_runs=CV_RUNS) 
               "no-reflow per case, last epoch |")
     rows = [header, "|---|---|---|---|---|---|---|"]
     for config_path in configs:
-        scores = []
-        for k in range(1, folds + 1):
-            run = runner.run_folder(fold_config(config_path, folds, k, splits, cv_runs), seed)
+        scores, unfinished = [], 0
+        for k in range(1, folds + 1):   # a fold still training is counted, not scored
+            config = fold_config(config_path, folds, k, splits, cv_runs)
+            run = runner.run_folder(config, seed)
             if (run / "events.jsonl").exists() and (score := fold_scores(run)):
-                scores.append(score)
+                if score["epochs"] < runner.load_config(config)["epochs"]:
+                    unfinished += 1
+                else:
+                    scores.append(score)
+        count = f"{len(scores)} of {folds}" + (f" ({unfinished} training)" if unfinished else "")
         if not scores:
-            rows.append(f"| {Path(config_path).stem} | 0 of {folds} | | | | | |")
+            rows.append(f"| {Path(config_path).stem} | {count} | | | | | |")
             continue
         a = np.array([[s[key] for key in keys] for s in scores], dtype=float)
         sd = a.std(0, ddof=1) if len(scores) > 1 else np.zeros(len(keys))
         epochs = ", ".join(str(s["epochs"]) for s in scores)
-        rows.append(f"| {Path(config_path).stem} | {len(scores)} of {folds} | {epochs} | "
+        rows.append(f"| {Path(config_path).stem} | {count} | {epochs} | "
                     + " | ".join(f"{m:.3f} ± {s:.3f}" for m, s in zip(a.mean(0), sd)) + " |")
     return "\n".join(rows)
 
