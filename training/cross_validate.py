@@ -122,6 +122,14 @@ def fold_scores(run) -> dict | None:
             "last_pooled": last["metrics"]["pooled_mean"], "last_no_reflow": last["metrics"]["no_reflow"]}
 
 
+def fold_state(config_path, folds, k, seed=None, splits=SPLITS, cv_runs=CV_RUNS) -> tuple:
+    """(run folder, `fold_scores` or None, whether it reached the config's last epoch) of fold k."""
+    config = fold_config(config_path, folds, k, splits, cv_runs)
+    run = runner.run_folder(config, seed)
+    score = fold_scores(run) if (run / "events.jsonl").exists() else None
+    return run, score, bool(score) and score["epochs"] >= runner.load_config(config)["epochs"]
+
+
 def summary(configs, folds: int = 4, seed=None, splits=SPLITS, cv_runs=CV_RUNS) -> str:
     """One row per config: mean ± sd over the folds of each fold score."""
     import numpy as np
@@ -133,13 +141,11 @@ def summary(configs, folds: int = 4, seed=None, splits=SPLITS, cv_runs=CV_RUNS) 
     for config_path in configs:
         scores, unfinished = [], 0
         for k in range(1, folds + 1):   # a fold still training is counted, not scored
-            config = fold_config(config_path, folds, k, splits, cv_runs)
-            run = runner.run_folder(config, seed)
-            if (run / "events.jsonl").exists() and (score := fold_scores(run)):
-                if score["epochs"] < runner.load_config(config)["epochs"]:
-                    unfinished += 1
-                else:
-                    scores.append(score)
+            _, score, finished = fold_state(config_path, folds, k, seed, splits, cv_runs)
+            if finished:
+                scores.append(score)
+            elif score:
+                unfinished += 1
         count = f"{len(scores)} of {folds}" + (f" ({unfinished} training)" if unfinished else "")
         if not scores:
             rows.append(f"| {Path(config_path).stem} | {count} | | | | | |")
@@ -158,10 +164,8 @@ def out_of_fold(config_path, folds: int = 4, seed=None, data=None, splits=SPLITS
 
     oof = {}
     for k in range(1, folds + 1):
-        config = fold_config(config_path, folds, k, splits, cv_runs)
-        run = runner.run_folder(config, seed)
-        score = fold_scores(run) if (run / "events.jsonl").exists() else None
-        if not score or score["epochs"] < runner.load_config(config)["epochs"]:
+        run, _, finished = fold_state(config_path, folds, k, seed, splits, cv_runs)
+        if not finished:
             continue
         names = json.loads(fold_path(folds, k, splits).read_text())["val"]
         cases = {name: (image.data, labels.data) for name, (image, labels) in runner.read_cases(names, data).items()}
