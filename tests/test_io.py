@@ -333,6 +333,27 @@ def test_write_dispatch_and_overwrite_is_atomic(tmp_path):
     assert no_temp_files(tmp_path)
 
 
+def test_atomic_writes_get_the_mode_of_a_plain_write(tmp_path):
+    import os
+    import stat
+
+    mask = os.umask(0o027)
+    try:
+        from napari_lvseg.io import atomic
+
+        atomic._umask.cache_clear()
+        fresh, kept = tmp_path / "fresh.json", tmp_path / "kept.json"
+        kept.write_text("{}")
+        kept.chmod(0o644)
+        atomic.write_json_atomic(fresh, {})   # mkstemp alone would leave 0600
+        atomic.write_json_atomic(kept, {})
+        assert stat.S_IMODE(fresh.stat().st_mode) == 0o640
+        assert stat.S_IMODE(kept.stat().st_mode) == 0o644
+    finally:
+        os.umask(mask)
+        atomic._umask.cache_clear()
+
+
 def test_atomic_path_keeps_old_file_on_failure(tmp_path):
     target = tmp_path / "x.nii.gz"
     target.write_text("old")

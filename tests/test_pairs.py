@@ -121,3 +121,28 @@ def test_damaged_manifest_line_is_reported(tmp_path):
         fh.write("{oops\n")
     with pytest.raises(LvsegError, match="manifest.jsonl: line 2"):
         folder.records()
+
+
+def test_a_manifest_naming_files_outside_the_folder_is_refused_and_deletes_nothing(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    root = tmp_path / "pairs"
+    folder = PairFolder(root)
+    image, mask = pair()
+    folder.add(image, mask, origin="real", name="a")
+    record = {"name": "b", "origin": "synthetic", "image": "../victim.txt", "mask": "masks/a.tif"}
+    with open(root / "manifest.jsonl", "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+    with pytest.raises(LvsegError, match=r"manifest.jsonl: line 2: image '../victim.txt' is not a file in images/"):
+        folder.add(image, mask, origin="synthetic", name="b")   # replacing b would have deleted the victim
+    assert victim.read_text() == "keep me"
+    assert sorted(p.name for p in (root / "images").iterdir()) == ["a.tif"]   # nothing half-written
+
+
+def test_a_manifest_that_is_not_text_stops_a_write_before_any_file(tmp_path):
+    (tmp_path / "manifest.jsonl").write_bytes(b"\xff\xfe\x00garbage")
+    image, mask = pair()
+    with pytest.raises(LvsegError, match="manifest.jsonl: not a UTF-8 text file"):
+        PairFolder(tmp_path).add(image, mask, origin="synthetic", name="s")
+    # a pair left on disk without its record would be listed as real data
+    assert not (tmp_path / "images").exists() or not any((tmp_path / "images").iterdir())

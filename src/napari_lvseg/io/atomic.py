@@ -5,10 +5,26 @@ A crash or ``kill -9`` at any moment leaves either the old file or the new one, 
 
 from __future__ import annotations
 
+import functools
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+
+@functools.cache
+def _umask() -> int:
+    """The process umask, read once (setting it to read it would race with other threads' file creation)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextmanager
@@ -24,6 +40,9 @@ def atomic_path(path, suffix: str | None = None):
         yield Path(tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        # mkstemp makes the file 0600; give it the mode a plain write would: the old file's, else 0666 - umask
+        mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

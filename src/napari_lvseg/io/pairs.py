@@ -64,8 +64,12 @@ class PairFolder:
     def _manifest_records(self) -> list[dict]:
         if not self.manifest_path.is_file():
             return []
+        try:
+            lines = self.manifest_path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise LvsegError("not a UTF-8 text file", self.manifest_path) from None
         records = []
-        for number, line in enumerate(self.manifest_path.read_text(encoding="utf-8").splitlines(), 1):
+        for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
@@ -74,6 +78,12 @@ class PairFolder:
                 raise LvsegError(f"line {number} is not valid JSON", self.manifest_path) from None
             if not isinstance(record, dict) or "name" not in record:
                 raise LvsegError(f"line {number} has no pair name", self.manifest_path)
+            for key, folder in (("image", self.images_dir), ("mask", self.masks_dir)):
+                # the manifest names files this folder reads, replaces and deletes: only its own
+                if key in record and not (isinstance(record[key], str) and
+                                          (self.root / record[key]).resolve().parent == folder.resolve()):
+                    raise LvsegError(f"line {number}: {key} {record[key]!r} is not a file in {folder.name}/",
+                                     self.manifest_path)
             records.append(record)
         return records
 
@@ -156,6 +166,7 @@ class PairFolder:
         mask = check_labels(mask, where)
         check_pair(image, mask, where)
 
+        old = self._manifest_records()   # a manifest that cannot be read stops the write before any file is made
         suffix = _FORMATS[fmt]
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.masks_dir.mkdir(parents=True, exist_ok=True)
@@ -170,7 +181,6 @@ class PairFolder:
         record = {"name": name, "origin": origin, "source": None if source is None else str(source),
                   "model": model, "seed": seed, "created": datetime.now(timezone.utc).isoformat(),
                   "image": f"images/{image_path.name}", "mask": f"masks/{mask_path.name}", **extra}
-        old = self._manifest_records()
         for previous in old:  # a replaced pair stored in the other format leaves no stale files behind
             if previous["name"] == name:
                 for key in ("image", "mask"):
