@@ -87,11 +87,22 @@ def test_train_cli_then_models_lists_it(models_dir, tmp_path):
     (["train", "--data", "nowhere", "--out", "run"], "nowhere"),
     (["train", "--data", "x", "--out", "run", "--context", "9"], "--context must be 0..3"),
     (["evaluate", "--pred", "a", "--truth", "b"], "not a folder"),
+    (["segment", "img.tif", "-o", "img.tif"], "img.tif: is the input file"),
+    (["segment", "img.tif", "-o", "seg.png"], "seg.png: cannot write this kind of file"),
+    (["segment", "img.tif", "-o", "seg.tif", "--uncertainty", "seg.tif"], "seg.tif: is the input file"),
+    (["segment", "img.tif", "-o", "seg.tif", "--center", "nan", "nan"], "--center nan nan lies outside the 128x128"),
+    (["segment", "img.tif", "-o", "seg.tif", "--center", "5", "400"], "lies outside"),
+    (["synthesize", "mask.tif", "-o", "mask.tif"], "mask.tif: is the input file"),
+    (["evaluate", "--pred", "pred", "--truth", "pred", "--out", "notes.txt/ev"], "notes.txt"),
 ])
 def test_user_errors_are_one_line_without_traceback(models_dir, tmp_path, args, words):
     import tifffile
 
-    tifffile.imwrite(tmp_path / "img.tif", make_phantom(n_slices=1, seed=0)[0][0])
+    image, labels = make_phantom(n_slices=1, seed=0)
+    tifffile.imwrite(tmp_path / "img.tif", image[0])
+    tifffile.imwrite(tmp_path / "mask.tif", labels[0])
+    (tmp_path / "pred").mkdir()
+    tifffile.imwrite(tmp_path / "pred" / "Case_A.tif", labels[0])
     (tmp_path / "notes.txt").write_text("not an image")
     run = subprocess.run([sys.executable, "-m", "napari_lvseg.cli", *args], capture_output=True, text=True,
                          cwd=tmp_path)
@@ -113,3 +124,39 @@ def test_train_under_torchrun_with_two_gloo_processes(tmp_path):
     steps = [e for e in events if e["kind"] == "step"]
     assert len(steps) == 2  # 8 samples / (batch 2 x 2 processes); only rank 0 logs
     assert (tmp_path / "ddp" / "model.safetensors").exists()
+
+
+def test_bad_thread_counts_are_refused_by_the_parser(tmp_path):
+    run = lvseg("segment", "img.tif", "-o", "x.tif", "--threads", "-1")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "--threads: expected a whole number of at least 1, not '-1'" in run.stderr
+
+
+def _emidec_case(root, name, image, labels):
+    affine = np.diag([1.4, 1.4, 8.0, 1.0])
+    for folder, data in (("Images", image), ("Contours", labels)):
+        (root / name / folder).mkdir(parents=True)
+        nib.save(nib.Nifti1Image(data.transpose(2, 1, 0), affine), root / name / folder / f"{name}.nii.gz")
+
+
+def test_a_case_folder_is_segmented_from_its_images_and_a_bad_case_does_not_stop_the_others(tiny_model, tmp_path):
+    image, labels = make_phantom(n_slices=2, seed=3)
+    data = tmp_path / "cases"
+    _emidec_case(data, "Case_A", image, np.where(labels == 1, 7, labels).astype(np.uint8))  # truth not 0..4
+    _emidec_case(data, "Case_B", np.full_like(image, np.nan), labels)                      # image all NaN
+    _emidec_case(data, "Case_C", image, labels)
+    run = lvseg("segment", data, "-o", tmp_path / "pred", "--model", "tiny-seg")
+    # the truth is not needed to segment: Case_A runs; Case_B is reported and Case_C still runs
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["Case_A.nii.gz", "Case_C.nii.gz"]
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "Case_B.nii.gz" in run.stderr and "1 of 3 cases not segmented: Case_B" in run.stderr
+    refused = lvseg("segment", data, "-o", tmp_path / "pred2", "--model", "tiny-seg", "--center", "60", "60")
+    assert refused.returncode == 2 and "apply to one image, not to a folder" in refused.stderr
+
+
+def test_models_lists_a_user_model_whose_card_metrics_are_hand_edited(tiny_model):
+    card = json.loads((tiny_model / "card.json").read_text())
+    card["metrics"] = {"validation": 5, "test_metrics_tta": {"study_mean": "high"}}
+    (tiny_model / "card.json").write_text(json.dumps(card))
+    listing = lvseg("models")
+    assert listing.returncode == 0 and "tiny-seg" in listing.stdout and "Traceback" not in listing.stderr

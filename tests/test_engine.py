@@ -165,6 +165,11 @@ def test_options_validation(tmp_path):
         list(train(TrainOptions(data=["a", "b"], mix=[1], out=str(tmp_path / "r"))))
     with pytest.raises(LvsegError, match="no training data"):
         list(train(TrainOptions(data=[], out=str(tmp_path / "r"))))
+    saved = tmp_path / "options.json"
+    for text, words in (("[1]", "options file is not a JSON object"), ('{"data": []', "cannot read options")):
+        saved.write_text(text)
+        with pytest.raises(LvsegError, match=rf"options\.json: {words}"):
+            TrainOptions.load(saved)
 
 
 def test_resume_from_a_checkpoint_of_another_model_is_refused(phantom_pairs, tmp_path):

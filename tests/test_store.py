@@ -34,6 +34,13 @@ class Payload:  # a pickle that would run code when loaded
         return (print, ("this must never run",))
 
 
+class BlockedModule:  # a call into a module torch blocks outright (torch words that refusal differently)
+    def __reduce__(self):
+        import os
+
+        return (os.getcwd, ())
+
+
 def seg_card(name="seg", **kwargs) -> ModelCard:
     return ModelCard(name=name, task="segmentation", architecture="AttentionResUNet",
                      params=dict(SEG_PARAMS), **kwargs)
@@ -116,7 +123,7 @@ def test_half_precision_round_trip_close(tmp_path):
     torch.testing.assert_close(got, expected, atol=2e-2, rtol=1e-2)
 
 
-@pytest.mark.parametrize("payload", [Custom, Payload])
+@pytest.mark.parametrize("payload", [Custom, Payload, BlockedModule])
 def test_pickled_custom_object_refused(seg_dir, payload, capsys):
     directory, model = seg_dir
     path = directory / "evil.pt"
@@ -149,6 +156,25 @@ def test_corrupt_card_error_names_file(seg_dir):
     (directory / "card.json").write_text("{not json")
     with pytest.raises(LvsegError, match=r"card\.json: model card is not valid JSON"):
         load_model(directory)
+
+
+@pytest.mark.parametrize("change, words", [
+    ({"architecture": ["AttentionResUNet"]}, "field 'architecture' must be a string"),
+    ({"input_size": "abc"}, "field 'input_size' must be a whole number"),
+    ({"input_size": 0}, "field 'input_size' must be a whole number"),
+    ({"postprocess": "x"}, "field 'postprocess' must be an object"),
+    ({"normalization": {"low": "x"}}, "normalization 'low' must be a number"),
+    ({"metrics": 5}, "field 'metrics' must be an object"),
+    ({"architecture": "SegmentationEnsemble", "params": {"members": [{"architecture": "AttentionResUNet"}]}},
+     "ensemble member 1 needs an 'architecture' name and 'params'"),
+])
+def test_card_values_of_the_wrong_kind_are_reported_when_the_card_is_read(seg_dir, change, words):
+    directory, _ = seg_dir
+    card = json.loads((directory / "card.json").read_text())
+    (directory / "card.json").write_text(json.dumps({**card, **change}))
+    with pytest.raises(LvsegError, match=r"card\.json: model card ") as info:
+        load_model(directory)
+    assert words in str(info.value) and "\n" not in str(info.value)
 
 
 def test_missing_card_error(tmp_path, seg_dir):

@@ -13,6 +13,30 @@ from pathlib import Path
 from .errors import LvsegError
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
+    return value
+
+
+def output_path(path, inputs=(), kinds=("nifti", "tiff")) -> Path:
+    """An output file checked before any work: a writable format, and not one of the input files."""
+    from .io import image_kind
+
+    path = Path(path)
+    if image_kind(path) not in kinds or path.is_dir():
+        raise LvsegError("cannot write this kind of file (use .nii.gz, .nii, .tif or .tiff)", path)
+    for source in inputs:
+        if path.resolve() == Path(source).resolve():
+            raise LvsegError("is the input file: choose another output, the input would be overwritten", path)
+    return path
+
+
 def _add_model(p, task="segmentation"):
     p.add_argument("--model", default=None, help=f"{task} model: a registry name (see `lvseg models`), a model or run folder, "
                    "or a weights file with card.json beside it (default: the bundled default)")
@@ -34,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action="store_true", help="average predictions over the 8 rotations and flips (test-time augmentation)")
     p.add_argument("--uncertainty", metavar="FILE", help="also write the per-pixel uncertainty (normalised entropy)")
     p.add_argument("--center", nargs=2, type=float, metavar=("Y", "X"), help="LV centre instead of automatic detection")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None)
 
     p = sub.add_parser("train", help="train a segmentation or synthesis model (resumable, torchrun-ready)")
     p.add_argument("--task", choices=("segmentation", "synthesis"), default="segmentation")
@@ -57,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neighbour slices each side as input channels (2.5-D segmentation; 0: 2-D)")
     p.add_argument("--augment", choices=("none", "light", "default"), default="default")
     p.add_argument("--rare-boost", type=float, default=2.0, help="oversampling of slices with infarct / no-reflow")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--workers", type=int, default=0, help="data-loading processes (0: augment in the training process)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps between last.pt checkpoints")
@@ -90,6 +114,10 @@ def main(argv=None) -> int:
     except LvsegError as exc:
         print(f"lvseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:   # a folder that cannot be written, a full disk: the file and the reason, no traceback
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"lvseg {args.command}: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"lvseg {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -117,24 +145,56 @@ def cmd_segment(args) -> int:
 
     set_threads(args.threads)
     src = Path(args.input)
-    kind = image_kind(src)
-    if kind in ("emidec-case", "emidec-dataset"):
-        cases = emidec.find_cases(src)
-        model = load_model(args.model, task="segmentation")
-        out = Path(args.output)
-        for case in cases:
-            image, _ = emidec.read_case(case)
+    if image_kind(src) in ("emidec-case", "emidec-dataset"):
+        return _segment_cases(args, emidec.find_cases(src))
+    output = output_path(args.output, [src])    # output problems too are reported before any work
+    uncertainty = output_path(args.uncertainty, [src, output]) if args.uncertainty else None
+    image = read_image(src)  # input problems are reported before the model is loaded
+    center = _center(args.center, image.data.shape, src)
+    model = load_model(args.model, task="segmentation")
+    result = segment(image.data, model, tta=args.tta, uncertainty=uncertainty is not None, center=center, name=str(src))
+    print(write_labels(output, result.labels, image.meta))
+    if uncertainty:
+        print(write_image(uncertainty, result.uncertainty, image.meta))
+    return 0
+
+
+def _center(center, shape, src):
+    """``--center Y X`` checked against the image: finite and inside it (None: automatic detection)."""
+    import math
+
+    if center is None:
+        return None
+    if not all(map(math.isfinite, center)) or not (0 <= center[0] < shape[-2] and 0 <= center[1] < shape[-1]):
+        raise LvsegError(f"--center {center[0]:g} {center[1]:g} lies outside the {shape[-2]}x{shape[-1]} image", src)
+    return tuple(center)
+
+
+def _segment_cases(args, cases) -> int:
+    """Every case of an EMIDEC folder into OUTPUT/<case>.nii.gz; a bad case is reported and the others still run."""
+    from .inference import segment
+    from .io import write_labels
+    from .io.emidec import read_case_image
+    from .models.store import load_model
+
+    if args.uncertainty or args.center:
+        raise LvsegError("--uncertainty and --center apply to one image, not to a folder of cases", args.input)
+    out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise LvsegError("is a file: a folder of cases is segmented into a folder", out)
+    model = load_model(args.model, task="segmentation")
+    failed = []
+    for case in cases:
+        try:
+            image = read_case_image(case)   # the truth labels, if any, are not needed here
             result = segment(image.data, model, tta=args.tta, name=str(case.image_path))
             print(f"{case.name}: {write_labels(out / f'{case.name}.nii.gz', result.labels, image.meta)}")
-        return 0
-    image = read_image(src)  # input problems are reported before the model is loaded
-    model = load_model(args.model, task="segmentation")
-    center = tuple(args.center) if args.center else None
-    result = segment(image.data, model, tta=args.tta, uncertainty=bool(args.uncertainty), center=center, name=str(src))
-    print(write_labels(args.output, result.labels, image.meta))
-    if args.uncertainty:
-        print(write_image(args.uncertainty, result.uncertainty, image.meta))
-    return 0
+        except LvsegError as exc:
+            print(f"lvseg segment: error: {exc}", file=sys.stderr)
+            failed.append(case.name)
+    if failed:
+        print(f"lvseg segment: {len(failed)} of {len(cases)} cases not segmented: {', '.join(failed)}", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def cmd_train(args) -> int:
@@ -234,6 +294,13 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _lookup(tree, *keys):
+    """tree[k1][k2]... or None where a level is missing or not an object (a hand-edited card)."""
+    for key in keys:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
 def cmd_models(args) -> int:
     from .models.store import default_model_name, list_models
 
@@ -242,8 +309,8 @@ def cmd_models(args) -> int:
         print("no models found")
     for e in entries:
         default = " (default)" if e.name == default_model_name(e.task) else ""
-        test = e.card.metrics.get("test_metrics_tta", {}).get("study_mean", {}).get("mean")
-        val = e.card.metrics.get("validation", {}).get("mean")
+        test = _lookup(e.card.metrics, "test_metrics_tta", "study_mean", "mean")
+        val = _lookup(e.card.metrics, "validation", "mean")
         score = (f"  test mean Dice {test:.3f}" if isinstance(test, (int, float)) else
                  f"  validation mean Dice {val:.3f}" if isinstance(val, (int, float)) else "")
         print(f"{e.name:32s} {e.task:13s} {e.source:8s}{default}{score}  {e.path}")

@@ -10,12 +10,14 @@ from pathlib import Path
 
 def add_parsers(sub, add_model) -> None:
     """Register the synthesis subcommands on the ``lvseg`` sub-parser collection."""
+    from .cli import positive_int
+
     p = sub.add_parser("synthesize", help="render a synthetic LGE image from a label mask (NIfTI/TIFF, 2-D or stack)")
     p.add_argument("mask", help="labels 0..4 (NIfTI or TIFF, a slice or a stack)")
     p.add_argument("-o", "--output", required=True, help="image file; same shape as MASK (NIfTI keeps its header)")
     add_model(p, "synthesis")
     p.add_argument("--seed", type=int, default=0, help="noise seed: same seed, same image")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize)
 
     p = sub.add_parser("synthesize-dataset", help="write a pair folder of simulated masks and synthetic images")
@@ -26,7 +28,7 @@ def add_parsers(sub, add_model) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cases", nargs="+", metavar="CASE", help="only these source cases / pairs")
     p.add_argument("--no-simulate", action="store_true", help="use the source masks unchanged (no mask simulator)")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize_dataset)
 
     p = sub.add_parser("evaluate-synthesis", help="PSNR, SSIM, class contrasts, FID and KID of a synthesis model")
@@ -35,7 +37,7 @@ def add_parsers(sub, add_model) -> None:
     p.add_argument("--cases", nargs="+", metavar="CASE", help="only these cases / pairs (e.g. the held-out ones)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", metavar="FILE.json", help="also write the full result (with per-pair rows) here")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_evaluate_synthesis)
 
 
@@ -49,11 +51,14 @@ def cmd_synthesize(args) -> int:
     from .io import read_labels, write_image
     from .synthesis import synthesize
 
+    from .cli import output_path
+
     _threads(args.threads)
+    output = output_path(args.output, [args.mask])
     mask = read_labels(args.mask)
     image = synthesize(mask.data, args.model, seed=args.seed, name=args.mask)
     # The mask's header (affine, spacing) goes with the image; only a NIfTI writer uses it.
-    print(write_image(args.output, image, mask.meta))
+    print(write_image(output, image, mask.meta))
     return 0
 
 

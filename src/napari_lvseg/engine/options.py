@@ -88,5 +88,10 @@ class TrainOptions:
             raw = json.loads(Path(path).read_text())
         except (OSError, ValueError) as exc:
             raise LvsegError(f"cannot read options ({exc})", path) from None
+        if not isinstance(raw, dict):
+            raise LvsegError("options file is not a JSON object", path)
         known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in raw.items() if k in known})
+        try:
+            return cls(**{k: v for k, v in raw.items() if k in known})
+        except (TypeError, ValueError) as exc:
+            raise LvsegError(f"malformed options ({exc})", path) from None

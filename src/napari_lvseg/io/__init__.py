@@ -64,13 +64,14 @@ def _read_any(path, want_labels: bool) -> Volume:
 
         return read_dicom_series(path if kind == "dicom" else path.parent)
     if kind == "emidec-case":
-        from napari_lvseg.io.emidec import case_from_path, read_case
+        from napari_lvseg.io.emidec import case_from_path, read_case, read_case_image
 
         case = case_from_path(path)
-        if want_labels and case.labels_path is None:
+        if not want_labels:
+            return read_case_image(case)
+        if case.labels_path is None:
             raise LvsegError("EMIDEC case has no Contours/<case>.nii.gz labels", path)
-        image, labels = read_case(case)
-        return labels if want_labels else image
+        return read_case(case)[1]
     if kind == "emidec-dataset":
         raise LvsegError("folder holds several EMIDEC cases; open one Case_* folder", path)
     if path.is_dir():

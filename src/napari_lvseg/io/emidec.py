@@ -55,12 +55,20 @@ def is_dataset_folder(path) -> bool:
     return path.is_dir() and not is_case_folder(path) and any(is_case_folder(p) for p in path.glob("Case_*"))
 
 
-def read_case(case: EmidecCase) -> tuple[Volume, Volume | None]:
-    """Image and labels (uint8, validated) of a case; their shapes must match."""
+def read_case_image(case: EmidecCase) -> Volume:
+    """The image of a case alone (validated); its labels are not read."""
     from napari_lvseg.io.nifti import read_nifti
 
     image = read_nifti(case.image_path)
     check_image(image.data, case.image_path)
+    return image
+
+
+def read_case(case: EmidecCase) -> tuple[Volume, Volume | None]:
+    """Image and labels (uint8, validated) of a case; their shapes must match."""
+    from napari_lvseg.io.nifti import read_nifti
+
+    image = read_case_image(case)
     if case.labels_path is None:
         return image, None
     labels = read_nifti(case.labels_path)

@@ -52,12 +52,34 @@ def build_model(architecture: str, params: dict):
     try:
         return cls(**(params or {}))
     except (TypeError, ValueError) as exc:
-        raise LvsegError(f"cannot build {architecture} with params {params}: {exc}") from exc
+        raise LvsegError(f"cannot build {architecture} from the card's params ({exc})") from exc
 
 
 # ----------------------------------------------------------------------------------------------- cards
 
 _REQUIRED = ("name", "task", "architecture")
+
+
+def _check_card_values(data: dict, source) -> None:
+    """The card values inference reads, checked where the card is read rather than deep inside a segmentation."""
+    def number(value):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    size = data.get("input_size", 128)
+    if not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
+        raise LvsegError(f"model card field 'input_size' must be a whole number of pixels, not {size!r}", source)
+    for key in ("params", "normalization", "classes", "training", "metrics", "postprocess"):
+        if key in data and not isinstance(data[key], dict):
+            raise LvsegError(f"model card field {key!r} must be an object", source)
+    norm = data.get("normalization", {})
+    for key in ("low", "high"):
+        if key in norm and not number(norm[key]):
+            raise LvsegError(f"model card normalization {key!r} must be a number, not {norm[key]!r}", source)
+    members = data.get("params", {}).get("members") if data["architecture"] == "SegmentationEnsemble" else None
+    for i, member in enumerate(members or [], 1):
+        if not (isinstance(member, dict) and isinstance(member.get("architecture"), str)
+                and isinstance(member.get("params"), dict)):
+            raise LvsegError(f"model card ensemble member {i} needs an 'architecture' name and 'params'", source)
 
 
 @dataclass
@@ -95,16 +117,17 @@ class ModelCard:
         missing = [key for key in _REQUIRED if key not in data]
         if missing:
             raise LvsegError(f"model card lacks required key(s): {', '.join(missing)}", source)
+        for key in _REQUIRED:
+            if not isinstance(data[key], str):
+                raise LvsegError(f"model card field {key!r} must be a string, not {data[key]!r}", source)
         if data["task"] not in TASKS:
             raise LvsegError(f"model card task must be one of {TASKS}, got {data['task']!r}", source)
+        _check_card_values(data, source)
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         kwargs = {key: value for key, value in data.items() if key in known}
         extra = {key: value for key, value in data.items() if key not in known and key != "extra"}
         if isinstance(data.get("extra"), dict):  # tolerate cards written with a nested "extra"
             extra.update(data["extra"])
-        for key in ("params", "normalization", "classes", "training", "metrics"):
-            if key in kwargs and not isinstance(kwargs[key], dict):
-                raise LvsegError(f"model card field {key!r} must be an object", source)
         try:
             if "classes" in kwargs:
                 kwargs["classes"] = {int(k): v for k, v in kwargs["classes"].items()}
@@ -235,7 +258,9 @@ def torch_load_plain(path, what: str = "PyTorch weights file"):
         return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's message is a page of advice; keep only the unpickler's reason.
-        found = re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. |\n\n|$)", str(exc), re.S)
+        text = str(exc)
+        found = (re.search(r"WeightsUnpickler error:\s*(.+?)(?:\. |\n\n|$)", text, re.S)
+                 or re.search(r"(unsupported GLOBAL \S+)", text, re.I))   # torch 2.13 words it so
         reason = " ".join(found.group(1).split()) if found else type(exc).__name__
         if "global" in reason.lower():
             raise LvsegError(f"refused: the file holds objects other than tensors ({reason})", path) from None
