@@ -64,7 +64,7 @@ def raw_intensity_range(paths, normalization: dict | None = None) -> list[float]
             folder = PairFolder.open(path)
             images = (folder.read(r["name"])[0] for r in folder.records())
         else:
-            images = (emidec.read_case(c)[0].data for c in emidec.find_cases(path))
+            images = (emidec.read_case_image(c).data for c in emidec.find_cases(path))
         for image in images:
             flat = np.asarray(image, np.float32).reshape((-1,) + np.shape(image)[-2:])
             lo, hi = np.percentile(flat, [norm["low"], norm["high"]], axis=(1, 2))
