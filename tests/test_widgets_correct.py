@@ -87,6 +87,30 @@ def test_autosave_after_edits_replaces_one_pair_and_reopen_offers_it(setup, qtbo
     assert loaded.name == "again labels" and np.array_equal(loaded.data, edited)
 
 
+def test_pending_autosave_saves_the_edited_case_when_the_pickers_move_on(setup, errors):
+    viewer, widget, tmp = setup
+    image_layer, labels_layer = _open_prediction(viewer, tmp / "case1.nii.gz")
+    widget.image_picker.select(image_layer)
+    widget.labels_picker.select(labels_layer)
+    widget.autosave_timer.setInterval(60_000)   # the timer would fire long after the pickers changed
+    _paint_infarct(labels_layer, 4)
+    assert widget.autosave_timer.isActive()
+    other_image = viewer.add_image(make_phantom(n_slices=2, size=96, seed=5)[0], name="case2",
+                                   metadata={"lvseg_source_path": str(tmp / "case2.nii.gz")})
+    widget.image_picker.select(other_image)   # moving on saves case1's edits at once, as case1
+    (record,) = PairFolder(tmp / "annotations").records()
+    assert record["source"] == str(tmp / "case1.nii.gz") and record["edited_pixels"] == 4
+    assert not widget.autosave_timer.isActive() and errors == []
+
+
+def test_pickers_follow_the_renaming_of_layers_opened_before_the_widget(make_napari_viewer, tmp_path):
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(np.zeros((8, 8), np.float32), name="before")
+    widget = CorrectWidget(viewer, folder=tmp_path / "annotations")
+    layer.name = "renamed"
+    assert widget.image_picker.currentText() == "renamed" and widget.image_picker.current_layer() is layer
+
+
 def test_next_case_opens_least_certain_first(setup, qtbot, models_dir, errors):
     viewer, widget, tmp = setup
     save_tiny_segmentation_model(models_dir, "tiny-seg")

@@ -105,6 +105,18 @@ def test_class_buttons_keys_visibility_table_and_csv(viewer_and_widget, qtbot, t
     assert int(rows[-1]["infarct_px"]) == int(np.count_nonzero(np.isin(layer.data, (3, 4))))
     assert errors == []
 
+    # segmenting again replaces the labels in one undo step: the hand edit comes back with Ctrl+Z
+    edited = layer.data.copy()
+    assert widget.show_result(_fake_result(truth), "case", "case.nii.gz", image_layer) is layer
+    assert np.array_equal(layer.data, truth)
+    layer.undo()
+    assert np.array_equal(layer.data, edited)
+    # labels that cannot be quantified export nothing, not the figures of the labels before
+    layer.data_setitem((np.array([0]), np.array([0]), np.array([0])), 9)
+    widget.refresh_table()
+    assert widget.rows == [] and "9" in errors[-1]
+    assert widget.export_csv(tmp_path / "stale.csv") is None and not (tmp_path / "stale.csv").exists()
+
 
 def test_bad_layers_give_notifications_not_exceptions(viewer_and_widget, errors):
     viewer, widget = viewer_and_widget

@@ -52,10 +52,15 @@ def test_edits_apply_to_current_slice_or_whole_stack(setup, errors):
     grew = np.isin(layer.data[1], (3, 4)).sum() > np.isin(labels[1], (3, 4)).sum()
     assert changed == [False, True, False] and grew
 
+    grown = layer.data.copy()
     widget.action.setCurrentText("remove no-reflow")
     widget.scope.setCurrentText("whole stack")
     widget.apply_edit()
     assert not (layer.data == lb.NO_REFLOW).any() and errors == []
+    layer.undo()   # each edit is one undo step, as the button's tooltip says
+    assert np.array_equal(layer.data, grown)
+    layer.undo()
+    assert np.array_equal(layer.data, labels)
 
 
 def test_synthesize_adds_image_layers_and_writes_synthetic_pairs(setup, qtbot, monkeypatch, errors):

@@ -108,6 +108,19 @@ def choose_folder(parent, title: str, start: str = "") -> str:
     return QFileDialog.getExistingDirectory(parent, title, start) or ""
 
 
+def set_labels_undoably(layer, new) -> int:
+    """Write ``new`` into a Labels layer as one undo step (Ctrl+Z brings the old labels back); returns the number
+    of voxels changed. Assigning ``layer.data`` would leave napari's undo history pointing into the old labels."""
+    import numpy as np
+
+    new = np.asarray(new).astype(layer.data.dtype, copy=False)
+    changed = np.nonzero(np.asarray(layer.data) != new)
+    if changed[0].size:
+        with layer.block_history():
+            layer.data_setitem(changed, new[changed])
+    return int(changed[0].size)
+
+
 # ------------------------------------------------------------------------------------ pickers
 
 class LayerPicker(QComboBox):
@@ -121,6 +134,8 @@ class LayerPicker(QComboBox):
         events = viewer.layers.events
         for name in ("inserted", "removed", "reordered"):
             getattr(events, name).connect(self._on_layers_changed)
+        for layer in self.layers():   # layers opened before the widget are renamed too
+            layer.events.name.connect(self._on_layers_changed)
         self.refresh()
 
     def _on_layers_changed(self, event=None):

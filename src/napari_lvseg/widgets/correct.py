@@ -13,7 +13,8 @@ from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QLabel, QLineEd
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, guarded, notify_error,
-                                          notify_info, register_widget, source_of, start_worker, user_data_dir)
+                                          notify_info, register_widget, set_labels_undoably, source_of,
+                                          start_worker, user_data_dir)
 
 AUTOSAVE_DELAY_MS = 3000
 
@@ -139,6 +140,7 @@ class CorrectWidget(QWidget):
         self.logic = CorrectLogic(folder)
         self.worker = None
         self.watched = None  # the labels layer whose edits trigger autosave
+        self.pending = None  # (image layer, labels layer) edited since the last autosave
 
         self.image_picker = LayerPicker(napari_viewer, (Image,))
         self.image_picker.setToolTip(tips.IMAGE_LAYER)
@@ -163,7 +165,6 @@ class CorrectWidget(QWidget):
         self.model_picker.setToolTip(tips.MODEL)
         self.cases_edit = QLineEdit("")
         self.cases_edit.setToolTip(tips.CASES_FOLDER)
-        self.cases_edit.editingFinished.connect(lambda: self.logic.queue.clear())
         cases_row = self._folder_row(self.cases_edit, "Folder of cases")
         self.next_button = QPushButton("Next case")
         self.next_button.setToolTip(tips.NEXT_CASE)
@@ -190,7 +191,7 @@ class CorrectWidget(QWidget):
         self.autosave_timer.setSingleShot(True)
         self.autosave_timer.setInterval(AUTOSAVE_DELAY_MS)
         self.autosave_timer.timeout.connect(self._autosave)
-        self.image_picker.currentIndexChanged.connect(lambda *_: self.check_saved())
+        self.image_picker.currentIndexChanged.connect(lambda *_: (self.flush_autosave(), self.check_saved()))
         self.labels_picker.currentIndexChanged.connect(lambda *_: self._watch())
         self._watch()
         self.check_saved()
@@ -234,6 +235,7 @@ class CorrectWidget(QWidget):
         layer = self.labels_picker.current_layer()
         if layer is self.watched:
             return
+        self.flush_autosave()
         if self.watched is not None:
             self.watched.events.paint.disconnect(self._edited)
         self.watched = layer
@@ -242,16 +244,26 @@ class CorrectWidget(QWidget):
 
     def _edited(self, event=None):
         if self.autosave.isChecked():
+            # the layers edited now are the ones saved, whatever the pickers show when the timer fires
+            self.pending = (self.image_picker.current_layer(), self.watched)
             self.autosave_timer.start()
+
+    def flush_autosave(self) -> None:
+        """Save pending edits at once: before the pickers move on or another case opens."""
+        if self.autosave_timer.isActive():
+            self.autosave_timer.stop()
+            self._autosave()
 
     @guarded
     def _autosave(self):
-        self.save(quiet=True)
+        layers, self.pending = self.pending, None
+        if layers is not None and all(layer is not None for layer in layers):
+            self.save(quiet=True, layers=layers)
 
     # -- actions
     @guarded
-    def save(self, quiet: bool = False) -> str:
-        image_layer, labels_layer = self._image_and_labels()
+    def save(self, quiet: bool = False, layers=None) -> str:
+        image_layer, labels_layer = layers or self._image_and_labels()
         meta = labels_layer.metadata or {}
         source = meta.get("lvseg_source_path") or source_of(image_layer)
         if meta.get("lvseg_source_path") and meta["lvseg_source_path"] != source_of(image_layer):
@@ -284,9 +296,9 @@ class CorrectWidget(QWidget):
         source = source_of(image_layer)
         mask = self.logic.load_saved(source)
         name = f"{image_layer.name} labels"
-        if name in self.viewer.layers:
-            self.viewer.layers[name].data = mask
+        if name in self.viewer.layers and self.viewer.layers[name].data.shape == mask.shape:
             layer = self.viewer.layers[name]
+            set_labels_undoably(layer, mask)   # Ctrl+Z returns to the labels shown before loading
         else:
             layer = self.viewer.add_labels(mask, name=name, metadata={"lvseg_source_path": source},
                                            scale=image_layer.scale, **labels_layer_kwargs())
@@ -335,6 +347,7 @@ class CorrectWidget(QWidget):
 
         if case is None:
             return None
+        self.flush_autosave()   # the edits of the case on screen are saved before it is replaced
         for name in (case["name"], SegmentLogic.labels_name(case["name"])):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)

@@ -13,10 +13,12 @@ from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, guarded, labels_spacing, notify_info,
-                                          register_widget, source_of, start_worker)
+                                          register_widget, set_labels_undoably, source_of, start_worker)
 
 AUTOMATIC = "automatic"
 TABLE_COLUMNS = ("slice", "myocardium_px", "infarct_pct", "no_reflow_pct", "transmurality_pct")
+# edits and new data refresh the table; not "set_data", which fires on every move of the z slider
+REFRESH_EVENTS = ("paint", "data", "labels_update")
 REFRESH_DELAY_MS = 300
 
 
@@ -242,7 +244,7 @@ class SegmentWidget(QWidget):
         kwargs = self.logic.labels_layer_kwargs(result, image_name, source)
         layer = self._find(kwargs["name"])
         if layer is not None and layer.data.shape == result.labels.shape:
-            layer.data = result.labels
+            set_labels_undoably(layer, result.labels)   # hand edits it replaces come back with Ctrl+Z
             layer.metadata.update(kwargs["metadata"])
         else:
             if layer is not None:
@@ -272,7 +274,7 @@ class SegmentWidget(QWidget):
         if self.labels_layer is not None and self.labels_layer is not layer:
             self._disconnect(self.labels_layer)
         self.labels_layer = layer
-        for name in ("paint", "set_data", "labels_update"):
+        for name in REFRESH_EVENTS:
             emitter = getattr(layer.events, name, None)
             if emitter is not None:
                 emitter.connect(self._schedule_refresh)
@@ -282,7 +284,7 @@ class SegmentWidget(QWidget):
         self.refresh_table()
 
     def _disconnect(self, layer) -> None:
-        for name in ("paint", "set_data", "labels_update"):
+        for name in REFRESH_EVENTS:
             emitter = getattr(layer.events, name, None)
             if emitter is not None:
                 emitter.disconnect(self._schedule_refresh)
@@ -324,6 +326,7 @@ class SegmentWidget(QWidget):
             self.rows = []
             self.table.setRowCount(0)
             return
+        self.rows = []   # no stale figures for export when the labels cannot be quantified
         self.rows = self.logic.quantification_rows(layer.data, labels_spacing(layer))
         self.table.setRowCount(len(self.rows))
         for r, row in enumerate(self.rows):
@@ -337,6 +340,8 @@ class SegmentWidget(QWidget):
             if not path:
                 return None
         self.refresh_table()
+        if not self.rows:
+            raise LvsegError("nothing to export: the labels layer could not be quantified")
         written = self.logic.export_csv(self.rows, path)
         notify_info(f"quantification written to {written}")
         return written

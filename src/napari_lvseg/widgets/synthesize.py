@@ -11,7 +11,8 @@ from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, guarded, notify_info,
-                                          register_widget, spin_box, start_worker, user_data_dir)
+                                          register_widget, set_labels_undoably, spin_box, start_worker,
+                                          user_data_dir)
 
 ACTIONS = ("grow infarct", "shrink infarct", "add no-reflow", "remove no-reflow", "random variant")
 SCOPES = ("current slice", "whole stack")
@@ -227,7 +228,7 @@ class SynthesizeWidget(QWidget):
         mask = self.logic.mask_data(layer)
         edited = self.logic.apply_action(mask, self.action.currentText(), self._current_slice(layer),
                                          self.pixels.value(), self.seed.value())
-        layer.data = edited.astype(layer.data.dtype, copy=False)
+        set_labels_undoably(layer, edited)
         self.status.setText(f"{self.action.currentText()}: {int(np.count_nonzero(edited != mask))} pixels changed")
         return edited
 
@@ -269,6 +270,7 @@ class SynthesizeWidget(QWidget):
     def add_to_dataset(self) -> list:
         names = self.logic.add_to_dataset(self.folder_edit.text(), self.results_mask, self.results,
                                           self.results_source, self.results_model)
+        self.results = []   # added once: a second press must not store the same images again
         notify_info(f"{len(names)} synthetic pair(s) added to {self.folder_edit.text()}")
         self.status.setText(f"added {', '.join(names)}")
         return names
