@@ -119,8 +119,10 @@ def test_next_case_opens_least_certain_first(setup, qtbot, models_dir, errors):
     cases.mkdir()
     for seed in (0, 1):
         write_image(cases / f"img{seed}.tif", make_phantom(n_slices=1, size=128, seed=seed)[0])
-    ranked = CorrectLogic.rank_cases(CorrectLogic.list_cases(cases), "tiny-seg")
+    (cases / "broken.tif").write_bytes(b"not a tiff")   # left out and reported; the others are still ranked
+    ranked, skipped = CorrectLogic.rank_cases(CorrectLogic.list_cases(cases), "tiny-seg")
     assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
+    assert len(ranked) == 2 and len(skipped) == 1 and "broken.tif" in skipped[0]
 
     widget.cases_edit.setText(str(cases))
     assert widget.next_case() is not None  # ranking runs in a worker

@@ -13,8 +13,8 @@ from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QLabel, QLineEd
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, guarded, notify_error,
-                                          notify_info, register_widget, set_labels_undoably, source_of,
-                                          start_worker, user_data_dir)
+                                          notify_info, notify_warning, register_widget, set_labels_undoably,
+                                          source_of, start_worker, user_data_dir)
 
 AUTOSAVE_DELAY_MS = 3000
 
@@ -116,14 +116,22 @@ class CorrectLogic:
         return read_image(path).data, name, str(path)
 
     @staticmethod
-    def rank_cases(cases, model) -> list[dict]:
-        """Segment every case with uncertainty; least certain (highest mean uncertainty) first."""
+    def rank_cases(cases, model) -> tuple[list[dict], list[str]]:
+        """Segment every case with uncertainty: (cases least certain first, one line per case that could not be
+        read). A bad case is left out rather than ending the ranking of the others."""
         from napari_lvseg.inference import rank_by_uncertainty
 
-        read = {Path(path): CorrectLogic.read_case(path) for path in cases}
+        read, skipped = {}, []
+        for path in cases:
+            try:
+                read[Path(path)] = CorrectLogic.read_case(path)
+            except LvsegError as exc:
+                skipped.append(str(exc))
+        if not read:
+            raise LvsegError(f"no case could be read ({skipped[0]})" if skipped else "no cases to rank")
         ranked = rank_by_uncertainty(((path, image) for path, (image, _, _) in read.items()), model)
         return [{"path": path, "name": read[path][1], "source": read[path][2], "image": read[path][0],
-                 "result": result, "score": score} for path, result, score in ranked]
+                 "result": result, "score": score} for path, result, score in ranked], skipped
 
     def next_case(self) -> dict | None:
         return self.queue.pop(0) if self.queue else None
@@ -335,7 +343,10 @@ class CorrectWidget(QWidget):
         self.next_button.setEnabled(True)
 
     @guarded
-    def _ranked(self, folder, ranked):
+    def _ranked(self, folder, ranked_and_skipped):
+        ranked, skipped = ranked_and_skipped
+        if skipped:
+            notify_warning(f"{len(skipped)} case(s) left out: " + "; ".join(skipped))
         self.logic.queue = list(ranked)
         self.logic.ranked_folder = folder
         self.open_case(self.logic.next_case())
