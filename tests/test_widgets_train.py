@@ -101,6 +101,17 @@ def test_closing_napari_asks_and_stops_training(setup, qtbot, errors):
     assert errors == []
 
 
+def test_closing_the_train_panel_pauses_the_run_with_its_checkpoint(setup, qtbot, errors):
+    viewer, widget, tmp = setup
+    widget.epochs.setValue(50)
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.logic.losses) >= 1, timeout=60_000)
+    viewer.window.remove_dock_widget(widget)   # what the dock's close button does
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert widget.logic.last_event.kind == "stopped" and "paused" in widget.logic.last_event.message
+    assert (tmp / "run" / "last.pt").is_file() and widget.paused and errors == []
+
+
 def test_bad_options_notify_and_start_nothing(setup, errors):
     viewer, widget, tmp = setup
     widget.sources.setRowCount(0)

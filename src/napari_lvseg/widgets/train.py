@@ -462,6 +462,18 @@ class TrainWidget(QWidget):
             notify_info(f"training finished; model '{path.name}' is now in the model lists")
         self.plot.update()
 
+    # -- closing the Train panel during training
+    def event(self, event):
+        """napari takes a closed dock's widget out of the window (its parent becomes None). Pause and Cancel go
+        with the panel, so a run still going is paused: it stops at the next step and keeps its checkpoint."""
+        from qtpy.QtCore import QEvent
+
+        if event.type() == QEvent.ParentChange and self.parent() is None and self.running:
+            self.pause()
+            notify_warning(f"Train panel closed: training stops at the next step; resume it from "
+                           f"{self.run_folder.text() or 'its run folder'} (Train panel or lvseg train --resume)")
+        return super().event(event)
+
     # -- closing napari during training
     def _install_close_filter(self) -> None:
         window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
