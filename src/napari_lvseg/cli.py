@@ -29,7 +29,7 @@ def output_path(path, inputs=(), kinds=("nifti", "tiff")) -> Path:
     from .io import image_kind
 
     path = Path(path)
-    if image_kind(path) not in kinds or path.is_dir():
+    if image_kind(path) not in kinds:   # a folder, whatever its name, is no image kind
         raise LvsegError("cannot write this kind of file (use .nii.gz, .nii, .tif or .tiff)", path)
     for source in inputs:
         if path.resolve() == Path(source).resolve():
