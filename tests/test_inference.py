@@ -68,6 +68,12 @@ def test_explicit_center_is_used(oracle):
     assert far.sum() == 0 and (near == 1).sum() == disk(shape, (150, 40), 20).sum()
 
 
+@pytest.mark.parametrize("center", [(200, 10), (-1, 10), (10, 180), (float("nan"), 5)])
+def test_center_off_the_image_is_refused(oracle, center):
+    with pytest.raises(LvsegError, match=r"scan.tif: centre \(.*\) lies outside the 200x180 image"):
+        segment(np.zeros((200, 180), np.float32), oracle, center=center, name="scan.tif")
+
+
 def test_tta_and_uncertainty(oracle):
     img = image_with_disk((2, 64, 64), (30, 34), radius=9)
     plain, tta = segment(img, oracle), segment(img, oracle, tta=True, uncertainty=True)

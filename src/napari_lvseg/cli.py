@@ -150,24 +150,12 @@ def cmd_segment(args) -> int:
     output = output_path(args.output, [src])    # output problems too are reported before any work
     uncertainty = output_path(args.uncertainty, [src, output]) if args.uncertainty else None
     image = read_image(src)  # input problems are reported before the model is loaded
-    center = _center(args.center, image.data.shape, src)
     model = load_model(args.model, task="segmentation")
-    result = segment(image.data, model, tta=args.tta, uncertainty=uncertainty is not None, center=center, name=str(src))
+    result = segment(image.data, model, tta=args.tta, uncertainty=uncertainty is not None, center=args.center, name=str(src))
     print(write_labels(output, result.labels, image.meta))
     if uncertainty:
         print(write_image(uncertainty, result.uncertainty, image.meta))
     return 0
-
-
-def _center(center, shape, src):
-    """``--center Y X`` checked against the image: finite and inside it (None: automatic detection)."""
-    import math
-
-    if center is None:
-        return None
-    if not all(map(math.isfinite, center)) or not (0 <= center[0] < shape[-2] and 0 <= center[1] < shape[-1]):
-        raise LvsegError(f"--center {center[0]:g} {center[1]:g} lies outside the {shape[-2]}x{shape[-1]} image", src)
-    return tuple(center)
 
 
 def _segment_cases(args, cases) -> int:
