@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -134,6 +136,44 @@ def test_next_case_opens_least_certain_first(setup, qtbot, models_dir, errors):
     assert len(widget.logic.queue) == 1
     widget.next_case()
     assert ranked[1]["name"] in viewer.layers and widget.logic.queue == []
+
+
+def test_pressing_next_case_while_ranking_stops_the_ranking(setup, qtbot, models_dir, monkeypatch, errors):
+    from napari_lvseg import inference
+
+    scores, connected, pressed = inference.uncertainty_scores, threading.Event(), threading.Event()
+
+    def scores_waiting_for_the_press(*args, **kwargs):
+        connected.wait(10)   # the test's handlers are connected before the first case is done
+        for item in scores(*args, **kwargs):
+            yield item
+            pressed.wait(10)   # the next case only once Stop was pressed: the test does not race the worker
+
+    def press_stop(step):
+        widget.next_case()
+        pressed.set()
+
+    monkeypatch.setattr(inference, "uncertainty_scores", scores_waiting_for_the_press)
+    viewer, widget, tmp = setup
+    save_tiny_segmentation_model(models_dir, "tiny-seg")
+    widget.refresh_models()
+    cases = tmp / "cases"
+    cases.mkdir()
+    for seed in range(6):
+        write_image(cases / f"img{seed}.tif", make_phantom(n_slices=1, size=128, seed=seed)[0])
+    widget.cases_edit.setText(str(cases))
+    n_layers = len(viewer.layers)
+    worker = widget.next_case()
+    assert widget.next_button.text() == "Stop ranking"
+    steps = []
+    worker.yielded.connect(steps.append)
+    worker.yielded.connect(press_stop)
+    connected.set()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
+    assert errors == [] and steps == [(1, 6), (2, 6)]
+    assert len(viewer.layers) == n_layers and widget.logic.queue == []
+    assert widget.status.text() == "ranking stopped; no case queued"
+    assert widget.next_button.text() == "Next case" and widget.next_button.isEnabled()
 
 
 def test_missing_layers_and_bad_folder_notify(setup, errors):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 
@@ -70,9 +72,9 @@ def test_synthesize_adds_image_layers_and_writes_synthetic_pairs(setup, qtbot, m
 
     def fake_variants(mask, n, model=None, seed=0):
         calls.append((mask.shape, n, model, seed))
-        return [np.full(mask.shape, 100.0 + seed + i, np.float32) for i in range(n)]
+        yield from (np.full(mask.shape, 100.0 + seed + i, np.float32) for i in range(n))
 
-    monkeypatch.setattr(synthesis, "synthesize_variants", fake_variants)
+    monkeypatch.setattr(synthesis, "iter_variants", fake_variants)
     viewer, widget, tmp = setup
     layer = widget.new_mask()
     widget.n_variants.setValue(2)
@@ -90,6 +92,37 @@ def test_synthesize_adds_image_layers_and_writes_synthetic_pairs(setup, qtbot, m
     assert {r["origin"] for r in records} == {"synthetic"} and [r["seed"] for r in records] == [5, 6]
     image, mask = PairFolder(tmp / "synthetic").read(names[1])
     assert np.array_equal(mask, layer.data) and float(image.mean()) == 106.0
+
+
+def test_a_second_press_stops_the_synthesis_between_images(setup, qtbot, monkeypatch, errors):
+    from napari_lvseg import synthesis
+
+    made, connected, pressed = [], threading.Event(), threading.Event()
+
+    def variants_waiting_for_the_press(mask, n, model=None, seed=0):
+        connected.wait(10)   # the test connects its handlers before the first image
+        for i in range(n):
+            made.append(i)
+            yield np.zeros(mask.shape, np.float32)
+            pressed.wait(10)   # the next image only once Stop was pressed: the test does not race the worker
+
+    def press_stop(done):
+        widget.run()
+        pressed.set()
+
+    monkeypatch.setattr(synthesis, "iter_variants", variants_waiting_for_the_press)
+    viewer, widget, _ = setup
+    widget.new_mask()
+    widget.n_variants.setValue(50)
+    n_layers = len(viewer.layers)
+    worker = widget.run()
+    assert widget.run_button.text() == "Stop"
+    worker.yielded.connect(press_stop)
+    connected.set()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20_000)
+    assert errors == [] and made == [0, 1] and len(viewer.layers) == n_layers and widget.results == []
+    assert widget.status.text() == "synthesis stopped; no image added"
+    assert widget.run_button.text() == "Synthesize" and widget.run_button.isEnabled()
 
 
 def test_synthesis_with_a_tiny_real_model(setup, qtbot, models_dir, errors):

@@ -197,16 +197,16 @@ def segment(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bo
                               {"grid": size, "box": box, "tta": tta})
 
 
-def rank_by_uncertainty(images, model=None) -> list:
-    """Segment each ``(key, image)`` with uncertainty; ``[(key, result, mean uncertainty)]``, least certain first.
+def uncertainty_scores(images, model=None):
+    """Segment each ``(key, image)`` with uncertainty; yields ``(key, result, mean uncertainty)`` one image at a
+    time, so that a caller can report progress and stop between images.
 
-    What to correct first: the cases the model is least sure about teach it the most.
+    Ranked by score, least certain first, they say what to correct first: the cases the model is least sure
+    about teach it the most.
     """
     from .models.store import load_model
 
     loaded = model if isinstance(model, tuple) else load_model(model, task="segmentation")
-    ranked = []
     for key, image in images:
         result = segment(image, loaded, uncertainty=True, name=str(key))
-        ranked.append((key, result, float(np.mean(result.uncertainty))))
-    return sorted(ranked, key=lambda item: -item[2])
+        yield key, result, float(np.mean(result.uncertainty))

@@ -78,12 +78,19 @@ def synthesize(mask, model=None, seed: int = 0, name: str = "mask") -> np.ndarra
     return out[0] if labels.ndim == 2 else out
 
 
-def synthesize_variants(mask, n: int, model=None, seed: int = 0) -> list:
-    """``n`` images of the same mask, seeds ``seed``, ``seed + 1``, ..."""
+def iter_variants(mask, n: int, model=None, seed: int = 0):
+    """``n`` images of the same mask, seeds ``seed``, ``seed + 1``, ..., yielded one at a time (a caller can
+    report progress and stop between images)."""
     if n < 1:
         raise LvsegError(f"number of variants must be at least 1, got {n}")
     model = load_synthesis_model(model)
-    return [synthesize(mask, model, seed + i) for i in range(n)]
+    for i in range(n):
+        yield synthesize(mask, model, seed + i)
+
+
+def synthesize_variants(mask, n: int, model=None, seed: int = 0) -> list:
+    """``n`` images of the same mask, seeds ``seed``, ``seed + 1``, ..."""
+    return list(iter_variants(mask, n, model, seed))
 
 
 def _slice_numbers(cases: list) -> list:

@@ -66,25 +66,39 @@ def spin_box(low: int, high: int, value: int, tip: str):
 
 # ----------------------------------------------------------------------------------------- workers
 
-def start_worker(function, *args, description: str = "", on_returned=None, on_yielded=None,
-                 on_finished=None, on_errored=None, **kwargs):
+def start_worker(function, *args, description: str = "", total: int | None = None, on_returned=None,
+                 on_yielded=None, on_aborted=None, on_finished=None, on_errored=None, **kwargs):
     """Run ``function(*args, **kwargs)`` in napari's thread pool with a progress bar; errors are notified.
 
-    A generator function gives a generator worker whose values arrive through ``on_yielded``.
+    A generator function gives a generator worker: its values arrive through ``on_yielded`` (each one advances a
+    progress bar of ``total`` steps), ``worker.quit()`` stops it at the next yield (then ``on_aborted`` runs,
+    ``on_returned`` does not) and its return value reaches ``on_returned``.
     """
     from napari.qt.threading import create_worker
 
-    progress = {"desc": description} if description else False
+    progress = {"desc": description, **({"total": total} if total else {})} if description else False
     worker = create_worker(function, *args, _progress=progress, **kwargs)
     if on_returned is not None:
         worker.returned.connect(on_returned)
     if on_yielded is not None and hasattr(worker, "yielded"):
         worker.yielded.connect(on_yielded)
+    if on_aborted is not None and hasattr(worker, "aborted"):
+        worker.aborted.connect(on_aborted)
     worker.errored.connect(on_errored or notify_error)
     if on_finished is not None:
         worker.finished.connect(on_finished)
     worker.start()
     return worker
+
+
+def result_of(steps):
+    """Run a generator of steps to its end and give its return value: the synchronous form of a stoppable
+    worker function (tests and scripts call this; the widgets run the generator in a worker)."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
 
 
 # ------------------------------------------------------------------------------------ folders

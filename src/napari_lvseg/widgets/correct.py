@@ -13,8 +13,8 @@ from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QLabel, QLineEd
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, guarded, notify_error,
-                                          notify_info, notify_warning, register_widget, set_labels_undoably,
-                                          source_of, start_worker, user_data_dir)
+                                          notify_info, notify_warning, register_widget, result_of,
+                                          set_labels_undoably, source_of, start_worker, user_data_dir)
 
 AUTOSAVE_DELAY_MS = 3000
 
@@ -116,10 +116,11 @@ class CorrectLogic:
         return read_image(path).data, name, str(path)
 
     @staticmethod
-    def rank_cases(cases, model) -> tuple[list[dict], list[str]]:
-        """Segment every case with uncertainty: (cases least certain first, one line per case that could not be
-        read). A bad case is left out rather than ending the ranking of the others."""
-        from napari_lvseg.inference import rank_by_uncertainty
+    def rank_cases_steps(cases, model):
+        """Segment every case with uncertainty, one case per step: yields (cases done, cases read) and returns
+        (cases least certain first, one line per case that could not be read). A bad case is left out rather
+        than ending the ranking of the others."""
+        from napari_lvseg.inference import uncertainty_scores
 
         read, skipped = {}, []
         for path in cases:
@@ -129,9 +130,18 @@ class CorrectLogic:
                 skipped.append(str(exc))
         if not read:
             raise LvsegError(f"no case could be read ({skipped[0]})" if skipped else "no cases to rank")
-        ranked = rank_by_uncertainty(((path, image) for path, (image, _, _) in read.items()), model)
+        scored = []
+        for item in uncertainty_scores(((path, image) for path, (image, _, _) in read.items()), model):
+            scored.append(item)
+            yield len(scored), len(read)
+        scored.sort(key=lambda item: -item[2])
         return [{"path": path, "name": read[path][1], "source": read[path][2], "image": read[path][0],
-                 "result": result, "score": score} for path, result, score in ranked], skipped
+                 "result": result, "score": score} for path, result, score in scored], skipped
+
+    @staticmethod
+    def rank_cases(cases, model) -> tuple[list[dict], list[str]]:
+        """`rank_cases_steps` run to its end."""
+        return result_of(CorrectLogic.rank_cases_steps(cases, model))
 
     def next_case(self) -> dict | None:
         return self.queue.pop(0) if self.queue else None
@@ -315,9 +325,13 @@ class CorrectWidget(QWidget):
 
     @guarded
     def next_case(self):
-        """Open the next case of the ranked queue; the first call ranks the folder in a worker."""
+        """Open the next case of the ranked queue; the first call ranks the folder in a worker, and a call
+        while it ranks stops it (after the case in hand; nothing is queued)."""
         if self.worker is not None:
-            raise LvsegError("still ranking the cases")
+            self.worker.quit()
+            self.next_button.setEnabled(False)
+            self.status.setText("stopping after the case in hand…")
+            return None
         folder = Path(self.cases_edit.text()).expanduser()
         if self.logic.ranked_folder != folder:
             self.logic.queue.clear()
@@ -331,15 +345,20 @@ class CorrectWidget(QWidget):
         model = self.model_picker.current_model()
         if model is None:
             raise LvsegError("no segmentation model installed to rank the cases")
-        self.next_button.setEnabled(False)
+        self.next_button.setText("Stop ranking")
         self.status.setText(f"ranking {len(cases)} cases by uncertainty…")
-        self.worker = start_worker(self.logic.rank_cases, cases, model, description="Ranking cases",
+        self.worker = start_worker(self.logic.rank_cases_steps, cases, model, description="Ranking cases",
+                                   total=len(cases),
+                                   on_yielded=lambda step: self.status.setText(
+                                       f"ranking cases by uncertainty: {step[0]} of {step[1]} done…"),
                                    on_returned=lambda ranked: self._ranked(folder, ranked),
+                                   on_aborted=lambda: self.status.setText("ranking stopped; no case queued"),
                                    on_errored=notify_error, on_finished=self._worker_done)
         return self.worker
 
     def _worker_done(self):
         self.worker = None
+        self.next_button.setText("Next case")
         self.next_button.setEnabled(True)
 
     @guarded

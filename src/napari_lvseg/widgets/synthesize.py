@@ -11,8 +11,8 @@ from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, guarded, notify_info,
-                                          register_widget, set_labels_undoably, spin_box, start_worker,
-                                          user_data_dir)
+                                          register_widget, result_of, set_labels_undoably, spin_box,
+                                          start_worker, user_data_dir)
 
 ACTIONS = ("grow infarct", "shrink infarct", "add no-reflow", "remove no-reflow", "random variant")
 SCOPES = ("current slice", "whole stack")
@@ -77,12 +77,21 @@ class SynthesizeLogic:
         return out
 
     @staticmethod
-    def run(mask, n: int, model=None, seed: int = 0) -> list[tuple[int, np.ndarray]]:
-        """[(seed, image)] for ``n`` variants, seeds ``seed``, ``seed + 1``, ..."""
+    def run_steps(mask, n: int, model=None, seed: int = 0):
+        """``n`` variants, seeds ``seed``, ``seed + 1``, ..., one image per step: yields the number done and
+        returns [(seed, image)]."""
         from napari_lvseg import synthesis
 
-        images = synthesis.synthesize_variants(mask, n, model=model, seed=seed)
-        return [(seed + i, np.asarray(image, np.float32)) for i, image in enumerate(images)]
+        results = []
+        for image in synthesis.iter_variants(mask, n, model=model, seed=seed):
+            results.append((seed + len(results), np.asarray(image, np.float32)))
+            yield len(results)
+        return results
+
+    @staticmethod
+    def run(mask, n: int, model=None, seed: int = 0) -> list[tuple[int, np.ndarray]]:
+        """`run_steps` run to its end."""
+        return result_of(SynthesizeLogic.run_steps(mask, n, model, seed))
 
     @staticmethod
     def add_to_dataset(folder, mask, results, source: str = "", model=None) -> list[str]:
@@ -234,22 +243,30 @@ class SynthesizeWidget(QWidget):
 
     @guarded
     def run(self):
+        """Synthesize in a worker; a press while it runs stops it after the image in hand (nothing is added)."""
         if self.worker is not None:
-            raise LvsegError("synthesis is already running")
+            self.worker.quit()
+            self.run_button.setEnabled(False)
+            self.status.setText("stopping after the image in hand…")
+            return None
         layer = self.mask_picker.current_layer()
         mask = self.logic.mask_data(layer)
         model = self.model_picker.current_model()
-        name = layer.name
-        self.run_button.setEnabled(False)
-        self.status.setText(f"synthesizing {self.n_variants.value()} image(s) from {name}…")
-        self.worker = start_worker(self.logic.run, mask, self.n_variants.value(), model, self.seed.value(),
-                                   description=f"Synthesizing from {name}",
+        name, n = layer.name, self.n_variants.value()
+        self.run_button.setText("Stop")
+        self.status.setText(f"synthesizing {n} image(s) from {name}…")
+        self.worker = start_worker(self.logic.run_steps, mask, n, model, self.seed.value(),
+                                   description=f"Synthesizing from {name}", total=n,
+                                   on_yielded=lambda done: self.status.setText(
+                                       f"synthesizing from {name}: {done} of {n} done…"),
                                    on_returned=lambda results: self.show_results(results, mask, name, model),
+                                   on_aborted=lambda: self.status.setText("synthesis stopped; no image added"),
                                    on_finished=self._finished)
         return self.worker
 
     def _finished(self):
         self.worker = None
+        self.run_button.setText("Synthesize")
         self.run_button.setEnabled(True)
 
     @guarded

@@ -25,7 +25,8 @@ SAVE = "Save the image and its corrected labels to the annotation folder now (re
 AUTOSAVE = "Save automatically a few seconds after the last edit, so a crash loses nothing."
 LOAD_SAVED = "This image already has a saved correction: load it into the labels layer."
 CASES_FOLDER = "Folder of cases to correct (EMIDEC case folders or NIfTI/TIFF images)."
-NEXT_CASE = "Open the next case, least certain prediction first (ranked once by mean uncertainty)."
+NEXT_CASE = ("Open the next case, least certain prediction first (ranked once by mean uncertainty). "
+             "While it ranks, the button stops the ranking.")
 
 # -- Synthesize
 NEW_MASK = "Draw a new LV (cavity disc + myocardium ring) in a new Labels layer, at the centre and size given."
@@ -40,7 +41,7 @@ APPLY_SIM = "Apply the mask edit (can be undone with the layer's undo, Ctrl+Z)."
 SYNTH_MODEL = "Pix2Pix mask-to-image model; empty: the default synthesis model."
 N_VARIANTS = "How many images to generate (each with its own noise seed)."
 SEED = "Random seed: the same seed and mask give the same result."
-RUN_SYNTH = "Generate synthetic LGE image(s) from the mask in the background."
+RUN_SYNTH = "Generate synthetic LGE image(s) from the mask in the background; press again to stop."
 SYNTH_FOLDER = "Pair folder receiving the synthetic (image, mask) pairs."
 ADD_SYNTH = "Write every synthetic image of this mask, with the mask, to the synthetic pair folder."
 
