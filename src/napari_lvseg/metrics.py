@@ -206,7 +206,11 @@ def max_transmurality(labels2d) -> float:
     cy, cx = np.argwhere(cavity if cavity.any() else myo).mean(axis=0)
     height, width = labels2d.shape
     angles = np.linspace(0.0, 2 * np.pi, N_RAYS, endpoint=False)[:, None]
-    radii = np.arange(0.0, math.hypot(height, width), RAY_STEP)[None, :]
+    # Rays end just past the farthest myocardium pixel (a sample rounds to a pixel at most 0.71 px away), not at
+    # the image's corner: the same lengths for a fraction of the samples, so the table can follow each stroke.
+    wall = np.argwhere(myo)
+    reach = float(np.hypot(wall[:, 0] - cy, wall[:, 1] - cx).max()) + 1.0
+    radii = np.arange(0.0, reach, RAY_STEP)[None, :]
     # Nearest-pixel samples at a fixed step: a pixel's sample count is the ray's length inside it.
     ys = np.rint(cy + radii * np.sin(angles)).astype(np.int64)
     xs = np.rint(cx + radii * np.cos(angles)).astype(np.int64)
