@@ -177,16 +177,17 @@ def postprocess_grid(raw: dict):
     ``raw``: ``{case: (predicted probabilities (Z, 5, Y, X), truth)}``."""
     import itertools
 
-    from napari_lvseg.inference import labels_from_probabilities, postprocess
+    from napari_lvseg.inference import apply_minimum_volumes, clean_anatomy, labels_from_probabilities
 
     def grid(spec):
         return [dict(zip(spec, values)) for values in itertools.product(*spec.values())]
 
     for weights in grid(WEIGHT_GRID):
-        labels = {k: (labels_from_probabilities(p, weights), t) for k, (p, t) in raw.items()}
+        # `postprocess` = clean_anatomy then apply_minimum_volumes: the costly cleaning once per weights
+        cleaned = {k: (clean_anatomy(labels_from_probabilities(p, weights), weights), t) for k, (p, t) in raw.items()}
         for volumes in grid(VOLUME_GRID):
             options = {**weights, **volumes}
-            yield options, {k: (postprocess(p, options), t) for k, (p, t) in labels.items()}
+            yield options, {k: (apply_minimum_volumes(c, options), t) for k, (c, t) in cleaned.items()}
 
 
 def postprocess_scores(raw: dict) -> list:

@@ -85,19 +85,23 @@ def labels_from_probabilities(prob: np.ndarray, options: dict | None = None, nam
 
 
 def postprocess(labels: np.ndarray, options: dict | None = None) -> np.ndarray:
-    """Anatomical clean-up of a predicted stack (Z, Y, X) in 3-D.
+    """Anatomical clean-up of a predicted stack (Z, Y, X) in 3-D: `clean_anatomy`, then `apply_minimum_volumes`."""
+    o = {**DEFAULT_POSTPROCESS, **(options or {})}
+    if labels.ndim == 2:
+        return postprocess(labels[None], o)[0]
+    return apply_minimum_volumes(clean_anatomy(labels, o), o)
+
+
+def clean_anatomy(labels: np.ndarray, options: dict | None = None) -> np.ndarray:
+    """The part of `postprocess` that ignores the minimum volumes, on a stack (Z, Y, X):
 
     - keep the largest connected LV component (cavity + wall), dropping stray blobs;
-    - no-reflow not touching infarct becomes infarct (no-reflow only exists inside an infarct);
-    - a case total of infarct or no-reflow below the minimum voxels is removed (false positives in
-      cases without it are what per-case Dice punishes hardest).
+    - no-reflow not touching infarct becomes infarct (no-reflow only exists inside an infarct).
     """
     from scipy import ndimage
 
     o = {**DEFAULT_POSTPROCESS, **(options or {})}
     out = labels.copy()
-    if out.ndim == 2:
-        return postprocess(out[None], o)[0]
     if o["largest_component"] and out.any():
         comp, n = ndimage.label(out > 0)
         if n > 1:
@@ -111,10 +115,20 @@ def postprocess(labels: np.ndarray, options: dict | None = None) -> np.ndarray:
         for i in range(1, n + 1):
             if not (near_infarct & (comp == i)).any():
                 out[comp == i] = INFARCT
+    return out
+
+
+def apply_minimum_volumes(labels: np.ndarray, options: dict | None = None) -> np.ndarray:
+    """A case total of no-reflow below ``min_no_reflow_voxels`` becomes infarct, then a total of infarct below
+    ``min_infarct_voxels`` becomes myocardium: false positives in cases without them are what per-case Dice
+    punishes hardest. Kept apart from `clean_anatomy` so that a search over volumes cleans each case once."""
+    o = {**DEFAULT_POSTPROCESS, **(options or {})}
+    out = labels.copy()
     if 0 < np.count_nonzero(out == NO_REFLOW) < o["min_no_reflow_voxels"]:
         out[out == NO_REFLOW] = INFARCT
-    if 0 < np.count_nonzero(np.isin(out, (INFARCT, NO_REFLOW))) < o["min_infarct_voxels"]:
-        out[np.isin(out, (INFARCT, NO_REFLOW))] = MYOCARDIUM
+    lesion = np.isin(out, (INFARCT, NO_REFLOW))
+    if 0 < np.count_nonzero(lesion) < o["min_infarct_voxels"]:
+        out[lesion] = MYOCARDIUM
     return out
 
 
