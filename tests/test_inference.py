@@ -74,6 +74,11 @@ def test_center_off_the_image_is_refused(oracle, center):
         segment(np.zeros((200, 180), np.float32), oracle, center=center, name="scan.tif")
 
 
+def test_center_needs_two_values(oracle):
+    with pytest.raises(LvsegError, match=r"a crop centre is \(y, x\), not \(1, 2, 3\)"):
+        segment(np.zeros((64, 64), np.float32), oracle, center=(1, 2, 3))
+
+
 def test_tta_and_uncertainty(oracle):
     img = image_with_disk((2, 64, 64), (30, 34), radius=9)
     plain, tta = segment(img, oracle), segment(img, oracle, tta=True, uncertainty=True)

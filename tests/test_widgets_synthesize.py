@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 
@@ -13,6 +11,7 @@ from napari_lvseg.io.pairs import PairFolder
 
 pytest.importorskip("napari")
 
+from napari_lvseg.widgets._testing import StepGate  # noqa: E402
 from napari_lvseg.widgets.synthesize import SynthesizeLogic, SynthesizeWidget  # noqa: E402
 
 
@@ -97,20 +96,13 @@ def test_synthesize_adds_image_layers_and_writes_synthetic_pairs(setup, qtbot, m
 def test_a_second_press_stops_the_synthesis_between_images(setup, qtbot, monkeypatch, errors):
     from napari_lvseg import synthesis
 
-    made, connected, pressed = [], threading.Event(), threading.Event()
-
-    def variants_waiting_for_the_press(mask, n, model=None, seed=0):
-        connected.wait(10)   # the test connects its handlers before the first image
-        for i in range(n):
-            made.append(i)
-            yield np.zeros(mask.shape, np.float32)
-            pressed.wait(10)   # the next image only once Stop was pressed: the test does not race the worker
+    gate = StepGate(lambda mask, n, model=None, seed=0: (np.zeros(mask.shape, np.float32) for _ in range(n)))
 
     def press_stop(done):
         widget.run()
-        pressed.set()
+        gate.pressed.set()
 
-    monkeypatch.setattr(synthesis, "iter_variants", variants_waiting_for_the_press)
+    monkeypatch.setattr(synthesis, "iter_variants", gate)
     viewer, widget, _ = setup
     widget.new_mask()
     widget.n_variants.setValue(50)
@@ -118,10 +110,25 @@ def test_a_second_press_stops_the_synthesis_between_images(setup, qtbot, monkeyp
     worker = widget.run()
     assert widget.run_button.text() == "Stop"
     worker.yielded.connect(press_stop)
-    connected.set()
+    gate.connected.set()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=20_000)
-    assert errors == [] and made == [0, 1] and len(viewer.layers) == n_layers and widget.results == []
+    assert errors == [] and gate.steps in (1, 2) and len(viewer.layers) == n_layers and widget.results == []
     assert widget.status.text() == "synthesis stopped; no image added"
+    assert widget.run_button.text() == "Synthesize" and widget.run_button.isEnabled()
+
+
+def test_a_runtime_error_in_the_worker_is_notified_and_frees_the_button(setup, qtbot, monkeypatch, errors):
+    from napari_lvseg import synthesis
+
+    def out_of_memory(mask, n, model=None, seed=0):
+        raise RuntimeError("CUDA out of memory")   # what torch raises; superqt would drop it from a generator
+
+    monkeypatch.setattr(synthesis, "iter_variants", out_of_memory)
+    viewer, widget, _ = setup
+    widget.new_mask()
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=10_000)
+    assert errors == ["RuntimeError: CUDA out of memory"]
     assert widget.run_button.text() == "Synthesize" and widget.run_button.isEnabled()
 
 

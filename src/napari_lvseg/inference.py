@@ -168,11 +168,13 @@ def find_lv_center(model, stack: np.ndarray, size: int, device=None):
     return float(cy), float(cx)
 
 
-def _check_center(center, shape, name):
+def check_center(center, shape, name):
     """A given crop centre (y, x) must be finite and inside the image: a point placed off the image (or NaN) would
-    otherwise crop background and return empty labels without a word."""
+    otherwise crop background and return empty labels without a word. Returns it as (y, x) floats."""
     if center is None:
         return None
+    if len(center) != 2:
+        raise LvsegError(f"a crop centre is (y, x), not {tuple(center)}", name)
     y, x = (float(v) for v in center)
     if not (np.isfinite([y, x]).all() and 0 <= y < shape[-2] and 0 <= x < shape[-1]):
         raise LvsegError(f"centre ({y:g}, {x:g}) lies outside the {shape[-2]}x{shape[-1]} image", name)
@@ -185,10 +187,10 @@ def segment(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bo
     from .models.store import load_model
 
     image = _check_image(image, name)
+    center = check_center(center, image.shape, name)
     net, card = model if isinstance(model, tuple) else load_model(model, task="segmentation")
     size = int(card.input_size or 128)
     stack = image[None] if image.ndim == 2 else image
-    center = _check_center(center, stack.shape, name)
     norm = normalize_slices(stack, card.normalization)
     if center is None and max(stack.shape[-2:]) > size:
         center = find_lv_center(net, norm, size)

@@ -79,13 +79,13 @@ def synthesize(mask, model=None, seed: int = 0, name: str = "mask") -> np.ndarra
 
 
 def iter_variants(mask, n: int, model=None, seed: int = 0):
-    """``n`` images of the same mask, seeds ``seed``, ``seed + 1``, ..., yielded one at a time (a caller can
-    report progress and stop between images)."""
+    """``n`` images of the same mask, seeds ``seed``, ``seed + 1``, ..., made one at a time as the returned
+    iterator is read (a caller can report progress and stop between images). ``n`` and the model are checked
+    at once."""
     if n < 1:
         raise LvsegError(f"number of variants must be at least 1, got {n}")
     model = load_synthesis_model(model)
-    for i in range(n):
-        yield synthesize(mask, model, seed + i)
+    return (synthesize(mask, model, seed + i) for i in range(n))
 
 
 def synthesize_variants(mask, n: int, model=None, seed: int = 0) -> list:

@@ -18,9 +18,17 @@ DATA_DIR_ENV = "LVSEG_DATA_DIR"
 
 def error_text(exc: BaseException) -> str:
     """One line for the user: an LvsegError as is, anything else with its type."""
+    if isinstance(exc, StepRuntimeError):
+        exc = exc.__cause__
     if isinstance(exc, LvsegError):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+class StepRuntimeError(Exception):
+    """A RuntimeError from a worker's generator, raised again as this: superqt reads a RuntimeError out of a
+    generator as "the worker was deleted" and drops it, with neither ``errored`` nor ``finished``, which would leave
+    the widget's button stuck on Stop. torch raises RuntimeError for most model failures (out of memory, shapes)."""
 
 
 def notify_error(exc) -> None:
@@ -67,28 +75,43 @@ def spin_box(low: int, high: int, value: int, tip: str):
 # ----------------------------------------------------------------------------------------- workers
 
 def start_worker(function, *args, description: str = "", total: int | None = None, on_returned=None,
-                 on_yielded=None, on_aborted=None, on_finished=None, on_errored=None, **kwargs):
+                 on_yielded=None, on_finished=None, on_errored=None, **kwargs):
     """Run ``function(*args, **kwargs)`` in napari's thread pool with a progress bar; errors are notified.
 
     A generator function gives a generator worker: its values arrive through ``on_yielded`` (each one advances a
-    progress bar of ``total`` steps), ``worker.quit()`` stops it at the next yield (then ``on_aborted`` runs,
-    ``on_returned`` does not) and its return value reaches ``on_returned``.
+    progress bar of ``total`` steps), ``worker.quit()`` stops it at the next yield (``worker.abort_requested``
+    then tells ``on_finished`` so; ``on_returned`` is not called) and its return value reaches ``on_returned``.
     """
+    import inspect
+
     from napari.qt.threading import create_worker
 
+    if inspect.isgeneratorfunction(function):
+        function = _runtime_errors_kept(function)
     progress = {"desc": description, **({"total": total} if total else {})} if description else False
-    worker = create_worker(function, *args, _progress=progress, **kwargs)
+    # _ignore_errors: errors reach ``errored`` only; create_worker would also raise them again in the event loop,
+    # where napari shows them a second time with a traceback
+    worker = create_worker(function, *args, _progress=progress, _ignore_errors=True, **kwargs)
     if on_returned is not None:
         worker.returned.connect(on_returned)
     if on_yielded is not None and hasattr(worker, "yielded"):
         worker.yielded.connect(on_yielded)
-    if on_aborted is not None and hasattr(worker, "aborted"):
-        worker.aborted.connect(on_aborted)
     worker.errored.connect(on_errored or notify_error)
     if on_finished is not None:
         worker.finished.connect(on_finished)
     worker.start()
     return worker
+
+
+def _runtime_errors_kept(steps_function):
+    """``steps_function`` with its RuntimeErrors raised as `StepRuntimeError` (see there)."""
+    @functools.wraps(steps_function)
+    def steps(*args, **kwargs):
+        try:
+            return (yield from steps_function(*args, **kwargs))
+        except RuntimeError as exc:
+            raise StepRuntimeError(str(exc)) from exc
+    return steps
 
 
 def result_of(steps):

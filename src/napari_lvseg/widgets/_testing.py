@@ -29,3 +29,25 @@ def phantom_pair_folder(root, n_pairs: int = 2, n_slices: int = 2, size: int = 1
         image, labels = make_phantom(n_slices=n_slices, size=size, seed=i)
         folder.add(image, labels, origin=origin, source=f"phantom_{i}.tif", name=f"phantom_{i}")
     return folder
+
+
+class StepGate:
+    """A generator function whose steps wait for the test, so that a test can press Stop without racing the worker.
+
+    ``StepGate(function)`` is called like ``function``: its first step waits until ``connected`` is set (the test
+    has connected its handlers to the worker), every later step until ``pressed`` is set (the test pressed Stop).
+    ``steps`` counts the steps made. A wait gives up after 10 s, so a broken test fails instead of hanging.
+    """
+
+    def __init__(self, function):
+        import threading
+
+        self.function, self.steps = function, 0
+        self.connected, self.pressed = threading.Event(), threading.Event()
+
+    def __call__(self, *args, **kwargs):
+        self.connected.wait(10)
+        for item in self.function(*args, **kwargs):
+            self.steps += 1
+            yield item
+            self.pressed.wait(10)

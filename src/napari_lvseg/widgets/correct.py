@@ -117,23 +117,28 @@ class CorrectLogic:
 
     @staticmethod
     def rank_cases_steps(cases, model):
-        """Segment every case with uncertainty, one case per step: yields (cases done, cases read) and returns
+        """Read and segment every case with uncertainty, one case per step: yields (cases done, cases) and returns
         (cases least certain first, one line per case that could not be read). A bad case is left out rather
         than ending the ranking of the others."""
         from napari_lvseg.inference import uncertainty_scores
 
         read, skipped = {}, []
-        for path in cases:
-            try:
-                read[Path(path)] = CorrectLogic.read_case(path)
-            except LvsegError as exc:
-                skipped.append(str(exc))
+
+        def readable():
+            for path in map(Path, cases):
+                try:
+                    read[path] = CorrectLogic.read_case(path)
+                except LvsegError as exc:
+                    skipped.append(str(exc))
+                    continue
+                yield path, read[path][0]
+
+        scored = []
+        for item in uncertainty_scores(readable(), model):
+            scored.append(item)
+            yield len(scored) + len(skipped), len(cases)
         if not read:
             raise LvsegError(f"no case could be read ({skipped[0]})" if skipped else "no cases to rank")
-        scored = []
-        for item in uncertainty_scores(((path, image) for path, (image, _, _) in read.items()), model):
-            scored.append(item)
-            yield len(scored), len(read)
         scored.sort(key=lambda item: -item[2])
         return [{"path": path, "name": read[path][1], "source": read[path][2], "image": read[path][0],
                  "result": result, "score": score} for path, result, score in scored], skipped
@@ -352,11 +357,12 @@ class CorrectWidget(QWidget):
                                    on_yielded=lambda step: self.status.setText(
                                        f"ranking cases by uncertainty: {step[0]} of {step[1]} done…"),
                                    on_returned=lambda ranked: self._ranked(folder, ranked),
-                                   on_aborted=lambda: self.status.setText("ranking stopped; no case queued"),
-                                   on_errored=notify_error, on_finished=self._worker_done)
+                                   on_finished=self._worker_done)
         return self.worker
 
     def _worker_done(self):
+        if self.worker is not None and self.worker.abort_requested:
+            self.status.setText("ranking stopped; no case queued")
         self.worker = None
         self.next_button.setText("Next case")
         self.next_button.setEnabled(True)

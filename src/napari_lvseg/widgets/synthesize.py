@@ -260,11 +260,12 @@ class SynthesizeWidget(QWidget):
                                    on_yielded=lambda done: self.status.setText(
                                        f"synthesizing from {name}: {done} of {n} done…"),
                                    on_returned=lambda results: self.show_results(results, mask, name, model),
-                                   on_aborted=lambda: self.status.setText("synthesis stopped; no image added"),
                                    on_finished=self._finished)
         return self.worker
 
     def _finished(self):
+        if self.worker is not None and self.worker.abort_requested:
+            self.status.setText("synthesis stopped; no image added")
         self.worker = None
         self.run_button.setText("Synthesize")
         self.run_button.setEnabled(True)
