@@ -103,6 +103,18 @@ def test_pending_autosave_saves_the_edited_case_when_the_pickers_move_on(setup, 
     assert not widget.autosave_timer.isActive() and errors == []
 
 
+def test_closing_the_panel_saves_pending_edits_at_once(setup, errors):
+    viewer, widget, tmp = setup
+    image_layer, labels_layer = _open_prediction(viewer, tmp / "case1.nii.gz")
+    widget.image_picker.select(image_layer)
+    widget.labels_picker.select(labels_layer)
+    widget.autosave_timer.setInterval(60_000)
+    _paint_infarct(labels_layer, 3)
+    viewer.window.remove_dock_widget(widget)   # what the dock's close button does
+    (record,) = PairFolder(tmp / "annotations").records()
+    assert record["edited_pixels"] == 3 and not widget.autosave_timer.isActive() and errors == []
+
+
 def test_pickers_follow_the_renaming_of_layers_opened_before_the_widget(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     layer = viewer.add_image(np.zeros((8, 8), np.float32), name="before")

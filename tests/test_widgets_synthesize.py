@@ -117,6 +117,27 @@ def test_a_second_press_stops_the_synthesis_between_images(setup, qtbot, monkeyp
     assert widget.run_button.text() == "Synthesize" and widget.run_button.isEnabled()
 
 
+def test_closing_the_panel_stops_the_synthesis(setup, qtbot, monkeypatch, errors):
+    from napari_lvseg import synthesis
+
+    gate = StepGate(lambda mask, n, model=None, seed=0: (np.zeros(mask.shape, np.float32) for _ in range(n)))
+
+    def close_panel(done):
+        if widget.parent() is not None:
+            viewer.window.remove_dock_widget(widget)   # what the dock's close button does
+        gate.pressed.set()
+
+    monkeypatch.setattr(synthesis, "iter_variants", gate)
+    viewer, widget, _ = setup
+    widget.new_mask()
+    widget.n_variants.setValue(50)
+    n_layers = len(viewer.layers)
+    widget.run().yielded.connect(close_panel)
+    gate.connected.set()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20_000)
+    assert errors == [] and gate.steps in (1, 2) and len(viewer.layers) == n_layers
+
+
 def test_a_runtime_error_in_the_worker_is_notified_and_frees_the_button(setup, qtbot, monkeypatch, errors):
     from napari_lvseg import synthesis
 

@@ -61,6 +61,14 @@ def guarded(method):
     return wrapper
 
 
+def closed_from_dock(widget, event) -> bool:
+    """Whether ``event`` says that napari took ``widget`` out of its window: a dock's close button leaves the widget
+    without a parent (and maybe without a later event), so a widget stops or saves what it has in hand here."""
+    from qtpy.QtCore import QEvent
+
+    return event.type() == QEvent.ParentChange and widget.parent() is None
+
+
 def spin_box(low: int, high: int, value: int, tip: str):
     """An integer spin box with its range, value and tooltip."""
     from qtpy.QtWidgets import QSpinBox

@@ -12,9 +12,9 @@ from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QLabel, QLineEd
 
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, guarded, notify_error,
-                                          notify_info, notify_warning, register_widget, result_of,
-                                          set_labels_undoably, source_of, start_worker, user_data_dir)
+from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, closed_from_dock, guarded,
+                                          notify_info, notify_warning, register_widget, result_of, set_labels_undoably,
+                                          source_of, start_worker, user_data_dir)
 
 AUTOSAVE_DELAY_MS = 3000
 
@@ -219,6 +219,15 @@ class CorrectWidget(QWidget):
         self._watch()
         self.check_saved()
         register_widget(napari_viewer, self)
+
+    def event(self, event):
+        """Closing the dock saves pending edits at once and stops a ranking (its cases would open in a viewer the
+        user has moved on from)."""
+        if closed_from_dock(self, event):
+            self.flush_autosave()
+            if self.worker is not None:
+                self.worker.quit()
+        return super().event(event)
 
     # -- helpers
     def refresh_models(self) -> None:

@@ -10,8 +10,8 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEd
 from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, guarded, notify_info,
-                                          register_widget, result_of, set_labels_undoably, spin_box,
+from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, closed_from_dock, guarded,
+                                          notify_info, register_widget, result_of, set_labels_undoably, spin_box,
                                           start_worker, user_data_dir)
 
 ACTIONS = ("grow infarct", "shrink infarct", "add no-reflow", "remove no-reflow", "random variant")
@@ -194,6 +194,12 @@ class SynthesizeWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
         register_widget(napari_viewer, self)
+
+    def event(self, event):
+        """Closing the dock stops a synthesis: its images would have no panel to add them to a dataset."""
+        if closed_from_dock(self, event) and self.worker is not None:
+            self.worker.quit()
+        return super().event(event)
 
     def refresh_models(self) -> None:
         self.model_picker.refresh()

@@ -15,9 +15,9 @@ from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFormL
 from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (ModelPicker, choose_folder, guarded, live_widgets, notify_error,
-                                          notify_info, notify_warning, refresh_model_pickers, register_widget,
-                                          spin_box, start_worker, user_data_dir)
+from napari_lvseg.widgets._common import (ModelPicker, choose_folder, closed_from_dock, guarded, live_widgets,
+                                          notify_error, notify_info, notify_warning, refresh_model_pickers,
+                                          register_widget, spin_box, start_worker, user_data_dir)
 
 TASKS = ("segmentation", "synthesis")
 DEVICES = ("auto", "cpu", "cuda")
@@ -466,9 +466,7 @@ class TrainWidget(QWidget):
     def event(self, event):
         """napari takes a closed dock's widget out of the window (its parent becomes None). Pause and Cancel go
         with the panel, so a run still going is paused: it stops at the next step and keeps its checkpoint."""
-        from qtpy.QtCore import QEvent
-
-        if event.type() == QEvent.ParentChange and self.parent() is None and self.running:
+        if closed_from_dock(self, event) and self.running:
             self.pause()
             notify_warning(f"Train panel closed: training stops at the next step; resume it from "
                            f"{self.run_folder.text() or 'its run folder'} (Train panel or lvseg train --resume)")
