@@ -93,13 +93,17 @@ def test_synthesize_adds_image_layers_and_writes_synthetic_pairs(setup, qtbot, m
     assert np.array_equal(mask, layer.data) and float(image.mean()) == 106.0
 
 
-def test_a_second_press_stops_the_synthesis_between_images(setup, qtbot, monkeypatch, errors):
+@pytest.mark.parametrize("stop", ["second press", "closing the panel"])
+def test_synthesis_stops_between_images(setup, qtbot, monkeypatch, errors, stop):
     from napari_lvseg import synthesis
 
     gate = StepGate(lambda mask, n, model=None, seed=0: (np.zeros(mask.shape, np.float32) for _ in range(n)))
 
-    def press_stop(done):
-        widget.run()
+    def stop_it(done):
+        if stop == "second press":
+            widget.run()
+        elif widget.parent() is not None:
+            viewer.window.remove_dock_widget(widget)   # what the dock's close button does
         gate.pressed.set()
 
     monkeypatch.setattr(synthesis, "iter_variants", gate)
@@ -109,33 +113,12 @@ def test_a_second_press_stops_the_synthesis_between_images(setup, qtbot, monkeyp
     n_layers = len(viewer.layers)
     worker = widget.run()
     assert widget.run_button.text() == "Stop"
-    worker.yielded.connect(press_stop)
+    worker.yielded.connect(stop_it)
     gate.connected.set()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=20_000)
     assert errors == [] and gate.steps in (1, 2) and len(viewer.layers) == n_layers and widget.results == []
     assert widget.status.text() == "synthesis stopped; no image added"
     assert widget.run_button.text() == "Synthesize" and widget.run_button.isEnabled()
-
-
-def test_closing_the_panel_stops_the_synthesis(setup, qtbot, monkeypatch, errors):
-    from napari_lvseg import synthesis
-
-    gate = StepGate(lambda mask, n, model=None, seed=0: (np.zeros(mask.shape, np.float32) for _ in range(n)))
-
-    def close_panel(done):
-        if widget.parent() is not None:
-            viewer.window.remove_dock_widget(widget)   # what the dock's close button does
-        gate.pressed.set()
-
-    monkeypatch.setattr(synthesis, "iter_variants", gate)
-    viewer, widget, _ = setup
-    widget.new_mask()
-    widget.n_variants.setValue(50)
-    n_layers = len(viewer.layers)
-    widget.run().yielded.connect(close_panel)
-    gate.connected.set()
-    qtbot.waitUntil(lambda: widget.worker is None, timeout=20_000)
-    assert errors == [] and gate.steps in (1, 2) and len(viewer.layers) == n_layers
 
 
 def test_a_runtime_error_in_the_worker_is_notified_and_frees_the_button(setup, qtbot, monkeypatch, errors):
