@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import nibabel as nib
 import numpy as np
@@ -123,17 +124,19 @@ def test_damaged_manifest_line_is_reported(tmp_path):
         folder.records()
 
 
-def test_a_manifest_naming_files_outside_the_folder_is_refused_and_deletes_nothing(tmp_path):
+@pytest.mark.parametrize("outside", ["../victim.txt", "images/../../victim.txt", "VICTIM", "images"])
+def test_a_manifest_naming_files_outside_the_folder_is_refused_and_deletes_nothing(tmp_path, outside):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me")
+    outside = str(victim) if outside == "VICTIM" else outside   # an absolute path
     root = tmp_path / "pairs"
     folder = PairFolder(root)
     image, mask = pair()
     folder.add(image, mask, origin="real", name="a")
-    record = {"name": "b", "origin": "synthetic", "image": "../victim.txt", "mask": "masks/a.tif"}
+    record = {"name": "b", "origin": "synthetic", "image": outside, "mask": "masks/a.tif"}
     with open(root / "manifest.jsonl", "a") as fh:
         fh.write(json.dumps(record) + "\n")
-    with pytest.raises(LvsegError, match=r"manifest.jsonl: line 2: image '../victim.txt' is not a file in images/"):
+    with pytest.raises(LvsegError, match=re.escape(f"manifest.jsonl: line 2: image {outside!r} is not a file in images/")):
         folder.add(image, mask, origin="synthetic", name="b")   # replacing b would have deleted the victim
     assert victim.read_text() == "keep me"
     assert sorted(p.name for p in (root / "images").iterdir()) == ["a.tif"]   # nothing half-written
@@ -146,3 +149,19 @@ def test_a_manifest_that_is_not_text_stops_a_write_before_any_file(tmp_path):
         PairFolder(tmp_path).add(image, mask, origin="synthetic", name="s")
     # a pair left on disk without its record would be listed as real data
     assert not (tmp_path / "images").exists() or not any((tmp_path / "images").iterdir())
+
+
+def test_the_manifest_is_parsed_once_per_version_of_the_file(tmp_path, monkeypatch):
+    folder = PairFolder(tmp_path)
+    image, mask = pair()
+    for i in range(3):
+        folder.add(image, mask, origin="real", name=f"p{i}")
+    parses = []
+    parse = PairFolder._parse_manifest
+    monkeypatch.setattr(PairFolder, "_parse_manifest", lambda self: parses.append(self) or parse(self))
+    reader = PairFolder(tmp_path)
+    for name in reader.names():
+        reader.read(name)
+    assert parses == [reader]   # a training run reads thousands of pairs: once, not once per pair
+    folder.add(image, mask, origin="synthetic", name="p3")
+    assert reader.names() == ["p0", "p1", "p2", "p3"] and parses.count(reader) == 2   # a new version: read again

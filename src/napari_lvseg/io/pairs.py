@@ -33,6 +33,15 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "pair"
 
 
+def _file_in(relative: str, folder: str) -> bool:
+    """Whether a manifest path names a file directly inside ``folder`` ("images/x.tif"): no absolute path, no "..".
+    A file there that is a link is replaced or removed as a link, never followed, so the name is what counts."""
+    from pathlib import PurePosixPath
+
+    parts = PurePosixPath(relative).parts
+    return len(parts) == 2 and parts[0] == folder and parts[1] not in ("", ".", "..")
+
+
 def _stem(path: Path) -> str:
     suffix = full_suffix(path)
     return path.name[: len(path.name) - len(suffix)]
@@ -62,8 +71,18 @@ class PairFolder:
 
     # -- reading -------------------------------------------------------------------------------
     def _manifest_records(self) -> list[dict]:
-        if not self.manifest_path.is_file():
+        """The manifest's records, checked; parsed once per version of the file (a training run reads thousands
+        of pairs, each through this)."""
+        try:
+            stat = self.manifest_path.stat()
+        except FileNotFoundError:
             return []
+        version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+        if getattr(self, "_parsed", (None,))[0] != version:
+            self._parsed = (version, self._parse_manifest())
+        return [dict(record) for record in self._parsed[1]]
+
+    def _parse_manifest(self) -> list[dict]:
         try:
             lines = self.manifest_path.read_text(encoding="utf-8").splitlines()
         except UnicodeDecodeError:
@@ -81,7 +100,7 @@ class PairFolder:
             for key, folder in (("image", self.images_dir), ("mask", self.masks_dir)):
                 # the manifest names files this folder reads, replaces and deletes: only its own
                 if key in record and not (isinstance(record[key], str) and
-                                          (self.root / record[key]).resolve().parent == folder.resolve()):
+                                          _file_in(record[key], folder.name)):
                     raise LvsegError(f"line {number}: {key} {record[key]!r} is not a file in {folder.name}/",
                                      self.manifest_path)
             records.append(record)
