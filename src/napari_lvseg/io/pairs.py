@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+from stat import S_ISREG
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -71,16 +72,22 @@ class PairFolder:
 
     # -- reading -------------------------------------------------------------------------------
     def _manifest_records(self) -> list[dict]:
-        """The manifest's records, checked; parsed once per version of the file (a training run reads thousands
-        of pairs, each through this)."""
+        """The manifest's records, checked (copies: callers may change them)."""
+        return [dict(record) for record in self._parsed_manifest()]
+
+    def _parsed_manifest(self) -> list[dict]:
+        """The manifest parsed once per version of the file: a training run reads thousands of pairs, each
+        looked up here."""
         try:
             stat = self.manifest_path.stat()
         except FileNotFoundError:
             return []
+        if not S_ISREG(stat.st_mode):
+            return []
         version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if getattr(self, "_parsed", (None,))[0] != version:
             self._parsed = (version, self._parse_manifest())
-        return [dict(record) for record in self._parsed[1]]
+        return self._parsed[1]
 
     def _parse_manifest(self) -> list[dict]:
         try:
@@ -134,7 +141,7 @@ class PairFolder:
         return [r["name"] for r in self.records()]
 
     def _paths(self, name: str) -> tuple[Path, Path]:
-        for record in self._manifest_records():
+        for record in self._parsed_manifest():
             if record["name"] == name and "image" in record and "mask" in record:
                 return self.root / record["image"], self.root / record["mask"]
         image, mask = self._files(self.images_dir).get(name), self._files(self.masks_dir).get(name)
