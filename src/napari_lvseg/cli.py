@@ -139,9 +139,8 @@ def set_threads(n) -> None:
 
 
 def cmd_segment(args) -> int:
-    from .inference import check_center, segment
+    from .inference import segment
     from .io import emidec, image_kind, read_image, write_image, write_labels
-    from .models.store import load_model
 
     set_threads(args.threads)
     src = Path(args.input)
@@ -149,10 +148,10 @@ def cmd_segment(args) -> int:
         return _segment_cases(args, emidec.find_cases(src))
     output = output_path(args.output, [src])    # output problems too are reported before any work
     uncertainty = output_path(args.uncertainty, [src, output]) if args.uncertainty else None
-    image = read_image(src)  # input problems are reported before the model is loaded
-    check_center(args.center, image.data.shape, src)
-    model = load_model(args.model, task="segmentation")
-    result = segment(image.data, model, tta=args.tta, uncertainty=uncertainty is not None, center=args.center, name=str(src))
+    image = read_image(src)
+    # segment() checks the image and --center before it loads the model
+    result = segment(image.data, args.model, tta=args.tta, uncertainty=uncertainty is not None, center=args.center,
+                     name=str(src))
     print(write_labels(output, result.labels, image.meta))
     if uncertainty:
         print(write_image(uncertainty, result.uncertainty, image.meta))

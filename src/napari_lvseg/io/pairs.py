@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import re
 import secrets
-from stat import S_ISREG
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from stat import S_ISREG
 
 import numpy as np
 
@@ -37,8 +37,6 @@ def _safe_name(text: str) -> str:
 def _file_in(relative: str, folder: str) -> bool:
     """Whether a manifest path names a file directly inside ``folder`` ("images/x.tif"): no absolute path, no "..".
     A file there that is a link is replaced or removed as a link, never followed, so the name is what counts."""
-    from pathlib import PurePosixPath
-
     parts = PurePosixPath(relative).parts
     return len(parts) == 2 and parts[0] == folder and parts[1] not in ("", ".", "..")
 

@@ -11,7 +11,7 @@ from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, closed_from_dock, guarded,
-                                          notify_info, register_widget, result_of, set_labels_undoably, spin_box,
+                                          notify_info, register_widget, set_labels_undoably, spin_box,
                                           start_worker, user_data_dir)
 
 ACTIONS = ("grow infarct", "shrink infarct", "add no-reflow", "remove no-reflow", "random variant")
@@ -87,11 +87,6 @@ class SynthesizeLogic:
             results.append((seed + len(results), np.asarray(image, np.float32)))
             yield len(results)
         return results
-
-    @staticmethod
-    def run(mask, n: int, model=None, seed: int = 0) -> list[tuple[int, np.ndarray]]:
-        """`run_steps` run to its end."""
-        return result_of(SynthesizeLogic.run_steps(mask, n, model, seed))
 
     @staticmethod
     def add_to_dataset(folder, mask, results, source: str = "", model=None) -> list[str]:
