@@ -5,10 +5,11 @@
 #
 #   [WORKERS=2] bash training/gpu_batch.sh SCENARIO "SEEDS" SECONDS      e.g.  bash training/gpu_batch.sh C "0 1 2" 420
 #
-# or cross-validation (training/cross_validate.py) of several configs, all folds of all of them at once; only the
-# fold runs' cards and validation events come back (no weights):
+# or cross-validation (training/cross_validate.py) of several configs, all folds of all of them at once, a config
+# optionally at another seed (STEM@SEED); each fold run comes back as $OUT/<run>.tgz with its weights and log but
+# without its resume checkpoints and cached probabilities (8 returned files at most: 2 configs of 4 folds):
 #
-#   [WORKERS=1] bash training/gpu_batch.sh cv "CONFIG_STEMS" SECONDS    e.g.  bash training/gpu_batch.sh cv "seg_context seg_mixed_context" 420
+#   [WORKERS=1] bash training/gpu_batch.sh cv "CONFIGS" SECONDS    e.g.  bash training/gpu_batch.sh cv "seg_mixed_context seg_context@1" 470
 #
 # The machine has no internet: carry .whl/ (wheels its Python lacks: pip download --no-deps monai==1.6.1
 # nibabel==5.4.2 -d .whl) and .data/emidec-lge-128 (a copy of ../shared/data/emidec-lge-128); both are in
@@ -24,17 +25,26 @@ mkdir -p training/runs
 MONITOR=$!
 if [ "$SCENARIO" = cv ]; then
   PIDS=""
-  for stem in $LIST; do
-    python3 training/cross_validate.py run "training/configs/$stem.json" --parallel --device "${DEVICE:-cuda}" \
-      --workers "${WORKERS:-1}" --deadline $((START + SECONDS_LEFT)) &
+  for entry in $LIST; do   # STEM or STEM@SEED
+    stem=${entry%@*}; seed=()
+    [ "$entry" != "$stem" ] && seed=(--seed "${entry#*@}")
+    python3 training/cross_validate.py run "training/configs/$stem.json" "${seed[@]}" --parallel \
+      --device "${DEVICE:-cuda}" --workers "${WORKERS:-1}" --deadline $((START + SECONDS_LEFT)) &
     PIDS="$PIDS $!"
   done
   # shellcheck disable=SC2086
   wait $PIDS   # not the monitor
   kill $MONITOR
-  # shellcheck disable=SC2046
-  python3 training/cross_validate.py summary $(for stem in $LIST; do echo "training/configs/$stem.json"; done)
-  cd training/runs/cv && tar czf "$OUT/cv.tgz" --exclude='*.pt' --exclude='*.safetensors' --exclude='synthetic_*' .
+  for entry in $LIST; do
+    stem=${entry%@*}; seed=()
+    [ "$entry" != "$stem" ] && seed=(--seed "${entry#*@}")
+    python3 training/cross_validate.py summary "training/configs/$stem.json" "${seed[@]}"
+  done
+  cd training/runs/cv || exit 1
+  for card in */card.json; do   # the fold runs: <stem>_cv<K>f<k>[_seed<S>], logged to <stem>_cv<K>f<k>.log
+    run=$(dirname "$card")
+    tar czf "$OUT/$run.tgz" --exclude='*.pt' --exclude='probs_*' "$run" "${run%_seed*}.log"
+  done
   ls -la "$OUT"; echo "total $(( $(date +%s) - START )) s"
   exit 0
 fi
