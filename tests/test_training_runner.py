@@ -214,6 +214,11 @@ def test_a_fold_run_trains_without_its_fold_and_validates_on_it(cross_validation
     config.write_text(config.read_text().replace('"epochs": 2', '"epochs": 3'))   # now the run is one epoch short
     table = cross_validation.summary([config], 4, cv_runs=tmp_path / "cv").splitlines()
     assert table[-1] == "| tiny | 0 of 4 (1 training) | | | | | |"
+    # the fold scores and cards kept for RESULTS.md: a fold still training is kept too, folds without a run are not
+    saved = cross_validation.save_fold_results(config, 4, out=tmp_path / "results", cv_runs=tmp_path / "cv")
+    assert saved == tmp_path / "results" / "tiny_cv4_fold_scores.json"
+    assert json.loads(saved.read_text()) == {"fold3": scores}
+    assert (tmp_path / "results/tiny_cv4f3/card.json").read_bytes() == (run / "card.json").read_bytes()
 
 
 def test_slice_split_makes_one_case_per_slice_and_splits_all_slices(emidec_cases, tmp_path):
@@ -321,3 +326,20 @@ def test_post_processing_is_chosen_on_the_other_folds_and_scored_on_each_fold(cr
     assert table[2].startswith("| 1 | 1 | ") and table[2].endswith("| x1.5 / x1 |")
     with pytest.raises(SystemExit, match="at least 2"):
         cross_validation.judge_postprocess({1: oof[1]})
+
+
+def test_an_ensemble_is_judged_on_its_mean_probabilities_over_the_folds_all_members_finished(cross_validation):
+    import numpy as np
+
+    truth = np.zeros((1, 4, 4), np.uint8)
+    first, second = np.zeros((1, 5, 4, 4), np.float16), np.zeros((1, 5, 4, 4), np.float16)
+    first[:, 1], second[:, 1], second[:, 2] = 1.0, 0.5, 0.5
+    members = [{1: {"a": (first, truth)}, 2: {"b": (first, truth)}},   # fold 3 unfinished for this member
+               {1: {"a": (second, truth)}, 2: {"b": (second, truth)}, 3: {"c": (second, truth)}}]
+    oof = cross_validation.ensemble_out_of_fold(members)
+    assert sorted(oof) == [1, 2] and sorted(oof[1]) == ["a"]
+    probs, kept = oof[1]["a"]
+    assert kept is truth and probs.dtype == np.float32
+    assert np.allclose(probs[:, 1], 0.75) and np.allclose(probs[:, 2], 0.25) and np.allclose(probs[:, 0], 0)
+    assert cross_validation._member("training/configs/x.json@2") == ("training/configs/x.json", 2)
+    assert cross_validation._member("training/configs/x.json", 1) == ("training/configs/x.json", 1)

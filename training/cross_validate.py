@@ -7,8 +7,8 @@ folds and validates on fold k. The test cases stay out of every fold.
     python training/cross_validate.py folds [--folds 4]                  # training/splits/cv4_fold{1..4}.json
     python training/cross_validate.py run CONFIG [--folds 4] [--fold K] [--seed S] [--device cuda] [--workers N]
                                               [--deadline T] [--parallel]
-    python training/cross_validate.py summary CONFIG... [--folds 4] [--seed S]
-    python training/cross_validate.py postprocess CONFIG [--folds 4] [--seed S]   # judge the post-processing
+    python training/cross_validate.py summary CONFIG... [--folds 4] [--seed S] [--save]   # --save: training/results/cv
+    python training/cross_validate.py postprocess CONFIG[@SEED]... [--folds 4] [--seed S]   # judge the post-processing
 
 Fold runs train into training/runs/cv/<config>_cv<K>f<k>[_seed<S>]; a config with synthetic pairs gets a synthetic set
 per fold, made from that fold's training cases only. The score of a fold is the engine's per-epoch validation check
@@ -19,6 +19,8 @@ number of epochs) and at its last epoch (unbiased).
 for each fold, the rule chooses on the other folds' cases, once over the minimum volumes alone and once over the
 whole grid (class weights too), and both choices are scored on the fold itself. Six validation cases could not tell
 whether the class weights help (RESULTS.md, "Class weights"); this asks the same question of 36 cases at a time.
+Several configs (each CONFIG@SEED at its own seed) are judged as one ensemble: each fold's members' probabilities
+are averaged, as `run.py ensemble` does, over the folds every member finished.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ ROOT = runner.ROOT
 SPLIT = ROOT / "training/split.json"
 SPLITS = ROOT / "training/splits"
 CV_RUNS = ROOT / "training/runs/cv"
+RESULTS = ROOT / "training/results/cv"
 
 
 def fold_path(folds: int, k: int, splits=SPLITS) -> Path:
@@ -158,6 +161,26 @@ def summary(configs, folds: int = 4, seed=None, splits=SPLITS, cv_runs=CV_RUNS) 
     return "\n".join(rows)
 
 
+def save_fold_results(config_path, folds: int = 4, seed=None, out=RESULTS, splits=SPLITS, cv_runs=CV_RUNS) -> Path:
+    """Write the fold scores of a config (`fold_scores` of every fold with a check, finished or not) to
+    ``out/<config>_cv<K>[_seed<S>]_fold_scores.json`` and copy each fold run's card beside it; returns the json."""
+    import shutil
+
+    from napari_lvseg.io.atomic import write_json_atomic
+
+    scores = {}
+    for k in range(1, folds + 1):
+        run, score, _ = fold_state(config_path, folds, k, seed, splits, cv_runs)
+        if score:
+            scores[f"fold{k}"] = score
+            (Path(out) / run.name).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run / "card.json", Path(out) / run.name / "card.json")
+    tag = f"_seed{seed}" if seed is not None else ""
+    path = Path(out) / f"{Path(config_path).stem}_cv{folds}{tag}_fold_scores.json"
+    write_json_atomic(path, scores)
+    return path
+
+
 def out_of_fold(config_path, folds: int = 4, seed=None, data=None, splits=SPLITS, cv_runs=CV_RUNS) -> dict:
     """``{k: {case: (TTA probabilities, truth)}}`` of the finished fold runs on their own folds (cached in each run)."""
     import choose_ensemble as chooser
@@ -172,6 +195,21 @@ def out_of_fold(config_path, folds: int = 4, seed=None, data=None, splits=SPLITS
         probs = chooser.cached_probabilities(run, "val", cases)
         oof[k] = {name: (probs[name], truth) for name, (_, truth) in cases.items()}
     return oof
+
+
+def ensemble_out_of_fold(members: list) -> dict:
+    """The members' `out_of_fold` results as one: mean probabilities per case, on the folds all members finished."""
+    import choose_ensemble as chooser
+
+    folds = sorted(set.intersection(*(set(oof) for oof in members)))
+    return {k: {name: (chooser.mean_probabilities([{name: oof[k][name][0]} for oof in members], name), truth)
+                for name, (_, truth) in members[0][k].items()} for k in folds}
+
+
+def _member(text: str, seed=None) -> tuple:
+    """(config path, seed) of CONFIG or CONFIG@SEED."""
+    path, _, own = text.partition("@")
+    return path, int(own) if own else seed
 
 
 def _per_case_mean(rows: dict, names) -> float:
@@ -262,25 +300,35 @@ def main(argv=None) -> int:
     p.add_argument("configs", nargs="+")
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--seed", type=int)
-    p = sub.add_parser("postprocess", help="judge the post-processing rule on the finished folds")
-    p.add_argument("config")
+    p.add_argument("--save", action="store_true", help="write the fold scores and cards into training/results/cv")
+    p = sub.add_parser("postprocess", help="judge the post-processing rule on the finished folds (of an ensemble)")
+    p.add_argument("members", nargs="+", metavar="CONFIG[@SEED]")
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--seed", type=int)
     args = parser.parse_args(argv)
     if args.cmd == "postprocess":
         from napari_lvseg.io.atomic import write_json_atomic
 
-        result = judge_postprocess(out_of_fold(args.config, args.folds, args.seed))
-        seed = f"_seed{args.seed}" if args.seed is not None else ""
-        out = ROOT / "training/results/cv" / f"{Path(args.config).stem}_cv{args.folds}{seed}_postprocess.json"
+        members = [_member(text, args.seed) for text in args.members]
+        oofs = [out_of_fold(path, args.folds, seed) for path, seed in members]
+        result = judge_postprocess(oofs[0] if len(oofs) == 1 else ensemble_out_of_fold(oofs))
+        tags = [(_relative(Path(path)), f"_seed{seed}" if seed is not None else "") for path, seed in members]
+        if len(members) == 1:
+            name, config = f"{Path(members[0][0]).stem}_cv{args.folds}{tags[0][1]}", tags[0][0]
+        else:
+            name = "ens_" + "+".join(Path(path).stem + seed for path, seed in tags) + f"_cv{args.folds}"
+            config = [path + seed.replace("_seed", "@") for path, seed in tags]
+        out = RESULTS / f"{name}_postprocess.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out, {"config": _relative(Path(args.config)), **result})
+        write_json_atomic(out, {"config": config, **result})
         print(postprocess_table(result))
     elif args.cmd == "folds":
         for path in make_folds(args.folds):
             print(path.relative_to(ROOT))
     elif args.cmd == "summary":
         print(summary(args.configs, args.folds, args.seed))
+        for config in args.configs if args.save else ():
+            print(_relative(save_fold_results(config, args.folds, args.seed)))
     else:
         fold_list = [args.fold] if args.fold else list(range(1, args.folds + 1))
         compute = {"seed": args.seed, "device": args.device, "workers": args.workers, "deadline": args.deadline}
