@@ -343,3 +343,15 @@ def test_an_ensemble_is_judged_on_its_mean_probabilities_over_the_folds_all_memb
     assert np.allclose(probs[:, 1], 0.75) and np.allclose(probs[:, 2], 0.25) and np.allclose(probs[:, 0], 0)
     assert cross_validation._member("training/configs/x.json@2") == ("training/configs/x.json", 2)
     assert cross_validation._member("training/configs/x.json", 1) == ("training/configs/x.json", 1)
+
+
+def test_compare_gives_per_fold_differences_on_the_folds_both_results_hold(cross_validation):
+    def result(scores):   # {fold: (volumes-only per case, weights + volumes per case)}; pooled = per case + 0.1
+        return {"folds": [{"fold": k, "volumes only": {"per_case": v, "pooled": v + 0.1},
+                           "weights + volumes": {"per_case": w, "pooled": w + 0.1}} for k, (v, w) in scores.items()]}
+
+    table = cross_validation.compare(result({1: (0.5, 0.6), 2: (0.6, 0.6), 3: (0.7, 0.7)}),
+                                     result({2: (0.7, 0.5), 3: (0.7, 0.8)})).splitlines()
+    assert table[2] == "| 2 | +0.100 | +0.100 | -0.100 | -0.100 |"
+    assert table[3] == "| 3 | +0.000 | +0.000 | +0.100 | +0.100 |"
+    assert table[4] == "| **mean ± sd** | +0.050 ± 0.071 | +0.050 ± 0.071 | +0.000 ± 0.141 | +0.000 ± 0.141 |"

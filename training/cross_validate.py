@@ -9,6 +9,7 @@ folds and validates on fold k. The test cases stay out of every fold.
                                               [--deadline T] [--parallel]
     python training/cross_validate.py summary CONFIG... [--folds 4] [--seed S] [--save]   # --save: training/results/cv
     python training/cross_validate.py postprocess CONFIG[@SEED]... [--folds 4] [--seed S]   # judge the post-processing
+    python training/cross_validate.py compare FIRST.json SECOND.json   # per-fold differences of two postprocess results
 
 Fold runs train into training/runs/cv/<config>_cv<K>f<k>[_seed<S>]; a config with synthetic pairs gets a synthetic set
 per fold, made from that fold's training cases only. The score of a fold is the engine's per-epoch validation check
@@ -282,6 +283,21 @@ def postprocess_table(result: dict) -> str:
         f"{result['cases']} cases: {result['chosen_on_all']}"
 
 
+def compare(first: dict, second: dict) -> str:
+    """Per-fold differences second - first of two `postprocess` results, on the folds both hold, and their mean ± sd."""
+    import numpy as np
+
+    tags = ("volumes only", "weights + volumes")
+    folds = [(a, b) for a in first["folds"] for b in second["folds"] if a["fold"] == b["fold"]]
+    rows = ["| fold | " + " | ".join(f"{t}: per case | {t}: pooled" for t in tags) + " |", "|---" * 5 + "|"]
+    diffs = np.array([[b[t][key] - a[t][key] for t in tags for key in ("per_case", "pooled")] for a, b in folds])
+    for (a, _), d in zip(folds, diffs):
+        rows.append(f"| {a['fold']} | " + " | ".join(f"{x:+.3f}" for x in d) + " |")
+    sd = diffs.std(0, ddof=1) if len(folds) > 1 else np.zeros(diffs.shape[1])
+    rows.append("| **mean ± sd** | " + " | ".join(f"{m:+.3f} ± {v:.3f}" for m, v in zip(diffs.mean(0), sd)) + " |")
+    return "\n".join(rows)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -305,8 +321,13 @@ def main(argv=None) -> int:
     p.add_argument("members", nargs="+", metavar="CONFIG[@SEED]")
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--seed", type=int)
+    p = sub.add_parser("compare", help="per-fold differences of two postprocess results (json files)")
+    p.add_argument("first")
+    p.add_argument("second")
     args = parser.parse_args(argv)
-    if args.cmd == "postprocess":
+    if args.cmd == "compare":
+        print(compare(*(json.loads(Path(path).read_text()) for path in (args.first, args.second))))
+    elif args.cmd == "postprocess":
         from napari_lvseg.io.atomic import write_json_atomic
 
         members = [_member(text, args.seed) for text in args.members]
