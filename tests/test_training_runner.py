@@ -322,8 +322,14 @@ def test_post_processing_is_chosen_on_the_other_folds_and_scored_on_each_fold(cr
     assert result["mean"]["weights + volumes"] == {"per_case": 1.0, "per_case_sd": 0.0, "pooled": 1.0,
                                                    "pooled_sd": 0.0}
     assert result["chosen_on_all"]["infarct_weight"] == 1.5
+    # all three cases at once, each as its fold chose: the study's table, per case and pooled
+    everything = result["all_cases"]["weights + volumes"]
+    assert everything["per_case"]["mean"] == everything["pooled"]["mean"] == everything["pooled"]["infarct"] == 1.0
+    assert result["all_cases"]["LV component only"]["pooled"]["infarct"] == 0.0
+    assert result["all_cases"]["LV component only"]["pooled"]["cavity"] == 1.0
     table = cross_validation.postprocess_table(result).splitlines()
     assert table[2].startswith("| 1 | 1 | ") and table[2].endswith("| x1.5 / x1 |")
+    assert table[-1] == "| weights + volumes | pooled | 1.000 | 1.000 | 1.000 | nan | 1.000 |"
     with pytest.raises(SystemExit, match="at least 2"):
         cross_validation.judge_postprocess({1: oof[1]})
 

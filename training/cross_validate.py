@@ -231,11 +231,13 @@ def judge_postprocess(oof: dict) -> dict:
     Every option of the grid is applied to every case once; a fold's choice is the option with the best per-case mean
     over the other folds' cases (grid order breaks ties, as `run.py tune`). Returns per fold and on average the
     held-out per-case and pooled means of: no post-processing beyond the LV component, the volumes-only choice and
-    the whole-grid choice; and the whole-grid choice over all cases (what `tune` would pick with every fold)."""
-    import choose_ensemble as chooser
+    the whole-grid choice; the same three over all cases at once ("all cases": each case post-processed as its fold
+    chose; the per-case and pooled Dice of every class, the study's table); and the whole-grid choice over all cases
+    (what `tune` would pick with every fold)."""
     import numpy as np
 
-    from napari_lvseg.metrics import study_table
+    from napari_lvseg.inference import labels_from_probabilities, postprocess
+    from napari_lvseg.metrics import pooled_dice, study_table
 
     if len(oof) < 2:
         raise SystemExit(f"{len(oof)} finished fold run(s): the nested choice needs at least 2")
@@ -246,27 +248,35 @@ def judge_postprocess(oof: dict) -> dict:
     choices = {"LV component only": lambda names: grid[0][0],
                "volumes only": lambda names: max(unweighted, key=lambda g: _per_case_mean(g[1], names))[0],
                "weights + volumes": lambda names: max(grid, key=lambda g: _per_case_mean(g[1], names))[0]}
-    folds, means = [], {}
+    folds, means, held_out = [], {}, {tag: {} for tag in choices}
     for k, cases in sorted(oof.items()):
         others = [name for name in everything if name not in cases]
         row = {"fold": k, "cases": len(cases)}
-        truths = {name: truth for name, (_, truth) in cases.items()}
-        probs = {name: p for name, (p, _) in cases.items()}
         for tag, choose in choices.items():
             post = choose(others)
-            per_case, pooled, _ = chooser.score([probs], truths, post)
+            labelled = {name: (postprocess(labels_from_probabilities(p, post), post), truth)
+                        for name, (p, truth) in cases.items()}
+            held_out[tag].update(labelled)
+            per_case, pooled = study_table(labelled)[-1]["mean"], pooled_dice(labelled)["mean"]
             row[tag] = {"post": post, "per_case": round(per_case, 4), "pooled": round(pooled, 4)}
             means.setdefault(tag, []).append((per_case, pooled))
         folds.append(row)
+    def rounded(scores: dict) -> dict:
+        return {key: round(value, 4) for key, value in scores.items() if key != "case"}
+
+    all_cases = {tag: {"per_case": rounded(study_table(labelled)[-1]), "pooled": rounded(pooled_dice(labelled))}
+                 for tag, labelled in held_out.items()}
     summary = {tag: {"per_case": round(float(np.mean([s[0] for s in v])), 4),
                      "per_case_sd": round(float(np.std([s[0] for s in v], ddof=1)), 4),
                      "pooled": round(float(np.mean([s[1] for s in v])), 4),
                      "pooled_sd": round(float(np.std([s[1] for s in v], ddof=1)), 4)} for tag, v in means.items()}
-    return {"folds": folds, "mean": summary, "cases": len(everything),
+    return {"folds": folds, "mean": summary, "all_cases": all_cases, "cases": len(everything),
             "chosen_on_all": choices["weights + volumes"](list(everything))}
 
 
 def postprocess_table(result: dict) -> str:
+    from napari_lvseg.metrics import CLASS_KEYS
+
     rows = ["| held-out fold | cases | LV component only | volumes only | weights + volumes | weights chosen |",
             "|---|---|---|---|---|---|"]
     tags = ("LV component only", "volumes only", "weights + volumes")
@@ -279,8 +289,14 @@ def postprocess_table(result: dict) -> str:
     rows.append("| **mean ± sd** | | " + " | ".join(
         f"{m[t]['per_case']:.3f} ± {m[t]['per_case_sd']:.3f} / {m[t]['pooled']:.3f} ± {m[t]['pooled_sd']:.3f}"
         for t in tags) + " | |")
-    return "\n".join(rows) + "\n\n(per case / pooled mean Dice of the held-out fold) chosen on all " \
-        f"{result['cases']} cases: {result['chosen_on_all']}"
+    rows += ["", "(per case / pooled mean Dice of the held-out fold) chosen on all "
+             f"{result['cases']} cases: {result['chosen_on_all']}", "",
+             "| post-processing | protocol | cavity | myocardium | infarct | no-reflow | mean |", "|---" * 7 + "|"]
+    for tag in tags:   # every case as its fold chose, the study's table
+        for protocol, scores in result["all_cases"][tag].items():
+            rows.append(f"| {tag} | {protocol.replace('_', ' ')} | "
+                        + " | ".join(f"{scores[c]:.3f}" for c in CLASS_KEYS + ("mean",)) + " |")
+    return "\n".join(rows)
 
 
 def compare(first: dict, second: dict) -> str:
