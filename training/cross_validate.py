@@ -202,9 +202,12 @@ def ensemble_out_of_fold(members: list) -> dict:
     """The members' `out_of_fold` results as one: mean probabilities per case, on the folds all members finished."""
     import choose_ensemble as chooser
 
-    folds = sorted(set.intersection(*(set(oof) for oof in members)))
-    return {k: {name: (chooser.mean_probabilities([{name: oof[k][name][0]} for oof in members], name), truth)
-                for name, (_, truth) in members[0][k].items()} for k in folds}
+    ensemble = {}
+    for k in sorted(set.intersection(*(set(oof) for oof in members))):
+        probs = [{name: p for name, (p, _) in oof[k].items()} for oof in members]
+        ensemble[k] = {name: (chooser.mean_probabilities(probs, name), truth)
+                       for name, (_, truth) in members[0][k].items()}
+    return ensemble
 
 
 def _member(text: str, seed=None) -> tuple:
@@ -261,6 +264,7 @@ def judge_postprocess(oof: dict) -> dict:
             row[tag] = {"post": post, "per_case": round(per_case, 4), "pooled": round(pooled, 4)}
             means.setdefault(tag, []).append((per_case, pooled))
         folds.append(row)
+
     def rounded(scores: dict) -> dict:
         return {key: round(value, 4) for key, value in scores.items() if key != "case"}
 
@@ -289,8 +293,8 @@ def postprocess_table(result: dict) -> str:
     rows.append("| **mean ± sd** | | " + " | ".join(
         f"{m[t]['per_case']:.3f} ± {m[t]['per_case_sd']:.3f} / {m[t]['pooled']:.3f} ± {m[t]['pooled_sd']:.3f}"
         for t in tags) + " | |")
-    rows += ["", "(per case / pooled mean Dice of the held-out fold) chosen on all "
-             f"{result['cases']} cases: {result['chosen_on_all']}", "",
+    chosen = f"chosen on all {result['cases']} cases: {result['chosen_on_all']}"
+    rows += ["", f"(per case / pooled mean Dice of the held-out fold) {chosen}", "",
              "| post-processing | protocol | cavity | myocardium | infarct | no-reflow | mean |", "|---" * 7 + "|"]
     for tag in tags:   # every case as its fold chose, the study's table
         for protocol, scores in result["all_cases"][tag].items():
@@ -305,6 +309,8 @@ def compare(first: dict, second: dict) -> str:
 
     tags = ("volumes only", "weights + volumes")
     folds = [(a, b) for a in first["folds"] for b in second["folds"] if a["fold"] == b["fold"]]
+    if not folds:
+        raise SystemExit("the two results have no fold in common")
     rows = ["| fold | " + " | ".join(f"{t}: per case | {t}: pooled" for t in tags) + " |", "|---" * 5 + "|"]
     diffs = np.array([[b[t][key] - a[t][key] for t in tags for key in ("per_case", "pooled")] for a, b in folds])
     for (a, _), d in zip(folds, diffs):
