@@ -87,6 +87,35 @@ def test_tta_and_uncertainty(oracle):
     assert plain.uncertainty is None
 
 
+@pytest.mark.parametrize("tta", [False, True])
+def test_segment_steps_report_each_forward_pass_and_stop_between_them(oracle, tta):
+    from napari_lvseg.inference import probability_steps, segment_steps
+
+    img = image_with_disk((10, 64, 64), (30, 34), radius=9)
+    total = probability_steps(10, tta, batch_size=4)
+    assert total == (24 if tta else 3)   # 3 batches of at most 4 slices, 8 TTA transforms each
+    steps = segment_steps(img, oracle, tta=tta, batch_size=4)
+    assert [next(steps) for _ in range(total)] == [(k, total) for k in range(1, total + 1)]
+    with pytest.raises(StopIteration) as end:
+        next(steps)
+    assert np.array_equal(end.value.value.labels, segment(img, oracle, tta=tta, batch_size=4).labels)
+
+    net, _ = oracle
+    net.train()
+    steps = segment_steps(img, oracle, tta=tta, batch_size=4)
+    next(steps)
+    assert not net.training and not torch.is_inference_mode_enabled()   # no inference mode held across a step
+    steps.close()   # what a stopped worker does
+    assert net.training   # the network's mode is given back
+
+
+def test_segment_steps_check_the_input_before_the_first_step(oracle):
+    from napari_lvseg.inference import segment_steps
+
+    with pytest.raises(LvsegError, match="image too small"):
+        next(segment_steps(np.zeros((8, 8), np.float32), oracle))
+
+
 def test_postprocess_keeps_the_largest_component_and_cleans_lesions():
     labels = np.zeros((2, 32, 32), np.uint8)
     labels[:, 8:20, 8:20] = 2

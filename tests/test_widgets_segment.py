@@ -13,7 +13,7 @@ from napari_lvseg.inference import SegmentationResult
 
 pytest.importorskip("napari")
 
-from napari_lvseg.widgets._testing import save_tiny_segmentation_model  # noqa: E402
+from napari_lvseg.widgets._testing import StepGate, save_tiny_segmentation_model  # noqa: E402
 from napari_lvseg.widgets.segment import SegmentLogic, SegmentWidget  # noqa: E402
 
 
@@ -57,6 +57,39 @@ def test_segment_runs_in_worker_and_adds_coloured_editable_labels(viewer_and_wid
     widget.run()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
     assert [l.name for l in viewer.layers].count("case labels") == 1
+
+
+@pytest.mark.parametrize("stop", ["second press", "closing the panel"])
+def test_segmentation_stops_between_steps_and_leaves_the_layers_alone(viewer_and_widget, qtbot, monkeypatch, errors,
+                                                                       stop):
+    from napari_lvseg import inference
+
+    def steps(image, model, **kwargs):
+        for k in range(1, 51):
+            yield k, 50
+        return _fake_result(np.ones(image.shape, np.uint8))
+
+    gate = StepGate(steps)
+
+    def stop_it(step):
+        if stop == "second press":
+            widget.run()
+        elif widget.parent() is not None:
+            viewer.window.remove_dock_widget(widget)   # what the dock's close button does
+        gate.pressed.set()
+
+    monkeypatch.setattr(inference, "segment_steps", gate)
+    viewer, widget = viewer_and_widget
+    _phantom_layer(viewer)
+    names = [layer.name for layer in viewer.layers]
+    worker = widget.run()
+    assert widget.run_button.text() == "Stop"
+    worker.yielded.connect(stop_it)
+    gate.connected.set()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=20_000)
+    assert errors == [] and gate.steps in (1, 2) and [layer.name for layer in viewer.layers] == names
+    assert widget.status.text() == "segmentation stopped; labels unchanged"
+    assert widget.run_button.text() == "Segment" and widget.run_button.isEnabled()
 
 
 def _fake_result(labels):

@@ -14,6 +14,7 @@ import numpy as np
 from .data.normalize import from_grid, model_context, normalize_slices, to_grid, with_context
 from .errors import LvsegError
 from .labels import CAVITY, INFARCT, MYOCARDIUM, N_CLASSES, NO_REFLOW
+from .steps import result_of
 
 # Post-processing defaults; a model card may override them ("postprocess" in its extra fields).
 # The weights scale the infarct and no-reflow probabilities before the argmax: networks trained on these
@@ -40,31 +41,50 @@ def _device_of(model):
         return torch.device("cpu")
 
 
+# TTA: the 8 rotations/reflections of the square (training augments with all of them)
+TTA_TRANSFORMS = tuple((k, flip) for k in range(4) for flip in (False, True))
+
+
+def probability_steps(n_slices: int, tta: bool = False, batch_size: int = 8) -> int:
+    """How many steps `iter_probabilities` (and `segment_steps`) make for a stack of ``n_slices``."""
+    return -(-n_slices // batch_size) * (len(TTA_TRANSFORMS) if tta else 1)
+
+
+def iter_probabilities(model, slices: np.ndarray, tta: bool = False, batch_size: int = 8, device=None):
+    """`predict_probabilities` as steps: yields (steps done, `probability_steps`) after each forward pass (a batch
+    of slices, one TTA transform) and returns the probabilities, so that a caller can show progress and stop."""
+    import torch
+
+    device = device or _device_of(model)
+    inputs = with_context(slices, model_context(model))
+    transforms = TTA_TRANSFORMS if tta else ((0, False),)
+    total, done = probability_steps(len(slices), tta, batch_size), 0
+    out = np.empty((len(slices), N_CLASSES) + slices.shape[-2:], dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, len(slices), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size])).to(device)
+            prob = 0
+            for k, flip in transforms:
+                with torch.inference_mode():   # not held across a yield: the caller's code runs there
+                    xi = torch.rot90(torch.flip(x, (-1,)) if flip else x, k, (-2, -1))
+                    p = torch.rot90(torch.softmax(model(xi), dim=1), -k, (-2, -1))
+                    prob = prob + (torch.flip(p, (-1,)) if flip else p)
+                done += 1
+                yield done, total
+            out[start:start + len(x)] = (prob / len(transforms)).cpu().numpy()
+    finally:   # also when the caller stops early
+        model.train(was_training)
+    return out
+
+
 def predict_probabilities(model, slices: np.ndarray, tta: bool = False, batch_size: int = 8, device=None) -> np.ndarray:
     """Softmax probabilities (N, 5, S, S) for normalised slices (N, S, S); ``tta`` averages 8 rotations/flips.
 
     ``slices`` are one case's stack in order: a 2.5-D network reads each slice with its neighbours.
     """
-    import torch
-
-    device = device or _device_of(model)
-    inputs = with_context(slices, model_context(model))
-    was_training = model.training
-    model.eval()
-    # TTA: the 8 rotations/reflections of the square (training augments with all of them)
-    transforms = [(k, flip) for k in range(4) for flip in (False, True)] if tta else [(0, False)]
-    out = np.empty((len(slices), N_CLASSES) + slices.shape[-2:], dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(slices), batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(inputs[start:start + batch_size])).to(device)
-            prob = 0
-            for k, flip in transforms:
-                xi = torch.rot90(torch.flip(x, (-1,)) if flip else x, k, (-2, -1))
-                p = torch.rot90(torch.softmax(model(xi), dim=1), -k, (-2, -1))
-                prob = prob + (torch.flip(p, (-1,)) if flip else p)
-            out[start:start + len(x)] = (prob / len(transforms)).cpu().numpy()
-    model.train(was_training)
-    return out
+    return result_of(iter_probabilities(model, slices, tta, batch_size, device))
 
 
 def labels_from_probabilities(prob: np.ndarray, options: dict | None = None, name: str = "model card") -> np.ndarray:
@@ -184,6 +204,14 @@ def check_center(center, shape, name):
 def segment(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bool = False, center=None,
             batch_size: int = 8, postprocessing: bool = True, name: str = "image") -> SegmentationResult:
     """Segment a 2-D slice (Y, X) or a stack (Z, Y, X) of any size; ``model`` a name, path or (net, card)."""
+    return result_of(segment_steps(image, model, tta=tta, uncertainty=uncertainty, center=center,
+                                   batch_size=batch_size, postprocessing=postprocessing, name=name))
+
+
+def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bool = False, center=None,
+                  batch_size: int = 8, postprocessing: bool = True, name: str = "image"):
+    """`segment` as steps: yields (steps done, steps) after each forward pass (`iter_probabilities`; as many as
+    `probability_steps` of the image's slices) and returns the `SegmentationResult`. Checks come first."""
     from .models.store import load_model
 
     image = _check_image(image, name)
@@ -195,7 +223,7 @@ def segment(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bo
     if center is None and max(stack.shape[-2:]) > size:
         center = find_lv_center(net, norm, size)
     grid, box = to_grid(norm, size, center)
-    prob = predict_probabilities(net, grid, tta=tta, batch_size=batch_size)
+    prob = yield from iter_probabilities(net, grid, tta=tta, batch_size=batch_size)
     post = {**DEFAULT_POSTPROCESS, **(card.extra.get("postprocess", {}) if hasattr(card, "extra") else {})}
     labels = labels_from_probabilities(prob, post if postprocessing else None, getattr(card, "name", "model card"))
     if postprocessing:

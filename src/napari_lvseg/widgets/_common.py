@@ -122,16 +122,6 @@ def _runtime_errors_kept(steps_function):
     return steps
 
 
-def result_of(steps):
-    """Run a generator of steps to its end and give its return value: the synchronous form of a stoppable
-    worker function (tests and scripts call this; the widgets run the generator in a worker)."""
-    while True:
-        try:
-            next(steps)
-        except StopIteration as end:
-            return end.value
-
-
 # ------------------------------------------------------------------------------------ folders
 
 def user_data_dir() -> Path:

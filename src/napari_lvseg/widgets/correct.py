@@ -11,9 +11,10 @@ from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QLabel, QLineEd
                             QWidget)
 
 from napari_lvseg.errors import LvsegError
+from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, closed_from_dock, guarded,
-                                          notify_info, notify_warning, register_widget, result_of, set_labels_undoably,
+                                          notify_info, notify_warning, register_widget, set_labels_undoably,
                                           source_of, start_worker, user_data_dir)
 
 AUTOSAVE_DELAY_MS = 3000

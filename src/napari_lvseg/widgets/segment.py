@@ -11,9 +11,11 @@ from qtpy.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QGridLayout, QH
 
 from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
+from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, guarded, labels_spacing, notify_info,
-                                          register_widget, set_labels_undoably, source_of, start_worker)
+from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, closed_from_dock, guarded, labels_spacing,
+                                          notify_info, register_widget, set_labels_undoably, source_of,
+                                          start_worker)
 
 AUTOMATIC = "automatic"
 TABLE_COLUMNS = ("slice", "myocardium_px", "infarct_pct", "no_reflow_pct", "transmurality_pct")
@@ -57,10 +59,24 @@ class SegmentLogic:
         return float(point[-2]), float(point[-1])
 
     @staticmethod
-    def run(image, model, tta=False, uncertainty=False, center=None, name="image"):
-        from napari_lvseg.inference import segment
+    def run_steps(image, model, tta=False, uncertainty=False, center=None, name="image"):
+        """Segmentation one forward pass per step (`inference.segment_steps`): yields (done, steps), returns the
+        `SegmentationResult`."""
+        from napari_lvseg.inference import segment_steps
 
-        return segment(image, model, tta=tta, uncertainty=uncertainty, center=center, name=name)
+        return (yield from segment_steps(image, model, tta=tta, uncertainty=uncertainty, center=center, name=name))
+
+    @staticmethod
+    def run(image, model, tta=False, uncertainty=False, center=None, name="image"):
+        """`run_steps` run to its end."""
+        return result_of(SegmentLogic.run_steps(image, model, tta, uncertainty, center, name))
+
+    @staticmethod
+    def steps(image, tta=False) -> int:
+        """How many steps `run_steps` makes for an image (a slice or a stack)."""
+        from napari_lvseg.inference import probability_steps
+
+        return probability_steps(1 if np.ndim(image) == 2 else len(image), tta)
 
     @staticmethod
     def labels_name(image_name: str) -> str:
@@ -194,12 +210,22 @@ class SegmentWidget(QWidget):
     def refresh_models(self) -> None:
         self.model_picker.refresh()
 
+    def event(self, event):
+        """Closing the dock stops a segmentation: its labels would have no panel to show them."""
+        if closed_from_dock(self, event) and self.worker is not None:
+            self.worker.quit()
+        return super().event(event)
+
     # -- running
     @guarded
     def run(self):
-        """Check the inputs and start segmentation in a worker; returns the worker (None if refused)."""
+        """Check the inputs and start segmentation in a worker; returns the worker (None if refused). A press while
+        it runs stops it after the forward pass in hand (the labels stay as they were)."""
         if self.worker is not None:
-            raise LvsegError("segmentation is already running")
+            self.worker.quit()
+            self.run_button.setEnabled(False)
+            self.status.setText("stopping after the step in hand…")
+            return None
         layer = self.image_picker.current_layer()
         image = self.logic.image_data(layer)
         model = self.model_picker.current_model()
@@ -209,11 +235,14 @@ class SegmentWidget(QWidget):
         center = self.logic.center_from_points(center_layer, layer)
         if center_layer is not None and center is None:
             raise LvsegError(f"Points layer '{center_layer.name}' has no points: add one at the LV centre")
-        name, source = layer.name, source_of(layer)
-        self.run_button.setEnabled(False)
+        name, source, tta = layer.name, source_of(layer), self.tta.isChecked()
+        self.run_button.setText("Stop")
         self.status.setText(f"segmenting {name} with {model}…")
-        self.worker = start_worker(self.logic.run, np.asarray(image), model, self.tta.isChecked(),
-                                   self.uncertainty.isChecked(), center, name, description=f"Segmenting {name}",
+        self.worker = start_worker(self.logic.run_steps, np.asarray(image), model, tta, self.uncertainty.isChecked(),
+                                   center, name, description=f"Segmenting {name}",
+                                   total=self.logic.steps(image, tta),
+                                   on_yielded=lambda step: self.status.setText(
+                                       f"segmenting {name} with {model}: step {step[0]} of {step[1]}…"),
                                    on_returned=lambda result: self.show_result(result, name, source, layer),
                                    on_errored=self._on_error, on_finished=self._on_finished)
         return self.worker
@@ -235,7 +264,10 @@ class SegmentWidget(QWidget):
         notify_error(exc)
 
     def _on_finished(self):
+        if self.worker is not None and self.worker.abort_requested:
+            self.status.setText("segmentation stopped; labels unchanged")
         self.worker = None
+        self.run_button.setText("Segment")
         self.run_button.setEnabled(True)
 
     @guarded

@@ -11,7 +11,8 @@ TTA = "Test-time augmentation: average the prediction over the 8 rotations and f
 UNCERTAINTY = "Also add a per-pixel uncertainty map (normalised entropy, 0 = sure, 1 = unsure)."
 CENTER = ("Where the LV is, for images larger than the model grid: 'automatic' finds it, or pick a Points "
           "layer and its last point is used as the LV centre.")
-RUN_SEGMENT = "Segment the chosen image in the background; the result replaces '<image> labels'."
+RUN_SEGMENT = ("Segment the chosen image in the background; the result replaces '<image> labels'. Press again to "
+               "stop.")
 CLASS_BUTTON = "Paint with class {value} ({name}); keyboard shortcut {value} on the labels layer."
 CLASS_VISIBLE = "Show or hide the {name} class in the labels layer (the data is kept)."
 QUANT_TABLE = ("Per slice and total: myocardium pixels, infarct and no-reflow % of the myocardium, and "

@@ -1,0 +1,14 @@
+"""Long operations as generators of progress steps: a GUI worker runs them step by step (progress bar, Stop between
+steps); scripts, the CLI and tests run them to their end with `result_of`."""
+
+from __future__ import annotations
+
+
+def result_of(steps):
+    """Run a generator of steps to its end and give its return value: the synchronous form of a stoppable
+    operation."""
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            return end.value
