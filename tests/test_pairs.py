@@ -151,6 +151,20 @@ def test_a_manifest_that_is_not_text_stops_a_write_before_any_file(tmp_path):
     assert not (tmp_path / "images").exists() or not any((tmp_path / "images").iterdir())
 
 
+def test_a_new_pair_is_appended_to_a_hand_edited_manifest_and_a_replaced_one_rewritten(tmp_path):
+    folder = PairFolder(tmp_path)
+    image, mask = pair()
+    folder.add(image, mask, origin="real", name="a")
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text("\n" + manifest.read_text().strip())   # a blank line, no newline at the end
+    folder.add(image, mask, origin="real", name="b")
+    assert manifest.read_text().count("\n") == 3 and folder.names() == PairFolder(tmp_path).names() == ["a", "b"]
+    folder.add(image, mask, origin="corrected", name="a")   # replaced: its record moves to the end
+    records = [json.loads(line) for line in manifest.read_text().splitlines() if line]
+    assert [(r["name"], r["origin"]) for r in records] == [("b", "real"), ("a", "corrected")]
+    assert folder.records() == PairFolder(tmp_path).records()
+
+
 def test_the_manifest_is_parsed_once_per_version_of_the_file(tmp_path, monkeypatch):
     folder = PairFolder(tmp_path)
     image, mask = pair()
@@ -158,10 +172,15 @@ def test_the_manifest_is_parsed_once_per_version_of_the_file(tmp_path, monkeypat
         folder.add(image, mask, origin="real", name=f"p{i}")
     parses = []
     parse = PairFolder._parse_manifest
-    monkeypatch.setattr(PairFolder, "_parse_manifest", lambda self: parses.append(self) or parse(self))
+    monkeypatch.setattr(PairFolder, "_parse_manifest", lambda self, text: parses.append(self) or parse(self, text))
     reader = PairFolder(tmp_path)
     for name in reader.names():
         reader.read(name)
     assert parses == [reader]   # a training run reads thousands of pairs: once, not once per pair
-    folder.add(image, mask, origin="synthetic", name="p3")
+    folder.add(image, mask, origin="synthetic", name="p3", source_slice=np.int64(3), source_data=tmp_path / "x")
     assert reader.names() == ["p0", "p1", "p2", "p3"] and parses.count(reader) == 2   # a new version: read again
+    # the writer keeps what it wrote as parsed (a folder filled pair by pair parsed its manifest once per pair),
+    # in the form a parse gives: numpy numbers and paths as JSON has them
+    folder.add(image, mask, origin="synthetic", name="p4")
+    assert folder not in parses and folder.records() == PairFolder(tmp_path).records()
+    assert folder.records()[3]["source_slice"] == 3 and folder.records()[3]["source_data"] == str(tmp_path / "x")

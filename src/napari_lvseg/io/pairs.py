@@ -76,22 +76,27 @@ class PairFolder:
     def _parsed_manifest(self) -> list[dict]:
         """The manifest parsed once per version of the file: a training run reads thousands of pairs, each
         looked up here."""
+        return self._manifest()[0]
+
+    def _manifest(self) -> tuple[list[dict], str]:
+        """(records, text) of the manifest, read and parsed once per version of the file (no file: none, '')."""
         try:
             stat = self.manifest_path.stat()
         except FileNotFoundError:
-            return []
+            return [], ""
         if not S_ISREG(stat.st_mode):
-            return []
+            return [], ""
         version = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
         if getattr(self, "_parsed", (None,))[0] != version:
-            self._parsed = (version, self._parse_manifest())
-        return self._parsed[1]
+            try:
+                text = self.manifest_path.read_text(encoding="utf-8")
+            except UnicodeDecodeError:
+                raise LvsegError("not a UTF-8 text file", self.manifest_path) from None
+            self._parsed = (version, self._parse_manifest(text), text)
+        return self._parsed[1:]
 
-    def _parse_manifest(self) -> list[dict]:
-        try:
-            lines = self.manifest_path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise LvsegError("not a UTF-8 text file", self.manifest_path) from None
+    def _parse_manifest(self, text: str) -> list[dict]:
+        lines = text.splitlines()
         records = []
         for number, line in enumerate(lines, 1):
             if not line.strip():
@@ -190,7 +195,7 @@ class PairFolder:
         mask = check_labels(mask, where)
         check_pair(image, mask, where)
 
-        old = self._manifest_records()   # a manifest that cannot be read stops the write before any file is made
+        old, old_text = self._manifest()   # a manifest that cannot be read stops the write before any file is made
         suffix = _FORMATS[fmt]
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.masks_dir.mkdir(parents=True, exist_ok=True)
@@ -205,20 +210,29 @@ class PairFolder:
         record = {"name": name, "origin": origin, "source": None if source is None else str(source),
                   "model": model, "seed": seed, "created": datetime.now(timezone.utc).isoformat(),
                   "image": f"images/{image_path.name}", "mask": f"masks/{mask_path.name}", **extra}
-        for previous in old:  # a replaced pair stored in the other format leaves no stale files behind
-            if previous["name"] == name:
-                for key in ("image", "mask"):
-                    stale = self.root / previous.get(key, "")
-                    if previous.get(key) and stale not in (image_path, mask_path) and stale.is_file():
-                        stale.unlink()
-        records = [r for r in old if r["name"] != name] + [record]
-        self._write_manifest(records)
+        line = json.dumps(record, default=_json_default) + "\n"
+        replaced = [previous for previous in old if previous["name"] == name]
+        for previous in replaced:  # a replaced pair stored in the other format leaves no stale files behind
+            for key in ("image", "mask"):
+                stale = self.root / previous.get(key, "")
+                if previous.get(key) and stale not in (image_path, mask_path) and stale.is_file():
+                    stale.unlink()
+        if replaced:
+            records = [r for r in old if r["name"] != name]
+            text = "".join(json.dumps(r, default=_json_default) + "\n" for r in records) + line
+        else:   # the common case, a new pair: its line appended to the text, the others not encoded again
+            records = old
+            text = old_text + ("\n" if old_text and not old_text.endswith("\n") else "") + line
+        self._write_manifest(records + [json.loads(line)], text)   # the record as a parse of the manifest gives it
         return name
 
-    def _write_manifest(self, records: list[dict]) -> None:
-        text = "".join(json.dumps(r, default=_json_default) + "\n" for r in records)
+    def _write_manifest(self, records: list[dict], text: str) -> None:
+        """Write the manifest ``text`` and keep ``records`` (its parse) as its parsed version: a folder filled pair
+        by pair would otherwise parse and encode a growing manifest once per pair (minutes for 2,000 pairs)."""
         with atomic_path(self.manifest_path) as tmp:
             tmp.write_text(text, encoding="utf-8")
+            stat = tmp.stat()   # the replace keeps inode, mtime and size: the version `_parsed_manifest` will see
+        self._parsed = ((stat.st_ino, stat.st_mtime_ns, stat.st_size), records, text)
 
 
 def _json_default(value):
