@@ -105,8 +105,10 @@ def test_segment_steps_report_each_forward_pass_and_stop_between_them(oracle, tt
     steps = segment_steps(img, oracle, tta=tta, batch_size=4)
     next(steps)
     assert not net.training and not torch.is_inference_mode_enabled()   # no inference mode held across a step
-    steps.close()   # what a stopped worker does
+    steps.close()   # a stopped worker's generator, closed when it is collected
     assert net.training   # the network's mode is given back
+    segment(np.zeros((2, 150, 150), np.float32), oracle)   # larger than the grid: the LV search runs first
+    assert net.training
 
 
 def test_segment_steps_check_the_input_before_the_first_step(oracle):

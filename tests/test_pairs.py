@@ -156,9 +156,9 @@ def test_a_new_pair_is_appended_to_a_hand_edited_manifest_and_a_replaced_one_rew
     image, mask = pair()
     folder.add(image, mask, origin="real", name="a")
     manifest = tmp_path / "manifest.jsonl"
-    manifest.write_text("\n" + manifest.read_text().strip())   # a blank line, no newline at the end
+    manifest.write_text("\n\n" + manifest.read_text().strip())   # blank lines, no newline at the end
     folder.add(image, mask, origin="real", name="b")
-    assert manifest.read_text().count("\n") == 3 and folder.names() == PairFolder(tmp_path).names() == ["a", "b"]
+    assert manifest.read_text().count("\n") == 4 and folder.names() == PairFolder(tmp_path).names() == ["a", "b"]
     folder.add(image, mask, origin="corrected", name="a")   # replaced: its record moves to the end
     records = [json.loads(line) for line in manifest.read_text().splitlines() if line]
     assert [(r["name"], r["origin"]) for r in records] == [("b", "real"), ("a", "corrected")]

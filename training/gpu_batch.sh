@@ -24,6 +24,9 @@ mkdir -p training/runs
 ( while sleep 30; do echo "== $(( $(date +%s) - START )) s"; tail -qn1 training/runs/*.log training/runs/cv/*.log 2>/dev/null | cut -c1-120; done ) &
 MONITOR=$!
 if [ "$SCENARIO" = cv ]; then
+  # two seeds of one config would make the same folds' synthetic sets at once: one batch per seed
+  stems=$(for entry in $LIST; do echo "${entry%@*}"; done)
+  [ "$(echo "$stems" | sort | uniq -d)" ] && { echo "a config named twice in \"$LIST\": one seed per batch"; exit 1; }
   PIDS=""
   for entry in $LIST; do   # STEM or STEM@SEED
     stem=${entry%@*}; seed=()

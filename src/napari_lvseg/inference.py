@@ -173,11 +173,15 @@ def find_lv_center(model, stack: np.ndarray, size: int, device=None):
     from monai.inferers import sliding_window_inference
     from scipy import ndimage
 
+    was_training = model.training
     model.eval()
-    with torch.inference_mode():
-        x = torch.from_numpy(with_context(stack, model_context(model))).to(device or _device_of(model))
-        logits = sliding_window_inference(x, roi_size=(size, size), sw_batch_size=8, predictor=model,
-                                          overlap=0.25, mode="gaussian", padding_mode="constant")
+    try:
+        with torch.inference_mode():
+            x = torch.from_numpy(with_context(stack, model_context(model))).to(device or _device_of(model))
+            logits = sliding_window_inference(x, roi_size=(size, size), sw_batch_size=8, predictor=model,
+                                              overlap=0.25, mode="gaussian", padding_mode="constant")
+    finally:
+        model.train(was_training)
     lv = np.isin(logits.argmax(1).cpu().numpy(), (CAVITY, MYOCARDIUM, INFARCT, NO_REFLOW))
     comp, n = ndimage.label(lv)
     if n == 0:
