@@ -71,20 +71,13 @@ def test_segmentation_stops_between_steps_and_leaves_the_layers_alone(viewer_and
 
     gate = StepGate(steps)
 
-    def stop_it(step):
-        if stop == "second press":
-            widget.run()
-        elif widget.parent() is not None:
-            viewer.window.remove_dock_widget(widget)   # what the dock's close button does
-        gate.pressed.set()
-
     monkeypatch.setattr(inference, "segment_steps", gate)
     viewer, widget = viewer_and_widget
     _phantom_layer(viewer)
     names = [layer.name for layer in viewer.layers]
     worker = widget.run()
     assert widget.run_button.text() == "Stop"
-    worker.yielded.connect(stop_it)
+    worker.yielded.connect(lambda _: gate.stop(stop, widget, viewer))
     gate.connected.set()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=20_000)
     assert errors == [] and gate.steps in (1, 2) and [layer.name for layer in viewer.layers] == names

@@ -99,13 +99,6 @@ def test_synthesis_stops_between_images(setup, qtbot, monkeypatch, errors, stop)
 
     gate = StepGate(lambda mask, n, model=None, seed=0: (np.zeros(mask.shape, np.float32) for _ in range(n)))
 
-    def stop_it(done):
-        if stop == "second press":
-            widget.run()
-        elif widget.parent() is not None:
-            viewer.window.remove_dock_widget(widget)   # what the dock's close button does
-        gate.pressed.set()
-
     monkeypatch.setattr(synthesis, "iter_variants", gate)
     viewer, widget, _ = setup
     widget.new_mask()
@@ -113,7 +106,7 @@ def test_synthesis_stops_between_images(setup, qtbot, monkeypatch, errors, stop)
     n_layers = len(viewer.layers)
     worker = widget.run()
     assert widget.run_button.text() == "Stop"
-    worker.yielded.connect(stop_it)
+    worker.yielded.connect(lambda _: gate.stop(stop, widget, viewer))
     gate.connected.set()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=20_000)
     assert errors == [] and gate.steps in (1, 2) and len(viewer.layers) == n_layers and widget.results == []

@@ -45,6 +45,15 @@ class StepGate:
         self.function, self.steps = function, 0
         self.connected, self.pressed = threading.Event(), threading.Event()
 
+    def stop(self, how: str, widget, viewer) -> None:
+        """Stop ``widget``'s run the way a user does, ``how`` = "second press" (its run button) or "closing the
+        panel" (the dock's close button), then let the worker go on to its next step."""
+        if how == "second press":
+            widget.run()
+        elif widget.parent() is not None:
+            viewer.window.remove_dock_widget(widget)
+        self.pressed.set()
+
     def __call__(self, *args, **kwargs):
         self.connected.wait(10)
         for item in self.function(*args, **kwargs):
