@@ -24,13 +24,16 @@ mkdir -p training/runs
 ( while sleep 30; do echo "== $(( $(date +%s) - START )) s"; tail -qn1 training/runs/*.log training/runs/cv/*.log 2>/dev/null | cut -c1-120; done ) &
 MONITOR=$!
 if [ "$SCENARIO" = cv ]; then
+  split_entry() {   # STEM or STEM@SEED -> $stem and the cross_validate.py arguments $seed
+    stem=${1%@*}; seed=()
+    if [ "$1" != "$stem" ]; then seed=(--seed "${1#*@}"); fi
+  }
   # two seeds of one config would make the same folds' synthetic sets at once: one batch per seed
   stems=$(for entry in $LIST; do echo "${entry%@*}"; done)
   [ "$(echo "$stems" | sort | uniq -d)" ] && { echo "a config named twice in \"$LIST\": one seed per batch"; exit 1; }
   PIDS=""
-  for entry in $LIST; do   # STEM or STEM@SEED
-    stem=${entry%@*}; seed=()
-    [ "$entry" != "$stem" ] && seed=(--seed "${entry#*@}")
+  for entry in $LIST; do
+    split_entry "$entry"
     python3 training/cross_validate.py run "training/configs/$stem.json" "${seed[@]}" --parallel \
       --device "${DEVICE:-cuda}" --workers "${WORKERS:-1}" --deadline $((START + SECONDS_LEFT)) &
     PIDS="$PIDS $!"
@@ -39,8 +42,7 @@ if [ "$SCENARIO" = cv ]; then
   wait $PIDS   # not the monitor
   kill $MONITOR
   for entry in $LIST; do
-    stem=${entry%@*}; seed=()
-    [ "$entry" != "$stem" ] && seed=(--seed "${entry#*@}")
+    split_entry "$entry"
     python3 training/cross_validate.py summary "training/configs/$stem.json" "${seed[@]}"
   done
   cd training/runs/cv || exit 1

@@ -50,6 +50,11 @@ def probability_steps(n_slices: int, tta: bool = False, batch_size: int = 8) -> 
     return -(-n_slices // batch_size) * (len(TTA_TRANSFORMS) if tta else 1)
 
 
+def segment_step_count(image, tta: bool = False, batch_size: int = 8) -> int:
+    """How many steps `segment_steps` makes for a slice (Y, X) or a stack (Z, Y, X)."""
+    return probability_steps(1 if np.ndim(image) == 2 else len(image), tta, batch_size)
+
+
 def iter_probabilities(model, slices: np.ndarray, tta: bool = False, batch_size: int = 8, device=None):
     """`predict_probabilities` as steps: yields (steps done, `probability_steps`) after each forward pass (a batch
     of slices, one TTA transform) and returns the probabilities, so that a caller can show progress and stop."""
@@ -215,7 +220,7 @@ def segment(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bo
 def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bool = False, center=None,
                   batch_size: int = 8, postprocessing: bool = True, name: str = "image"):
     """`segment` as steps: yields (steps done, steps) after each forward pass (`iter_probabilities`; as many as
-    `probability_steps` of the image's slices) and returns the `SegmentationResult`. Checks come first."""
+    `segment_step_count`) and returns the `SegmentationResult`. Checks come first."""
     from .models.store import load_model
 
     image = _check_image(image, name)

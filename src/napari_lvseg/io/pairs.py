@@ -71,15 +71,11 @@ class PairFolder:
     # -- reading -------------------------------------------------------------------------------
     def _manifest_records(self) -> list[dict]:
         """The manifest's records, checked (copies: callers may change them)."""
-        return [dict(record) for record in self._parsed_manifest()]
-
-    def _parsed_manifest(self) -> list[dict]:
-        """The manifest parsed once per version of the file: a training run reads thousands of pairs, each
-        looked up here."""
-        return self._manifest()[0]
+        return [dict(record) for record in self._manifest()[0]]
 
     def _manifest(self) -> tuple[list[dict], str]:
-        """(records, text) of the manifest, read and parsed once per version of the file (no file: none, '')."""
+        """(records, text) of the manifest, read and parsed once per version of the file (no file: none, ''): a
+        training run reads thousands of pairs, each looked up here."""
         try:
             stat = self.manifest_path.stat()
         except FileNotFoundError:
@@ -144,7 +140,7 @@ class PairFolder:
         return [r["name"] for r in self.records()]
 
     def _paths(self, name: str) -> tuple[Path, Path]:
-        for record in self._parsed_manifest():
+        for record in self._manifest()[0]:
             if record["name"] == name and "image" in record and "mask" in record:
                 return self.root / record["image"], self.root / record["mask"]
         image, mask = self._files(self.images_dir).get(name), self._files(self.masks_dir).get(name)
@@ -231,7 +227,7 @@ class PairFolder:
         by pair would otherwise parse and encode a growing manifest once per pair (minutes for 2,000 pairs)."""
         with atomic_path(self.manifest_path) as tmp:
             tmp.write_text(text, encoding="utf-8")
-            stat = tmp.stat()   # the replace keeps inode, mtime and size: the version `_parsed_manifest` will see
+            stat = tmp.stat()   # the replace keeps inode, mtime and size: the version `_manifest` will see
         self._parsed = ((stat.st_ino, stat.st_mtime_ns, stat.st_size), records, text)
 
 

@@ -74,9 +74,9 @@ class SegmentLogic:
     @staticmethod
     def steps(image, tta=False) -> int:
         """How many steps `run_steps` makes for an image (a slice or a stack)."""
-        from napari_lvseg.inference import probability_steps
+        from napari_lvseg.inference import segment_step_count
 
-        return probability_steps(1 if np.ndim(image) == 2 else len(image), tta)
+        return segment_step_count(image, tta)
 
     @staticmethod
     def labels_name(image_name: str) -> str:
