@@ -199,12 +199,12 @@ def test_a_fold_run_trains_without_its_fold_and_validates_on_it(cross_validation
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"task": "segmentation", "data": ["${EMIDEC}"], "out": str(tmp_path / "unused"),
                                   "split": "training/split.json", "epochs": 2, "samples_per_epoch": 8,
-                                  "batch_size": 4, "width": 4, "depth": 2, "threads": 1, "augment": "none"}))
-    run = cross_validation.run_fold(config, 4, 3, cv_runs=tmp_path / "cv")
+                                  "batch_size": 4, "width": 4, "depth": 2, "threads": 2, "augment": "none"}))
+    run = cross_validation.run_fold(config, 4, 3, cv_runs=tmp_path / "cv", threads=1)   # two runs share two cores
     assert run == tmp_path / "cv" / "tiny_cv4f3"
     fold = json.loads((ROOT / "training/splits/cv4_fold3.json").read_text())
     options = json.loads((run / "options.json").read_text())
-    assert options["split"] == str(ROOT / "training/splits/cv4_fold3.json")
+    assert options["split"] == str(ROOT / "training/splits/cv4_fold3.json") and options["threads"] == 1
     start = json.loads((run / "events.jsonl").read_text().splitlines()[0])
     assert f"from {len(fold['val'])} cases" in start["message"]
     scores = cross_validation.fold_scores(run)
@@ -332,6 +332,15 @@ def test_post_processing_is_chosen_on_the_other_folds_and_scored_on_each_fold(cr
     assert table[-1] == "| weights + volumes | pooled | 1.000 | 1.000 | 1.000 | nan | 1.000 |"
     with pytest.raises(SystemExit, match="at least 2"):
         cross_validation.judge_postprocess({1: oof[1]})
+    # one fold is enough for a post-processing fixed in advance
+    weighted = cross_validation.score_fixed({1: oof[1]}, {"infarct_weight": 1.5})
+    assert weighted["folds"] == [{"fold": 1, "cases": 1, "per_case": 1.0, "pooled": 1.0}]
+    assert weighted["post"]["infarct_weight"] == 1.5 and weighted["post"]["largest_component"] is True
+    bare = cross_validation.score_fixed(oof, {})
+    assert [f["fold"] for f in bare["folds"]] == [1, 2] and bare["cases"] == 3
+    assert json.dumps(bare["all_cases"]) == json.dumps(result["all_cases"]["LV component only"])   # NaN == NaN
+    table = cross_validation.score_table(bare).splitlines()
+    assert table[2].startswith("| 1 | 1 | ") and table[-1].startswith("| pooled | 1.000 | ")
 
 
 def test_an_ensemble_is_judged_on_its_mean_probabilities_over_the_folds_all_members_finished(cross_validation):

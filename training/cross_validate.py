@@ -6,9 +6,10 @@ folds and validates on fold k. The test cases stay out of every fold.
 
     python training/cross_validate.py folds [--folds 4]                  # training/splits/cv4_fold{1..4}.json
     python training/cross_validate.py run CONFIG [--folds 4] [--fold K] [--seed S] [--device cuda] [--workers N]
-                                              [--deadline T] [--parallel]
+                                              [--deadline T] [--threads N] [--parallel]
     python training/cross_validate.py summary CONFIG... [--folds 4] [--seed S] [--save]   # --save: training/results/cv
     python training/cross_validate.py postprocess CONFIG[@SEED]... [--folds 4] [--seed S]   # judge the post-processing
+    python training/cross_validate.py score CONFIG[@SEED]... [--post JSON]   # finished folds, a fixed post-processing
     python training/cross_validate.py compare FIRST.json SECOND.json   # per-fold differences of two postprocess results
 
 Fold runs train into training/runs/cv/<config>_cv<K>f<k>[_seed<S>]; a config with synthetic pairs gets a synthetic set
@@ -103,13 +104,14 @@ def fold_config(config_path, folds: int, k: int, splits=SPLITS, cv_runs=CV_RUNS)
 
 
 def run_fold(config_path, folds, k, seed=None, device=None, workers=None, deadline=None, epochs=None,
-             splits=SPLITS, cv_runs=CV_RUNS) -> Path:
+             splits=SPLITS, cv_runs=CV_RUNS, threads=None) -> Path:
     if not fold_path(folds, k, splits).exists():
         make_folds(folds, splits=splits)
     path = fold_config(config_path, folds, k, splits, cv_runs)
     if "synthetic" in json.loads(path.read_text()):
         runner.make_synthetic(path, device)
-    return runner.train(path, epochs=epochs, seed=seed, workers=workers, device=device, deadline=deadline)
+    return runner.train(path, epochs=epochs, seed=seed, workers=workers, device=device, deadline=deadline,
+                        threads=threads)
 
 
 def fold_scores(run) -> dict | None:
@@ -228,6 +230,33 @@ def _per_case_mean(rows: dict, names) -> float:
     return float(means.mean())
 
 
+def _study_scores(labelled: dict) -> dict:
+    """The study table's mean row (per case) and the pooled Dice of ``{case: (labels, truth)}``, rounded."""
+    from napari_lvseg.metrics import pooled_dice, study_table
+
+    def rounded(scores: dict) -> dict:
+        return {key: round(value, 4) for key, value in scores.items() if key != "case"}
+
+    return {"per_case": rounded(study_table(labelled)[-1]), "pooled": rounded(pooled_dice(labelled))}
+
+
+def score_fixed(oof: dict, post: dict) -> dict:
+    """Held-out scores of the finished folds ``{k: {case: (probabilities, truth)}}`` under one post-processing fixed
+    in advance (`judge_postprocess` needs two folds to choose one; this scores even a single fold)."""
+    from napari_lvseg.inference import DEFAULT_POSTPROCESS, labels_from_probabilities, postprocess
+
+    post = {**DEFAULT_POSTPROCESS, **post}
+    held_out, folds = {}, []
+    for k, cases in sorted(oof.items()):
+        labelled = {name: (postprocess(labels_from_probabilities(p, post), post), truth)
+                    for name, (p, truth) in cases.items()}
+        held_out.update(labelled)
+        scores = _study_scores(labelled)
+        folds.append({"fold": k, "cases": len(cases), "per_case": scores["per_case"]["mean"],
+                      "pooled": scores["pooled"]["mean"]})
+    return {"post": post, "folds": folds, "cases": len(held_out), "all_cases": _study_scores(held_out)}
+
+
 def judge_postprocess(oof: dict) -> dict:
     """Nested choice and scoring of the post-processing over folds ``{k: {case: (probabilities, truth)}}``.
 
@@ -265,11 +294,7 @@ def judge_postprocess(oof: dict) -> dict:
             means.setdefault(tag, []).append((per_case, pooled))
         folds.append(row)
 
-    def rounded(scores: dict) -> dict:
-        return {key: round(value, 4) for key, value in scores.items() if key != "case"}
-
-    all_cases = {tag: {"per_case": rounded(study_table(labelled)[-1]), "pooled": rounded(pooled_dice(labelled))}
-                 for tag, labelled in held_out.items()}
+    all_cases = {tag: _study_scores(labelled) for tag, labelled in held_out.items()}
     summary = {tag: {"per_case": round(float(np.mean([s[0] for s in v])), 4),
                      "per_case_sd": round(float(np.std([s[0] for s in v], ddof=1)), 4),
                      "pooled": round(float(np.mean([s[1] for s in v])), 4),
@@ -303,6 +328,19 @@ def postprocess_table(result: dict) -> str:
     return "\n".join(rows)
 
 
+def score_table(result: dict) -> str:
+    """`score_fixed`'s result as Markdown: per fold, then the study's table over all its cases."""
+    from napari_lvseg.metrics import CLASS_KEYS
+
+    rows = ["| held-out fold | cases | per case | pooled |", "|---|---|---|---|"]
+    rows += [f"| {f['fold']} | {f['cases']} | {f['per_case']:.3f} | {f['pooled']:.3f} |" for f in result["folds"]]
+    rows += ["", f"post-processing: {result['post']}", "",
+             "| protocol | cavity | myocardium | infarct | no-reflow | mean |", "|---" * 6 + "|"]
+    rows += [f"| {protocol.replace('_', ' ')} | " + " | ".join(f"{scores[c]:.3f}" for c in CLASS_KEYS + ("mean",))
+             + " |" for protocol, scores in result["all_cases"].items()]
+    return "\n".join(rows)
+
+
 def compare(first: dict, second: dict) -> str:
     """Per-fold differences second - first of two `postprocess` results, on the folds both hold, and their mean ± sd."""
     import numpy as np
@@ -333,6 +371,7 @@ def main(argv=None) -> int:
     p.add_argument("--device")
     p.add_argument("--workers", type=int)
     p.add_argument("--deadline", type=float, help="Unix time at which training stops")
+    p.add_argument("--threads", type=int, help="torch threads per fold run (default: the config's)")
     p.add_argument("--parallel", action="store_true", help="all folds at once, one process each (a GPU machine)")
     p = sub.add_parser("summary", help="the cross-validation table of several configs")
     p.add_argument("configs", nargs="+")
@@ -343,28 +382,39 @@ def main(argv=None) -> int:
     p.add_argument("members", nargs="+", metavar="CONFIG[@SEED]")
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--seed", type=int)
+    p = sub.add_parser("score", help="held-out scores of the finished folds (even one) under a fixed post-processing")
+    p.add_argument("members", nargs="+", metavar="CONFIG[@SEED]")
+    p.add_argument("--folds", type=int, default=4)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--post", default="{}", help='post-processing options, JSON (default: the LV component only)')
     p = sub.add_parser("compare", help="per-fold differences of two postprocess results (json files)")
     p.add_argument("first")
     p.add_argument("second")
     args = parser.parse_args(argv)
     if args.cmd == "compare":
         print(compare(*(json.loads(Path(path).read_text()) for path in (args.first, args.second))))
-    elif args.cmd == "postprocess":
+    elif args.cmd in ("postprocess", "score"):
         from napari_lvseg.io.atomic import write_json_atomic
 
         members = [_member(text, args.seed) for text in args.members]
         oofs = [out_of_fold(path, args.folds, seed) for path, seed in members]
-        result = judge_postprocess(oofs[0] if len(oofs) == 1 else ensemble_out_of_fold(oofs))
+        oof = oofs[0] if len(oofs) == 1 else ensemble_out_of_fold(oofs)
+        if args.cmd == "score":
+            result = score_fixed(oof, json.loads(args.post))
+            table = score_table(result)
+        else:
+            result = judge_postprocess(oof)
+            table = postprocess_table(result)
         tags = [(_relative(Path(path)), f"_seed{seed}" if seed is not None else "") for path, seed in members]
         if len(members) == 1:
             name, config = f"{Path(members[0][0]).stem}_cv{args.folds}{tags[0][1]}", tags[0][0]
         else:
             name = "ens_" + "+".join(Path(path).stem + seed for path, seed in tags) + f"_cv{args.folds}"
             config = [path + seed.replace("_seed", "@") for path, seed in tags]
-        out = RESULTS / f"{name}_postprocess.json"
+        out = RESULTS / f"{name}_{args.cmd}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, {"config": config, **result})
-        print(postprocess_table(result))
+        print(table)
     elif args.cmd == "folds":
         for path in make_folds(args.folds):
             print(path.relative_to(ROOT))
@@ -374,7 +424,8 @@ def main(argv=None) -> int:
             print(_relative(save_fold_results(config, args.folds, args.seed)))
     else:
         fold_list = [args.fold] if args.fold else list(range(1, args.folds + 1))
-        compute = {"seed": args.seed, "device": args.device, "workers": args.workers, "deadline": args.deadline}
+        compute = {"seed": args.seed, "device": args.device, "workers": args.workers, "deadline": args.deadline,
+                   "threads": args.threads}
         if not args.parallel:
             for k in fold_list:
                 run_fold(args.config, args.folds, k, **compute)

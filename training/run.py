@@ -66,15 +66,18 @@ def run_folder(config_path, seed=None) -> Path:
     return out if seed is None or seed == config.get("seed", 0) else out.with_name(f"{out.name}_seed{seed}")
 
 
-def train(config_path, epochs=None, seed=None, workers=None, device=None, deadline=None) -> Path:
-    """Train (or resume) a config's run; ``deadline`` (Unix time): stop there, keeping the best model so far."""
+def train(config_path, epochs=None, seed=None, workers=None, device=None, deadline=None, threads=None) -> Path:
+    """Train (or resume) a config's run; ``deadline`` (Unix time): stop there, keeping the best model so far.
+
+    ``threads`` overrides the config's torch threads (two runs sharing two cores: one each)."""
     from napari_lvseg.engine import StopToken, TrainOptions, train as run_engine
 
     config = load_config(config_path)
     known = set(TrainOptions.__dataclass_fields__)
     options = TrainOptions(**{k: v for k, v in config.items() if k in known})
     options.out = str(run_folder(config_path, seed))
-    for name, value in (("epochs", epochs), ("seed", seed), ("workers", workers), ("device", device)):
+    for name, value in (("epochs", epochs), ("seed", seed), ("workers", workers), ("device", device),
+                        ("threads", threads)):
         if value is not None:
             setattr(options, name, value)
     resume = (Path(options.out) / "last.pt").exists()
