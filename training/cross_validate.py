@@ -9,7 +9,7 @@ folds and validates on fold k. The test cases stay out of every fold.
                                               [--deadline T] [--threads N] [--parallel]
     python training/cross_validate.py summary CONFIG... [--folds 4] [--seed S] [--save]   # --save: training/results/cv
     python training/cross_validate.py postprocess CONFIG[@SEED]... [--folds 4] [--seed S]   # judge the post-processing
-    python training/cross_validate.py score CONFIG[@SEED]... [--post JSON]   # finished folds, a fixed post-processing
+    python training/cross_validate.py score CONFIG[@SEED]... [--post JSON] [--tag T]   # finished folds, fixed post-processing
     python training/cross_validate.py compare FIRST.json SECOND.json   # per-fold differences of two postprocess results
 
 Fold runs train into training/runs/cv/<config>_cv<K>f<k>[_seed<S>]; a config with synthetic pairs gets a synthetic set
@@ -387,6 +387,7 @@ def main(argv=None) -> int:
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--seed", type=int)
     p.add_argument("--post", default="{}", help='post-processing options, JSON (default: the LV component only)')
+    p.add_argument("--tag", help="appended to the result's file name (one per post-processing)")
     p = sub.add_parser("compare", help="per-fold differences of two postprocess results (json files)")
     p.add_argument("first")
     p.add_argument("second")
@@ -411,7 +412,7 @@ def main(argv=None) -> int:
         else:
             name = "ens_" + "+".join(Path(path).stem + seed for path, seed in tags) + f"_cv{args.folds}"
             config = [path + seed.replace("_seed", "@") for path, seed in tags]
-        out = RESULTS / f"{name}_{args.cmd}.json"
+        out = RESULTS / f"{name}_{args.cmd}{'_' + args.tag if getattr(args, 'tag', None) else ''}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, {"config": config, **result})
         print(table)
