@@ -397,11 +397,15 @@ def main(argv=None) -> int:
     elif args.cmd in ("postprocess", "score"):
         from napari_lvseg.io.atomic import write_json_atomic
 
+        try:   # before the costly part
+            post = json.loads(args.post) if args.cmd == "score" else None
+        except json.JSONDecodeError as error:
+            raise SystemExit(f"--post: not JSON ({error})") from None
         members = [_member(text, args.seed) for text in args.members]
         oofs = [out_of_fold(path, args.folds, seed) for path, seed in members]
         oof = oofs[0] if len(oofs) == 1 else ensemble_out_of_fold(oofs)
         if args.cmd == "score":
-            result = score_fixed(oof, json.loads(args.post))
+            result = score_fixed(oof, post)
             table = score_table(result)
         else:
             result = judge_postprocess(oof)
