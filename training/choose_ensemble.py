@@ -57,10 +57,10 @@ def mean_probabilities(members: list, name: str) -> np.ndarray:
 
 def score(members: list, truths: dict, post: dict) -> tuple[float, float, dict]:
     """(per-case mean Dice, pooled mean Dice, per-case table's mean row) of the members' mean probabilities."""
-    from napari_lvseg.inference import labels_from_probabilities, postprocess
+    from napari_lvseg.inference import postprocessed_labels
     from napari_lvseg.metrics import pooled_dice, study_table
 
-    cases = {name: (postprocess(labels_from_probabilities(mean_probabilities(members, name), post), post), truth)
+    cases = {name: (postprocessed_labels(mean_probabilities(members, name), post), truth)
              for name, truth in truths.items()}
     table = study_table(cases)
     return table[-1]["mean"], pooled_dice(list(cases.values()))["mean"], table[-1]

@@ -240,16 +240,22 @@ def _study_scores(labelled: dict) -> dict:
     return {"per_case": rounded(study_table(labelled)[-1]), "pooled": rounded(pooled_dice(labelled))}
 
 
+def _labelled(cases: dict, post: dict) -> dict:
+    """``{case: (probabilities, truth)}`` -> ``{case: (final labels under post, truth)}``."""
+    from napari_lvseg.inference import postprocessed_labels
+
+    return {name: (postprocessed_labels(p, post), truth) for name, (p, truth) in cases.items()}
+
+
 def score_fixed(oof: dict, post: dict) -> dict:
     """Held-out scores of the finished folds ``{k: {case: (probabilities, truth)}}`` under one post-processing fixed
     in advance (`judge_postprocess` needs two folds to choose one; this scores even a single fold)."""
-    from napari_lvseg.inference import DEFAULT_POSTPROCESS, labels_from_probabilities, postprocess
+    from napari_lvseg.inference import DEFAULT_POSTPROCESS
 
     post = {**DEFAULT_POSTPROCESS, **post}
     held_out, folds = {}, []
     for k, cases in sorted(oof.items()):
-        labelled = {name: (postprocess(labels_from_probabilities(p, post), post), truth)
-                    for name, (p, truth) in cases.items()}
+        labelled = _labelled(cases, post)
         held_out.update(labelled)
         scores = _study_scores(labelled)
         folds.append({"fold": k, "cases": len(cases), "per_case": scores["per_case"]["mean"],
@@ -268,7 +274,6 @@ def judge_postprocess(oof: dict) -> dict:
     (what `tune` would pick with every fold)."""
     import numpy as np
 
-    from napari_lvseg.inference import labels_from_probabilities, postprocess
     from napari_lvseg.metrics import pooled_dice, study_table
 
     if len(oof) < 2:
@@ -286,8 +291,7 @@ def judge_postprocess(oof: dict) -> dict:
         row = {"fold": k, "cases": len(cases)}
         for tag, choose in choices.items():
             post = choose(others)
-            labelled = {name: (postprocess(labels_from_probabilities(p, post), post), truth)
-                        for name, (p, truth) in cases.items()}
+            labelled = _labelled(cases, post)
             held_out[tag].update(labelled)
             per_case, pooled = study_table(labelled)[-1]["mean"], pooled_dice(labelled)["mean"]
             row[tag] = {"post": post, "per_case": round(per_case, 4), "pooled": round(pooled, 4)}
@@ -416,7 +420,8 @@ def main(argv=None) -> int:
         else:
             name = "ens_" + "+".join(Path(path).stem + seed for path, seed in tags) + f"_cv{args.folds}"
             config = [path + seed.replace("_seed", "@") for path, seed in tags]
-        out = RESULTS / f"{name}_{args.cmd}{'_' + args.tag if getattr(args, 'tag', None) else ''}.json"
+        tag = f"_{args.tag}" if args.cmd == "score" and args.tag else ""
+        out = RESULTS / f"{name}_{args.cmd}{tag}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, {"config": config, **result})
         print(table)

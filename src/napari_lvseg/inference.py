@@ -157,10 +157,15 @@ def apply_minimum_volumes(labels: np.ndarray, options: dict | None = None) -> np
     return out
 
 
+def postprocessed_labels(prob: np.ndarray, options: dict | None = None) -> np.ndarray:
+    """A case's final labels (N, Y, X) from its probabilities (N, 5, Y, X): `labels_from_probabilities`, then
+    `postprocess` in 3-D, both with ``options``."""
+    return postprocess(labels_from_probabilities(prob, options), options)
+
+
 def predict_labels(model, slices: np.ndarray, tta: bool = False, device=None, post: dict | None = None) -> np.ndarray:
     """Labels (N, S, S) for normalised slices of one case, post-processed in 3-D."""
-    prob = predict_probabilities(model, slices, tta=tta, device=device)
-    return postprocess(labels_from_probabilities(prob, post), post)
+    return postprocessed_labels(predict_probabilities(model, slices, tta=tta, device=device), post)
 
 
 def _check_image(image: np.ndarray, name: str) -> np.ndarray:
