@@ -82,7 +82,8 @@ def _show_first_tab(viewer) -> None:
 def run_demo(screenshot: str | None = None, segment: bool = True) -> int:
     import warnings
 
-    # napari 0.9 warns (as a pop-up) that PyQt5 support is deprecated; the demo is no place for it.
+    # napari 0.9 warns (as a pop-up) that PyQt5 support is deprecated, where an environment still has PyQt5
+    # (qtpy prefers it to PyQt6); the demo is no place for it.
     warnings.filterwarnings("ignore", message=".*PyQt5.*deprecated.*")
     if screenshot and not os.environ.get("DISPLAY"):
         return _rerun_under_xvfb(screenshot, segment)

@@ -9,7 +9,7 @@ from pathlib import Path
 from qtpy.QtCore import QEvent, QObject, QPointF
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
-                            QLineEdit, QMessageBox, QProgressBar, QPushButton, QTableWidget,
+                            QLineEdit, QMainWindow, QMessageBox, QProgressBar, QPushButton, QTableWidget,
                             QTableWidgetItem, QVBoxLayout, QWidget)
 
 from napari_lvseg import labels as lb
@@ -283,7 +283,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.plot, 1)
         self._update_buttons()
-        self._install_close_filter()
+        self._close_filter = _CloseFilter(self)
         register_widget(napari_viewer, self)
 
     # -- state
@@ -404,6 +404,7 @@ class TrainWidget(QWidget):
         self.options = options
         self.paused = False
         self.logic.start()
+        self._watch_window_close()
         self.status.setText(f"{'resuming' if resume else 'starting'} {options.task} training in {options.out}")
         self.worker = start_worker(self.logic.events, options, resume, description=f"Training {options.task}",
                                    on_yielded=self.on_event, on_errored=self._on_error,
@@ -473,10 +474,14 @@ class TrainWidget(QWidget):
         return super().event(event)
 
     # -- closing napari during training
-    def _install_close_filter(self) -> None:
-        window = getattr(getattr(self.viewer, "window", None), "_qt_window", None)
+    def _watch_window_close(self) -> None:
+        """Let napari's main window (the QMainWindow this panel is docked in, floating or not) ask us before it
+        closes. Found through Qt's parents, not napari's private ``Window._qt_window``; installing the filter
+        again on the next run only moves it to the front."""
+        window = self.parentWidget()
+        while window is not None and not isinstance(window, QMainWindow):
+            window = window.parentWidget()
         if window is not None:
-            self._close_filter = _CloseFilter(self)
             window.installEventFilter(self._close_filter)
 
     def _ask_close(self) -> bool:
