@@ -149,9 +149,39 @@ def test_a_case_folder_is_segmented_from_its_images_and_a_bad_case_does_not_stop
     # the truth is not needed to segment: Case_A runs; Case_B is reported and Case_C still runs
     assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["Case_A.nii.gz", "Case_C.nii.gz"]
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert "Case_B.nii.gz" in run.stderr and "1 of 3 cases not segmented: Case_B" in run.stderr
+    assert "Case_B.nii.gz" in run.stderr and "1 of 3 not segmented: Case_B" in run.stderr
     refused = lvseg("segment", data, "-o", tmp_path / "pred2", "--model", "tiny-seg", "--center", "60", "60")
     assert refused.returncode == 2 and "apply to one image, not to a folder" in refused.stderr
+
+
+def test_a_folder_of_images_is_segmented_into_a_folder_under_the_same_names(tiny_model, tmp_path):
+    import tifffile
+
+    image, _ = make_phantom(n_slices=2, seed=4)
+    data = tmp_path / "images"
+    data.mkdir()
+    affine = np.diag([1.4, 1.4, 8.0, 1.0])
+    nib.save(nib.Nifti1Image(image.transpose(2, 1, 0), affine), data / "stack.nii.gz")
+    tifffile.imwrite(data / "slice.tif", image[0])
+    np.save(data / "notes.npy", image)                              # not an image format: left alone
+    tifffile.imwrite(data / "broken.tif", np.full_like(image[0], np.nan))
+    run = lvseg("segment", data, "-o", tmp_path / "pred", "--model", "tiny-seg")
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["slice.tif", "stack.nii.gz"]
+    assert nib.load(tmp_path / "pred" / "stack.nii.gz").shape == (128, 128, 2)
+    assert np.allclose(nib.load(tmp_path / "pred" / "stack.nii.gz").affine, affine)
+    assert tifffile.imread(tmp_path / "pred" / "slice.tif").shape == (128, 128)
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "broken.tif: image contains NaN" in run.stderr and "1 of 3 not segmented: broken.tif" in run.stderr
+    same = lvseg("segment", data, "-o", data, "--model", "tiny-seg")
+    assert same.returncode == 2 and "is the input folder" in same.stderr
+
+
+def test_an_empty_folder_is_named_as_the_problem(tmp_path):
+    (tmp_path / "empty").mkdir()
+    run = lvseg("segment", tmp_path / "empty", "-o", tmp_path / "pred")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert run.stderr.strip().endswith("empty: folder holds no EMIDEC Case_* folders, DICOM series, NIfTI or TIFF images")
+    assert not (tmp_path / "pred").exists()
 
 
 def test_models_lists_a_user_model_whose_card_metrics_are_hand_edited(tiny_model):
@@ -160,3 +190,18 @@ def test_models_lists_a_user_model_whose_card_metrics_are_hand_edited(tiny_model
     (tiny_model / "card.json").write_text(json.dumps(card))
     listing = lvseg("models")
     assert listing.returncode == 0 and "tiny-seg" in listing.stdout and "Traceback" not in listing.stderr
+
+
+def test_a_dicom_series_folder_is_segmented_as_one_stack(tiny_model, tmp_path):
+    from test_io import write_dicom
+
+    image, _ = make_phantom(n_slices=3, seed=5)
+    series = tmp_path / "series"
+    series.mkdir()
+    for z in range(3):
+        pixels = np.round(image[z] / image.max() * 1000)
+        write_dicom(series / f"IM{z}", pixels, series_uid="1.2.3", instance=z + 1,
+                    position=[0.0, 0.0, 8.0 * z], orientation=[1, 0, 0, 0, 1, 0])
+    assert main(["segment", str(series), "-o", str(tmp_path / "seg.nii.gz"), "--model", "tiny-seg"]) == 0
+    out = nib.load(tmp_path / "seg.nii.gz")
+    assert out.shape == (128, 128, 3) and out.header.get_zooms() == pytest.approx((0.8, 0.7, 8.0))

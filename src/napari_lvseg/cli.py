@@ -51,9 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--screenshot", metavar="FILE", help="render the window headless to this PNG and exit")
     p.add_argument("--no-segment", action="store_true", help="do not run the default model on the phantom")
 
-    p = sub.add_parser("segment", help="segment an image (NIfTI/TIFF, 2-D or stack) or a folder of EMIDEC cases")
+    p = sub.add_parser("segment", help="segment an image (NIfTI/TIFF/DICOM, 2-D or stack), a folder of EMIDEC cases "
+                                      "or a folder of NIfTI/TIFF images")
     p.add_argument("input")
-    p.add_argument("-o", "--output", required=True, help="labels file (same format as INPUT) or folder for a case folder")
+    p.add_argument("-o", "--output", required=True,
+                   help="labels file (NIfTI or TIFF), or a folder when INPUT is a folder of cases or images")
     _add_model(p)
     p.add_argument("--tta", action="store_true", help="average predictions over the 8 rotations and flips (test-time augmentation)")
     p.add_argument("--uncertainty", metavar="FILE", help="also write the per-pixel uncertainty (normalised entropy)")
@@ -140,12 +142,12 @@ def set_threads(n) -> None:
 
 def cmd_segment(args) -> int:
     from .inference import segment
-    from .io import emidec, image_kind, read_image, write_image, write_labels
+    from .io import image_kind, read_image, write_image, write_labels
 
     set_threads(args.threads)
     src = Path(args.input)
-    if image_kind(src) in ("emidec-case", "emidec-dataset"):
-        return _segment_cases(args, emidec.find_cases(src))
+    if src.is_dir() and image_kind(src) != "dicom":   # a DICOM folder is one series, so one image
+        return _segment_folder(args, src)
     output = output_path(args.output, [src])    # output problems too are reported before any work
     uncertainty = output_path(args.uncertainty, [src, output]) if args.uncertainty else None
     image = read_image(src)
@@ -158,30 +160,47 @@ def cmd_segment(args) -> int:
     return 0
 
 
-def _segment_cases(args, cases) -> int:
-    """Every case of an EMIDEC folder into OUTPUT/<case>.nii.gz; a bad case is reported and the others still run."""
+def _folder_items(src: Path) -> list:
+    """(name, image file, labels file name) for each case of an EMIDEC folder, else each NIfTI/TIFF image in it."""
+    from .io import NIFTI_SUFFIXES, TIFF_SUFFIXES, full_suffix
+    from .io.emidec import find_cases
+
+    cases = find_cases(src)
+    if cases:
+        return [(case.name, case.image_path, f"{case.name}.nii.gz") for case in cases]
+    images = [p for p in sorted(src.iterdir())
+              if p.is_file() and full_suffix(p) in NIFTI_SUFFIXES + TIFF_SUFFIXES and not p.name.startswith(".")]
+    if not images:
+        raise LvsegError("folder holds no EMIDEC Case_* folders, DICOM series, NIfTI or TIFF images", src)
+    return [(p.name, p, p.name) for p in images]
+
+
+def _segment_folder(args, src: Path) -> int:
+    """Every case or image of a folder into OUTPUT/, named as its source; a bad one is reported, the others still run."""
     from .inference import segment
-    from .io import write_labels
-    from .io.emidec import read_case_image
+    from .io import read_image, write_labels
     from .models.store import load_model
 
     if args.uncertainty or args.center:
-        raise LvsegError("--uncertainty and --center apply to one image, not to a folder of cases", args.input)
+        raise LvsegError("--uncertainty and --center apply to one image, not to a folder", args.input)
     out = Path(args.output)
     if out.exists() and not out.is_dir():
-        raise LvsegError("is a file: a folder of cases is segmented into a folder", out)
+        raise LvsegError("is a file: a folder is segmented into a folder", out)
+    if out.resolve() == src.resolve():
+        raise LvsegError("is the input folder: choose another output, the images would be overwritten", out)
+    items = _folder_items(src)
     model = load_model(args.model, task="segmentation")
     failed = []
-    for case in cases:
+    for name, path, out_name in items:
         try:
-            image = read_case_image(case)   # the truth labels, if any, are not needed here
-            result = segment(image.data, model, tta=args.tta, name=str(case.image_path))
-            print(f"{case.name}: {write_labels(out / f'{case.name}.nii.gz', result.labels, image.meta)}")
+            image = read_image(path)    # an EMIDEC case's truth labels are not needed here
+            result = segment(image.data, model, tta=args.tta, name=str(path))
+            print(f"{name}: {write_labels(out / out_name, result.labels, image.meta)}")
         except LvsegError as exc:
             print(f"lvseg segment: error: {exc}", file=sys.stderr)
-            failed.append(case.name)
+            failed.append(name)
     if failed:
-        print(f"lvseg segment: {len(failed)} of {len(cases)} cases not segmented: {', '.join(failed)}", file=sys.stderr)
+        print(f"lvseg segment: {len(failed)} of {len(items)} not segmented: {', '.join(failed)}", file=sys.stderr)
     return 2 if failed else 0
 
 

@@ -98,8 +98,9 @@ def write_nifti(path, data: np.ndarray, meta: dict | None = None) -> Path:
         data = data.astype(np.uint8)
     if meta and meta.get("format") == "nifti" and "header" in meta:
         img = _image_from_meta(_to_disk(data, meta.get("disk_shape")), meta)
-    else:
-        img = nib.Nifti1Image(_to_disk(data), np.eye(4))
+    else:   # from DICOM or TIFF: keep at least the voxel size, (z, y, x) in meta, (x, y, z) on disk
+        z, y, x = (meta or {}).get("spacing", (1.0, 1.0, 1.0))
+        img = nib.Nifti1Image(_to_disk(data), np.diag([x, y, z if data.ndim == 3 else 1.0, 1.0]))
         img.header.set_data_dtype(data.dtype)
     try:
         with atomic_path(path) as tmp:
