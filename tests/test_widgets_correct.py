@@ -80,11 +80,13 @@ def test_autosave_after_edits_replaces_one_pair_and_reopen_offers_it(setup, qtbo
     viewer.layers.remove(image_layer)
     assert not widget.load_button.isEnabled()
     image2 = viewer.add_image(make_phantom(n_slices=2, size=96, seed=1)[0], name="again",
-                              metadata={"lvseg_source_path": str(source)})
+                              metadata={"lvseg_source_path": str(source),
+                                        "lvseg_source": {"format": "tiff", "spacing": (8.0, 1.0, 1.0)}})
     widget.image_picker.select(image2)
     assert widget.load_button.isEnabled()
     loaded = widget.load_saved()
     assert loaded.name == "again labels" and np.array_equal(loaded.data, edited)
+    assert loaded.metadata["lvseg_source"]["spacing"] == (8.0, 1.0, 1.0)   # File > Save keeps the image's voxel size
 
 
 def test_pending_autosave_saves_the_edited_case_when_the_pickers_move_on(setup, errors):

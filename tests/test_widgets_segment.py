@@ -176,3 +176,24 @@ def test_centre_from_last_point():
     points = Points(np.array([[0, 10, 12], [1, 30.0, 40.0]]))
     assert SegmentLogic.center_from_points(points, image) == (30.0, 40.0)
     assert SegmentLogic.center_from_points(Points(ndim=3), image) is None
+
+
+def test_labels_of_an_opened_nifti_save_back_in_its_space(viewer_and_widget, tmp_path, errors):
+    import nibabel as nib
+
+    from napari_lvseg._reader import read_path
+    from napari_lvseg._writer import write_labels_nifti
+
+    viewer, widget = viewer_and_widget
+    image, _ = make_phantom(n_slices=2, size=128, seed=0)
+    affine = np.array([[0.0, 1.4, 0, 3], [-1.4, 0, 0, 7], [0, 0, 8.0, -2], [0, 0, 0, 1]])
+    nib.save(nib.Nifti1Image(image.transpose(2, 1, 0), affine), tmp_path / "case.nii.gz")
+    (data, kwargs, _), = read_path(str(tmp_path / "case.nii.gz"))
+    viewer.add_image(data, **kwargs)
+    assert widget.model_picker.select("tiny-seg")
+    layer = widget.run_blocking()
+    saved, = write_labels_nifti(str(tmp_path / "labels.nii.gz"), layer.data, {"metadata": layer.metadata})
+    back = nib.load(saved)
+    assert back.shape == (128, 128, 2) and np.allclose(back.affine, affine)
+    np.testing.assert_array_equal(np.asarray(back.dataobj).transpose(2, 1, 0), layer.data)
+    assert errors == []

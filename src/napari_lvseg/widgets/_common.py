@@ -292,14 +292,20 @@ def labels_spacing(layer):
     return None
 
 
+def source_meta(layer) -> dict | None:
+    """The reader's record of the file a layer came from (format, header, affine), if it has one."""
+    meta = (getattr(layer, "metadata", None) or {}).get("lvseg_source")
+    return meta if isinstance(meta, dict) else None
+
+
 def source_of(layer) -> str:
     """The file a layer came from (reader metadata), else its name."""
     meta = getattr(layer, "metadata", {}) or {}
     for key in ("lvseg_source_path",):
         if meta.get(key):
             return str(meta[key])
-    source = meta.get("lvseg_source")
-    if isinstance(source, dict) and source.get("source"):
+    source = source_meta(layer)
+    if source and source.get("source"):
         return str(source["source"])
     path = getattr(getattr(layer, "source", None), "path", None)
     return str(path) if path else layer.name

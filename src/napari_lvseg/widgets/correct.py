@@ -15,7 +15,7 @@ from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, closed_from_dock, guarded,
                                           notify_info, notify_warning, register_widget, set_labels_undoably,
-                                          source_of, start_worker, user_data_dir)
+                                          source_meta, source_of, start_worker, user_data_dir)
 
 AUTOSAVE_DELAY_MS = 3000
 
@@ -333,7 +333,10 @@ class CorrectWidget(QWidget):
             layer = self.viewer.layers[name]
             set_labels_undoably(layer, mask)   # Ctrl+Z returns to the labels shown before loading
         else:
-            layer = self.viewer.add_labels(mask, name=name, metadata={"lvseg_source_path": source},
+            metadata = {"lvseg_source_path": source}
+            if source_meta(image_layer):
+                metadata["lvseg_source"] = source_meta(image_layer)   # File > Save keeps the image's header
+            layer = self.viewer.add_labels(mask, name=name, metadata=metadata,
                                            scale=image_layer.scale, **labels_layer_kwargs())
         self.labels_picker.select(layer)
         return layer

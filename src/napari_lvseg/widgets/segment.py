@@ -14,7 +14,7 @@ from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, closed_from_dock, guarded, labels_spacing,
-                                          notify_info, register_widget, set_labels_undoably, source_of,
+                                          notify_info, register_widget, set_labels_undoably, source_meta, source_of,
                                           start_worker)
 
 AUTOMATIC = "automatic"
@@ -83,13 +83,16 @@ class SegmentLogic:
         return f"{image_name} labels"
 
     @staticmethod
-    def labels_layer_kwargs(result, image_name: str, source: str) -> dict:
-        """Layer kwargs for the prediction: fixed colours, class names, and the prediction kept for later diffs."""
+    def labels_layer_kwargs(result, image_name: str, source: str, source_meta: dict | None = None) -> dict:
+        """Layer kwargs for the prediction: fixed colours, class names, and the prediction kept for later diffs.
+        ``source_meta`` (the image file's header, from the reader) lets File > Save write the labels in its space."""
         from napari_lvseg._reader import labels_layer_kwargs
 
         metadata = {"lvseg_classes": dict(lb.NAMES), "lvseg_prediction": result.labels.copy(),
                     "lvseg_model": result.model, "lvseg_source_path": source, "lvseg_image": image_name,
                     "lvseg_center": result.center}
+        if source_meta:
+            metadata["lvseg_source"] = source_meta
         features = {"index": list(range(lb.N_CLASSES)), "class": [lb.NAMES[v] for v in range(lb.N_CLASSES)]}
         return {"name": SegmentLogic.labels_name(image_name), "metadata": metadata, "features": features,
                 **labels_layer_kwargs()}
@@ -273,7 +276,7 @@ class SegmentWidget(QWidget):
     @guarded
     def show_result(self, result, image_name: str, source: str, image_layer=None):
         """Put a SegmentationResult into the viewer: one labels layer (replaced if present), optional uncertainty."""
-        kwargs = self.logic.labels_layer_kwargs(result, image_name, source)
+        kwargs = self.logic.labels_layer_kwargs(result, image_name, source, source_meta(image_layer))
         layer = self._find(kwargs["name"])
         if layer is not None and layer.data.shape == result.labels.shape:
             set_labels_undoably(layer, result.labels)   # hand edits it replaces come back with Ctrl+Z
