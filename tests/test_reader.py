@@ -56,6 +56,22 @@ def test_real_case_folder(emidec_cases):
     assert [t for _, _, t in layers] == ["image", "labels"]
     assert layers[0][0].shape[1:] == (128, 128) and layers[0][0].shape == layers[1][0].shape
     assert set(np.unique(layers[1][0])) <= {0, 1, 2, 3, 4}
+    # these crops carry 1 mm placeholder voxels (the data's README): no scale, sizes stay in pixels
+    assert all("scale" not in kwargs for _, kwargs, _ in layers)
+
+
+def test_voxel_size_becomes_the_layer_scale(tmp_path):
+    case, _, _ = make_case(tmp_path, "Case_U1")
+    for sub in ("Images", "Contours"):   # the same case with 1.4 x 1.5 mm pixels, 8 mm apart
+        path = case / sub / "Case_U1.nii.gz"
+        img = nib.load(path)
+        nib.save(nib.Nifti1Image(np.asarray(img.dataobj), np.diag([1.4, 1.5, 8.0, 1.0])), path)
+    layers = get_reader(str(case))(str(case))
+    assert [kwargs["scale"] for _, kwargs, _ in layers] == [pytest.approx((8.0, 1.5, 1.4))] * 2
+    img = nib.Nifti1Image(RNG.uniform(0, 1, (20, 30)).astype(np.float32), np.diag([0.7, 0.9, 1.0, 1.0]))
+    nib.save(img, tmp_path / "slice.nii.gz")
+    (data, kwargs, _), = get_reader(str(tmp_path / "slice.nii.gz"))(str(tmp_path / "slice.nii.gz"))
+    assert data.shape == (30, 20) and kwargs["scale"] == pytest.approx((0.9, 0.7))
 
 
 def test_dataset_folder_opens_every_case_showing_the_first(tmp_path):

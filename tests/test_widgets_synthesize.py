@@ -76,6 +76,7 @@ def test_synthesize_adds_image_layers_and_writes_synthetic_pairs(setup, qtbot, m
     monkeypatch.setattr(synthesis, "iter_variants", fake_variants)
     viewer, widget, tmp = setup
     layer = widget.new_mask()
+    layer.scale = (1.4, 1.5)   # a mask in mm: the images must lie over it
     widget.n_variants.setValue(2)
     widget.seed.setValue(5)
     assert widget.run() is not None
@@ -84,6 +85,7 @@ def test_synthesize_adds_image_layers_and_writes_synthetic_pairs(setup, qtbot, m
     assert errors == [] and calls == [((128, 128), 2, widget.model_picker.current_model(), 5)]
     images = [viewer.layers[f"{layer.name} synthetic s{s}"] for s in (5, 6)]
     assert [float(im.data.mean()) for im in images] == [105.0, 106.0]
+    assert all(tuple(im.scale) == pytest.approx((1.4, 1.5)) for im in images)
 
     names = widget.add_to_dataset()
     records = PairFolder(tmp / "synthetic").records()

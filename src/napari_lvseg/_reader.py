@@ -20,13 +20,25 @@ def labels_layer_kwargs() -> dict:
     return {"colormap": DirectLabelColormap(color_dict=napari_colormap())}
 
 
+def layer_scale(meta: dict | None, ndim: int) -> dict:
+    """napari ``scale`` kwargs from a file's voxel size (z, y, x in mm), so that napari measures in mm and the
+    Segment panel's quantification gives mm² and mm³; {} when the file gives no size."""
+    spacing = (meta or {}).get("spacing")
+    if not spacing or len(spacing) < ndim:
+        return {}
+    scale = tuple(float(s) for s in spacing[-ndim:])
+    return {"scale": scale} if all(s > 0 for s in scale) and any(s != 1.0 for s in scale) else {}
+
+
 def _labels_layer(volume, name: str, **kwargs) -> tuple:
     metadata = {"lvseg_source": volume.meta, "lvseg_classes": dict(NAMES)}
-    return volume.data, {"name": name, "metadata": metadata, **labels_layer_kwargs(), **kwargs}, "labels"
+    return volume.data, {"name": name, "metadata": metadata, **labels_layer_kwargs(),
+                         **layer_scale(volume.meta, volume.data.ndim), **kwargs}, "labels"
 
 
 def _image_layer(volume, name: str, **kwargs) -> tuple:
-    return volume.data, {"name": name, "metadata": {"lvseg_source": volume.meta}, **kwargs}, "image"
+    return volume.data, {"name": name, "metadata": {"lvseg_source": volume.meta},
+                         **layer_scale(volume.meta, volume.data.ndim), **kwargs}, "image"
 
 
 def _case_layers(case, visible: bool = True) -> list[tuple]:

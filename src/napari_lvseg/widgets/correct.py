@@ -104,17 +104,17 @@ class CorrectLogic:
         return cases
 
     @staticmethod
-    def read_case(path) -> tuple[np.ndarray, str, str]:
-        """(image, name, source path) of a case folder or image file."""
+    def read_case(path) -> tuple:
+        """(image Volume, name, source path) of a case folder or image file."""
         from napari_lvseg.io import image_kind, read_image
         from napari_lvseg.io.emidec import case_from_path
 
         path = Path(path)
         if image_kind(path) == "emidec-case":
             case = case_from_path(path)
-            return read_image(case.image_path).data, case.name, str(case.image_path)
+            return read_image(case.image_path), case.name, str(case.image_path)
         name = CorrectLogic.pair_name(path)[: -len("_corrected")]
-        return read_image(path).data, name, str(path)
+        return read_image(path), name, str(path)
 
     @staticmethod
     def rank_cases_steps(cases, model):
@@ -132,7 +132,7 @@ class CorrectLogic:
                 except LvsegError as exc:
                     skipped.append(str(exc))
                     continue
-                yield path, read[path][0]
+                yield path, read[path][0].data
 
         scored = []
         for item in uncertainty_scores(readable(), model):
@@ -141,8 +141,8 @@ class CorrectLogic:
         if not read:
             raise LvsegError(f"no case could be read ({skipped[0]})" if skipped else "no cases to rank")
         scored.sort(key=lambda item: -item[2])
-        return [{"path": path, "name": read[path][1], "source": read[path][2], "image": read[path][0],
-                 "result": result, "score": score} for path, result, score in scored], skipped
+        return [{"path": path, "name": read[path][1], "source": read[path][2], "image": read[path][0].data,
+                 "meta": read[path][0].meta, "result": result, "score": score} for path, result, score in scored], skipped
 
     @staticmethod
     def rank_cases(cases, model) -> tuple[list[dict], list[str]]:
@@ -392,6 +392,7 @@ class CorrectWidget(QWidget):
     @guarded
     def open_case(self, case):
         """Add a ranked case's image and prediction to the viewer and select them."""
+        from napari_lvseg._reader import layer_scale
         from napari_lvseg.widgets.segment import SegmentLogic
 
         if case is None:
@@ -400,11 +401,12 @@ class CorrectWidget(QWidget):
         for name in (case["name"], SegmentLogic.labels_name(case["name"])):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
-        image_layer = self.viewer.add_image(case["image"], name=case["name"],
-                                            metadata={"lvseg_source_path": case["source"]})
-        labels_layer = self.viewer.add_labels(case["result"].labels,
+        scale = layer_scale(case["meta"], case["image"].ndim)
+        image_layer = self.viewer.add_image(case["image"], name=case["name"], **scale,
+                                            metadata={"lvseg_source_path": case["source"], "lvseg_source": case["meta"]})
+        labels_layer = self.viewer.add_labels(case["result"].labels, **scale,
                                               **SegmentLogic.labels_layer_kwargs(case["result"], case["name"],
-                                                                                 case["source"]))
+                                                                                 case["source"], case["meta"]))
         self.image_picker.select(image_layer)
         self.labels_picker.select(labels_layer)
         self.status.setText(f"{case['name']}: mean uncertainty {case['score']:.3f}; "

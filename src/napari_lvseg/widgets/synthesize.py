@@ -275,11 +275,15 @@ class SynthesizeWidget(QWidget):
     def show_results(self, results, mask, mask_name: str, model=None) -> list:
         self.results, self.results_mask, self.results_source, self.results_model = results, mask, mask_name, model
         layers = []
+        mask_layer = self.viewer.layers[mask_name] if mask_name in self.viewer.layers else None
+        place = {}   # the images lie over their mask, in its units
+        if mask_layer is not None and mask_layer.ndim == np.ndim(mask):
+            place = {"scale": mask_layer.scale, "translate": mask_layer.translate}
         for seed, image in results:
             name = f"{mask_name} synthetic s{seed}"
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
-            layers.append(self.viewer.add_image(image, name=name, colormap="gray",
+            layers.append(self.viewer.add_image(image, name=name, colormap="gray", **place,
                                                 metadata={"lvseg_seed": seed, "lvseg_model": model,
                                                           "lvseg_mask_layer": mask_name}))
         self.status.setText(f"{len(results)} synthetic image(s) from {mask_name}")
