@@ -180,7 +180,8 @@ def test_an_empty_folder_is_named_as_the_problem(tmp_path):
     (tmp_path / "empty").mkdir()
     run = lvseg("segment", tmp_path / "empty", "-o", tmp_path / "pred")
     assert run.returncode == 2 and "Traceback" not in run.stderr
-    assert run.stderr.strip().endswith("empty: folder holds no EMIDEC Case_* folders, DICOM series, NIfTI or TIFF images")
+    assert run.stderr.strip().endswith(
+        "empty: folder holds no EMIDEC Case_* folders, DICOM series, NIfTI or TIFF images")
     assert not (tmp_path / "pred").exists()
 
 

@@ -193,9 +193,11 @@ def test_labels_of_an_opened_nifti_save_back_in_its_space(viewer_and_widget, tmp
     assert widget.model_picker.select("tiny-seg")
     layer = widget.run_blocking()
     # the file's voxel size reaches the layers, so the quantification is in mm as well as pixels
-    assert tuple(viewer.layers["case"].scale) == pytest.approx((8.0, 1.4, 1.4)) and layer.scale == pytest.approx((8.0, 1.4, 1.4))
+    for shown in (viewer.layers["case"], layer):
+        assert tuple(shown.scale) == pytest.approx((8.0, 1.4, 1.4))
     total = widget.rows[-1]
-    assert total["slice"] == "total" and total["myocardium_mm3"] == pytest.approx(total["myocardium_px"] * 8.0 * 1.4 * 1.4)
+    assert total["slice"] == "total"
+    assert total["myocardium_mm3"] == pytest.approx(total["myocardium_px"] * 8.0 * 1.4 * 1.4)
     saved, = write_labels_nifti(str(tmp_path / "labels.nii.gz"), layer.data, {"metadata": layer.metadata})
     back = nib.load(saved)
     assert back.shape == (128, 128, 2) and np.allclose(back.affine, affine)

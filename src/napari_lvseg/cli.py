@@ -176,7 +176,7 @@ def _folder_items(src: Path) -> list:
 
 
 def _segment_folder(args, src: Path) -> int:
-    """Every case or image of a folder into OUTPUT/, named as its source; a bad one is reported, the others still run."""
+    """Every case or image of a folder into OUTPUT/, named as its source; a bad one is reported, the rest run."""
     from .inference import segment
     from .io import read_image, write_labels
     from .models.store import load_model

@@ -142,7 +142,8 @@ class CorrectLogic:
             raise LvsegError(f"no case could be read ({skipped[0]})" if skipped else "no cases to rank")
         scored.sort(key=lambda item: -item[2])
         return [{"path": path, "name": read[path][1], "source": read[path][2], "image": read[path][0].data,
-                 "meta": read[path][0].meta, "result": result, "score": score} for path, result, score in scored], skipped
+                 "meta": read[path][0].meta, "result": result, "score": score}
+                for path, result, score in scored], skipped
 
     @staticmethod
     def rank_cases(cases, model) -> tuple[list[dict], list[str]]:
@@ -402,8 +403,8 @@ class CorrectWidget(QWidget):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
         scale = layer_scale(case["meta"], case["image"].ndim)
-        image_layer = self.viewer.add_image(case["image"], name=case["name"], **scale,
-                                            metadata={"lvseg_source_path": case["source"], "lvseg_source": case["meta"]})
+        metadata = {"lvseg_source_path": case["source"], "lvseg_source": case["meta"]}
+        image_layer = self.viewer.add_image(case["image"], name=case["name"], metadata=metadata, **scale)
         labels_layer = self.viewer.add_labels(case["result"].labels, **scale,
                                               **SegmentLogic.labels_layer_kwargs(case["result"], case["name"],
                                                                                  case["source"], case["meta"]))
