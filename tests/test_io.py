@@ -155,6 +155,25 @@ def test_tiff_round_trip(tmp_path, shape, dtype):
     assert no_temp_files(tmp_path)
 
 
+@pytest.mark.parametrize("shape,dtype", [((7, 9), np.uint8), ((3, 7, 9), np.float32), ((4, 7, 9), np.uint8)])
+def test_tiff_keeps_the_voxel_size_imagej_s_way(tmp_path, shape, dtype):
+    data = (RNG.uniform(0, 4, shape)).astype(dtype)
+    write_tiff(tmp_path / "a.tif", data, {"spacing": (8.0, 0.7, 0.8)})
+    vol = read_tiff(tmp_path / "a.tif")
+    np.testing.assert_array_equal(vol.data, data)
+    assert vol.meta["spacing"] == pytest.approx((8.0 if len(shape) == 3 else 1.0, 0.7, 0.8))
+
+
+def test_tiff_voxel_size_in_imagej_units_or_none(tmp_path):
+    stack = RNG.uniform(0, 1, (3, 8, 8)).astype(np.float32)
+    tifffile.imwrite(tmp_path / "fiji.tif", stack, imagej=True, resolution=(2.0, 4.0),
+                     metadata={"unit": "micron", "spacing": 500.0, "axes": "ZYX"})   # 0.5 x 0.25 um, 0.5 mm apart
+    assert read_tiff(tmp_path / "fiji.tif").meta["spacing"] == pytest.approx((0.5, 0.00025, 0.0005))
+    # resolution without a length unit is print resolution, not anatomy
+    tifffile.imwrite(tmp_path / "print.tif", stack, photometric="minisblack", resolution=(300, 300))
+    assert read_tiff(tmp_path / "print.tif").meta["spacing"] == (1.0, 1.0, 1.0)
+
+
 def test_rgb_tiff_is_refused(tmp_path):
     path = tmp_path / "colour.tiff"
     tifffile.imwrite(str(path), RNG.integers(0, 255, (3, 16, 16)).astype(np.uint8), photometric="rgb")

@@ -25,27 +25,51 @@ def read_tiff(path) -> Volume:
                                  "(a 3- or 4-slice stack must be saved with photometric='minisblack')", path)
             data = series.asarray()
             ij = tif.imagej_metadata or {}
+            pixel = _pixel_size(series.keyframe, ij)
     except LvsegError:
         raise
     except FileNotFoundError:
         raise LvsegError("file not found", path) from None
     except Exception as exc:  # tifffile raises several types for damaged files
         raise LvsegError(f"cannot read TIFF ({type(exc).__name__}: {exc})", path) from None
-    z_spacing = float(ij.get("spacing", 1.0) or 1.0)
-    meta = {"format": "tiff", "source": str(path), "dtype": str(data.dtype),
-            "spacing": (z_spacing, 1.0, 1.0)}
+    meta = {"format": "tiff", "source": str(path), "dtype": str(data.dtype), "spacing": pixel}
     return Volume(np.ascontiguousarray(data), meta)
 
 
+# ImageJ's length units in mm (ImageJ may write µm escaped)
+_UNITS_MM = {"mm": 1.0, "cm": 10.0, "micron": 1e-3, "um": 1e-3, "\u00b5m": 1e-3, "\\u00b5m": 1e-3}
+
+
+def _pixel_size(page, ij: dict) -> tuple:
+    """(z, y, x) voxel size in mm from ImageJ's unit, slice spacing and the resolution tags; 1 where unknown."""
+    z = float(ij.get("spacing", 1.0) or 1.0)
+    to_mm = _UNITS_MM.get(str(ij.get("unit", "")).lower())
+    if to_mm is None:   # no ImageJ length unit: the resolution tags are printing dots per inch, not anatomy
+        return (z, 1.0, 1.0)
+    sizes = []
+    for tag in ("YResolution", "XResolution"):
+        value = page.tags[tag].value if tag in page.tags else (1, 1)
+        sizes.append(value[1] / value[0] * to_mm if value[0] else 1.0)
+    return (z * to_mm, *sizes)
+
+
 def write_tiff(path, data: np.ndarray, meta: dict | None = None) -> Path:
-    """Write a grey-level slice or stack atomically (one page per slice)."""
+    """Write a grey-level slice or stack atomically (one page per slice). A voxel size in ``meta`` other than 1 is
+    kept ImageJ's way (unit mm, resolution tags, slice spacing), which Fiji, napari's readers and ours understand."""
     path = Path(path)
     data = np.asarray(data)
     if data.dtype == bool:
         data = data.astype(np.uint8)
+    z, y, x = ((1.0, 1.0, 1.0) + tuple((meta or {}).get("spacing") or ()))[-3:]
+    options = {"photometric": "minisblack"}
+    if (y, x, z if data.ndim == 3 else 1.0) != (1.0, 1.0, 1.0) and data.dtype in (np.uint8, np.uint16, np.float32):
+        info = {"unit": "mm", "axes": "ZYX" if data.ndim == 3 else "YX"}
+        if data.ndim == 3:
+            info["spacing"] = z
+        options.update(imagej=True, resolution=(1.0 / x, 1.0 / y), metadata=info)
     try:
         with atomic_path(path) as tmp:
-            tifffile.imwrite(str(tmp), data, photometric="minisblack")
+            tifffile.imwrite(str(tmp), data, **options)
     except OSError as exc:
         raise LvsegError(f"cannot write TIFF ({exc.strerror or exc})", path) from None
     return path
