@@ -192,9 +192,13 @@ def test_quantify_quarter_infarct_ring_with_spacing():
     assert math.isnan(empty["transmurality_pct"])
     total = q["total"]
     assert total["myocardium_mm3"] == pytest.approx(n_myo * 24.0)
+    assert total["myocardium_g"] == pytest.approx(n_myo * 24.0 * 1.05e-3)   # 1.05 g/ml
+    assert total["infarct_mm3"] == pytest.approx(int(quarter.sum()) * 24.0)  # no-reflow counts as infarct
+    assert total["no_reflow_mm3"] == pytest.approx(n_nr * 24.0)
     assert total["infarct_pct"] == pytest.approx(25.0)
     assert total["transmurality_pct"] == 100.0
     assert "myocardium_mm2" not in metrics.quantify(stack)["slices"][0]
+    assert not {"myocardium_mm3", "myocardium_g", "infarct_mm3"} & set(metrics.quantify(stack)["total"])
 
 
 def test_quantification_rows_written_as_csv(tmp_path):

@@ -52,6 +52,7 @@ def test_segment_runs_in_worker_and_adds_coloured_editable_labels(viewer_and_wid
     unc = viewer.layers["case uncertainty"].data
     assert unc.shape == (2, 128, 128) and 0.0 <= unc.min() and unc.max() <= 1.0
     assert widget.table.rowCount() == 3 and widget.table.item(2, 0).text() == "total"
+    assert widget.table.columnCount() == 5   # no voxel size: pixels and percentages only
 
     # A second run replaces the labels layer instead of stacking new ones.
     widget.run()
@@ -198,6 +199,10 @@ def test_labels_of_an_opened_nifti_save_back_in_its_space(viewer_and_widget, tmp
     total = widget.rows[-1]
     assert total["slice"] == "total"
     assert total["myocardium_mm3"] == pytest.approx(total["myocardium_px"] * 8.0 * 1.4 * 1.4)
+    headers = [widget.table.horizontalHeaderItem(c).text() for c in range(widget.table.columnCount())]
+    assert headers[:5] == ["slice", "myocardium_px", "myocardium_mm2", "myocardium_mm3", "myocardium_g"]
+    last = widget.table.rowCount() - 1
+    assert float(widget.table.item(last, 3).text()) == pytest.approx(total["myocardium_mm3"], rel=0.01)
     saved, = write_labels_nifti(str(tmp_path / "labels.nii.gz"), layer.data, {"metadata": layer.metadata})
     back = nib.load(saved)
     assert back.shape == (128, 128, 2) and np.allclose(back.affine, affine)

@@ -224,12 +224,16 @@ def max_transmurality(labels2d) -> float:
     return float(100.0 * np.max(infarct_length[hit] / myo_length[hit]))
 
 
+MYOCARDIUM_G_PER_MM3 = 1.05e-3   # myocardial density 1.05 g/ml, the usual factor for LV mass in cardiac MR
+
+
 def quantify(labels, spacing=None) -> dict:
     """Myocardium size, infarct and no-reflow % of myocardium, and maximum transmurality, per slice and total.
 
     ``labels``: (Z, Y, X) (a (Y, X) slice counts as one slice). With ``spacing`` (z, y, x) in mm, sizes are
-    also given as ``myocardium_mm2`` per slice and ``myocardium_mm3`` in total. Percentages are NaN on
-    slices without myocardium; the total transmurality is the maximum over slices.
+    also given as ``myocardium_mm2`` per slice, and in total as ``myocardium_mm3``, the myocardial mass
+    ``myocardium_g``, ``infarct_mm3`` and ``no_reflow_mm3`` (infarct includes no-reflow, as in the percentages).
+    Percentages are NaN on slices without myocardium; the total transmurality is the maximum over slices.
     """
     labels = _as_labels(labels, "labels")
     if labels.ndim == 2:
@@ -252,7 +256,9 @@ def quantify(labels, spacing=None) -> dict:
     no_reflow = sum(row["no_reflow_px"] for row in slices)
     total = {"myocardium_px": myo}
     if spacing is not None:
-        total["myocardium_mm3"] = myo * spacing[0] * spacing[1] * spacing[2]
+        voxel = spacing[0] * spacing[1] * spacing[2]
+        total.update(myocardium_mm3=myo * voxel, myocardium_g=myo * voxel * MYOCARDIUM_G_PER_MM3,
+                     infarct_mm3=infarct * voxel, no_reflow_mm3=no_reflow * voxel)
     transmural = [row["transmurality_pct"] for row in slices if not math.isnan(row["transmurality_pct"])]
     total.update(infarct_px=infarct, no_reflow_px=no_reflow, infarct_pct=_percent(infarct, myo),
                  no_reflow_pct=_percent(no_reflow, myo),
@@ -263,7 +269,7 @@ def quantify(labels, spacing=None) -> dict:
 def quantification_rows(q: dict) -> list[dict]:
     """Flat rows for a CSV: one per slice, then one with ``slice='total'``.
 
-    With spacing, slice rows carry ``myocardium_mm2`` and the total ``myocardium_mm3``; the other cells stay empty.
+    With spacing, slice rows carry ``myocardium_mm2`` and the total the volumes and mass; other cells stay empty.
     """
     rows = [dict(row) for row in q["slices"]]
     rows.append({"slice": "total", **q["total"]})

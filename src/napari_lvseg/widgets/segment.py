@@ -18,7 +18,9 @@ from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, closed_from_
                                           start_worker)
 
 AUTOMATIC = "automatic"
-TABLE_COLUMNS = ("slice", "myocardium_px", "infarct_pct", "no_reflow_pct", "transmurality_pct")
+TABLE_COLUMNS = ("slice", "myocardium_px", "myocardium_mm2", "myocardium_mm3", "myocardium_g", "infarct_pct",
+                 "no_reflow_pct", "transmurality_pct", "infarct_mm3", "no_reflow_mm3")
+PIXEL_ONLY_COLUMNS = ("slice", "myocardium_px", "infarct_pct", "no_reflow_pct", "transmurality_pct")
 # edits and new data refresh the table; not "set_data", which fires on every move of the z slider
 REFRESH_EVENTS = ("paint", "data", "labels_update")
 REFRESH_DELAY_MS = 300
@@ -114,6 +116,12 @@ class SegmentLogic:
         return quantification_rows(quantify(np.asarray(labels), spacing))
 
     @staticmethod
+    def table_columns(rows) -> list:
+        """The table's columns: the sizes in mm and grams only where the labels have a voxel size."""
+        present = {key for row in rows for key in row}
+        return [key for key in TABLE_COLUMNS if key in PIXEL_ONLY_COLUMNS or key in present]
+
+    @staticmethod
     def export_csv(rows, path):
         from napari_lvseg.metrics import write_csv
 
@@ -186,8 +194,8 @@ class SegmentWidget(QWidget):
             classes.addWidget(check, row, 1)
             self.class_buttons[value], self.class_checks[value] = button, check
 
-        self.table = QTableWidget(0, len(TABLE_COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(TABLE_COLUMNS))
+        self.table = QTableWidget(0, len(PIXEL_ONLY_COLUMNS))
+        self.table.setHorizontalHeaderLabels(list(PIXEL_ONLY_COLUMNS))
         self.table.setToolTip(tips.QUANT_TABLE)
         self.export_button = QPushButton("Export CSV…")
         self.export_button.setToolTip(tips.EXPORT_CSV)
@@ -363,9 +371,12 @@ class SegmentWidget(QWidget):
             return
         self.rows = []   # no stale figures for export when the labels cannot be quantified
         self.rows = self.logic.quantification_rows(layer.data, labels_spacing(layer))
+        columns = self.logic.table_columns(self.rows)
+        self.table.setColumnCount(len(columns))
+        self.table.setHorizontalHeaderLabels(columns)
         self.table.setRowCount(len(self.rows))
         for r, row in enumerate(self.rows):
-            for c, key in enumerate(TABLE_COLUMNS):
+            for c, key in enumerate(columns):
                 self.table.setItem(r, c, QTableWidgetItem(cell_text(row.get(key, ""))))
 
     @guarded

@@ -16,7 +16,9 @@ RUN_SEGMENT = ("Segment the chosen image in the background; the result replaces 
 CLASS_BUTTON = "Paint with class {value} ({name}); keyboard shortcut {value} on the labels layer."
 CLASS_VISIBLE = "Show or hide the {name} class in the labels layer (the data is kept)."
 QUANT_TABLE = ("Per slice and total: myocardium pixels, infarct and no-reflow % of the myocardium, and "
-               "maximum transmurality; updated after every edit.")
+               "maximum transmurality; updated after every edit. Where the image has a voxel size (its scale), "
+               "also the myocardium in mm² per slice, and in total its volume (mm³), its mass (g, at 1.05 g/ml) "
+               "and the infarct and no-reflow volumes (mm³; infarct includes no-reflow).")
 EXPORT_CSV = "Save the quantification table as a CSV file."
 
 # -- Correct and save
