@@ -206,3 +206,12 @@ def test_a_dicom_series_folder_is_segmented_as_one_stack(tiny_model, tmp_path):
     assert main(["segment", str(series), "-o", str(tmp_path / "seg.nii.gz"), "--model", "tiny-seg"]) == 0
     out = nib.load(tmp_path / "seg.nii.gz")
     assert out.shape == (128, 128, 3) and out.header.get_zooms() == pytest.approx((0.8, 0.7, 8.0))
+    # a study folder of series, as scanners export them: one labels file per series
+    study = tmp_path / "study"
+    study.mkdir()
+    series.rename(study / "LGE_SAX")
+    (study / "notes").mkdir()
+    (study / "notes" / "a.txt").write_text("not an image")
+    assert main(["segment", str(study), "-o", str(tmp_path / "pred"), "--model", "tiny-seg"]) == 0
+    assert [p.name for p in (tmp_path / "pred").iterdir()] == ["LGE_SAX.nii.gz"]
+    assert nib.load(tmp_path / "pred" / "LGE_SAX.nii.gz").header.get_zooms() == pytest.approx((0.8, 0.7, 8.0))

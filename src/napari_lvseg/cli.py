@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-segment", action="store_true", help="do not run the default model on the phantom")
 
     p = sub.add_parser("segment", help="segment an image (NIfTI/TIFF/DICOM, 2-D or stack), a folder of EMIDEC cases "
-                                      "or a folder of NIfTI/TIFF images")
+                                      "or a folder of NIfTI/TIFF images and DICOM series")
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True,
                    help="labels file (NIfTI or TIFF), or a folder when INPUT is a folder of cases or images")
@@ -161,18 +161,24 @@ def cmd_segment(args) -> int:
 
 
 def _folder_items(src: Path) -> list:
-    """(name, image file, labels file name) for each case of an EMIDEC folder, else each NIfTI/TIFF image in it."""
+    """(name, image path, labels file name) for each case of an EMIDEC folder, else for each NIfTI/TIFF image and
+    each DICOM series sub-folder in it (a series is written as <folder>.nii.gz)."""
     from .io import NIFTI_SUFFIXES, TIFF_SUFFIXES, full_suffix
+    from .io.dicom import is_dicom_folder
     from .io.emidec import find_cases
 
     cases = find_cases(src)
     if cases:
         return [(case.name, case.image_path, f"{case.name}.nii.gz") for case in cases]
-    images = [p for p in sorted(src.iterdir())
-              if p.is_file() and full_suffix(p) in NIFTI_SUFFIXES + TIFF_SUFFIXES and not p.name.startswith(".")]
-    if not images:
+    items = []
+    for path in sorted(p for p in src.iterdir() if not p.name.startswith(".")):
+        if path.is_file() and full_suffix(path) in NIFTI_SUFFIXES + TIFF_SUFFIXES:
+            items.append((path.name, path, path.name))
+        elif path.is_dir() and is_dicom_folder(path):
+            items.append((path.name, path, f"{path.name}.nii.gz"))
+    if not items:
         raise LvsegError("folder holds no EMIDEC Case_* folders, DICOM series, NIfTI or TIFF images", src)
-    return [(p.name, p, p.name) for p in images]
+    return items
 
 
 def _segment_folder(args, src: Path) -> int:
