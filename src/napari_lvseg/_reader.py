@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from napari_lvseg.io import check_image, check_labels, image_kind, read_image
+from napari_lvseg.io import check_image, check_labels, image_kind, read_image, spacing_of
 from napari_lvseg.labels import NAMES
 
 
@@ -23,10 +23,7 @@ def labels_layer_kwargs() -> dict:
 def layer_scale(meta: dict | None, ndim: int) -> dict:
     """napari ``scale`` kwargs from a file's voxel size (z, y, x in mm), so that napari measures in mm and the
     Segment panel's quantification gives mm² and mm³; {} when the file gives no size."""
-    spacing = (meta or {}).get("spacing")
-    if not spacing or len(spacing) < ndim:
-        return {}
-    scale = tuple(float(s) for s in spacing[-ndim:])
+    scale = tuple(float(s) for s in spacing_of(meta)[-ndim:])
     return {"scale": scale} if all(s > 0 for s in scale) and any(s != 1.0 for s in scale) else {}
 
 

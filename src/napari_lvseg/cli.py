@@ -161,24 +161,14 @@ def cmd_segment(args) -> int:
 
 
 def _folder_items(src: Path) -> list:
-    """(name, image path, labels file name) for each case of an EMIDEC folder, else for each NIfTI/TIFF image and
-    each DICOM series sub-folder in it (a series is written as <folder>.nii.gz)."""
-    from .io import NIFTI_SUFFIXES, TIFF_SUFFIXES, full_suffix
-    from .io.dicom import is_dicom_folder
-    from .io.emidec import find_cases
+    """(name, source, labels file name) for what a folder holds: an image keeps its file name, a case folder or
+    DICOM series becomes <folder>.nii.gz."""
+    from .io import folder_sources
 
-    cases = find_cases(src)
-    if cases:
-        return [(case.name, case.image_path, f"{case.name}.nii.gz") for case in cases]
-    items = []
-    for path in sorted(p for p in src.iterdir() if not p.name.startswith(".")):
-        if path.is_file() and full_suffix(path) in NIFTI_SUFFIXES + TIFF_SUFFIXES:
-            items.append((path.name, path, path.name))
-        elif path.is_dir() and is_dicom_folder(path):
-            items.append((path.name, path, f"{path.name}.nii.gz"))
-    if not items:
+    sources = folder_sources(src)
+    if not sources:
         raise LvsegError("folder holds no EMIDEC Case_* folders, DICOM series, NIfTI or TIFF images", src)
-    return items
+    return [(p.name, p, p.name if p.is_file() else f"{p.name}.nii.gz") for p in sources]
 
 
 def _segment_folder(args, src: Path) -> int:

@@ -11,11 +11,12 @@ from pathlib import Path
 import numpy as np
 
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.io.volume import Volume, atomic_path, check_image, check_labels, check_pair, full_suffix
+from napari_lvseg.io.volume import (Volume, atomic_path, check_image, check_labels, check_pair, full_suffix,
+                                    spacing_of)
 
 __all__ = [
     "Volume", "atomic_path", "check_image", "check_labels", "check_pair", "full_suffix",
-    "read_image", "read_labels", "write_image", "write_labels", "image_kind",
+    "read_image", "read_labels", "write_image", "write_labels", "image_kind", "folder_sources", "spacing_of",
     "NIFTI_SUFFIXES", "TIFF_SUFFIXES",
 ]
 
@@ -44,6 +45,18 @@ def image_kind(path) -> str | None:
     if suffix == ".dcm" and path.parent.is_dir():
         return "dicom-file"
     return None
+
+
+def folder_sources(folder, dicom_series: bool = True) -> list[Path]:
+    """What a folder holds to segment, each readable by :func:`read_image`: its EMIDEC case folders if it has any,
+    else its NIfTI/TIFF images and (with ``dicom_series``) its DICOM series sub-folders. Hidden entries are skipped."""
+    from napari_lvseg.io.emidec import find_cases
+
+    cases = [case.image_path.parent.parent for case in find_cases(folder)]
+    if cases:
+        return cases
+    wanted = ("nifti", "tiff", "dicom") if dicom_series else ("nifti", "tiff")
+    return [p for p in sorted(Path(folder).iterdir()) if not p.name.startswith(".") and image_kind(p) in wanted]
 
 
 def _read_any(path, want_labels: bool) -> Volume:

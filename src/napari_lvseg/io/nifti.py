@@ -10,7 +10,7 @@ import numpy as np
 from nibabel.volumeutils import apply_read_scaling
 
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.io.volume import Volume, atomic_path
+from napari_lvseg.io.volume import Volume, atomic_path, spacing_of
 from napari_lvseg.labels import N_CLASSES
 
 ORIENTATION = "xyz->zyx"
@@ -99,7 +99,7 @@ def write_nifti(path, data: np.ndarray, meta: dict | None = None) -> Path:
     if meta and meta.get("format") == "nifti" and "header" in meta:
         img = _image_from_meta(_to_disk(data, meta.get("disk_shape")), meta)
     else:   # from DICOM or TIFF: keep at least the voxel size, (z, y, x) in meta, (x, y, z) on disk
-        z, y, x = ((1.0, 1.0, 1.0) + tuple((meta or {}).get("spacing") or ()))[-3:]
+        z, y, x = spacing_of(meta)
         img = nib.Nifti1Image(_to_disk(data), np.diag([x, y, z if data.ndim == 3 else 1.0, 1.0]))
         img.header.set_data_dtype(data.dtype)
     try:

@@ -8,7 +8,7 @@ import numpy as np
 import tifffile
 
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.io.volume import Volume, atomic_path
+from napari_lvseg.io.volume import Volume, atomic_path, spacing_of
 
 _COLOUR = {"RGB", "YCBCR", "PALETTE", "CMYK", "SEPARATED"}
 
@@ -60,7 +60,7 @@ def write_tiff(path, data: np.ndarray, meta: dict | None = None) -> Path:
     data = np.asarray(data)
     if data.dtype == bool:
         data = data.astype(np.uint8)
-    z, y, x = ((1.0, 1.0, 1.0) + tuple((meta or {}).get("spacing") or ()))[-3:]
+    z, y, x = spacing_of(meta)
     options = {"photometric": "minisblack"}
     if (y, x, z if data.ndim == 3 else 1.0) != (1.0, 1.0, 1.0) and data.dtype in (np.uint8, np.uint16, np.float32):
         info = {"unit": "mm", "axes": "ZYX" if data.ndim == 3 else "YX"}

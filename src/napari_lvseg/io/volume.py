@@ -35,6 +35,11 @@ class Volume:
         return tuple(self.meta.get("spacing", (1.0, 1.0, 1.0)))
 
 
+def spacing_of(meta: dict | None) -> tuple:
+    """(z, y, x) voxel size from a Volume's meta, 1 where it says nothing."""
+    return ((1.0, 1.0, 1.0) + tuple((meta or {}).get("spacing") or ()))[-3:]
+
+
 def full_suffix(path) -> str:
     """The file type suffix, lower case, keeping double suffixes such as ``.nii.gz`` whole."""
     name = Path(path).name.lower()

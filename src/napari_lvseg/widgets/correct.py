@@ -89,16 +89,12 @@ class CorrectLogic:
     @staticmethod
     def list_cases(folder) -> list[Path]:
         """EMIDEC case folders under ``folder``, else the NIfTI/TIFF images in it."""
-        from napari_lvseg.io import image_kind
-        from napari_lvseg.io.emidec import find_cases
+        from napari_lvseg.io import folder_sources
 
         folder = Path(folder)
         if not folder.is_dir():
             raise LvsegError("not a folder", folder)
-        cases = [case.image_path.parent.parent for case in find_cases(folder)]
-        if not cases:
-            cases = [p for p in sorted(folder.iterdir())
-                     if p.is_file() and not p.name.startswith(".") and image_kind(p) in ("nifti", "tiff")]
+        cases = folder_sources(folder, dicom_series=False)
         if not cases:
             raise LvsegError("no EMIDEC cases or NIfTI/TIFF images found", folder)
         return cases
@@ -335,8 +331,9 @@ class CorrectWidget(QWidget):
             set_labels_undoably(layer, mask)   # Ctrl+Z returns to the labels shown before loading
         else:
             metadata = {"lvseg_source_path": source}
-            if source_meta(image_layer):
-                metadata["lvseg_source"] = source_meta(image_layer)   # File > Save keeps the image's header
+            header = source_meta(image_layer)
+            if header:
+                metadata["lvseg_source"] = header   # File > Save keeps the image's header
             layer = self.viewer.add_labels(mask, name=name, metadata=metadata,
                                            scale=image_layer.scale, **labels_layer_kwargs())
         self.labels_picker.select(layer)
