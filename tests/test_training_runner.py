@@ -334,7 +334,9 @@ def test_post_processing_is_chosen_on_the_other_folds_and_scored_on_each_fold(cr
         cross_validation.judge_postprocess({1: oof[1]})
     # one fold is enough for a post-processing fixed in advance
     weighted = cross_validation.score_fixed({1: oof[1]}, {"infarct_weight": 1.5})
-    assert weighted["folds"] == [{"fold": 1, "cases": 1, "per_case": 1.0, "pooled": 1.0}]
+    assert {k: v for k, v in weighted["folds"][0].items() if k != "classes"} == {"fold": 1, "cases": 1,
+                                                                                 "per_case": 1.0, "pooled": 1.0}
+    assert weighted["folds"][0]["classes"]["pooled"]["infarct"] == 1.0   # each fold's whole study table
     assert weighted["post"]["infarct_weight"] == 1.5 and weighted["post"]["largest_component"] is True
     bare = cross_validation.score_fixed(oof, {})
     assert [f["fold"] for f in bare["folds"]] == [1, 2] and bare["cases"] == 3

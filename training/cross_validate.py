@@ -259,7 +259,7 @@ def score_fixed(oof: dict, post: dict) -> dict:
         held_out.update(labelled)
         scores = _study_scores(labelled)
         folds.append({"fold": k, "cases": len(cases), "per_case": scores["per_case"]["mean"],
-                      "pooled": scores["pooled"]["mean"]})
+                      "pooled": scores["pooled"]["mean"], "classes": scores})
     return {"post": post, "folds": folds, "cases": len(held_out), "all_cases": _study_scores(held_out)}
 
 
@@ -336,8 +336,10 @@ def score_table(result: dict) -> str:
     """`score_fixed`'s result as Markdown: per fold, then the study's table over all its cases."""
     from napari_lvseg.metrics import CLASS_KEYS
 
-    rows = ["| held-out fold | cases | per case | pooled |", "|---|---|---|---|"]
-    rows += [f"| {f['fold']} | {f['cases']} | {f['per_case']:.3f} | {f['pooled']:.3f} |" for f in result["folds"]]
+    rows = ["| held-out fold | cases | per case | pooled | no-reflow per case / pooled |", "|---|---|---|---|---|"]
+    rows += [f"| {f['fold']} | {f['cases']} | {f['per_case']:.3f} | {f['pooled']:.3f} | "
+             f"{f['classes']['per_case']['no_reflow']:.3f} / {f['classes']['pooled']['no_reflow']:.3f} |"
+             for f in result["folds"]]
     rows += ["", f"post-processing: {result['post']}", "",
              "| protocol | cavity | myocardium | infarct | no-reflow | mean |", "|---" * 6 + "|"]
     rows += [f"| {protocol.replace('_', ' ')} | " + " | ".join(f"{scores[c]:.3f}" for c in CLASS_KEYS + ("mean",))
