@@ -223,3 +223,23 @@ def test_a_2_5d_network_reads_each_slice_with_its_neighbours(tta):
     assert not (labels[2][centre] == 1).any()
     # a lone 2-D slice is its own neighbour
     assert (segment(stack[0], (ReadsNeighbours(), card)).labels[centre] == 1).all()
+
+
+def test_lesions_away_from_the_cavity_become_myocardium_where_asked():
+    labels = np.zeros((2, 32, 32), np.uint8)
+    labels[:, 6:26, 6:26] = 2
+    labels[:, 12:20, 12:20] = 1
+    labels[:, 10:12, 12:16] = 3           # subendocardial in both slices: kept
+    labels[0, 10:11, 12:14] = 4           # no-reflow inside it
+    labels[0, 22:25, 8:11] = 3            # out in the wall, in slice 0 only: a false alarm
+    labels[1, 20:24, 18:20] = 3           # touches the cavity in slice 1 ...
+    labels[0, 22:24, 18:20] = 3           # ... and reaches slice 0 away from it
+    assert (postprocess(labels) == labels).all()                                   # off by default
+    in_3d = postprocess(labels, {"lesions_touch_cavity": "3d"})
+    assert (in_3d[0, 22:25, 8:11] == 2).all() and (in_3d[0, 10:11, 12:14] == 4).all()
+    assert (in_3d[1, 20:24, 18:20] == 3).all() and (in_3d[0, 22:24, 18:20] == 3).all()
+    in_2d = postprocess(labels, {"lesions_touch_cavity": "2d"})
+    assert (in_2d[0, 22:24, 18:20] == 2).all() and (in_2d[1, 20:24, 18:20] == 3).all()
+    assert np.count_nonzero(in_2d != in_3d) == 4
+    with pytest.raises(LvsegError, match="lesions_touch_cavity"):
+        postprocess(labels, {"lesions_touch_cavity": "yes"})

@@ -20,7 +20,11 @@ from .steps import result_of
 # The weights scale the infarct and no-reflow probabilities before the argmax: networks trained on these
 # rare classes under-segment them (on validation the default predicted 0.60x the true infarct volume).
 DEFAULT_POSTPROCESS = {"largest_component": True, "min_infarct_voxels": 0, "min_no_reflow_voxels": 0,
-                       "infarct_weight": 1.0, "no_reflow_weight": 1.0}
+                       "infarct_weight": 1.0, "no_reflow_weight": 1.0, "lesions_touch_cavity": None}
+# where a lesion (infarct + no-reflow) must touch the LV cavity to stay one: nowhere (None), somewhere in its 3-D
+# component ("3d"), or in every slice it crosses ("2d"). Infarcts grow from the endocardium: in the 60 EMIDEC crops,
+# 3-D lesion components that touch no cavity hold 0.2 % of the lesion voxels, 2-D ones 2.2 %.
+LESION_REACH = (None, "3d", "2d")
 
 
 @dataclass
@@ -121,11 +125,15 @@ def clean_anatomy(labels: np.ndarray, options: dict | None = None) -> np.ndarray
     """The part of `postprocess` that ignores the minimum volumes, on a stack (Z, Y, X):
 
     - keep the largest connected LV component (cavity + wall), dropping stray blobs;
+    - with ``lesions_touch_cavity``, a lesion that does not touch the cavity becomes normal myocardium;
     - no-reflow not touching infarct becomes infarct (no-reflow only exists inside an infarct).
     """
     from scipy import ndimage
 
     o = {**DEFAULT_POSTPROCESS, **(options or {})}
+    if o["lesions_touch_cavity"] not in LESION_REACH:
+        raise LvsegError(f"post-processing lesions_touch_cavity must be one of {LESION_REACH}, "
+                         f"not {o['lesions_touch_cavity']!r}")
     out = labels.copy()
     if o["largest_component"] and out.any():
         comp, n = ndimage.label(out > 0)
@@ -133,6 +141,8 @@ def clean_anatomy(labels: np.ndarray, options: dict | None = None) -> np.ndarray
             sizes = np.bincount(comp.ravel())
             sizes[0] = 0
             out[comp != int(np.argmax(sizes))] = 0
+    if o["lesions_touch_cavity"]:
+        _drop_lesions_away_from_cavity(out, per_slice=o["lesions_touch_cavity"] == "2d")
     nr = out == NO_REFLOW
     if nr.any():
         comp, n = ndimage.label(nr)
@@ -141,6 +151,22 @@ def clean_anatomy(labels: np.ndarray, options: dict | None = None) -> np.ndarray
             if not (near_infarct & (comp == i)).any():
                 out[comp == i] = INFARCT
     return out
+
+
+def _drop_lesions_away_from_cavity(labels: np.ndarray, per_slice: bool) -> None:
+    """In place: lesion components (3-D, or 2-D in each slice) with no voxel beside the cavity become myocardium."""
+    from scipy import ndimage
+
+    for stack in (labels[z:z + 1] for z in range(len(labels))) if per_slice else (labels,):
+        lesion = np.isin(stack, (INFARCT, NO_REFLOW))
+        if not lesion.any():
+            continue
+        # beside = in-plane neighbours only: the cavity of the next slice is no evidence for this slice's wall
+        beside = ndimage.binary_dilation(stack == CAVITY, structure=ndimage.generate_binary_structure(3, 1)
+                                         * np.array([0, 1, 0])[:, None, None])
+        comp, n = ndimage.label(lesion)
+        touching = np.unique(comp[beside & lesion])
+        stack[lesion & ~np.isin(comp, touching)] = MYOCARDIUM
 
 
 def apply_minimum_volumes(labels: np.ndarray, options: dict | None = None) -> np.ndarray:
