@@ -193,7 +193,7 @@ def test_models_lists_a_user_model_whose_card_metrics_are_hand_edited(tiny_model
     assert listing.returncode == 0 and "tiny-seg" in listing.stdout and "Traceback" not in listing.stderr
 
 
-def test_a_dicom_series_folder_is_segmented_as_one_stack(tiny_model, tmp_path):
+def test_a_dicom_series_folder_is_segmented_as_one_stack(tiny_model, tmp_path, capsys):
     from test_io import write_dicom
 
     image, _ = make_phantom(n_slices=3, seed=5)
@@ -215,3 +215,12 @@ def test_a_dicom_series_folder_is_segmented_as_one_stack(tiny_model, tmp_path):
     assert main(["segment", str(study), "-o", str(tmp_path / "pred"), "--model", "tiny-seg"]) == 0
     assert [p.name for p in (tmp_path / "pred").iterdir()] == ["LGE_SAX.nii.gz"]
     assert nib.load(tmp_path / "pred" / "LGE_SAX.nii.gz").header.get_zooms() == pytest.approx((0.8, 0.7, 8.0))
+    # outputs checked before any work: one landing inside its own series, two sources on one file name
+    assert main(["segment", str(study), "-o", str(study / "LGE_SAX"), "--model", "tiny-seg"]) == 2
+    assert sorted(p.name for p in (study / "LGE_SAX").iterdir()) == ["IM0", "IM1", "IM2"]
+    nib.save(nib.Nifti1Image(image.transpose(2, 1, 0), np.eye(4)), study / "LGE_SAX.nii.gz")
+    assert main(["segment", str(study), "-o", str(tmp_path / "pred3"), "--model", "tiny-seg"]) == 2
+    assert not (tmp_path / "pred3").exists()
+    err = capsys.readouterr().err.splitlines()
+    assert "would overwrite the input LGE_SAX with its labels" in err[-2]
+    assert "LGE_SAX and LGE_SAX.nii.gz would both be written to LGE_SAX.nii.gz" in err[-1]

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.inference import labels_from_probabilities, postprocess, segment
+from napari_lvseg.inference import labels_from_probabilities, postprocess, segment, segment_steps
 from napari_lvseg.models.store import ModelCard
 
 
@@ -168,6 +168,15 @@ def test_segment_applies_the_cards_class_weights():
     card.extra["postprocess"] = {"infarct_weight": "x3"}
     with pytest.raises(LvsegError, match="faint: post-processing class weights must be positive numbers"):
         segment(img, (FaintInfarct(), card))
+    # a bad option is refused before any forward pass, even where post-processing is off
+    card.extra["postprocess"] = {"lesions_touch_cavity": "3D"}
+    steps = segment_steps(img, (FaintInfarct(), card))
+    with pytest.raises(LvsegError, match="faint: post-processing lesions_touch_cavity must be one of"):
+        next(steps)
+    with pytest.raises(LvsegError, match="lesions_touch_cavity"):
+        segment(img, (FaintInfarct(), card), postprocessing=False)
+    card.extra["postprocess"] = {"infarct_weight": 3, "lesions_touch_cavity": False}   # JSON false: off
+    assert np.array_equal(segment(img, (FaintInfarct(), card)).labels, labels)
 
 
 @pytest.mark.parametrize("bad, match", [

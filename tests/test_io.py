@@ -155,7 +155,8 @@ def test_tiff_round_trip(tmp_path, shape, dtype):
     assert no_temp_files(tmp_path)
 
 
-@pytest.mark.parametrize("shape,dtype", [((7, 9), np.uint8), ((3, 7, 9), np.float32), ((4, 7, 9), np.uint8)])
+@pytest.mark.parametrize("shape,dtype", [((7, 9), np.uint8), ((3, 7, 9), np.float32), ((4, 7, 9), np.uint8),
+                                         ((1, 7, 9), np.uint8)])   # a one-slice stack stays a stack
 def test_tiff_keeps_the_voxel_size_imagej_s_way(tmp_path, shape, dtype):
     data = (RNG.uniform(0, 4, shape)).astype(dtype)
     write_tiff(tmp_path / "a.tif", data, {"spacing": (8.0, 0.7, 0.8)})
@@ -172,6 +173,9 @@ def test_tiff_voxel_size_in_imagej_units_or_none(tmp_path):
     # resolution without a length unit is print resolution, not anatomy
     tifffile.imwrite(tmp_path / "print.tif", stack, photometric="minisblack", resolution=(300, 300))
     assert read_tiff(tmp_path / "print.tif").meta["spacing"] == (1.0, 1.0, 1.0)
+    # a slice spacing without a length unit is in pixels: no voxel size at all
+    tifffile.imwrite(tmp_path / "pixels.tif", stack, imagej=True, metadata={"spacing": 2.5, "axes": "ZYX"})
+    assert read_tiff(tmp_path / "pixels.tif").meta["spacing"] == (1.0, 1.0, 1.0)
 
 
 def test_rgb_tiff_is_refused(tmp_path):
@@ -184,7 +188,7 @@ def test_rgb_tiff_is_refused(tmp_path):
 # -- DICOM -------------------------------------------------------------------------------------
 
 def write_dicom(path, pixels, *, series_uid, instance, position=None, orientation=None,
-                slope=1.0, intercept=0.0):
+                slope=1.0, intercept=0.0, pixel_spacing=(0.7, 0.8)):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -199,7 +203,7 @@ def write_dicom(path, pixels, *, series_uid, instance, position=None, orientatio
     ds.Rows, ds.Columns = pixels.shape
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-    ds.PixelSpacing = [0.7, 0.8]
+    ds.PixelSpacing = list(pixel_spacing)
     ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
     if position is not None:
         ds.ImagePositionPatient = [float(v) for v in position]
@@ -390,3 +394,14 @@ def test_importing_io_stays_cheap():
             "print(sorted(m for m in ('nibabel', 'tifffile', 'pydicom', 'napari', 'torch') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("spacing", [(0.7,), ()])
+def test_a_damaged_pixel_spacing_leaves_the_voxel_size_unknown(tmp_path, spacing):
+    from napari_lvseg.io import read_image
+
+    for z in range(2):
+        write_dicom(tmp_path / f"IM{z}", np.full((8, 8), 100 * z), series_uid="1.2", instance=z + 1,
+                    pixel_spacing=spacing)
+    vol = read_image(tmp_path)
+    assert vol.data.shape == (2, 8, 8) and vol.meta["spacing"][1:] == (1.0, 1.0)

@@ -58,6 +58,17 @@ def test_writers_add_missing_extension_and_work_without_metadata(tmp_path):
     np.testing.assert_array_equal(stored, labels)
 
 
+def test_a_layer_drawn_in_napari_is_saved_with_its_scale_as_voxel_size(tmp_path):
+    from napari_lvseg.io import read_image
+
+    labels = RNG.integers(0, 5, (3, 6, 7)).astype(np.uint8)
+    attributes = {"metadata": {}, "scale": (8.0, 0.7, 0.8)}
+    (nii,) = write_labels_nifti(str(tmp_path / "drawn.nii.gz"), labels, attributes)
+    assert nib.load(nii).header.get_zooms() == pytest.approx((0.8, 0.7, 8.0))
+    (tif,) = write_labels_tiff(str(tmp_path / "drawn.tif"), labels, attributes)
+    assert read_image(tif).meta["spacing"] == pytest.approx((8.0, 0.7, 0.8))
+
+
 def test_writer_rejects_invalid_labels(tmp_path):
     with pytest.raises(LvsegError, match=r"bad.nii.gz: .*12"):
         write_labels_nifti(str(tmp_path / "bad.nii.gz"), np.full((3, 3), 12), {})

@@ -12,9 +12,13 @@ from napari_lvseg.io import NIFTI_SUFFIXES, TIFF_SUFFIXES, full_suffix, write_la
 
 
 def _source_meta(attributes: dict | None) -> dict | None:
+    """The layer's source file meta; for a layer made in napari, its scale as the voxel size (z, y, x in mm)."""
     metadata = (attributes or {}).get("metadata") or {}
     meta = metadata.get("lvseg_source")
-    return meta if isinstance(meta, dict) else None
+    if isinstance(meta, dict):
+        return meta
+    scale = (attributes or {}).get("scale")
+    return {"spacing": tuple(float(s) for s in scale)} if scale is not None and len(scale) else None
 
 
 def _with_suffix(path, allowed: tuple, default: str) -> Path:

@@ -171,6 +171,21 @@ def _folder_items(src: Path) -> list:
     return [(p.name, p, p.name if p.is_file() else f"{p.name}.nii.gz") for p in sources]
 
 
+def _check_folder_outputs(items: list, out: Path) -> None:
+    """Before any work: no two sources write the same file (a series folder P1/ beside P1.nii.gz), and no output
+    lands on an input (an image, or a file inside a case or series folder, e.g. -o Case_X/Contours)."""
+    taken = {}
+    for name, source, out_name in items:
+        target = (out / out_name).resolve()
+        if target in taken:
+            raise LvsegError(f"{taken[target]} and {name} would both be written to {out_name}: segment them apart",
+                             out)
+        taken[target] = name
+        source = source.resolve()
+        if target == source or source in target.parents:
+            raise LvsegError(f"would overwrite the input {name} with its labels: choose another output folder", out)
+
+
 def _segment_folder(args, src: Path) -> int:
     """Every case or image of a folder into OUTPUT/, named as its source; a bad one is reported, the rest run."""
     from .inference import segment
@@ -185,6 +200,7 @@ def _segment_folder(args, src: Path) -> int:
     if out.resolve() == src.resolve():
         raise LvsegError("is the input folder: choose another output, the images would be overwritten", out)
     items = _folder_items(src)
+    _check_folder_outputs(items, out)
     model = load_model(args.model, task="segmentation")
     failed = []
     for name, path, out_name in items:

@@ -96,8 +96,9 @@ def predict_probabilities(model, slices: np.ndarray, tta: bool = False, batch_si
     return result_of(iter_probabilities(model, slices, tta, batch_size, device))
 
 
-def labels_from_probabilities(prob: np.ndarray, options: dict | None = None, name: str = "model card") -> np.ndarray:
-    """Labels (N, Y, X) uint8 from probabilities (N, 5, Y, X): the argmax after the options' class weights."""
+def check_postprocess(options: dict | None, name: str = "model card") -> dict:
+    """Post-processing options (a model card's, say) merged over the defaults, with a one-line error naming ``name``
+    for a value that cannot work; `segment` calls this before any forward pass."""
     o = {**DEFAULT_POSTPROCESS, **(options or {})}
     try:
         weights = (float(o["infarct_weight"]), float(o["no_reflow_weight"]))
@@ -106,6 +107,19 @@ def labels_from_probabilities(prob: np.ndarray, options: dict | None = None, nam
     if not min(weights) > 0:
         raise LvsegError(f"post-processing class weights must be positive numbers, not {o['infarct_weight']!r} and "
                          f"{o['no_reflow_weight']!r}", name)
+    o["infarct_weight"], o["no_reflow_weight"] = weights
+    if o["lesions_touch_cavity"] is False:
+        o["lesions_touch_cavity"] = None
+    if o["lesions_touch_cavity"] not in LESION_REACH:
+        raise LvsegError(f"post-processing lesions_touch_cavity must be one of {LESION_REACH}, "
+                         f"not {o['lesions_touch_cavity']!r}", name)
+    return o
+
+
+def labels_from_probabilities(prob: np.ndarray, options: dict | None = None, name: str = "model card") -> np.ndarray:
+    """Labels (N, Y, X) uint8 from probabilities (N, 5, Y, X): the argmax after the options' class weights."""
+    o = check_postprocess(options, name)
+    weights = (o["infarct_weight"], o["no_reflow_weight"])
     if weights != (1.0, 1.0):
         scale = np.ones(N_CLASSES, np.float32)
         scale[INFARCT], scale[NO_REFLOW] = weights
@@ -130,10 +144,7 @@ def clean_anatomy(labels: np.ndarray, options: dict | None = None) -> np.ndarray
     """
     from scipy import ndimage
 
-    o = {**DEFAULT_POSTPROCESS, **(options or {})}
-    if o["lesions_touch_cavity"] not in LESION_REACH:
-        raise LvsegError(f"post-processing lesions_touch_cavity must be one of {LESION_REACH}, "
-                         f"not {o['lesions_touch_cavity']!r}")
+    o = check_postprocess(options, "post-processing options")
     out = labels.copy()
     if o["largest_component"] and out.any():
         comp, n = ndimage.label(out > 0)
@@ -257,6 +268,8 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
     image = _check_image(image, name)
     center = check_center(center, image.shape, name)
     net, card = model if isinstance(model, tuple) else load_model(model, task="segmentation")
+    card_name = getattr(card, "name", "model card")
+    post = check_postprocess(card.extra.get("postprocess") if hasattr(card, "extra") else None, card_name)
     size = int(card.input_size or 128)
     stack = image[None] if image.ndim == 2 else image
     norm = normalize_slices(stack, card.normalization)
@@ -264,8 +277,7 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
         center = find_lv_center(net, norm, size)
     grid, box = to_grid(norm, size, center)
     prob = yield from iter_probabilities(net, grid, tta=tta, batch_size=batch_size)
-    post = {**DEFAULT_POSTPROCESS, **(card.extra.get("postprocess", {}) if hasattr(card, "extra") else {})}
-    labels = labels_from_probabilities(prob, post if postprocessing else None, getattr(card, "name", "model card"))
+    labels = labels_from_probabilities(prob, post if postprocessing else None, card_name)
     if postprocessing:
         labels = postprocess(labels, post)
     labels = from_grid(labels, box, stack.shape)

@@ -100,7 +100,10 @@ def read_dicom_series(folder) -> Volume:
         raise LvsegError(f"slices of series {uid} differ in size {sorted(shapes)}", folder)
 
     first = datasets[0]
-    row, col = (float(v) for v in getattr(first, "PixelSpacing", (1.0, 1.0)))
+    try:   # a damaged or empty PixelSpacing is no reason to refuse the images: the size is then unknown (1)
+        row, col = (float(v) for v in first.PixelSpacing)
+    except (AttributeError, TypeError, ValueError):
+        row, col = 1.0, 1.0
     if distance is None or distance <= 0:
         distance = float(getattr(first, "SpacingBetweenSlices", 0) or getattr(first, "SliceThickness", 0) or 1.0)
     meta = {

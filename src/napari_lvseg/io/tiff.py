@@ -26,6 +26,8 @@ def read_tiff(path) -> Volume:
             data = series.asarray()
             ij = tif.imagej_metadata or {}
             pixel = _pixel_size(series.keyframe, ij)
+            if data.ndim == 2 and "spacing" in ij:   # a one-slice stack: ImageJ's format keeps no axis of length 1
+                data = data[None]
     except LvsegError:
         raise
     except FileNotFoundError:
@@ -37,15 +39,17 @@ def read_tiff(path) -> Volume:
 
 
 # ImageJ's length units in mm (ImageJ may write µm escaped)
-_UNITS_MM = {"mm": 1.0, "cm": 10.0, "micron": 1e-3, "um": 1e-3, "\u00b5m": 1e-3, "\\u00b5m": 1e-3}
+_UNITS_MM = {"mm": 1.0, "cm": 10.0, "m": 1e3, "inch": 25.4, "micron": 1e-3, "um": 1e-3, "\u00b5m": 1e-3,
+             "\u03bcm": 1e-3, "\\u00b5m": 1e-3, "nm": 1e-6}
 
 
 def _pixel_size(page, ij: dict) -> tuple:
-    """(z, y, x) voxel size in mm from ImageJ's unit, slice spacing and the resolution tags; 1 where unknown."""
+    """(z, y, x) voxel size in mm from ImageJ's unit, slice spacing and the resolution tags; all 1 (unknown) without
+    a length unit: then the resolution tags are printing dots per inch and the slice spacing is in pixels."""
     z = float(ij.get("spacing", 1.0) or 1.0)
     to_mm = _UNITS_MM.get(str(ij.get("unit", "")).lower())
-    if to_mm is None:   # no ImageJ length unit: the resolution tags are printing dots per inch, not anatomy
-        return (z, 1.0, 1.0)
+    if to_mm is None:
+        return (1.0, 1.0, 1.0)
     sizes = []
     for tag in ("YResolution", "XResolution"):
         value = page.tags[tag].value if tag in page.tags else (1, 1)
