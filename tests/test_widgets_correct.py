@@ -123,6 +123,52 @@ def test_pickers_follow_the_renaming_of_layers_opened_before_the_widget(make_nap
     widget = CorrectWidget(viewer, folder=tmp_path / "annotations")
     layer.name = "renamed"
     assert widget.image_picker.currentText() == "renamed" and widget.image_picker.current_layer() is layer
+    # the chosen layer stays chosen under its new name, and its edits stay watched
+    first = viewer.add_labels(np.zeros((8, 8), np.uint8), name="a labels")
+    second = viewer.add_labels(np.zeros((8, 8), np.uint8), name="b labels")
+    widget.labels_picker.select(second)
+    second.name = "b corrected"
+    assert widget.labels_picker.current_layer() is second and widget.watched is second
+    viewer.layers.remove(second)
+    assert widget.labels_picker.current_layer() is first and widget.watched is first
+
+
+def test_segmenting_again_does_not_autosave_the_prediction_over_a_correction(setup, qtbot, errors):
+    from napari_lvseg.widgets.segment import SegmentWidget
+
+    viewer, widget, tmp = setup
+    source = tmp / "case1.nii.gz"
+    image_layer, labels_layer = _open_prediction(viewer, source)
+    widget.image_picker.select(image_layer)
+    widget.labels_picker.select(labels_layer)
+    widget.autosave_timer.setInterval(50)
+    folder = PairFolder(tmp / "annotations")
+    prediction = labels_layer.data.copy()
+    _paint_infarct(labels_layer, 3)
+    qtbot.waitUntil(lambda: folder.manifest_path.exists(), timeout=5_000)
+    corrected = labels_layer.data.copy()
+    # the Segment panel puts a fresh prediction into the same layer (a paint event, as napari fires it)
+    SegmentWidget(viewer).show_result(SegmentationResult(labels=prediction, model="tiny-seg"), "case1", str(source))
+    assert np.array_equal(labels_layer.data, prediction)
+    qtbot.wait(300)
+    (record,) = folder.records()
+    assert record["edited_pixels"] == 3 and np.array_equal(folder.read(record["name"])[1], corrected)
+    assert "not autosaved" in widget.status.text() and errors == []
+
+
+def test_hiding_the_panel_saves_pending_edits(setup, errors):
+    from qtpy.QtGui import QHideEvent
+    from qtpy.QtWidgets import QApplication
+
+    viewer, widget, tmp = setup
+    image_layer, labels_layer = _open_prediction(viewer, tmp / "case1.nii.gz")
+    widget.image_picker.select(image_layer)
+    widget.labels_picker.select(labels_layer)
+    widget.autosave_timer.setInterval(60_000)
+    _paint_infarct(labels_layer, 2)
+    QApplication.sendEvent(widget, QHideEvent())   # napari's window closing hides its docks
+    (record,) = PairFolder(tmp / "annotations").records()
+    assert record["edited_pixels"] == 2 and not widget.autosave_timer.isActive() and errors == []
 
 
 def test_next_case_opens_least_certain_first(setup, qtbot, models_dir, errors):

@@ -184,31 +184,33 @@ class LayerPicker(QComboBox):
         return [layer for layer in self.viewer.layers if isinstance(layer, self.layer_types)]
 
     def refresh(self) -> None:
-        current = self.currentText()
+        """Re-list the layers, keeping the chosen layer chosen (by identity: a renamed layer stays chosen); emits
+        ``currentIndexChanged`` only when the chosen layer itself changed."""
+        chosen = self.current_layer()
         self.blockSignals(True)
         self.clear()
+        self._items = ([None] if self.none_text is not None else []) + self.layers()
         if self.none_text is not None:
             self.addItem(self.none_text)
-        for layer in self.layers():
-            self.addItem(layer.name)
-        index = self.findText(current)
-        if index >= 0:
+        for layer in self._items:
+            if layer is not None:
+                self.addItem(layer.name)
+        index = next((i for i, layer in enumerate(self._items) if layer is chosen and layer is not None), 0)
+        if self._items:
             self.setCurrentIndex(index)
         self.blockSignals(False)
-        if self.currentText() != current:
+        if self.current_layer() is not chosen:
             self.currentIndexChanged.emit(self.currentIndex())
 
     def current_layer(self):
-        """The chosen layer, or None."""
-        name = self.currentText()
-        for layer in self.layers():
-            if layer.name == name:
-                return layer
-        return None
+        """The chosen layer (None when none is, or it has left the viewer)."""
+        items, index = getattr(self, "_items", []), self.currentIndex()
+        layer = items[index] if 0 <= index < len(items) else None
+        return layer if layer is not None and any(layer is other for other in self.viewer.layers) else None
 
     def select(self, layer) -> None:
         self.refresh()
-        index = self.findText(layer.name)
+        index = next((i for i, item in enumerate(self._items) if item is layer), -1)
         if index >= 0:
             self.setCurrentIndex(index)
 

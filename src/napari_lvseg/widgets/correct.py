@@ -220,11 +220,16 @@ class CorrectWidget(QWidget):
 
     def event(self, event):
         """Closing the dock saves pending edits at once and stops a ranking (its cases would open in a viewer the
-        user has moved on from)."""
+        user has moved on from). Hiding it (napari's window closing, another dock tab on top) saves them too: the
+        autosave timer would not outlive the window."""
+        from qtpy.QtCore import QEvent
+
         if closed_from_dock(self, event):
             self.flush_autosave()
             if self.worker is not None:
                 self.worker.quit()
+        elif event.type() == QEvent.Hide:
+            self.flush_autosave()
         return super().event(event)
 
     # -- helpers
@@ -287,8 +292,15 @@ class CorrectWidget(QWidget):
     @guarded
     def _autosave(self):
         layers, self.pending = self.pending, None
-        if layers is not None and all(layer is not None for layer in layers):
-            self.save(quiet=True, layers=layers)
+        if layers is None or any(layer is None for layer in layers):
+            return
+        meta = layers[1].metadata or {}
+        if CorrectLogic.edited_pixels(layers[1].data, meta.get("lvseg_prediction")) == 0:
+            # the model's own output (segmenting again also counts as a paint): a saved correction must not be
+            # replaced by it behind the user's back; Save does it when asked
+            self.status.setText(f"'{layers[1].name}' is the model's prediction, unedited: not autosaved")
+            return
+        self.save(quiet=True, layers=layers)
 
     # -- actions
     @guarded
