@@ -184,3 +184,17 @@ def test_the_manifest_is_parsed_once_per_version_of_the_file(tmp_path, monkeypat
     folder.add(image, mask, origin="synthetic", name="p4")
     assert folder not in parses and folder.records() == PairFolder(tmp_path).records()
     assert folder.records()[3]["source_slice"] == 3 and folder.records()[3]["source_data"] == str(tmp_path / "x")
+
+
+def test_new_names_are_drawn_again_while_taken(tmp_path, monkeypatch):
+    """Variants of one mask added within a second: a random tag that repeats must not replace a pair."""
+    import secrets
+
+    tags = iter(["abcd", "abcd", "abcd", "ef01"])
+    monkeypatch.setattr(secrets, "token_hex", lambda n: next(tags))
+    folder = PairFolder(tmp_path / "pairs")
+    first = folder.add(*pair(), origin="synthetic", source="mask.nii.gz")
+    second = folder.add(*pair(), origin="synthetic", source="mask.nii.gz")
+    if first[:-5] == second[:-5]:   # the same second (nearly always): the tag was drawn again
+        assert first.endswith("_abcd") and second.endswith("_ef01")
+    assert first != second and len(folder) == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import tifffile
 
 from napari_lvseg import labels as lb
 from napari_lvseg.data.phantom import make_phantom
@@ -14,7 +15,7 @@ from napari_lvseg.io.pairs import PairFolder
 pytest.importorskip("napari")
 
 from napari_lvseg.widgets._testing import StepGate, save_tiny_segmentation_model  # noqa: E402
-from napari_lvseg.widgets.correct import CorrectLogic, CorrectWidget  # noqa: E402
+from napari_lvseg.widgets.correct import CorrectLogic, CorrectWidget, default_annotation_dir  # noqa: E402
 from napari_lvseg.widgets.segment import SegmentLogic  # noqa: E402
 
 
@@ -180,10 +181,19 @@ def test_next_case_opens_least_certain_first(setup, qtbot, models_dir, errors):
     for seed in (0, 1):
         write_image(cases / f"img{seed}.tif", make_phantom(n_slices=1, size=128, seed=seed)[0])
     (cases / "broken.tif").write_bytes(b"not a tiff")   # left out and reported; the others are still ranked
+    tifffile.imwrite(cases / "nan.tif", np.full((64, 64), np.nan, np.float32))   # readable, not segmentable
     ranked, skipped = CorrectLogic.rank_cases(CorrectLogic.list_cases(cases), "tiny-seg")
     assert [r["score"] for r in ranked] == sorted((r["score"] for r in ranked), reverse=True)
-    assert len(ranked) == 2 and len(skipped) == 1 and "broken.tif" in skipped[0]
+    assert len(ranked) == 2 and len(skipped) == 2
+    assert "broken.tif" in skipped[0] and "nan.tif: image contains NaN" in skipped[1]
 
+    widget.cases_edit.setText("  ")   # an empty field is no folder (it would be napari's working folder)
+    assert widget.next_case() is None and errors == ["choose a folder of cases first"]
+    errors.clear()
+    widget.folder_edit.setText("")
+    widget.folder_edit.editingFinished.emit()
+    assert widget.logic.folder == default_annotation_dir() == tmp / "data" / "annotations"
+    assert widget.folder_edit.text() == str(default_annotation_dir())   # empty means the default, said so
     widget.cases_edit.setText(str(cases))
     assert widget.next_case() is not None  # ranking runs in a worker
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
@@ -194,6 +204,13 @@ def test_next_case_opens_least_certain_first(setup, qtbot, models_dir, errors):
     assert len(widget.logic.queue) == 1
     widget.next_case()
     assert ranked[1]["name"] in viewer.layers and widget.logic.queue == []
+    # reopening a case whose labels hold edits (autosave off) keeps them under another name
+    widget.autosave.setChecked(False)
+    edited = viewer.layers[f"{first} labels"]
+    edited.data[0, 0, 0] = 3 if edited.data[0, 0, 0] != 3 else 2
+    reopened = widget.open_case(ranked[0])
+    assert reopened is not edited and reopened.name == f"{first} labels"
+    assert edited in viewer.layers and edited.name == f"{first} labels (edited earlier)" and errors == []
 
 
 def test_pressing_next_case_while_ranking_stops_the_ranking(setup, qtbot, models_dir, monkeypatch, errors):

@@ -206,7 +206,8 @@ def predict_labels(model, slices: np.ndarray, tta: bool = False, device=None, po
     return postprocessed_labels(predict_probabilities(model, slices, tta=tta, device=device), post)
 
 
-def _check_image(image: np.ndarray, name: str) -> np.ndarray:
+def check_segmentable(image: np.ndarray, name: str) -> np.ndarray:
+    """The image as `segment` takes it (a slice or stack, finite, large enough), or a one-line error naming it."""
     from .io import check_image
 
     image = check_image(np.asarray(image), name)
@@ -266,7 +267,7 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
     `segment_step_count`) and returns the `SegmentationResult`. Checks come first."""
     from .models.store import load_model
 
-    image = _check_image(image, name)
+    image = check_segmentable(image, name)
     center = check_center(center, image.shape, name)
     net, card = model if isinstance(model, tuple) else load_model(model, task="segmentation")
     card_name = getattr(card, "name", "model card")

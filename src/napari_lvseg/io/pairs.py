@@ -168,9 +168,14 @@ class PairFolder:
 
     # -- writing -------------------------------------------------------------------------------
     def _new_name(self, source, origin: str) -> str:
+        """A fresh pair name: source stem, time to the second and a random tag, drawn again while taken (many
+        variants of one mask are added within a second)."""
         prefix = _safe_name(_stem(Path(source))) if source else origin
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        return f"{prefix}_{stamp}_{secrets.token_hex(2)}"
+        while True:
+            name = f"{prefix}_{stamp}_{secrets.token_hex(2)}"
+            if not any((self.images_dir / f"{name}{suffix}").exists() for suffix in _FORMATS.values()):
+                return name
 
     def add(self, image: np.ndarray, mask: np.ndarray, *, origin: str, source=None, model=None, seed=None,
             name: str | None = None, fmt: str = "tiff", **extra) -> str:

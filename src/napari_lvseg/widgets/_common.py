@@ -143,6 +143,20 @@ def choose_folder(parent, title: str, start: str = "") -> str:
     return QFileDialog.getExistingDirectory(parent, title, start) or ""
 
 
+def folder_of(edit, default=None, what: str = "folder"):
+    """The folder a line edit names. Empty means ``default`` (written back into the field), or an error where there
+    is none: ``Path("")`` would silently be the folder napari was started from."""
+    from pathlib import Path
+
+    text = edit.text().strip()
+    if not text:
+        if default is None:
+            raise LvsegError(f"choose a {what} first")
+        edit.setText(str(default))
+        return Path(default)
+    return Path(text).expanduser()
+
+
 def set_labels_undoably(layer, new) -> int:
     """Write ``new`` into a Labels layer as one undo step (Ctrl+Z brings the old labels back); returns the number
     of voxels changed. Assigning ``layer.data`` would leave napari's undo history pointing into the old labels."""

@@ -13,8 +13,8 @@ from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QLabel, QLineEd
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, closed_from_dock, guarded,
-                                          notify_info, notify_warning, register_widget, set_labels_undoably,
+from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, closed_from_dock, folder_of,
+                                          guarded, notify_info, notify_warning, register_widget, set_labels_undoably,
                                           source_meta, source_of, start_worker, user_data_dir)
 
 AUTOSAVE_DELAY_MS = 3000
@@ -115,9 +115,9 @@ class CorrectLogic:
     @staticmethod
     def rank_cases_steps(cases, model):
         """Read and segment every case with uncertainty, one case per step: yields (cases done, cases) and returns
-        (cases least certain first, one line per case that could not be read). A bad case is left out rather
-        than ending the ranking of the others."""
-        from napari_lvseg.inference import uncertainty_scores
+        (cases least certain first, one line per case that could not be read or segmented). A bad case is left out
+        rather than ending the ranking of the others."""
+        from napari_lvseg.inference import check_segmentable, uncertainty_scores
 
         read, skipped = {}, []
 
@@ -125,7 +125,9 @@ class CorrectLogic:
             for path in map(Path, cases):
                 try:
                     read[path] = CorrectLogic.read_case(path)
+                    check_segmentable(read[path][0].data, path)   # a NaN image must not end the ranking
                 except LvsegError as exc:
+                    read.pop(path, None)
                     skipped.append(str(exc))
                     continue
                 yield path, read[path][0].data
@@ -255,7 +257,7 @@ class CorrectWidget(QWidget):
 
     @guarded
     def _folder_changed(self):
-        self.logic.folder = Path(self.folder_edit.text()).expanduser()
+        self.logic.folder = folder_of(self.folder_edit, default_annotation_dir())
         self.check_saved()
 
     def _image_and_labels(self):
@@ -360,7 +362,7 @@ class CorrectWidget(QWidget):
             self.next_button.setEnabled(False)
             self.status.setText("stopping after the case in hand…")
             return None
-        folder = Path(self.cases_edit.text()).expanduser()
+        folder = folder_of(self.cases_edit, what="folder of cases")
         if self.logic.ranked_folder != folder:
             self.logic.queue.clear()
         if self.logic.queue:
@@ -408,7 +410,13 @@ class CorrectWidget(QWidget):
         if case is None:
             return None
         self.flush_autosave()   # the edits of the case on screen are saved before it is replaced
-        for name in (case["name"], SegmentLogic.labels_name(case["name"])):
+        labels_name = SegmentLogic.labels_name(case["name"])
+        old = self.viewer.layers[labels_name] if labels_name in self.viewer.layers else None
+        if old is not None and CorrectLogic.edited_pixels(old.data, (old.metadata or {}).get("lvseg_prediction")) != 0:
+            # hand edits that may be unsaved (autosave off, or its save failed): kept under another name
+            old.name = f"{labels_name} (edited earlier)"
+            notify_warning(f"'{labels_name}' had edits: kept as '{old.name}'")
+        for name in (case["name"], labels_name):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
         scale = layer_scale(case["meta"], case["image"].ndim)

@@ -10,8 +10,8 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEd
 from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, closed_from_dock, guarded,
-                                          notify_info, register_widget, set_labels_undoably, spin_box,
+from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, closed_from_dock, folder_of,
+                                          guarded, notify_info, register_widget, set_labels_undoably, spin_box,
                                           start_worker, user_data_dir)
 
 ACTIONS = ("grow infarct", "shrink infarct", "add no-reflow", "remove no-reflow", "random variant")
@@ -291,9 +291,10 @@ class SynthesizeWidget(QWidget):
 
     @guarded
     def add_to_dataset(self) -> list:
-        names = self.logic.add_to_dataset(self.folder_edit.text(), self.results_mask, self.results,
-                                          self.results_source, self.results_model)
+        folder = folder_of(self.folder_edit, default_synthetic_dir())
+        names = self.logic.add_to_dataset(folder, self.results_mask, self.results, self.results_source,
+                                          self.results_model)
         self.results = []   # added once: a second press must not store the same images again
-        notify_info(f"{len(names)} synthetic pair(s) added to {self.folder_edit.text()}")
+        notify_info(f"{len(names)} synthetic pair(s) added to {folder}")
         self.status.setText(f"added {', '.join(names)}")
         return names

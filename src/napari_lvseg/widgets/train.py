@@ -352,7 +352,7 @@ class TrainWidget(QWidget):
 
         for widget in live_widgets(self.viewer):
             if isinstance(widget, SynthesizeWidget):
-                return widget.folder_edit.text()
+                return widget.folder_edit.text().strip() or default_synthetic_dir()
         return default_synthetic_dir()
 
     @guarded
