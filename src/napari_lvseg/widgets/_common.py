@@ -180,6 +180,7 @@ class LayerPicker(QComboBox):
         self.viewer = viewer
         self.layer_types = tuple(layer_types)
         self.none_text = none_text
+        self._items = []   # the layer (or None for none_text) behind each entry, as listed by the last refresh
         events = viewer.layers.events
         for name in ("inserted", "removed", "reordered"):
             getattr(events, name).connect(self._on_layers_changed)
@@ -218,8 +219,8 @@ class LayerPicker(QComboBox):
 
     def current_layer(self):
         """The chosen layer (None when none is, or it has left the viewer)."""
-        items, index = getattr(self, "_items", []), self.currentIndex()
-        layer = items[index] if 0 <= index < len(items) else None
+        index = self.currentIndex()
+        layer = self._items[index] if 0 <= index < len(self._items) else None
         return layer if layer is not None and any(layer is other for other in self.viewer.layers) else None
 
     def select(self, layer) -> None:
