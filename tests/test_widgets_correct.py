@@ -36,6 +36,14 @@ def _open_prediction(viewer, source):
     return image_layer, labels_layer
 
 
+def _open_in_panel(viewer, widget, source):
+    """`_open_prediction`, chosen in the Correct panel's pickers."""
+    image_layer, labels_layer = _open_prediction(viewer, source)
+    widget.image_picker.select(image_layer)
+    widget.labels_picker.select(labels_layer)
+    return image_layer, labels_layer
+
+
 def _paint_infarct(layer, n):
     """Turn ``n`` myocardium pixels of slice 0 into infarct through the layer's paint (an edit event)."""
     layer.brush_size = 1
@@ -46,9 +54,7 @@ def _paint_infarct(layer, n):
 def test_save_writes_corrected_pair_with_edit_count(setup, errors):
     viewer, widget, tmp = setup
     source = tmp / "case1.nii.gz"
-    image_layer, labels_layer = _open_prediction(viewer, source)
-    widget.image_picker.select(image_layer)
-    widget.labels_picker.select(labels_layer)
+    image_layer, labels_layer = _open_in_panel(viewer, widget, source)
     widget.autosave.setChecked(False)
     _paint_infarct(labels_layer, 5)
     name = widget.save()
@@ -64,9 +70,7 @@ def test_save_writes_corrected_pair_with_edit_count(setup, errors):
 def test_autosave_after_edits_replaces_one_pair_and_reopen_offers_it(setup, qtbot, errors):
     viewer, widget, tmp = setup
     source = tmp / "case1.nii.gz"
-    image_layer, labels_layer = _open_prediction(viewer, source)
-    widget.image_picker.select(image_layer)
-    widget.labels_picker.select(labels_layer)
+    image_layer, labels_layer = _open_in_panel(viewer, widget, source)
     widget.autosave_timer.setInterval(50)
     folder = PairFolder(tmp / "annotations")
     _paint_infarct(labels_layer, 3)
@@ -92,9 +96,7 @@ def test_autosave_after_edits_replaces_one_pair_and_reopen_offers_it(setup, qtbo
 
 def test_pending_autosave_saves_the_edited_case_when_the_pickers_move_on(setup, errors):
     viewer, widget, tmp = setup
-    image_layer, labels_layer = _open_prediction(viewer, tmp / "case1.nii.gz")
-    widget.image_picker.select(image_layer)
-    widget.labels_picker.select(labels_layer)
+    image_layer, labels_layer = _open_in_panel(viewer, widget, tmp / "case1.nii.gz")
     widget.autosave_timer.setInterval(60_000)   # the timer would fire long after the pickers changed
     _paint_infarct(labels_layer, 4)
     assert widget.autosave_timer.isActive()
@@ -108,9 +110,7 @@ def test_pending_autosave_saves_the_edited_case_when_the_pickers_move_on(setup, 
 
 def test_closing_the_panel_saves_pending_edits_at_once(setup, errors):
     viewer, widget, tmp = setup
-    image_layer, labels_layer = _open_prediction(viewer, tmp / "case1.nii.gz")
-    widget.image_picker.select(image_layer)
-    widget.labels_picker.select(labels_layer)
+    image_layer, labels_layer = _open_in_panel(viewer, widget, tmp / "case1.nii.gz")
     widget.autosave_timer.setInterval(60_000)
     _paint_infarct(labels_layer, 3)
     viewer.window.remove_dock_widget(widget)   # what the dock's close button does
@@ -139,9 +139,7 @@ def test_segmenting_again_does_not_autosave_the_prediction_over_a_correction(set
 
     viewer, widget, tmp = setup
     source = tmp / "case1.nii.gz"
-    image_layer, labels_layer = _open_prediction(viewer, source)
-    widget.image_picker.select(image_layer)
-    widget.labels_picker.select(labels_layer)
+    image_layer, labels_layer = _open_in_panel(viewer, widget, source)
     widget.autosave_timer.setInterval(50)
     folder = PairFolder(tmp / "annotations")
     prediction = labels_layer.data.copy()
@@ -162,9 +160,7 @@ def test_hiding_the_panel_saves_pending_edits(setup, errors):
     from qtpy.QtWidgets import QApplication
 
     viewer, widget, tmp = setup
-    image_layer, labels_layer = _open_prediction(viewer, tmp / "case1.nii.gz")
-    widget.image_picker.select(image_layer)
-    widget.labels_picker.select(labels_layer)
+    image_layer, labels_layer = _open_in_panel(viewer, widget, tmp / "case1.nii.gz")
     widget.autosave_timer.setInterval(60_000)
     _paint_infarct(labels_layer, 2)
     QApplication.sendEvent(widget, QHideEvent())   # napari's window closing hides its docks
