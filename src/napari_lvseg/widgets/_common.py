@@ -205,12 +205,8 @@ class LayerPicker(QComboBox):
         self.blockSignals(True)
         self.clear()
         self._items = ([None] if self.none_text is not None else []) + self.layers()
-        if self.none_text is not None:
-            self.addItem(self.none_text)
-        for layer in self._items:
-            if layer is not None:
-                self.addItem(layer.name)
-        index = next((i for i, layer in enumerate(self._items) if layer is chosen and layer is not None), 0)
+        self.addItems([self.none_text if layer is None else layer.name for layer in self._items])
+        index = next((i for i, layer in enumerate(self._items) if layer is not None and layer is chosen), 0)
         if self._items:
             self.setCurrentIndex(index)
         self.blockSignals(False)

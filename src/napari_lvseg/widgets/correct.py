@@ -59,6 +59,11 @@ class CorrectLogic:
             return None
         return int(np.count_nonzero(np.asarray(labels) != np.asarray(prediction)))
 
+    @staticmethod
+    def unedited_prediction(labels, metadata) -> bool:
+        """Whether labels are still the prediction kept in their layer metadata (False when none was kept)."""
+        return CorrectLogic.edited_pixels(labels, (metadata or {}).get("lvseg_prediction")) == 0
+
     def save(self, image, labels, source, model=None, prediction=None) -> str:
         """Store the pair (origin 'corrected'); returns the pair name."""
         if image is None or labels is None:
@@ -296,8 +301,7 @@ class CorrectWidget(QWidget):
         layers, self.pending = self.pending, None
         if layers is None or any(layer is None for layer in layers):
             return
-        meta = layers[1].metadata or {}
-        if CorrectLogic.edited_pixels(layers[1].data, meta.get("lvseg_prediction")) == 0:
+        if CorrectLogic.unedited_prediction(layers[1].data, layers[1].metadata):
             # the model's own output (segmenting again also counts as a paint): a saved correction must not be
             # replaced by it behind the user's back; Save does it when asked
             self.status.setText(f"'{layers[1].name}' is the model's prediction, unedited: not autosaved")
@@ -412,7 +416,7 @@ class CorrectWidget(QWidget):
         self.flush_autosave()   # the edits of the case on screen are saved before it is replaced
         labels_name = SegmentLogic.labels_name(case["name"])
         old = self.viewer.layers[labels_name] if labels_name in self.viewer.layers else None
-        if old is not None and CorrectLogic.edited_pixels(old.data, (old.metadata or {}).get("lvseg_prediction")) != 0:
+        if old is not None and not CorrectLogic.unedited_prediction(old.data, old.metadata):
             # hand edits that may be unsaved (autosave off, or its save failed): kept under another name
             old.name = f"{labels_name} (edited earlier)"
             notify_warning(f"'{labels_name}' had edits: kept as '{old.name}'")

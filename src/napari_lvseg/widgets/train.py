@@ -15,9 +15,10 @@ from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFormL
 from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (ModelPicker, choose_folder, closed_from_dock, guarded, live_widgets,
-                                          notify_error, notify_info, notify_warning, refresh_model_pickers,
-                                          register_widget, spin_box, start_worker, user_data_dir)
+from napari_lvseg.widgets._common import (ModelPicker, choose_folder, closed_from_dock, folder_of, guarded,
+                                          live_widgets, notify_error, notify_info, notify_warning,
+                                          refresh_model_pickers, register_widget, spin_box, start_worker,
+                                          user_data_dir)
 
 TASKS = ("segmentation", "synthesis")
 DEVICES = ("auto", "cpu", "cuda")
@@ -352,7 +353,7 @@ class TrainWidget(QWidget):
 
         for widget in live_widgets(self.viewer):
             if isinstance(widget, SynthesizeWidget):
-                return widget.folder_edit.text().strip() or default_synthetic_dir()
+                return folder_of(widget.folder_edit, default_synthetic_dir())
         return default_synthetic_dir()
 
     @guarded
