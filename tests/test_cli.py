@@ -94,6 +94,15 @@ def test_train_cli_then_models_lists_it(models_dir, tmp_path):
     (["segment", "img.tif", "-o", "seg.tif", "--center", "5", "400"], "lies outside"),
     (["synthesize", "mask.tif", "-o", "mask.tif"], "mask.tif: is the input file"),
     (["evaluate", "--pred", "pred", "--truth", "pred", "--out", "notes.txt/ev"], "notes.txt"),
+    (["segment", "blank.tif", "-o", "seg.tif"], "blank.tif: image is blank"),
+    (["segment", "pred", "-o", "seg.nii.gz"], "names one file, but this folder holds several images"),
+    (["train", "--data", "pred", "--data", "pred", "--mix", "nan:1", "--out", "run"], "--mix ratios must be finite"),
+    (["train", "--data", "pred", "--out", "run", "--lr", "nan"], "--lr must be a positive number"),
+    (["train", "--data", "pred", "--out", "run", "--width", "0"], "--width must be at least 1"),
+    (["train", "--data", "pred", "--out", "run", "--name", "a/b"], "invalid model name 'a/b'"),
+    (["train", "--data", "pairs", "--out", "run", "--split", "split.json"], "split file's 'val' must be a list"),
+    (["synthesize-dataset", "--masks-from", "pairs", "--n", "1", "--out", "o", "--cases", "Nope"],
+     "no case or pair named Nope"),
 ])
 def test_user_errors_are_one_line_without_traceback(models_dir, tmp_path, args, words):
     import tifffile
@@ -104,6 +113,9 @@ def test_user_errors_are_one_line_without_traceback(models_dir, tmp_path, args, 
     (tmp_path / "pred").mkdir()
     tifffile.imwrite(tmp_path / "pred" / "Case_A.tif", labels[0])
     (tmp_path / "notes.txt").write_text("not an image")
+    tifffile.imwrite(tmp_path / "blank.tif", np.full((64, 64), 3.0, np.float32))
+    (tmp_path / "split.json").write_text('{"train": ["a"], "val": 5}')
+    phantom_pair_folder(tmp_path / "pairs", n_pairs=1, n_slices=1)
     run = subprocess.run([sys.executable, "-m", "napari_lvseg.cli", *args], capture_output=True, text=True,
                          cwd=tmp_path)
     assert run.returncode == 2
@@ -130,6 +142,11 @@ def test_bad_thread_counts_are_refused_by_the_parser(tmp_path):
     run = lvseg("segment", "img.tif", "-o", "x.tif", "--threads", "-1")
     assert run.returncode == 2 and "Traceback" not in run.stderr
     assert "--threads: expected a whole number of at least 1, not '-1'" in run.stderr
+    for args in (["train", "--data", "x", "--out", "run", "--seed", "-1"],
+                 ["synthesize", "m.tif", "-o", "s.tif", "--seed", "99999999999999999999"]):
+        run = lvseg(*args)
+        assert run.returncode == 2 and "Traceback" not in run.stderr
+        assert "--seed: expected a whole number from 0 to 4294967295" in run.stderr
 
 
 def _emidec_case(root, name, image, labels):
@@ -224,3 +241,25 @@ def test_a_dicom_series_folder_is_segmented_as_one_stack(tiny_model, tmp_path, c
     err = capsys.readouterr().err.splitlines()
     assert "would overwrite the input LGE_SAX with its labels" in err[-2]
     assert "LGE_SAX and LGE_SAX.nii.gz would both be written to LGE_SAX.nii.gz" in err[-1]
+
+
+def test_a_case_folder_with_a_file_output_is_one_labels_file(tiny_model, tmp_path):
+    image, labels = make_phantom(n_slices=2, seed=5)
+    _emidec_case(tmp_path, "Case_A", image, labels)
+    run = lvseg("segment", tmp_path / "Case_A", "-o", tmp_path / "case.nii.gz", "--model", "tiny-seg")
+    assert run.returncode == 0, run.stderr
+    assert (tmp_path / "case.nii.gz").is_file()
+    assert nib.load(tmp_path / "case.nii.gz").shape == image.transpose(2, 1, 0).shape
+
+
+def test_evaluate_into_a_folder_writes_inside_it(tmp_path, capsys):
+    import tifffile
+
+    _, labels = make_phantom(n_slices=1, seed=0)
+    (tmp_path / "pred").mkdir()
+    tifffile.imwrite(tmp_path / "pred" / "Case_A.tif", labels[0])
+    (tmp_path / "results").mkdir()
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "pred"),
+                 "--out", str(tmp_path / "results")]) == 0
+    assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["evaluation.csv", "evaluation.json"]
+

@@ -67,6 +67,35 @@ def test_card_names_real_cases_and_counts_synthetic_pairs(phantom_pairs, tmp_pat
     training = json.loads((tmp_path / "run" / "card.json").read_text())["training"]
     assert training["synthetic_pairs"] == 3
     assert training["train_cases"] and not any(c.startswith("syn") for c in training["train_cases"])
+    run.out, run.mix, run.samples_per_epoch = str(tmp_path / "run0"), [1, 0], None   # synthetic at ratio 0
+    list(train(run))
+    training = json.loads((tmp_path / "run0" / "card.json").read_text())["training"]
+    assert training["synthetic_pairs"] == 0 and training["mix"] == [1]
+    assert training["samples_per_epoch"] == 3 * len(training["train_cases"])   # 3 slices per phantom case
+
+
+def test_pairs_made_from_validation_cases_are_left_out_of_training(phantom_pairs, tmp_path):
+    """A correction of a validation case (or a synthetic pair drawn from one) must not train: the same heart
+    would be on both sides of the split. Pairs from training cases, or of unknown source, train."""
+    from napari_lvseg.data.datasets import load_source, mentions_case
+    from napari_lvseg.engine.data import split_sources
+
+    derived = PairFolder(tmp_path / "derived")
+    for seed in range(5):
+        image, labels = make_phantom(n_slices=1, size=64, seed=20 + seed)
+        derived.add(image, labels, origin="corrected", source=f"/data/phantom{seed}/image.nii.gz", name=f"fix{seed}")
+    derived.add(image, labels, origin="synthetic", source="phantom3 slice 0", source_case="phantom3", name="syn3")
+    derived.add(image, labels, origin="synthetic", source="a drawn ring", name="drawn")
+    run = options(phantom_pairs, tmp_path / "run")
+    sets = [load_source(p, 64) for p in (phantom_pairs, tmp_path / "derived")]
+    train_sets, val_sets, left_out = split_sources(run, sets)
+    val_cases = set(val_sets[0].case_names())
+    assert len(val_cases) == 2 and not val_sets[1].case_names()
+    held = {f"fix{c[-1]}" for c in val_cases} | ({"syn3"} if "phantom3" in val_cases else set())
+    assert set(left_out) == held
+    assert set(train_sets[1].case_names()) == {"fix0", "fix1", "fix2", "fix3", "fix4", "syn3", "drawn"} - held
+    assert mentions_case("/d/Case_N012/Images/Case_N012.nii.gz", ["Case_N012"])
+    assert not mentions_case("/d/Case_N0123/x.tif", ["Case_N012"])
 
 
 def test_run_folder_is_a_model(phantom_pairs, tmp_path):
@@ -124,6 +153,21 @@ def test_existing_run_needs_resume(phantom_pairs, tmp_path):
         list(train(options(phantom_pairs, tmp_path / "run", epochs=1)))
     with pytest.raises(LvsegError, match="nothing to resume"):
         list(train(options(phantom_pairs, tmp_path / "new"), resume=True))
+    (tmp_path / "run" / "last.pt").unlink()   # a model folder (card + weights) without a run in it
+    model_before = (tmp_path / "run" / "model.safetensors").read_bytes()
+    with pytest.raises(LvsegError, match="already holds a model"):
+        list(train(options(phantom_pairs, tmp_path / "run", epochs=1)))
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == model_before
+
+
+def test_training_gives_back_the_thread_count_it_found(phantom_pairs, tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        list(train(options(phantom_pairs, tmp_path / "run", epochs=1, threads=1)))
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_checkpoints_refuse_foreign_pickles(tmp_path):

@@ -71,12 +71,12 @@ def test_explicit_center_is_used(oracle):
 @pytest.mark.parametrize("center", [(200, 10), (-1, 10), (10, 180), (float("nan"), 5)])
 def test_center_off_the_image_is_refused(oracle, center):
     with pytest.raises(LvsegError, match=r"scan.tif: centre \(.*\) lies outside the 200x180 image"):
-        segment(np.zeros((200, 180), np.float32), oracle, center=center, name="scan.tif")
+        segment(image_with_disk((200, 180), (100, 90), radius=20), oracle, center=center, name="scan.tif")
 
 
 def test_center_needs_two_values(oracle):
     with pytest.raises(LvsegError, match=r"a crop centre is \(y, x\), not \(1, 2, 3\)"):
-        segment(np.zeros((64, 64), np.float32), oracle, center=(1, 2, 3))
+        segment(image_with_disk((64, 64), (30, 34), radius=9), oracle, center=(1, 2, 3))
 
 
 def test_tta_and_uncertainty(oracle):
@@ -107,7 +107,7 @@ def test_segment_steps_report_each_forward_pass_and_stop_between_them(oracle, tt
     assert not net.training and not torch.is_inference_mode_enabled()   # no inference mode held across a step
     steps.close()   # a stopped worker's generator, closed when it is collected
     assert net.training   # the network's mode is given back
-    segment(np.zeros((2, 150, 150), np.float32), oracle)   # larger than the grid: the LV search runs first
+    segment(image_with_disk((2, 150, 150), (70, 80), radius=9), oracle)   # larger than the grid: LV search first
     assert net.training
 
 
@@ -183,6 +183,7 @@ def test_segment_applies_the_cards_class_weights():
     (np.zeros((2, 2, 64, 64)), "dimensions"),
     (np.full((64, 64), np.nan), "NaN"),
     (np.zeros((64, 8)), "too small"),
+    (np.full((2, 64, 64), 7.0), r"image is blank \(every pixel is 7.0\)"),
     (np.zeros((64, 64, 3), np.uint8) + np.arange(64)[:, None, None].astype(np.uint8), "RGB"),
 ])
 def test_bad_images_give_one_line_errors(oracle, bad, match):

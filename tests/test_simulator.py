@@ -266,3 +266,15 @@ def test_ops_on_stacks(phantom_slices):
     assert NO_REFLOW not in sim.remove_no_reflow(stack)
     with pytest.raises(LvsegError, match="shape"):
         sim.apply_to_stack(sim.remove_no_reflow, np.zeros((2, 2, 8, 8), np.uint8))
+
+
+def test_a_failing_slice_of_a_stack_edit_is_named():
+    def fails_on_lv(s):
+        if s.any():
+            raise LvsegError("labels fail the anatomy check: cavity touches background")
+        return s
+
+    stack = np.zeros((3, 8, 8), np.uint8)
+    stack[1, 2, 2] = 1
+    with pytest.raises(LvsegError, match="^slice 1: labels fail the anatomy check"):
+        sim.apply_to_stack(fails_on_lv, stack)

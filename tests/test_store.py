@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -163,7 +164,10 @@ def test_corrupt_card_error_names_file(seg_dir):
     ({"input_size": "abc"}, "field 'input_size' must be a whole number"),
     ({"input_size": 0}, "field 'input_size' must be a whole number"),
     ({"postprocess": "x"}, "field 'postprocess' must be an object"),
-    ({"normalization": {"low": "x"}}, "normalization 'low' must be a number"),
+    ({"normalization": {"low": "x"}}, "normalization 'low' must be a percentile 0..100"),
+    ({"normalization": {"high": 150}}, "normalization 'high' must be a percentile 0..100"),
+    ({"normalization": {"intensity_range": "abc"}}, "'intensity_range' must be two numbers"),
+    ({"input_size": 100, "params": {"depth": 4}}, "'input_size' 100 must be divisible by 2**depth = 16"),
     ({"metrics": 5}, "field 'metrics' must be an object"),
     ({"architecture": "SegmentationEnsemble", "params": {"members": [{"architecture": "AttentionResUNet"}]}},
      "ensemble member 1 needs an 'architecture' name and 'params'"),
@@ -237,6 +241,11 @@ def test_registry_lists_user_models(models_dir, seg_dir, tmp_path, monkeypatch):
     save_model(tmp_path / "syn", Pix2PixGenerator(base_width=2, depth=3),
                ModelCard(name="syn", task="synthesis", architecture="Pix2PixGenerator"))
     register_model(tmp_path / "syn")
+    assert register_model(tmp_path / "syn", name="my-seg", unique=True).name == "my-seg-2"   # never replaces
+    assert register_model(tmp_path / "syn", unique=True).name == "syn-2"
+    assert store.free_model_name("fresh") == "fresh"
+    for extra in ("my-seg-2", "syn-2"):
+        shutil.rmtree(models_dir / extra)
     entries = list_models()
     assert [(e.name, e.task, e.source) for e in entries] == [("my-seg", "segmentation", "user"),
                                                             ("syn", "synthesis", "user")]

@@ -120,3 +120,17 @@ def test_evaluate_synthesis_writes_strict_json(run, pairs, tmp_path, monkeypatch
     assert result["n_slices"] == 2 and len(result["pairs"]) == 2
     assert all(np.isfinite(result[k]) for k in ("psnr", "ssim", "l1", "fid", "kid"))
     assert "random conv net" in result["feature_network"]
+
+
+def test_synthesize_dataset_adds_to_a_folder_but_never_replaces_its_pairs(run, pairs, tmp_path, capsys):
+    out = tmp_path / "syn"
+    assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "2", "--out", str(out),
+                 "--model", str(run)]) == 0
+    before = {p.name: p.read_bytes() for p in (out / "images").iterdir()}
+    assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "3", "--out", str(out),
+                 "--model", str(run)]) == 2
+    assert "already holds 2 of the pairs seed 0 makes" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (out / "images").iterdir()} == before
+    assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "1", "--out", str(out),
+                 "--model", str(run), "--seed", "7"]) == 0
+    assert len(PairFolder.open(out).records()) == 3

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import weakref
+
 import pytest
 
 pytest.importorskip("napari")
@@ -123,3 +125,81 @@ def test_bad_options_notify_and_start_nothing(setup, errors):
     with pytest.raises(Exception, match="ratio"):
         TrainLogic.build_options("segmentation", [(tmp, 1.0), (tmp, None)], tmp / "r")
     assert format_eta(75) == "ETA 1:15" and format_eta(3725) == "ETA 1:02:05" and format_eta(None) == "ETA --"
+
+
+def test_a_run_paused_in_one_panel_resumes_from_another_with_its_saved_settings(setup, qtbot, errors, pairs):
+    viewer, widget, tmp = setup
+    widget.epochs.setValue(50)
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.logic.losses) >= 1, timeout=60_000)
+    widget.pause()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    steps_at_pause = widget.logic.last_event.step
+
+    other = TrainWidget(viewer)   # a fresh panel, as after restarting napari
+    viewer.window.add_dock_widget(other)
+    other.task.setCurrentText("synthesis")
+    other.add_source(pairs)
+    assert not other.resume_button.isEnabled()
+    other.run_folder.setText(str(tmp / "run"))
+    assert other.resume_button.isEnabled()
+    assert other.start() is None and "press Resume" in errors[-1]
+    assert other.resume() is not None
+    assert other.task.currentText() == "segmentation" and other.epochs.value() == 50
+    qtbot.waitUntil(lambda: other.logic.last_event is not None and other.logic.last_event.kind == "step",
+                    timeout=60_000)
+    assert other.logic.last_event.step == steps_at_pause + 1 and other.logic.last_event.total_steps == 100
+    other.cancel()
+    qtbot.waitUntil(lambda: not other.running, timeout=60_000)
+    other.run_folder.setText(str(tmp / "elsewhere"))
+    assert other.resume() is None and "nothing to resume" in errors[-1]
+
+
+def test_two_runs_in_folders_of_one_name_register_two_models(setup, qtbot, errors):
+    viewer, widget, tmp = setup
+    for parent in ("a", "b"):
+        widget.run_folder.setText(str(tmp / parent / "run"))
+        widget.start()
+        qtbot.waitUntil(lambda: not widget.running, timeout=90_000)
+    assert errors == []
+    assert widget.logic.registered == tmp / "user-models" / "run-2"
+    assert (tmp / "user-models" / "run" / "model.safetensors").is_file()
+
+
+def test_closing_napari_twice_while_the_run_stops_asks_once(setup, qtbot, errors):
+    viewer, widget, tmp = setup
+    widget.epochs.setValue(50)
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.logic.losses) >= 1, timeout=60_000)
+    asked, closed = [], []
+
+    class Window:   # stands in for napari's window, which the test fixture closes itself
+        def close(self):
+            closed.append(True)
+
+    window = Window()
+    widget._window = weakref.ref(window)
+    widget.ask_close = lambda: asked.append(True) or True
+    widget.wait_stopped = lambda timeout_s: False   # the step in hand takes longer than napari waits
+    assert widget.close_requested() is False and widget.closing
+    assert widget.close_requested() is False and asked == [True]
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert widget.logic.last_event.kind == "stopped" and (tmp / "run" / "last.pt").is_file()
+    assert closed == [True]   # napari's close, asked for once more when the run had stopped
+
+
+def test_synthesis_runs_plot_ssim_and_report_psnr():
+    from napari_lvseg.engine.events import Event
+
+    logic = TrainLogic()
+    logic.start("synthesis")
+    event = Event("validation", epoch=2, epochs=5, step=40, total_steps=100,
+                  metrics={"l1": 0.25, "psnr": 15.84, "ssim": 0.095})
+    logic.record(event)
+    assert logic.dice == {"ssim": [(40, 0.095)]}
+    assert TrainLogic.validation_text(event) == "epoch 2: validation PSNR 15.84 dB, SSIM 0.095, L1 0.250"
+    logic.dice.clear()
+    logic.start("segmentation")
+    logic.record(Event("validation", epoch=1, epochs=5, step=20, total_steps=100,
+                       metrics={"cavity": 0.9, "myocardium": 0.8, "mean": 0.85, "ssim": 0.5}))
+    assert set(logic.dice) == {"cavity", "myocardium"}

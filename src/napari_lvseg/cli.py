@@ -24,6 +24,17 @@ def positive_int(text: str) -> int:
     return value
 
 
+def seed_int(text: str) -> int:
+    """argparse type: a random seed, 0 .. 2**32 - 1 (what numpy and torch both take)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value < 2 ** 32:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {2 ** 32 - 1}, not {text!r}")
+    return value
+
+
 def output_path(path, inputs=(), kinds=("nifti", "tiff")) -> Path:
     """An output file checked before any work: a writable format, and not one of the input files."""
     from .io import image_kind
@@ -71,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--samples-per-epoch", type=int, default=None, help="default: one pass over the training slices")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
     p.add_argument("--split", metavar="JSON", help='case split {"train": [...], "val": [...], "test": [...]}')
     p.add_argument("--val-fraction", type=float, default=0.15, help="validation cases when no --split is given")
@@ -109,8 +120,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
-        parser.print_help()
-        return 0
+        parser.print_help(sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except LvsegError as exc:
@@ -146,7 +157,12 @@ def cmd_segment(args) -> int:
 
     set_threads(args.threads)
     src = Path(args.input)
-    if src.is_dir() and image_kind(src) != "dicom":   # a DICOM folder is one series, so one image
+    one_file = image_kind(args.output) in ("nifti", "tiff")   # -o names a labels file, not a folder
+    # a DICOM folder is one series, and a case folder one stack when -o names a file; other folders are many
+    if src.is_dir() and image_kind(src) != "dicom" and not (one_file and image_kind(src) == "emidec-case"):
+        if one_file:
+            raise LvsegError(f"-o {args.output} names one file, but this folder holds several images: give an "
+                             "output folder", src)
         return _segment_folder(args, src)
     output = output_path(args.output, [src])    # output problems too are reported before any work
     uncertainty = output_path(args.uncertainty, [src, output]) if args.uncertainty else None
@@ -254,7 +270,8 @@ def cmd_train(args) -> int:
     if args.register and rank0 and last is not None and last.kind == "done":
         from .models.store import register_model
 
-        print(f"registered as {register_model(args.out, name=args.name).name}")
+        # an explicit --name replaces that user model; the run folder's name is never taken from another one
+        print(f"registered as {register_model(args.out, name=args.name, unique=args.name is None).name}")
     return 0 if last is not None and last.kind == "done" else 1
 
 
@@ -301,6 +318,8 @@ def cmd_evaluate(args) -> int:
     print("\nEMIDEC protocol:")
     print(format_table(emidec_rows, None))
     prefix = Path(args.out) if args.out else Path(args.pred) / "evaluation"
+    if prefix.is_dir() or not prefix.name.strip("."):   # --out . or --out results/: the files go inside
+        prefix = prefix / "evaluation"
     from .io.atomic import write_json_atomic
     from .metrics import write_csv
 

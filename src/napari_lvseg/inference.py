@@ -213,6 +213,8 @@ def check_segmentable(image: np.ndarray, name: str) -> np.ndarray:
     image = check_image(np.asarray(image), name)
     if min(image.shape[-2:]) < 16:
         raise LvsegError(f"image too small to hold a left ventricle ({image.shape[-2:]})", name)
+    if image.min() == image.max():   # normalisation would invent contrast out of nothing
+        raise LvsegError(f"image is blank (every pixel is {image.flat[0]}): nothing to segment", name)
     return image
 
 

@@ -131,12 +131,18 @@ def synthesize_dataset(masks_from, n: int, out, model=None, seed: int = 0, cases
         raise LvsegError("no slice with a valid LV mask to start from", masks_from)
     rng = np.random.default_rng(seed)
     folder = PairFolder(out)
+    names = [f"synthetic_s{seed}_{k:05d}" for k in range(n)]
+    if PairFolder.is_pair_folder(out):   # adding to a folder: never replace the pairs already there
+        taken = {r["name"] for r in folder.records()} & set(names)
+        if taken:
+            raise LvsegError(f"already holds {len(taken)} of the pairs seed {seed} makes ({min(taken)} ...): "
+                             "add more with another --seed, or write to another --out", out)
     for k in range(n):
         case, z, template = templates[int(rng.integers(len(templates)))]
         mask = simulate_mask(template, rng) if simulate else template.copy()
         image = synthesize(mask, (net, card), seed + k)
         folder.add(image, mask, origin="synthetic", source=f"{case} slice {z}", model=card.name, seed=seed + k,
-                   name=f"synthetic_s{seed}_{k:05d}", source_data=str(masks_from), source_case=case,
+                   name=names[k], source_data=str(masks_from), source_case=case,
                    source_slice=z, generator_path=generator_path, simulated=bool(simulate))
     return folder
 

@@ -10,13 +10,13 @@ from pathlib import Path
 
 def add_parsers(sub, add_model) -> None:
     """Register the synthesis subcommands on the ``lvseg`` sub-parser collection."""
-    from .cli import positive_int
+    from .cli import positive_int, seed_int
 
     p = sub.add_parser("synthesize", help="render a synthetic LGE image from a label mask (NIfTI/TIFF, 2-D or stack)")
     p.add_argument("mask", help="labels 0..4 (NIfTI or TIFF, a slice or a stack)")
     p.add_argument("-o", "--output", required=True, help="image file; same shape as MASK (NIfTI keeps its header)")
     add_model(p, "synthesis")
-    p.add_argument("--seed", type=int, default=0, help="noise seed: same seed, same image")
+    p.add_argument("--seed", type=seed_int, default=0, help="noise seed: same seed, same image")
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize)
 
@@ -25,7 +25,7 @@ def add_parsers(sub, add_model) -> None:
     p.add_argument("--n", type=int, required=True, help="number of pairs to write")
     p.add_argument("--out", required=True, metavar="DIR", help="pair folder (created or added to)")
     add_model(p, "synthesis")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--cases", nargs="+", metavar="CASE", help="only these source cases / pairs")
     p.add_argument("--no-simulate", action="store_true", help="use the source masks unchanged (no mask simulator)")
     p.add_argument("--threads", type=positive_int, default=None)
@@ -35,7 +35,7 @@ def add_parsers(sub, add_model) -> None:
     add_model(p, "synthesis")
     p.add_argument("--data", required=True, metavar="DIR", help="EMIDEC folder or pair folder with real images")
     p.add_argument("--cases", nargs="+", metavar="CASE", help="only these cases / pairs (e.g. the held-out ones)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--out", metavar="FILE.json", help="also write the full result (with per-pair rows) here")
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_evaluate_synthesis)

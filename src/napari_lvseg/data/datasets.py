@@ -7,6 +7,7 @@ set is ~40 MB), normalised and brought to the training grid; sampling then only 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,14 +27,16 @@ class SliceSet:
     labels: np.ndarray  # (N, S, S) uint8
     cases: list = field(default_factory=list)   # case (or pair) name per slice
     origin: list = field(default_factory=list)  # 'real' | 'corrected' | 'synthetic' per slice
+    # where each slice came from: its case for real slices; a pair's source case, file or layer name (or "")
+    derived_from: list = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.images)
 
     def subset(self, case_names) -> "SliceSet":
         keep = [i for i, c in enumerate(self.cases) if c in set(case_names)]
-        return SliceSet(self.name, self.images[keep], self.labels[keep],
-                        [self.cases[i] for i in keep], [self.origin[i] for i in keep])
+        return SliceSet(self.name, self.images[keep], self.labels[keep], [self.cases[i] for i in keep],
+                        [self.origin[i] for i in keep], [self.derived_from[i] for i in keep])
 
     def input(self, j: int, context: int = 0) -> np.ndarray:
         """Slice ``j`` with ``context`` neighbours each side from its own case (C, S, S), ends repeated."""
@@ -50,7 +53,7 @@ class SliceSet:
             yield case, self.images[idx], self.labels[idx]
 
 
-def _add_volume(acc, image, labels, case, origin, size, normalization, path):
+def _add_volume(acc, image, labels, case, origin, size, normalization, path, derived_from=None):
     image = np.asarray(image)
     labels = np.asarray(labels)
     if image.ndim == 2:
@@ -69,6 +72,7 @@ def _add_volume(acc, image, labels, case, origin, size, normalization, path):
     acc["labels"].append(lab)
     acc["cases"] += [case] * len(img)
     acc["origin"] += [origin] * len(img)
+    acc["derived_from"] += [case if derived_from is None else derived_from] * len(img)
 
 
 def load_source(path, size: int = 128, normalization: dict | None = None, cases=None) -> SliceSet:
@@ -77,7 +81,7 @@ def load_source(path, size: int = 128, normalization: dict | None = None, cases=
     from ..io.pairs import PairFolder
 
     path = Path(path)
-    acc = {"images": [], "labels": [], "cases": [], "origin": []}
+    acc = {"images": [], "labels": [], "cases": [], "origin": [], "derived_from": []}
     if not path.exists():
         raise LvsegError("no such file or folder", path)
     if PairFolder.is_pair_folder(path):
@@ -87,7 +91,8 @@ def load_source(path, size: int = 128, normalization: dict | None = None, cases=
                 continue
             image, mask = folder.read(record["name"])
             _add_volume(acc, image, mask, record["name"], record.get("origin", "real"), size, normalization,
-                        path / "masks" / record["name"])
+                        path / "masks" / record["name"],
+                        derived_from=str(record.get("source_case") or record.get("source") or ""))
     else:
         found = emidec.find_cases(path)
         if not found:
@@ -99,10 +104,23 @@ def load_source(path, size: int = 128, normalization: dict | None = None, cases=
             if labels is None:
                 continue  # an unlabelled case cannot train
             _add_volume(acc, image.data, labels.data, case.name, "real", size, normalization, case.labels_path)
+    if cases is not None:
+        present = ({r["name"] for r in PairFolder.open(path).records()} if PairFolder.is_pair_folder(path)
+                   else {case.name for case in emidec.find_cases(path)})
+        missing = sorted(set(cases) - present)
+        if missing:
+            raise LvsegError(f"no case or pair named {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
+                             path)
     if not acc["images"]:
         raise LvsegError("no labelled slices to train on", path)
     return SliceSet(path.name, np.concatenate(acc["images"]), np.concatenate(acc["labels"]),
-                    acc["cases"], acc["origin"])
+                    acc["cases"], acc["origin"], acc["derived_from"])
+
+
+def mentions_case(text: str, cases) -> bool:
+    """Whether ``text`` (a pair's source: case name, file path or layer name) names one of ``cases``
+    as a whole word ("Case_N012" is in "/data/Case_N012/Images/Case_N012.nii.gz", not in "Case_N0123")."""
+    return any(re.search(rf"(?<![A-Za-z0-9]){re.escape(c)}(?![A-Za-z0-9])", text) for c in cases)
 
 
 def read_split(path) -> dict:
@@ -113,6 +131,10 @@ def read_split(path) -> dict:
         raise LvsegError(f"cannot read split file ({exc})", path) from None
     if not isinstance(split, dict) or "train" not in split:
         raise LvsegError("split file needs a 'train' list (and usually 'val', 'test')", path)
+    for key in ("train", "val", "test"):
+        names = split.get(key, [])
+        if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
+            raise LvsegError(f"split file's {key!r} must be a list of case names, not {names!r}"[:200], path)
     return split
 
 

@@ -58,7 +58,13 @@ def apply_to_stack(fn, labels, *args, **kwargs) -> np.ndarray:
         return fn(labels, *args, **kwargs)
     if labels.ndim != 3:
         raise LvsegError(f"labels must be a slice (Y, X) or a stack (Z, Y, X), got shape {labels.shape}")
-    return np.stack([fn(s, *args, **kwargs) for s in labels]).astype(np.uint8)
+    out = []
+    for z, s in enumerate(labels):
+        try:
+            out.append(fn(s, *args, **kwargs))
+        except LvsegError as exc:  # say which slice of the stack failed
+            raise LvsegError(f"slice {z}: {exc}", exc.path) from None
+    return np.stack(out).astype(np.uint8)
 
 
 def _per_slice(fn):

@@ -60,6 +60,8 @@ def prepare_run(options: TrainOptions, resume: bool) -> tuple[TrainOptions, dict
         return saved, load_checkpoint(last)
     if last.exists():
         raise LvsegError("run folder already holds a training run (use --resume, or another --out)", out)
+    if (out / "model.safetensors").exists():  # a new run would replace that model with its own
+        raise LvsegError("folder already holds a model; choose a new run folder", out)
     return options, None
 
 
@@ -97,6 +99,7 @@ def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = F
     options, checkpoint = prepare_run(options, resume)
     options.validate()
     stop = stop or StopToken()
+    threads_before = torch.get_num_threads()  # given back at the end: the GUI segments after training
     if options.threads:
         torch.set_num_threads(int(options.threads))
     world = init_world(resolve_device(options.device))
@@ -186,7 +189,7 @@ def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = F
                 yield emit(Event("checkpoint", epoch=epoch + 1, epochs=options.epochs, step=global_step,
                                  total_steps=total_steps, path=str(out / "last.pt")))
             barrier(world)
-        if world.is_main and not (out / "model.safetensors").exists():
+        if world.is_main and best == -math.inf:
             task.export(out, {}, options.epochs)  # no validation data: the last model is the model
         yield emit(Event("done", epoch=options.epochs, epochs=options.epochs, step=global_step,
                          total_steps=total_steps, elapsed=elapsed0 + time.time() - t0, path=str(out),
@@ -197,3 +200,4 @@ def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = F
         if task is not None and task.data is not None:
             task.data.close()
         shutdown(world)
+        torch.set_num_threads(threads_before)

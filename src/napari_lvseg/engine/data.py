@@ -8,31 +8,38 @@ from pathlib import Path
 import numpy as np
 
 from ..data.augment import augment_sample
-from ..data.datasets import epoch_indices, load_source, read_split, split_cases
+from ..data.datasets import epoch_indices, load_source, mentions_case, read_split, split_cases
 from ..errors import LvsegError
 
 EMIDEC_LICENCE = "CC BY-NC-SA 4.0 (weights trained on EMIDEC data, emidec.com)"
 
 
 def split_sources(options, sets):
-    """Case-level train/validation split of the real sources; pair folders always train.
+    """Case-level train/validation split of the real sources; pair folders train.
 
-    Returns two lists aligned with ``sets`` (an entry may hold no slices).
+    A corrected or synthetic pair made from a held-out case (a validation case; under a split file a
+    validation or test case) would show that case's image in training too: it is left out.
+    Returns (train, val, left_out): two lists aligned with ``sets`` (an entry may hold no slices) and
+    the names of the pairs left out.
     """
     split = read_split(options.split) if options.split else None
-    train, val = [], []
     real_names = sorted({c for s in sets for c, o in zip(s.cases, s.origin) if o == "real"})
     if split is None:
         _, val_names = split_cases(real_names, options.val_fraction, options.seed)
+        held_out = set(val_names)
     else:
         val_names = list(split.get("val", []))
+        held_out = set(val_names) | set(split.get("test", []))
+    train, val, left_out = [], [], []
     for s in sets:
-        if split is not None:
-            allowed = set(split["train"]) | {c for c, o in zip(s.cases, s.origin) if o != "real"}
-            s = s.subset([c for c in s.case_names() if c in allowed or c in val_names])
-        train.append(s.subset([c for c in s.case_names() if c not in val_names]))
+        derived = {c: d for c, o, d in zip(s.cases, s.origin, s.derived_from) if o != "real"}
+        leaked = {c for c, d in derived.items() if mentions_case(d, held_out)}
+        left_out += sorted(leaked)
+        allowed = None if split is None else set(split["train"]) | set(derived)
+        train.append(s.subset([c for c in s.case_names() if c not in val_names and c not in leaked
+                               and (allowed is None or c in allowed)]))
         val.append(s.subset([c for c in s.case_names() if c in val_names]))
-    return train, val
+    return train, val, left_out
 
 
 class Task:
@@ -93,10 +100,11 @@ class TrainingData:
         self.context = context  # neighbour slices each side in a sample's channels
         self.transform, self.rare_boost, self.world = transform, rare_boost, world
         sets = [load_source(p, o.size, normalization) for p in o.data]
-        mix = list(o.mix) if o.mix else [len(s) for s in sets]  # default: proportional to size
-        train, val = split_sources(o, sets)
-        self.train_sets = [t for t in train if len(t)]
-        self.mix = [m for t, m in zip(train, mix) if len(t)]
+        train, val, self.left_out = split_sources(o, sets)
+        mix = list(o.mix) if o.mix else [len(t) for t in train]  # default: proportional to training slices
+        # a source at ratio 0 only validates: it adds nothing to training, to the epoch length or to the card
+        self.train_sets = [t for t, m in zip(train, mix) if len(t) and m > 0]
+        self.mix = [m for t, m in zip(train, mix) if len(t) and m > 0]
         self.val_sets = [v for v in val if len(v)]
         if not self.train_sets:
             raise LvsegError("no training slices left after the validation split")
@@ -108,7 +116,9 @@ class TrainingData:
         n_train = sum(len(s) for s in self.train_sets)
         n_val = sum(len(s) for s in self.val_sets)
         cases = sum(len(s.case_names()) for s in self.val_sets)
-        return f"{n_train} training slices, {n_val} validation slices from {cases} cases; {self.samples} samples/epoch"
+        left = f"; {len(self.left_out)} pairs made from held-out cases left out" if self.left_out else ""
+        return (f"{n_train} training slices, {n_val} validation slices from {cases} cases; "
+                f"{self.samples} samples/epoch{left}")
 
     def samples_per_step(self) -> int:
         return self.options.batch_size * self.world.size
@@ -166,7 +176,8 @@ class TrainingData:
                 # real and corrected cases by name; synthetic pairs (thousands of them) by number
                 "train_cases": sorted({c for s in self.train_sets for c, k in zip(s.cases, s.origin) if k != "synthetic"}),
                 "synthetic_pairs": len({c for s in self.train_sets for c, k in zip(s.cases, s.origin) if k == "synthetic"}),
-                "val_cases": sorted({c for s in self.val_sets for c in s.cases})}
+                "val_cases": sorted({c for s in self.val_sets for c in s.cases}),
+                "left_out_pairs": len(self.left_out)}  # made from held-out cases
 
     def licence(self) -> str:
         real = any(origin == "real" for s in self.train_sets for origin in s.origin)

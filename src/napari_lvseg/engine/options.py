@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -49,7 +50,23 @@ class TrainOptions:
     checkpoint_every: int = 50                     # steps between `last` checkpoints (and each epoch end)
     validate_every: int = 1                        # epochs
 
+    def _check_types(self) -> None:
+        """Each field holds its declared type (an options.json edited by hand must not crash deep inside)."""
+        kinds = {"int": (int,), "float": (int, float), "str": (str,), "list": (list,), "bool": (bool,),
+                 "None": (type(None),)}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            allowed = tuple(t for part in str(f.type).split("|") for t in kinds[part.strip()])
+            if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+                raise LvsegError(f"option {f.name} must be {str(f.type).replace('|', 'or')}, not {value!r}")
+        for name in ("data", "mix", "ce_weights", "l1_weights"):
+            value = getattr(self, name) or []
+            element = str if name == "data" else (int, float)
+            if not all(isinstance(v, element) and not isinstance(v, bool) for v in value):
+                raise LvsegError(f"option {name} holds a value of the wrong kind: {value!r}")
+
     def validate(self) -> None:
+        self._check_types()
         if self.task not in TASKS:
             raise LvsegError(f"unknown task {self.task!r} (choose {', '.join(TASKS)})")
         if not self.data:
@@ -59,10 +76,22 @@ class TrainOptions:
         for name in ("epochs", "batch_size", "size", "checkpoint_every", "validate_every"):
             if getattr(self, name) < 1:
                 raise LvsegError(f"--{name.replace('_', '-')} must be at least 1")
-        if self.mix is not None and (min(self.mix) < 0 or sum(self.mix) <= 0):
-            raise LvsegError(f"--mix ratios must be non-negative with a positive sum, got {self.mix}")
-        if self.lr is not None and self.lr <= 0:
-            raise LvsegError(f"--lr must be positive, got {self.lr}")
+        if self.mix is not None and (not all(math.isfinite(m) for m in self.mix) or min(self.mix) < 0
+                                     or sum(self.mix) <= 0):
+            raise LvsegError(f"--mix ratios must be finite, non-negative, with a positive sum, got {self.mix}")
+        if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
+            raise LvsegError(f"--lr must be a positive number, got {self.lr}")
+        for name in ("rare_boost", "val_fraction", "dropout", "l1_lambda"):
+            if not math.isfinite(getattr(self, name)):
+                raise LvsegError(f"--{name.replace('_', '-')} must be a number, got {getattr(self, name)}")
+        if self.width is not None and self.width < 1:
+            raise LvsegError(f"--width must be at least 1, got {self.width}")
+        if self.depth < 1 or not 0 <= self.seed < 2 ** 32:
+            raise LvsegError(f"--depth must be at least 1 and --seed in 0..{2 ** 32 - 1}")
+        if self.name is not None:
+            from ..models.store import check_model_name
+
+            check_model_name(self.name)
         if not 0 <= self.context <= 3:
             raise LvsegError(f"--context must be 0..3 neighbour slices, got {self.context}")
         if self.workers < 0:

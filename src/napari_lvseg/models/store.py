@@ -73,8 +73,15 @@ def _check_card_values(data: dict, source) -> None:
             raise LvsegError(f"model card field {key!r} must be an object", source)
     norm = data.get("normalization", {})
     for key in ("low", "high"):
-        if key in norm and not number(norm[key]):
-            raise LvsegError(f"model card normalization {key!r} must be a number, not {norm[key]!r}", source)
+        if key in norm and not (number(norm[key]) and 0 <= norm[key] <= 100):
+            raise LvsegError(f"model card normalization {key!r} must be a percentile 0..100, not {norm[key]!r}",
+                             source)
+    span = norm.get("intensity_range", [0.0, 1.0])
+    if not (isinstance(span, (list, tuple)) and len(span) == 2 and all(number(v) for v in span)):
+        raise LvsegError(f"model card normalization 'intensity_range' must be two numbers, not {span!r}", source)
+    depth = data.get("params", {}).get("depth")
+    if isinstance(depth, int) and 0 < depth < 16 and size % 2 ** depth:
+        raise LvsegError(f"model card 'input_size' {size} must be divisible by 2**depth = {2 ** depth}", source)
     members = data.get("params", {}).get("members") if data["architecture"] == "SegmentationEnsemble" else None
     for i, member in enumerate(members or [], 1):
         if not (isinstance(member, dict) and isinstance(member.get("architecture"), str)
@@ -432,16 +439,37 @@ def resolve(ref, task: str | None = None) -> Path:
     raise LvsegError(f"no such file, folder or registered model (registered: {known})", ref)
 
 
-def register_model(src_dir, name: str | None = None) -> Path:
-    """Copy a model directory (its card and weights only) into the user model folder; return the new path."""
+def check_model_name(name, source=None) -> str:
+    """A registry name is a plain folder name."""
+    if not isinstance(name, str) or not name or name in (".", "..") or any(sep in name for sep in ("/", "\\", os.sep)):
+        raise LvsegError(f"invalid model name {name!r} (a plain name, no path)", source)
+    return name
+
+
+def free_model_name(name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``, ... if a bundled or user model (of any task) already has it."""
+    root = user_models_dir()
+    taken = {e.name for e in list_models()} | ({p.name for p in root.iterdir()} if root.is_dir() else set())
+    candidate, k = name, 1
+    while candidate in taken:
+        k += 1
+        candidate = f"{name}-{k}"
+    return candidate
+
+
+def register_model(src_dir, name: str | None = None, unique: bool = False) -> Path:
+    """Copy a model directory (its card and weights only) into the user model folder; return the new path.
+
+    A user model of the same name is replaced, unless ``unique``: then the name gets a free suffix
+    (two run folders called "run" must not replace each other's model)."""
     src = Path(src_dir)
     card_path, weights_path = _locate(src)
     if weights_path.suffix.lower() != ".safetensors":
         raise LvsegError("only model directories with model.safetensors can be registered", src)
     card = read_card(card_path)
-    name = name or card.name
-    if not name or name in (".", "..") or any(sep in name for sep in ("/", "\\", os.sep)):
-        raise LvsegError(f"invalid model name {name!r}", src)
+    name = check_model_name(name or card.name, src)
+    if unique:
+        name = free_model_name(name)
     card.name = name
     root = user_models_dir()
     root.mkdir(parents=True, exist_ok=True)

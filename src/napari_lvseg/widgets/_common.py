@@ -248,8 +248,11 @@ class ModelPicker(QComboBox):
         except Exception as exc:  # noqa: BLE001 - a broken registry must not break the panel
             notify_error(exc)
             entries = []
+        names = [entry.name for entry in entries]
         for entry in entries:
-            self.addItem(f"{entry.name} ({entry.source})", entry.name)
+            # a user model of the same name shadows a bundled one by name: the bundled one goes by its path
+            shadowed = entry.source == "bundled" and names.count(entry.name) > 1
+            self.addItem(f"{entry.name} ({entry.source})", str(entry.path) if shadowed else entry.name)
         index = self.findData(current) if current is not None else -1
         if index >= 0:
             self.setCurrentIndex(index)

@@ -43,6 +43,19 @@ class SynthesizeLogic:
         return data.astype(np.uint8)
 
     @staticmethod
+    def check_trainable(mask, name: str) -> None:
+        """Refuse a mask that would teach a network nonsense: no LV at all, or anatomically impossible."""
+        from napari_lvseg.data.simulator import anatomy_problems
+
+        if not np.isin(mask, lb.FOREGROUND).any():
+            raise LvsegError(f"'{name}' holds no LV (no class 1..4): draw a new LV mask or open one")
+        problems = anatomy_problems(mask)
+        if problems:
+            more = f" (+{len(problems) - 2} more)" if len(problems) > 2 else ""
+            raise LvsegError(f"'{name}' is not a training mask: {'; '.join(problems[:2])}{more}; fix it and "
+                             "synthesize again")
+
+    @staticmethod
     def new_ring(shape, center=None, radius: float = 20.0, thickness: float = 8.0) -> np.ndarray:
         from napari_lvseg.data.simulator import draw_lv_ring
 
@@ -95,6 +108,7 @@ class SynthesizeLogic:
 
         if not results:
             raise LvsegError("nothing to add: run the synthesis first")
+        SynthesizeLogic.check_trainable(mask, source or "the mask")
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         pairs = PairFolder(folder)
@@ -252,6 +266,7 @@ class SynthesizeWidget(QWidget):
             return None
         layer = self.mask_picker.current_layer()
         mask = self.logic.mask_data(layer)
+        self.logic.check_trainable(mask, layer.name)
         model = self.model_picker.current_model()
         name, n = layer.name, self.n_variants.value()
         self.run_button.setText("Stop")

@@ -59,9 +59,11 @@ BATCH = "Slices per optimisation step."
 LR = "Learning rate; 0 uses the task's default."
 THREADS = "CPU threads for training; keep 1 so napari stays responsive."
 DEVICE = "auto: the GPU if there is one, else the CPU."
-RUN_FOLDER = "Folder of this training run (checkpoints, log, final model). Must be new, unless resuming."
+RUN_FOLDER = ("Folder of this training run (checkpoints, log, final model). Must be new to Start; a folder holding "
+              "a run (last.pt) can be resumed with Resume, also from an earlier session.")
 START = "Start training in the background."
 PAUSE = "Stop at the next step, keeping a checkpoint; Resume continues from it."
-RESUME = "Continue the paused run from its last checkpoint."
+RESUME = ("Continue the paused run from its last checkpoint; or the run in the run folder field (an earlier session's "
+          "or a failed one), with its saved settings.")
 CANCEL = "Stop at the next step; the checkpoint is kept but the run is not resumed from this panel."
 PLOT = "Training loss (per step) and validation Dice per class (per epoch)."

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+import weakref
 from pathlib import Path
 
 from qtpy.QtCore import QEvent, QObject, QPointF
@@ -23,6 +24,10 @@ from napari_lvseg.widgets._common import (ModelPicker, choose_folder, closed_fro
 TASKS = ("segmentation", "synthesis")
 DEVICES = ("auto", "cpu", "cuda")
 DICE_KEYS = {lb.SHORT_NAMES[c]: c for c in lb.FOREGROUND}
+# what the plot's lower half shows per task: its title and {metric key: colour (r, g, b, a in 0..1)}
+CURVES = {"segmentation": ("validation Dice", {key: lb.COLORS[c] for key, c in DICE_KEYS.items()}),
+          "synthesis": ("validation SSIM", {"ssim": (0.9, 0.9, 0.9, 1.0)})}
+MAX_PLOT_POINTS = 1000   # a long run's loss curve is drawn from at most this many points
 CLOSE_WAIT_S = 120.0
 
 
@@ -45,8 +50,9 @@ class TrainLogic:
         from napari_lvseg.engine import StopToken
 
         self.stop = StopToken()
+        self.task = TASKS[0]
         self.losses: list[tuple[int, float]] = []
-        self.dice: dict[str, list[tuple[int, float]]] = {}
+        self.dice: dict[str, list[tuple[int, float]]] = {}   # validation curves (Dice per class, or SSIM)
         self.last_event = None
         self.registered: Path | None = None
 
@@ -77,12 +83,34 @@ class TrainLogic:
         options.validate()
         return options
 
-    def start(self):
-        """A fresh stop token and empty curves for a new run (or a resumed one)."""
+    def start(self, task: str = TASKS[0]):
+        """A fresh stop token for a new run (or a resumed one) of ``task``."""
         from napari_lvseg.engine import StopToken
 
         self.stop = StopToken()
+        self.task = task
         self.registered = None
+
+    @staticmethod
+    def saved_options(run_dir):
+        """The options of the run in ``run_dir``, to resume it (LvsegError when there is no run to resume)."""
+        from napari_lvseg.engine import TrainOptions
+
+        run_dir = Path(run_dir)
+        if not (run_dir / "last.pt").is_file():
+            raise LvsegError("nothing to resume here: no last.pt checkpoint", run_dir)
+        options = TrainOptions.load(run_dir / "options.json")
+        options.out = str(run_dir)
+        return options
+
+    @staticmethod
+    def validation_text(event) -> str:
+        """One status line for a validation event of either task."""
+        m = event.metrics
+        if "psnr" in m:
+            return f"epoch {event.epoch}: validation PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f}, L1 {m['l1']:.3f}"
+        dice = ", ".join(f"{k} {m[k]:.3f}" for k in DICE_KEYS if k in m)
+        return f"epoch {event.epoch}: validation Dice {dice}" if dice else f"epoch {event.epoch} done"
 
     def events(self, options, resume: bool = False):
         """The engine's event generator (runs in the worker thread)."""
@@ -98,7 +126,7 @@ class TrainLogic:
             if values:
                 self.losses.append((event.step, float(values[0])))
         elif event.kind == "validation":
-            for key in DICE_KEYS:
+            for key in CURVES[self.task][1]:
                 value = event.metrics.get(key)
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     self.dice.setdefault(key, []).append((event.step, float(value)))
@@ -106,12 +134,12 @@ class TrainLogic:
     def register(self, run_dir, name: str | None = None) -> Path:
         from napari_lvseg.models.store import register_model
 
-        self.registered = register_model(run_dir, name)
+        self.registered = register_model(run_dir, name, unique=True)
         return self.registered
 
 
 class LivePlot(QWidget):
-    """Training loss (top) and validation Dice per class (bottom) as polylines; no plotting library."""
+    """Training loss (top) and validation Dice per class, or SSIM (bottom), as polylines on one step axis."""
 
     def __init__(self, logic: TrainLogic, parent=None):
         super().__init__(parent)
@@ -126,19 +154,23 @@ class LivePlot(QWidget):
             w, h = self.width(), self.height()
             half = h // 2
             painter.fillRect(0, 0, w, h, QColor(30, 30, 30))
+            title, colours = CURVES[self.logic.task]
             painter.setPen(QColor(200, 200, 200))
             painter.drawText(4, 12, "loss")
-            painter.drawText(4, half + 12, "validation Dice")
+            painter.drawText(4, half + 12, title)
             painter.setPen(QColor(90, 90, 90))
             painter.drawLine(0, half, w, half)
-            losses = self.logic.losses
+            # one x axis for both halves: the run's total steps (a validation point sits under its step)
+            x_max = max([getattr(self.logic.last_event, "total_steps", 0) or 0, 1]
+                        + [s for s, _ in self.logic.losses[-1:]])
+            losses = self.logic.losses[::max(1, len(self.logic.losses) // MAX_PLOT_POINTS)]
             if losses:
-                x_max = max(max(s for s, _ in losses), 1)
                 low, high = min(v for _, v in losses), max(v for _, v in losses)
                 self._polyline(painter, losses, QColor(230, 230, 230), (0, 16, w, half - 20), x_max, low, high)
-            x_max = max([s for series in self.logic.dice.values() for s, _ in series] + [1])
             for key, series in self.logic.dice.items():
-                r, g, b, _ = (int(255 * c) for c in lb.COLORS[DICE_KEYS[key]])
+                if key not in colours:   # a curve of the other task (the panel's task changed)
+                    continue
+                r, g, b, _ = (int(255 * c) for c in colours[key])
                 self._polyline(painter, series, QColor(r, g, b), (0, half + 16, w, half - 20), x_max, 0.0, 1.0)
         finally:
             painter.end()
@@ -181,6 +213,9 @@ class TrainWidget(QWidget):
         self.worker = None
         self.options = None
         self.paused = False
+        self.failed = False     # the last run ended in an error (its checkpoint may still be resumable)
+        self.closing = False    # napari asked to close and the run is stopping for it
+        self._window = None     # weak reference to napari's main window, once a run started
         self.extra_options: dict = {}  # further TrainOptions fields (tests, benchmarks, advanced use)
         # Injectable so the close path can be tested without a modal dialog.
         self.ask_close = self._ask_close
@@ -236,6 +271,7 @@ class TrainWidget(QWidget):
         self.run_folder = QLineEdit("")
         self.run_folder.setPlaceholderText("new folder under the user data folder")
         self.run_folder.setToolTip(tips.RUN_FOLDER)
+        self.run_folder.textChanged.connect(lambda *_: self._update_buttons())
         choose_run = QPushButton("…")
         choose_run.clicked.connect(lambda *_: self._choose_run_folder())
         run_row = QHBoxLayout()
@@ -296,8 +332,14 @@ class TrainWidget(QWidget):
         self.start_button.setEnabled(not self.running)
         self.pause_button.setEnabled(self.running)
         self.cancel_button.setEnabled(self.running)
-        self.resume_button.setEnabled(not self.running and self.paused)
+        self.resume_button.setEnabled(not self.running and (self.paused or self.resumable_folder() is not None))
         self.task.setEnabled(not self.running)
+
+    def resumable_folder(self) -> Path | None:
+        """The run folder field's folder when it holds a checkpoint to resume."""
+        text = self.run_folder.text().strip()
+        folder = Path(text).expanduser() if text else None
+        return folder if folder is not None and (folder / "last.pt").is_file() else None
 
     def refresh_models(self) -> None:
         self.model_picker.refresh()
@@ -386,7 +428,8 @@ class TrainWidget(QWidget):
             raise LvsegError("training is already running")
         options = self.current_options()
         if (Path(options.out) / "last.pt").exists():
-            raise LvsegError("run folder already holds a training run: choose another folder", options.out)
+            raise LvsegError("run folder already holds a training run: press Resume to continue it, or choose "
+                             "another folder", options.out)
         self.run_folder.setText(options.out)
         self.logic.losses.clear()
         self.logic.dice.clear()
@@ -396,15 +439,26 @@ class TrainWidget(QWidget):
     def resume(self):
         if self.running:
             raise LvsegError("training is already running")
-        if not self.paused or self.options is None:
-            raise LvsegError("nothing to resume: pause a run first")
-        self.options.epochs = self.epochs.value()
-        return self._launch(self.options, resume=True)
+        if self.paused and self.options is not None and self.run_folder.text().strip() in ("", self.options.out):
+            # paused in this panel: the epochs field may extend the run
+            options = self.options
+            options.epochs = self.epochs.value()
+        else:   # a run of an earlier session, or one that failed: as it was saved
+            folder = self.resumable_folder()
+            if folder is None:
+                raise LvsegError("nothing to resume: pause a run, or choose a run folder holding last.pt")
+            options = self.logic.saved_options(folder)
+            self.epochs.setValue(options.epochs)
+            self.logic.losses.clear()
+            self.logic.dice.clear()
+        options.threads, options.device = self.threads.value(), self.device.currentText()
+        return self._launch(options, resume=True)
 
     def _launch(self, options, resume: bool):
         self.options = options
-        self.paused = False
-        self.logic.start()
+        self.paused = self.failed = self.closing = False
+        self.task.setCurrentText(options.task)   # a resumed run keeps its task, whatever the selector said
+        self.logic.start(options.task)
         self._watch_window_close()
         self.status.setText(f"{'resuming' if resume else 'starting'} {options.task} training in {options.out}")
         self.worker = start_worker(self.logic.events, options, resume, description=f"Training {options.task}",
@@ -430,13 +484,14 @@ class TrainWidget(QWidget):
         self.status.setText("cancelling at the next step…")
 
     def _on_error(self, exc):
-        self.paused = False
-        self.status.setText("training failed")
+        self.paused, self.failed = False, True
+        self.status.setText("training failed" + ("; Resume continues from its last checkpoint"
+                                                 if self.resumable_folder() else ""))
         notify_error(exc)
 
     def _on_finished(self):
         self.worker = None
-        if not self.paused:
+        if not self.paused and not self.failed:   # finished or cancelled: the next Start gets a new folder
             self.run_folder.setText("")
         self._update_buttons()
 
@@ -451,8 +506,7 @@ class TrainWidget(QWidget):
             self.eta.setText(f"{format_eta(event.eta)} · epoch {event.epoch}/{event.epochs} · "
                              f"step {event.step}/{event.total_steps}" + (f" · loss {loss:.4f}" if loss else ""))
         elif event.kind == "validation":
-            dice = ", ".join(f"{k} {event.metrics[k]:.3f}" for k in DICE_KEYS if k in event.metrics)
-            self.status.setText(f"epoch {event.epoch}: validation Dice {dice}" if dice else f"epoch {event.epoch} done")
+            self.status.setText(self.logic.validation_text(event))
         elif event.kind in ("start", "best", "stopped"):
             self.status.setText(event.message)
         elif event.kind == "done":
@@ -484,6 +538,7 @@ class TrainWidget(QWidget):
             window = window.parentWidget()
         if window is not None:
             window.installEventFilter(self._close_filter)
+        self._window = weakref.ref(window) if window is not None else None   # no cycle that keeps napari alive
 
     def _ask_close(self) -> bool:
         answer = QMessageBox.question(self, "Training is running",
@@ -495,11 +550,19 @@ class TrainWidget(QWidget):
         """The window wants to close while training: ask; on yes stop the run (checkpoint kept) and wait for it."""
         if not self.running:
             return True
+        if self.closing:   # asked and answered already: the window closes when the run has stopped
+            return False
         if not self.ask_close():
             return False
-        self.paused = True  # the checkpoint stays resumable from the CLI or a later session
+        self.closing = self.paused = True  # the checkpoint stays resumable from the CLI or a later session
         self.logic.stop.stop("napari closing")
-        return self.wait_stopped(CLOSE_WAIT_S)
+        if self.wait_stopped(CLOSE_WAIT_S):
+            return True
+        notify_info("training is still finishing its step and checkpoint; napari closes when it has")
+        window = self._window() if self._window is not None else None
+        if window is not None and self.worker is not None:
+            self.worker.finished.connect(window.close)
+        return False
 
     def wait_stopped(self, timeout_s: float) -> bool:
         """Process events until the worker is gone (True) or ``timeout_s`` passes (False)."""
