@@ -39,7 +39,7 @@ def test_new_mask_draws_ring_at_given_centre(setup, errors):
     assert widget.mask_picker.current_layer() is layer
 
 
-def test_edits_apply_to_current_slice_or_whole_stack(setup, errors):
+def test_edits_apply_to_current_slice_or_whole_stack(setup, qtbot, errors):
     viewer, widget, _ = setup
     _, labels = make_phantom(n_slices=3, size=128, seed=0, infarct=True)
     layer = viewer.add_labels(labels.copy(), name="mask")
@@ -56,12 +56,19 @@ def test_edits_apply_to_current_slice_or_whole_stack(setup, errors):
     grown = layer.data.copy()
     widget.action.setCurrentText("remove no-reflow")
     widget.scope.setCurrentText("whole stack")
-    widget.apply_edit()
+    with qtbot.waitSignal(widget.apply_edit().finished, timeout=30_000):   # a stack is edited in a worker
+        assert not widget.apply_button.isEnabled()
+    assert widget.apply_button.isEnabled()
     assert not (layer.data == lb.NO_REFLOW).any() and errors == []
     layer.undo()   # each edit is one undo step, as the button's tooltip says
     assert np.array_equal(layer.data, grown)
     layer.undo()
     assert np.array_equal(layer.data, labels)
+
+    worker = widget.apply_edit()   # the mask is edited by hand while the stack edit runs: nothing is applied
+    layer.data = np.zeros_like(labels)
+    qtbot.waitUntil(lambda: widget.apply_button.isEnabled(), timeout=30_000)
+    assert worker is not None and not layer.data.any() and "changed while 'remove no-reflow' ran" in errors[-1]
 
 
 def test_synthesize_adds_image_layers_and_writes_synthetic_pairs(setup, qtbot, monkeypatch, errors):

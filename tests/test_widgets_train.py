@@ -40,6 +40,18 @@ def setup(make_napari_viewer, tmp_path, monkeypatch, models_dir, pairs):
         widget.wait_stopped(60)
 
 
+def start_a_long_run(widget, qtbot):
+    """A run of 50 epochs, started and past its first step."""
+    widget.epochs.setValue(50)
+    widget.start()
+    qtbot.waitUntil(lambda: len(widget.logic.losses) >= 1, timeout=60_000)
+
+
+def pause_and_wait(widget, qtbot):
+    widget.pause()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+
+
 def test_tiny_run_registers_model_in_all_pickers(setup, qtbot, errors):
     viewer, widget, tmp = setup
     segment = SegmentWidget(viewer)
@@ -61,11 +73,8 @@ def test_tiny_run_registers_model_in_all_pickers(setup, qtbot, errors):
 
 def test_pause_resume_then_cancel_keeps_checkpoint(setup, qtbot, errors):
     viewer, widget, tmp = setup
-    widget.epochs.setValue(50)
-    widget.start()
-    qtbot.waitUntil(lambda: len(widget.logic.losses) >= 1, timeout=60_000)
-    widget.pause()
-    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    start_a_long_run(widget, qtbot)
+    pause_and_wait(widget, qtbot)
     assert (tmp / "run" / "last.pt").is_file()
     assert widget.resume_button.isEnabled() and widget.logic.last_event.kind == "stopped"
     steps_at_pause = widget.logic.last_event.step
@@ -84,9 +93,7 @@ def test_pause_resume_then_cancel_keeps_checkpoint(setup, qtbot, errors):
 
 def test_closing_napari_asks_and_stops_training(setup, qtbot, errors):
     viewer, widget, tmp = setup
-    widget.epochs.setValue(50)
-    widget.start()
-    qtbot.waitUntil(lambda: len(widget.logic.losses) >= 1, timeout=60_000)
+    start_a_long_run(widget, qtbot)
     window = viewer.window._qt_window
 
     widget.ask_close = lambda: False
@@ -105,9 +112,7 @@ def test_closing_napari_asks_and_stops_training(setup, qtbot, errors):
 
 def test_closing_the_train_panel_pauses_the_run_with_its_checkpoint(setup, qtbot, errors):
     viewer, widget, tmp = setup
-    widget.epochs.setValue(50)
-    widget.start()
-    qtbot.waitUntil(lambda: len(widget.logic.losses) >= 1, timeout=60_000)
+    start_a_long_run(widget, qtbot)
     viewer.window.remove_dock_widget(widget)   # what the dock's close button does
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert widget.logic.last_event.kind == "stopped" and "paused" in widget.logic.last_event.message
@@ -129,11 +134,8 @@ def test_bad_options_notify_and_start_nothing(setup, errors):
 
 def test_a_run_paused_in_one_panel_resumes_from_another_with_its_saved_settings(setup, qtbot, errors, pairs):
     viewer, widget, tmp = setup
-    widget.epochs.setValue(50)
-    widget.start()
-    qtbot.waitUntil(lambda: len(widget.logic.losses) >= 1, timeout=60_000)
-    widget.pause()
-    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    start_a_long_run(widget, qtbot)
+    pause_and_wait(widget, qtbot)
     steps_at_pause = widget.logic.last_event.step
 
     other = TrainWidget(viewer)   # a fresh panel, as after restarting napari
@@ -168,9 +170,7 @@ def test_two_runs_in_folders_of_one_name_register_two_models(setup, qtbot, error
 
 def test_closing_napari_twice_while_the_run_stops_asks_once(setup, qtbot, errors):
     viewer, widget, tmp = setup
-    widget.epochs.setValue(50)
-    widget.start()
-    qtbot.waitUntil(lambda: len(widget.logic.losses) >= 1, timeout=60_000)
+    start_a_long_run(widget, qtbot)
     asked, closed = [], []
 
     class Window:   # stands in for napari's window, which the test fixture closes itself

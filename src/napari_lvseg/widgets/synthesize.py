@@ -126,6 +126,7 @@ class SynthesizeWidget(QWidget):
         self.viewer = napari_viewer
         self.logic = SynthesizeLogic()
         self.worker = None
+        self.edit_worker = None   # a whole-stack edit in progress
         self.results: list[tuple[int, np.ndarray]] = []
         self.results_mask = None
         self.results_source = ""
@@ -248,12 +249,26 @@ class SynthesizeWidget(QWidget):
 
     @guarded
     def apply_edit(self):
+        """Edit the chosen mask; a whole stack is edited in a worker (seconds for a large one), a slice at once."""
         layer = self.mask_picker.current_layer()
         mask = self.logic.mask_data(layer)
-        edited = self.logic.apply_action(mask, self.action.currentText(), self._current_slice(layer),
-                                         self.pixels.value(), self.seed.value())
+        action, z = self.action.currentText(), self._current_slice(layer)
+        args = (mask, action, z, self.pixels.value(), self.seed.value())
+        if mask.ndim == 2 or z is not None:
+            return self._edited(layer, mask, action, self.logic.apply_action(*args))
+        self.apply_button.setEnabled(False)
+        self.status.setText(f"{action}: editing {mask.shape[0]} slices…")
+        self.edit_worker = start_worker(self.logic.apply_action, *args, description=f"{action} ({layer.name})",
+                                        on_returned=lambda edited: self._edited(layer, mask, action, edited),
+                                        on_finished=lambda: self.apply_button.setEnabled(True))
+        return self.edit_worker
+
+    @guarded
+    def _edited(self, layer, mask, action: str, edited):
+        if layer not in self.viewer.layers or not np.array_equal(layer.data, mask):
+            raise LvsegError(f"'{layer.name}' changed while '{action}' ran: nothing applied, edit again")
         set_labels_undoably(layer, edited)
-        self.status.setText(f"{self.action.currentText()}: {int(np.count_nonzero(edited != mask))} pixels changed")
+        self.status.setText(f"{action}: {int(np.count_nonzero(edited != mask))} pixels changed")
         return edited
 
     @guarded
