@@ -89,7 +89,7 @@ def test_train_cli_then_models_lists_it(models_dir, tmp_path):
     (["evaluate", "--pred", "a", "--truth", "b"], "not a folder"),
     (["segment", "img.tif", "-o", "img.tif"], "img.tif: is the input file"),
     (["segment", "img.tif", "-o", "seg.png"], "seg.png: cannot write this kind of file"),
-    (["segment", "img.tif", "-o", "seg.tif", "--uncertainty", "seg.tif"], "seg.tif: is the input file"),
+    (["segment", "img.tif", "-o", "seg.tif", "--uncertainty", "seg.tif"], "seg.tif: is already the labels output"),
     (["segment", "img.tif", "-o", "seg.tif", "--center", "nan", "nan"], "centre (nan, nan) lies outside the 128x128"),
     (["segment", "img.tif", "-o", "seg.tif", "--center", "5", "400"], "lies outside"),
     (["synthesize", "mask.tif", "-o", "mask.tif"], "mask.tif: is the input file"),

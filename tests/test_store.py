@@ -136,6 +136,19 @@ def test_pickled_custom_object_refused(seg_dir, payload, capsys):
     assert "must never run" not in capsys.readouterr().out
 
 
+def test_a_plain_pickle_is_refused_in_one_line_without_torchs_warning(seg_dir, capsys):
+    import warnings
+
+    directory, _ = seg_dir
+    with open(directory / "plain.pt", "wb") as fh:
+        pickle.dump({"weights": Payload()}, fh, protocol=4)   # pickle's default; torch warns about it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # a warning would be a second, confusing message
+        with pytest.raises(LvsegError, match=r"plain\.pt: refused: a plain pickle, not a PyTorch weights file"):
+            load_model(directory / "plain.pt")
+    assert "must never run" not in capsys.readouterr().out
+
+
 def test_garbage_pt_file_error(seg_dir):
     directory, _ = seg_dir
     (directory / "junk.pth").write_bytes(b"definitely not a checkpoint")

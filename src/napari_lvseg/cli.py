@@ -35,8 +35,8 @@ def seed_int(text: str) -> int:
     return value
 
 
-def output_path(path, inputs=(), kinds=("nifti", "tiff")) -> Path:
-    """An output file checked before any work: a writable format, and not one of the input files."""
+def output_path(path, inputs=(), kinds=("nifti", "tiff"), outputs=()) -> Path:
+    """An output file checked before any work: a writable format, not one of the input files, not another output."""
     from .io import image_kind
 
     path = Path(path)
@@ -45,6 +45,9 @@ def output_path(path, inputs=(), kinds=("nifti", "tiff")) -> Path:
     for source in inputs:
         if path.resolve() == Path(source).resolve():
             raise LvsegError("is the input file: choose another output, the input would be overwritten", path)
+    for other in outputs:
+        if path.resolve() == Path(other).resolve():
+            raise LvsegError("is already the labels output: give the uncertainty map its own file", path)
     return path
 
 
@@ -165,7 +168,7 @@ def cmd_segment(args) -> int:
                              "output folder", src)
         return _segment_folder(args, src)
     output = output_path(args.output, [src])    # output problems too are reported before any work
-    uncertainty = output_path(args.uncertainty, [src, output]) if args.uncertainty else None
+    uncertainty = output_path(args.uncertainty, [src], outputs=[output]) if args.uncertainty else None
     image = read_image(src)
     # segment() checks the image and --center before it loads the model
     result = segment(image.data, args.model, tta=args.tta, uncertainty=uncertainty is not None, center=args.center,

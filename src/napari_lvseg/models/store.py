@@ -13,6 +13,7 @@ import os
 import re
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -262,7 +263,9 @@ def torch_load_plain(path, what: str = "PyTorch weights file"):
 
     path = Path(path)
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch warns about legacy pickles before refusing them: one line only
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # torch's message is a page of advice; keep only the unpickler's reason.
         text = str(exc)
@@ -271,6 +274,8 @@ def torch_load_plain(path, what: str = "PyTorch weights file"):
         reason = " ".join(found.group(1).split()) if found else type(exc).__name__
         if "global" in reason.lower():
             raise LvsegError(f"refused: the file holds objects other than tensors ({reason})", path) from None
+        if "unsupported operand" in reason.lower():   # e.g. a pickle.dump of protocol 4, which torch.save never writes
+            raise LvsegError(f"refused: a plain pickle, not a {what} written by torch.save ({reason})", path) from None
         raise LvsegError(f"not a readable {what} ({reason})", path) from None
     except Exception as exc:
         raise LvsegError(f"not a readable {what} ({type(exc).__name__}: {exc})", path) from None

@@ -284,6 +284,7 @@ class SynthesizeWidget(QWidget):
         self.logic.check_trainable(mask, layer.name)
         model = self.model_picker.current_model()
         name, n = layer.name, self.n_variants.value()
+        self.results = []   # a stopped or failed run must not leave the previous images to be added
         self.run_button.setText("Stop")
         self.status.setText(f"synthesizing {n} image(s) from {name}…")
         self.worker = start_worker(self.logic.run_steps, mask, n, model, self.seed.value(),
