@@ -255,6 +255,15 @@ def _read_safetensors(path: Path) -> dict:
     return state
 
 
+def _starts_like_a_pickle(path: Path) -> bool:
+    """A raw pickle of protocol 2 or later begins with the PROTO opcode; torch.save writes a zip archive."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(1) == b"\x80"
+    except OSError:
+        return False
+
+
 def torch_load_plain(path, what: str = "PyTorch weights file"):
     """``torch.load(weights_only=True)``: tensors and plain containers only; code-carrying pickles refused."""
     import pickle
@@ -274,7 +283,7 @@ def torch_load_plain(path, what: str = "PyTorch weights file"):
         reason = " ".join(found.group(1).split()) if found else type(exc).__name__
         if "global" in reason.lower():
             raise LvsegError(f"refused: the file holds objects other than tensors ({reason})", path) from None
-        if "unsupported operand" in reason.lower():   # e.g. a pickle.dump of protocol 4, which torch.save never writes
+        if _starts_like_a_pickle(path):   # e.g. a pickle.dump of protocol 4, which torch.save never writes
             raise LvsegError(f"refused: a plain pickle, not a {what} written by torch.save ({reason})", path) from None
         raise LvsegError(f"not a readable {what} ({reason})", path) from None
     except Exception as exc:
