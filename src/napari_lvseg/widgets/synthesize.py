@@ -45,15 +45,14 @@ class SynthesizeLogic:
     @staticmethod
     def check_trainable(mask, name: str) -> None:
         """Refuse a mask that would teach a network nonsense: no LV at all, or anatomically impossible."""
-        from napari_lvseg.data.simulator import anatomy_problems
+        from napari_lvseg.data.simulator import check_anatomy
 
         if not np.isin(mask, lb.FOREGROUND).any():
             raise LvsegError(f"'{name}' holds no LV (no class 1..4): draw a new LV mask or open one")
-        problems = anatomy_problems(mask)
-        if problems:
-            more = f" (+{len(problems) - 2} more)" if len(problems) > 2 else ""
-            raise LvsegError(f"'{name}' is not a training mask: {'; '.join(problems[:2])}{more}; fix it and "
-                             "synthesize again")
+        try:
+            check_anatomy(mask)
+        except LvsegError as exc:
+            raise LvsegError(f"'{name}' is not a training mask ({exc}): fix it and synthesize again") from None
 
     @staticmethod
     def new_ring(shape, center=None, radius: float = 20.0, thickness: float = 8.0) -> np.ndarray:
