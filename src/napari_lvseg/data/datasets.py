@@ -84,33 +84,31 @@ def load_source(path, size: int = 128, normalization: dict | None = None, cases=
     acc = {"images": [], "labels": [], "cases": [], "origin": [], "derived_from": []}
     if not path.exists():
         raise LvsegError("no such file or folder", path)
-    if PairFolder.is_pair_folder(path):
-        folder = PairFolder.open(path)
-        for record in folder.records():
-            if cases is not None and record["name"] not in cases:
-                continue
-            image, mask = folder.read(record["name"])
-            _add_volume(acc, image, mask, record["name"], record.get("origin", "real"), size, normalization,
-                        path / "masks" / record["name"],
-                        derived_from=str(record.get("source_case") or record.get("source") or ""))
-    else:
-        found = emidec.find_cases(path)
-        if not found:
-            raise LvsegError("no EMIDEC cases (Case_X/Images, Case_X/Contours) or pairs found", path)
-        for case in found:
-            if cases is not None and case.name not in cases:
-                continue
-            image, labels = emidec.read_case(case)
-            if labels is None:
-                continue  # an unlabelled case cannot train
-            _add_volume(acc, image.data, labels.data, case.name, "real", size, normalization, case.labels_path)
-    if cases is not None:
-        present = ({r["name"] for r in PairFolder.open(path).records()} if PairFolder.is_pair_folder(path)
-                   else {case.name for case in emidec.find_cases(path)})
+    folder = PairFolder.open(path) if PairFolder.is_pair_folder(path) else None
+    records = folder.records() if folder is not None else None
+    found = emidec.find_cases(path) if folder is None else None
+    if folder is None and not found:
+        raise LvsegError("no EMIDEC cases (Case_X/Images, Case_X/Contours) or pairs found", path)
+    if cases is not None:   # named cases are checked before any image is read
+        present = {r["name"] for r in records} if folder is not None else {case.name for case in found}
         missing = sorted(set(cases) - present)
         if missing:
             raise LvsegError(f"no case or pair named {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}",
                              path)
+    for record in records or []:
+        if cases is not None and record["name"] not in cases:
+            continue
+        image, mask = folder.read(record["name"])
+        _add_volume(acc, image, mask, record["name"], record.get("origin", "real"), size, normalization,
+                    path / "masks" / record["name"],
+                    derived_from=str(record.get("source_case") or record.get("source") or ""))
+    for case in found or []:
+        if cases is not None and case.name not in cases:
+            continue
+        image, labels = emidec.read_case(case)
+        if labels is None:
+            continue  # an unlabelled case cannot train
+        _add_volume(acc, image.data, labels.data, case.name, "real", size, normalization, case.labels_path)
     if not acc["images"]:
         raise LvsegError("no labelled slices to train on", path)
     return SliceSet(path.name, np.concatenate(acc["images"]), np.concatenate(acc["labels"]),
