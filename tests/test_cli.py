@@ -103,6 +103,9 @@ def test_train_cli_then_models_lists_it(models_dir, tmp_path):
     (["train", "--data", "pairs", "--out", "run", "--split", "split.json"], "split file's 'val' must be a list"),
     (["synthesize-dataset", "--masks-from", "pairs", "--n", "1", "--out", "o", "--cases", "Nope"],
      "no case or pair named Nope"),
+    (["train", "--task", "synthesis", "--data", "pairs", "--out", "run", "--seg-guide", "nope"], "nope"),
+    (["train", "--task", "synthesis", "--data", "pairs", "--out", "run", "--seg-guide-lambda", "-1"],
+     "--seg-guide-lambda must be 0 or more"),
 ])
 def test_user_errors_are_one_line_without_traceback(models_dir, tmp_path, args, words):
     import tifffile

@@ -102,6 +102,47 @@ def test_resume_continues_where_the_run_stopped(pairs, tmp_path):
         assert steps == {4.0}
 
 
+@pytest.fixture(scope="module")
+def guide(pairs, tmp_path_factory):
+    """A tiny 2.5-D segmentation network (one neighbour each side) to guide the generator."""
+    out = tmp_path_factory.mktemp("guide") / "guide"
+    list(train(TrainOptions(task="segmentation", data=[str(pairs)], out=str(out), epochs=1, samples_per_epoch=2,
+                            batch_size=2, width=4, context=1, threads=1, device="cpu")))
+    return out
+
+
+def test_segmentation_guide_joins_the_generator_loss(pairs, guide, tmp_path):
+    out = tmp_path / "guided"
+    events = list(train(tiny_options(pairs, out, seg_guide=str(guide), seg_guide_lambda=10.0)))
+    assert "guided by guide x 10.0" in events[0].message
+    for e in (e for e in events if e.kind == "step"):
+        assert np.isfinite(e.losses["guide"]) and e.losses["guide"] > 0
+        assert e.losses["loss"] == pytest.approx(e.losses["g_adv"] + 100 * e.losses["l1"] + 10 * e.losses["guide"],
+                                                 rel=1e-5)
+    training = read_card(out).training
+    assert (training["seg_guide"], training["seg_guide_lambda"]) == ("guide", 10.0)
+    # The guide's gradient reaches the generator: the same run without it ends with other weights.
+    list(train(tiny_options(pairs, tmp_path / "plain")))
+    guided = load_checkpoint(out / "last.pt")["task"]["generator"]
+    plain = load_checkpoint(tmp_path / "plain" / "last.pt")["task"]["generator"]
+    assert any(not torch.equal(guided[k], plain[k]) for k in guided if guided[k].is_floating_point())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"seg_guide_lambda": -1.0}, "--seg-guide-lambda must be 0 or more"),
+    ({"seg_guide_lambda": float("nan")}, "--seg-guide-lambda must be a number"),
+    ({"size": 64}, "reads 128-pixel slices"),
+])
+def test_bad_segmentation_guides_are_refused(pairs, guide, tmp_path, change, message):
+    with pytest.raises(LvsegError, match=message):
+        list(train(tiny_options(pairs, tmp_path / "run", seg_guide=str(guide), **change)))
+
+
+def test_a_synthesis_model_cannot_guide(pairs, run, tmp_path):
+    with pytest.raises(LvsegError, match="is a synthesis model .*; a segmentation model is needed"):
+        list(train(tiny_options(pairs, tmp_path / "run", seg_guide=str(run[0]))))
+
+
 def test_tanh_mapping_round_trips_the_normalised_range():
     v = np.array([-0.5, 0.0, 0.5, 1.0, 1.5], np.float32)
     t = to_tanh(v)

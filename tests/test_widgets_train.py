@@ -87,8 +87,32 @@ def test_pause_resume_then_cancel_keeps_checkpoint(setup, qtbot, errors):
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert widget.logic.last_event.kind == "stopped" and "cancelled" in widget.logic.last_event.message
     assert (tmp / "run" / "last.pt").is_file()
+    # No validation cases, so no best model was exported before the cancel: nothing to register.
+    assert not (tmp / "run" / "model.safetensors").exists() and not (tmp / "user-models").exists()
+    assert widget.status.text() == widget.logic.last_event.message
     assert not widget.resume_button.isEnabled() and widget.run_folder.text() == ""
     assert errors == []
+
+
+def test_cancel_keeps_the_best_model_exported_so_far(setup, qtbot, errors, tmp_path):
+    from napari_lvseg.data.phantom import make_phantom
+    from napari_lvseg.io.pairs import PairFolder
+
+    viewer, widget, tmp = setup
+    folder = PairFolder(tmp_path / "cases")   # two cases of one group: one trains, one validates
+    for i in range(2):
+        folder.add(*make_phantom(n_slices=2, seed=i), origin="real", name=f"case_A{i}")
+    widget.sources.setRowCount(0)
+    widget.add_source(folder.root)
+    widget.extra_options["val_fraction"] = 0.5
+    widget.epochs.setValue(50)
+    widget.start()
+    qtbot.waitUntil(lambda: (tmp / "run" / "model.safetensors").is_file(), timeout=60_000)
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert errors == [] and widget.logic.last_event.kind == "stopped"
+    assert widget.model_picker.names()[-1] == "run" and (tmp / "user-models" / "run" / "model.safetensors").is_file()
+    assert widget.status.text() == "cancelled, best model so far kept; model registered as run"
 
 
 def test_closing_napari_asks_and_stops_training(setup, qtbot, errors):

@@ -54,8 +54,9 @@ def _path(value: str) -> str:
 def load_config(path) -> dict:
     config = json.loads(Path(path).read_text())
     config["data"] = [_path(p) for p in config["data"]]
-    for key in ("split", "out", "init"):
-        if config.get(key):
+    for key in ("split", "out", "init", "seg_guide"):
+        # a model reference without a slash is a registry name ("lvseg-pix2pix"), not a path
+        if config.get(key) and (key in ("split", "out") or "/" in config[key]):
             config[key] = _path(config[key])
     return config
 

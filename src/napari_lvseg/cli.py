@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neighbour slices each side as input channels (2.5-D segmentation; 0: 2-D)")
     p.add_argument("--augment", choices=("none", "light", "default"), default="default")
     p.add_argument("--rare-boost", type=float, default=2.0, help="oversampling of slices with infarct / no-reflow")
+    p.add_argument("--seg-guide", metavar="MODEL", help="synthesis: a frozen segmentation model (trained on real "
+                   "images) whose class-weighted cross-entropy on the generated images joins the generator loss")
+    p.add_argument("--seg-guide-lambda", type=float, default=10.0, help="weight of the --seg-guide loss")
     p.add_argument("--threads", type=positive_int, default=None)
     p.add_argument("--workers", type=int, default=0, help="data-loading processes (0: augment in the training process)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
@@ -250,6 +253,7 @@ def cmd_train(args) -> int:
         threads=args.threads, workers=args.workers, device=args.device, split=args.split, val_fraction=args.val_fraction,
         init=args.init, name=args.name, width=args.width, depth=args.depth, augment=args.augment,
         rare_boost=args.rare_boost, checkpoint_every=args.checkpoint_every, context=args.context,
+        seg_guide=args.seg_guide, seg_guide_lambda=args.seg_guide_lambda,
     )
     bar = None
     last = None

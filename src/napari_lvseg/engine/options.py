@@ -46,6 +46,8 @@ class TrainOptions:
     l1_lambda: float = 100.0
     l1_weights: list = field(default_factory=lambda: [1.0, 7.0, 11.0, 26.0, 90.0])
     disc_width: int = 32
+    seg_guide: str | None = None                   # frozen segmentation model judging the images (see synthesis.py)
+    seg_guide_lambda: float = 10.0
     # engine
     checkpoint_every: int = 50                     # steps between `last` checkpoints (and each epoch end)
     validate_every: int = 1                        # epochs
@@ -81,7 +83,7 @@ class TrainOptions:
             raise LvsegError(f"--mix ratios must be finite, non-negative, with a positive sum, got {self.mix}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise LvsegError(f"--lr must be a positive number, got {self.lr}")
-        for name in ("rare_boost", "val_fraction", "dropout", "l1_lambda"):
+        for name in ("rare_boost", "val_fraction", "dropout", "l1_lambda", "seg_guide_lambda"):
             if not math.isfinite(getattr(self, name)):
                 raise LvsegError(f"--{name.replace('_', '-')} must be a number, got {getattr(self, name)}")
         if self.width is not None and self.width < 1:
@@ -96,6 +98,8 @@ class TrainOptions:
             raise LvsegError(f"--context must be 0..3 neighbour slices, got {self.context}")
         if self.workers < 0:
             raise LvsegError(f"--workers must be 0 or more, got {self.workers}")
+        if self.seg_guide_lambda < 0:
+            raise LvsegError(f"--seg-guide-lambda must be 0 or more, got {self.seg_guide_lambda}")
         if self.rare_boost < 0 or not 0 <= self.val_fraction < 1:
             raise LvsegError("--rare-boost must be >= 0 and --val-fraction in [0, 1)")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:

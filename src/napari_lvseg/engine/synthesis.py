@@ -10,6 +10,14 @@ Loss: the original pix2pix objective, BCE-with-logits adversarial loss on PatchG
 ``l1_lambda`` x class-weighted L1. The weighted L1 is sum(w |G - x|) / sum(w) with w = l1_weights[label],
 so it stays on the scale of a plain L1 (and pix2pix's lambda 100 keeps its meaning) while small rare
 classes (infarct, no-reflow) weigh as much per pixel as the weights say.
+
+Optional segmentation guide (``seg_guide``): a frozen segmentation model, trained on real images, reads
+each generated image (normalised per slice as inference does; a 2.5-D model sees the slice as its own
+neighbours) and ``seg_guide_lambda`` x its cross-entropy against the input mask, class-weighted like the
+L1, joins the generator loss. Why: a network trained on real slices only recognises the generator's
+no-reflow poorly (Dice 0.11 against 0.59-0.76 on the real slices of the same masks), and a segmentation
+network trained on such images learns lesions poorly; the guide pulls the rendered classes towards
+what real-image networks see.
 """
 
 from __future__ import annotations
@@ -149,13 +157,45 @@ class SynthesisTask(Task):
         if len(o.l1_weights) != N_CLASSES:
             raise LvsegError(f"l1_weights needs {N_CLASSES} values, got {len(o.l1_weights)}")
         self.l1_weights = torch.tensor(o.l1_weights, dtype=torch.float32, device=self.device)
+        self.guide, self.guide_card = self._load_guide() if o.seg_guide else (None, None)
+
+    def _load_guide(self):
+        from ..data.normalize import model_context
+        from ..models.store import load_model
+
+        guide, card = load_model(self.options.seg_guide, task="segmentation")
+        if card.input_size != self.options.size or card.normalization.get("method") != "percentile":
+            raise LvsegError(f"the segmentation guide {card.name} reads {card.input_size}-pixel slices normalised by "
+                             f"{card.normalization.get('method')}; this run needs {self.options.size}-pixel "
+                             "percentile-normalised slices", self.options.seg_guide)
+        for p in guide.parameters():
+            p.requires_grad_(False)
+        self.guide_channels = 1 + 2 * model_context(guide)
+        return guide.to(self.device).eval(), card
+
+    def guide_loss(self, fake, labels):
+        """Class-weighted cross-entropy of the frozen guide on the generated images (differentiable in ``fake``)."""
+        import torch
+        import torch.nn.functional as F
+
+        lo, hi = GENERATOR_RANGE
+        image = (fake + 1.0) * 0.5 * (hi - lo) + lo  # from_tanh, in torch
+        flat = image.flatten(1)
+        norm = self.guide_card.normalization
+        low = torch.quantile(flat, norm.get("low", 1.0) / 100, dim=1)[:, None, None, None]
+        high = torch.quantile(flat, norm.get("high", 99.0) / 100, dim=1)[:, None, None, None]
+        image = ((image - low) / (high - low).clamp_min(1e-6)).clamp(-0.5, 1.5)
+        out = self.guide(image.expand(-1, self.guide_channels, -1, -1))
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        return F.cross_entropy(out, labels, weight=self.l1_weights)
 
     def describe(self) -> str:
         n_g = sum(p.numel() for p in self.generator.parameters())
         n_d = sum(p.numel() for p in self.discriminator.parameters())
+        guide = "" if self.guide is None else f"; guided by {self.guide_card.name} x {self.options.seg_guide_lambda}"
         return (f"{self.architecture} width {self.params.get('base_width')} depth {self.params.get('depth')} "
                 f"({n_g / 1e6:.2f}M) + PatchGAN width {self.options.disc_width} ({n_d / 1e6:.2f}M); "
-                f"{self.data.describe()} on {self.device}")
+                f"{self.data.describe()} on {self.device}{guide}")
 
     # -- training -----------------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -192,11 +232,16 @@ class SynthesisTask(Task):
         weights = self.l1_weights[labels][:, None]
         l1 = (weights * (fake - real).abs()).sum() / weights.sum()
         loss_g = adversarial + self.options.l1_lambda * l1
+        losses = {}
+        if self.guide is not None:
+            guide = self.guide_loss(fake, labels)
+            loss_g = loss_g + self.options.seg_guide_lambda * guide
+            losses["guide"] = float(guide.detach())
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
         return {"loss": float(loss_g.detach()), "g_adv": float(adversarial.detach()), "l1": float(l1.detach()),
-                "d": float(loss_d.detach()), "lr": self.opt_g.param_groups[0]["lr"]}
+                **losses, "d": float(loss_d.detach()), "lr": self.opt_g.param_groups[0]["lr"]}
 
     # -- validation and export ----------------------------------------------------------------
     def validate(self) -> dict:
@@ -231,7 +276,9 @@ class SynthesisTask(Task):
             classes={str(k): v for k, v in NAMES.items()}, input_size=o.size,
             training={**self.data.card_training(epoch), "l1_lambda": o.l1_lambda, "l1_weights": list(o.l1_weights),
                       "adversarial_loss": "BCEWithLogits", "disc_width": o.disc_width,
-                      "augment": "none" if o.augment == "none" else "light"},
+                      "augment": "none" if o.augment == "none" else "light",
+                      **({"seg_guide": self.guide_card.name, "seg_guide_source": str(o.seg_guide),
+                          "seg_guide_lambda": o.seg_guide_lambda} if self.guide is not None else {})},
             metrics={"validation": metrics} if metrics else {}, licence=self.data.licence(),
             created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )

@@ -509,14 +509,25 @@ class TrainWidget(QWidget):
             self.status.setText(self.logic.validation_text(event))
         elif event.kind in ("start", "best", "stopped"):
             self.status.setText(event.message)
+            if event.kind == "stopped" and not self.paused and self.options is not None:
+                self._register_best_so_far(Path(self.options.out))
         elif event.kind == "done":
             self.paused = False
             self.eta.setText(format_eta(0))
-            path = self.logic.register(event.path)
-            refresh_model_pickers(self.viewer)
-            self.status.setText(f"finished; model registered as {path.name}")
-            notify_info(f"training finished; model '{path.name}' is now in the model lists")
+            self._register(event.path, "finished")
         self.plot.update()
+
+    def _register(self, model_dir, how: str) -> None:
+        path = self.logic.register(model_dir)
+        refresh_model_pickers(self.viewer)
+        self.status.setText(f"{how}; model registered as {path.name}")
+        notify_info(f"training {how}; model '{path.name}' is now in the model lists")
+
+    def _register_best_so_far(self, out: Path) -> None:
+        """Cancelled: the best model the run exported so far (if any) goes into the pickers; it is all that
+        remains usable of the run, which can no longer be resumed from this panel."""
+        if (out / "model.safetensors").is_file() and (out / "card.json").is_file():
+            self._register(out, "cancelled, best model so far kept")
 
     # -- closing the Train panel during training
     def event(self, event):
