@@ -213,6 +213,25 @@ def test_models_lists_a_user_model_whose_card_metrics_are_hand_edited(tiny_model
     assert listing.returncode == 0 and "tiny-seg" in listing.stdout and "Traceback" not in listing.stderr
 
 
+def test_models_marks_a_user_model_whose_weights_do_not_fit_its_card(tiny_model, models_dir, tmp_path):
+    import shutil
+
+    import tifffile
+
+    other = models_dir / "wider"
+    shutil.copytree(tiny_model, other)
+    card = json.loads((other / "card.json").read_text())
+    card["name"], card["params"]["base_width"] = "wider", card["params"]["base_width"] * 2
+    (other / "card.json").write_text(json.dumps(card))
+    lines = {line.split()[0]: line for line in lvseg("models").stdout.splitlines()}
+    assert "UNUSABLE" not in lines["tiny-seg"]
+    assert "UNUSABLE (weights do not fit AttentionResUNet:" in lines["wider"] and "shape mismatch" in lines["wider"]
+    # ... and using it fails with the same problem in one line
+    tifffile.imwrite(tmp_path / "img.tif", make_phantom(n_slices=1, seed=0)[0][0])
+    run = lvseg("segment", tmp_path / "img.tif", "-o", tmp_path / "seg.tif", "--model", "wider")
+    assert run.returncode == 2 and "Traceback" not in run.stderr and "weights do not fit" in run.stderr
+
+
 def test_a_dicom_series_folder_is_segmented_as_one_stack(tiny_model, tmp_path, capsys):
     from test_io import write_dicom
 

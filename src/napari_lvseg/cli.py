@@ -347,7 +347,7 @@ def _lookup(tree, *keys):
 
 
 def cmd_models(args) -> int:
-    from .models.store import default_model_name, list_models
+    from .models.store import default_model_name, list_models, weights_problem
 
     entries = list_models()
     if not entries:
@@ -358,7 +358,9 @@ def cmd_models(args) -> int:
         val = _lookup(e.card.metrics, "validation", "mean")
         score = (f"  test mean Dice {test:.3f}" if isinstance(test, (int, float)) else
                  f"  validation mean Dice {val:.3f}" if isinstance(val, (int, float)) else "")
-        print(f"{e.name:32s} {e.task:13s} {e.source:8s}{default}{score}  {e.path}")
+        problem = weights_problem(e.path)
+        state = f"  UNUSABLE ({problem})" if problem else ""
+        print(f"{e.name:32s} {e.task:13s} {e.source:8s}{default}{score}{state}  {e.path}")
     return 0
 
 

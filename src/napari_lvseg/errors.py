@@ -5,6 +5,6 @@ class LvsegError(ValueError):
     """Bad input from a user (file, array, checkpoint, option). The message is one line."""
 
     def __init__(self, message: str, path=None):
-        self.path = path
+        self.path, self.message = path, " ".join(str(message).split())   # the problem without the path
         text = f"{path}: {message}" if path is not None else message
         super().__init__(" ".join(str(text).split()))

@@ -324,6 +324,39 @@ def _fit_check(model, state: dict, path: Path, architecture: str) -> None:
         raise LvsegError(f"weights do not fit {architecture}: {'; '.join(problems)}", path)
 
 
+def weights_problem(model_dir) -> str | None:
+    """Why the model folder's weights would not load into the network its card describes (None: they fit).
+
+    Reads only the safetensors headers (names and shapes), so a listing of many models stays quick.
+    """
+    from safetensors import safe_open
+
+    model_dir = Path(model_dir)
+    try:
+        card = read_card(model_dir / CARD_FILE)
+        shapes = {}
+        for file in weight_files(model_dir / WEIGHTS_FILE):
+            with safe_open(str(file), framework="pt") as handle:
+                shapes.update({k: handle.get_slice(k).get_shape() for k in handle.keys()})
+        _fit_check(build_model(card.architecture, card.params), _Shaped.of(shapes), model_dir, card.architecture)
+    except LvsegError as exc:
+        return exc.message
+    except Exception as exc:  # safetensors' own error types for garbled headers
+        return f"unreadable weights ({exc})"
+    return None
+
+
+class _Shaped:
+    """Stand-in for a tensor in `_fit_check`: only the shape is read."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+
+    @classmethod
+    def of(cls, shapes: dict) -> dict:
+        return {k: cls(v) for k, v in shapes.items()}
+
+
 def _locate(path: Path) -> tuple[Path, Path]:
     """(card path, weights path) for a model directory / run folder or a weights file."""
     if path.is_dir():
