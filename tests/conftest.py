@@ -45,9 +45,18 @@ def models_dir(tmp_path, monkeypatch) -> Path:
 @pytest.fixture
 def errors(monkeypatch):
     """Error notifications of the widgets, collected instead of shown (widget tests assert on them)."""
+    import importlib
+
     from napari_lvseg.widgets import _common
 
     shown = []
-    monkeypatch.setattr(_common, "notify_error",
-                        lambda exc: shown.append(exc if isinstance(exc, str) else _common.error_text(exc)))
+
+    def collect(exc):
+        shown.append(exc if isinstance(exc, str) else _common.error_text(exc))
+
+    monkeypatch.setattr(_common, "notify_error", collect)
+    for name in ("correct", "segment", "synthesize", "train"):   # the panels' own imports of the name
+        module = importlib.import_module(f"napari_lvseg.widgets.{name}")
+        if hasattr(module, "notify_error"):
+            monkeypatch.setattr(module, "notify_error", collect)
     return shown

@@ -156,6 +156,26 @@ def test_bad_options_notify_and_start_nothing(setup, errors):
     assert format_eta(75) == "ETA 1:15" and format_eta(3725) == "ETA 1:02:05" and format_eta(None) == "ETA --"
 
 
+def test_errors_from_saved_options_name_the_panel_field_not_the_cli_flag(setup, qtbot, errors):
+    import json
+
+    viewer, widget, tmp = setup
+    start_a_long_run(widget, qtbot)
+    pause_and_wait(widget, qtbot)
+    saved = json.loads((tmp / "run" / "options.json").read_text())
+    (tmp / "run" / "options.json").write_text(json.dumps({**saved, "lr": -1.0}))
+    other = TrainWidget(viewer)   # a later session: Resume reads the saved options
+    viewer.window.add_dock_widget(other)
+    other.run_folder.setText(str(tmp / "run"))
+    other.resume()
+    qtbot.waitUntil(lambda: not other.running, timeout=60_000)
+    assert errors[-1] == "learning rate must be a positive number, got -1.0"
+    (tmp / "run" / "options.json").write_text(json.dumps({**saved, "samples_per_epoch": 0}))
+    other.resume()
+    qtbot.waitUntil(lambda: not other.running, timeout=60_000)
+    assert errors[-1] == "option samples_per_epoch must be at least 1"
+
+
 def test_a_run_paused_in_one_panel_resumes_from_another_with_its_saved_settings(setup, qtbot, errors, pairs):
     viewer, widget, tmp = setup
     start_a_long_run(widget, qtbot)
