@@ -44,6 +44,25 @@ def test_every_config_names_known_options(runner):
         TrainOptions(**{k: v for k, v in runner.load_config(path).items() if k in TrainOptions.__dataclass_fields__}).validate()
 
 
+def test_an_ensemble_member_exports_as_a_model_of_its_own(runner, tmp_path):
+    import torch
+
+    from napari_lvseg.models.store import load_model
+    from napari_lvseg.widgets._testing import save_tiny_segmentation_model
+
+    members = [save_tiny_segmentation_model(tmp_path, name=f"net{i}", seed=i) for i in range(2)]
+    runner.ensemble(tmp_path / "ens", members)
+    runner.export_member(tmp_path / "ens", 1, tmp_path / "second")
+    net, card = load_model(tmp_path / "second", task="segmentation")
+    original, _ = load_model(members[1])
+    assert card.architecture == "AttentionResUNet" and card.name == "ens-member1"
+    assert card.training["name"] == "net1" and card.training["source"] == str(members[1])
+    x = torch.rand(1, 1, 128, 128)
+    assert torch.equal(net(x), original(x))
+    with pytest.raises(SystemExit, match="no member 2"):
+        runner.export_member(tmp_path / "ens", 2, tmp_path / "third")
+
+
 def _metrics(run: Path, cavity: float, no_reflow: float):
     run.mkdir(parents=True)
     study = {"cavity": cavity, "myocardium": 0.8, "infarct": 0.5, "no_reflow": no_reflow,

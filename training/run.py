@@ -4,6 +4,7 @@
     python training/run.py tune training/runs/seg_real              # post-processing, chosen on the validation split
     python training/run.py tune RUN --from training/runs/seg_real   # ... copied from a run that had validation cases
     python training/run.py last training/runs/seg_real OUT          # the run's last epoch as a model folder
+    python training/run.py member lvseg-seg 2 OUT                   # one network of an ensemble as a model folder
     python training/run.py run training/configs/seg_real.json        # train + tune + evaluate
     python training/run.py evaluate training/runs/seg_real --tta    # test-split tables -> RUN/test_metrics_tta.json
     python training/run.py ensemble training/runs/ens RUN RUN ...   # average runs into one model (then tune, evaluate)
@@ -259,6 +260,26 @@ def export_last(run, out) -> Path:
     return Path(out)
 
 
+def export_member(model, index: int, out) -> Path:
+    """Network ``index`` of an ensemble model (``lvseg-seg``) as a model folder of its own, its card made from
+    the ensemble's (case lists, normalisation) and the member's training block; no post-processing."""
+    from napari_lvseg.models.store import ModelCard, load_model, save_model
+
+    net, card = load_model(model, task="segmentation")
+    members = card.params.get("members", [])
+    if not 0 <= index < len(members):
+        raise SystemExit(f"{model}: an ensemble of {len(members)} networks has no member {index}")
+    info = card.training["ensemble_of"][index]
+    member = ModelCard(name=f"{card.name}-member{index}", task="segmentation", architecture=members[index]["architecture"],
+                       params=members[index]["params"], normalization=card.normalization, classes=card.classes,
+                       input_size=card.input_size, licence=card.licence,
+                       training={"train_cases": card.training["train_cases"], "val_cases": card.training["val_cases"],
+                                 **info},
+                       notes=f"member {index} of {card.name} ({info.get('name')})")
+    save_model(Path(out), net.members[index], member)
+    return Path(out)
+
+
 def ensemble(out, runs, name=None) -> Path:
     """A model folder averaging the runs' networks; tune and evaluate it like a run."""
     from napari_lvseg.models.ensemble import combine
@@ -395,6 +416,10 @@ def main(argv=None) -> int:
     p = sub.add_parser("last", help="a run's last-epoch network as a model folder")
     p.add_argument("run")
     p.add_argument("out")
+    p = sub.add_parser("member", help="one network of an ensemble model as a model folder")
+    p.add_argument("model")
+    p.add_argument("index", type=int)
+    p.add_argument("out")
     p = sub.add_parser("scenario")
     p.add_argument("which", choices=["A", "B", "L", "C", "all"])
     p.add_argument("--seeds", type=int, nargs="+", help="seeds to train (default: the config's)")
@@ -418,6 +443,8 @@ def main(argv=None) -> int:
         tune_postprocess(args.run, device=args.device)
     elif args.cmd == "last":
         export_last(args.run, args.out)
+    elif args.cmd == "member":
+        export_member(args.model, args.index, args.out)
     elif args.cmd == "evaluate":
         evaluate(args.run, args.tta, args.split, args.device)
     else:
