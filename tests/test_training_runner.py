@@ -63,6 +63,23 @@ def test_an_ensemble_member_exports_as_a_model_of_its_own(runner, tmp_path):
         runner.export_member(tmp_path / "ens", 2, tmp_path / "third")
 
 
+def test_the_last_epoch_of_a_generator_run_exports_as_a_model(runner, tmp_path):
+    import torch
+
+    from napari_lvseg.engine import TrainOptions, train
+    from napari_lvseg.engine.checkpoint import load_checkpoint
+    from napari_lvseg.models.store import load_model
+    from napari_lvseg.widgets._testing import phantom_pair_folder
+
+    pairs = phantom_pair_folder(tmp_path / "pairs", n_pairs=2, n_slices=2).root
+    list(train(TrainOptions(task="synthesis", data=[str(pairs)], out=str(tmp_path / "gan"), epochs=1,
+                            samples_per_epoch=2, batch_size=2, width=4, disc_width=8, threads=1, device="cpu")))
+    runner.export_last(tmp_path / "gan", tmp_path / "last")
+    net, card = load_model(tmp_path / "last", task="synthesis")
+    state = load_checkpoint(tmp_path / "gan" / "last.pt")["task"]["generator"]
+    assert card.name == "gan-last" and all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+
+
 def _metrics(run: Path, cavity: float, no_reflow: float):
     run.mkdir(parents=True)
     study = {"cavity": cavity, "myocardium": 0.8, "infarct": 0.5, "no_reflow": no_reflow,

@@ -247,13 +247,15 @@ def adopt_postprocess(run, source) -> dict:
 
 def export_last(run, out) -> Path:
     """The run's network at its last checkpoint (not the best epoch) as a model folder, card and post-processing
-    kept: compares a run with one trained without validation, whose model is always its last epoch."""
+    kept: compares a run with one trained without validation, whose model is always its last epoch. For a
+    generator, the last epoch is the one to use (validation PSNR favours the blurry early epochs)."""
     from napari_lvseg.engine.checkpoint import load_checkpoint
-    from napari_lvseg.models.store import save_model
+    from napari_lvseg.models.store import load_model, save_model
 
-    net, card = load_on(run)
+    net, card = load_model(str(run))
     state = load_checkpoint(Path(run) / "last.pt")
-    net.load_state_dict(state["task"]["model"])
+    net.load_state_dict(state["task"].get("generator", state["task"].get("model")))
+    card.metrics.pop("validation", None)   # those figures belong to the best epoch
     card.name = f"{card.name}-last"
     card.training = {**card.training, "epochs": state["epoch"]}
     save_model(Path(out), net, card)
