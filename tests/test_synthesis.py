@@ -113,14 +113,14 @@ def guide(pairs, tmp_path_factory):
 
 def test_segmentation_guide_joins_the_generator_loss(pairs, guide, tmp_path):
     out = tmp_path / "guided"
-    events = list(train(tiny_options(pairs, out, seg_guide=str(guide), seg_guide_lambda=10.0)))
+    events = list(train(tiny_options(pairs, out, seg_guide=str(guide), seg_guide_lambda=10.0, seg_guide_blur=1.0)))
     assert "guided by guide x 10.0" in events[0].message
     for e in (e for e in events if e.kind == "step"):
         assert np.isfinite(e.losses["guide"]) and e.losses["guide"] > 0
         assert e.losses["loss"] == pytest.approx(e.losses["g_adv"] + 100 * e.losses["l1"] + 10 * e.losses["guide"],
                                                  rel=1e-5)
     training = read_card(out).training
-    assert (training["seg_guide"], training["seg_guide_lambda"]) == ("guide", 10.0)
+    assert (training["seg_guide"], training["seg_guide_lambda"], training["seg_guide_blur"]) == ("guide", 10.0, 1.0)
     # The guide's gradient reaches the generator: the same run without it ends with other weights.
     list(train(tiny_options(pairs, tmp_path / "plain")))
     guided = load_checkpoint(out / "last.pt")["task"]["generator"]
@@ -131,11 +131,24 @@ def test_segmentation_guide_joins_the_generator_loss(pairs, guide, tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"seg_guide_lambda": -1.0}, "--seg-guide-lambda must be 0 or more"),
     ({"seg_guide_lambda": float("nan")}, "--seg-guide-lambda must be a number"),
+    ({"seg_guide_blur": -1.0}, "--seg-guide-blur 0..8 pixels"),
     ({"size": 64}, "reads 128-pixel slices"),
 ])
 def test_bad_segmentation_guides_are_refused(pairs, guide, tmp_path, change, message):
     with pytest.raises(LvsegError, match=message):
         list(train(tiny_options(pairs, tmp_path / "run", seg_guide=str(guide), **change)))
+
+
+def test_the_guide_blur_is_a_gaussian_that_removes_a_pixel_grid():
+    from scipy.ndimage import gaussian_filter
+
+    from napari_lvseg.engine.synthesis import gaussian_blur
+
+    x = torch.rand(2, 1, 24, 20, dtype=torch.float64)
+    expected = [gaussian_filter(x[i, 0].numpy(), 1.5, mode="mirror", truncate=3.0) for i in range(2)]
+    assert np.allclose(gaussian_blur(x, 1.5)[:, 0].numpy(), expected)
+    grid = torch.from_numpy(np.indices((32, 32)).sum(0) % 2 * 1.0)[None, None]   # a checkerboard
+    assert grid.std() > 0.49 and gaussian_blur(grid, 1.0)[..., 4:-4, 4:-4].std() < 0.01
 
 
 def test_a_synthesis_model_cannot_guide(pairs, run, tmp_path):

@@ -48,6 +48,7 @@ class TrainOptions:
     disc_width: int = 32
     seg_guide: str | None = None                   # frozen segmentation model judging the images (see synthesis.py)
     seg_guide_lambda: float = 10.0
+    seg_guide_blur: float = 0.0                    # Gaussian sigma (pixels) of the image the guide reads
     # engine
     checkpoint_every: int = 50                     # steps between `last` checkpoints (and each epoch end)
     validate_every: int = 1                        # epochs
@@ -83,7 +84,8 @@ class TrainOptions:
             raise LvsegError(f"--mix ratios must be finite, non-negative, with a positive sum, got {self.mix}")
         if self.lr is not None and not (math.isfinite(self.lr) and self.lr > 0):
             raise LvsegError(f"--lr must be a positive number, got {self.lr}")
-        for name in ("rare_boost", "val_fraction", "dropout", "l1_lambda", "seg_guide_lambda"):
+        for name in ("rare_boost", "val_fraction", "dropout", "l1_lambda", "seg_guide_lambda",
+                     "seg_guide_blur"):
             if not math.isfinite(getattr(self, name)):
                 raise LvsegError(f"--{name.replace('_', '-')} must be a number, got {getattr(self, name)}")
         if self.width is not None and self.width < 1:
@@ -98,8 +100,9 @@ class TrainOptions:
             raise LvsegError(f"--context must be 0..3 neighbour slices, got {self.context}")
         if self.workers < 0:
             raise LvsegError(f"--workers must be 0 or more, got {self.workers}")
-        if self.seg_guide_lambda < 0:
-            raise LvsegError(f"--seg-guide-lambda must be 0 or more, got {self.seg_guide_lambda}")
+        if self.seg_guide_lambda < 0 or not 0 <= self.seg_guide_blur <= 8:
+            raise LvsegError(f"--seg-guide-lambda must be 0 or more and --seg-guide-blur 0..8 pixels, got "
+                             f"{self.seg_guide_lambda} and {self.seg_guide_blur}")
         if self.rare_boost < 0 or not 0 <= self.val_fraction < 1:
             raise LvsegError("--rare-boost must be >= 0 and --val-fraction in [0, 1)")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
