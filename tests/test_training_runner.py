@@ -408,3 +408,15 @@ def test_compare_gives_per_fold_differences_on_the_folds_both_results_hold(cross
     assert table[2] == "| 2 | +0.100 | +0.100 | -0.100 | -0.100 |"
     assert table[3] == "| 3 | +0.000 | +0.000 | +0.100 | +0.100 |"
     assert table[4] == "| **mean ± sd** | +0.050 ± 0.071 | +0.050 ± 0.071 | +0.000 ± 0.141 | +0.000 ± 0.141 |"
+
+
+def test_synthesis_judge_scores_pooled_dice_per_class():
+    import numpy as np
+
+    judge = _script("judge_synthesis", "judge_synthesis.py")
+    truth = np.array([[[1, 1, 2, 2], [3, 3, 0, 0]]])
+    pred = np.array([[[1, 2, 2, 2], [3, 0, 0, 4]]])
+    dice = judge.pooled_dice(pred, truth)
+    assert dice["cavity"] == round(2 / 3, 3) and dice["myocardium"] == 0.8 and dice["infarct"] == round(2 / 3, 3)
+    assert dice["no_reflow"] == 0.0                        # predicted, absent from the truth
+    assert np.isnan(judge.pooled_dice(truth, truth * (truth < 3))["no_reflow"])   # absent from both
