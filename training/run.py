@@ -272,11 +272,11 @@ def export_member(model, index: int, out) -> Path:
     if not 0 <= index < len(members):
         raise SystemExit(f"{model}: an ensemble of {len(members)} networks has no member {index}")
     info = card.training["ensemble_of"][index]
-    member = ModelCard(name=f"{card.name}-member{index}", task="segmentation", architecture=members[index]["architecture"],
-                       params=members[index]["params"], normalization=card.normalization, classes=card.classes,
-                       input_size=card.input_size, licence=card.licence,
-                       training={"train_cases": card.training["train_cases"], "val_cases": card.training["val_cases"],
-                                 **info},
+    cases = {key: card.training[key] for key in ("train_cases", "val_cases")}   # the ensemble's: its members' union
+    member = ModelCard(name=f"{card.name}-member{index}", task="segmentation",
+                       architecture=members[index]["architecture"], params=members[index]["params"],
+                       normalization=card.normalization, classes=card.classes, input_size=card.input_size,
+                       licence=card.licence, training={**cases, **info},
                        notes=f"member {index} of {card.name} ({info.get('name')})")
     save_model(Path(out), net.members[index], member)
     return Path(out)
