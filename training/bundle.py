@@ -14,24 +14,22 @@ import json
 import sys
 from pathlib import Path
 
+import run as runner  # training/run.py: a run's last checkpoint as a model
+
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "src/napari_lvseg/weights"
 
 
 def bundle(run, name: str, default: bool, from_last: bool = False) -> Path:
-    from napari_lvseg.engine.checkpoint import load_checkpoint
-    from napari_lvseg.models.store import load_model, read_card, save_model
+    from napari_lvseg.models.store import load_model, save_model
 
     run = Path(run)
-    net, _ = load_model(str(run))
-    card = read_card(run)
     if from_last:
-        state = load_checkpoint(run / "last.pt")
-        weights = state["task"].get("generator", state["task"].get("model"))
-        net.load_state_dict(weights)
-        card.training["epochs"] = state["epoch"]
-        card.notes = f"weights of the last checkpoint (epoch {state['epoch']}), not of the best validation PSNR"
-        card.metrics.pop("validation", None)  # those figures belong to the best-PSNR epoch
+        net, card = runner.load_last(run)
+        card.notes = (f"weights of the last checkpoint (epoch {card.training['epochs']}), not of the best "
+                      "validation PSNR")
+    else:
+        net, card = load_model(str(run))
     card.name = name
     card.extra["default"] = default
     card.extra["source_run"] = str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run)

@@ -249,17 +249,26 @@ def export_last(run, out) -> Path:
     """The run's network at its last checkpoint (not the best epoch) as a model folder, card and post-processing
     kept: compares a run with one trained without validation, whose model is always its last epoch. For a
     generator, the last epoch is the one to use (validation PSNR favours the blurry early epochs)."""
+    from napari_lvseg.models.store import save_model
+
+    net, card = load_last(run)
+    card.name = f"{card.name}-last"
+    save_model(Path(out), net, card)
+    return Path(out)
+
+
+def load_last(run):
+    """``(network, card)`` of a run at its last checkpoint; the card's epochs are that checkpoint's, and the
+    validation figures (which belong to the best epoch) are dropped."""
     from napari_lvseg.engine.checkpoint import load_checkpoint
-    from napari_lvseg.models.store import load_model, save_model
+    from napari_lvseg.models.store import load_model
 
     net, card = load_model(str(run))
     state = load_checkpoint(Path(run) / "last.pt")
     net.load_state_dict(state["task"].get("generator", state["task"].get("model")))
-    card.metrics.pop("validation", None)   # those figures belong to the best epoch
-    card.name = f"{card.name}-last"
+    card.metrics.pop("validation", None)
     card.training = {**card.training, "epochs": state["epoch"]}
-    save_model(Path(out), net, card)
-    return Path(out)
+    return net, card
 
 
 def export_member(model, index: int, out) -> Path:

@@ -28,7 +28,7 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.labels import BACKGROUND, CAVITY, INFARCT, MYOCARDIUM, N_CLASSES, NO_REFLOW, invalid_values
+from napari_lvseg.labels import BACKGROUND, CAVITY, FOREGROUND, INFARCT, MYOCARDIUM, N_CLASSES, NO_REFLOW, invalid_values
 
 _CROSS = ndi.generate_binary_structure(2, 1)  # 4-connectivity
 _SQUARE = np.ones((3, 3), bool)  # 8-connectivity
@@ -148,6 +148,16 @@ def check_anatomy(labels, path=None) -> None:
     if problems:
         more = f" (+{len(problems) - 3} more)" if len(problems) > 3 else ""
         raise LvsegError("labels fail the anatomy check: " + "; ".join(problems[:3]) + more, path)
+
+
+def check_training_mask(mask, name: str) -> None:
+    """Refuse a mask that would teach a network nonsense: no LV at all, or anatomically impossible."""
+    if not np.isin(mask, FOREGROUND).any():
+        raise LvsegError(f"'{name}' holds no LV (no class 1..4): draw a new LV mask or open one")
+    try:
+        check_anatomy(mask)
+    except LvsegError as exc:
+        raise LvsegError(f"'{name}' is not a training mask ({exc}): fix it and synthesize again") from None
 
 
 # ----------------------------------------------------------------------------------------------

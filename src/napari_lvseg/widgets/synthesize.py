@@ -44,15 +44,9 @@ class SynthesizeLogic:
 
     @staticmethod
     def check_trainable(mask, name: str) -> None:
-        """Refuse a mask that would teach a network nonsense: no LV at all, or anatomically impossible."""
-        from napari_lvseg.data.simulator import check_anatomy
+        from napari_lvseg.data.simulator import check_training_mask
 
-        if not np.isin(mask, lb.FOREGROUND).any():
-            raise LvsegError(f"'{name}' holds no LV (no class 1..4): draw a new LV mask or open one")
-        try:
-            check_anatomy(mask)
-        except LvsegError as exc:
-            raise LvsegError(f"'{name}' is not a training mask ({exc}): fix it and synthesize again") from None
+        check_training_mask(mask, name)
 
     @staticmethod
     def new_ring(shape, center=None, radius: float = 20.0, thickness: float = 8.0) -> np.ndarray:
