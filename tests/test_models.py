@@ -163,7 +163,7 @@ def test_generator_dropout_gives_variety_without_seed(generator):
 def test_generator_default_depth_reaches_2x2_and_dropout_on_three_inner_levels():
     gen = Pix2PixGenerator(base_width=2)
     assert gen.architecture_params() == dict(in_channels=5, out_channels=1, base_width=2, depth=6,
-                                             dropout=0.5, norm="instance")
+                                             dropout=0.5, norm="instance", upsample="transposed")
     x = one_hot(torch.randint(0, 5, (1, 128, 128)))
     inner = x
     for block in gen.down:
@@ -172,6 +172,28 @@ def test_generator_default_depth_reaches_2x2_and_dropout_on_three_inner_levels()
     with_dropout = [lvl for lvl, up in enumerate(gen.up) if any(isinstance(m, nn.Dropout) for m in up)]
     assert with_dropout == [3, 4, 5]
     assert gen.eval()(x).shape == (1, 1, 128, 128)
+
+
+def test_resize_upsampling_keeps_a_flat_region_flat():
+    """A uniform mask gives a uniform image centre with resize + conv; transposed convolutions lay a checkerboard."""
+    torch.manual_seed(0)
+    x = one_hot(torch.zeros(1, 256, 256, dtype=torch.long))   # all background: flat away from the borders
+    centre = {}
+    for kind in ("transposed", "resize"):
+        gen = Pix2PixGenerator(base_width=4, depth=3, dropout=0.0, upsample=kind).eval()
+        with torch.no_grad():
+            centre[kind] = gen(x)[0, 0, 96:160, 96:160]
+    assert float(centre["resize"].std()) < 1e-5
+    # three stacked stride-2 transposed convolutions: a pattern that repeats every 2**3 pixels
+    checker = centre["transposed"]
+    assert float(checker.std()) > 1e-2
+    assert torch.allclose(checker[:-8], checker[8:], atol=1e-5) and torch.allclose(checker[:, :-8], checker[:, 8:],
+                                                                                  atol=1e-5)
+    resize = Pix2PixGenerator(base_width=4, depth=3, upsample="resize")
+    assert not any(isinstance(m, nn.ConvTranspose2d) for m in resize.modules())
+    assert Pix2PixGenerator(**resize.architecture_params()).architecture_params()["upsample"] == "resize"
+    with pytest.raises(ValueError, match="upsample must be one of transposed, resize"):
+        Pix2PixGenerator(upsample="bilinear")
 
 
 def test_patch_discriminator_shape():

@@ -102,6 +102,21 @@ def test_resume_continues_where_the_run_stopped(pairs, tmp_path):
         assert steps == {4.0}
 
 
+def test_resize_upsampling_generator_is_trained_and_reloaded_as_such(pairs, tmp_path):
+    from torch import nn
+
+    from napari_lvseg.models.store import load_model
+
+    out = tmp_path / "resize"
+    list(train(tiny_options(pairs, out, upsample="resize")))
+    assert read_card(out).params["upsample"] == "resize"
+    generator, _ = load_model(out, task="synthesis")
+    kinds = {type(m) for m in generator.modules()}
+    assert nn.Upsample in kinds and nn.ConvTranspose2d not in kinds
+    with pytest.raises(LvsegError, match="--upsample must be transposed or resize, got 'bilinear'"):
+        list(train(tiny_options(pairs, tmp_path / "bad", upsample="bilinear")))
+
+
 @pytest.fixture(scope="module")
 def guide(pairs, tmp_path_factory):
     """A tiny 2.5-D segmentation network (one neighbour each side) to guide the generator."""

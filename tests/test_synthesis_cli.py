@@ -33,7 +33,7 @@ def run(pairs, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
     rc = main(["train", "--task", "synthesis", "--data", str(pairs), "--out", str(out), "--epochs", "1",
                "--samples-per-epoch", "2", "--batch-size", "2", "--width", "4", "--threads", "1",
-               "--device", "cpu", "--quiet"])
+               "--device", "cpu", "--quiet", "--upsample", "resize"])
     assert rc == 0
     return out
 
@@ -48,9 +48,9 @@ def mask_nifti(tmp_path):
     return path, labels, affine
 
 
-def test_train_task_synthesis_uses_width_for_the_generator(run):
+def test_train_task_synthesis_uses_width_and_upsampling_for_the_generator(run):
     card = read_card(run)
-    assert card.task == "synthesis" and card.params["base_width"] == 4
+    assert card.task == "synthesis" and card.params["base_width"] == 4 and card.params["upsample"] == "resize"
     assert (run / "last.pt").is_file() and (run / "model.safetensors").is_file()
 
 

@@ -46,6 +46,7 @@ class TrainOptions:
     l1_lambda: float = 100.0
     l1_weights: list = field(default_factory=lambda: [1.0, 7.0, 11.0, 26.0, 90.0])
     disc_width: int = 32
+    upsample: str = "transposed"                   # generator upsampling: transposed | resize (--init keeps its model's)
     seg_guide: str | None = None                   # frozen segmentation model judging the images (see synthesis.py)
     seg_guide_lambda: float = 10.0
     seg_guide_blur: float = 0.0                    # Gaussian sigma (pixels) of the image the guide reads
@@ -103,6 +104,8 @@ class TrainOptions:
         if self.seg_guide_lambda < 0 or not 0 <= self.seg_guide_blur <= 8:
             raise LvsegError(f"--seg-guide-lambda must be 0 or more and --seg-guide-blur 0..8 pixels, got "
                              f"{self.seg_guide_lambda} and {self.seg_guide_blur}")
+        if self.upsample not in ("transposed", "resize"):
+            raise LvsegError(f"--upsample must be transposed or resize, got {self.upsample!r}")
         if self.rare_boost < 0 or not 0 <= self.val_fraction < 1:
             raise LvsegError("--rare-boost must be >= 0 and --val-fraction in [0, 1)")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:

@@ -161,7 +161,8 @@ class SynthesisTask(Task):
         else:
             self.architecture = "Pix2PixGenerator"
             self.params = {"in_channels": N_CLASSES, "out_channels": 1, "base_width": o.width or 32,
-                           "depth": self.generator_depth(), "dropout": 0.5, "norm": "instance"}
+                           "depth": self.generator_depth(), "dropout": 0.5, "norm": "instance",
+                           "upsample": o.upsample}
             self.generator = build_model(self.architecture, self.params)
         self.discriminator = PatchDiscriminator(in_channels=N_CLASSES + 1, base_width=o.disc_width)
         self.net_g, self.net_d = self.parallel(self.generator), self.parallel(self.discriminator)

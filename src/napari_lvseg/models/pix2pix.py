@@ -15,6 +15,16 @@ from napari_lvseg.labels import N_CLASSES
 from napari_lvseg.models.attention_res_unet import make_norm as _norm
 
 
+UPSAMPLING = ("transposed", "resize")
+
+
+def _upsampling(kind: str, cin: int, cout: int, bias: bool) -> list:
+    """The layers doubling a decoder level's size: a 4x4 transposed convolution or resize + 3x3 convolution."""
+    if kind == "transposed":
+        return [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=bias)]
+    return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1, bias=bias)]
+
+
 def one_hot(labels: torch.Tensor, n_classes: int = N_CLASSES) -> torch.Tensor:
     """Integer label maps (B, H, W) -> float one-hot (B, n_classes, H, W)."""
     if labels.dim() != 3:
@@ -35,16 +45,22 @@ class Pix2PixGenerator(nn.Module):
     ``depth`` stride-2 levels (6 takes 128x128 to a 2x2 bottleneck); widths ``base_width * min(2**l, 8)``.
     Down: Conv4x4-Norm-LeakyReLU(0.2) (no norm on the first and innermost). Up: ConvTranspose4x4-Norm-ReLU,
     with dropout on the innermost three decoder levels; the outermost ends in tanh.
+
+    ``upsample="resize"`` replaces each ConvTranspose4x4 by nearest-neighbour 2x resizing and a Conv3x3
+    (Odena et al. 2016): a stride-2 transposed convolution's kernel overlaps unevenly and can lay a
+    checkerboard over flat regions, which the segmentation-guided generator showed.
     """
 
     def __init__(self, in_channels: int = N_CLASSES, out_channels: int = 1, base_width: int = 32,
-                 depth: int = 6, dropout: float = 0.5, norm: str = "instance"):
+                 depth: int = 6, dropout: float = 0.5, norm: str = "instance", upsample: str = "transposed"):
         super().__init__()
         if depth < 2:
             raise ValueError(f"depth must be >= 2, got {depth}")
+        if upsample not in UPSAMPLING:
+            raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)}, got {upsample!r}")
         _norm(norm, 1)
         self._params = dict(in_channels=in_channels, out_channels=out_channels, base_width=base_width,
-                            depth=depth, dropout=dropout, norm=norm)
+                            depth=depth, dropout=dropout, norm=norm, upsample=upsample)
         self.depth = depth
         self.in_channels = in_channels
         widths = [base_width * min(2 ** level, 8) for level in range(depth)]
@@ -63,10 +79,9 @@ class Pix2PixGenerator(nn.Module):
         for level in range(depth):
             cin = widths[level] if level == depth - 1 else 2 * widths[level]
             if level == 0:
-                self.up.append(nn.Sequential(nn.ConvTranspose2d(cin, out_channels, 4, stride=2, padding=1),
-                                             nn.Tanh()))
+                self.up.append(nn.Sequential(*_upsampling(upsample, cin, out_channels, bias=True), nn.Tanh()))
                 continue
-            layers = [nn.ConvTranspose2d(cin, widths[level - 1], 4, stride=2, padding=1, bias=False),
+            layers = [*_upsampling(upsample, cin, widths[level - 1], bias=False),
                       _norm(norm, widths[level - 1]), nn.ReLU(inplace=True)]
             if level >= depth - 3 and dropout > 0:
                 layers.append(nn.Dropout(dropout))
