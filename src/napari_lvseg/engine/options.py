@@ -46,7 +46,7 @@ class TrainOptions:
     l1_lambda: float = 100.0
     l1_weights: list = field(default_factory=lambda: [1.0, 7.0, 11.0, 26.0, 90.0])
     disc_width: int = 32
-    upsample: str = "transposed"                   # generator upsampling: transposed | resize (--init keeps its model's)
+    upsample: str = "transposed"                   # generator: transposed | resize (--init keeps its model's)
     seg_guide: str | None = None                   # frozen segmentation model judging the images (see synthesis.py)
     seg_guide_lambda: float = 10.0
     seg_guide_blur: float = 0.0                    # Gaussian sigma (pixels) of the image the guide reads
