@@ -420,3 +420,12 @@ def test_synthesis_judge_scores_pooled_dice_per_class():
     assert dice["cavity"] == round(2 / 3, 3) and dice["myocardium"] == 0.8 and dice["infarct"] == round(2 / 3, 3)
     assert dice["no_reflow"] == 0.0                        # predicted, absent from the truth
     assert np.isnan(judge.pooled_dice(truth, truth * (truth < 3))["no_reflow"])   # absent from both
+
+
+def test_fold_numbers_take_a_list_and_refuse_folds_outside_1_to_k(cross_validation):
+    assert cross_validation.fold_numbers("3,4", 4) == [3, 4]
+    assert cross_validation.fold_numbers("2", 4) == [2]
+    with pytest.raises(SystemExit, match="folds are 1..4"):
+        cross_validation.fold_numbers("0,5", 4)
+    with pytest.raises(SystemExit, match="expected fold numbers"):
+        cross_validation.fold_numbers("3-4", 4)

@@ -212,6 +212,17 @@ def ensemble_out_of_fold(members: list) -> dict:
     return ensemble
 
 
+def fold_numbers(text: str, k: int) -> list:
+    """``--fold 3,4`` -> [3, 4], each in 1..k."""
+    try:
+        folds = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--fold {text}: expected fold numbers like 3 or 3,4") from None
+    if not all(1 <= fold <= k for fold in folds):
+        raise SystemExit(f"--fold {text}: folds are 1..{k}")
+    return folds
+
+
 def _member(text: str, seed=None) -> tuple:
     """(config path, seed) of CONFIG or CONFIG@SEED."""
     path, _, own = text.partition("@")
@@ -372,7 +383,7 @@ def main(argv=None) -> int:
     p = sub.add_parser("run", help="train a config on every fold (or one)")
     p.add_argument("config")
     p.add_argument("--folds", type=int, default=4)
-    p.add_argument("--fold", type=int, help="only this fold (1..K)")
+    p.add_argument("--fold", help="only these folds (1..K), comma-separated: 3 or 3,4")
     p.add_argument("--seed", type=int)
     p.add_argument("--device")
     p.add_argument("--workers", type=int)
@@ -435,7 +446,7 @@ def main(argv=None) -> int:
         for config in args.configs if args.save else ():
             print(_relative(save_fold_results(config, args.folds, args.seed)))
     else:
-        fold_list = [args.fold] if args.fold else list(range(1, args.folds + 1))
+        fold_list = fold_numbers(args.fold, args.folds) if args.fold else list(range(1, args.folds + 1))
         compute = {"seed": args.seed, "device": args.device, "workers": args.workers, "deadline": args.deadline,
                    "threads": args.threads}
         if not args.parallel:

@@ -9,7 +9,8 @@
 # optionally at another seed (STEM@SEED); each fold run comes back as $OUT/<run>.tgz with its weights and log but
 # without its resume checkpoints and cached probabilities (8 returned files at most: 2 configs of 4 folds):
 #
-#   [WORKERS=1] bash training/gpu_batch.sh cv "CONFIGS" SECONDS    e.g.  bash training/gpu_batch.sh cv "seg_mixed_context seg_context@1" 470
+#   [WORKERS=1] [FOLDS=3,4] bash training/gpu_batch.sh cv "CONFIGS" SECONDS
+#   e.g.  bash training/gpu_batch.sh cv "seg_mixed_context seg_context@1" 470
 #
 # The machine has no internet: carry .whl/ (wheels its Python lacks: pip download --no-deps monai==1.6.1
 # nibabel==5.4.2 -d .whl) and .data/emidec-lge-128 (a copy of ../shared/data/emidec-lge-128); both are in
@@ -34,7 +35,7 @@ if [ "$SCENARIO" = cv ]; then
   PIDS=""
   for entry in $LIST; do
     split_entry "$entry"
-    python3 training/cross_validate.py run "training/configs/$stem.json" "${seed[@]}" --parallel \
+    python3 training/cross_validate.py run "training/configs/$stem.json" "${seed[@]}" ${FOLDS:+--fold "$FOLDS"} --parallel \
       --device "${DEVICE:-cuda}" --workers "${WORKERS:-1}" --deadline $((START + SECONDS_LEFT)) &
     PIDS="$PIDS $!"
   done
