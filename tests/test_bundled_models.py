@@ -12,10 +12,10 @@ from napari_lvseg.models.store import bundled_models_dir, default_model_name, lo
 
 def test_defaults_are_bundled_with_cards_and_licence():
     assert default_model_name("segmentation") == "lvseg-seg"
-    assert default_model_name("synthesis") == "lvseg-pix2pix"
+    assert default_model_name("synthesis") == "lvseg-pix2pix-resize"
     total = sum(f.stat().st_size for f in bundled_models_dir().rglob("*") if f.is_file())
     assert total < 25 * 2**20
-    for name in ("lvseg-seg", "lvseg-pix2pix"):
+    for name in ("lvseg-seg", "lvseg-pix2pix-resize", "lvseg-pix2pix"):
         card = json.loads((bundled_models_dir() / name / "card.json").read_text())
         assert "CC BY-NC-SA 4.0" in card["licence"] and card["training"]["train_cases"]
     net, card = load_model(None, task="segmentation")
