@@ -102,19 +102,35 @@ def test_resume_continues_where_the_run_stopped(pairs, tmp_path):
         assert steps == {4.0}
 
 
-def test_resize_upsampling_generator_is_trained_and_reloaded_as_such(pairs, tmp_path):
+def test_generators_upsample_by_resize_unless_told_otherwise(run, pairs, tmp_path):
     from torch import nn
 
     from napari_lvseg.models.store import load_model
 
-    out = tmp_path / "resize"
-    list(train(tiny_options(pairs, out, upsample="resize")))
+    out, _ = run   # default options
     assert read_card(out).params["upsample"] == "resize"
     generator, _ = load_model(out, task="synthesis")
     kinds = {type(m) for m in generator.modules()}
     assert nn.Upsample in kinds and nn.ConvTranspose2d not in kinds
     with pytest.raises(LvsegError, match="--upsample must be transposed or resize, got 'bilinear'"):
         list(train(tiny_options(pairs, tmp_path / "bad", upsample="bilinear")))
+
+
+def test_a_run_from_before_the_upsample_option_resumes_with_its_transposed_generator(pairs, tmp_path):
+    from torch import nn
+
+    from napari_lvseg.models.store import load_model
+
+    out = tmp_path / "old"
+    list(train(tiny_options(pairs, out, upsample="transposed")))
+    saved = json.loads((out / "options.json").read_text())
+    del saved["upsample"]   # as written before the option existed
+    (out / "options.json").write_text(json.dumps(saved))
+    events = list(train(tiny_options(pairs, out, epochs=2), resume=True))
+    assert events[-1].kind == "done" and events[-1].epoch == 2
+    generator, card = load_model(out, task="synthesis")
+    assert card.params["upsample"] == "transposed"
+    assert any(isinstance(m, nn.ConvTranspose2d) for m in generator.modules())
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ def run(pairs, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "run"
     rc = main(["train", "--task", "synthesis", "--data", str(pairs), "--out", str(out), "--epochs", "1",
                "--samples-per-epoch", "2", "--batch-size", "2", "--width", "4", "--threads", "1",
-               "--device", "cpu", "--quiet", "--upsample", "resize"])
+               "--device", "cpu", "--quiet"])
     assert rc == 0
     return out
 

@@ -46,7 +46,7 @@ class TrainOptions:
     l1_lambda: float = 100.0
     l1_weights: list = field(default_factory=lambda: [1.0, 7.0, 11.0, 26.0, 90.0])
     disc_width: int = 32
-    upsample: str = "transposed"                   # generator: transposed | resize (--init keeps its model's)
+    upsample: str = "resize"                       # generator: resize | transposed (--init keeps its model's)
     seg_guide: str | None = None                   # frozen segmentation model judging the images (see synthesis.py)
     seg_guide_lambda: float = 10.0
     seg_guide_blur: float = 0.0                    # Gaussian sigma (pixels) of the image the guide reads
@@ -130,6 +130,9 @@ class TrainOptions:
         if not isinstance(raw, dict):
             raise LvsegError("options file is not a JSON object", path)
         known = {f.name for f in fields(cls)}
+        # options.json files from before the option existed trained transposed-convolution generators: a resume
+        # of such a run must rebuild the same generator
+        raw.setdefault("upsample", "transposed")
         try:
             return cls(**{k: v for k, v in raw.items() if k in known})
         except (TypeError, ValueError) as exc:
