@@ -112,7 +112,7 @@ def test_generators_upsample_by_resize_unless_told_otherwise(run, pairs, tmp_pat
     generator, _ = load_model(out, task="synthesis")
     kinds = {type(m) for m in generator.modules()}
     assert nn.Upsample in kinds and nn.ConvTranspose2d not in kinds
-    with pytest.raises(LvsegError, match="--upsample must be transposed or resize, got 'bilinear'"):
+    with pytest.raises(LvsegError, match="--upsample must be resize or transposed, got 'bilinear'"):
         list(train(tiny_options(pairs, tmp_path / "bad", upsample="bilinear")))
 
 

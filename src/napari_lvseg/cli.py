@@ -102,7 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seg-guide-lambda", type=float, default=10.0, help="weight of the --seg-guide loss")
     p.add_argument("--seg-guide-blur", type=float, default=0.0, metavar="SIGMA",
                    help="Gaussian blur (pixels) of the images the --seg-guide reads: no fine-pattern answers")
-    p.add_argument("--upsample", choices=("resize", "transposed"), default="resize",
+    from .engine.options import UPSAMPLING
+
+    p.add_argument("--upsample", choices=UPSAMPLING, default="resize",
                    help="synthesis: the generator's upsampling (resize + 3x3 convolution; transposed: 4x4 transposed "
                    "convolutions, as the earlier lvseg-pix2pix, which leave a checkerboard)")
     p.add_argument("--threads", type=positive_int, default=None)

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import LvsegError
 
 TASKS = ("segmentation", "synthesis")
+UPSAMPLING = ("resize", "transposed")   # the generator's (models/pix2pix.py); resize leaves no checkerboard
 
 
 @dataclass
@@ -104,8 +105,8 @@ class TrainOptions:
         if self.seg_guide_lambda < 0 or not 0 <= self.seg_guide_blur <= 8:
             raise LvsegError(f"--seg-guide-lambda must be 0 or more and --seg-guide-blur 0..8 pixels, got "
                              f"{self.seg_guide_lambda} and {self.seg_guide_blur}")
-        if self.upsample not in ("transposed", "resize"):
-            raise LvsegError(f"--upsample must be transposed or resize, got {self.upsample!r}")
+        if self.upsample not in UPSAMPLING:
+            raise LvsegError(f"--upsample must be {' or '.join(UPSAMPLING)}, got {self.upsample!r}")
         if self.rare_boost < 0 or not 0 <= self.val_fraction < 1:
             raise LvsegError("--rare-boost must be >= 0 and --val-fraction in [0, 1)")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:
