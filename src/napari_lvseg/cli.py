@@ -354,6 +354,23 @@ def _lookup(tree, *keys):
     return tree
 
 
+def _model_score(metrics: dict) -> str:
+    """The headline figure of a card: a segmentation model's mean Dice, a generator's PSNR and FID (test split)."""
+    def number(*keys):
+        value = _lookup(metrics, *keys)
+        return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    test, val = number("test_metrics_tta", "study_mean", "mean"), number("validation", "mean")
+    psnr, fid = number("synthesis_test_split", "psnr"), number("synthesis_test_split", "fid")
+    if test is not None:
+        return f"  test mean Dice {test:.3f}"
+    if val is not None:
+        return f"  validation mean Dice {val:.3f}"
+    if psnr is not None:
+        return f"  test PSNR {psnr:.1f} dB" + (f", FID {fid:.3f}" if fid is not None else "")
+    return ""
+
+
 def cmd_models(args) -> int:
     from .models.store import default_model_name, list_models, weights_problem
 
@@ -362,10 +379,7 @@ def cmd_models(args) -> int:
         print("no models found")
     for e in entries:
         default = " (default)" if e.name == default_model_name(e.task) else ""
-        test = _lookup(e.card.metrics, "test_metrics_tta", "study_mean", "mean")
-        val = _lookup(e.card.metrics, "validation", "mean")
-        score = (f"  test mean Dice {test:.3f}" if isinstance(test, (int, float)) else
-                 f"  validation mean Dice {val:.3f}" if isinstance(val, (int, float)) else "")
+        score = _model_score(e.card.metrics)
         problem = weights_problem(e.path)
         state = f"  UNUSABLE ({problem})" if problem else ""
         print(f"{e.name:32s} {e.task:13s} {e.source:8s}{default}{score}{state}  {e.path}")
