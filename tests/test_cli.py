@@ -213,6 +213,12 @@ def test_models_lists_a_user_model_whose_card_metrics_are_hand_edited(tiny_model
     assert listing.returncode == 0 and "tiny-seg" in listing.stdout and "Traceback" not in listing.stderr
 
 
+def test_models_piped_into_a_reader_that_leaves_says_nothing():
+    run = subprocess.run(f"{sys.executable} -m napari_lvseg.cli models | head -c 1", shell=True, capture_output=True,
+                         text=True)
+    assert len(run.stdout) == 1 and run.stderr == ""
+
+
 def test_models_gives_each_bundled_model_its_headline_figure():
     lines = {line.split()[0]: line for line in lvseg("models").stdout.splitlines()}
     assert "test mean Dice 0.648" in lines["lvseg-seg"]

@@ -136,7 +136,12 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()   # here, so that a reader who left (`lvseg models | head -1`) is seen below
+        return code
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
+        return 141   # as a shell reports a pipe's writer stopped by SIGPIPE
     except LvsegError as exc:
         print(f"lvseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
