@@ -24,13 +24,13 @@ def tiles_for(generators: list, data: str, rows: int = 4) -> list:
     from napari_lvseg.data.datasets import load_source
     from napari_lvseg.data.normalize import normalize_slices
     from napari_lvseg.engine.synthesis import from_tanh, generate_slices
-    from napari_lvseg.labels import COLORS
+    from napari_lvseg.labels import COLORS, INFARCT, NO_REFLOW
     from napari_lvseg.models.store import load_model
 
     source = load_source(data, cases=json.loads((ROOT / "training/split.json").read_text())["test"])
     richest = {}
     for i, (case, labels) in enumerate(zip(source.cases, source.labels)):
-        score = int((labels == 4).sum()) * 10 + int((labels == 3).sum())
+        score = int((labels == NO_REFLOW).sum()) * 10 + int((labels == INFARCT).sum())
         if score > richest.get(case, (0, -1))[0]:
             richest[case] = (score, i)
     chosen = [i for _, i in sorted(richest.values(), reverse=True)[:rows]]
