@@ -80,7 +80,23 @@ def test_train_cli_then_models_lists_it(models_dir, tmp_path):
     assert "mine" in listing.stdout and "user" in listing.stdout
 
 
+def test_train_resume_keeps_the_runs_length_and_needs_no_data(tmp_path, capsys):
+    phantom_pair_folder(tmp_path / "pairs", n_pairs=3, n_slices=2, size=64)
+    run = tmp_path / "run"
+    common = ["--samples-per-epoch", "4", "--batch-size", "2", "--width", "4", "--depth", "3", "--val-fraction",
+              "0.34", "--threads", "1", "--quiet"]
+    assert main(["train", "--data", str(tmp_path / "pairs"), "--out", str(run), "--epochs", "1", *common]) == 0
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "2", *common]) == 0
+    capsys.readouterr()
+    # a resume without --epochs keeps the run's 2 epochs (not the new-run default of 10) and trains nothing more
+    assert main(["train", "--resume", "--out", str(run), *common]) == 0
+    assert json.loads((run / "options.json").read_text())["epochs"] == 2
+    out = capsys.readouterr().out
+    assert "step 4 of 4" in out and "[validation]" not in out
+
+
 @pytest.mark.parametrize("args, words", [
+    (["train", "--out", "run"], "give the training data with --data DIR"),
     (["segment", "missing.nii.gz", "-o", "x.nii.gz"], "missing.nii.gz"),
     (["segment", "img.tif", "-o", "x.nii.gz", "--model", "nope"], "nope"),
     (["segment", "notes.txt", "-o", "x.nii.gz"], "unsupported file type"),

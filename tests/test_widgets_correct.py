@@ -94,6 +94,22 @@ def test_autosave_after_edits_replaces_one_pair_and_reopen_offers_it(setup, qtbo
     assert loaded.metadata["lvseg_source"]["spacing"] == (8.0, 1.0, 1.0)   # File > Save keeps the image's voxel size
 
 
+def test_undo_is_autosaved_and_moving_through_slices_is_not(setup, qtbot, errors):
+    viewer, widget, tmp = setup
+    _, labels_layer = _open_in_panel(viewer, widget, tmp / "case1.nii.gz")
+    widget.autosave_timer.setInterval(50)
+    folder = PairFolder(tmp / "annotations")
+    _paint_infarct(labels_layer, 3)
+    qtbot.waitUntil(lambda: folder.manifest_path.exists() and folder.records()[0]["edited_pixels"] == 3,
+                    timeout=5_000)
+    labels_layer.undo()   # napari tells only "set_data", as for a move of the z slider
+    qtbot.waitUntil(lambda: folder.records()[0]["edited_pixels"] == 2, timeout=5_000)
+    assert np.array_equal(folder.read(folder.records()[0]["name"])[1], labels_layer.data)
+    viewer.dims.set_current_step(0, 1)
+    labels_layer.refresh()
+    assert not widget.autosave_timer.isActive() and errors == []
+
+
 def test_pending_autosave_saves_the_edited_case_when_the_pickers_move_on(setup, errors):
     viewer, widget, tmp = setup
     image_layer, labels_layer = _open_in_panel(viewer, widget, tmp / "case1.nii.gz")

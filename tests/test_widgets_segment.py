@@ -136,8 +136,13 @@ def test_class_buttons_keys_visibility_table_and_csv(viewer_and_widget, qtbot, t
     edited = layer.data.copy()
     assert widget.show_result(_fake_result(truth), "case", "case.nii.gz", image_layer) is layer
     assert np.array_equal(layer.data, truth)
+    infarct_px = lambda labels: int(np.isin(labels, (3, 4)).sum())  # noqa: E731
+    qtbot.waitUntil(lambda: not widget.refresh_timer.isActive(), timeout=5_000)
+    assert int(widget.rows[-1]["infarct_px"]) == infarct_px(truth)
     layer.undo()
     assert np.array_equal(layer.data, edited)
+    # ... and the table follows the undo, which napari reports only as "set_data"
+    qtbot.waitUntil(lambda: int(widget.rows[-1]["infarct_px"]) == infarct_px(edited), timeout=5_000)
     # labels that cannot be quantified export nothing, not the figures of the labels before
     layer.data_setitem((np.array([0]), np.array([0]), np.array([0])), 9)
     widget.refresh_table()

@@ -137,6 +137,21 @@ def test_a_runtime_error_in_the_worker_is_notified_and_frees_the_button(setup, q
     assert widget.run_button.text() == "Synthesize" and widget.run_button.isEnabled()
 
 
+def test_the_model_picker_starts_on_the_default_generator_and_keeps_a_choice(setup, models_dir):
+    from napari_lvseg.models.pix2pix import Pix2PixGenerator
+    from napari_lvseg.models.store import ModelCard, save_model
+
+    _, widget, _ = setup
+    # the bundled default, not the first name in the list (lvseg-pix2pix, the earlier generator)
+    assert widget.model_picker.names()[0] == "lvseg-pix2pix"
+    assert widget.model_picker.current_model() == "lvseg-pix2pix-resize"
+    save_model(models_dir / "tiny-p2p", Pix2PixGenerator(base_width=4),
+               ModelCard(name="tiny-p2p", task="synthesis", architecture="Pix2PixGenerator", input_size=128))
+    widget.model_picker.select("lvseg-pix2pix")
+    widget.refresh_models()
+    assert widget.model_picker.current_model() == "lvseg-pix2pix" and "tiny-p2p" in widget.model_picker.names()
+
+
 def test_synthesis_with_a_tiny_real_model(setup, qtbot, models_dir, errors):
     import torch
 

@@ -185,6 +185,8 @@ def test_a_run_paused_in_one_panel_resumes_from_another_with_its_saved_settings(
     other = TrainWidget(viewer)   # a fresh panel, as after restarting napari
     viewer.window.add_dock_widget(other)
     other.task.setCurrentText("synthesis")
+    assert other.model_picker.current_model() == "lvseg-pix2pix-resize"   # the default generator to fine-tune
+    assert "SSIM" in other.plot.toolTip()
     other.add_source(pairs)
     assert not other.resume_button.isEnabled()
     other.run_folder.setText(str(tmp / "run"))

@@ -78,15 +78,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a segmentation or synthesis model (resumable, torchrun-ready)")
     p.add_argument("--task", choices=("segmentation", "synthesis"), default="segmentation")
-    p.add_argument("--data", action="append", required=True, metavar="DIR", help="EMIDEC case folder(s) or pair folder; repeatable")
+    p.add_argument("--data", action="append", metavar="DIR",
+                   help="EMIDEC case folder(s) or pair folder; repeatable (not needed with --resume)")
     p.add_argument("--mix", help="sampling ratio of the --data sources, e.g. 1:1 (default: by size)")
     p.add_argument("--out", required=True, metavar="RUN", help="run folder (options, events, checkpoints, model)")
-    p.add_argument("--epochs", type=int, default=10, help="total epochs, counting those before a resume")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="total epochs, counting those before a resume (default 10; on resume: the run's own)")
     p.add_argument("--samples-per-epoch", type=int, default=None, help="default: one pass over the training slices")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--seed", type=seed_int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped, with "
+                   "its saved options (--epochs, --threads, --workers and --device may change)")
     p.add_argument("--split", metavar="JSON", help='case split {"train": [...], "val": [...], "test": [...]}')
     p.add_argument("--val-fraction", type=float, default=0.15, help="validation cases when no --split is given")
     p.add_argument("--init", metavar="MODEL", help="fine-tune from this model instead of starting from scratch")
@@ -259,8 +262,15 @@ def cmd_train(args) -> int:
             mix = [float(v) for v in args.mix.split(":")]
         except ValueError:
             raise LvsegError(f"--mix {args.mix!r}: expected ratios like 1:1") from None
+    epochs = args.epochs
+    if args.resume:
+        saved = Path(args.out) / "options.json"
+        if epochs is None and saved.is_file():  # the run's own length, not the new-run default
+            epochs = TrainOptions.load(saved).epochs
+    elif not args.data:
+        raise LvsegError("give the training data with --data DIR (or --resume a run)")
     options = TrainOptions(
-        task=args.task, data=args.data, mix=mix, out=args.out, epochs=args.epochs,
+        task=args.task, data=args.data or [], mix=mix, out=args.out, epochs=10 if epochs is None else epochs,
         samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         threads=args.threads, workers=args.workers, device=args.device, split=args.split, val_fraction=args.val_fraction,
         init=args.init, name=args.name, width=args.width, depth=args.depth, augment=args.augment,

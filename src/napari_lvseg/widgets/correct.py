@@ -13,9 +13,9 @@ from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QLabel, QLineEd
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, closed_from_dock, folder_of,
-                                          guarded, notify_info, notify_warning, register_widget, set_labels_undoably,
-                                          source_meta, source_of, start_worker, user_data_dir)
+from napari_lvseg.widgets._common import (EditWatcher, LayerPicker, ModelPicker, choose_folder, closed_from_dock,
+                                          folder_of, guarded, notify_info, notify_warning, register_widget,
+                                          set_labels_undoably, source_meta, source_of, start_worker, user_data_dir)
 
 AUTOSAVE_DELAY_MS = 3000
 
@@ -168,6 +168,7 @@ class CorrectWidget(QWidget):
         self.logic = CorrectLogic(folder)
         self.worker = None
         self.watched = None  # the labels layer whose edits trigger autosave
+        self.edits = EditWatcher(self._edited)
         self.pending = None  # (image layer, labels layer) edited since the last autosave
 
         self.image_picker = LayerPicker(napari_viewer, (Image,))
@@ -278,11 +279,8 @@ class CorrectWidget(QWidget):
         if layer is self.watched:
             return
         self.flush_autosave()
-        if self.watched is not None:
-            self.watched.events.paint.disconnect(self._edited)
         self.watched = layer
-        if layer is not None:
-            layer.events.paint.connect(self._edited)
+        self.edits.watch(layer)
 
     def _edited(self, event=None):
         if self.autosave.isChecked():

@@ -13,16 +13,14 @@ from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, closed_from_dock, guarded, labels_spacing,
-                                          notify_info, register_widget, set_labels_undoably, source_meta, source_of,
-                                          start_worker)
+from napari_lvseg.widgets._common import (EditWatcher, LayerPicker, ModelPicker, closed_from_dock, guarded,
+                                          labels_spacing, notify_info, register_widget, set_labels_undoably,
+                                          source_meta, source_of, start_worker)
 
 AUTOMATIC = "automatic"
 TABLE_COLUMNS = ("slice", "myocardium_px", "myocardium_mm2", "myocardium_mm3", "myocardium_g", "infarct_pct",
                  "no_reflow_pct", "transmurality_pct", "infarct_mm3", "no_reflow_mm3")
 PIXEL_ONLY_COLUMNS = ("slice", "myocardium_px", "infarct_pct", "no_reflow_pct", "transmurality_pct")
-# edits and new data refresh the table; not "set_data", which fires on every move of the z slider
-REFRESH_EVENTS = ("paint", "data", "labels_update")
 REFRESH_DELAY_MS = 300
 
 
@@ -215,6 +213,7 @@ class SegmentWidget(QWidget):
         self.refresh_timer.setSingleShot(True)
         self.refresh_timer.setInterval(REFRESH_DELAY_MS)
         self.refresh_timer.timeout.connect(self.refresh_table)
+        self.edits = EditWatcher(self._schedule_refresh)   # the labels layer's edits refresh the table
         register_widget(napari_viewer, self)
 
     # -- models
@@ -314,23 +313,12 @@ class SegmentWidget(QWidget):
     # -- the labels layer being edited
     def attach(self, layer) -> None:
         """Make ``layer`` the one the class buttons, keys and the table work on."""
-        if self.labels_layer is not None and self.labels_layer is not layer:
-            self._disconnect(self.labels_layer)
         self.labels_layer = layer
-        for name in REFRESH_EVENTS:
-            emitter = getattr(layer.events, name, None)
-            if emitter is not None:
-                emitter.connect(self._schedule_refresh)
+        self.edits.watch(layer)
         for value in lb.FOREGROUND:
             layer.bind_key(str(value), self._key_callback(value), overwrite=True)
         layer.colormap = self.logic.colormap(self.hidden)
         self.refresh_table()
-
-    def _disconnect(self, layer) -> None:
-        for name in REFRESH_EVENTS:
-            emitter = getattr(layer.events, name, None)
-            if emitter is not None:
-                emitter.disconnect(self._schedule_refresh)
 
     def _key_callback(self, value):
         def select(layer):
@@ -344,6 +332,7 @@ class SegmentWidget(QWidget):
         if self.labels_layer is not None and self.labels_layer in self.viewer.layers:
             return self.labels_layer
         self.labels_layer = None
+        self.edits.watch(None)
         return None
 
     @guarded

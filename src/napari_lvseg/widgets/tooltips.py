@@ -3,7 +3,8 @@
 # -- shared
 IMAGE_LAYER = "Grey-level image layer to work on: a slice (Y, X) or a stack (Z, Y, X). RGB images are refused."
 LABELS_LAYER = "Labels layer holding the classes 0 background, 1 LV cavity, 2 myocardium, 3 infarct, 4 no-reflow."
-MODEL = "Model from the registry (bundled models, then your own trained ones)."
+MODEL = ("Model from the registry (bundled models, then your own trained ones); it starts on the task's default "
+         "model.")
 REFRESH_MODELS = "Re-read the model registry (after copying a model folder in by hand)."
 
 # -- Segment LV
@@ -41,7 +42,7 @@ SIM_ACTION = "Edit the mask: grow/shrink the infarct, add/remove no-reflow, or a
 SIM_PIXELS = "How many pixels to grow or shrink the infarct by."
 SIM_SCOPE = "Apply the edit to the current slice only or to every slice of the stack."
 APPLY_SIM = "Apply the mask edit (can be undone with the layer's undo, Ctrl+Z)."
-SYNTH_MODEL = "Pix2Pix mask-to-image model; empty: the default synthesis model."
+SYNTH_MODEL = "Pix2Pix mask-to-image model; it starts on the default generator."
 N_VARIANTS = "How many images to generate (each with its own noise seed)."
 SEED = "Random seed: the same seed and mask give the same result."
 RUN_SYNTH = "Generate synthetic LGE image(s) from the mask in the background; press again to stop."
@@ -66,4 +67,5 @@ PAUSE = "Stop at the next step, keeping a checkpoint; Resume continues from it."
 RESUME = ("Continue the paused run from its last checkpoint; or the run in the run folder field (an earlier session's "
           "or a failed one), with its saved settings.")
 CANCEL = "Stop at the next step; the checkpoint is kept but the run is not resumed from this panel."
-PLOT = "Training loss (per step) and validation Dice per class (per epoch)."
+PLOT = {"segmentation": "Training loss (per step) and validation Dice per class (per epoch).",
+        "synthesis": "Training loss (per step) and validation SSIM of the generated images (per epoch)."}

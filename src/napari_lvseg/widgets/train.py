@@ -145,7 +145,7 @@ class LivePlot(QWidget):
         super().__init__(parent)
         self.logic = logic
         self.setMinimumHeight(160)
-        self.setToolTip(tips.PLOT)
+        self.setToolTip(tips.PLOT[TASKS[0]])
 
     def paintEvent(self, event):  # noqa: N802 - Qt name
         painter = QPainter(self)
@@ -348,6 +348,7 @@ class TrainWidget(QWidget):
     def _task_changed(self, task: str):
         self.model_picker.task = task
         self.model_picker.refresh()
+        self.plot.setToolTip(tips.PLOT[task])
 
     # -- data sources
     @guarded
