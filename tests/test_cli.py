@@ -111,7 +111,8 @@ def test_train_resume_keeps_the_runs_length_and_needs_no_data(tmp_path, capsys):
     (["synthesize", "mask.tif", "-o", "mask.tif"], "mask.tif: is the input file"),
     (["evaluate", "--pred", "pred", "--truth", "pred", "--out", "notes.txt/ev"], "notes.txt"),
     (["segment", "blank.tif", "-o", "seg.tif"], "blank.tif: image is blank"),
-    (["segment", "pred", "-o", "seg.nii.gz"], "names one file, but this folder holds several images"),
+    (["segment", "pred", "-o", "seg.nii.gz"], "names one file, but this folder holds 1 image: give an output folder"),
+    (["segment", "empty", "-o", "seg.nii.gz"], "empty: folder holds no EMIDEC Case_* folders"),
     (["train", "--data", "pred", "--data", "pred", "--mix", "nan:1", "--out", "run"], "--mix ratios must be finite"),
     (["train", "--data", "pred", "--out", "run", "--lr", "nan"], "--lr must be a positive number"),
     (["train", "--data", "pred", "--out", "run", "--width", "0"], "--width must be at least 1"),
@@ -130,6 +131,7 @@ def test_user_errors_are_one_line_without_traceback(models_dir, tmp_path, args, 
     tifffile.imwrite(tmp_path / "img.tif", image[0])
     tifffile.imwrite(tmp_path / "mask.tif", labels[0])
     (tmp_path / "pred").mkdir()
+    (tmp_path / "empty").mkdir()
     tifffile.imwrite(tmp_path / "pred" / "Case_A.tif", labels[0])
     (tmp_path / "notes.txt").write_text("not an image")
     tifffile.imwrite(tmp_path / "blank.tif", np.full((64, 64), 3.0, np.float32))
@@ -313,4 +315,16 @@ def test_evaluate_into_a_folder_writes_inside_it(tmp_path, capsys):
     assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "pred"),
                  "--out", str(tmp_path / "results")]) == 0
     assert sorted(p.name for p in (tmp_path / "results").iterdir()) == ["evaluation.csv", "evaluation.json"]
+
+    def evaluate(out):
+        return main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "pred"), "--out", out])
+
+    # a prefix keeps its dots; a .csv ending is the CSV's own name
+    assert evaluate(str(tmp_path / "res.v2")) == 0 and evaluate(str(tmp_path / "table.csv")) == 0
+    assert all((tmp_path / name).is_file() for name in ("res.v2.csv", "res.v2.json", "table.csv", "table.json"))
+    capsys.readouterr()
+    # a missing output folder is refused before any table is printed
+    assert evaluate(str(tmp_path / "nowhere" / "ev")) == 2
+    out = capsys.readouterr()
+    assert "Study protocol" not in out.out and "nowhere: folder does not exist" in out.err
 

@@ -87,6 +87,17 @@ def test_tta_and_uncertainty(oracle):
     assert plain.uncertainty is None
 
 
+def test_uncertainty_score_does_not_depend_on_the_image_size(oracle):
+    from napari_lvseg.inference import uncertainty_scores
+
+    large = image_with_disk((2, 128, 128), (62, 66), radius=9)
+    small = large[:, 32:96, 32:96]   # the same heart in a smaller field of view, the model's 64 pixels
+    (_, _, score_small), (_, result, score_large) = uncertainty_scores([("a", small), ("b", large)], oracle)
+    assert result.uncertainty.shape == large.shape and score_small > 0
+    # the mean over the whole image, with 0 outside the model's view, would be 4x smaller for the large one
+    assert score_large == pytest.approx(score_small, rel=0.2)
+
+
 @pytest.mark.parametrize("tta", [False, True])
 def test_segment_steps_report_each_forward_pass_and_stop_between_them(oracle, tta):
     from napari_lvseg.inference import probability_steps, segment_steps

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_lvseg._reader import get_reader, labels_layer_kwargs
+from napari_lvseg._reader import get_reader, labels_layer_kwargs, read_path
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.labels import COLORS
 
@@ -98,6 +98,17 @@ def test_tiff_and_several_paths(tmp_path):
     paths = [str(tmp_path / "s.tif"), str(tmp_path / "t.tiff")]
     layers = get_reader(paths)(paths)
     assert [(d.shape, t) for d, _, t in layers] == [((3, 6, 7), "image"), ((6, 7), "image")]
+
+
+def test_a_labels_tiff_saved_by_the_plugin_reopens_as_labels(tmp_path):
+    from napari_lvseg.io import write_labels
+
+    labels = RNG.integers(0, 5, (2, 6, 7)).astype(np.uint8)
+    write_labels(tmp_path / "mask.tif", labels)
+    tifffile.imwrite(str(tmp_path / "float.tif"), labels.astype(np.float32))   # integer-valued, but an image
+    (data, kwargs, layer_type), = read_path(tmp_path / "mask.tif")
+    assert layer_type == "labels" and np.array_equal(data, labels) and kwargs["name"] == "mask"
+    assert read_path(tmp_path / "float.tif")[0][2] == "image"
 
 
 def test_bad_input_raises_one_line_error_naming_the_file(tmp_path):

@@ -339,9 +339,35 @@ def test_large_weights_are_sharded_and_load_register_and_resave_whole(models_dir
 
     monkeypatch.setattr(store, "SHARD_BYTES", 20_000)
     save_model(tmp_path / "big", model, big_card())
-    (tmp_path / "big" / "model-3.safetensors").unlink()
-    with pytest.raises(LvsegError, match="shard model-3.safetensors is missing"):
+    shard = store.weight_files(tmp_path / "big" / "model.safetensors")[2]
+    shard.unlink()
+    with pytest.raises(LvsegError, match=f"shard {shard.name} is missing"):
         load_model(tmp_path / "big")
+
+
+def test_an_interrupted_sharded_save_leaves_the_old_model_whole(tmp_path, monkeypatch):
+    from safetensors import torch as safetensors_torch
+
+    monkeypatch.setattr(store, "SHARD_BYTES", 20_000)
+    card = ModelCard(name="big", task="segmentation", architecture="AttentionResUNet")
+    torch.manual_seed(0)
+    old = AttentionResUNet(base_width=8, depth=2).eval()
+    save_model(tmp_path / "big", old, card)
+    torch.manual_seed(1)
+    new = AttentionResUNet(base_width=8, depth=2).eval()
+    real_save = safetensors_torch.save_file
+
+    def killed_at_the_main_file(tensors, filename, metadata=None):
+        if "shards" in (metadata or {}):
+            raise KeyboardInterrupt   # the shards are on disk, model.safetensors is not replaced
+        real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors_torch, "save_file", killed_at_the_main_file)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(tmp_path / "big", new, card)
+    loaded, _ = load_model(tmp_path / "big")
+    with torch.no_grad():
+        assert torch.equal(loaded(x16()), old(x16()))
 
 
 def _saved_unet(directory, width, seed, normalization=None):

@@ -67,11 +67,13 @@ def read_path(path) -> list[tuple]:
         # Every case, only the first shown: the stacks differ in depth and would overlap otherwise.
         cases = emidec.find_cases(path)
         return [layer for i, case in enumerate(cases) for layer in _case_layers(case, visible=i == 0)]
-    if kind == "nifti":
+    if kind in ("nifti", "tiff"):
         from napari_lvseg.io.nifti import looks_like_labels, read_nifti
+        from napari_lvseg.io.tiff import read_tiff
 
-        volume = read_nifti(path)
-        if looks_like_labels(volume):
+        volume = read_nifti(path) if kind == "nifti" else read_tiff(path)
+        # EMIDEC's NIfTI label maps may be stored as floats; a TIFF label map is an integer one (as saved here)
+        if looks_like_labels(volume) and (kind == "nifti" or volume.data.dtype.kind in "biu"):
             volume.data = check_labels(volume.data, path)
             return [_labels_layer(volume, _stem(path))]
         check_image(volume.data, path)

@@ -182,8 +182,9 @@ def cmd_segment(args) -> int:
     # a DICOM folder is one series, and a case folder one stack when -o names a file; other folders are many
     if src.is_dir() and image_kind(src) != "dicom" and not (one_file and image_kind(src) == "emidec-case"):
         if one_file:
-            raise LvsegError(f"-o {args.output} names one file, but this folder holds several images: give an "
-                             "output folder", src)
+            count = len(_folder_items(src))   # an empty or foreign folder is reported as such
+            raise LvsegError(f"-o {args.output} names one file, but this folder holds {count} image"
+                             f"{'' if count == 1 else 's'}: give an output folder", src)
         return _segment_folder(args, src)
     output = output_path(args.output, [src])    # output problems too are reported before any work
     uncertainty = output_path(args.uncertainty, [src], outputs=[output]) if args.uncertainty else None
@@ -332,6 +333,7 @@ def cmd_evaluate(args) -> int:
     from .metrics import emidec_table, format_table, study_table
 
     pred, truth = _label_files(args.pred), _label_files(args.truth)
+    prefix = _evaluation_prefix(args.out, args.pred)   # checked before the cases are read and scored
     common = sorted(set(pred) & set(truth))
     if not common:
         raise LvsegError(f"no case names in common with {args.truth}", args.pred)
@@ -347,19 +349,30 @@ def cmd_evaluate(args) -> int:
     print(format_table(study, None))
     print("\nEMIDEC protocol:")
     print(format_table(emidec_rows, None))
-    prefix = Path(args.out) if args.out else Path(args.pred) / "evaluation"
-    if prefix.is_dir() or not prefix.name.strip("."):   # --out . or --out results/: the files go inside
-        prefix = prefix / "evaluation"
     from .io.atomic import write_json_atomic
     from .metrics import write_csv
 
-    write_csv(study + [dict(r, table="emidec") for r in emidec_rows], prefix.with_suffix(".csv"))
-    write_json_atomic(prefix.with_suffix(".json"), {"study": study, "emidec": emidec_rows})
-    print(f"\nwritten: {prefix.with_suffix('.csv')}, {prefix.with_suffix('.json')}")
+    csv_path, json_path = Path(f"{prefix}.csv"), Path(f"{prefix}.json")
+    write_csv(study + [dict(r, table="emidec") for r in emidec_rows], csv_path)
+    write_json_atomic(json_path, {"study": study, "emidec": emidec_rows})
+    print(f"\nwritten: {csv_path}, {json_path}")
     missing = sorted(set(truth) - set(pred))
     if missing:
         print(f"note: {len(missing)} truth case(s) without a prediction: {', '.join(missing[:5])}")
     return 0
+
+
+def _evaluation_prefix(out, pred) -> Path:
+    """Where `evaluate` writes PREFIX.csv and PREFIX.json: ``--out`` as given (a .csv or .json ending dropped), or
+    inside it when it is a folder; by default DIR/evaluation beside the predictions."""
+    prefix = Path(out) if out else Path(pred) / "evaluation"
+    if prefix.is_dir() or not prefix.name.strip("."):   # --out . or --out results/: the files go inside
+        prefix = prefix / "evaluation"
+    if prefix.suffix.lower() in (".csv", ".json"):
+        prefix = prefix.with_suffix("")
+    if not prefix.parent.is_dir():
+        raise LvsegError("not a folder" if prefix.parent.exists() else "folder does not exist", prefix.parent)
+    return prefix
 
 
 def _lookup(tree, *keys):

@@ -285,21 +285,23 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
     if postprocessing:
         labels = postprocess(labels, post)
     labels = from_grid(labels, box, stack.shape)
-    unc = None
+    unc, info = None, {"grid": size, "box": box, "tta": tta}
     if uncertainty:
         entropy = -(prob * np.log(np.clip(prob, 1e-8, 1.0))).sum(1) / np.log(N_CLASSES)
         unc = from_grid(entropy.astype(np.float32), box, stack.shape)
+        # over the model's view only: outside it the map says 0, and a larger image must not look surer
+        info["mean_uncertainty"] = float(entropy.mean())
     if image.ndim == 2:
         labels = labels[0]
         unc = None if unc is None else unc[0]
     cy, cx = box[0] + size / 2.0, box[1] + size / 2.0
-    return SegmentationResult(labels, unc, (cy, cx), getattr(card, "name", ""),
-                              {"grid": size, "box": box, "tta": tta})
+    return SegmentationResult(labels, unc, (cy, cx), getattr(card, "name", ""), info)
 
 
 def uncertainty_scores(images, model=None):
     """Segment each ``(key, image)`` with uncertainty; yields ``(key, result, mean uncertainty)`` one image at a
-    time, so that a caller can report progress and stop between images.
+    time, so that a caller can report progress and stop between images. The mean is taken over the model's
+    square view, the same size for every image.
 
     Ranked by score, least certain first, they say what to correct first: the cases the model is least sure
     about teach it the most.
@@ -309,4 +311,4 @@ def uncertainty_scores(images, model=None):
     loaded = model if isinstance(model, tuple) else load_model(model, task="segmentation")
     for key, image in images:
         result = segment(image, loaded, uncertainty=True, name=str(key))
-        yield key, result, float(np.mean(result.uncertainty))
+        yield key, result, result.info["mean_uncertainty"]

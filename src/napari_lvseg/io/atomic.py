@@ -54,11 +54,6 @@ def write_text_atomic(path, text: str) -> None:
         Path(tmp).write_text(text)
 
 
-def write_bytes_atomic(path, data: bytes) -> None:
-    with atomic_path(path, suffix="") as tmp:
-        Path(tmp).write_bytes(data)
-
-
 def json_safe(value):
     """Plain JSON values: NaN/Inf (a class absent from the data) -> null, numpy scalars -> Python numbers."""
     import math

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 import warnings
@@ -23,10 +24,10 @@ from napari_lvseg.labels import NAMES
 
 CARD_FILE = "card.json"
 WEIGHTS_FILE = "model.safetensors"
-# Weights above this size continue in model-2.safetensors, model-3..., named in model.safetensors'
+# Weights above this size continue in model-<save>-2.safetensors, ..., named in model.safetensors'
 # metadata, so that no file of a model (bundled ones are tracked in git) grows past ~10 MB.
 SHARD_BYTES = 8 * 2**20
-_SHARD_NAME = re.compile(r"model-\d+\.safetensors")
+_SHARD_NAME = re.compile(r"model-(?:[0-9a-f]{8}-)?\d+\.safetensors")   # the 8 hex digits: one save
 TASKS = ("segmentation", "synthesis")
 USER_DIR_ENV = "LVSEG_MODELS_DIR"
 
@@ -175,8 +176,9 @@ def read_card(path) -> ModelCard:
 def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
     """Write ``card.json`` and ``model.safetensors`` into ``directory`` (each atomically).
 
-    Weights over ``SHARD_BYTES`` continue in ``model-2.safetensors``, ...; those are written first and
-    ``model.safetensors``, which names them, last: an interrupted save leaves the old model readable.
+    Weights over ``SHARD_BYTES`` continue in ``model-<save>-2.safetensors``, ...: new names for every save, written
+    first, and ``model.safetensors``, which names them, last; the shards it no longer names go after it. An
+    interrupted save leaves the old model readable and whole.
 
     ``half`` stores floating tensors as float16 (for bundled weights; loading restores float32).
     Empty ``card.params``/``architecture`` are filled in from the model.
@@ -206,7 +208,8 @@ def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
             size = 0
         shards[-1][key] = tensor
         size += nbytes
-    names = [f"model-{i}.safetensors" for i in range(2, len(shards) + 1)]
+    save = secrets.token_hex(4)
+    names = [f"model-{save}-{i}.safetensors" for i in range(2, len(shards) + 1)]
     for name, shard in zip(names, shards[1:]):
         with atomic_path(directory / name) as tmp:
             save_file(shard, str(tmp), metadata={"format": "pt"})
