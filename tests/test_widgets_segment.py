@@ -90,6 +90,31 @@ def _fake_result(labels):
     return SegmentationResult(labels=labels.copy(), model="fake")
 
 
+def test_workers_leave_qt_pool_threads_free(viewer_and_widget, qtbot):
+    """napari runs workers in Qt's global thread pool, where Qt also scales the frames of napari's activity
+    animation. With the pool full, the main thread waited there holding the GIL the worker needed: a deadlock at
+    0 % CPU (a 1-core machine has a pool of 1). So two threads stay free beside the running workers."""
+    import threading
+
+    from qtpy.QtCore import QThreadPool
+
+    from napari_lvseg.widgets._common import start_worker
+
+    pool = QThreadPool.globalInstance()
+    size = pool.maxThreadCount()
+    release = threading.Event()
+    pool.setMaxThreadCount(1)   # as on a 1-core machine
+    try:
+        worker = start_worker(lambda: release.wait(10), description="waiting")
+        qtbot.waitUntil(lambda: pool.activeThreadCount() >= 1, timeout=5_000)
+        assert pool.maxThreadCount() - pool.activeThreadCount() >= 2
+        with qtbot.waitSignal(worker.finished, timeout=15_000):
+            release.set()
+    finally:
+        release.set()
+        pool.setMaxThreadCount(max(size, pool.maxThreadCount()))
+
+
 def test_class_buttons_keys_visibility_table_and_csv(viewer_and_widget, qtbot, tmp_path, errors):
     viewer, widget = viewer_and_widget
     image_layer, truth = _phantom_layer(viewer)

@@ -121,8 +121,24 @@ def start_worker(function, *args, description: str = "", total: int | None = Non
     worker.errored.connect(on_errored or notify_error)
     if on_finished is not None:
         worker.finished.connect(on_finished)
+    _keep_pool_threads_free()
     worker.start()
     return worker
+
+
+def _keep_pool_threads_free(spare: int = 2) -> None:
+    """Grow Qt's global thread pool so that ``spare`` threads stay free beside the workers.
+
+    napari runs workers in that pool, and Qt uses it for short jobs of its own: scaling the frames of napari's
+    activity animation. When the workers fill the pool, the main thread waits there for a free thread while
+    holding the GIL that the workers need to finish: napari freezes for good (seen on a 1-core machine, and on 2
+    cores with two panels started at once)."""
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    wanted = pool.activeThreadCount() + 1 + spare
+    if pool.maxThreadCount() < wanted:
+        pool.setMaxThreadCount(wanted)
 
 
 def _runtime_errors_kept(steps_function):
