@@ -70,6 +70,21 @@ def test_tiny_run_registers_model_in_all_pickers(setup, qtbot, errors):
     assert (tmp / "user-models" / "run" / "model.safetensors").is_file()
     assert widget.start_button.isEnabled() and not widget.resume_button.isEnabled()
 
+    # the finished run chosen again: the epochs field shows its length; resumed as it is, nothing is trained or
+    # registered; with more epochs it trains further and registers the longer run
+    widget.epochs.setValue(7)
+    widget.run_folder.setText(str(tmp / "run"))
+    assert widget.epochs.value() == 1 and widget.resume_button.isEnabled()
+    widget.resume()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert widget.model_picker.names() == bundled + ["run"] and "nothing left to train" in widget.status.text()
+    widget.run_folder.setText(str(tmp / "run"))
+    widget.epochs.setValue(2)
+    widget.resume()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert len(widget.logic.losses) == 2 and len(widget.model_picker.names()) == len(bundled) + 2
+    assert errors == []
+
 
 def test_pause_resume_then_cancel_keeps_checkpoint(setup, qtbot, errors):
     viewer, widget, tmp = setup
@@ -192,6 +207,9 @@ def test_a_run_paused_in_one_panel_resumes_from_another_with_its_saved_settings(
     other.run_folder.setText(str(tmp / "run"))
     assert other.resume_button.isEnabled()
     assert other.start() is None and "press Resume" in errors[-1]
+    other.run_folder.setText(str(pairs))   # a data folder as the run folder
+    assert other.start() is None and errors[-1].endswith("run folder is not empty: choose a new or empty folder")
+    other.run_folder.setText(str(tmp / "run"))
     assert other.resume() is not None
     assert other.task.currentText() == "segmentation" and other.epochs.value() == 50
     qtbot.waitUntil(lambda: other.logic.last_event is not None and other.logic.last_event.kind == "step",

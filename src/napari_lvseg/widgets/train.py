@@ -271,7 +271,7 @@ class TrainWidget(QWidget):
         self.run_folder = QLineEdit("")
         self.run_folder.setPlaceholderText("new folder under the user data folder")
         self.run_folder.setToolTip(tips.RUN_FOLDER)
-        self.run_folder.textChanged.connect(lambda *_: self._update_buttons())
+        self.run_folder.textChanged.connect(lambda *_: self._run_folder_changed())
         choose_run = QPushButton("…")
         choose_run.clicked.connect(lambda *_: self._choose_run_folder())
         run_row = QHBoxLayout()
@@ -334,6 +334,18 @@ class TrainWidget(QWidget):
         self.cancel_button.setEnabled(self.running)
         self.resume_button.setEnabled(not self.running and (self.paused or self.resumable_folder() is not None))
         self.task.setEnabled(not self.running)
+
+    def _run_folder_changed(self) -> None:
+        """A run folder to resume shows its total epochs in the epochs field, which Resume then uses (raise it to
+        train a finished run further)."""
+        self._update_buttons()
+        folder = self.resumable_folder()
+        if folder is None or self.running or (self.paused and self.options and str(folder) == self.options.out):
+            return
+        try:
+            self.epochs.setValue(self.logic.saved_options(folder).epochs)
+        except LvsegError:   # unreadable options: Resume reports it when pressed
+            pass
 
     def resumable_folder(self) -> Path | None:
         """The run folder field's folder when it holds a checkpoint to resume."""
@@ -431,6 +443,9 @@ class TrainWidget(QWidget):
         if (Path(options.out) / "last.pt").exists():
             raise LvsegError("run folder already holds a training run: press Resume to continue it, or choose "
                              "another folder", options.out)
+        out = Path(options.out)
+        if out.is_dir() and any(out.iterdir()):   # e.g. a data folder: the run's files would mix with its own
+            raise LvsegError("run folder is not empty: choose a new or empty folder", options.out)
         self.run_folder.setText(options.out)
         self.logic.losses.clear()
         self.logic.dice.clear()
@@ -444,12 +459,12 @@ class TrainWidget(QWidget):
             # paused in this panel: the epochs field may extend the run
             options = self.options
             options.epochs = self.epochs.value()
-        else:   # a run of an earlier session, or one that failed: as it was saved
+        else:   # a run of an earlier session, or one that failed: as it was saved, for the epochs field's total
             folder = self.resumable_folder()
             if folder is None:
                 raise LvsegError("nothing to resume: pause a run, or choose a run folder holding last.pt")
             options = self.logic.saved_options(folder)
-            self.epochs.setValue(options.epochs)
+            options.epochs = self.epochs.value()
             self.logic.losses.clear()
             self.logic.dice.clear()
         options.threads, options.device = self.threads.value(), self.device.currentText()
@@ -515,7 +530,10 @@ class TrainWidget(QWidget):
         elif event.kind == "done":
             self.paused = False
             self.eta.setText(format_eta(0))
-            self._register(event.path, "finished")
+            if self.logic.losses:
+                self._register(event.path, "finished")
+            else:   # a resumed run that had already reached its epochs: its model is registered already
+                self.status.setText(f"{event.message}: nothing left to train (raise the epochs to train further)")
         self.plot.update()
 
     def _register(self, model_dir, how: str) -> None:
