@@ -65,6 +65,7 @@ def test_save_writes_corrected_pair_with_edit_count(setup, errors):
     assert record["model"] == "tiny-seg" and record["edited_pixels"] == 5
     image, mask = folder.read(name)
     assert np.array_equal(mask, labels_layer.data) and np.allclose(image, image_layer.data)
+    assert widget.load_button.isEnabled()   # the image now has a saved correction
 
 
 def test_autosave_after_edits_replaces_one_pair_and_reopen_offers_it(setup, qtbot, errors):
@@ -84,13 +85,14 @@ def test_autosave_after_edits_replaces_one_pair_and_reopen_offers_it(setup, qtbo
     viewer.layers.remove(labels_layer)
     viewer.layers.remove(image_layer)
     assert not widget.load_button.isEnabled()
-    image2 = viewer.add_image(make_phantom(n_slices=2, size=96, seed=1)[0], name="again",
+    image2 = viewer.add_image(make_phantom(n_slices=2, size=96, seed=1)[0], name="again", translate=(0, 30, 40),
                               metadata={"lvseg_source_path": str(source),
                                         "lvseg_source": {"format": "tiff", "spacing": (8.0, 1.0, 1.0)}})
     widget.image_picker.select(image2)
     assert widget.load_button.isEnabled()
     loaded = widget.load_saved()
     assert loaded.name == "again labels" and np.array_equal(loaded.data, edited)
+    assert np.allclose(loaded.translate, (0, 30, 40))   # over its image
     assert loaded.metadata["lvseg_source"]["spacing"] == (8.0, 1.0, 1.0)   # File > Save keeps the image's voxel size
 
 

@@ -200,6 +200,36 @@ def test_bad_layers_give_notifications_not_exceptions(viewer_and_widget, errors)
     assert widget.export_csv("unused.csv") is None and "nothing to export" in errors[-1]
 
 
+def test_a_newly_opened_image_becomes_the_one_to_segment_and_names_never_clash(viewer_and_widget, errors):
+    viewer, widget = viewer_and_widget
+    first, truth = _phantom_layer(viewer, "case1")
+    edited = truth.copy()
+    edited[0, :4, :4] = lb.INFARCT
+    widget.show_result(_fake_result(edited), "case1", "case1.nii.gz", first)
+    second, _ = _phantom_layer(viewer, "case2")
+    assert widget.image_picker.current_layer() is second   # opening a case picks it
+    # a derived image (the uncertainty map) does not take the picker away from the case
+    widget.show_result(SegmentationResult(truth.copy(), np.zeros(truth.shape, np.float32), model="fake"), "case2",
+                       "case2.nii.gz", second)
+    assert "case2 uncertainty" in viewer.layers and widget.image_picker.current_layer() is second
+    assert np.array_equal(viewer.layers["case1 labels"].data, edited)   # case1's edits untouched
+
+    # a user's layer named like our labels is never deleted: an image, or labels of another shape
+    viewer.add_image(np.zeros((2, 128, 128), np.float32), name="case3 labels")
+    viewer.add_labels(np.zeros((5, 64, 64), np.uint8), name="case4 labels")
+    for name in ("case3", "case4"):
+        image, _ = _phantom_layer(viewer, name)
+        widget.show_result(_fake_result(truth), name, f"{name}.nii.gz", image)
+    assert viewer.layers["case3 labels"].data.dtype == np.float32 and viewer.layers["case4 labels"].data.shape[0] == 5
+    assert np.array_equal(widget.labels_layer.data, truth) and widget.labels_layer.name == "case4 labels [1]"
+    assert errors == []
+
+    # the table forgets labels that leave the viewer
+    assert widget.rows
+    viewer.layers.remove(widget.labels_layer)
+    assert widget.rows == [] and widget.table.rowCount() == 0
+
+
 def test_centre_from_last_point():
     from napari.layers import Image, Points
 

@@ -253,14 +253,28 @@ class EditWatcher:
             self.on_edit()
 
 
+DERIVED = "lvseg_derived"   # metadata key of layers the panels make from others (uncertainty, synthetic images)
+
+
+def is_new_case_image(layer) -> bool:
+    """An image layer opened by the user, not one a panel derived from another."""
+    return not (layer.metadata or {}).get(DERIVED)
+
+
+def is_prediction_or_correction(layer) -> bool:
+    """A labels layer tied to an image file: a prediction, or a correction loaded from the annotation folder."""
+    return bool((layer.metadata or {}).get("lvseg_source_path"))
+
+
 class LayerPicker(QComboBox):
     """A combo box of the viewer's layers of some types, kept current as layers come, go and are renamed."""
 
-    def __init__(self, viewer, layer_types, none_text: str | None = None, parent=None):
+    def __init__(self, viewer, layer_types, none_text: str | None = None, follow=None, parent=None):
         super().__init__(parent)
         self.viewer = viewer
         self.layer_types = tuple(layer_types)
         self.none_text = none_text
+        self.follow = follow   # a new layer for which follow(layer) is true becomes the chosen one (a new case)
         self._items = []   # the layer (or None for none_text) behind each entry, as listed by the last refresh
         events = viewer.layers.events
         for name in ("inserted", "removed", "reordered"):
@@ -274,6 +288,9 @@ class LayerPicker(QComboBox):
             layer = event.value
             if isinstance(layer, self.layer_types):
                 layer.events.name.connect(self._on_layers_changed)
+                if self.follow is not None and self.follow(layer):
+                    self.select(layer)
+                    return
         self.refresh()
 
     def layers(self) -> list:
@@ -282,7 +299,8 @@ class LayerPicker(QComboBox):
     def refresh(self) -> None:
         """Re-list the layers, keeping the chosen layer chosen (by identity: a renamed layer stays chosen); emits
         ``currentIndexChanged`` only when the chosen layer itself changed."""
-        chosen = self.current_layer()
+        index = self.currentIndex()
+        chosen = self._items[index] if 0 <= index < len(self._items) else None   # it may have just left
         self.blockSignals(True)
         self.clear()
         self._items = ([None] if self.none_text is not None else []) + self.layers()

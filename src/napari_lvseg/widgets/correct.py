@@ -14,8 +14,9 @@ from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (EditWatcher, LayerPicker, ModelPicker, choose_folder, closed_from_dock,
-                                          folder_of, guarded, notify_info, notify_warning, register_widget,
-                                          set_labels_undoably, source_meta, source_of, start_worker, user_data_dir)
+                                          folder_of, guarded, is_new_case_image, is_prediction_or_correction,
+                                          notify_info, notify_warning, register_widget, set_labels_undoably,
+                                          source_meta, source_of, start_worker, user_data_dir)
 
 AUTOSAVE_DELAY_MS = 3000
 
@@ -171,9 +172,9 @@ class CorrectWidget(QWidget):
         self.edits = EditWatcher(self._edited)
         self.pending = None  # (image layer, labels layer) edited since the last autosave
 
-        self.image_picker = LayerPicker(napari_viewer, (Image,))
+        self.image_picker = LayerPicker(napari_viewer, (Image,), follow=is_new_case_image)
         self.image_picker.setToolTip(tips.IMAGE_LAYER)
-        self.labels_picker = LayerPicker(napari_viewer, (Labels,))
+        self.labels_picker = LayerPicker(napari_viewer, (Labels,), follow=is_prediction_or_correction)
         self.labels_picker.setToolTip(tips.LABELS_LAYER)
         self.folder_edit = QLineEdit(str(self.logic.folder))
         self.folder_edit.setToolTip(tips.ANNOTATION_FOLDER)
@@ -320,6 +321,8 @@ class CorrectWidget(QWidget):
         self.status.setText(f"saved {name} in {self.logic.folder}")
         if not quiet:
             notify_info(f"correction saved as {name}")
+        if image_layer is self.image_picker.current_layer():   # not a pending save of the image left behind
+            self.load_button.setEnabled(True)   # it now has a saved correction to load
         return name
 
     @guarded
@@ -350,8 +353,8 @@ class CorrectWidget(QWidget):
             header = source_meta(image_layer)
             if header:
                 metadata["lvseg_source"] = header   # File > Save keeps the image's header
-            layer = self.viewer.add_labels(mask, name=name, metadata=metadata,
-                                           scale=image_layer.scale, **labels_layer_kwargs())
+            layer = self.viewer.add_labels(mask, name=name, metadata=metadata, scale=image_layer.scale,
+                                           translate=image_layer.translate, **labels_layer_kwargs())
         self.labels_picker.select(layer)
         return layer
 

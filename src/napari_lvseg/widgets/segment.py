@@ -13,9 +13,9 @@ from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (EditWatcher, LayerPicker, ModelPicker, closed_from_dock, guarded,
-                                          labels_spacing, notify_info, register_widget, set_labels_undoably,
-                                          source_meta, source_of, start_worker)
+from napari_lvseg.widgets._common import (DERIVED, EditWatcher, LayerPicker, ModelPicker, closed_from_dock, guarded,
+                                          is_new_case_image, labels_spacing, notify_info, register_widget,
+                                          set_labels_undoably, source_meta, source_of, start_worker)
 
 AUTOMATIC = "automatic"
 TABLE_COLUMNS = ("slice", "myocardium_px", "myocardium_mm2", "myocardium_mm3", "myocardium_g", "infarct_pct",
@@ -148,7 +148,7 @@ class SegmentWidget(QWidget):
         self.rows: list[dict] = []
         self.hidden: set[int] = set()
 
-        self.image_picker = LayerPicker(napari_viewer, (Image,))
+        self.image_picker = LayerPicker(napari_viewer, (Image,), follow=is_new_case_image)
         self.image_picker.setToolTip(tips.IMAGE_LAYER)
         self.model_picker = ModelPicker("segmentation")
         self.model_picker.setToolTip(tips.MODEL)
@@ -214,6 +214,7 @@ class SegmentWidget(QWidget):
         self.refresh_timer.setInterval(REFRESH_DELAY_MS)
         self.refresh_timer.timeout.connect(self.refresh_table)
         self.edits = EditWatcher(self._schedule_refresh)   # the labels layer's edits refresh the table
+        napari_viewer.layers.events.removed.connect(self._layer_removed)
         register_widget(napari_viewer, self)
 
     # -- models
@@ -236,6 +237,7 @@ class SegmentWidget(QWidget):
             self.run_button.setEnabled(False)
             self.status.setText("stopping after the step in hand…")
             return None
+        self.status.setText("")   # a refused run leaves no earlier result's line
         layer = self.image_picker.current_layer()
         image = self.logic.image_data(layer)
         model = self.model_picker.current_model()
@@ -283,14 +285,14 @@ class SegmentWidget(QWidget):
     @guarded
     def show_result(self, result, image_name: str, source: str, image_layer=None):
         """Put a SegmentationResult into the viewer: one labels layer (replaced if present), optional uncertainty."""
+        from napari.layers import Image, Labels
+
         kwargs = self.logic.labels_layer_kwargs(result, image_name, source, source_meta(image_layer))
         layer = self._find(kwargs["name"])
-        if layer is not None and layer.data.shape == result.labels.shape:
+        if isinstance(layer, Labels) and layer.data.shape == result.labels.shape:
             set_labels_undoably(layer, result.labels)   # hand edits it replaces come back with Ctrl+Z
             layer.metadata.update(kwargs["metadata"])
-        else:
-            if layer is not None:
-                self.viewer.layers.remove(layer)
+        else:   # a layer of that name that cannot take these labels stays; napari names the new one "... [1]"
             extra = {}
             if image_layer is not None:
                 extra = {"scale": image_layer.scale, "translate": image_layer.translate}
@@ -298,11 +300,12 @@ class SegmentWidget(QWidget):
         if result.uncertainty is not None:
             name = f"{image_name} uncertainty"
             old = self._find(name)
-            if old is not None:
+            if isinstance(old, Image) and old.metadata.get(DERIVED) == "uncertainty":   # ours, not the user's
                 self.viewer.layers.remove(old)
             scale = {"scale": image_layer.scale, "translate": image_layer.translate} if image_layer is not None else {}
             self.viewer.add_image(result.uncertainty, name=name, colormap="magma", opacity=0.5,
-                                  blending="additive", contrast_limits=(0.0, 1.0), visible=False, **scale)
+                                  blending="additive", contrast_limits=(0.0, 1.0), visible=False,
+                                  metadata={DERIVED: "uncertainty"}, **scale)
         self.attach(layer)
         self.status.setText(f"{image_name}: segmented with {result.model or 'the model'}")
         return layer
@@ -319,6 +322,10 @@ class SegmentWidget(QWidget):
             layer.bind_key(str(value), self._key_callback(value), overwrite=True)
         layer.colormap = self.logic.colormap(self.hidden)
         self.refresh_table()
+
+    def _layer_removed(self, event) -> None:
+        if event.value is self.labels_layer:   # no figures of labels that are gone
+            self.refresh_table()
 
     def _key_callback(self, value):
         def select(layer):

@@ -10,7 +10,7 @@ from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEd
 from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (LayerPicker, ModelPicker, choose_folder, closed_from_dock, folder_of,
+from napari_lvseg.widgets._common import (DERIVED, LayerPicker, ModelPicker, choose_folder, closed_from_dock, folder_of,
                                           guarded, notify_info, register_widget, set_labels_undoably, spin_box,
                                           start_worker, user_data_dir)
 
@@ -309,7 +309,7 @@ class SynthesizeWidget(QWidget):
                 self.viewer.layers.remove(name)
             layers.append(self.viewer.add_image(image, name=name, colormap="gray", **place,
                                                 metadata={"lvseg_seed": seed, "lvseg_model": model,
-                                                          "lvseg_mask_layer": mask_name}))
+                                                          "lvseg_mask_layer": mask_name, DERIVED: "synthetic"}))
         self.status.setText(f"{len(results)} synthetic image(s) from {mask_name}")
         return layers
 
