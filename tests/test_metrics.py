@@ -201,6 +201,17 @@ def test_quantify_quarter_infarct_ring_with_spacing():
     assert not {"myocardium_mm3", "myocardium_g", "infarct_mm3"} & set(metrics.quantify(stack)["total"])
 
 
+def test_a_slice_with_its_pixel_size_gets_areas_and_no_volumes():
+    labels, radius, _ = ring()
+    n_myo = int(((radius >= 10) & (radius < 18)).sum())
+    q = metrics.quantify(labels, spacing=(1.5, 2.0))
+    assert q["slices"][0]["myocardium_mm2"] == pytest.approx(n_myo * 3.0)
+    assert q["total"]["myocardium_mm2"] == pytest.approx(n_myo * 3.0)
+    assert not {"myocardium_mm3", "myocardium_g", "infarct_mm3"} & set(q["total"])
+    with pytest.raises(LvsegError, match=r"2 positive numbers \(y, x\)"):
+        metrics.quantify(labels, spacing=(1.5, 0.0))
+
+
 def test_quantification_rows_written_as_csv(tmp_path):
     labels, radius, angle = ring()
     labels[(labels == MYO) & (angle > 0) & (angle < 90)] = INF

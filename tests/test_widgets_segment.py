@@ -230,6 +230,17 @@ def test_a_newly_opened_image_becomes_the_one_to_segment_and_names_never_clash(v
     assert widget.rows == [] and widget.table.rowCount() == 0
 
 
+def test_a_slice_with_a_pixel_size_shows_its_myocardium_in_mm2(viewer_and_widget, errors):
+    viewer, widget = viewer_and_widget
+    image, truth = make_phantom(n_slices=1, size=128, seed=0)
+    layer = viewer.add_image(image[0], name="slice", scale=(1.5, 2.0))
+    widget.show_result(_fake_result(truth[0]), "slice", "slice.tif", layer)
+    total = widget.rows[-1]
+    assert total["myocardium_mm2"] == pytest.approx(3.0 * int(np.isin(truth[0], (2, 3, 4)).sum()))   # 2+3+4
+    assert "myocardium_mm2" in SegmentLogic.table_columns(widget.rows) and "myocardium_mm3" not in total
+    assert errors == []
+
+
 def test_centre_from_last_point():
     from napari.layers import Image, Points
 

@@ -53,7 +53,8 @@ def _pair(pred, truth, what: str = "case") -> tuple[np.ndarray, np.ndarray]:
 def _spacing(spacing, ndim: int = 3) -> tuple[float, ...]:
     values = tuple(float(s) for s in np.ravel(spacing))
     if len(values) != ndim or not all(math.isfinite(s) and s > 0 for s in values):
-        raise LvsegError(f"spacing must be {ndim} positive numbers (z, y, x), got {spacing!r}")
+        axes = "(z, y, x)" if ndim == 3 else "(y, x)"
+        raise LvsegError(f"spacing must be {ndim} positive numbers {axes}, got {spacing!r}")
     return values
 
 
@@ -233,13 +234,15 @@ def quantify(labels, spacing=None) -> dict:
     ``labels``: (Z, Y, X) (a (Y, X) slice counts as one slice). With ``spacing`` (z, y, x) in mm, sizes are
     also given as ``myocardium_mm2`` per slice, and in total as ``myocardium_mm3``, the myocardial mass
     ``myocardium_g``, ``infarct_mm3`` and ``no_reflow_mm3`` (infarct includes no-reflow, as in the percentages).
+    An in-plane ``spacing`` (y, x) alone, as a 2-D slice has, gives the areas (mm²) and no volumes.
     Percentages are NaN on slices without myocardium; the total transmurality is the maximum over slices.
     """
     labels = _as_labels(labels, "labels")
     if labels.ndim == 2:
         labels = labels[None]
     if spacing is not None:
-        spacing = _spacing(spacing)
+        in_plane = np.size(spacing) == 2
+        spacing = (float("nan"), *_spacing(spacing, 2)) if in_plane else _spacing(spacing)
     slices = []
     for z, slice2d in enumerate(labels):
         myo = int(lb.region(slice2d, "myocardium").sum())
@@ -255,7 +258,9 @@ def quantify(labels, spacing=None) -> dict:
     infarct = sum(row["infarct_px"] for row in slices)
     no_reflow = sum(row["no_reflow_px"] for row in slices)
     total = {"myocardium_px": myo}
-    if spacing is not None:
+    if spacing is not None and in_plane:
+        total["myocardium_mm2"] = myo * spacing[1] * spacing[2]
+    elif spacing is not None:
         voxel = spacing[0] * spacing[1] * spacing[2]
         total.update(myocardium_mm3=myo * voxel, myocardium_g=myo * voxel * MYOCARDIUM_G_PER_MM3,
                      infarct_mm3=infarct * voxel, no_reflow_mm3=no_reflow * voxel)

@@ -401,9 +401,9 @@ def refresh_model_pickers(viewer) -> int:
 
 
 def labels_spacing(layer):
-    """(z, y, x) spacing of a 3-D layer when its scale says anything, else None (pixel units)."""
+    """(z, y, x) spacing of a 3-D layer, (y, x) of a 2-D one, when its scale says anything, else None (pixels)."""
     scale = tuple(float(s) for s in getattr(layer, "scale", ()))
-    if len(scale) == 3 and any(s != 1.0 for s in scale):
+    if len(scale) in (2, 3) and any(s != 1.0 for s in scale):
         return scale
     return None
 

@@ -19,7 +19,8 @@ CLASS_VISIBLE = "Show or hide the {name} class in the labels layer (the data is 
 QUANT_TABLE = ("Per slice and total: myocardium pixels, infarct and no-reflow % of the myocardium, and "
                "maximum transmurality; updated after every edit. Where the image has a voxel size (its scale), "
                "also the myocardium in mm² per slice, and in total its volume (mm³), its mass (g, at 1.05 g/ml) "
-               "and the infarct and no-reflow volumes (mm³; infarct includes no-reflow).")
+               "and the infarct and no-reflow volumes (mm³; infarct includes no-reflow); a single slice gets its "
+               "area only.")
 EXPORT_CSV = "Save the quantification table as a CSV file."
 
 # -- Correct and save
