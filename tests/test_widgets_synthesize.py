@@ -37,6 +37,20 @@ def test_new_mask_draws_ring_at_given_centre(setup, errors):
     assert layer.data[40, 50 + 17] == lb.BACKGROUND
     assert np.allclose(layer.colormap.color_dict[lb.MYOCARDIUM], lb.COLORS[lb.MYOCARDIUM])
     assert widget.mask_picker.current_layer() is layer
+    # a fresh ring has no infarct: an infarct edit says why it changed nothing
+    widget.action.setCurrentText("grow infarct")
+    widget.apply_edit()
+    assert widget.status.text() == ("grow infarct: 0 pixels changed: the mask has no infarct to edit "
+                                    "(paint some with label 3 first)") and errors == []
+
+
+def test_images_lie_over_their_mask_even_when_it_was_renamed_during_the_run(setup, errors):
+    viewer, widget, _ = setup
+    _, labels = make_phantom(n_slices=2, size=64, seed=0)
+    layer = viewer.add_labels(labels, name="mask", scale=(8.0, 1.5, 1.5))
+    layer.name = "renamed while synthesizing"
+    (image,) = widget.show_results([(0, np.zeros(labels.shape, np.float32))], labels, "mask", None, layer)
+    assert np.allclose(image.scale, (8.0, 1.5, 1.5)) and errors == []
 
 
 def test_edits_apply_to_current_slice_or_whole_stack(setup, qtbot, errors):

@@ -16,6 +16,10 @@ from napari_lvseg.widgets._common import (DERIVED, LayerPicker, ModelPicker, cho
 
 ACTIONS = ("grow infarct", "shrink infarct", "add no-reflow", "remove no-reflow", "random variant")
 SCOPES = ("current slice", "whole stack")
+# what an edit works on: (its name, the labels that hold it); no-reflow is added inside an infarct
+_INFARCT = ("infarct", (lb.INFARCT, lb.NO_REFLOW))
+NEEDS = {"grow infarct": _INFARCT, "shrink infarct": _INFARCT, "add no-reflow": _INFARCT,
+         "remove no-reflow": ("no-reflow", (lb.NO_REFLOW,))}
 
 
 def default_synthetic_dir() -> Path:
@@ -261,7 +265,12 @@ class SynthesizeWidget(QWidget):
         if layer not in self.viewer.layers or not np.array_equal(layer.data, mask):
             raise LvsegError(f"'{layer.name}' changed while '{action}' ran: nothing applied, edit again")
         set_labels_undoably(layer, edited)
-        self.status.setText(f"{action}: {int(np.count_nonzero(edited != mask))} pixels changed")
+        changed = int(np.count_nonzero(edited != mask))
+        needed = NEEDS.get(action)
+        why = ""
+        if not changed and needed and not np.isin(mask, needed[1]).any():
+            why = f": the mask has no {needed[0]} to edit (paint some with label {needed[1][0]} first)"
+        self.status.setText(f"{action}: {changed} pixels changed{why}")
         return edited
 
     @guarded
@@ -284,7 +293,7 @@ class SynthesizeWidget(QWidget):
                                    description=f"Synthesizing from {name}", total=n,
                                    on_yielded=lambda done: self.status.setText(
                                        f"synthesizing from {name}: {done} of {n} done…"),
-                                   on_returned=lambda results: self.show_results(results, mask, name, model),
+                                   on_returned=lambda results: self.show_results(results, mask, name, model, layer),
                                    on_finished=self._finished)
         return self.worker
 
@@ -296,10 +305,13 @@ class SynthesizeWidget(QWidget):
         self.run_button.setEnabled(True)
 
     @guarded
-    def show_results(self, results, mask, mask_name: str, model=None) -> list:
+    def show_results(self, results, mask, mask_name: str, model=None, mask_layer=None) -> list:
+        """Add the synthetic images over their mask layer (the one given, renamed meanwhile or not, else the layer
+        of that name)."""
         self.results, self.results_mask, self.results_source, self.results_model = results, mask, mask_name, model
         layers = []
-        mask_layer = self.viewer.layers[mask_name] if mask_name in self.viewer.layers else None
+        if mask_layer is None or mask_layer not in self.viewer.layers:
+            mask_layer = self.viewer.layers[mask_name] if mask_name in self.viewer.layers else None
         place = {}   # the images lie over their mask, in its units
         if mask_layer is not None and mask_layer.ndim == np.ndim(mask):
             place = {"scale": mask_layer.scale, "translate": mask_layer.translate}
