@@ -80,7 +80,7 @@ def test_train_cli_then_models_lists_it(models_dir, tmp_path):
     assert "mine" in listing.stdout and "user" in listing.stdout
 
 
-def test_train_resume_keeps_the_runs_length_and_needs_no_data(tmp_path, capsys):
+def test_train_resume_keeps_the_runs_length_and_needs_no_data(models_dir, tmp_path, capsys):
     phantom_pair_folder(tmp_path / "pairs", n_pairs=3, n_slices=2, size=64)
     run = tmp_path / "run"
     common = ["--samples-per-epoch", "4", "--batch-size", "2", "--width", "4", "--depth", "3", "--val-fraction",
@@ -89,10 +89,11 @@ def test_train_resume_keeps_the_runs_length_and_needs_no_data(tmp_path, capsys):
     assert main(["train", "--resume", "--out", str(run), "--epochs", "2", *common]) == 0
     capsys.readouterr()
     # a resume without --epochs keeps the run's 2 epochs (not the new-run default of 10) and trains nothing more
-    assert main(["train", "--resume", "--out", str(run), *common]) == 0
+    assert main(["train", "--resume", "--out", str(run), "--register", *common]) == 0
     assert json.loads((run / "options.json").read_text())["epochs"] == 2
     out = capsys.readouterr().out
-    assert "step 4 of 4" in out and "[validation]" not in out
+    assert "step 4 of 4" in out and "validation:" not in out
+    assert "nothing left to train: not registered again" in out and not (models_dir / "run").exists()
 
 
 @pytest.mark.parametrize("args, words", [
@@ -111,7 +112,7 @@ def test_train_resume_keeps_the_runs_length_and_needs_no_data(tmp_path, capsys):
     (["synthesize", "mask.tif", "-o", "mask.tif"], "mask.tif: is the input file"),
     (["evaluate", "--pred", "pred", "--truth", "pred", "--out", "notes.txt/ev"], "notes.txt"),
     (["segment", "blank.tif", "-o", "seg.tif"], "blank.tif: image is blank"),
-    (["segment", "pred", "-o", "seg.nii.gz"], "names one file, but this folder holds 1 image: give an output folder"),
+    (["segment", "two", "-o", "seg.nii.gz"], "names one file, but this folder holds 2 images: give an output folder"),
     (["segment", "empty", "-o", "seg.nii.gz"], "empty: folder holds no EMIDEC Case_* folders"),
     (["train", "--data", "pred", "--data", "pred", "--mix", "nan:1", "--out", "run"], "--mix ratios must be finite"),
     (["train", "--data", "pred", "--out", "run", "--lr", "nan"], "--lr must be a positive number"),
@@ -133,6 +134,9 @@ def test_user_errors_are_one_line_without_traceback(models_dir, tmp_path, args, 
     (tmp_path / "pred").mkdir()
     (tmp_path / "empty").mkdir()
     tifffile.imwrite(tmp_path / "pred" / "Case_A.tif", labels[0])
+    (tmp_path / "two").mkdir()
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(tmp_path / "two" / name, image[0])
     (tmp_path / "notes.txt").write_text("not an image")
     tifffile.imwrite(tmp_path / "blank.tif", np.full((64, 64), 3.0, np.float32))
     (tmp_path / "split.json").write_text('{"train": ["a"], "val": 5}')
@@ -294,6 +298,16 @@ def test_a_dicom_series_folder_is_segmented_as_one_stack(tiny_model, tmp_path, c
     err = capsys.readouterr().err.splitlines()
     assert "would overwrite the input LGE_SAX with its labels" in err[-2]
     assert "LGE_SAX and LGE_SAX.nii.gz would both be written to LGE_SAX.nii.gz" in err[-1]
+
+
+def test_a_folder_of_one_image_with_a_file_output_is_segmented_into_it(tiny_model, tmp_path):
+    import tifffile
+
+    image, _ = make_phantom(n_slices=1, seed=2)
+    (tmp_path / "one").mkdir()
+    tifffile.imwrite(tmp_path / "one" / "slice.tif", image[0])
+    assert main(["segment", str(tmp_path / "one"), "-o", str(tmp_path / "seg.tif"), "--model", "tiny-seg"]) == 0
+    assert tifffile.imread(tmp_path / "seg.tif").shape == image[0].shape
 
 
 def test_a_case_folder_with_a_file_output_is_one_labels_file(tiny_model, tmp_path):

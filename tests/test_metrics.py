@@ -210,6 +210,8 @@ def test_a_slice_with_its_pixel_size_gets_areas_and_no_volumes():
     assert not {"myocardium_mm3", "myocardium_g", "infarct_mm3"} & set(q["total"])
     with pytest.raises(LvsegError, match=r"2 positive numbers \(y, x\)"):
         metrics.quantify(labels, spacing=(1.5, 0.0))
+    with pytest.raises(LvsegError, match=r"a stack of 2 slices needs its spacing as \(z, y, x\)"):
+        metrics.quantify(np.stack([labels, labels]), spacing=(1.5, 2.0))
 
 
 def test_quantification_rows_written_as_csv(tmp_path):

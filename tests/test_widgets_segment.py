@@ -208,6 +208,8 @@ def test_a_newly_opened_image_becomes_the_one_to_segment_and_names_never_clash(v
     widget.show_result(_fake_result(edited), "case1", "case1.nii.gz", first)
     second, _ = _phantom_layer(viewer, "case2")
     assert widget.image_picker.current_layer() is second   # opening a case picks it
+    viewer.add_image(np.zeros((2, 64, 64), np.float32), name="hidden case", visible=False)   # a dataset's others
+    assert widget.image_picker.current_layer() is second
     # a derived image (the uncertainty map) does not take the picker away from the case
     widget.show_result(SegmentationResult(truth.copy(), np.zeros(truth.shape, np.float32), model="fake"), "case2",
                        "case2.nii.gz", second)

@@ -63,7 +63,7 @@ cd training/runs || exit 1
 for card in */card.json; do
   run=$(dirname "$card")
   [ "$run" = pix2pix ] && continue
-  # every file of the run (weights may be sharded: model.safetensors + model-2.safetensors ...) but the
+  # every file of the run (weights may be sharded: model.safetensors + model-<save>-2.safetensors ...) but the
   # resume checkpoints, which would take the archive past the 16 MiB a returned file may have
   tar czf "$OUT/$run.tgz" --exclude=last.pt --exclude=best.pt "$run" "$run.log"
 done

@@ -181,11 +181,13 @@ def cmd_segment(args) -> int:
     one_file = image_kind(args.output) in ("nifti", "tiff")   # -o names a labels file, not a folder
     # a DICOM folder is one series, and a case folder one stack when -o names a file; other folders are many
     if src.is_dir() and image_kind(src) != "dicom" and not (one_file and image_kind(src) == "emidec-case"):
-        if one_file:
-            count = len(_folder_items(src))   # an empty or foreign folder is reported as such
-            raise LvsegError(f"-o {args.output} names one file, but this folder holds {count} image"
-                             f"{'' if count == 1 else 's'}: give an output folder", src)
-        return _segment_folder(args, src)
+        items = _folder_items(src) if one_file else None   # an empty or foreign folder is reported as such
+        if items is not None and len(items) > 1:
+            raise LvsegError(f"-o {args.output} names one file, but this folder holds {len(items)} images: give an "
+                             "output folder", src)
+        if items is None:
+            return _segment_folder(args, src)
+        src = Path(items[0][1])   # a folder of one image: that image into the file
     output = output_path(args.output, [src])    # output problems too are reported before any work
     uncertainty = output_path(args.uncertainty, [src], outputs=[output]) if args.uncertainty else None
     image = read_image(src)
@@ -281,8 +283,10 @@ def cmd_train(args) -> int:
     )
     bar = None
     last = None
+    trained = False   # a resumed run that had already reached its epochs trains nothing
     for event in train(options, resume=args.resume):
         last = event
+        trained = trained or event.kind == "step"
         if event.kind in ("start", "stopped", "done", "best") or event.kind == "validation":
             if bar is not None:
                 bar.clear()
@@ -298,7 +302,9 @@ def cmd_train(args) -> int:
     if bar is not None:
         bar.close()
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
-    if args.register and rank0 and last is not None and last.kind == "done":
+    if args.register and rank0 and last is not None and last.kind == "done" and not trained:
+        print("nothing left to train: not registered again")
+    elif args.register and rank0 and last is not None and last.kind == "done":
         from .models.store import register_model
 
         # an explicit --name replaces that user model; the run folder's name is never taken from another one

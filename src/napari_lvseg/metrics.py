@@ -242,6 +242,8 @@ def quantify(labels, spacing=None) -> dict:
         labels = labels[None]
     if spacing is not None:
         in_plane = np.size(spacing) == 2
+        if in_plane and len(labels) > 1:
+            raise LvsegError(f"a stack of {len(labels)} slices needs its spacing as (z, y, x), got {spacing!r}")
         spacing = (float("nan"), *_spacing(spacing, 2)) if in_plane else _spacing(spacing)
     slices = []
     for z, slice2d in enumerate(labels):

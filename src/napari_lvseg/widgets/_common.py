@@ -205,33 +205,39 @@ def set_labels_undoably(layer, new) -> int:
 class EditWatcher:
     """Calls ``on_edit`` after every edit of one Labels layer: paint strokes and fills, new data, and undo / redo.
 
-    napari reports an undo or redo only as "set_data", which every move of the z slider fires too; a change of
-    the data's checksum tells them apart (1 ms for a 20 x 256 x 256 stack)."""
+    napari reports an undo or redo only as "set_data", which every move of the z slider and every brush step
+    fires too; a change of the data's checksum, taken once the layer is quiet for ``QUIET_MS``, tells them apart
+    (1 ms for a 20 x 256 x 256 stack)."""
 
-    EVENTS = ("paint", "data", "labels_update")
+    EVENTS = ("paint", "data")
+    QUIET_MS = 150
 
     def __init__(self, on_edit):
+        from qtpy.QtCore import QTimer
+
         self.on_edit = on_edit
         self.layer = None
         self._checksum = None
+        self._quiet = QTimer()
+        self._quiet.setSingleShot(True)
+        self._quiet.setInterval(self.QUIET_MS)
+        self._quiet.timeout.connect(self._maybe_undone)
 
     def watch(self, layer) -> None:
         """Follow ``layer`` (None: none) instead of the layer followed so far."""
         if layer is self.layer:
             return
+        self._quiet.stop()
         if self.layer is not None:
-            for name in (*self.EVENTS, "set_data"):
-                emitter = getattr(self.layer.events, name, None)
-                if emitter is not None:
-                    emitter.disconnect(self._edited if name != "set_data" else self._maybe_undone)
+            for name in self.EVENTS:
+                getattr(self.layer.events, name).disconnect(self._edited)
+            self.layer.events.set_data.disconnect(self._set_data)
         self.layer = layer
         self._checksum = None if layer is None else self.checksum(layer.data)
         if layer is not None:
             for name in self.EVENTS:
-                emitter = getattr(layer.events, name, None)
-                if emitter is not None:
-                    emitter.connect(self._edited)
-            layer.events.set_data.connect(self._maybe_undone)
+                getattr(layer.events, name).connect(self._edited)
+            layer.events.set_data.connect(self._set_data)
 
     @staticmethod
     def checksum(data):
@@ -243,10 +249,22 @@ class EditWatcher:
         return zlib.crc32(np.ascontiguousarray(data).view(np.uint8)) if isinstance(data, np.ndarray) else None
 
     def _edited(self, event=None) -> None:
-        self._checksum = self.checksum(self.layer.data)
-        self.on_edit()
+        from qtpy.QtCore import QTimer
 
-    def _maybe_undone(self, event=None) -> None:
+        self.on_edit()
+        # napari tells "paint" before its last write lands: the checksum is taken once this event is handled
+        QTimer.singleShot(0, self._resync)
+
+    def _resync(self) -> None:
+        if self.layer is not None:
+            self._checksum = self.checksum(self.layer.data)
+
+    def _set_data(self, event=None) -> None:
+        self._quiet.start()   # checked once the layer is quiet: not on every brush step or slider move
+
+    def _maybe_undone(self) -> None:
+        if self.layer is None:
+            return
         checksum = self.checksum(self.layer.data)
         if checksum != self._checksum:
             self._checksum = checksum
@@ -257,8 +275,22 @@ DERIVED = "lvseg_derived"   # metadata key of layers the panels make from others
 
 
 def is_new_case_image(layer) -> bool:
-    """An image layer opened by the user, not one a panel derived from another."""
-    return not (layer.metadata or {}).get(DERIVED)
+    """An image layer opened by the user and shown (a dataset folder opens its cases hidden but the first), not
+    one a panel derived from another."""
+    return layer.visible and not (layer.metadata or {}).get(DERIVED)
+
+
+def replaceable_labels(viewer, name: str, shape):
+    """The Labels layer called ``name`` (or napari's "``name`` [k]" for it) that new labels of ``shape`` replace
+    as one undo step; None: add a new layer. A layer of that name that cannot take them (an image, labels of
+    another shape) is left as it is."""
+    import re
+
+    from napari.layers import Labels
+
+    pattern = re.compile(re.escape(name) + r"( \[\d+\])?")
+    return next((layer for layer in viewer.layers if pattern.fullmatch(layer.name) and isinstance(layer, Labels)
+                 and layer.data.shape == tuple(shape)), None)
 
 
 def is_prediction_or_correction(layer) -> bool:
@@ -346,20 +378,21 @@ class ModelPicker(QComboBox):
             notify_error(exc)
             entries = []
         names = [entry.name for entry in entries]
-        default = 0
-        for i, entry in enumerate(entries):
+        for entry in entries:
             # a user model of the same name shadows a bundled one by name: the bundled one goes by its path
             shadowed = entry.source == "bundled" and names.count(entry.name) > 1
             self.addItem(f"{entry.name} ({entry.source})", str(entry.path) if shadowed else entry.name)
-            if entry.source == "bundled" and entry.card.is_default:
-                default = i
         index = self.findData(current) if current is not None else -1
+        if index < 0 and entries:   # what `lvseg` uses without --model (a user model may shadow it by name)
+            from napari_lvseg.models.store import default_model_name
+
+            index = max(self.findData(default_model_name(self.task)), 0)
         if entries:
-            self.setCurrentIndex(index if index >= 0 else default)
+            self.setCurrentIndex(index)
         self.blockSignals(False)
 
     def names(self) -> list[str]:
-        return [self.itemData(i) for i in range(self.count()) if self.itemData(i) is not None]
+        return [self.itemData(i) for i in range(self.count())]
 
     def current_model(self) -> str | None:
         return self.currentData() if self.count() else None

@@ -15,8 +15,8 @@ from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (EditWatcher, LayerPicker, ModelPicker, choose_folder, closed_from_dock,
                                           folder_of, guarded, is_new_case_image, is_prediction_or_correction,
-                                          notify_info, notify_warning, register_widget, set_labels_undoably,
-                                          source_meta, source_of, start_worker, user_data_dir)
+                                          notify_info, notify_warning, register_widget, replaceable_labels,
+                                          set_labels_undoably, source_meta, source_of, start_worker, user_data_dir)
 
 AUTOSAVE_DELAY_MS = 3000
 
@@ -345,8 +345,8 @@ class CorrectWidget(QWidget):
         source = source_of(image_layer)
         mask = self.logic.load_saved(source)
         name = f"{image_layer.name} labels"
-        if name in self.viewer.layers and self.viewer.layers[name].data.shape == mask.shape:
-            layer = self.viewer.layers[name]
+        layer = replaceable_labels(self.viewer, name, mask.shape)
+        if layer is not None:
             set_labels_undoably(layer, mask)   # Ctrl+Z returns to the labels shown before loading
         else:
             metadata = {"lvseg_source_path": source}

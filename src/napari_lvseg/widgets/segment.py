@@ -15,7 +15,8 @@ from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (DERIVED, EditWatcher, LayerPicker, ModelPicker, closed_from_dock, guarded,
                                           is_new_case_image, labels_spacing, notify_info, register_widget,
-                                          set_labels_undoably, source_meta, source_of, start_worker)
+                                          replaceable_labels, set_labels_undoably, source_meta, source_of,
+                                          start_worker)
 
 AUTOMATIC = "automatic"
 TABLE_COLUMNS = ("slice", "myocardium_px", "myocardium_mm2", "myocardium_mm3", "myocardium_g", "infarct_pct",
@@ -285,11 +286,9 @@ class SegmentWidget(QWidget):
     @guarded
     def show_result(self, result, image_name: str, source: str, image_layer=None):
         """Put a SegmentationResult into the viewer: one labels layer (replaced if present), optional uncertainty."""
-        from napari.layers import Image, Labels
-
         kwargs = self.logic.labels_layer_kwargs(result, image_name, source, source_meta(image_layer))
-        layer = self._find(kwargs["name"])
-        if isinstance(layer, Labels) and layer.data.shape == result.labels.shape:
+        layer = replaceable_labels(self.viewer, kwargs["name"], result.labels.shape)
+        if layer is not None:
             set_labels_undoably(layer, result.labels)   # hand edits it replaces come back with Ctrl+Z
             layer.metadata.update(kwargs["metadata"])
         else:   # a layer of that name that cannot take these labels stays; napari names the new one "... [1]"
@@ -299,8 +298,8 @@ class SegmentWidget(QWidget):
             layer = self.viewer.add_labels(result.labels, **kwargs, **extra)
         if result.uncertainty is not None:
             name = f"{image_name} uncertainty"
-            old = self._find(name)
-            if isinstance(old, Image) and old.metadata.get(DERIVED) == "uncertainty":   # ours, not the user's
+            for old in [layer for layer in self.viewer.layers if layer.name.startswith(name)
+                        and layer.metadata.get(DERIVED) == "uncertainty"]:   # ours, not the user's
                 self.viewer.layers.remove(old)
             scale = {"scale": image_layer.scale, "translate": image_layer.translate} if image_layer is not None else {}
             self.viewer.add_image(result.uncertainty, name=name, colormap="magma", opacity=0.5,
@@ -309,9 +308,6 @@ class SegmentWidget(QWidget):
         self.attach(layer)
         self.status.setText(f"{image_name}: segmented with {result.model or 'the model'}")
         return layer
-
-    def _find(self, name):
-        return self.viewer.layers[name] if name in self.viewer.layers else None
 
     # -- the labels layer being edited
     def attach(self, layer) -> None:

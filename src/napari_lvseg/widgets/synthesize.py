@@ -317,7 +317,7 @@ class SynthesizeWidget(QWidget):
             place = {"scale": mask_layer.scale, "translate": mask_layer.translate}
         for seed, image in results:
             name = f"{mask_name} synthetic s{seed}"
-            if name in self.viewer.layers:
+            if name in self.viewer.layers and self.viewer.layers[name].metadata.get(DERIVED):   # ours only
                 self.viewer.layers.remove(name)
             layers.append(self.viewer.add_image(image, name=name, colormap="gray", **place,
                                                 metadata={"lvseg_seed": seed, "lvseg_model": model,

@@ -532,8 +532,9 @@ class TrainWidget(QWidget):
             self.eta.setText(format_eta(0))
             if self.logic.losses:
                 self._register(event.path, "finished")
-            else:   # a resumed run that had already reached its epochs: its model is registered already
-                self.status.setText(f"{event.message}: nothing left to train (raise the epochs to train further)")
+            else:   # a resumed run that had already reached its epochs: no second copy of its model
+                self.status.setText(f"{event.message}: nothing left to train (raise the epochs to train further; "
+                                    "its model is usable from the run folder)")
         self.plot.update()
 
     def _register(self, model_dir, how: str) -> None:
