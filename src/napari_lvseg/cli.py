@@ -265,15 +265,13 @@ def cmd_train(args) -> int:
             mix = [float(v) for v in args.mix.split(":")]
         except ValueError:
             raise LvsegError(f"--mix {args.mix!r}: expected ratios like 1:1") from None
-    epochs = args.epochs
-    if args.resume:
-        saved = Path(args.out) / "options.json"
-        if epochs is None and saved.is_file():  # the run's own length, not the new-run default
-            epochs = TrainOptions.load(saved).epochs
-    elif not args.data:
+    if not args.resume and not args.data:
         raise LvsegError("give the training data with --data DIR (or --resume a run)")
+    epochs = args.epochs
+    if epochs is None and not args.resume:   # a resume without --epochs keeps the run's own (`prepare_run`)
+        epochs = 10
     options = TrainOptions(
-        task=args.task, data=args.data or [], mix=mix, out=args.out, epochs=10 if epochs is None else epochs,
+        task=args.task, data=args.data or [], mix=mix, out=args.out, epochs=epochs,
         samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         threads=args.threads, workers=args.workers, device=args.device, split=args.split, val_fraction=args.val_fraction,
         init=args.init, name=args.name, width=args.width, depth=args.depth, augment=args.augment,
@@ -302,13 +300,14 @@ def cmd_train(args) -> int:
     if bar is not None:
         bar.close()
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
-    if args.register and rank0 and last is not None and last.kind == "done" and not trained:
-        print("nothing left to train: not registered again")
-    elif args.register and rank0 and last is not None and last.kind == "done":
-        from .models.store import register_model
+    if args.register and rank0 and last is not None and last.kind == "done":
+        if not trained:
+            print("nothing left to train: not registered again")
+        else:
+            from .models.store import register_model
 
-        # an explicit --name replaces that user model; the run folder's name is never taken from another one
-        print(f"registered as {register_model(args.out, name=args.name, unique=args.name is None).name}")
+            # an explicit --name replaces that user model; the run folder's name is never taken from another one
+            print(f"registered as {register_model(args.out, name=args.name, unique=args.name is None).name}")
     return 0 if last is not None and last.kind == "done" else 1
 
 

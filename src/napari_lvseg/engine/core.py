@@ -45,14 +45,16 @@ def make_task(options, device, world):
 
 
 def prepare_run(options: TrainOptions, resume: bool) -> tuple[TrainOptions, dict | None]:
-    """Options and checkpoint to start from. On resume the saved options win, except ``epochs``."""
+    """Options and checkpoint to start from. On resume the saved options win, except ``epochs`` (when given: None
+    keeps the run's own), ``threads``, ``workers`` and ``device``."""
     out = Path(options.out)
     last = out / "last.pt"
     if resume:
         if not last.exists():
             raise LvsegError("nothing to resume: no last.pt checkpoint", out)
         saved = TrainOptions.load(out / "options.json")
-        saved.epochs = options.epochs
+        if options.epochs is not None:
+            saved.epochs = options.epochs
         saved.threads = options.threads
         saved.workers = options.workers
         saved.device = options.device
@@ -62,6 +64,8 @@ def prepare_run(options: TrainOptions, resume: bool) -> tuple[TrainOptions, dict
         raise LvsegError("run folder already holds a training run (use --resume, or another --out)", out)
     if (out / "model.safetensors").exists():  # a new run would replace that model with its own
         raise LvsegError("folder already holds a model; choose a new run folder", out)
+    if out.is_dir() and any(out.iterdir()):   # e.g. a data folder: the run's files would mix with its own
+        raise LvsegError("run folder is not empty: choose a new or empty folder", out)
     return options, None
 
 

@@ -19,7 +19,7 @@ class TrainOptions:
     data: list = field(default_factory=list)       # case folders / pair folders
     mix: list | None = None                        # sampling ratio per data source, e.g. [1, 1]
     out: str = "run"
-    epochs: int = 10                               # total, counting epochs done before a resume
+    epochs: int | None = 10                        # total, counting epochs before a resume (None: the run's own)
     samples_per_epoch: int | None = None           # default: one pass over the training slices
     batch_size: int = 16
     lr: float | None = None                        # default per task

@@ -457,9 +457,10 @@ def list_models(task: str | None = None) -> list[ModelEntry]:
     return [e for e in entries if task is None or e.task == task]
 
 
-def default_model_name(task: str) -> str | None:
-    """A bundled model whose card says ``"default": true``, else the first model of the task, else None."""
-    entries = list_models(task)
+def default_model_name(task: str, entries=None) -> str | None:
+    """A bundled model whose card says ``"default": true``, else the first model of the task, else None.
+    ``entries``: the task's `list_models`, when the caller has them already."""
+    entries = list_models(task) if entries is None else entries
     for entry in entries:
         if entry.source == "bundled" and entry.card.is_default:
             return entry.name

@@ -7,6 +7,7 @@ import os
 import weakref
 from pathlib import Path
 
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox
 
 from napari_lvseg.errors import LvsegError
@@ -213,8 +214,6 @@ class EditWatcher:
     QUIET_MS = 150
 
     def __init__(self, on_edit):
-        from qtpy.QtCore import QTimer
-
         self.on_edit = on_edit
         self.layer = None
         self._checksum = None
@@ -249,8 +248,6 @@ class EditWatcher:
         return zlib.crc32(np.ascontiguousarray(data).view(np.uint8)) if isinstance(data, np.ndarray) else None
 
     def _edited(self, event=None) -> None:
-        from qtpy.QtCore import QTimer
-
         self.on_edit()
         # napari tells "paint" before its last write lands: the checksum is taken once this event is handled
         QTimer.singleShot(0, self._resync)
@@ -386,7 +383,7 @@ class ModelPicker(QComboBox):
         if index < 0 and entries:   # what `lvseg` uses without --model (a user model may shadow it by name)
             from napari_lvseg.models.store import default_model_name
 
-            index = max(self.findData(default_model_name(self.task)), 0)
+            index = max(self.findData(default_model_name(self.task, entries)), 0)
         if entries:
             self.setCurrentIndex(index)
         self.blockSignals(False)

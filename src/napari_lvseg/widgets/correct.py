@@ -168,7 +168,6 @@ class CorrectWidget(QWidget):
         self.viewer = napari_viewer
         self.logic = CorrectLogic(folder)
         self.worker = None
-        self.watched = None  # the labels layer whose edits trigger autosave
         self.edits = EditWatcher(self._edited)
         self.pending = None  # (image layer, labels layer) edited since the last autosave
 
@@ -274,13 +273,17 @@ class CorrectWidget(QWidget):
         return image_layer, labels_layer
 
     # -- autosave
+    @property
+    def watched(self):
+        """The labels layer whose edits trigger autosave."""
+        return self.edits.layer
+
     @guarded
     def _watch(self):
         layer = self.labels_picker.current_layer()
         if layer is self.watched:
             return
         self.flush_autosave()
-        self.watched = layer
         self.edits.watch(layer)
 
     def _edited(self, event=None):

@@ -298,8 +298,8 @@ class SegmentWidget(QWidget):
             layer = self.viewer.add_labels(result.labels, **kwargs, **extra)
         if result.uncertainty is not None:
             name = f"{image_name} uncertainty"
-            for old in [layer for layer in self.viewer.layers if layer.name.startswith(name)
-                        and layer.metadata.get(DERIVED) == "uncertainty"]:   # ours, not the user's
+            for old in [other for other in self.viewer.layers if other.name.startswith(name)
+                        and other.metadata.get(DERIVED) == "uncertainty"]:   # ours, not the user's
                 self.viewer.layers.remove(old)
             scale = {"scale": image_layer.scale, "translate": image_layer.translate} if image_layer is not None else {}
             self.viewer.add_image(result.uncertainty, name=name, colormap="magma", opacity=0.5,

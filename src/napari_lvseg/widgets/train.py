@@ -443,9 +443,9 @@ class TrainWidget(QWidget):
         if (Path(options.out) / "last.pt").exists():
             raise LvsegError("run folder already holds a training run: press Resume to continue it, or choose "
                              "another folder", options.out)
-        out = Path(options.out)
-        if out.is_dir() and any(out.iterdir()):   # e.g. a data folder: the run's files would mix with its own
-            raise LvsegError("run folder is not empty: choose a new or empty folder", options.out)
+        from napari_lvseg.engine.core import prepare_run
+
+        prepare_run(options, resume=False)   # the engine's checks, before the panel changes (a non-empty folder)
         self.run_folder.setText(options.out)
         self.logic.losses.clear()
         self.logic.dice.clear()
