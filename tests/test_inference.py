@@ -87,6 +87,18 @@ def test_tta_and_uncertainty(oracle):
     assert plain.uncertainty is None
 
 
+def test_uncertainty_in_view_is_the_models_square_only(oracle):
+    large = image_with_disk((2, 128, 128), (62, 66), radius=9)
+    result = segment(large, oracle, uncertainty=True)
+    view, offset = result.uncertainty_in_view()
+    y0, x0 = result.info["box"]
+    assert view.shape == (2, 64, 64) and list(offset) == [0, y0, x0] and 0 < y0 < 64
+    assert np.array_equal(view, result.uncertainty[:, y0:y0 + 64, x0:x0 + 64]) and view.max() > 0
+    small = segment(large[0, 40:80, 40:90], oracle, uncertainty=True)   # smaller than the view: all of it
+    view, offset = small.uncertainty_in_view()
+    assert view.shape == (40, 50) and list(offset) == [0, 0]
+
+
 def test_uncertainty_score_does_not_depend_on_the_image_size(oracle):
     from napari_lvseg.inference import uncertainty_scores
 

@@ -281,3 +281,17 @@ def test_labels_of_an_opened_nifti_save_back_in_its_space(viewer_and_widget, tmp
     assert back.shape == (128, 128, 2) and np.allclose(back.affine, affine)
     np.testing.assert_array_equal(np.asarray(back.dataobj).transpose(2, 1, 0), layer.data)
     assert errors == []
+
+
+def test_uncertainty_layer_covers_only_the_models_view(viewer_and_widget):
+    viewer, widget = viewer_and_widget
+    image = viewer.add_image(np.zeros((2, 160, 170), np.float32), name="big", scale=(8.0, 1.5, 1.5),
+                             translate=(0.0, 3.0, -6.0))
+    unc = np.zeros((2, 160, 170), np.float32)
+    unc[:, 10:138, 20:148] = 0.5
+    result = SegmentationResult(np.zeros((2, 160, 170), np.uint8), unc, (74.0, 84.0), "m",
+                                {"box": (10, 20), "grid": 128})
+    widget.show_result(result, "big", "big", image)
+    layer = viewer.layers["big uncertainty"]
+    assert layer.data.shape == (2, 128, 128) and np.all(layer.data == 0.5)
+    assert list(layer.scale) == [8.0, 1.5, 1.5] and list(layer.translate) == [0.0, 3.0 + 15.0, -6.0 + 30.0]

@@ -36,6 +36,16 @@ class SegmentationResult:
     model: str = ""
     info: dict = field(default_factory=dict)
 
+    def uncertainty_in_view(self):
+        """(map, offset in pixels) of the uncertainty over the part of the image the model looked at: outside its
+        square view the model said nothing, and the full-size map's 0 there is no answer."""
+        (y0, x0), size = self.info["box"], self.info["grid"]
+        h, w = self.uncertainty.shape[-2:]
+        ys, xs = slice(max(y0, 0), min(y0 + size, h)), slice(max(x0, 0), min(x0 + size, w))
+        offset = np.zeros(self.uncertainty.ndim)
+        offset[-2:] = ys.start, xs.start
+        return self.uncertainty[..., ys, xs], offset
+
 
 def _device_of(model):
     try:

@@ -301,10 +301,12 @@ class SegmentWidget(QWidget):
             for old in [other for other in self.viewer.layers if other.name.startswith(name)
                         and other.metadata.get(DERIVED) == "uncertainty"]:   # ours, not the user's
                 self.viewer.layers.remove(old)
-            scale = {"scale": image_layer.scale, "translate": image_layer.translate} if image_layer is not None else {}
-            self.viewer.add_image(result.uncertainty, name=name, colormap="magma", opacity=0.5,
+            view, offset = result.uncertainty_in_view()
+            scale = np.ones(view.ndim) if image_layer is None else np.asarray(image_layer.scale, float)
+            translate = np.zeros(view.ndim) if image_layer is None else np.asarray(image_layer.translate, float)
+            self.viewer.add_image(view, name=name, colormap="magma", opacity=0.5,
                                   blending="additive", contrast_limits=(0.0, 1.0), visible=False,
-                                  metadata={DERIVED: "uncertainty"}, **scale)
+                                  metadata={DERIVED: "uncertainty"}, scale=scale, translate=translate + offset * scale)
         self.attach(layer)
         self.status.setText(f"{image_name}: segmented with {result.model or 'the model'}")
         return layer

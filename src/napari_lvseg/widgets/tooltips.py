@@ -9,7 +9,8 @@ REFRESH_MODELS = "Re-read the model registry (after copying a model folder in by
 
 # -- Segment LV
 TTA = "Test-time augmentation: average the prediction over the 8 rotations and flips (8x slower, steadier)."
-UNCERTAINTY = "Also add a per-pixel uncertainty map (normalised entropy, 0 = sure, 1 = unsure)."
+UNCERTAINTY = ("Also add a per-pixel uncertainty map (normalised entropy, 0 = sure, 1 = unsure) over the part of "
+               "the image the model looked at.")
 CENTER = ("Where the LV is, for images larger than the model grid: 'automatic' finds it, or pick a Points "
           "layer and its last point is used as the LV centre.")
 RUN_SEGMENT = ("Segment the chosen image in the background; the result replaces '<image> labels'. Press again to "
