@@ -65,6 +65,9 @@ def test_segment_case_folder_and_evaluate(tiny_model, emidec_cases, tmp_path):
     mean_row = report["study"][-1]
     assert mean_row["case"] == "mean" and mean_row["cavity"] == pytest.approx(1.0)
     assert report["emidec"][-1]["dice_myocardium"] == pytest.approx(1.0)
+    assert report["pooled"]["cavity"] == pytest.approx(1.0) and report["pooled"]["mean"] == pytest.approx(1.0)
+    assert report["bootstrap"]["per_case"]["mean"] == pytest.approx([1.0, 1.0])
+    assert report["bootstrap"]["pooled"]["myocardium"] == pytest.approx([1.0, 1.0])
     assert (tmp_path / "ev.csv").read_text().count("\n") >= 6
 
 
@@ -111,6 +114,7 @@ def test_train_resume_keeps_the_runs_length_and_needs_no_data(models_dir, tmp_pa
     (["segment", "img.tif", "-o", "seg.tif", "--center", "5", "400"], "lies outside"),
     (["synthesize", "mask.tif", "-o", "mask.tif"], "mask.tif: is the input file"),
     (["evaluate", "--pred", "pred", "--truth", "pred", "--out", "notes.txt/ev"], "notes.txt"),
+    (["evaluate", "--pred", "pred", "--truth", "pred", "--bootstrap", "-5"], "--bootstrap must be 0 or more, not -5"),
     (["segment", "blank.tif", "-o", "seg.tif"], "blank.tif: image is blank"),
     (["segment", "two", "-o", "seg.nii.gz"], "names one file, but this folder holds 2 images: give an output folder"),
     (["segment", "empty", "-o", "seg.nii.gz"], "empty: folder holds no EMIDEC Case_* folders"),

@@ -88,6 +88,28 @@ def test_pooled_dice_differs_from_per_case_mean():
     assert from_list["infarct"] == pooled["infarct"] and math.isnan(from_list["myocardium"])
 
 
+def test_bootstrap_intervals_over_cases():
+    big = np.zeros((1, 10, 10), np.uint8)
+    big[0, :, :] = INF                        # infarct found perfectly
+    missed = big.copy()
+    missed[0, :5] = 0                         # half the infarct missed: Dice 2/3
+    cases = {"a": (big, big), "b": (missed, big), "c": (big, big), "d": (np.zeros_like(big), np.zeros_like(big))}
+    study = metrics.study_table(cases)
+    counts = [metrics.overlap_counts(p, t) for p, t in cases.values()]
+    pooled = metrics.pooled_dice(cases)["infarct"]
+    assert metrics.pooled_dice_from_counts(counts)["infarct"] == pooled == pytest.approx(500 / 550)
+    out = metrics.bootstrap_intervals(study, counts, n=500, seed=1)
+    low, high = out["per_case"]["infarct"]
+    assert low == pytest.approx(2 / 3) and high == pytest.approx(1.0)   # draws of b alone, of a and c alone
+    low, high = out["pooled"]["infarct"]
+    assert 2 / 3 <= low < pooled < high <= 1.0
+    assert all(math.isnan(v) for v in out["pooled"]["cavity"])            # a class no case has
+    same = metrics.bootstrap_intervals(metrics.study_table({"a": (big, big), "c": (big, big)}), counts[:1] * 2, n=50)
+    assert same["per_case"]["mean"] == pytest.approx((1.0, 1.0)) and same["pooled"]["infarct"] == pytest.approx((1, 1))
+    with pytest.raises(LvsegError, match="4 case rows and 3 counts"):
+        metrics.bootstrap_intervals(study, counts[:3])
+
+
 def test_bad_input_raises_lvseg_error():
     with pytest.raises(LvsegError, match="shape"):
         metrics.study_dice_per_case(np.zeros((2, 4, 4)), np.zeros((2, 4, 5)))

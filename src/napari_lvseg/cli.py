@@ -122,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pred", required=True, metavar="DIR", help="predicted labels: Case_X.nii.gz files or EMIDEC layout")
     p.add_argument("--truth", required=True, metavar="DIR", help="truth labels: EMIDEC layout or Case_X.nii.gz files")
     p.add_argument("--out", metavar="PREFIX", help="write PREFIX.csv and PREFIX.json (default: DIR/evaluation)")
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
+                   help="95%% intervals of the per-case and pooled means from N draws of the cases (0: none)")
 
     sub.add_parser("models", help="list the bundled and user models")
     from . import synthesis_cli
@@ -336,8 +338,11 @@ def _label_files(folder: Path) -> dict:
 
 def cmd_evaluate(args) -> int:
     from .io import read_labels
-    from .metrics import emidec_table, format_table, study_table
+    from .metrics import (bootstrap_intervals, emidec_table, format_table, overlap_counts, pooled_dice_from_counts,
+                          study_table)
 
+    if args.bootstrap < 0:
+        raise LvsegError(f"--bootstrap must be 0 or more, not {args.bootstrap}")
     pred, truth = _label_files(args.pred), _label_files(args.truth)
     prefix = _evaluation_prefix(args.out, args.pred)   # checked before the cases are read and scored
     common = sorted(set(pred) & set(truth))
@@ -351,16 +356,27 @@ def cmd_evaluate(args) -> int:
         cases[name] = (p.data, t.data, t.spacing)
     study = study_table({k: v[:2] for k, v in cases.items()})
     emidec_rows = emidec_table({k: v[:2] for k, v in cases.items()}, spacing={k: v[2] for k, v in cases.items()})
+    counts = [overlap_counts(p, t) for p, t, _ in cases.values()]
+    pooled = pooled_dice_from_counts(counts)
+    intervals = bootstrap_intervals(study, counts, n=args.bootstrap) if args.bootstrap and len(common) > 1 else None
     print(f"Study protocol (per-case 3-D Dice, {len(common)} cases):")
     print(format_table(study, None))
+    print("\nPooled protocol (Dice over all voxels of all cases):")
+    print(format_table([{"case": "pooled", **pooled}], None))
+    if intervals:
+        print(f"\n{intervals['level']:.0%} intervals over {intervals['n']} draws of the {len(common)} cases:")
+        print(format_table([{"protocol": name, **{k: f"{lo:.3f}–{hi:.3f}" for k, (lo, hi) in spans.items()}}
+                            for name, spans in (("per case", intervals["per_case"]),
+                                                ("pooled", intervals["pooled"]))], None))
     print("\nEMIDEC protocol:")
     print(format_table(emidec_rows, None))
     from .io.atomic import write_json_atomic
     from .metrics import write_csv
 
     csv_path, json_path = Path(f"{prefix}.csv"), Path(f"{prefix}.json")
-    write_csv(study + [dict(r, table="emidec") for r in emidec_rows], csv_path)
-    write_json_atomic(json_path, {"study": study, "emidec": emidec_rows})
+    write_csv([dict(r, table="study") for r in study] + [dict(case="pooled", **pooled, table="pooled")]
+              + [dict(r, table="emidec") for r in emidec_rows], csv_path)
+    write_json_atomic(json_path, {"study": study, "pooled": pooled, "bootstrap": intervals, "emidec": emidec_rows})
     print(f"\nwritten: {csv_path}, {json_path}")
     missing = sorted(set(truth) - set(pred))
     if missing:

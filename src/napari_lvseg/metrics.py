@@ -100,21 +100,59 @@ def study_table(cases: dict) -> list[dict]:
     return rows
 
 
+def overlap_counts(pred, truth) -> np.ndarray:
+    """(2, 4) voxel counts of one case: |P∩T| and |P|+|T| per class (cavity, myocardium, infarct, no-reflow)."""
+    pred, truth = _pair(pred, truth)
+    counts = np.zeros((2, len(CLASSES)), dtype=np.int64)
+    for k, c in enumerate(CLASSES):
+        p, t = pred == c, truth == c
+        counts[:, k] = int(np.logical_and(p, t).sum()), int(p.sum()) + int(t.sum())
+    return counts
+
+
+def pooled_dice_from_counts(counts) -> dict:
+    """`pooled_dice` from the cases' `overlap_counts` (each (2, 4))."""
+    overlap, total = np.sum(np.asarray(counts, dtype=np.int64).reshape(-1, 2, len(CLASSES)), axis=0)
+    result = {key: (2.0 * o / t if t else float("nan")) for key, o, t in zip(CLASS_KEYS, overlap, total, strict=True)}
+    result["mean"] = _nanmean(result.values())
+    return result
+
+
 def pooled_dice(pairs) -> dict:
     """Dice per class over all voxels of all (pred, truth) pairs (a dict's values are used), plus 'mean'."""
     if isinstance(pairs, dict):
         pairs = pairs.values()
-    overlap = dict.fromkeys(CLASSES, 0)
-    total = dict.fromkeys(CLASSES, 0)
-    for pred, truth in pairs:
-        pred, truth = _pair(pred, truth)
-        for c in CLASSES:
-            p, t = pred == c, truth == c
-            overlap[c] += int(np.logical_and(p, t).sum())
-            total[c] += int(p.sum()) + int(t.sum())
-    result = {lb.SHORT_NAMES[c]: (2.0 * overlap[c] / total[c] if total[c] else float("nan")) for c in CLASSES}
-    result["mean"] = _nanmean(result.values())
-    return result
+    return pooled_dice_from_counts([overlap_counts(pred, truth) for pred, truth in pairs])
+
+
+def bootstrap_intervals(study_rows: list[dict], counts: list, n: int = 2000, level: float = 0.95,
+                        seed: int = 0) -> dict:
+    """Percentile intervals of the per-case (study) and pooled Dice over cases drawn with replacement.
+
+    ``study_rows``: `study_table`'s case rows (its 'mean' row is ignored); ``counts``: each case's `overlap_counts`,
+    in the same order. A test split of a dozen cases measures a model loosely; these intervals say how loosely.
+    Returns ``{"per_case": {key: (low, high)}, "pooled": {...}, "n": n, "level": level}``; keys as the tables'.
+    """
+    rows = [r for r in study_rows if r["case"] != "mean"]
+    if len(rows) != len(counts) or not rows:
+        raise LvsegError(f"bootstrap: {len(rows)} case rows and {len(counts)} counts")
+    scores = np.array([[r[k] for k in CLASS_KEYS] for r in rows], dtype=float)   # NaN: class absent in the case
+    counts = np.asarray(counts, dtype=np.float64)                                   # (cases, 2, 4)
+    draws = np.random.default_rng(seed).integers(0, len(rows), size=(n, len(rows)))
+    with warnings.catch_warnings():   # a draw without any case of a class: NaN, left out of that class's mean
+        warnings.simplefilter("ignore", RuntimeWarning)
+        class_means = np.nanmean(scores[draws], axis=1)                                 # (n, 4)
+        summed = counts[draws].sum(axis=1)                                              # (n, 2, 4)
+        pooled = np.where(summed[:, 1] > 0, 2.0 * summed[:, 0] / np.maximum(summed[:, 1], 1), np.nan)
+        per_case = np.column_stack([class_means, np.nanmean(class_means, axis=1)])
+        pooled = np.column_stack([pooled, np.nanmean(pooled, axis=1)])
+        tail = 100 * (1 - level) / 2
+
+        def spans(draws):
+            return dict(zip(CLASS_KEYS + ("mean",), map(tuple, np.nanpercentile(draws, [tail, 100 - tail], axis=0).T),
+                            strict=True))
+
+        return {"per_case": spans(per_case), "pooled": spans(pooled), "n": n, "level": level}
 
 
 def hausdorff(pred_mask, true_mask, spacing=None, percentile: float | None = None) -> float:
