@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -368,6 +370,44 @@ def test_an_interrupted_sharded_save_leaves_the_old_model_whole(tmp_path, monkey
     loaded, _ = load_model(tmp_path / "big")
     with torch.no_grad():
         assert torch.equal(loaded(x16()), old(x16()))
+
+
+@pytest.mark.parametrize("killed_before", ["weights", "card"])
+def test_an_interrupted_save_keeps_card_and_weights_together(tmp_path, monkeypatch, killed_before):
+    """Killed before the new weights are in place: the old model, old card. Killed after them but before the card's
+    rename: the new model, new card (the next read finishes the save). Never one's weights with the other's card."""
+    from safetensors import torch as safetensors_torch
+
+    torch.manual_seed(0)
+    old = AttentionResUNet(base_width=4, depth=2).eval()
+    save_model(tmp_path / "m", old, ModelCard(name="m", task="segmentation", architecture="", notes="old"))
+    torch.manual_seed(1)
+    new = AttentionResUNet(base_width=6, depth=2).eval()   # another width: a card of the other save cannot load it
+    real_save, real_replace = safetensors_torch.save_file, os.replace
+
+    def save_file(tensors, filename, metadata=None):
+        if killed_before == "weights":
+            raise KeyboardInterrupt
+        real_save(tensors, filename, metadata=metadata)
+
+    def replace(src, dst):
+        if killed_before == "card" and Path(dst).name == "card.json":
+            raise KeyboardInterrupt
+        real_replace(src, dst)
+
+    monkeypatch.setattr(safetensors_torch, "save_file", save_file)
+    monkeypatch.setattr(os, "replace", replace)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(tmp_path / "m", new, ModelCard(name="m", task="segmentation", architecture="", notes="new"))
+    monkeypatch.undo()
+    assert len(list((tmp_path / "m").glob("card-*.json"))) == 1   # the interrupted save's card, not yet in place
+    loaded, card = load_model(tmp_path / "m")
+    expected = old if killed_before == "weights" else new
+    assert card.notes == ("old" if killed_before == "weights" else "new")
+    with torch.no_grad():
+        assert torch.equal(loaded(x16()), expected(x16()))
+    assert sorted(f.name for f in (tmp_path / "m").iterdir()) == ["card.json", "model.safetensors"]
+    assert store.read_card(tmp_path / "m").notes == card.notes
 
 
 def _saved_unet(directory, width, seed, normalization=None):

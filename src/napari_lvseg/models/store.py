@@ -28,6 +28,9 @@ WEIGHTS_FILE = "model.safetensors"
 # metadata, so that no file of a model (bundled ones are tracked in git) grows past ~10 MB.
 SHARD_BYTES = 8 * 2**20
 _SHARD_NAME = re.compile(r"model-(?:[0-9a-f]{8}-)?\d+\.safetensors")   # the 8 hex digits: one save
+# A save writes its card as card-<save>.json first and renames it to card.json after the weights; model.safetensors
+# names its save, so a reader can tell a card whose weights arrived (finish the rename) from one whose did not.
+_PENDING_CARD = re.compile(r"card-([0-9a-f]{8})\.json")
 TASKS = ("segmentation", "synthesis")
 USER_DIR_ENV = "LVSEG_MODELS_DIR"
 
@@ -157,11 +160,47 @@ class ModelCard:
         return bool(self.extra.get("default", False))
 
 
+def _saved_with(weights: Path) -> str | None:
+    """The save a ``model.safetensors`` belongs to (its metadata), or None."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            return (handle.metadata() or {}).get("save")
+    except Exception:  # unreadable weights: load_model says so; here the card simply stays as it is
+        return None
+
+
+def card_path(directory) -> Path:
+    """``directory``'s card.json, after finishing a save that stopped between the weights and the card.
+
+    A pending card-<save>.json whose save the weights name is the model's card: renamed into place (or, in a
+    folder that cannot be written, read where it is). Any other pending card belongs to weights that never
+    arrived, and goes.
+    """
+    directory = Path(directory)
+    card = directory / CARD_FILE
+    pending = [f for f in directory.glob("card-*.json") if _PENDING_CARD.fullmatch(f.name)]
+    if not pending:
+        return card
+    save = _saved_with(directory / WEIGHTS_FILE)
+    for file in pending:
+        try:
+            if _PENDING_CARD.fullmatch(file.name).group(1) == save:
+                os.replace(file, card)
+            else:
+                file.unlink()
+        except OSError:
+            if _PENDING_CARD.fullmatch(file.name).group(1) == save:
+                return file
+    return card
+
+
 def read_card(path) -> ModelCard:
     """Read a ``card.json`` (or the one in a model directory)."""
     path = Path(path)
     if path.is_dir():
-        path = path / CARD_FILE
+        path = card_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -174,11 +213,12 @@ def read_card(path) -> ModelCard:
 # ------------------------------------------------------------------------------------- save and load
 
 def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
-    """Write ``card.json`` and ``model.safetensors`` into ``directory`` (each atomically).
+    """Write ``card.json`` and ``model.safetensors`` into ``directory`` as one unit.
 
-    Weights over ``SHARD_BYTES`` continue in ``model-<save>-2.safetensors``, ...: new names for every save, written
-    first, and ``model.safetensors``, which names them, last; the shards it no longer names go after it. An
-    interrupted save leaves the old model readable and whole.
+    Weights over ``SHARD_BYTES`` continue in ``model-<save>-2.safetensors``, ...: new names for every save. The order:
+    the card as ``card-<save>.json``, the shards, ``model.safetensors`` (naming the save and its shards), then the
+    card renamed to ``card.json``; what the new save no longer names goes last. An interrupted save leaves either
+    the old model or the new one, card and weights together (`card_path` finishes the rename on the next read).
 
     ``half`` stores floating tensors as float16 (for bundled weights; loading restores float32).
     Empty ``card.params``/``architecture`` are filled in from the model.
@@ -210,15 +250,18 @@ def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
         size += nbytes
     save = secrets.token_hex(4)
     names = [f"model-{save}-{i}.safetensors" for i in range(2, len(shards) + 1)]
-    for name, shard in zip(names, shards[1:]):
+    pending = directory / f"card-{save}.json"
+    write_text_atomic(pending, card.to_json())
+    for name, shard in zip(names, shards[1:], strict=True):
         with atomic_path(directory / name) as tmp:
             save_file(shard, str(tmp), metadata={"format": "pt"})
     with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_file(shards[0], str(tmp), metadata={"format": "pt", "shards": ",".join(names)})
+        save_file(shards[0], str(tmp), metadata={"format": "pt", "shards": ",".join(names), "save": save})
+    os.replace(pending, directory / CARD_FILE)
     for stale in directory.glob("model-*.safetensors"):
         if stale.name not in names:
             stale.unlink()
-    write_text_atomic(directory / CARD_FILE, card.to_json())
+    card_path(directory)   # pending cards of earlier interrupted saves go
     return directory
 
 
@@ -336,7 +379,7 @@ def weights_problem(model_dir) -> str | None:
 
     model_dir = Path(model_dir)
     try:
-        card = read_card(model_dir / CARD_FILE)
+        card = read_card(model_dir)
         shapes = {}
         for file in weight_files(model_dir / WEIGHTS_FILE):
             with safe_open(str(file), framework="pt") as handle:
@@ -363,7 +406,7 @@ class _Shaped:
 def _locate(path: Path) -> tuple[Path, Path]:
     """(card path, weights path) for a model directory / run folder or a weights file."""
     if path.is_dir():
-        card = path / CARD_FILE
+        card = card_path(path)
         if not card.is_file():
             raise LvsegError(f"not a model directory (no {CARD_FILE})", path)
         weights = path / WEIGHTS_FILE
@@ -372,7 +415,7 @@ def _locate(path: Path) -> tuple[Path, Path]:
         return card, weights
     if path.suffix.lower() not in (".safetensors", ".pt", ".pth"):
         raise LvsegError("not a model: expected a model directory, .safetensors, .pt or .pth file", path)
-    card = path.parent / CARD_FILE
+    card = card_path(path.parent)
     if not card.is_file():
         raise LvsegError(f"no {CARD_FILE} beside the weights file", path)
     return card, path

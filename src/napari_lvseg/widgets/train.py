@@ -546,7 +546,9 @@ class TrainWidget(QWidget):
     def _register_best_so_far(self, out: Path) -> None:
         """Cancelled: the best model the run exported so far (if any) goes into the pickers; it is all that
         remains usable of the run, which can no longer be resumed from this panel."""
-        if (out / "model.safetensors").is_file() and (out / "card.json").is_file():
+        from napari_lvseg.models.store import WEIGHTS_FILE, card_path
+
+        if (out / WEIGHTS_FILE).is_file() and card_path(out).is_file():
             self._register(out, "cancelled, best model so far kept")
 
     # -- closing the Train panel during training
