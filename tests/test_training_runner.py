@@ -279,10 +279,16 @@ def test_slice_split_makes_one_case_per_slice_and_splits_all_slices(emidec_cases
     second = json.loads((out / "split_seed2027.json").read_text())
     assert sorted(sum((second[k] for k in ("train", "val", "test")), [])) == [c.name for c in slices]
     assert json.loads((out / "split.json").read_text()) == split
-    run = tmp_path / "run"
-    run.mkdir()
+    from napari_lvseg.widgets._testing import save_tiny_segmentation_model
+
+    run = save_tiny_segmentation_model(tmp_path, "run")
     (run / "options.json").write_text(json.dumps({"data": [str(out / "data")], "split": str(out / "split.json")}))
     assert slice_split.held_out(run) == (str(out / "data"), split["test"])
+    scored = slice_split.evaluate(run)   # its held-out slices, pooled, with an interval over draws of them
+    assert scored["held_out"] == scored["slices"] == len(split["test"])
+    assert json.loads((run / "held_out_pooled.json").read_text())["pooled"]["cavity"] == scored["pooled"]["cavity"]
+    low, high = scored["bootstrap"]["cavity"]
+    assert 0.0 <= low <= scored["pooled"]["cavity"] <= high <= 1.0
     # the slices both splits hold out: slice-level test slices of the case-level test cases only
     test_case = json.loads((ROOT / "training/split.json").read_text())["test"][0]
     (out / "split.json").write_text(json.dumps({"test": [f"{test_case}_z00", f"{test_case}_z03", "Case_X_z01"]}))
