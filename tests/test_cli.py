@@ -48,7 +48,7 @@ def test_segment_tiff_2d(tiny_model, tmp_path):
     assert labels.shape == (128, 128) and labels.dtype == np.uint8
 
 
-def test_segment_case_folder_and_evaluate(tiny_model, emidec_cases, tmp_path):
+def test_segment_case_folder_and_evaluate(tiny_model, emidec_cases, tmp_path, capsys):
     data = tmp_path / "cases"
     for case in emidec_cases[:2]:
         shutil.copytree(case, data / case.name)
@@ -68,6 +68,21 @@ def test_segment_case_folder_and_evaluate(tiny_model, emidec_cases, tmp_path):
     assert report["pooled"]["cavity"] == pytest.approx(1.0) and report["pooled"]["mean"] == pytest.approx(1.0)
     assert report["bootstrap"]["per_case"]["mean"] == pytest.approx([1.0, 1.0])
     assert report["bootstrap"]["pooled"]["myocardium"] == pytest.approx([1.0, 1.0])
+    # the tiny model's predictions: two cases, so the draws' extremes are each case alone, and the pooled figure of
+    # both (a weighted mean of the two) lies between them
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(data), "--out", str(tmp_path / "m")]) == 0
+    report = json.loads((tmp_path / "m.json").read_text())
+    for key, value in report["pooled"].items():
+        low, high = report["bootstrap"]["pooled"][key]
+        if key != "mean" and value is not None:
+            assert low <= value <= high
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(data), "--out", str(tmp_path / "n"),
+                 "--bootstrap", "0"]) == 0
+    assert json.loads((tmp_path / "n.json").read_text())["bootstrap"] is None
+    (tmp_path / "pred" / f"{emidec_cases[1].name}.nii.gz").unlink()   # one case left: no draws to speak of
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(data), "--out", str(tmp_path / "o")]) == 0
+    assert json.loads((tmp_path / "o.json").read_text())["bootstrap"] is None
+    assert "no intervals: one case" in capsys.readouterr().out
     assert (tmp_path / "ev.csv").read_text().count("\n") >= 6
 
 
@@ -114,7 +129,7 @@ def test_train_resume_keeps_the_runs_length_and_needs_no_data(models_dir, tmp_pa
     (["segment", "img.tif", "-o", "seg.tif", "--center", "5", "400"], "lies outside"),
     (["synthesize", "mask.tif", "-o", "mask.tif"], "mask.tif: is the input file"),
     (["evaluate", "--pred", "pred", "--truth", "pred", "--out", "notes.txt/ev"], "notes.txt"),
-    (["evaluate", "--pred", "pred", "--truth", "pred", "--bootstrap", "-5"], "--bootstrap must be 0 or more, not -5"),
+    (["evaluate", "--pred", "pred", "--truth", "pred", "--bootstrap", "-5"], "--bootstrap must be 0 to 100000, not -5"),
     (["segment", "blank.tif", "-o", "seg.tif"], "blank.tif: image is blank"),
     (["segment", "two", "-o", "seg.nii.gz"], "names one file, but this folder holds 2 images: give an output folder"),
     (["segment", "empty", "-o", "seg.nii.gz"], "empty: folder holds no EMIDEC Case_* folders"),

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.inference import labels_from_probabilities, postprocess, segment, segment_steps
+from napari_lvseg.inference import (SegmentationResult, labels_from_probabilities, postprocess, segment,
+                                    segment_steps)
 from napari_lvseg.models.store import ModelCard
 
 
@@ -97,6 +98,9 @@ def test_uncertainty_in_view_is_the_models_square_only(oracle):
     small = segment(large[0, 40:80, 40:90], oracle, uncertainty=True)   # smaller than the view: all of it
     view, offset = small.uncertainty_in_view()
     assert view.shape == (40, 50) and list(offset) == [0, 0]
+    by_hand = SegmentationResult(np.zeros((3, 9), np.uint8), np.ones((3, 9), np.float32))   # no view recorded
+    view, offset = by_hand.uncertainty_in_view()
+    assert view.shape == (3, 9) and list(offset) == [0, 0]
 
 
 def test_uncertainty_score_does_not_depend_on_the_image_size(oracle):

@@ -375,7 +375,7 @@ def test_an_interrupted_sharded_save_leaves_the_old_model_whole(tmp_path, monkey
 @pytest.mark.parametrize("killed_before", ["weights", "card"])
 def test_an_interrupted_save_keeps_card_and_weights_together(tmp_path, monkeypatch, killed_before):
     """Killed before the new weights are in place: the old model, old card. Killed after them but before the card's
-    rename: the new model, new card (the next read finishes the save). Never one's weights with the other's card."""
+    rename: the new model, new card (read from the pending card). Never one's weights with the other's card."""
     from safetensors import torch as safetensors_torch
 
     torch.manual_seed(0)
@@ -406,6 +406,9 @@ def test_an_interrupted_save_keeps_card_and_weights_together(tmp_path, monkeypat
     assert card.notes == ("old" if killed_before == "weights" else "new")
     with torch.no_grad():
         assert torch.equal(loaded(x16()), expected(x16()))
+    assert store.read_card(tmp_path / "m").notes == card.notes
+    assert len(list((tmp_path / "m").glob("card-*.json"))) == 1   # reading moves nothing: a save may be under way
+    save_model(tmp_path / "m", expected, card)                     # the next save tidies up
     assert sorted(f.name for f in (tmp_path / "m").iterdir()) == ["card.json", "model.safetensors"]
     assert store.read_card(tmp_path / "m").notes == card.notes
 

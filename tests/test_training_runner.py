@@ -284,11 +284,23 @@ def test_slice_split_makes_one_case_per_slice_and_splits_all_slices(emidec_cases
     run = save_tiny_segmentation_model(tmp_path, "run")
     (run / "options.json").write_text(json.dumps({"data": [str(out / "data")], "split": str(out / "split.json")}))
     assert slice_split.held_out(run) == (str(out / "data"), split["test"])
-    scored = slice_split.evaluate(run)   # its held-out slices, pooled, with an interval over draws of them
-    assert scored["held_out"] == scored["slices"] == len(split["test"])
+    scored = slice_split.evaluate(run)   # its held-out slices, pooled; all from one heart, so no interval
+    assert scored["held_out"] == scored["slices"] == len(split["test"]) and scored["hearts"] == 1
+    assert scored["bootstrap"] is None
     assert json.loads((run / "held_out_pooled.json").read_text())["pooled"]["cavity"] == scored["pooled"]["cavity"]
+    # slices of two hearts: the interval draws the hearts (each alone at the extremes), not the slices
+    two = tmp_path / "two"
+    two.mkdir()
+    for case in emidec_cases[-2:]:
+        (two / case.name).symlink_to(case, target_is_directory=True)
+    both = slice_split.make(data=two, out=tmp_path / "both")
+    names = [c.name for c in emidec.find_cases(both / "data")]
+    (both / "all.json").write_text(json.dumps({"test": names}))
+    (run / "options.json").write_text(json.dumps({"data": [str(both / "data")], "split": str(both / "all.json")}))
+    scored = slice_split.evaluate(run)
+    assert scored["slices"] == len(names) and scored["hearts"] == 2
     low, high = scored["bootstrap"]["cavity"]
-    assert 0.0 <= low <= scored["pooled"]["cavity"] <= high <= 1.0
+    assert 0.0 <= low < high <= 1.0 and low <= scored["pooled"]["cavity"] <= high
     # the slices both splits hold out: slice-level test slices of the case-level test cases only
     test_case = json.loads((ROOT / "training/split.json").read_text())["test"][0]
     (out / "split.json").write_text(json.dumps({"test": [f"{test_case}_z00", f"{test_case}_z03", "Case_X_z01"]}))

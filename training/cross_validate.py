@@ -170,6 +170,7 @@ def save_fold_results(config_path, folds: int = 4, seed=None, out=RESULTS, split
     import shutil
 
     from napari_lvseg.io.atomic import write_json_atomic
+    from napari_lvseg.models.store import card_path
 
     scores = {}
     for k in range(1, folds + 1):
@@ -177,7 +178,7 @@ def save_fold_results(config_path, folds: int = 4, seed=None, out=RESULTS, split
         if score:
             scores[f"fold{k}"] = score
             (Path(out) / run.name).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(run / "card.json", Path(out) / run.name / "card.json")
+            shutil.copyfile(card_path(run), Path(out) / run.name / "card.json")
     tag = f"_seed{seed}" if seed is not None else ""
     path = Path(out) / f"{Path(config_path).stem}_cv{folds}{tag}_fold_scores.json"
     write_json_atomic(path, scores)

@@ -6,11 +6,14 @@ Subcommands import their heavy libraries lazily, so ``lvseg --help`` answers at 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 
 from .errors import LvsegError
+
+MAX_BOOTSTRAP = 100_000   # draws x cases x 8 counts in memory at once
 
 
 def positive_int(text: str) -> int:
@@ -123,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--truth", required=True, metavar="DIR", help="truth labels: EMIDEC layout or Case_X.nii.gz files")
     p.add_argument("--out", metavar="PREFIX", help="write PREFIX.csv and PREFIX.json (default: DIR/evaluation)")
     p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
-                   help="95%% intervals of the per-case and pooled means from N draws of the cases (0: none)")
+                   help="95%% intervals of every per-case and pooled figure from N draws of the cases, with "
+                        "replacement (0: none; needs 2 cases or more)")
 
     sub.add_parser("models", help="list the bundled and user models")
     from . import synthesis_cli
@@ -341,8 +345,8 @@ def cmd_evaluate(args) -> int:
     from .metrics import (bootstrap_intervals, emidec_table, format_table, overlap_counts, pooled_dice_from_counts,
                           study_table)
 
-    if args.bootstrap < 0:
-        raise LvsegError(f"--bootstrap must be 0 or more, not {args.bootstrap}")
+    if not 0 <= args.bootstrap <= MAX_BOOTSTRAP:
+        raise LvsegError(f"--bootstrap must be 0 to {MAX_BOOTSTRAP}, not {args.bootstrap}")
     pred, truth = _label_files(args.pred), _label_files(args.truth)
     prefix = _evaluation_prefix(args.out, args.pred)   # checked before the cases are read and scored
     common = sorted(set(pred) & set(truth))
@@ -365,9 +369,11 @@ def cmd_evaluate(args) -> int:
     print(format_table([{"case": "pooled", **pooled}], None))
     if intervals:
         print(f"\n{intervals['level']:.0%} intervals over {intervals['n']} draws of the {len(common)} cases:")
-        print(format_table([{"protocol": name, **{k: f"{lo:.3f}–{hi:.3f}" for k, (lo, hi) in spans.items()}}
+        print(format_table([{"protocol": name, **{k: _span(lo, hi) for k, (lo, hi) in spans.items()}}
                             for name, spans in (("per case", intervals["per_case"]),
                                                 ("pooled", intervals["pooled"]))], None))
+    elif args.bootstrap:
+        print("\n(no intervals: one case cannot be drawn in more than one way)")
     print("\nEMIDEC protocol:")
     print(format_table(emidec_rows, None))
     from .io.atomic import write_json_atomic
@@ -382,6 +388,10 @@ def cmd_evaluate(args) -> int:
     if missing:
         print(f"note: {len(missing)} truth case(s) without a prediction: {', '.join(missing[:5])}")
     return 0
+
+
+def _span(low: float, high: float) -> str:
+    return "n/a" if math.isnan(low) else f"{low:.3f} to {high:.3f}"
 
 
 def _evaluation_prefix(out, pred) -> Path:

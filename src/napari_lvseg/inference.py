@@ -38,11 +38,14 @@ class SegmentationResult:
 
     def uncertainty_in_view(self):
         """(map, offset in pixels) of the uncertainty over the part of the image the model looked at: outside its
-        square view the model said nothing, and the full-size map's 0 there is no answer."""
+        square view the model said nothing, and the full-size map's 0 there is no answer. A result that does not say
+        where the view was (made by hand, not by `segment`) is all view."""
+        offset = np.zeros(self.uncertainty.ndim)
+        if "box" not in self.info or "grid" not in self.info:
+            return self.uncertainty, offset
         (y0, x0), size = self.info["box"], self.info["grid"]
         h, w = self.uncertainty.shape[-2:]
         ys, xs = slice(max(y0, 0), min(y0 + size, h)), slice(max(x0, 0), min(x0 + size, w))
-        offset = np.zeros(self.uncertainty.ndim)
         offset[-2:] = ys.start, xs.start
         return self.uncertainty[..., ys, xs], offset
 

@@ -129,11 +129,12 @@ def bootstrap_intervals(study_rows: list[dict], counts: list, n: int = 2000, lev
                         seed: int = 0) -> dict:
     """Percentile intervals of the per-case (study) and pooled Dice over cases drawn with replacement.
 
-    ``study_rows``: `study_table`'s case rows (its 'mean' row is ignored); ``counts``: each case's `overlap_counts`,
-    in the same order. A test split of a dozen cases measures a model loosely; these intervals say how loosely.
-    Returns ``{"per_case": {key: (low, high)}, "pooled": {...}, "n": n, "level": level}``; keys as the tables'.
+    ``study_rows``: `study_table`'s rows (its last, the 'mean' row, is not a case); ``counts``: each case's
+    `overlap_counts`, in the same order. A test split of a dozen cases measures a model loosely; these intervals say
+    how loosely. Returns ``{"per_case": {key: (low, high)}, "pooled": {...}, "n": n, "level": level}`` with the
+    tables' keys; a class no drawn case holds has NaN bounds.
     """
-    rows = [r for r in study_rows if r["case"] != "mean"]
+    rows = study_rows[:-1]
     if len(rows) != len(counts) or not rows:
         raise LvsegError(f"bootstrap: {len(rows)} case rows and {len(counts)} counts")
     scores = np.array([[r[k] for k in CLASS_KEYS] for r in rows], dtype=float)   # NaN: class absent in the case

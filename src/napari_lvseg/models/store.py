@@ -161,39 +161,33 @@ class ModelCard:
 
 
 def _saved_with(weights: Path) -> str | None:
-    """The save a ``model.safetensors`` belongs to (its metadata), or None."""
+    """The save a ``model.safetensors`` belongs to (its metadata), or None. Reads only the header."""
     from safetensors import safe_open
 
     try:
-        with safe_open(str(weights), framework="pt") as handle:
+        with safe_open(str(weights), framework="np") as handle:
             return (handle.metadata() or {}).get("save")
     except Exception:  # unreadable weights: load_model says so; here the card simply stays as it is
         return None
 
 
-def card_path(directory) -> Path:
-    """``directory``'s card.json, after finishing a save that stopped between the weights and the card.
+def _pending_cards(directory: Path) -> dict:
+    """{save: path} of the card-<save>.json files in ``directory``."""
+    found = (_PENDING_CARD.fullmatch(f.name) for f in directory.glob("card-*.json"))
+    return {m.group(1): directory / m.group(0) for m in found if m}
 
-    A pending card-<save>.json whose save the weights name is the model's card: renamed into place (or, in a
-    folder that cannot be written, read where it is). Any other pending card belongs to weights that never
-    arrived, and goes.
-    """
+
+def card_path(directory) -> Path:
+    """The card of ``directory``'s weights: card.json, or the pending card-<save>.json of a save that stopped
+    between its weights and its card's rename (the weights name their save). Reads only: a reader must not move
+    a file that a save in progress is about to rename; the next save tidies up."""
     directory = Path(directory)
-    card = directory / CARD_FILE
-    pending = [f for f in directory.glob("card-*.json") if _PENDING_CARD.fullmatch(f.name)]
-    if not pending:
-        return card
-    save = _saved_with(directory / WEIGHTS_FILE)
-    for file in pending:
-        try:
-            if _PENDING_CARD.fullmatch(file.name).group(1) == save:
-                os.replace(file, card)
-            else:
-                file.unlink()
-        except OSError:
-            if _PENDING_CARD.fullmatch(file.name).group(1) == save:
-                return file
-    return card
+    pending = _pending_cards(directory)
+    if pending:
+        save = _saved_with(directory / WEIGHTS_FILE)
+        if save in pending:
+            return pending[save]
+    return directory / CARD_FILE
 
 
 def read_card(path) -> ModelCard:
@@ -261,7 +255,8 @@ def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
     for stale in directory.glob("model-*.safetensors"):
         if stale.name not in names:
             stale.unlink()
-    card_path(directory)   # pending cards of earlier interrupted saves go
+    for stale in _pending_cards(directory).values():   # cards of earlier interrupted saves
+        stale.unlink()
     return directory
 
 
