@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data.normalize import from_grid, model_context, normalize_slices, to_grid, with_context
+from .data.normalize import from_grid, grid_window, model_context, normalize_slices, to_grid, with_context
 from .errors import LvsegError
 from .labels import CAVITY, INFARCT, MYOCARDIUM, N_CLASSES, NO_REFLOW
 from .steps import result_of
@@ -43,9 +43,8 @@ class SegmentationResult:
         offset = np.zeros(self.uncertainty.ndim)
         if "box" not in self.info or "grid" not in self.info:
             return self.uncertainty, offset
-        (y0, x0), size = self.info["box"], self.info["grid"]
-        h, w = self.uncertainty.shape[-2:]
-        ys, xs = slice(max(y0, 0), min(y0 + size, h)), slice(max(x0, 0), min(x0 + size, w))
+        size = self.info["grid"]
+        ys, xs = grid_window(self.info["box"], (size, size), self.uncertainty.shape)
         offset[-2:] = ys.start, xs.start
         return self.uncertainty[..., ys, xs], offset
 

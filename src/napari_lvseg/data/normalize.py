@@ -42,23 +42,27 @@ def to_grid(array: np.ndarray, size: int, center=None, fill=0):
     if center is None:
         y0, x0 = (h - size) // 2, (w - size) // 2
     out = np.full(array.shape[:-2] + (size, size), fill, dtype=array.dtype)
-    sy0, sx0 = max(y0, 0), max(x0, 0)
-    sy1, sx1 = min(y0 + size, h), min(x0 + size, w)
-    if sy1 > sy0 and sx1 > sx0:
-        out[..., sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = array[..., sy0:sy1, sx0:sx1]
+    ys, xs = grid_window((y0, x0), (size, size), (h, w))
+    if ys.stop > ys.start and xs.stop > xs.start:
+        out[..., ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0] = array[..., ys, xs]
     return out, (y0, x0)
+
+
+def grid_window(box, grid_shape, shape) -> tuple[slice, slice]:
+    """(y, x) slices of an array of ``shape`` (last two axes) that a grid of ``grid_shape`` placed at ``box``
+    covers (empty where they do not meet)."""
+    (y0, x0), (gy, gx), (h, w) = box, grid_shape[-2:], shape[-2:]
+    return slice(max(y0, 0), max(min(y0 + gy, h), 0)), slice(max(x0, 0), max(min(x0 + gx, w), 0))
 
 
 def from_grid(grid: np.ndarray, box, shape, fill=0) -> np.ndarray:
     """Inverse of `to_grid`: paste ``grid`` back into an array of ``shape`` (other pixels = fill)."""
     y0, x0 = box
-    size_y, size_x = grid.shape[-2:]
     h, w = shape[-2:]
     out = np.full(tuple(grid.shape[:-2]) + (h, w), fill, dtype=grid.dtype)
-    sy0, sx0 = max(y0, 0), max(x0, 0)
-    sy1, sx1 = min(y0 + size_y, h), min(x0 + size_x, w)
-    if sy1 > sy0 and sx1 > sx0:
-        out[..., sy0:sy1, sx0:sx1] = grid[..., sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0]
+    ys, xs = grid_window(box, grid.shape, shape)
+    if ys.stop > ys.start and xs.stop > xs.start:
+        out[..., ys, xs] = grid[..., ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0]
     return out
 
 
