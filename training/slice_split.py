@@ -91,19 +91,16 @@ def evaluate(run, common: bool = False, split=None) -> dict:
 
     data, names = (OUT / "data", common_slices(split)) if common else held_out(run)
     model = runner.load_on(run)
-    pairs = {name: (runner.raw_labels(model, image.data), labels.data)
-             for name, (image, labels) in runner.read_cases(names, data).items()}
-    pooled = pooled_dice_from_counts([overlap_counts(*pair) for pair in pairs.values()])
-    # the interval draws hearts, not slices: a heart's slices are alike, and drawing them one by one would narrow it
-    hearts = {}
-    for name, (pred, truth) in pairs.items():
-        heart = hearts.setdefault(name.rsplit("_z", 1)[0], ([], []))
-        heart[0].append(pred)
-        heart[1].append(truth)
-    hearts = {name: (np.concatenate(pred), np.concatenate(truth)) for name, (pred, truth) in hearts.items()}
+    # the slices by heart: the interval draws hearts, not slices (a heart's slices are alike, and drawing them one
+    # by one would narrow it); pooled Dice over the hearts is pooled Dice over their slices
+    cases, hearts = runner.read_cases(names, data), {}
+    for name, (image, labels) in cases.items():
+        hearts.setdefault(name.rsplit("_z", 1)[0], []).append((runner.raw_labels(model, image.data), labels.data))
+    hearts = {name: tuple(map(np.concatenate, zip(*pairs, strict=True))) for name, pairs in hearts.items()}
     counts = [overlap_counts(*pair) for pair in hearts.values()]
-    result = {"run": str(run), "held_out": len(pairs), "slices": sum(len(t) for _, t in pairs.values()),
-              "hearts": len(hearts), "pooled": pooled,
+    result = {"run": str(run), "held_out": len(cases),
+              "slices": sum(len(truth) for _, truth in hearts.values()), "hearts": len(hearts),
+              "pooled": pooled_dice_from_counts(counts),
               "bootstrap": bootstrap_intervals(study_table(hearts), counts)["pooled"] if len(hearts) > 1 else None}
     tag = f"common_{Path(split).stem}" if common and split else "common" if common else "held_out"
     write_json_atomic(Path(run) / f"{tag}_pooled.json", result)

@@ -29,7 +29,7 @@ WEIGHTS_FILE = "model.safetensors"
 SHARD_BYTES = 8 * 2**20
 _SHARD_NAME = re.compile(r"model-(?:[0-9a-f]{8}-)?\d+\.safetensors")   # the 8 hex digits: one save
 # A save writes its card as card-<save>.json first and renames it to card.json after the weights; model.safetensors
-# names its save, so a reader can tell a card whose weights arrived (finish the rename) from one whose did not.
+# names its save, so a reader can tell a card whose weights arrived (the model's card) from one whose did not.
 _PENDING_CARD = re.compile(r"card-([0-9a-f]{8})\.json")
 TASKS = ("segmentation", "synthesis")
 USER_DIR_ENV = "LVSEG_MODELS_DIR"
@@ -212,7 +212,7 @@ def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
     Weights over ``SHARD_BYTES`` continue in ``model-<save>-2.safetensors``, ...: new names for every save. The order:
     the card as ``card-<save>.json``, the shards, ``model.safetensors`` (naming the save and its shards), then the
     card renamed to ``card.json``; what the new save no longer names goes last. An interrupted save leaves either
-    the old model or the new one, card and weights together (`card_path` finishes the rename on the next read).
+    the old model or the new one, card and weights together (`card_path` finds the card; the next save tidies up).
 
     ``half`` stores floating tensors as float16 (for bundled weights; loading restores float32).
     Empty ``card.params``/``architecture`` are filled in from the model.
