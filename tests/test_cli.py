@@ -13,6 +13,7 @@ import pytest
 
 from napari_lvseg.cli import main
 from napari_lvseg.data.phantom import make_phantom
+from napari_lvseg.io.nifti import write_nifti
 from napari_lvseg.widgets._testing import phantom_pair_folder, save_tiny_segmentation_model
 
 
@@ -143,6 +144,17 @@ def test_train_resume_keeps_the_runs_length_and_needs_no_data(models_dir, tmp_pa
     (["train", "--task", "synthesis", "--data", "pairs", "--out", "run", "--seg-guide", "nope"], "nope"),
     (["train", "--task", "synthesis", "--data", "pairs", "--out", "run", "--seg-guide-lambda", "-1"],
      "--seg-guide-lambda must be 0 or more"),
+    # outputs that would overwrite or mix into an input, or cannot be written where they are named
+    (["segment", "cases/Case_A", "-o", "cases/Case_A/Images/Case_A.nii.gz"], "lies inside the input folder Case_A"),
+    (["synthesize", "cases/Case_A", "-o", "cases/Case_A/Contours/Case_A.nii.gz"], "lies inside the input folder"),
+    (["segment", "img.tif", "-o", "img.tif/seg.nii.gz"], "img.tif: is a file, not a folder"),
+    (["segment", "img.tif", "-o", "taken.nii.gz"], "taken.nii.gz: is a folder: give a labels file"),
+    (["evaluate-synthesis", "--data", "pairs", "--out", "pairs/images/p.tif"], "--out must name a .json file"),
+    (["evaluate-synthesis", "--data", "pairs", "--out", "empty"], "empty: --out must name a .json file"),
+    (["synthesize-dataset", "--masks-from", "cases", "--n", "1", "--out", "cases/synthetic"],
+     "lies inside the source folder cases"),
+    (["train", "--data", "cases", "--out", "run", "--split", "typo.json"],
+     "typo.json: split file names 1 training or validation case(s) the data do not hold: Case_Z"),
 ])
 def test_user_errors_are_one_line_without_traceback(models_dir, tmp_path, args, words):
     import tifffile
@@ -160,6 +172,10 @@ def test_user_errors_are_one_line_without_traceback(models_dir, tmp_path, args, 
     tifffile.imwrite(tmp_path / "blank.tif", np.full((64, 64), 3.0, np.float32))
     (tmp_path / "split.json").write_text('{"train": ["a"], "val": 5}')
     phantom_pair_folder(tmp_path / "pairs", n_pairs=1, n_slices=1)
+    for part in ("Images", "Contours"):   # an EMIDEC case folder
+        write_nifti(tmp_path / "cases/Case_A" / part / "Case_A.nii.gz", image[:1] if part == "Images" else labels[:1])
+    (tmp_path / "taken.nii.gz").mkdir()
+    (tmp_path / "typo.json").write_text('{"train": ["Case_A"], "val": ["Case_Z"]}')
     run = subprocess.run([sys.executable, "-m", "napari_lvseg.cli", *args], capture_output=True, text=True,
                          cwd=tmp_path)
     assert run.returncode == 2

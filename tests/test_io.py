@@ -245,6 +245,22 @@ def test_dicom_falls_back_to_instance_number_and_takes_largest_series(tmp_path):
     assert vol.meta["series_uid"] == "9.9" and vol.meta["skipped_series"] == ["1.1"]
 
 
+def test_a_damaged_dicom_slice_is_reported_not_skipped(tmp_path):
+    """Skipping it would close the gap silently: two slices 16 mm apart read as neighbours."""
+    for k in range(3):
+        write_dicom(tmp_path / f"s{k}.dcm", np.full((4, 4), k, np.uint16), series_uid="1.2", instance=k + 1,
+                    position=(0.0, 0.0, 8.0 * k), orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+    assert read_dicom_series(tmp_path).data.shape == (3, 4, 4)
+    whole = (tmp_path / "s1.dcm").read_bytes()
+    # the preamble and the DICM magic, then noise: pydicom reads it leniently, as a dataset of nothing
+    (tmp_path / "s1.dcm").write_bytes(whole[:132] + bytes(random.Random(0).randrange(256) for _ in range(300)))
+    with pytest.raises(LvsegError, match=r"s1\.dcm is a damaged DICOM file .*: repair or remove it"):
+        read_dicom_series(tmp_path)
+    (tmp_path / "s1.dcm").write_bytes(whole[:200])                   # cut off inside its file header
+    with pytest.raises(LvsegError, match=r"s1\.dcm is a damaged DICOM file"):
+        read_image(tmp_path / "s0.dcm")                              # a file of the series reads the series
+
+
 def test_folder_without_dicom_is_an_error(tmp_path):
     (tmp_path / "a.txt").write_text("x")
     with pytest.raises(LvsegError, match=tmp_path.name):

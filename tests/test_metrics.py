@@ -110,6 +110,27 @@ def test_bootstrap_intervals_over_cases():
         metrics.bootstrap_intervals(study, counts[:3])
 
 
+def test_pooled_difference_interval_is_paired():
+    big = np.zeros((1, 10, 10), np.uint8)
+    big[0, :, :] = INF
+    half = big.copy()
+    half[0, :5] = 0                           # half the infarct missed: Dice 2/3
+    truth = [big, big, big]
+    first = [metrics.overlap_counts(p, t) for p, t in zip([half, half, half], truth)]
+    second = [metrics.overlap_counts(p, t) for p, t in zip([big, half, big], truth)]
+    out = metrics.pooled_difference_interval(first, second, n=500, seed=1)
+    d, low, high = out["infarct"]
+    both = (metrics.pooled_dice_from_counts(second)["infarct"] - metrics.pooled_dice_from_counts(first)["infarct"])
+    assert d == pytest.approx(both) and d > 0
+    assert low == pytest.approx(0.0) and high == pytest.approx(1 - 2 / 3)   # draws of the tied case, of the better ones
+    assert all(math.isnan(v) for v in out["cavity"])                      # a class no case has
+    assert out["mean"][0] == pytest.approx(d)                             # the only class present
+    same = metrics.pooled_difference_interval(first, first, n=50)["infarct"]
+    assert same == pytest.approx((0.0, 0.0, 0.0))                          # a model against itself: no spread at all
+    with pytest.raises(LvsegError, match="3 and 2 cases"):
+        metrics.pooled_difference_interval(first, second[:2])
+
+
 def test_bad_input_raises_lvseg_error():
     with pytest.raises(LvsegError, match="shape"):
         metrics.study_dice_per_case(np.zeros((2, 4, 4)), np.zeros((2, 4, 5)))

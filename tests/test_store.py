@@ -184,6 +184,13 @@ def test_corrupt_card_error_names_file(seg_dir):
     ({"normalization": {"intensity_range": "abc"}}, "'intensity_range' must be two numbers"),
     ({"input_size": 100, "params": {"depth": 4}}, "'input_size' 100 must be divisible by 2**depth = 16"),
     ({"metrics": 5}, "field 'metrics' must be an object"),
+    ({"normalization": {"low": 99, "high": 1}}, "normalization 'low' (99) must be below 'high' (1)"),
+    ({"normalization": {"method": "zscore"}}, "normalization 'method' must be 'percentile', not 'zscore'"),
+    ({"normalization": {"per": "volume"}}, "normalization 'per' must be 'slice', not 'volume'"),
+    ({"postprocess": {"min_infarct_voxels": "lots"}}, "post-processing min_infarct_voxels must be a number of voxels"),
+    ({"postprocess": {"min_no_reflow_voxels": -5}}, "post-processing min_no_reflow_voxels must be a number of voxels"),
+    ({"postprocess": {"largest_component": "yes"}}, "post-processing largest_component must be true or false"),
+    ({"postprocess": {"infarct_weight": float("nan")}}, "post-processing class weights must be positive numbers"),
     ({"architecture": "SegmentationEnsemble", "params": {"members": [{"architecture": "AttentionResUNet"}]}},
      "ensemble member 1 needs an 'architecture' name and 'params'"),
 ])
@@ -450,7 +457,7 @@ def test_ensemble_refuses_members_that_read_images_differently(tmp_path):
     from napari_lvseg.models.ensemble import combine
 
     _saved_unet(tmp_path / "a", 4, 0)
-    _saved_unet(tmp_path / "b", 4, 1, normalization={"method": "zscore", "per": "volume"})
+    _saved_unet(tmp_path / "b", 4, 1, normalization={"method": "percentile", "low": 2, "high": 98})
     with pytest.raises(LvsegError, match="normalisation or input size differs"):
         combine([tmp_path / "a", tmp_path / "b"], "bad")
 

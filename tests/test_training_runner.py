@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -301,6 +302,22 @@ def test_slice_split_makes_one_case_per_slice_and_splits_all_slices(emidec_cases
     assert scored["slices"] == len(names) and scored["hearts"] == 2
     low, high = scored["bootstrap"]["cavity"]
     assert 0.0 <= low < high <= 1.0 and low <= scored["pooled"]["cavity"] <= high
+    # two runs on the same slices: the second's lead, with a paired interval over the same drawn hearts
+    other = save_tiny_segmentation_model(tmp_path, "other", seed=1)
+    (other / "options.json").write_text((run / "options.json").read_text())
+    compared = slice_split.compare(run, other)
+    first, second = compared["pooled"]
+    assert first["cavity"] == scored["pooled"]["cavity"] and compared["hearts"] == 2
+    assert not math.isnan(compared["difference"]["mean"][0])
+    for key, (lead, low, high) in compared["difference"].items():
+        if not math.isnan(first[key] - second[key]):
+            assert lead == pytest.approx(second[key] - first[key]) and low <= lead <= high
+    assert json.loads((other / "held_out_vs_run.json").read_text())["hearts"] == 2
+    itself = slice_split.compare(run, run)["difference"]["cavity"]
+    assert itself == pytest.approx((0.0, 0.0, 0.0))
+    (other / "options.json").write_text(json.dumps({"data": [str(both / "data")], "split": str(out / "split.json")}))
+    with pytest.raises(SystemExit, match="hold out different slices"):
+        slice_split.compare(run, other)
     # the slices both splits hold out: slice-level test slices of the case-level test cases only
     test_case = json.loads((ROOT / "training/split.json").read_text())["test"][0]
     (out / "split.json").write_text(json.dumps({"test": [f"{test_case}_z00", f"{test_case}_z03", "Case_X_z01"]}))

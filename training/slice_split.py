@@ -9,12 +9,14 @@ away. This experiment measures that effect with scenario A's recipe (seg_real.js
     python training/run.py train training/configs/seg_real_slice_split2.json --workers 1   # another split (S=2027)
     python training/slice_split.py evaluate training/runs/seg_real_slice_split training/runs/seg_real
     python training/slice_split.py evaluate --common training/runs/seg_real_slice_split training/runs/seg_real
+    python training/slice_split.py compare training/runs/seg_real_slice_split training/runs/seg_mixed_slice_split
 
 ``evaluate`` scores each run on its own held-out part (the slice-level run on its held-out slices, a case-level run
 on the 12 test cases of training/split.json) the same way: 8x TTA, no post-processing, pooled Dice. ``--common``
 scores every run on the same slices instead: those held out by both splits (the slice-level test slices of the 12
 case-level test cases), which the case-level runs never saw and the slice-level run saw the neighbours of. The
-slice-level split is the first slice-level run's (split.json); ``--split`` names another.
+slice-level split is the first slice-level run's (split.json); ``--split`` names another. ``compare`` scores two runs
+on the same slices and gives the second's lead over the first with a paired interval (both drawn on the same hearts).
 A seed other than 2026 writes its split as split_seed<S>.json beside the first; the slice folders are the same.
 The derived data are EMIDEC data (CC BY-NC-SA 4.0) and stay under training/runs/, which git ignores.
 """
@@ -81,29 +83,57 @@ def common_slices(split=None) -> list:
     return [n for n in json.loads(Path(split or split_file()).read_text())["test"] if n.rsplit("_z", 1)[0] in cases]
 
 
-def evaluate(run, common: bool = False, split=None) -> dict:
-    """Pooled Dice of a run on its held-out cases or slices (``common``: on `common_slices` of ``split``): 8x TTA,
-    no post-processing; with a 95% interval over the hearts the slices come from, drawn with replacement."""
+def _hearts(run, common: bool = False, split=None) -> tuple:
+    """(held-out slice count, {heart: (prediction, truth)}): a run's held-out slices (``common``: `common_slices` of
+    ``split``) labelled with 8x TTA and no post-processing, stacked by the heart they come from. Intervals draw hearts,
+    not slices: a heart's slices are alike, and drawing them one by one would narrow the interval. Pooled Dice over
+    the hearts is pooled Dice over their slices."""
     import numpy as np
-
-    from napari_lvseg.io.atomic import write_json_atomic
-    from napari_lvseg.metrics import bootstrap_intervals, overlap_counts, pooled_dice_from_counts, study_table
 
     data, names = (OUT / "data", common_slices(split)) if common else held_out(run)
     model = runner.load_on(run)
-    # the slices by heart: the interval draws hearts, not slices (a heart's slices are alike, and drawing them one
-    # by one would narrow it); pooled Dice over the hearts is pooled Dice over their slices
     cases, hearts = runner.read_cases(names, data), {}
     for name, (image, labels) in cases.items():
         hearts.setdefault(name.rsplit("_z", 1)[0], []).append((runner.raw_labels(model, image.data), labels.data))
-    hearts = {name: tuple(map(np.concatenate, zip(*pairs, strict=True))) for name, pairs in hearts.items()}
+    return len(cases), {name: tuple(map(np.concatenate, zip(*pairs, strict=True))) for name, pairs in hearts.items()}
+
+
+def _tag(common: bool, split) -> str:
+    return f"common_{Path(split).stem}" if common and split else "common" if common else "held_out"
+
+
+def evaluate(run, common: bool = False, split=None) -> dict:
+    """Pooled Dice of a run on its held-out cases or slices (``common``: on `common_slices` of ``split``): 8x TTA,
+    no post-processing; with a 95% interval over the hearts the slices come from, drawn with replacement."""
+    from napari_lvseg.io.atomic import write_json_atomic
+    from napari_lvseg.metrics import bootstrap_intervals, overlap_counts, pooled_dice_from_counts, study_table
+
+    held, hearts = _hearts(run, common, split)
     counts = [overlap_counts(*pair) for pair in hearts.values()]
-    result = {"run": str(run), "held_out": len(cases),
+    result = {"run": str(run), "held_out": held,
               "slices": sum(len(truth) for _, truth in hearts.values()), "hearts": len(hearts),
               "pooled": pooled_dice_from_counts(counts),
               "bootstrap": bootstrap_intervals(study_table(hearts), counts)["pooled"] if len(hearts) > 1 else None}
-    tag = f"common_{Path(split).stem}" if common and split else "common" if common else "held_out"
-    write_json_atomic(Path(run) / f"{tag}_pooled.json", result)
+    write_json_atomic(Path(run) / f"{_tag(common, split)}_pooled.json", result)
+    return result
+
+
+def compare(first, second, common: bool = False, split=None) -> dict:
+    """Two runs on the same held-out slices: each one's pooled Dice and ``second`` minus ``first`` with a paired 95%
+    interval over draws of hearts (both runs scored on the same drawn hearts). Written beside ``second``."""
+    from napari_lvseg.io.atomic import write_json_atomic
+    from napari_lvseg.metrics import overlap_counts, pooled_dice_from_counts, pooled_difference_interval
+
+    if not common and held_out(first) != held_out(second):
+        raise SystemExit(f"{first} and {second} hold out different slices; compare them with --common")
+    scored = [_hearts(run, common, split)[1] for run in (first, second)]
+    names = sorted(scored[0])
+    counts = [[overlap_counts(*hearts[name]) for name in names] for hearts in scored]
+    result = {"first": str(first), "second": str(second), "hearts": len(names),
+              "slices": sum(len(scored[0][name][1]) for name in names),
+              "pooled": [pooled_dice_from_counts(c) for c in counts],
+              "difference": pooled_difference_interval(*counts)}
+    write_json_atomic(Path(second) / f"{_tag(common, split)}_vs_{Path(first).name}.json", result)
     return result
 
 
@@ -116,9 +146,23 @@ def main(argv=None) -> int:
     p.add_argument("runs", nargs="+")
     p.add_argument("--common", action="store_true", help="every run on the slices both splits hold out")
     p.add_argument("--split", help="the slice-level split for --common (default: the first, split.json)")
+    p = sub.add_parser("compare", help="second run minus first on the same slices, paired interval over hearts")
+    p.add_argument("first")
+    p.add_argument("second")
+    p.add_argument("--common", action="store_true", help="on the slices both splits hold out")
+    p.add_argument("--split", help="the slice-level split for --common (default: the first, split.json)")
     args = parser.parse_args(argv)
     if args.cmd == "make":
         print(split_file(args.seed, make(seed=args.seed)))
+        return 0
+    keys = ("cavity", "myocardium", "infarct", "no_reflow", "mean")
+    if args.cmd == "compare":
+        r = compare(args.first, args.second, args.common, args.split)
+        print(f"{r['slices']} slices of {r['hearts']} hearts, pooled Dice | " + " | ".join(keys))
+        for run, pooled in zip((args.first, args.second), r["pooled"], strict=True):
+            print(f"{Path(run).name} | " + " | ".join(f"{pooled[k]:.3f}" for k in keys))
+        print("second - first (95% interval over draws of hearts) | " + " | ".join(
+            "{:+.3f} ({:+.3f} to {:+.3f})".format(*r["difference"][k]) for k in keys))
         return 0
     print("| run | held out | slices | cavity | myocardium | infarct | no-reflow | mean |\n|---|---|---|---|---|---|---|---|")
     for run in args.runs:

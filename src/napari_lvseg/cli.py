@@ -43,11 +43,20 @@ def output_path(path, inputs=(), kinds=("nifti", "tiff"), outputs=()) -> Path:
     from .io import image_kind
 
     path = Path(path)
-    if image_kind(path) not in kinds:   # a folder, whatever its name, is no image kind
+    if path.is_dir():
+        raise LvsegError("is a folder: give a labels file (.nii.gz, .nii, .tif or .tiff)", path)
+    if image_kind(path) not in kinds:
         raise LvsegError("cannot write this kind of file (use .nii.gz, .nii, .tif or .tiff)", path)
+    parent = next((p for p in path.resolve().parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise LvsegError("is a file, not a folder: the output cannot be written inside it", parent)
     for source in inputs:
-        if path.resolve() == Path(source).resolve():
+        source = Path(source).resolve()
+        if path.resolve() == source:
             raise LvsegError("is the input file: choose another output, the input would be overwritten", path)
+        if source.is_dir() and source in path.resolve().parents:   # a case folder's image or truth, a DICOM series
+            raise LvsegError(f"lies inside the input folder {source.name}: choose an output outside it, its files "
+                             "would be overwritten or mixed into the input", path)
     for other in outputs:
         if path.resolve() == Path(other).resolve():
             raise LvsegError("is already the labels output: give the uncertainty map its own file", path)

@@ -121,6 +121,13 @@ def check_postprocess(options: dict | None, name: str = "model card") -> dict:
         raise LvsegError(f"post-processing class weights must be positive numbers, not {o['infarct_weight']!r} and "
                          f"{o['no_reflow_weight']!r}", name)
     o["infarct_weight"], o["no_reflow_weight"] = weights
+    for key in ("min_infarct_voxels", "min_no_reflow_voxels"):
+        value = o[key]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+            raise LvsegError(f"post-processing {key} must be a number of voxels (0 or more), not {value!r}", name)
+    if not isinstance(o["largest_component"], bool):
+        raise LvsegError(f"post-processing largest_component must be true or false, not {o['largest_component']!r}",
+                         name)
     if o["lesions_touch_cavity"] is False:
         o["lesions_touch_cavity"] = None
     if o["lesions_touch_cavity"] not in LESION_REACH:

@@ -156,6 +156,34 @@ def bootstrap_intervals(study_rows: list[dict], counts: list, n: int = 2000, lev
         return {"per_case": spans(per_case), "pooled": spans(pooled), "n": n, "level": level}
 
 
+def pooled_difference_interval(first: list, second: list, n: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """Pooled Dice of ``second`` minus ``first`` on the same cases, with a paired percentile interval.
+
+    ``first`` and ``second``: two models' `overlap_counts` on the same cases, in the same order. Each draw takes the
+    same cases for both models, so what the cases share (an easy or a hard heart) cancels out of the difference.
+    Returns ``{key: (difference, low, high)}`` for every class and 'mean'; a class no drawn case holds is left out of
+    that draw.
+    """
+    first, second = (np.asarray(c, dtype=np.float64).reshape(-1, 2, len(CLASSES)) for c in (first, second))
+    if first.shape != second.shape or not len(first):
+        raise LvsegError(f"pooled difference: {len(first)} and {len(second)} cases; they must be the same cases")
+    draws = np.random.default_rng(seed).integers(0, len(first), size=(n, len(first)))
+
+    def pooled(counts):   # (draws, classes + mean)
+        summed = counts.sum(axis=1)
+        dice = np.where(summed[:, 1] > 0, 2.0 * summed[:, 0] / np.maximum(summed[:, 1], 1), np.nan)
+        return np.column_stack([dice, np.nanmean(dice, axis=1)])
+
+    with warnings.catch_warnings():   # a draw without any case of a class: NaN, left out
+        warnings.simplefilter("ignore", RuntimeWarning)
+        observed = pooled(second[None]) - pooled(first[None])
+        spread = pooled(second[draws]) - pooled(first[draws])
+        tail = 100 * (1 - level) / 2
+        low, high = np.nanpercentile(spread, [tail, 100 - tail], axis=0)
+    return {key: (float(d), float(lo), float(hi))
+            for key, d, lo, hi in zip(CLASS_KEYS + ("mean",), observed[0], low, high, strict=True)}
+
+
 def hausdorff(pred_mask, true_mask, spacing=None, percentile: float | None = None) -> float:
     """Symmetric (percentile) Hausdorff distance between surfaces, in the units of ``spacing``.
 

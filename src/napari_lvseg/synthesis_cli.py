@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import LvsegError
 
 def add_parsers(sub, add_model) -> None:
     """Register the synthesis subcommands on the ``lvseg`` sub-parser collection."""
@@ -77,6 +78,12 @@ def cmd_evaluate_synthesis(args) -> int:
     from .synthesis import evaluate_synthesis
 
     _threads(args.threads)
+    if args.out:   # checked before the evaluation, which takes minutes
+        out = Path(args.out)
+        if out.suffix.lower() != ".json" or out.is_dir():
+            raise LvsegError("--out must name a .json file", out)
+        if not out.resolve().parent.is_dir():
+            raise LvsegError("folder does not exist or is a file", out.parent)
     result = evaluate_synthesis(args.model, args.data, cases=args.cases, seed=args.seed)
     print(f"{result['model']} on {result['n_slices']} slices of {result['data']}:")
     print(f"  L1 {result['l1']:.4f}  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")

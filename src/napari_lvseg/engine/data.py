@@ -30,6 +30,11 @@ def split_sources(options, sets):
     else:
         val_names = list(split.get("val", []))
         held_out = set(val_names) | set(split.get("test", []))
+        known = {c for s in sets for c in s.case_names()}
+        unknown = sorted((set(split["train"]) | set(val_names)) - known)
+        if unknown:   # a misspelt case would silently leave training or validation
+            raise LvsegError(f"split file names {len(unknown)} training or validation case(s) the data do not hold: "
+                             f"{', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}", options.split)
     train, val, left_out = [], [], []
     for s in sets:
         derived = {c: d for c, o, d in zip(s.cases, s.origin, s.derived_from) if o != "real"}

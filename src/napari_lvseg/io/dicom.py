@@ -63,6 +63,17 @@ def _order(datasets: list) -> tuple[list, float | None]:
     return [datasets[i] for i in order], None
 
 
+def _damage(ds) -> str | None:
+    """Why a file pydicom read leniently is damaged, or None: pydicom returns what it could parse of noise."""
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:   # every DICOM Part 10 file header names it
+        return "its header names no transfer syntax"
+    sop = meta.get("MediaStorageSOPClassUID")
+    if "PixelData" not in ds and "Image Storage" in str(getattr(sop, "name", "")):
+        return "an image file without pixel data"
+    return None
+
+
 def read_dicom_series(folder) -> Volume:
     """Read the (largest) series in ``folder`` as float32 (Z, Y, X) with RescaleSlope/Intercept applied."""
     import pydicom
@@ -72,10 +83,15 @@ def read_dicom_series(folder) -> Volume:
         raise LvsegError("not a folder", folder)
     series = defaultdict(list)
     for path in dicom_files(folder):
+        # it carries the DICOM magic, so a file that fails here is a damaged slice, not a stray file: skipping it
+        # would silently close the gap it leaves (two slices 16 mm apart read as neighbours)
         try:
             ds = pydicom.dcmread(str(path))
-        except Exception:  # damaged or not really DICOM: skip, like any other stray file
-            continue
+            problem = _damage(ds)
+        except Exception as exc:
+            problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        if problem:
+            raise LvsegError(f"{path.name} is a damaged DICOM file ({problem}): repair or remove it", folder)
         if "PixelData" in ds:
             series[str(getattr(ds, "SeriesInstanceUID", ""))].append(ds)
     if not series:

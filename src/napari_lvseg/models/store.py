@@ -81,6 +81,19 @@ def _check_card_values(data: dict, source) -> None:
         if key in norm and not (number(norm[key]) and 0 <= norm[key] <= 100):
             raise LvsegError(f"model card normalization {key!r} must be a percentile 0..100, not {norm[key]!r}",
                              source)
+    if number(norm.get("low", 1)) and number(norm.get("high", 99)) and not norm.get("low", 1) < norm.get("high", 99):
+        raise LvsegError(f"model card normalization 'low' ({norm.get('low', 1)}) must be below 'high' "
+                         f"({norm.get('high', 99)})", source)
+    for key, only in (("method", "percentile"), ("per", "slice")):
+        if norm.get(key, only) != only:   # the one normalisation the code applies: another would be ignored
+            raise LvsegError(f"model card normalization {key!r} must be {only!r}, not {norm[key]!r}", source)
+    if "postprocess" in data:   # checked here too, so that the error names the card's file
+        from ..inference import check_postprocess
+
+        try:
+            check_postprocess(data["postprocess"], source)
+        except LvsegError as exc:
+            raise LvsegError(f"model card {exc.message}", source) from None
     span = norm.get("intensity_range", [0.0, 1.0])
     if not (isinstance(span, (list, tuple)) and len(span) == 2 and all(number(v) for v in span)):
         raise LvsegError(f"model card normalization 'intensity_range' must be two numbers, not {span!r}", source)
