@@ -151,8 +151,8 @@ def test_train_resume_keeps_the_runs_length_and_needs_no_data(models_dir, tmp_pa
     (["segment", "img.tif", "-o", "taken.nii.gz"], "taken.nii.gz: is a folder: give a labels file"),
     (["evaluate-synthesis", "--data", "pairs", "--out", "pairs/images/p.tif"], "--out must name a .json file"),
     (["evaluate-synthesis", "--data", "pairs", "--out", "empty"], "empty: --out must name a .json file"),
-    (["synthesize-dataset", "--masks-from", "cases", "--n", "1", "--out", "cases/synthetic"],
-     "lies inside the source folder cases"),
+    (["synthesize-dataset", "--masks-from", "cases", "--n", "1", "--out", "cases"],
+     "cases: holds EMIDEC cases: pairs written here would hide them"),
     (["train", "--data", "cases", "--out", "run", "--split", "typo.json"],
      "typo.json: split file names 1 training or validation case(s) the data do not hold: Case_Z"),
 ])

@@ -74,6 +74,22 @@ def test_bad_labels_and_shape_mismatch_write_nothing(tmp_path):
     assert not (tmp_path / "p").exists()
 
 
+def test_pairs_are_not_written_into_emidec_folders_they_would_hide(tmp_path):
+    from napari_lvseg.data.datasets import load_source
+    from napari_lvseg.io.nifti import write_nifti
+
+    image, mask = pair((2, 16, 16))
+    for part, data in (("Images", image), ("Contours", mask.astype(np.uint8))):
+        write_nifti(tmp_path / "data/Case_A" / part / "Case_A.nii.gz", data)
+    assert load_source(tmp_path / "data", 16).cases == ["Case_A", "Case_A"]
+    for root in (tmp_path / "data", tmp_path / "data/Case_A"):   # a dataset folder, a case folder
+        with pytest.raises(LvsegError, match=f"{root.name}: holds EMIDEC cases: pairs written here would hide them"):
+            PairFolder(root).add(image[0], mask[0], origin="synthetic")
+        assert not (root / "images").exists() and not (root / "manifest.jsonl").exists()
+    PairFolder(tmp_path / "data/synthetic").add(image[0], mask[0], origin="synthetic")   # a folder of its own: fine
+    assert load_source(tmp_path / "data", 16).cases == ["Case_A", "Case_A"]
+
+
 def test_find_returns_latest_record_for_a_source(tmp_path):
     folder = PairFolder(tmp_path)
     image, mask = pair()

@@ -12,7 +12,6 @@ import statistics
 import time
 
 import numpy as np
-from pathlib import Path
 
 from .data.normalize import from_grid, labels_center, to_grid
 from .engine.synthesis import compare_slices, from_tanh, generate_slices, synthesis_normalization, to_tanh
@@ -119,10 +118,7 @@ def synthesize_dataset(masks_from, n: int, out, model=None, seed: int = 0, cases
 
     if n < 1:
         raise LvsegError(f"--n must be at least 1, got {n}")
-    source_dir, out_dir = Path(masks_from).resolve(), Path(out).resolve()
-    if not PairFolder.is_pair_folder(masks_from) and source_dir in (out_dir, *out_dir.parents):
-        raise LvsegError(f"lies inside the source folder {source_dir.name}: the synthetic pairs would be mixed into "
-                         "its real cases; choose an --out outside it", out)
+    PairFolder(out).check_writable()   # before the generator loads and the masks are read
     net, card = load_synthesis_model(model)
     if device is not None:
         net = net.to(device)

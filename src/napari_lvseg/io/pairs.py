@@ -68,6 +68,15 @@ class PairFolder:
         path = Path(path)
         return (path / "images").is_dir() and (path / "masks").is_dir()
 
+    def check_writable(self) -> None:
+        """Pairs may be added here: not into an EMIDEC case or dataset folder, which would read as a pair folder
+        once it has images/ and masks/, its cases hidden from training."""
+        from napari_lvseg.io.emidec import is_case_folder, is_dataset_folder
+
+        if not self.is_pair_folder(self.root) and (is_case_folder(self.root) or is_dataset_folder(self.root)):
+            raise LvsegError("holds EMIDEC cases: pairs written here would hide them (a folder with images/ and "
+                             "masks/ reads as a pair folder); choose another folder", self.root)
+
     # -- reading -------------------------------------------------------------------------------
     def _manifest_records(self) -> list[dict]:
         """The manifest's records, checked (copies: callers may change them)."""
@@ -197,6 +206,7 @@ class PairFolder:
         check_pair(image, mask, where)
 
         old, old_text = self._manifest()   # a manifest that cannot be read stops the write before any file is made
+        self.check_writable()
         suffix = _FORMATS[fmt]
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.masks_dir.mkdir(parents=True, exist_ok=True)
