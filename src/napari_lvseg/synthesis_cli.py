@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .errors import LvsegError
 
+
 def add_parsers(sub, add_model) -> None:
     """Register the synthesis subcommands on the ``lvseg`` sub-parser collection."""
     from .cli import positive_int, seed_int
