@@ -250,6 +250,16 @@ def test_a_damaged_dicom_slice_is_reported_not_skipped(tmp_path):
     for k in range(3):
         write_dicom(tmp_path / f"s{k}.dcm", np.full((4, 4), k, np.uint16), series_uid="1.2", instance=k + 1,
                     position=(0.0, 0.0, 8.0 * k), orientation=(1.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, GrayscaleSoftcopyPresentationStateStorage, generate_uid
+
+    state = Dataset()   # a presentation state beside the slices: DICOM, but no image, and not damaged
+    state.file_meta = FileMetaDataset()
+    state.file_meta.MediaStorageSOPClassUID = GrayscaleSoftcopyPresentationStateStorage
+    state.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    state.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    state.SOPClassUID, state.Modality = GrayscaleSoftcopyPresentationStateStorage, "PR"
+    state.save_as(str(tmp_path / "pr.dcm"), enforce_file_format=True)
     assert read_dicom_series(tmp_path).data.shape == (3, 4, 4)
     whole = (tmp_path / "s1.dcm").read_bytes()
     # the preamble and the DICM magic, then noise: pydicom reads it leniently, as a dataset of nothing

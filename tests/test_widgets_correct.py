@@ -266,6 +266,14 @@ def test_missing_layers_and_bad_folder_notify(setup, errors):
     widget.cases_edit.setText(str(tmp / "nowhere"))
     assert widget.next_case() is None and "not a folder" in errors[-1]
     assert widget.load_saved() is None and "choose an image layer" in errors[-1]
+    # an EMIDEC dataset as the annotation folder: said at once, and the folder in use stays
+    in_use = widget.logic.folder
+    for part in ("Images", "Contours"):
+        write_image(tmp / "emidec/Case_A" / part / "Case_A.nii.gz", make_phantom(n_slices=1, size=64)[part == "Contours"])
+    widget.folder_edit.setText(str(tmp / "emidec"))
+    widget.folder_edit.editingFinished.emit()
+    assert "emidec: holds EMIDEC cases" in errors[-1]
+    assert widget.logic.folder == in_use and widget.folder_edit.text() == str(in_use)
 
 
 def test_same_file_name_in_two_folders_gives_two_pairs():

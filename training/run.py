@@ -390,6 +390,8 @@ def parallel(scenarios, seeds, device=None, workers=None, deadline=None, skip_pi
 
 
 def main(argv=None) -> int:
+    from napari_lvseg.cli import positive_int
+
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     def compute(p):
@@ -401,6 +403,8 @@ def main(argv=None) -> int:
     p.add_argument("config")
     p.add_argument("--epochs", type=int)
     p.add_argument("--seed", type=int)
+    p.add_argument("--threads", type=positive_int, help="torch threads (default: the config's); changes only "
+                   "rounding")
     compute(p)
     p = sub.add_parser("run", help="train, tune and evaluate one segmentation config")
     p.add_argument("config")
@@ -439,7 +443,7 @@ def main(argv=None) -> int:
     compute(p)
     args = parser.parse_args(argv)
     if args.cmd == "train":
-        train(args.config, args.epochs, args.seed, args.workers, args.device, args.deadline)
+        train(args.config, args.epochs, args.seed, args.workers, args.device, args.deadline, args.threads)
     elif args.cmd == "run":
         segmentation_run(args.config, args.seed, args.device, args.workers, args.deadline)
     elif args.cmd == "synthetic":

@@ -124,7 +124,8 @@ def compare(first, second, common: bool = False, split=None) -> dict:
     from napari_lvseg.io.atomic import write_json_atomic
     from napari_lvseg.metrics import overlap_counts, pooled_dice_from_counts, pooled_difference_interval
 
-    if not common and held_out(first) != held_out(second):
+    parts = [held_out(run) for run in (first, second)]
+    if not common and (Path(parts[0][0]).resolve(), parts[0][1]) != (Path(parts[1][0]).resolve(), parts[1][1]):
         raise SystemExit(f"{first} and {second} hold out different slices; compare them with --common")
     scored = [_hearts(run, common, split)[1] for run in (first, second)]
     names = sorted(scored[0])

@@ -38,25 +38,47 @@ def seed_int(text: str) -> int:
     return value
 
 
-def output_path(path, inputs=(), kinds=("nifti", "tiff"), outputs=()) -> Path:
-    """An output file checked before any work: a writable format, not one of the input files, not another output."""
-    from .io import image_kind
-
+def new_file_path(path, what: str) -> Path:
+    """A file to be written, checked before any work: not a folder, and not under a file (missing folders are
+    made when it is written)."""
     path = Path(path)
     if path.is_dir():
-        raise LvsegError("is a folder: give a labels file (.nii.gz, .nii, .tif or .tiff)", path)
-    if image_kind(path) not in kinds:
-        raise LvsegError("cannot write this kind of file (use .nii.gz, .nii, .tif or .tiff)", path)
+        raise LvsegError(f"is a folder: give {what}", path)
     parent = next((p for p in path.resolve().parents if p.exists()), None)
     if parent is not None and not parent.is_dir():
         raise LvsegError("is a file, not a folder: the output cannot be written inside it", parent)
+    return path
+
+
+def input_folders(source) -> list:
+    """The folders an input is read from as a whole: the input itself when a folder, the case folder of an EMIDEC
+    case's image or truth file, the series folder of a DICOM file (it reads its whole folder)."""
+    from .io import image_kind
+    from .io.emidec import is_case_folder
+
+    source = Path(source)
+    if source.is_dir():
+        return [source]
+    if image_kind(source) == "dicom-file":
+        return [source.parent]
+    return [source.parent.parent] if is_case_folder(source.parent.parent) else []
+
+
+def output_path(path, inputs=(), kinds=("nifti", "tiff"), outputs=()) -> Path:
+    """An output file checked before any work: a writable format, not one of the input files or inside their
+    folders (`input_folders`), not another output."""
+    from .io import image_kind
+
+    path = new_file_path(path, "a labels file (.nii.gz, .nii, .tif or .tiff)")
+    if image_kind(path) not in kinds:
+        raise LvsegError("cannot write this kind of file (use .nii.gz, .nii, .tif or .tiff)", path)
     for source in inputs:
-        source = Path(source).resolve()
-        if path.resolve() == source:
+        for folder in input_folders(source):   # a case folder's image or truth, a DICOM series
+            if folder.resolve() in path.resolve().parents:
+                raise LvsegError(f"lies inside the input folder {folder.resolve().name}: choose an output outside "
+                                 "it, its files would be overwritten or mixed into the input", path)
+        if path.resolve() == Path(source).resolve():
             raise LvsegError("is the input file: choose another output, the input would be overwritten", path)
-        if source.is_dir() and source in path.resolve().parents:   # a case folder's image or truth, a DICOM series
-            raise LvsegError(f"lies inside the input folder {source.name}: choose an output outside it, its files "
-                             "would be overwritten or mixed into the input", path)
     for other in outputs:
         if path.resolve() == Path(other).resolve():
             raise LvsegError("is already the labels output: give the uncertainty map its own file", path)

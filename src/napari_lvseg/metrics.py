@@ -162,7 +162,8 @@ def pooled_difference_interval(first: list, second: list, n: int = 2000, level: 
     ``first`` and ``second``: two models' `overlap_counts` on the same cases, in the same order. Each draw takes the
     same cases for both models, so what the cases share (an easy or a hard heart) cancels out of the difference.
     Returns ``{key: (difference, low, high)}`` for every class and 'mean'; a class no drawn case holds is left out of
-    that draw.
+    that draw. Each model's mean is `pooled_dice_from_counts`'s: over the classes it has a Dice for, so a class
+    only one model predicts (absent from the truth) scores 0 in that model's mean alone.
     """
     first, second = (np.asarray(c, dtype=np.float64).reshape(-1, 2, len(CLASSES)) for c in (first, second))
     if first.shape != second.shape or not len(first):

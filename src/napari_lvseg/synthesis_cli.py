@@ -80,11 +80,10 @@ def cmd_evaluate_synthesis(args) -> int:
 
     _threads(args.threads)
     if args.out:   # checked before the evaluation, which takes minutes
-        out = Path(args.out)
-        if out.suffix.lower() != ".json" or out.is_dir():
-            raise LvsegError("--out must name a .json file", out)
-        if not out.resolve().parent.is_dir():
-            raise LvsegError("folder does not exist or is a file", out.parent)
+        from .cli import new_file_path
+
+        if new_file_path(args.out, "a .json file").suffix.lower() != ".json":
+            raise LvsegError("--out must name a .json file", args.out)
     result = evaluate_synthesis(args.model, args.data, cases=args.cases, seed=args.seed)
     print(f"{result['model']} on {result['n_slices']} slices of {result['data']}:")
     print(f"  L1 {result['l1']:.4f}  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")

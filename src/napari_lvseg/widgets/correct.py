@@ -263,7 +263,15 @@ class CorrectWidget(QWidget):
 
     @guarded
     def _folder_changed(self):
-        self.logic.folder = folder_of(self.folder_edit, default_annotation_dir())
+        from napari_lvseg.io.pairs import PairFolder
+
+        folder = folder_of(self.folder_edit, default_annotation_dir())
+        try:   # said when the folder is chosen, not at the first save after an hour of edits
+            PairFolder(folder).check_writable()
+        except LvsegError:
+            self.folder_edit.setText(str(self.logic.folder))   # the folder in use stays in use, and shown
+            raise
+        self.logic.folder = folder
         self.check_saved()
 
     def _image_and_labels(self):
