@@ -156,6 +156,8 @@ def test_train_resume_keeps_the_runs_length_and_needs_no_data(models_dir, tmp_pa
      "lies inside the input folder Case_A"),
     (["synthesize-dataset", "--masks-from", "cases", "--n", "1", "--out", "cases"],
      "cases: holds EMIDEC cases: pairs written here would hide them"),
+    (["train", "--data", "pairs", "--out", "notes.txt/run"], "notes.txt: is a file: the run folder cannot be made"),
+    (["train", "--data", "notes.txt", "--out", "run"], "notes.txt: is a file: give a folder of EMIDEC cases"),
     (["train", "--data", "cases", "--out", "run", "--split", "typo.json"],
      "typo.json: split file names 1 training or validation case(s) the data do not hold: Case_Z"),
 ])
@@ -303,6 +305,11 @@ def test_models_marks_a_user_model_whose_weights_do_not_fit_its_card(tiny_model,
     tifffile.imwrite(tmp_path / "img.tif", make_phantom(n_slices=1, seed=0)[0][0])
     run = lvseg("segment", tmp_path / "img.tif", "-o", tmp_path / "seg.tif", "--model", "wider")
     assert run.returncode == 2 and "Traceback" not in run.stderr and "weights do not fit" in run.stderr
+    # a card that cannot be read leaves the model out of every list: `models` says which and why
+    (other / "card.json").write_text("{not json")
+    listed = lvseg("models").stdout.splitlines()
+    assert not any(line.startswith("wider ") for line in listed)
+    assert f"UNUSABLE, left out of every model list: {other / 'card.json'}: model card is not valid JSON" in listed[-1]
 
 
 def test_a_dicom_series_folder_is_segmented_as_one_stack(tiny_model, tmp_path, capsys):

@@ -274,6 +274,14 @@ def test_missing_layers_and_bad_folder_notify(setup, errors):
     widget.folder_edit.editingFinished.emit()
     assert "emidec: holds EMIDEC cases" in errors[-1]
     assert widget.logic.folder == in_use and widget.folder_edit.text() == str(in_use)
+    (tmp / "a-file").write_text("not a folder")
+    widget.folder_edit.setText(str(tmp / "a-file"))
+    widget.folder_edit.editingFinished.emit()
+    assert "a-file: is a file: a pair folder cannot be made there" in errors[-1] and widget.logic.folder == in_use
+    # labels a pair cannot hold: the error names the labels layer, not the image
+    image = viewer.add_image(make_phantom(n_slices=1, size=64)[0], name="img")
+    labels = viewer.add_labels(np.full((1, 64, 64), 7, np.uint8), name="lab")
+    assert widget.save(layers=(image, labels)) is None and errors[-1].startswith("labels 'lab': label values")
 
 
 def test_same_file_name_in_two_folders_gives_two_pairs():

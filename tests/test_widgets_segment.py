@@ -159,8 +159,11 @@ def test_class_buttons_keys_visibility_table_and_csv(viewer_and_widget, qtbot, t
 
     # segmenting again replaces the labels in one undo step: the hand edit comes back with Ctrl+Z
     edited = layer.data.copy()
+    n_edited = int(np.count_nonzero(edited != truth))
+    assert n_edited > 0 and "replaced" not in widget.status.text()
     assert widget.show_result(_fake_result(truth), "case", "case.nii.gz", image_layer) is layer
     assert np.array_equal(layer.data, truth)
+    assert widget.status.text().endswith(f"; {n_edited} hand-edited pixels replaced (Ctrl+Z)")   # said, not silent
     infarct_px = lambda labels: int(np.isin(labels, (3, 4)).sum())  # noqa: E731
     qtbot.waitUntil(lambda: not widget.refresh_timer.isActive(), timeout=5_000)
     assert int(widget.rows[-1]["infarct_px"]) == infarct_px(truth)
@@ -295,3 +298,18 @@ def test_uncertainty_layer_covers_only_the_models_view(viewer_and_widget):
     layer = viewer.layers["big uncertainty"]
     assert layer.data.shape == (2, 128, 128) and np.all(layer.data == 0.5)
     assert list(layer.scale) == [8.0, 1.5, 1.5] and list(layer.translate) == [0.0, 3.0 + 15.0, -6.0 + 30.0]
+
+
+def test_a_model_folder_left_out_of_the_pickers_is_said_once(make_napari_viewer, models_dir, monkeypatch):
+    from napari_lvseg.widgets import _common
+
+    broken = save_tiny_segmentation_model(models_dir, "broken")
+    (broken / "card.json").write_text("{not json")
+    warned = []
+    monkeypatch.setattr(_common, "notify_warning", warned.append)
+    monkeypatch.setattr(_common, "_WARNED_MODELS", set())
+    widget = SegmentWidget(make_napari_viewer())
+    widget.model_picker.refresh()   # every refresh, every picker: said once
+    assert "broken" not in widget.model_picker.names()
+    assert warned == [f"model left out of the lists: {broken / 'card.json'}: model card is not valid JSON "
+                      "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"]

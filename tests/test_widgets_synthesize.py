@@ -7,6 +7,7 @@ import pytest
 
 from napari_lvseg import labels as lb
 from napari_lvseg.data.phantom import make_phantom
+from napari_lvseg.errors import LvsegError
 from napari_lvseg.io.pairs import PairFolder
 
 pytest.importorskip("napari")
@@ -188,7 +189,7 @@ def test_synthesis_with_a_tiny_real_model(setup, qtbot, models_dir, errors):
 
 
 def test_bad_input_notifies(setup, errors):
-    viewer, widget, _ = setup
+    viewer, widget, tmp = setup
     assert widget.run() is None and "no labels layer" in errors[-1]
     assert widget.apply_edit() is None and "no labels layer" in errors[-1]
     assert widget.add_to_dataset() is None and "run the synthesis first" in errors[-1]
@@ -200,6 +201,10 @@ def test_bad_input_notifies(setup, errors):
     widget.mask_picker.select(viewer.layers["bad"])
     assert widget.run() is None and "not classes" in errors[-1]
     assert SynthesizeLogic.new_ring((64, 64)).shape == (64, 64)
+    (tmp / "a-file").write_text("not a folder")
+    with pytest.raises(LvsegError, match="a-file: is a file: a pair folder cannot be made there"):
+        SynthesizeLogic.add_to_dataset(tmp / "a-file" / "pairs", SynthesizeLogic.new_ring((64, 64)),
+                                       [(0, np.ones((64, 64)))])
 
 
 def test_masks_that_cannot_train_are_refused_before_synthesis_and_before_adding(setup, tmp_path, errors):

@@ -463,10 +463,10 @@ def _model_score(metrics: dict) -> str:
 
 
 def cmd_models(args) -> int:
-    from .models.store import default_model_name, list_models, weights_problem
+    from .models.store import default_model_name, list_models, unreadable_models, weights_problem
 
-    entries = list_models()
-    if not entries:
+    entries, broken = list_models(), unreadable_models()
+    if not entries and not broken:
         print("no models found")
     for e in entries:
         default = " (default)" if e.name == default_model_name(e.task) else ""
@@ -474,6 +474,8 @@ def cmd_models(args) -> int:
         problem = weights_problem(e.path)
         state = f"  UNUSABLE ({problem})" if problem else ""
         print(f"{e.name:32s} {e.task:13s} {e.source:8s}{default}{score}{state}  {e.path}")
+    for problem in broken:
+        print(f"UNUSABLE, left out of every model list: {problem}")
     return 0
 
 

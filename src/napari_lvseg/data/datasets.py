@@ -84,6 +84,8 @@ def load_source(path, size: int = 128, normalization: dict | None = None, cases=
     acc = {"images": [], "labels": [], "cases": [], "origin": [], "derived_from": []}
     if not path.exists():
         raise LvsegError("no such file or folder", path)
+    if not path.is_dir():
+        raise LvsegError("is a file: give a folder of EMIDEC cases (Case_X/Images, Case_X/Contours) or pairs", path)
     folder = PairFolder.open(path) if PairFolder.is_pair_folder(path) else None
     records = folder.records() if folder is not None else None
     found = emidec.find_cases(path) if folder is None else None

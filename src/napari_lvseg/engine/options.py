@@ -113,6 +113,11 @@ class TrainOptions:
             raise LvsegError("--samples-per-epoch must be at least 1")
         if self.size % 2 ** self.depth:
             raise LvsegError(f"size {self.size} must be divisible by 2**depth = {2 ** self.depth}")
+        if self.out:
+            out = Path(self.out)
+            under = next((p for p in (out, *out.parents) if p.exists()), None)
+            if under is not None and not under.is_dir():
+                raise LvsegError("is a file: the run folder cannot be made there", under)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

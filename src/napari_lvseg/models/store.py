@@ -485,7 +485,9 @@ def user_models_dir() -> Path:
     return Path(user_data_dir("napari-lvseg")) / "models"
 
 
-def _entries(root: Path, source: str) -> list[ModelEntry]:
+def _entries(root: Path, source: str, problems: list | None = None) -> list[ModelEntry]:
+    """The model folders under ``root``; a folder with weights whose card cannot be read goes to ``problems`` (as
+    its `LvsegError`) instead: a broken model folder must not hide the others."""
     if not root.is_dir():
         return []
     entries = []
@@ -496,16 +498,27 @@ def _entries(root: Path, source: str) -> list[ModelEntry]:
             continue
         try:
             card = read_card(sub)
-        except LvsegError:
-            continue  # a broken model folder must not hide the others
+        except LvsegError as exc:
+            if problems is not None:
+                problems.append(exc)
+            continue
         entries.append(ModelEntry(sub.name, sub, card.task, source, card))
     return entries
 
 
 def list_models(task: str | None = None) -> list[ModelEntry]:
-    """Bundled models, then user models; only those of ``task`` when given. Broken folders are skipped."""
+    """Bundled models, then user models; only those of ``task`` when given. Broken folders are skipped
+    (`unreadable_models` says which and why)."""
     entries = _entries(bundled_models_dir(), "bundled") + _entries(user_models_dir(), "user")
     return [e for e in entries if task is None or e.task == task]
+
+
+def unreadable_models() -> list[LvsegError]:
+    """Why each model folder that `list_models` leaves out (weights, but a card that cannot be read) is left out."""
+    problems: list = []
+    _entries(bundled_models_dir(), "bundled", problems)
+    _entries(user_models_dir(), "user", problems)
+    return problems
 
 
 def default_model_name(task: str, entries=None) -> str | None:

@@ -188,6 +188,15 @@ def folder_of(edit, default=None, what: str = "folder"):
     return Path(text).expanduser()
 
 
+def edited_pixels(labels, prediction) -> int | None:
+    """Pixels that differ from the model's prediction (None when no prediction was kept)."""
+    import numpy as np
+
+    if prediction is None or np.shape(prediction) != np.shape(labels):
+        return None
+    return int(np.count_nonzero(np.asarray(labels) != np.asarray(prediction)))
+
+
 def set_labels_undoably(layer, new) -> int:
     """Write ``new`` into a Labels layer as one undo step (Ctrl+Z brings the old labels back); returns the number
     of voxels changed. Assigning ``layer.data`` would leave napari's undo history pointing into the old labels."""
@@ -354,6 +363,19 @@ class LayerPicker(QComboBox):
             self.setCurrentIndex(index)
 
 
+_WARNED_MODELS: set = set()   # each unreadable model folder is said once per session, not by every picker
+
+
+def _warn_unreadable_models() -> None:
+    """A model folder the pickers leave out (its card cannot be read) is said, not silently missing."""
+    from napari_lvseg.models.store import unreadable_models
+
+    for problem in unreadable_models():
+        if str(problem) not in _WARNED_MODELS:
+            _WARNED_MODELS.add(str(problem))
+            notify_warning(f"model left out of the lists: {problem}")
+
+
 class ModelPicker(QComboBox):
     """The registered models of one task (bundled first, then the user's); ``refresh()`` re-reads them and keeps
     the choice, or picks the task's default model (the bundled model whose card says so)."""
@@ -371,6 +393,7 @@ class ModelPicker(QComboBox):
         self.clear()
         try:
             entries = list_models(self.task)
+            _warn_unreadable_models()
         except Exception as exc:  # noqa: BLE001 - a broken registry must not break the panel
             notify_error(exc)
             entries = []

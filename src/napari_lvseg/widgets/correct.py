@@ -14,9 +14,10 @@ from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (EditWatcher, LayerPicker, ModelPicker, choose_folder, closed_from_dock,
-                                          folder_of, guarded, is_new_case_image, is_prediction_or_correction,
-                                          notify_info, notify_warning, register_widget, replaceable_labels,
-                                          set_labels_undoably, source_meta, source_of, start_worker, user_data_dir)
+                                          edited_pixels, folder_of, guarded, is_new_case_image,
+                                          is_prediction_or_correction, notify_info, notify_warning, register_widget,
+                                          replaceable_labels, set_labels_undoably, source_meta, source_of,
+                                          start_worker, user_data_dir)
 
 AUTOSAVE_DELAY_MS = 3000
 
@@ -53,25 +54,24 @@ class CorrectLogic:
         tag = hashlib.sha1(str(source).encode()).hexdigest()[:6]
         return (re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image") + f"_{tag}_corrected"
 
-    @staticmethod
-    def edited_pixels(labels, prediction) -> int | None:
-        """Pixels that differ from the model's prediction (None when no prediction was kept)."""
-        if prediction is None or np.shape(prediction) != np.shape(labels):
-            return None
-        return int(np.count_nonzero(np.asarray(labels) != np.asarray(prediction)))
+    edited_pixels = staticmethod(edited_pixels)
 
     @staticmethod
     def unedited_prediction(labels, metadata) -> bool:
         """Whether labels are still the prediction kept in their layer metadata (False when none was kept)."""
         return CorrectLogic.edited_pixels(labels, (metadata or {}).get("lvseg_prediction")) == 0
 
-    def save(self, image, labels, source, model=None, prediction=None) -> str:
-        """Store the pair (origin 'corrected'); returns the pair name."""
+    def save(self, image, labels, source, model=None, prediction=None, labels_name: str = "labels") -> str:
+        """Store the pair (origin 'corrected'); returns the pair name. ``labels_name`` names the labels in errors."""
+        from napari_lvseg.io.volume import check_labels
+
         if image is None or labels is None:
             raise LvsegError("choose an image layer and its labels layer first")
         image, labels = np.asarray(image), np.asarray(labels)
         if image.shape != labels.shape:
             raise LvsegError(f"image shape {image.shape} and labels shape {labels.shape} differ")
+        check_labels(labels, labels_name)
+        self.pairs().check_writable()
         self.folder.mkdir(parents=True, exist_ok=True)
         return self.pairs().add(image, labels, origin="corrected", source=str(source), model=model or None,
                                 name=self.pair_name(source),
@@ -328,7 +328,7 @@ class CorrectWidget(QWidget):
             raise LvsegError(f"labels '{labels_layer.name}' belong to {meta['lvseg_source_path']}, "
                              f"not to image '{image_layer.name}': pick the matching image")
         name = self.logic.save(image_layer.data, labels_layer.data, source, meta.get("lvseg_model"),
-                               meta.get("lvseg_prediction"))
+                               meta.get("lvseg_prediction"), labels_name=f"labels '{labels_layer.name}'")
         self.status.setText(f"saved {name} in {self.logic.folder}")
         if not quiet:
             notify_info(f"correction saved as {name}")

@@ -13,10 +13,10 @@ from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (DERIVED, EditWatcher, LayerPicker, ModelPicker, closed_from_dock, guarded,
-                                          is_new_case_image, labels_spacing, notify_info, register_widget,
-                                          replaceable_labels, set_labels_undoably, source_meta, source_of,
-                                          start_worker)
+from napari_lvseg.widgets._common import (DERIVED, EditWatcher, LayerPicker, ModelPicker, closed_from_dock,
+                                          edited_pixels, guarded, is_new_case_image, labels_spacing, notify_info,
+                                          register_widget, replaceable_labels, set_labels_undoably, source_meta,
+                                          source_of, start_worker)
 
 AUTOMATIC = "automatic"
 TABLE_COLUMNS = ("slice", "myocardium_px", "myocardium_mm2", "myocardium_mm3", "myocardium_g", "infarct_pct",
@@ -288,7 +288,9 @@ class SegmentWidget(QWidget):
         """Put a SegmentationResult into the viewer: one labels layer (replaced if present), optional uncertainty."""
         kwargs = self.logic.labels_layer_kwargs(result, image_name, source, source_meta(image_layer))
         layer = replaceable_labels(self.viewer, kwargs["name"], result.labels.shape)
+        replaced_edits = None
         if layer is not None:
+            replaced_edits = edited_pixels(layer.data, layer.metadata.get("lvseg_prediction"))
             set_labels_undoably(layer, result.labels)   # hand edits it replaces come back with Ctrl+Z
             layer.metadata.update(kwargs["metadata"])
         else:   # a layer of that name that cannot take these labels stays; napari names the new one "... [1]"
@@ -309,6 +311,10 @@ class SegmentWidget(QWidget):
                                   metadata={DERIVED: "uncertainty"}, scale=scale, translate=translate + offset * scale)
         self.attach(layer)
         self.status.setText(f"{image_name}: segmented with {result.model or 'the model'}")
+        if replaced_edits:   # replaced as one undo step, but the user should know their edits went
+            self.status.setText(f"{self.status.text()}; {replaced_edits} hand-edited pixels replaced (Ctrl+Z)")
+            notify_info(f"'{layer.name}': the new segmentation replaced {replaced_edits} hand-edited pixels; "
+                        "Ctrl+Z in the layer brings them back")
         return layer
 
     # -- the labels layer being edited

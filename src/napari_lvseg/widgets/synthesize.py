@@ -106,9 +106,9 @@ class SynthesizeLogic:
         if not results:
             raise LvsegError("nothing to add: run the synthesis first")
         SynthesizeLogic.check_trainable(mask, source or "the mask")
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
         pairs = PairFolder(folder)
+        pairs.check_writable()
+        pairs.root.mkdir(parents=True, exist_ok=True)
         return [pairs.add(image, mask, origin="synthetic", source=source or None, model=model, seed=int(s))
                 for s, image in results]
 
