@@ -41,12 +41,14 @@ def seed_int(text: str) -> int:
 def new_file_path(path, what: str) -> Path:
     """A file to be written, checked before any work: not a folder, and not under a file (missing folders are
     made when it is written)."""
+    from .io.atomic import blocking_file
+
     path = Path(path)
     if path.is_dir():
         raise LvsegError(f"is a folder: give {what}", path)
-    parent = next((p for p in path.resolve().parents if p.exists()), None)
-    if parent is not None and not parent.is_dir():
-        raise LvsegError("is a file, not a folder: the output cannot be written inside it", parent)
+    blocked = blocking_file(path.parent)
+    if blocked is not None:
+        raise LvsegError("is a file, not a folder: the output cannot be written inside it", blocked)
     return path
 
 

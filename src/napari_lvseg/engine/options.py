@@ -114,10 +114,11 @@ class TrainOptions:
         if self.size % 2 ** self.depth:
             raise LvsegError(f"size {self.size} must be divisible by 2**depth = {2 ** self.depth}")
         if self.out:
-            out = Path(self.out)
-            under = next((p for p in (out, *out.parents) if p.exists()), None)
-            if under is not None and not under.is_dir():
-                raise LvsegError("is a file: the run folder cannot be made there", under)
+            from ..io.atomic import blocking_file
+
+            blocked = blocking_file(self.out)
+            if blocked is not None:
+                raise LvsegError("is a file: the run folder cannot be made there", blocked)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -13,6 +13,14 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def blocking_file(path) -> Path | None:
+    """The file standing where ``path`` or one of its missing folders would be made, or None: writing there would
+    fail with a bare OS error after the work was done."""
+    path = Path(path)
+    nearest = next((p for p in (path, *path.resolve().parents) if p.exists()), None)
+    return nearest if nearest is not None and not nearest.is_dir() else None
+
+
 @functools.cache
 def _umask() -> int:
     """The process umask, read once (setting it to read it would race with other threads' file creation)."""

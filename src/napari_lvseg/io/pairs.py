@@ -71,11 +71,12 @@ class PairFolder:
     def check_writable(self) -> None:
         """Pairs may be added here: not under a file, and not into an EMIDEC case or dataset folder, which would read
         as a pair folder once it has images/ and masks/, its cases hidden from training."""
+        from napari_lvseg.io.atomic import blocking_file
         from napari_lvseg.io.emidec import is_case_folder, is_dataset_folder
 
-        under = next((p for p in (self.root, *self.root.resolve().parents) if p.exists()), None)
-        if under is not None and not under.is_dir():
-            raise LvsegError("is a file: a pair folder cannot be made there", under)
+        blocked = blocking_file(self.root)
+        if blocked is not None:
+            raise LvsegError("is a file: a pair folder cannot be made there", blocked)
         if not self.is_pair_folder(self.root) and (is_case_folder(self.root) or is_dataset_folder(self.root)):
             raise LvsegError("holds EMIDEC cases: pairs written here would hide them (a folder with images/ and "
                              "masks/ reads as a pair folder); choose another folder", self.root)
