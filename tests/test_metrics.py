@@ -116,8 +116,8 @@ def test_pooled_difference_interval_is_paired():
     half = big.copy()
     half[0, :5] = 0                           # half the infarct missed: Dice 2/3
     truth = [big, big, big]
-    first = [metrics.overlap_counts(p, t) for p, t in zip([half, half, half], truth)]
-    second = [metrics.overlap_counts(p, t) for p, t in zip([big, half, big], truth)]
+    first = [metrics.overlap_counts(p, t) for p, t in zip([half, half, half], truth, strict=True)]
+    second = [metrics.overlap_counts(p, t) for p, t in zip([big, half, big], truth, strict=True)]
     out = metrics.pooled_difference_interval(first, second, n=500, seed=1)
     d, low, high = out["infarct"]
     both = (metrics.pooled_dice_from_counts(second)["infarct"] - metrics.pooled_dice_from_counts(first)["infarct"])

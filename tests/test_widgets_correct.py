@@ -268,8 +268,9 @@ def test_missing_layers_and_bad_folder_notify(setup, errors):
     assert widget.load_saved() is None and "choose an image layer" in errors[-1]
     # an EMIDEC dataset as the annotation folder: said at once, and the folder in use stays
     in_use = widget.logic.folder
+    image_and_labels = make_phantom(n_slices=1, size=64)
     for part in ("Images", "Contours"):
-        write_image(tmp / "emidec/Case_A" / part / "Case_A.nii.gz", make_phantom(n_slices=1, size=64)[part == "Contours"])
+        write_image(tmp / "emidec/Case_A" / part / "Case_A.nii.gz", image_and_labels[part == "Contours"])
     widget.folder_edit.setText(str(tmp / "emidec"))
     widget.folder_edit.editingFinished.emit()
     assert "emidec: holds EMIDEC cases" in errors[-1]
