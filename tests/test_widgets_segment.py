@@ -313,3 +313,12 @@ def test_a_model_folder_left_out_of_the_pickers_is_said_once(make_napari_viewer,
     assert "broken" not in widget.model_picker.names()
     assert warned == [f"model left out of the lists: {broken / 'card.json'}: model card is not valid JSON "
                       "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"]
+
+
+def test_labels_of_an_image_removed_while_it_was_segmented_are_not_added(viewer_and_widget, errors):
+    viewer, widget = viewer_and_widget
+    image_layer, truth = _phantom_layer(viewer)
+    viewer.layers.remove(image_layer)
+    assert widget.show_result(_fake_result(truth), "case", "case.nii.gz", image_layer) is None
+    assert "case labels" not in viewer.layers and "removed while it was segmented" in widget.status.text()
+    assert errors == []

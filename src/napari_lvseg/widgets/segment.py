@@ -286,6 +286,9 @@ class SegmentWidget(QWidget):
     @guarded
     def show_result(self, result, image_name: str, source: str, image_layer=None):
         """Put a SegmentationResult into the viewer: one labels layer (replaced if present), optional uncertainty."""
+        if image_layer is not None and image_layer not in self.viewer.layers:   # closed while the model ran
+            self.status.setText(f"{image_name} was removed while it was segmented: no labels added")
+            return None
         kwargs = self.logic.labels_layer_kwargs(result, image_name, source, source_meta(image_layer))
         layer = replaceable_labels(self.viewer, kwargs["name"], result.labels.shape)
         replaced_edits = None
