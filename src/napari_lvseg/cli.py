@@ -465,9 +465,9 @@ def _model_score(metrics: dict) -> str:
 
 
 def cmd_models(args) -> int:
-    from .models.store import default_model_name, list_models, unreadable_models, weights_problem
+    from .models.store import default_model_name, scan_models, weights_problem
 
-    entries, broken = list_models(), unreadable_models()
+    entries, broken = scan_models()
     if not entries and not broken:
         print("no models found")
     for e in entries:

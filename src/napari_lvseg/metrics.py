@@ -125,6 +125,14 @@ def pooled_dice(pairs) -> dict:
     return pooled_dice_from_counts([overlap_counts(pred, truth) for pred, truth in pairs])
 
 
+def _pooled_per_draw(counts: np.ndarray) -> np.ndarray:
+    """Pooled Dice of each draw of cases, (draws, cases, 2, 4) counts -> (draws, 4 classes + mean); NaN for a class
+    no case of the draw holds (callers silence numpy's warning about it)."""
+    summed = counts.sum(axis=1)
+    dice = np.where(summed[:, 1] > 0, 2.0 * summed[:, 0] / np.maximum(summed[:, 1], 1), np.nan)
+    return np.column_stack([dice, np.nanmean(dice, axis=1)])
+
+
 def bootstrap_intervals(study_rows: list[dict], counts: list, n: int = 2000, level: float = 0.95,
                         seed: int = 0) -> dict:
     """Percentile intervals of the per-case (study) and pooled Dice over cases drawn with replacement.
@@ -143,10 +151,8 @@ def bootstrap_intervals(study_rows: list[dict], counts: list, n: int = 2000, lev
     with warnings.catch_warnings():   # a draw without any case of a class: NaN, left out of that class's mean
         warnings.simplefilter("ignore", RuntimeWarning)
         class_means = np.nanmean(scores[draws], axis=1)                                 # (n, 4)
-        summed = counts[draws].sum(axis=1)                                              # (n, 2, 4)
-        pooled = np.where(summed[:, 1] > 0, 2.0 * summed[:, 0] / np.maximum(summed[:, 1], 1), np.nan)
         per_case = np.column_stack([class_means, np.nanmean(class_means, axis=1)])
-        pooled = np.column_stack([pooled, np.nanmean(pooled, axis=1)])
+        pooled = _pooled_per_draw(counts[draws])
         tail = 100 * (1 - level) / 2
 
         def spans(draws):
@@ -169,16 +175,10 @@ def pooled_difference_interval(first: list, second: list, n: int = 2000, level: 
     if first.shape != second.shape or not len(first):
         raise LvsegError(f"pooled difference: {len(first)} and {len(second)} cases; they must be the same cases")
     draws = np.random.default_rng(seed).integers(0, len(first), size=(n, len(first)))
-
-    def pooled(counts):   # (draws, classes + mean)
-        summed = counts.sum(axis=1)
-        dice = np.where(summed[:, 1] > 0, 2.0 * summed[:, 0] / np.maximum(summed[:, 1], 1), np.nan)
-        return np.column_stack([dice, np.nanmean(dice, axis=1)])
-
     with warnings.catch_warnings():   # a draw without any case of a class: NaN, left out
         warnings.simplefilter("ignore", RuntimeWarning)
-        observed = pooled(second[None]) - pooled(first[None])
-        spread = pooled(second[draws]) - pooled(first[draws])
+        observed = _pooled_per_draw(second[None]) - _pooled_per_draw(first[None])
+        spread = _pooled_per_draw(second[draws]) - _pooled_per_draw(first[draws])
         tail = 100 * (1 - level) / 2
         low, high = np.nanpercentile(spread, [tail, 100 - tail], axis=0)
     return {key: (float(d), float(lo), float(hi))

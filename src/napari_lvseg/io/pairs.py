@@ -74,10 +74,12 @@ class PairFolder:
         from napari_lvseg.io.atomic import blocking_file
         from napari_lvseg.io.emidec import is_case_folder, is_dataset_folder
 
+        if self.is_pair_folder(self.root):   # every add() asks: an existing pair folder answers at once
+            return
         blocked = blocking_file(self.root)
         if blocked is not None:
             raise LvsegError("is a file: a pair folder cannot be made there", blocked)
-        if not self.is_pair_folder(self.root) and (is_case_folder(self.root) or is_dataset_folder(self.root)):
+        if is_case_folder(self.root) or is_dataset_folder(self.root):
             raise LvsegError("holds EMIDEC cases: pairs written here would hide them (a folder with images/ and "
                              "masks/ reads as a pair folder); choose another folder", self.root)
 
@@ -209,8 +211,8 @@ class PairFolder:
         mask = check_labels(mask, where)
         check_pair(image, mask, where)
 
-        old, old_text = self._manifest()   # a manifest that cannot be read stops the write before any file is made
         self.check_writable()
+        old, old_text = self._manifest()   # a manifest that cannot be read stops the write before any file is made
         suffix = _FORMATS[fmt]
         self.images_dir.mkdir(parents=True, exist_ok=True)
         self.masks_dir.mkdir(parents=True, exist_ok=True)

@@ -506,19 +506,18 @@ def _entries(root: Path, source: str, problems: list | None = None) -> list[Mode
     return entries
 
 
+def scan_models(task: str | None = None) -> tuple[list[ModelEntry], list[LvsegError]]:
+    """`list_models`, and why each model folder it leaves out (weights, but a card that cannot be read) is left out:
+    one pass over the folders."""
+    problems: list = []
+    entries = _entries(bundled_models_dir(), "bundled", problems) + _entries(user_models_dir(), "user", problems)
+    return [e for e in entries if task is None or e.task == task], problems
+
+
 def list_models(task: str | None = None) -> list[ModelEntry]:
     """Bundled models, then user models; only those of ``task`` when given. Broken folders are skipped
-    (`unreadable_models` says which and why)."""
-    entries = _entries(bundled_models_dir(), "bundled") + _entries(user_models_dir(), "user")
-    return [e for e in entries if task is None or e.task == task]
-
-
-def unreadable_models() -> list[LvsegError]:
-    """Why each model folder that `list_models` leaves out (weights, but a card that cannot be read) is left out."""
-    problems: list = []
-    _entries(bundled_models_dir(), "bundled", problems)
-    _entries(user_models_dir(), "user", problems)
-    return problems
+    (`scan_models` says which and why)."""
+    return scan_models(task)[0]
 
 
 def default_model_name(task: str, entries=None) -> str | None:

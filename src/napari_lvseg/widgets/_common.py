@@ -366,11 +366,9 @@ class LayerPicker(QComboBox):
 _WARNED_MODELS: set = set()   # each unreadable model folder is said once per session, not by every picker
 
 
-def _warn_unreadable_models() -> None:
+def _warn_unreadable_models(problems) -> None:
     """A model folder the pickers leave out (its card cannot be read) is said, not silently missing."""
-    from napari_lvseg.models.store import unreadable_models
-
-    for problem in unreadable_models():
+    for problem in problems:
         if str(problem) not in _WARNED_MODELS:
             _WARNED_MODELS.add(str(problem))
             notify_warning(f"model left out of the lists: {problem}")
@@ -386,14 +384,14 @@ class ModelPicker(QComboBox):
         self.refresh()
 
     def refresh(self) -> None:
-        from napari_lvseg.models.store import list_models
+        from napari_lvseg.models.store import scan_models
 
         current = self.current_model()
         self.blockSignals(True)
         self.clear()
         try:
-            entries = list_models(self.task)
-            _warn_unreadable_models()
+            entries, problems = scan_models(self.task)
+            _warn_unreadable_models(problems)
         except Exception as exc:  # noqa: BLE001 - a broken registry must not break the panel
             notify_error(exc)
             entries = []

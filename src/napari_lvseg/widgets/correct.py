@@ -71,8 +71,6 @@ class CorrectLogic:
         if image.shape != labels.shape:
             raise LvsegError(f"image shape {image.shape} and labels shape {labels.shape} differ")
         check_labels(labels, labels_name)
-        self.pairs().check_writable()
-        self.folder.mkdir(parents=True, exist_ok=True)
         return self.pairs().add(image, labels, origin="corrected", source=str(source), model=model or None,
                                 name=self.pair_name(source),
                                 edited_pixels=self.edited_pixels(labels, prediction))

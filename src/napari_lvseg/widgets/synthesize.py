@@ -107,8 +107,6 @@ class SynthesizeLogic:
             raise LvsegError("nothing to add: run the synthesis first")
         SynthesizeLogic.check_trainable(mask, source or "the mask")
         pairs = PairFolder(folder)
-        pairs.check_writable()
-        pairs.root.mkdir(parents=True, exist_ok=True)
         return [pairs.add(image, mask, origin="synthetic", source=source or None, model=model, seed=int(s))
                 for s, image in results]
 
