@@ -190,6 +190,62 @@ def test_place_no_reflow_inside_infarct_and_in_range(phantom_slices):
         np.testing.assert_array_equal(np.isin(out, LESION), grown == INFARCT)  # no-reflow only replaces infarct
 
 
+# ---------------------------------------------------------------------------------------------- stacks
+
+def lesion_angle(labels):
+    """Direction of the lesion's centre of mass from the LV centre (radians, arctan2(dy, dx))."""
+    lv = np.argwhere(labels != BACKGROUND).mean(0)
+    lesion = np.argwhere(np.isin(labels, LESION)).mean(0)
+    return np.arctan2(*(lesion - lv))
+
+
+def test_simulated_stack_is_one_warp_and_one_lesion():
+    ring = sim.draw_lv_ring((80, 80), (40, 38), 13, 7)
+    template = np.stack([np.zeros_like(ring), ring, ring, ring, ring, ring])   # first slice beyond the apex
+    lesion_runs = 0
+    for seed in range(12):
+        out = sim.simulate_stack(template, np.random.default_rng(seed), p_infarct=1.0, p_no_reflow=1.0,
+                                 extent=(0.6, 0.8))
+        assert out.shape == template.shape and out.dtype == np.uint8
+        assert sim.anatomy_problems(out) == [] and not out[0].any()
+        # One warp for all slices: identical template slices stay identical in outline, and differ from the template.
+        outlines = [o != BACKGROUND for o in out[1:]]
+        assert all(np.array_equal(outlines[0], o) for o in outlines[1:])
+        assert not np.array_equal(outlines[0], ring != BACKGROUND)
+        # The infarct fills consecutive slices (3 or 4 of the 5 with an LV, by extent); no-reflow a run inside them.
+        infarcted = [z for z in range(len(out)) if np.isin(out[z], LESION).any()]
+        with_no_reflow = [z for z in range(len(out)) if (out[z] == NO_REFLOW).any()]
+        assert infarcted == list(range(infarcted[0], infarcted[0] + len(infarcted))) and 3 <= len(infarcted) <= 4
+        assert set(with_no_reflow) <= set(infarcted)
+        lesion_runs += bool(with_no_reflow)
+        # One coronary territory: every slice's lesion points within 45 degrees of the first one's.
+        first = lesion_angle(out[infarcted[0]])
+        assert all(abs(np.angle(np.exp(1j * (lesion_angle(out[z]) - first)))) < np.pi / 4 for z in infarcted)
+    assert lesion_runs >= 10   # no-reflow placement may fail on a thin infarct, but rarely
+
+
+def test_simulated_stacks_of_real_cases_are_valid_and_deterministic(real_slices, emidec_cases):
+    nib = pytest.importorskip("nibabel")
+    case = emidec_cases[5]
+    template = np.asarray(nib.load(case / "Contours" / f"{case.name}.nii.gz").dataobj).transpose(2, 1, 0)
+    for seed in range(3):
+        a = sim.simulate_stack(template, np.random.default_rng(seed))
+        assert sim.anatomy_problems(a) == []
+        np.testing.assert_array_equal(a, sim.simulate_stack(template, np.random.default_rng(seed)))
+    healthy = sim.simulate_stack(template, np.random.default_rng(0), p_infarct=0.0)
+    assert not np.isin(healthy, LESION).any()
+
+
+def test_simulate_stack_refuses_a_slice_or_a_bad_template():
+    ring = sim.draw_lv_ring((64, 64), (32, 32), 12, 6)
+    with pytest.raises(LvsegError, match="3-D"):
+        sim.simulate_stack(ring, np.random.default_rng(0))
+    bad = np.stack([ring, ring])
+    bad[1, 32, 44:] = BACKGROUND
+    with pytest.raises(LvsegError, match="slice 1: cavity touches background"):
+        sim.simulate_stack(bad, np.random.default_rng(0))
+
+
 # ---------------------------------------------------------------------------------------------- edit ops
 
 def test_grow_and_shrink_change_the_infarct_in_the_right_direction():

@@ -281,6 +281,23 @@ def test_simulate_false_keeps_the_source_masks(run, pairs, tmp_path):
         assert np.array_equal(mask, source) and record["simulated"] is False
 
 
+def test_synthetic_stacks_are_whole_cases_a_2_5_d_run_reads_with_neighbours(run, pairs, tmp_path):
+    out = tmp_path / "stacks"
+    folder = synthesize_dataset(pairs, 2, out, model=run[0], seed=1, cases=["phantom_P0"], stacks=True)
+    source_image, source_mask = PairFolder(pairs).read("phantom_P0")
+    for k, record in enumerate(folder.records()):
+        assert record["source"] == record["source_case"] == "phantom_P0" and record["source_slice"] is None
+        image, mask = folder.read(record["name"])
+        assert image.shape == mask.shape == source_mask.shape and record["seed"] == 1 + k
+        assert anatomy_problems(mask) == [] and not np.array_equal(mask, source_mask)
+    source = load_source(out)
+    assert len(source) == 2 * len(source_mask)
+    # A 2.5-D input of a synthetic slice holds its own stack's neighbours, not copies of itself.
+    middle = len(source_mask) // 2
+    stack = source.input(middle, context=1)
+    assert stack.shape == (3, 128, 128) and not np.array_equal(stack[0], stack[1])
+
+
 # -- evaluation ------------------------------------------------------------------------------------
 def test_evaluate_synthesis_reports_finite_metrics(run, pairs, tmp_path, monkeypatch):
     import napari_lvseg.models.store as store

@@ -103,6 +103,11 @@ def test_synthesize_dataset_writes_n_pairs(run, pairs, tmp_path):
     records = PairFolder.open(out).records()
     assert len(records) == 3 and {r["origin"] for r in records} == {"synthetic"}
     assert [r["seed"] for r in records] == [5, 6, 7]
+    stacks = tmp_path / "stacks"
+    assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "2", "--out", str(stacks),
+                 "--model", str(run), "--stacks", "--cases", "phantom_P1"]) == 0
+    folder = PairFolder.open(stacks)
+    assert [folder.read(name)[1].shape for name in folder.names()] == [PairFolder(pairs).read("phantom_P1")[1].shape] * 2
 
 
 def test_evaluate_synthesis_writes_strict_json(run, pairs, tmp_path, monkeypatch):

@@ -221,3 +221,15 @@ def test_masks_that_cannot_train_are_refused_before_synthesis_and_before_adding(
         SynthesizeLogic.add_to_dataset(tmp_path / "syn", np.zeros((32, 32), np.uint8), [(0, np.zeros((32, 32)))], "x")
     assert not (tmp_path / "syn").exists()
 
+
+
+def test_a_random_variant_of_a_whole_stack_keeps_its_slices_aligned():
+    from napari_lvseg.data.simulator import draw_lv_ring
+
+    ring = draw_lv_ring((96, 96), (48, 48), 14, 7)
+    stack = np.stack([ring, ring, ring])
+    whole = SynthesizeLogic.apply_action(stack, "random variant", seed=3)
+    outlines = [s != lb.BACKGROUND for s in whole]
+    assert all(np.array_equal(outlines[0], o) for o in outlines[1:]) and not np.array_equal(outlines[0], ring > 0)
+    one = SynthesizeLogic.apply_action(stack, "random variant", z=1, seed=3)
+    assert np.array_equal(one[0], ring) and np.array_equal(one[2], ring) and not np.array_equal(one[1], ring)

@@ -104,16 +104,18 @@ def _slice_numbers(cases: list) -> list:
 
 
 def synthesize_dataset(masks_from, n: int, out, model=None, seed: int = 0, cases=None, simulate: bool = True,
-                       device=None):
+                       device=None, stacks: bool = False):
     """Write ``n`` synthetic pairs into the pair folder ``out`` (returned as a `PairFolder`).
 
     Each pair: a random LV slice of ``masks_from`` (EMIDEC case/dataset folder or pair folder), varied
     by ``simulate_mask`` (rng seeded by ``seed``) unless ``simulate`` is False, rendered with seed
-    ``seed + k``. Manifest records: origin 'synthetic', source case and slice, generator, seed.
+    ``seed + k``. With ``stacks`` each pair is a whole synthetic case instead: a random case's stack
+    varied by ``simulate_stack``, so a 2.5-D network sees synthetic neighbours that differ like real ones.
+    Manifest records: origin 'synthetic', source case and slice (None for a stack), generator, seed.
     ``device`` runs the generator there (a GPU draws other dropout noise than the CPU for a seed).
     """
     from .data.datasets import load_source
-    from .data.simulator import anatomy_problems, simulate_mask
+    from .data.simulator import anatomy_problems, simulate_mask, simulate_stack
     from .io.pairs import PairFolder
 
     if n < 1:
@@ -125,11 +127,15 @@ def synthesize_dataset(masks_from, n: int, out, model=None, seed: int = 0, cases
     generator_path = _model_path(model)
     size = int(card.input_size or 128)
     source = load_source(masks_from, size, None, cases=cases)
-    # Templates: LV slices that pass the anatomy check (simulate_mask demands it; so do the outputs).
-    templates = [(case, z, lab) for case, z, lab in zip(source.cases, _slice_numbers(source.cases), source.labels)
-                 if lab.any() and not anatomy_problems(lab)]
+    # Templates: LV slices, or whole stacks, that pass the anatomy check (the simulator demands it; so do the outputs).
+    if stacks:
+        templates = [(case, None, lab) for case, _, lab in source.volumes() if lab.any() and not anatomy_problems(lab)]
+    else:
+        templates = [(case, z, lab) for case, z, lab in zip(source.cases, _slice_numbers(source.cases), source.labels)
+                     if lab.any() and not anatomy_problems(lab)]
     if not templates:
-        raise LvsegError("no slice with a valid LV mask to start from", masks_from)
+        raise LvsegError(f"no {'case' if stacks else 'slice'} with a valid LV mask to start from", masks_from)
+    simulator = simulate_stack if stacks else simulate_mask
     rng = np.random.default_rng(seed)
     folder = PairFolder(out)
     names = [f"synthetic_s{seed}_{k:05d}" for k in range(n)]
@@ -140,9 +146,10 @@ def synthesize_dataset(masks_from, n: int, out, model=None, seed: int = 0, cases
                              "add more with another --seed, or write to another --out", out)
     for k in range(n):
         case, z, template = templates[int(rng.integers(len(templates)))]
-        mask = simulate_mask(template, rng) if simulate else template.copy()
+        mask = simulator(template, rng) if simulate else template.copy()
         image = synthesize(mask, (net, card), seed + k)
-        folder.add(image, mask, origin="synthetic", source=f"{case} slice {z}", model=card.name, seed=seed + k,
+        folder.add(image, mask, origin="synthetic", source=case if stacks else f"{case} slice {z}", model=card.name,
+                   seed=seed + k,
                    name=names[k], source_data=str(masks_from), source_case=case,
                    source_slice=z, generator_path=generator_path, simulated=bool(simulate))
     return folder

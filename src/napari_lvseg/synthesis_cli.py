@@ -30,6 +30,9 @@ def add_parsers(sub, add_model) -> None:
     p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--cases", nargs="+", metavar="CASE", help="only these source cases / pairs")
     p.add_argument("--no-simulate", action="store_true", help="use the source masks unchanged (no mask simulator)")
+    p.add_argument("--stacks", action="store_true",
+                   help="each pair a whole synthetic case (Z, Y, X) with one lesion through neighbouring slices, "
+                        "for 2.5-D training (--context); --n counts cases")
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize_dataset)
 
@@ -69,7 +72,7 @@ def cmd_synthesize_dataset(args) -> int:
 
     _threads(args.threads)
     folder = synthesize_dataset(args.masks_from, args.n, args.out, model=args.model, seed=args.seed,
-                                cases=args.cases, simulate=not args.no_simulate)
+                                cases=args.cases, simulate=not args.no_simulate, stacks=args.stacks)
     print(f"{args.n} synthetic pairs written to {folder.root} ({len(folder)} pairs in the folder)")
     return 0
 

@@ -167,12 +167,24 @@ def _lv_centre(labels: np.ndarray) -> np.ndarray:
     return np.array(ndi.center_of_mass(labels != BACKGROUND))
 
 
-def _warp(labels: np.ndarray, rng, max_rotation, scale, elastic) -> np.ndarray:
-    shape = labels.shape
-    centre = _lv_centre(labels)
+def _draw_warp(rng, shape, max_rotation, scale, elastic) -> tuple:
+    """Random warp parameters: rotation (radians), scale factor, elastic displacement fields (or None), max px."""
     angle = np.deg2rad(rng.uniform(-max_rotation, max_rotation))
     factor = rng.uniform(*scale)
-    fields = [elastic * _smooth_noise(rng, shape, 16) for _ in range(2)] if elastic > 0 else [0.0, 0.0]
+    fields = [elastic * _smooth_noise(rng, shape, 16) for _ in range(2)] if elastic > 0 else None
+    return angle, factor, fields, elastic
+
+
+def _warp(labels: np.ndarray, rng, max_rotation, scale, elastic) -> np.ndarray:
+    return _apply_warp(labels, _draw_warp(rng, labels.shape, max_rotation, scale, elastic), _lv_centre(labels))
+
+
+def _apply_warp(labels: np.ndarray, warp: tuple, centre) -> np.ndarray:
+    """``labels`` rotated and scaled about ``centre`` (y, x), then displaced by the elastic fields."""
+    angle, factor, fields, elastic = warp
+    shape = labels.shape
+    if not (labels != BACKGROUND).any():
+        return labels.copy()
     # Only the box the warped LV can reach is computed; the rest stays background.
     reach = np.hypot(*(np.argwhere(labels != BACKGROUND) - centre).T).max() * factor + elastic + 2
     lo = np.clip(np.floor(centre - reach), 0, None).astype(int)
@@ -183,7 +195,7 @@ def _warp(labels: np.ndarray, rng, max_rotation, scale, elastic) -> np.ndarray:
     cos, sin = np.cos(angle) / factor, np.sin(angle) / factor
     src_y = centre[0] + cos * dy - sin * dx
     src_x = centre[1] + sin * dy + cos * dx
-    if elastic > 0:  # smooth random displacement, at most ``elastic`` px
+    if fields is not None:  # smooth random displacement, at most ``elastic`` px
         src_y += fields[0][box]
         src_x += fields[1][box]
     # One-hot + bilinear + argmax: smoother borders than nearest-neighbour on the label values.
@@ -260,8 +272,12 @@ def _clear_lesions(labels: np.ndarray) -> np.ndarray:
 
 @_per_slice
 def grow_infarct_from_seeds(labels, rng: np.random.Generator, infarct_fraction=(0.1, 0.5),
-                            transmurality=(0.3, 1.0), n_seeds=(1, 3)) -> np.ndarray:
+                            transmurality=(0.3, 1.0), n_seeds=(1, 3), angles=None) -> np.ndarray:
     """Replace the infarct: grow it from 1-3 endocardial seeds outward through the wall.
+
+    The seeds are random endocardial pixels within 60 degrees of the first (one coronary territory) or,
+    given ``angles`` (radians, ``arctan2(dy, dx)`` about the LV centre), the pixels nearest those
+    directions: neighbouring slices of a stack share their seeds' directions.
 
     The infarct region (3 + 4) ends up covering ``infarct_fraction`` of the wall. Each seed gets a
     transmurality (fraction of the wall depth) that growth fills first before it goes deeper.
@@ -273,15 +289,19 @@ def grow_infarct_from_seeds(labels, rng: np.random.Generator, infarct_fraction=(
         return out
     target = min(_count_in(infarct_fraction, int(wall.sum()), rng), int(wall.sum()))
     centre = _lv_centre(out)
-    angles = np.arctan2(*(border - centre).T)
-    first = rng.integers(len(border))
-    # Extra seeds in the same coronary territory (within 60 degrees): one irregular lesion.
-    near = np.flatnonzero(np.abs(np.angle(np.exp(1j * (angles - angles[first])))) < np.pi / 3)
-    extra = rng.choice(near, size=min(int(rng.integers(n_seeds[0], n_seeds[1] + 1)) - 1, len(near)), replace=False)
+    directions = np.arctan2(*(border - centre).T)
+    if angles is None:
+        first = rng.integers(len(border))
+        near = np.flatnonzero(np.abs(np.angle(np.exp(1j * (directions - directions[first])))) < np.pi / 3)
+        extra = rng.choice(near, size=min(int(rng.integers(n_seeds[0], n_seeds[1] + 1)) - 1, len(near)),
+                           replace=False)
+        seeds = [first, *extra]
+    else:
+        seeds = [int(np.argmin(np.abs(np.angle(np.exp(1j * (directions - a)))))) for a in angles]
     depth = _depth(out)
     rough = _roughness(rng, out.shape)
     distance = np.full(out.shape, np.inf)
-    for seed in [first, *extra]:
+    for seed in seeds:
         reach = rng.uniform(*transmurality)
         beyond = np.clip((depth - reach) / max(1.0 - reach, 1e-3), 0, None)
         costs = np.where(wall, rough * (1.0 + 30.0 * beyond), np.inf)
@@ -372,9 +392,73 @@ def simulate_mask(template, rng: np.random.Generator, infarct_fraction=(0.1, 0.5
     return out
 
 
+def _vary_stack_geometry(stack: np.ndarray, rng, max_rotation: float = 180.0,
+                         scale: tuple[float, float] = (0.85, 1.15), elastic: float = 3.0) -> np.ndarray:
+    """``vary_geometry`` for a whole stack: one rotation, scale and elastic field, about the stack's LV centre,
+    so the slices stay aligned. Retries gentler until every slice keeps its classes and anatomy."""
+    centre = np.array(ndi.center_of_mass((stack != BACKGROUND).any(0)))
+    classes = [set(np.unique(s).tolist()) for s in stack]
+    for attempt in range(_GEOMETRY_TRIES):
+        gentle = 0.6 ** attempt
+        lo, hi = scale
+        warp = _draw_warp(rng, stack.shape[1:], max_rotation, (1 + (lo - 1) * gentle, 1 + (hi - 1) * gentle),
+                          elastic * gentle)
+        out = np.stack([_apply_warp(s, warp, centre) for s in stack])
+        if all(set(np.unique(o).tolist()) == c and not _slice_problems(o) for o, c in zip(out, classes)):
+            return out
+    return stack.copy()
+
+
+def _consecutive(items: list, fraction, rng) -> list:
+    """A random run of consecutive ``items`` whose length is ``fraction`` (a range) of them, at least one."""
+    length = min(len(items), max(1, int(round(rng.uniform(*fraction) * len(items)))))
+    start = int(rng.integers(len(items) - length + 1))
+    return items[start:start + length]
+
+
+def simulate_stack(template, rng: np.random.Generator, infarct_fraction=(0.1, 0.5), no_reflow_fraction=(0.1, 0.4),
+                   p_infarct: float = 0.8, p_no_reflow: float = 0.5, extent=(0.4, 1.0), no_reflow_extent=(0.2, 0.9),
+                   **geometry) -> np.ndarray:
+    """A new plausible stack (Z, Y, X) from a real one, its slices consistent with each other.
+
+    ``simulate_mask`` varies each slice on its own. Here all slices are warped as one, and there is one
+    lesion (probability ``p_infarct``). The infarct fills a run of consecutive LV slices, ``extent`` of
+    them. It grows from the same 1-3 seed directions in every slice (one coronary territory), drifting
+    about 10 degrees from slice to slice. Each slice draws its size near one fraction of the wall drawn
+    for the whole stack. No-reflow (probability ``p_no_reflow``) fills a run inside the infarct's slices
+    (``no_reflow_extent``). Slices without an LV stay empty. The template and each slice of the result pass the anatomy check.
+
+    The extents follow the 42 training cases of ``training/split.json``: infarct in a median 0.89 of the LV
+    slices (10th-90th percentile 0.43-1.0), no-reflow in 0.61 (0.21-0.85) of the infarct's slices.
+    """
+    template = _as_labels(template, ndim=(3,))
+    check_anatomy(template)
+    out = _clear_lesions(_vary_stack_geometry(template, rng, **geometry))
+    lv = [z for z in range(len(out)) if (out[z] == CAVITY).any()]
+    if not lv or rng.random() >= p_infarct:
+        return out
+    # One territory: 1-3 seed directions within 60 degrees of the first, drifting together from slice to slice.
+    angles = rng.uniform(-np.pi, np.pi) + np.concatenate([[0.0], rng.uniform(-np.pi / 3, np.pi / 3,
+                                                                             int(rng.integers(0, 3)))])
+    size = rng.uniform(*infarct_fraction)
+    infarcted = _consecutive(lv, extent, rng)
+    for z in infarcted:
+        out[z] = grow_infarct_from_seeds(out[z], rng, (0.7 * size, min(1.3 * size, 0.9)),
+                                         angles=angles + np.deg2rad(rng.normal(0.0, 10.0)))
+    if rng.random() < p_no_reflow:
+        share = rng.uniform(*no_reflow_fraction)
+        for z in _consecutive(infarcted, no_reflow_extent, rng):
+            out[z] = place_no_reflow(out[z], rng, (0.7 * share, 1.3 * share))
+    for z in range(len(out)):  # defensive, as in simulate_mask: the steps above each keep the anatomy valid
+        if _slice_problems(out[z]):
+            out[z] = _clear_lesions(out[z])
+    return out
+
+
 def random_variant(labels, rng: np.random.Generator) -> np.ndarray:
-    """A random plausible variant of ``labels`` (``simulate_mask`` with its defaults)."""
-    return simulate_mask(labels, rng)
+    """A random plausible variant of a slice (``simulate_mask``) or of a whole stack, its slices kept
+    consistent (``simulate_stack``), with their defaults."""
+    return simulate_stack(labels, rng) if np.ndim(labels) == 3 else simulate_mask(labels, rng)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -80,8 +80,8 @@ class SynthesizeLogic:
         op = ops[action]
         if labels.ndim == 2:
             return op(labels)
-        if z is None:
-            return sim.apply_to_stack(op, labels)
+        if z is None:   # a whole stack's random variant keeps its slices aligned and its lesion in one territory
+            return sim.random_variant(labels, rng) if action == "random variant" else sim.apply_to_stack(op, labels)
         out = labels.copy()
         out[z] = op(labels[z])
         return out

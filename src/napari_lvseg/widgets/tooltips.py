@@ -40,7 +40,8 @@ RING_CENTER = "LV centre (y, x) in pixels; empty fields use the middle of the im
 RING_RADIUS = "Cavity radius in pixels."
 RING_THICKNESS = "Myocardial wall thickness in pixels."
 RING_SHAPE = "Size of the new square slice, in pixels."
-SIM_ACTION = "Edit the mask: grow/shrink the infarct, add/remove no-reflow, or a random plausible variant."
+SIM_ACTION = ("Edit the mask: grow/shrink the infarct, add/remove no-reflow, or a random plausible variant "
+              "(of a whole stack: one warp for all slices, one lesion through neighbouring slices).")
 SIM_PIXELS = "How many pixels to grow or shrink the infarct by."
 SIM_SCOPE = "Apply the edit to the current slice only or to every slice of the stack."
 APPLY_SIM = "Apply the mask edit (can be undone with the layer's undo, Ctrl+Z)."
