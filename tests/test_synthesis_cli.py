@@ -107,7 +107,8 @@ def test_synthesize_dataset_writes_n_pairs(run, pairs, tmp_path):
     assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "2", "--out", str(stacks),
                  "--model", str(run), "--stacks", "--cases", "phantom_P1"]) == 0
     folder = PairFolder.open(stacks)
-    assert [folder.read(name)[1].shape for name in folder.names()] == [PairFolder(pairs).read("phantom_P1")[1].shape] * 2
+    shape = PairFolder(pairs).read("phantom_P1")[1].shape
+    assert [folder.read(name)[1].shape for name in folder.names()] == [shape, shape]
 
 
 def test_evaluate_synthesis_writes_strict_json(run, pairs, tmp_path, monkeypatch):

@@ -426,7 +426,8 @@ def simulate_stack(template, rng: np.random.Generator, infarct_fraction=(0.1, 0.
     them. It grows from the same 1-3 seed directions in every slice (one coronary territory), drifting
     about 10 degrees from slice to slice. Each slice draws its size near one fraction of the wall drawn
     for the whole stack. No-reflow (probability ``p_no_reflow``) fills a run inside the infarct's slices
-    (``no_reflow_extent``). Slices without an LV stay empty. The template and each slice of the result pass the anatomy check.
+    (``no_reflow_extent``). Slices without an LV stay empty. The template and each slice of the result pass
+    the anatomy check.
 
     The extents follow the 42 training cases of ``training/split.json``: infarct in a median 0.89 of the LV
     slices (10th-90th percentile 0.43-1.0), no-reflow in 0.61 (0.21-0.85) of the infarct's slices.
