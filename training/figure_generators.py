@@ -4,6 +4,11 @@
 
 One row per test case (its slice with the most no-reflow, then infarct; the four richest cases), seed 0.
 Grey levels: each image normalised per slice (percentiles 1/99 -> black/white), as the networks see it.
+
+    python training/figure_generators.py docs/synthetic_stacks.png --stacks training/runs/synthetic_stacks
+
+draws synthetic stacks instead: one row per stack (the first four with no-reflow), four neighbouring LV slices
+around the no-reflow, each as mask and image.
 """
 
 from __future__ import annotations
@@ -20,11 +25,43 @@ ROOT = Path(__file__).resolve().parents[1]
 GAP = 4
 
 
+def grey(image):
+    return np.repeat((np.clip(image, 0, 1) * 255).astype(np.uint8)[..., None], 3, -1)
+
+
+def colour(labels):
+    from napari_lvseg.labels import COLORS
+
+    out = np.zeros(labels.shape + (3,), np.uint8)
+    for value, rgba in COLORS.items():
+        out[labels == value] = (np.asarray(rgba[:3]) * 255).astype(np.uint8)
+    return out
+
+
+def stack_tiles(folder: str, rows: int = 4, width: int = 4) -> list:
+    """Mask and image of ``width`` neighbouring LV slices of the first ``rows`` stacks with no-reflow."""
+    from napari_lvseg.data.datasets import load_source
+    from napari_lvseg.labels import CAVITY, NO_REFLOW
+
+    source = load_source(folder)
+    out = []
+    for _, images, labels in source.volumes():
+        lv = [z for z in range(len(labels)) if (labels[z] == CAVITY).any()]
+        with_no_reflow = [z for z in lv if (labels[z] == NO_REFLOW).any()]
+        if not with_no_reflow or len(lv) < width:
+            continue
+        start = min(max(lv.index(with_no_reflow[0]) - 1, 0), len(lv) - width)
+        out.append([tile for z in lv[start:start + width] for tile in (colour(labels[z]), grey(images[z]))])
+        if len(out) == rows:
+            break
+    return out
+
+
 def tiles_for(generators: list, data: str, rows: int = 4) -> list:
     from napari_lvseg.data.datasets import load_source
     from napari_lvseg.data.normalize import normalize_slices
     from napari_lvseg.engine.synthesis import from_tanh, generate_slices
-    from napari_lvseg.labels import COLORS, INFARCT, NO_REFLOW
+    from napari_lvseg.labels import INFARCT, NO_REFLOW
     from napari_lvseg.models.store import load_model
 
     source = load_source(data, cases=json.loads((ROOT / "training/split.json").read_text())["test"])
@@ -40,35 +77,30 @@ def tiles_for(generators: list, data: str, rows: int = 4) -> list:
         generator, _ = load_model(ref, task="synthesis")
         columns.append(normalize_slices(from_tanh(generate_slices(generator, masks, seed=0))))
 
-    def grey(image):
-        return np.repeat((np.clip(image, 0, 1) * 255).astype(np.uint8)[..., None], 3, -1)
-
-    def colour(labels):
-        out = np.zeros(labels.shape + (3,), np.uint8)
-        for value, rgba in COLORS.items():
-            out[labels == value] = (np.asarray(rgba[:3]) * 255).astype(np.uint8)
-        return out
-
     return [[colour(masks[k])] + [grey(column[k]) for column in columns] for k in range(len(chosen))]
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", help="PNG file")
-    parser.add_argument("generators", nargs="+")
+    parser.add_argument("generators", nargs="*")
+    parser.add_argument("--stacks", metavar="PAIR_FOLDER", help="draw synthetic stacks of this pair folder instead")
     parser.add_argument("--data", default=os.environ.get("LVSEG_EMIDEC_DIR",
                                                          str(ROOT.parent / "shared/data/emidec-lge-128")))
     args = parser.parse_args(argv)
     from PIL import Image
 
-    tiles = tiles_for(args.generators, args.data)
+    if bool(args.stacks) == bool(args.generators):
+        parser.error("give generators or --stacks PAIR_FOLDER")
+    tiles = stack_tiles(args.stacks) if args.stacks else tiles_for(args.generators, args.data)
     size = tiles[0][0].shape[0]
     canvas = np.full((len(tiles) * (size + GAP), len(tiles[0]) * (size + GAP), 3), 255, np.uint8)
     for r, row in enumerate(tiles):
         for c, tile in enumerate(row):
             canvas[r * (size + GAP):r * (size + GAP) + size, c * (size + GAP):c * (size + GAP) + size] = tile
     Image.fromarray(canvas).resize((canvas.shape[1] * 2, canvas.shape[0] * 2), Image.NEAREST).save(args.out)
-    print(f"{args.out}: {len(tiles)} cases x {len(tiles[0])} columns (mask, real, {', '.join(args.generators)})")
+    what = "mask and image of 4 slices" if args.stacks else f"mask, real, {', '.join(args.generators)}"
+    print(f"{args.out}: {len(tiles)} rows x {len(tiles[0])} columns ({what})")
     return 0
 
 

@@ -73,7 +73,8 @@ def cmd_synthesize_dataset(args) -> int:
     _threads(args.threads)
     folder = synthesize_dataset(args.masks_from, args.n, args.out, model=args.model, seed=args.seed,
                                 cases=args.cases, simulate=not args.no_simulate, stacks=args.stacks)
-    print(f"{args.n} synthetic pairs written to {folder.root} ({len(folder)} pairs in the folder)")
+    kind = "pairs (whole stacks)" if args.stacks else "pairs"
+    print(f"{args.n} synthetic {kind} written to {folder.root} ({len(folder)} pairs in the folder)")
     return 0
 
 
