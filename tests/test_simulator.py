@@ -224,7 +224,7 @@ def test_simulated_stack_is_one_warp_and_one_lesion():
     assert lesion_runs >= 10   # no-reflow placement may fail on a thin infarct, but rarely
 
 
-def test_simulated_stacks_of_real_cases_are_valid_and_deterministic(real_slices, emidec_cases):
+def test_simulated_stacks_of_real_cases_are_valid_and_deterministic(emidec_cases):
     nib = pytest.importorskip("nibabel")
     case = emidec_cases[5]
     template = np.asarray(nib.load(case / "Contours" / f"{case.name}.nii.gz").dataobj).transpose(2, 1, 0)
@@ -234,6 +234,8 @@ def test_simulated_stacks_of_real_cases_are_valid_and_deterministic(real_slices,
         np.testing.assert_array_equal(a, sim.simulate_stack(template, np.random.default_rng(seed)))
     healthy = sim.simulate_stack(template, np.random.default_rng(0), p_infarct=0.0)
     assert not np.isin(healthy, LESION).any()
+    empty = np.zeros((2, 32, 32), np.uint8)   # a blank stack, as a new labels layer is
+    np.testing.assert_array_equal(sim.random_variant(empty, np.random.default_rng(0)), empty)
 
 
 def test_simulate_stack_refuses_a_slice_or_a_bad_template():

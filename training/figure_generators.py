@@ -93,6 +93,8 @@ def main(argv=None) -> int:
     if bool(args.stacks) == bool(args.generators):
         parser.error("give generators or --stacks PAIR_FOLDER")
     tiles = stack_tiles(args.stacks) if args.stacks else tiles_for(args.generators, args.data)
+    if not tiles:
+        parser.error(f"{args.stacks}: no stack with no-reflow and 4 LV slices")
     size = tiles[0][0].shape[0]
     canvas = np.full((len(tiles) * (size + GAP), len(tiles[0]) * (size + GAP), 3), 255, np.uint8)
     for r, row in enumerate(tiles):

@@ -1,7 +1,8 @@
 """Mask simulator: plausible new LV label maps from a template, an anatomy check, and label edit ops.
 
 Every op works on one slice (Y, X) and returns a new uint8 array; given a stack (Z, Y, X) it loops
-over the slices (see ``apply_to_stack``). All randomness comes from a ``np.random.Generator``.
+over the slices (see ``apply_to_stack``). The exception is ``simulate_stack`` (and ``random_variant``
+of a stack), which varies a stack as one heart. All randomness comes from a ``np.random.Generator``.
 
 Anatomy rules (``anatomy_problems``), chosen so that every one of the 409 real EMIDEC slices in
 emidec-lge-128 passes them while hand-made nonsense fails (the image border counts as background):
@@ -175,10 +176,6 @@ def _draw_warp(rng, shape, max_rotation, scale, elastic) -> tuple:
     return angle, factor, fields, elastic
 
 
-def _warp(labels: np.ndarray, rng, max_rotation, scale, elastic) -> np.ndarray:
-    return _apply_warp(labels, _draw_warp(rng, labels.shape, max_rotation, scale, elastic), _lv_centre(labels))
-
-
 def _apply_warp(labels: np.ndarray, warp: tuple, centre) -> np.ndarray:
     """``labels`` rotated and scaled about ``centre`` (y, x), then displaced by the elastic fields."""
     angle, factor, fields, elastic = warp
@@ -218,14 +215,26 @@ def vary_geometry(labels, rng: np.random.Generator, max_rotation: float = 180.0,
     """
     if not (labels != BACKGROUND).any() or _slice_problems(labels):
         return labels.copy()
-    classes = set(np.unique(labels).tolist())
+    return _vary_stack_geometry(labels[None], rng, max_rotation, scale, elastic)[0]
+
+
+def _vary_stack_geometry(stack: np.ndarray, rng, max_rotation: float = 180.0,
+                         scale: tuple[float, float] = (0.85, 1.15), elastic: float = 3.0) -> np.ndarray:
+    """``vary_geometry`` for a whole stack: one rotation, scale and elastic field, about the stack's LV centre,
+    so the slices stay aligned. Retries gentler until every slice keeps its classes and anatomy."""
+    if not stack.any():
+        return stack.copy()
+    centre = np.array(ndi.center_of_mass((stack != BACKGROUND).any(0)))
+    classes = [set(np.unique(s).tolist()) for s in stack]
     for attempt in range(_GEOMETRY_TRIES):
         gentle = 0.6 ** attempt
         lo, hi = scale
-        out = _warp(labels, rng, max_rotation, (1 + (lo - 1) * gentle, 1 + (hi - 1) * gentle), elastic * gentle)
-        if set(np.unique(out).tolist()) == classes and not _slice_problems(out):
+        warp = _draw_warp(rng, stack.shape[1:], max_rotation, (1 + (lo - 1) * gentle, 1 + (hi - 1) * gentle),
+                          elastic * gentle)
+        out = np.stack([_apply_warp(s, warp, centre) for s in stack])
+        if all(set(np.unique(o).tolist()) == c and not _slice_problems(o) for o, c in zip(out, classes)):
             return out
-    return labels.copy()
+    return stack.copy()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -392,23 +401,6 @@ def simulate_mask(template, rng: np.random.Generator, infarct_fraction=(0.1, 0.5
     return out
 
 
-def _vary_stack_geometry(stack: np.ndarray, rng, max_rotation: float = 180.0,
-                         scale: tuple[float, float] = (0.85, 1.15), elastic: float = 3.0) -> np.ndarray:
-    """``vary_geometry`` for a whole stack: one rotation, scale and elastic field, about the stack's LV centre,
-    so the slices stay aligned. Retries gentler until every slice keeps its classes and anatomy."""
-    centre = np.array(ndi.center_of_mass((stack != BACKGROUND).any(0)))
-    classes = [set(np.unique(s).tolist()) for s in stack]
-    for attempt in range(_GEOMETRY_TRIES):
-        gentle = 0.6 ** attempt
-        lo, hi = scale
-        warp = _draw_warp(rng, stack.shape[1:], max_rotation, (1 + (lo - 1) * gentle, 1 + (hi - 1) * gentle),
-                          elastic * gentle)
-        out = np.stack([_apply_warp(s, warp, centre) for s in stack])
-        if all(set(np.unique(o).tolist()) == c and not _slice_problems(o) for o, c in zip(out, classes)):
-            return out
-    return stack.copy()
-
-
 def _consecutive(items: list, fraction, rng) -> list:
     """A random run of consecutive ``items`` whose length is ``fraction`` (a range) of them, at least one."""
     length = min(len(items), max(1, int(round(rng.uniform(*fraction) * len(items)))))
@@ -423,11 +415,12 @@ def simulate_stack(template, rng: np.random.Generator, infarct_fraction=(0.1, 0.
 
     ``simulate_mask`` varies each slice on its own. Here all slices are warped as one, and there is one
     lesion (probability ``p_infarct``). The infarct fills a run of consecutive LV slices, ``extent`` of
-    them. It grows from the same 1-3 seed directions in every slice (one coronary territory), drifting
-    about 10 degrees from slice to slice. Each slice draws its size near one fraction of the wall drawn
-    for the whole stack. No-reflow (probability ``p_no_reflow``) fills a run inside the infarct's slices
-    (``no_reflow_extent``). Slices without an LV stay empty. The template and each slice of the result pass
-    the anatomy check.
+    them (slices without an LV are skipped, not counted). It grows from the same 1-3 seed directions in
+    every slice (one coronary territory), each slice's directions jittered by about 10 degrees. Each slice
+    draws its size near one fraction of the wall drawn for the whole stack. No-reflow (probability
+    ``p_no_reflow``) fills a run inside the infarct's slices (``no_reflow_extent``; a slice whose infarct is
+    too thin to hold a core stays without). Slices without an LV stay empty. The template and each slice of
+    the result pass the anatomy check.
 
     The extents follow the 42 training cases of ``training/split.json``: infarct in a median 0.89 of the LV
     slices (10th-90th percentile 0.43-1.0), no-reflow in 0.61 (0.21-0.85) of the infarct's slices.

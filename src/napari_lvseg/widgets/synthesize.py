@@ -78,10 +78,8 @@ class SynthesizeLogic:
         if action not in ops:
             raise LvsegError(f"unknown mask edit {action!r} (choose {', '.join(ACTIONS)})")
         op = ops[action]
-        if labels.ndim == 2:
+        if labels.ndim == 2 or z is None:   # every op takes a stack; a stack's random variant keeps its slices aligned
             return op(labels)
-        if z is None:   # a whole stack's random variant keeps its slices aligned and its lesion in one territory
-            return sim.random_variant(labels, rng) if action == "random variant" else sim.apply_to_stack(op, labels)
         out = labels.copy()
         out[z] = op(labels[z])
         return out
