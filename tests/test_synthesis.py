@@ -296,6 +296,12 @@ def test_synthetic_stacks_are_whole_cases_a_2_5_d_run_reads_with_neighbours(run,
     middle = len(source_mask) // 2
     stack = source.input(middle, context=1)
     assert stack.shape == (3, 128, 128) and not np.array_equal(stack[0], stack[1])
+    # Own seed per slice: the same masks, the first slice as before, its neighbours rendered with other noise.
+    own = synthesize_dataset(pairs, 2, tmp_path / "own", model=run[0], seed=1, cases=["phantom_P0"], stacks=True,
+                             slice_seeds=True)
+    (shared_image, shared_mask), (own_image, own_mask) = folder.read(folder.names()[0]), own.read(own.names()[0])
+    assert np.array_equal(shared_mask, own_mask) and own.records()[0]["slice_seeds"] is True
+    assert np.array_equal(shared_image[0], own_image[0]) and not np.array_equal(shared_image[1], own_image[1])
 
 
 # -- evaluation ------------------------------------------------------------------------------------

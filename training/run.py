@@ -111,7 +111,8 @@ def make_synthetic(config_path, device=None) -> Path:
         raise SystemExit(f"{out}: an incomplete synthetic folder; remove it and run again")
     split = json.loads(Path(config["split"]).read_text())
     synthesize_dataset(masks_from=config["data"][0], n=spec["n"], out=out, model=_path(spec["generator"]),
-                       seed=spec["seed"], cases=split["train"], device=device, stacks=spec.get("stacks", False))
+                       seed=spec["seed"], cases=split["train"], device=device, stacks=spec.get("stacks", False),
+                       slice_seeds=spec.get("slice_seeds", False))
     return out
 
 

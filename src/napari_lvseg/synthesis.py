@@ -104,13 +104,15 @@ def _slice_numbers(cases: list) -> list:
 
 
 def synthesize_dataset(masks_from, n: int, out, model=None, seed: int = 0, cases=None, simulate: bool = True,
-                       device=None, stacks: bool = False):
+                       device=None, stacks: bool = False, slice_seeds: bool = False):
     """Write ``n`` synthetic pairs into the pair folder ``out`` (returned as a `PairFolder`).
 
     Each pair: a random LV slice of ``masks_from`` (EMIDEC case/dataset folder or pair folder), varied
     by ``simulate_mask`` (rng seeded by ``seed``) unless ``simulate`` is False, rendered with seed
     ``seed + k``. With ``stacks`` each pair is a whole synthetic case instead: a random case's stack
     varied by ``simulate_stack``, so a 2.5-D network sees synthetic neighbours that differ like real ones.
+    Its slices share the seed ``seed + k`` or, with ``slice_seeds``, slice ``z`` gets ``seed + k + z * n``
+    (the generator's noise then differs between neighbours, as a real scan's does).
     Manifest records: origin 'synthetic', source case and slice (None for a stack), generator, seed.
     ``device`` runs the generator there (a GPU draws other dropout noise than the CPU for a seed).
     """
@@ -147,11 +149,14 @@ def synthesize_dataset(masks_from, n: int, out, model=None, seed: int = 0, cases
     for k in range(n):
         case, z, template = templates[int(rng.integers(len(templates)))]
         mask = simulator(template, rng) if simulate else template.copy()
-        image = synthesize(mask, (net, card), seed + k)
+        if stacks and slice_seeds:
+            image = np.stack([synthesize(m, (net, card), seed + k + i * n) for i, m in enumerate(mask)])
+        else:
+            image = synthesize(mask, (net, card), seed + k)
+        extra = {"slice_seeds": True} if stacks and slice_seeds else {}
         folder.add(image, mask, origin="synthetic", source=case if stacks else f"{case} slice {z}", model=card.name,
-                   seed=seed + k,
-                   name=names[k], source_data=str(masks_from), source_case=case,
-                   source_slice=z, generator_path=generator_path, simulated=bool(simulate))
+                   seed=seed + k, name=names[k], source_data=str(masks_from), source_case=case,
+                   source_slice=z, generator_path=generator_path, simulated=bool(simulate), **extra)
     return folder
 
 
