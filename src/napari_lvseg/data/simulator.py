@@ -431,7 +431,7 @@ def simulate_stack(template, rng: np.random.Generator, infarct_fraction=(0.1, 0.
     lv = [z for z in range(len(out)) if (out[z] == CAVITY).any()]
     if not lv or rng.random() >= p_infarct:
         return out
-    # One territory: 1-3 seed directions within 60 degrees of the first, drifting together from slice to slice.
+    # One territory: 1-3 seed directions within 60 degrees of the first, the same in every slice but for a jitter.
     angles = rng.uniform(-np.pi, np.pi) + np.concatenate([[0.0], rng.uniform(-np.pi / 3, np.pi / 3,
                                                                              int(rng.integers(0, 3)))])
     size = rng.uniform(*infarct_fraction)
