@@ -138,6 +138,7 @@ def synthesize_dataset(masks_from, n: int, out, model=None, seed: int = 0, cases
     if not templates:
         raise LvsegError(f"no {'case' if stacks else 'slice'} with a valid LV mask to start from", masks_from)
     simulator = simulate_stack if stacks else simulate_mask
+    slice_seeds = stacks and slice_seeds   # a lone slice has one seed anyway
     rng = np.random.default_rng(seed)
     folder = PairFolder(out)
     names = [f"synthetic_s{seed}_{k:05d}" for k in range(n)]
@@ -149,14 +150,14 @@ def synthesize_dataset(masks_from, n: int, out, model=None, seed: int = 0, cases
     for k in range(n):
         case, z, template = templates[int(rng.integers(len(templates)))]
         mask = simulator(template, rng) if simulate else template.copy()
-        if stacks and slice_seeds:
+        if slice_seeds:
             image = np.stack([synthesize(m, (net, card), seed + k + i * n) for i, m in enumerate(mask)])
         else:
             image = synthesize(mask, (net, card), seed + k)
-        extra = {"slice_seeds": True} if stacks and slice_seeds else {}
         folder.add(image, mask, origin="synthetic", source=case if stacks else f"{case} slice {z}", model=card.name,
                    seed=seed + k, name=names[k], source_data=str(masks_from), source_case=case,
-                   source_slice=z, generator_path=generator_path, simulated=bool(simulate), **extra)
+                   source_slice=z, generator_path=generator_path, simulated=bool(simulate),
+                   **({"slice_seeds": True} if slice_seeds else {}))
     return folder
 
 

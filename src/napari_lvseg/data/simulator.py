@@ -213,7 +213,7 @@ def vary_geometry(labels, rng: np.random.Generator, max_rotation: float = 180.0,
     Retries with gentler settings until the result passes the anatomy check and keeps the same
     classes; falls back to an unchanged copy.
     """
-    if not (labels != BACKGROUND).any() or _slice_problems(labels):
+    if _slice_problems(labels):
         return labels.copy()
     return _vary_stack_geometry(labels[None], rng, max_rotation, scale, elastic)[0]
 
