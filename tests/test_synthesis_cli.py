@@ -109,6 +109,21 @@ def test_synthesize_dataset_writes_n_pairs(run, pairs, tmp_path):
     folder = PairFolder.open(stacks)
     shape = PairFolder(pairs).read("phantom_P1")[1].shape
     assert [folder.read(name)[1].shape for name in folder.names()] == [shape, shape]
+    assert not any("slice_seeds" in r for r in folder.records())
+
+
+def test_synthesize_dataset_slice_seeds(run, pairs, tmp_path, capsys):
+    out = tmp_path / "stacks"
+    assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "1", "--out", str(out),
+                 "--model", str(run), "--slice-seeds", "--cases", "phantom_P1"]) == 2
+    assert "--slice-seeds needs --stacks" in capsys.readouterr().err and not out.exists()
+    assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "1", "--out", str(out),
+                 "--model", str(run), "--stacks", "--slice-seeds", "--cases", "phantom_P1"]) == 0
+    folder = PairFolder.open(out)
+    [record] = folder.records()
+    assert record["slice_seeds"] is True
+    image, mask = folder.read(record["name"])
+    assert image.shape == mask.shape and mask.shape[0] > 1
 
 
 def test_evaluate_synthesis_writes_strict_json(run, pairs, tmp_path, monkeypatch):

@@ -33,6 +33,9 @@ def add_parsers(sub, add_model) -> None:
     p.add_argument("--stacks", action="store_true",
                    help="each pair a whole synthetic case (Z, Y, X) with one lesion through neighbouring slices, "
                         "for 2.5-D training (--context); --n counts cases")
+    p.add_argument("--slice-seeds", action="store_true",
+                   help="with --stacks: each slice of a synthetic case gets its own noise seed (the mask still "
+                        "carries one lesion through the stack)")
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize_dataset)
 
@@ -70,9 +73,12 @@ def cmd_synthesize(args) -> int:
 def cmd_synthesize_dataset(args) -> int:
     from .synthesis import synthesize_dataset
 
+    if args.slice_seeds and not args.stacks:
+        raise LvsegError("--slice-seeds needs --stacks (a lone synthetic slice has one seed anyway)")
     _threads(args.threads)
     folder = synthesize_dataset(args.masks_from, args.n, args.out, model=args.model, seed=args.seed,
-                                cases=args.cases, simulate=not args.no_simulate, stacks=args.stacks)
+                                cases=args.cases, simulate=not args.no_simulate, stacks=args.stacks,
+                                slice_seeds=args.slice_seeds)
     kind = "pairs (whole stacks)" if args.stacks else "pairs"
     print(f"{args.n} synthetic {kind} written to {folder.root} ({len(folder)} pairs in the folder)")
     return 0
