@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import weakref
 
+import numpy as np
 import pytest
 
 pytest.importorskip("napari")
@@ -267,3 +268,32 @@ def test_synthesis_runs_plot_ssim_and_report_psnr():
     logic.record(Event("validation", epoch=1, epochs=5, step=20, total_steps=100,
                        metrics={"cavity": 0.9, "myocardium": 0.8, "mean": 0.85, "ssim": 0.5}))
     assert set(logic.dice) == {"cavity", "myocardium"}
+
+
+def test_panels_opened_from_the_plugins_menu_find_each_other_and_their_layers(make_napari_viewer, tmp_path,
+                                                                             monkeypatch, models_dir, pairs, qtbot,
+                                                                             errors):
+    """napari hands a menu-opened panel a proxy of the viewer that wraps every layer anew: the panels work on the
+    viewer itself, so a trained model reaches the other panels and a panel's new layer becomes its choice."""
+    from napari_lvseg.widgets._common import live_widgets
+
+    monkeypatch.setenv("LVSEG_DATA_DIR", str(tmp_path / "data"))
+    viewer = make_napari_viewer()
+    _, train = viewer.window.add_plugin_dock_widget("napari-lvseg", "Train")
+    _, segment = viewer.window.add_plugin_dock_widget("napari-lvseg", "Segment LV")
+    _, synthesize = viewer.window.add_plugin_dock_widget("napari-lvseg", "Synthesize")
+    assert {train, segment, synthesize} <= set(live_widgets(viewer))
+
+    viewer.add_labels(np.zeros((64, 64), np.uint8), name="case labels")
+    ring = synthesize.new_mask()
+    assert synthesize.mask_picker.current_layer() is ring and ring.name == "LV mask"
+
+    bundled = segment.model_picker.names()
+    train.extra_options = dict(TINY)
+    train.add_source(pairs)
+    train.batch_size.setValue(2)
+    train.epochs.setValue(1)
+    train.run_folder.setText(str(tmp_path / "menu-run"))
+    train.start()
+    qtbot.waitUntil(lambda: not train.running, timeout=90_000)
+    assert segment.model_picker.names() == bundled + ["menu-run"] and errors == []

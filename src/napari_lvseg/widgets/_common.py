@@ -424,6 +424,15 @@ class ModelPicker(QComboBox):
 
 # ------------------------------------------------------------------------- live widgets per viewer
 
+def plain_viewer(viewer):
+    """The viewer itself, not napari's ``PublicOnlyProxy`` of it that a panel opened from the Plugins menu gets.
+
+    The proxy wraps every layer it hands out anew, so ``layer is other`` fails between two panels, or between a
+    panel and a layer event, and each panel's proxy has an ``id`` of its own: the panels would not find each
+    other's layers or each other (a trained model would not reach the other pickers)."""
+    return getattr(viewer, "__wrapped__", viewer)
+
+
 _LIVE: dict[int, weakref.WeakSet] = {}
 
 

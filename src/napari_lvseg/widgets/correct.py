@@ -15,9 +15,9 @@ from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (EditWatcher, LayerPicker, ModelPicker, choose_folder, closed_from_dock,
                                           edited_pixels, folder_of, guarded, is_new_case_image,
-                                          is_prediction_or_correction, notify_info, notify_warning, register_widget,
-                                          replaceable_labels, set_labels_undoably, source_meta, source_of,
-                                          start_worker, user_data_dir)
+                                          is_prediction_or_correction, notify_info, notify_warning, plain_viewer,
+                                          register_widget, replaceable_labels, set_labels_undoably, source_meta,
+                                          source_of, start_worker, user_data_dir)
 
 AUTOSAVE_DELAY_MS = 3000
 
@@ -163,7 +163,7 @@ class CorrectWidget(QWidget):
         super().__init__()
         from napari.layers import Image, Labels
 
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = plain_viewer(napari_viewer)
         self.logic = CorrectLogic(folder)
         self.worker = None
         self.edits = EditWatcher(self._edited)

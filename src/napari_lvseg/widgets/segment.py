@@ -15,8 +15,8 @@ from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (DERIVED, EditWatcher, LayerPicker, ModelPicker, closed_from_dock,
                                           edited_pixels, guarded, is_new_case_image, labels_spacing, notify_info,
-                                          register_widget, replaceable_labels, set_labels_undoably, source_meta,
-                                          source_of, start_worker)
+                                          plain_viewer, register_widget, replaceable_labels, set_labels_undoably,
+                                          source_meta, source_of, start_worker)
 
 AUTOMATIC = "automatic"
 TABLE_COLUMNS = ("slice", "myocardium_px", "myocardium_mm2", "myocardium_mm3", "myocardium_g", "infarct_pct",
@@ -142,7 +142,7 @@ class SegmentWidget(QWidget):
         super().__init__()
         from napari.layers import Image, Points
 
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = plain_viewer(napari_viewer)
         self.logic = SegmentLogic()
         self.worker = None
         self.labels_layer = None

@@ -11,8 +11,8 @@ from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (DERIVED, LayerPicker, ModelPicker, choose_folder, closed_from_dock, folder_of,
-                                          guarded, notify_info, register_widget, set_labels_undoably, spin_box,
-                                          start_worker, user_data_dir)
+                                          guarded, notify_info, plain_viewer, register_widget, set_labels_undoably,
+                                          spin_box, start_worker, user_data_dir)
 
 ACTIONS = ("grow infarct", "shrink infarct", "add no-reflow", "remove no-reflow", "random variant")
 SCOPES = ("current slice", "whole stack")
@@ -116,7 +116,7 @@ class SynthesizeWidget(QWidget):
         super().__init__()
         from napari.layers import Labels
 
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = plain_viewer(napari_viewer)
         self.logic = SynthesizeLogic()
         self.worker = None
         self.edit_worker = None   # a whole-stack edit in progress

@@ -17,9 +17,8 @@ from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (ModelPicker, choose_folder, closed_from_dock, folder_of, guarded,
-                                          live_widgets, notify_error, notify_info, notify_warning,
-                                          refresh_model_pickers, register_widget, spin_box, start_worker,
-                                          user_data_dir)
+                                          live_widgets, notify_error, notify_info, notify_warning, plain_viewer,
+                                          refresh_model_pickers, register_widget, spin_box, start_worker, user_data_dir)
 
 TASKS = ("segmentation", "synthesis")
 DEVICES = ("auto", "cpu", "cuda")
@@ -208,7 +207,7 @@ class TrainWidget(QWidget):
 
     def __init__(self, napari_viewer):
         super().__init__()
-        self.viewer = napari_viewer
+        self.viewer = napari_viewer = plain_viewer(napari_viewer)
         self.logic = TrainLogic()
         self.worker = None
         self.options = None
