@@ -46,6 +46,8 @@ def test_case_folder_gives_image_and_labels_slice_axis_first(tmp_path):
     assert img_kwargs["name"] == "Case_R1" and lab_kwargs["name"] == "Case_R1 labels"
     assert img_kwargs["metadata"]["lvseg_source"]["format"] == "nifti"
     assert lab_kwargs["metadata"]["lvseg_source"]["source"].endswith("Contours/Case_R1.nii.gz")
+    # the labels name their image, as a prediction does: the Correct panel pairs them with no other image
+    assert lab_kwargs["metadata"]["lvseg_source_path"] == img_kwargs["metadata"]["lvseg_source"]["source"]
     colours = lab_kwargs["colormap"].color_dict
     np.testing.assert_allclose(colours[3], COLORS[3])
 

@@ -136,6 +136,60 @@ def test_closing_the_panel_saves_pending_edits_at_once(setup, errors):
     assert record["edited_pixels"] == 3 and not widget.autosave_timer.isActive() and errors == []
 
 
+def test_a_case_opened_later_brings_its_own_labels_and_never_saves_with_another_image(setup, qtbot, errors):
+    viewer, widget, tmp = setup
+    widget.autosave_timer.setInterval(50)
+    cases = {}
+    for name, seed in (("Case_X01", 1), ("Case_X02", 2)):
+        image, truth = make_phantom(n_slices=2, size=96, seed=seed)
+        for sub, data in (("Images", image), ("Contours", truth)):
+            (tmp / name / sub).mkdir(parents=True)
+            write_image(tmp / name / sub / f"{name}.nii.gz", data)
+        cases[name] = viewer.open(str(tmp / name), plugin="napari-lvseg")
+    (image1, labels1), (image2, labels2) = cases.values()
+    assert widget.image_picker.current_layer() is image2 and widget.labels_picker.current_layer() is labels2
+    # the first case's labels chosen by hand beside the second case's image: refused, nothing written
+    widget.labels_picker.select(labels1)
+    assert widget.save() is None and "belong to" in errors[-1]
+    _paint_infarct(labels1, 2)
+    qtbot.wait(300)
+    assert not (tmp / "annotations" / "manifest.jsonl").exists()
+
+
+def test_edits_with_autosave_off_are_offered_when_napari_closes(setup, qtbot, errors):
+    viewer, widget, tmp = setup
+    widget.autosave.setChecked(False)
+    _, labels_layer = _open_in_panel(viewer, widget, tmp / "case1.nii.gz")
+    answers, asked = ["cancel", "save"], []
+
+    def answer(name, can_cancel):
+        asked.append((name, can_cancel))
+        return answers.pop(0)
+
+    widget.ask_save = answer
+    assert widget.close_requested() and asked == []   # nothing edited: napari closes without a question
+    _paint_infarct(labels_layer, 3)
+    assert not widget.close_requested() and widget.unsaved is not None   # cancel: napari stays open
+    assert widget.close_requested()   # save
+    assert asked == [("case1 labels", True)] * 2
+    (record,) = PairFolder(tmp / "annotations").records()
+    assert record["edited_pixels"] == 3 and widget.unsaved is None and errors == []
+
+
+def test_undoing_saved_edits_back_to_the_prediction_is_saved_too(setup, qtbot, errors):
+    viewer, widget, tmp = setup
+    _, labels_layer = _open_in_panel(viewer, widget, tmp / "case1.nii.gz")
+    widget.autosave_timer.setInterval(50)
+    folder = PairFolder(tmp / "annotations")
+    _paint_infarct(labels_layer, 1)
+    qtbot.waitUntil(lambda: folder.manifest_path.exists() and folder.records()[0]["edited_pixels"] == 1,
+                    timeout=5_000)
+    labels_layer.undo()
+    qtbot.waitUntil(lambda: folder.records()[0]["edited_pixels"] == 0, timeout=5_000)
+    assert np.array_equal(folder.read(folder.records()[0]["name"])[1], labels_layer.metadata["lvseg_prediction"])
+    assert errors == []
+
+
 def test_pickers_follow_the_renaming_of_layers_opened_before_the_widget(make_napari_viewer, tmp_path):
     viewer = make_napari_viewer()
     layer = viewer.add_image(np.zeros((8, 8), np.float32), name="before")

@@ -226,13 +226,35 @@ def test_a_newly_opened_image_becomes_the_one_to_segment_and_names_never_clash(v
         image, _ = _phantom_layer(viewer, name)
         widget.show_result(_fake_result(truth), name, f"{name}.nii.gz", image)
     assert viewer.layers["case3 labels"].data.dtype == np.float32 and viewer.layers["case4 labels"].data.shape[0] == 5
-    assert np.array_equal(widget.labels_layer.data, truth) and widget.labels_layer.name == "case4 labels [1]"
+    assert np.array_equal(widget.labels_layer.data, truth) and widget.labels_layer.name == "case4 prediction"
     assert errors == []
 
     # the table forgets labels that leave the viewer
     assert widget.rows
     viewer.layers.remove(widget.labels_layer)
     assert widget.rows == [] and widget.table.rowCount() == 0
+
+
+def test_an_experts_labels_opened_with_the_case_are_never_overwritten(viewer_and_widget, tmp_path, errors):
+    """A case folder opens with its contours as "Case labels": segmenting puts the prediction beside them, as
+    "Case prediction", and segmenting again replaces only the prediction (one undo step)."""
+    from napari_lvseg.io import write_image
+
+    viewer, widget = viewer_and_widget
+    image, truth = make_phantom(n_slices=2, size=128, seed=0)
+    case = tmp_path / "Case_X01"
+    for sub, data in (("Images", image), ("Contours", truth)):
+        (case / sub).mkdir(parents=True)
+        write_image(case / sub / "Case_X01.nii.gz", data)
+    image_layer, expert = viewer.open(str(case), plugin="napari-lvseg")
+    assert expert.name == "Case_X01 labels" and np.array_equal(expert.data, truth)
+    predicted = np.ones(truth.shape, np.uint8)
+    first = widget.show_result(_fake_result(predicted), "Case_X01", "Case_X01.nii.gz", image_layer)
+    assert first.name == "Case_X01 prediction" and first is not expert and np.array_equal(expert.data, truth)
+    again = widget.show_result(_fake_result(predicted * 2), "Case_X01", "Case_X01.nii.gz", image_layer)
+    assert again is first and np.all(first.data == 2) and np.array_equal(expert.data, truth)
+    assert [layer.name for layer in viewer.layers] == ["Case_X01", "Case_X01 labels", "Case_X01 prediction"]
+    assert errors == []
 
 
 def test_a_slice_with_a_pixel_size_shows_its_myocardium_in_mm2(viewer_and_widget, errors):

@@ -27,8 +27,10 @@ def layer_scale(meta: dict | None, ndim: int) -> dict:
     return {"scale": scale} if all(s > 0 for s in scale) and any(s != 1.0 for s in scale) else {}
 
 
-def _labels_layer(volume, name: str, **kwargs) -> tuple:
+def _labels_layer(volume, name: str, image_source: str | None = None, **kwargs) -> tuple:
     metadata = {"lvseg_source": volume.meta, "lvseg_classes": dict(NAMES)}
+    if image_source:
+        metadata["lvseg_source_path"] = image_source
     return volume.data, {"name": name, "metadata": metadata, **labels_layer_kwargs(),
                          **layer_scale(volume.meta, volume.data.ndim), **kwargs}, "labels"
 
@@ -44,7 +46,11 @@ def _case_layers(case, visible: bool = True) -> list[tuple]:
     image, labels = read_case(case)
     layers = [_image_layer(image, case.name, visible=visible)]
     if labels is not None:
-        layers.append(_labels_layer(labels, f"{case.name} labels", visible=visible))
+        # tied to the case's image file, as a prediction is: the Correct panel then refuses to save these labels
+        # with another case's image, and its labels picker follows a newly opened case
+        image_source = image.meta.get("source")
+        layers.append(_labels_layer(labels, f"{case.name} labels", visible=visible,
+                                    **({"image_source": image_source} if image_source else {})))
     return layers
 
 

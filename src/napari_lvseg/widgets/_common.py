@@ -84,6 +84,33 @@ def closed_from_dock(widget, event) -> bool:
     return event.type() == QEvent.ParentChange and widget.parent() is None
 
 
+def ask_before_window_closes(panel):
+    """Let napari's main window (the QMainWindow ``panel`` is docked in, floating or not) ask
+    ``panel.close_requested()`` before it closes: False keeps it open. Found through Qt's parents, not napari's
+    private ``Window._qt_window``; calling this again only moves the panel's filter to the front. Returns a weak
+    reference to the window (None when the panel is not docked), so no cycle keeps napari alive."""
+    from qtpy.QtCore import QEvent, QObject
+    from qtpy.QtWidgets import QMainWindow
+
+    class CloseFilter(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt name
+            if event.type() == QEvent.Close and not panel.close_requested():
+                event.ignore()
+                return True
+            return False
+
+    window = panel.parentWidget()
+    while window is not None and not isinstance(window, QMainWindow):
+        window = window.parentWidget()
+    if window is None:
+        return None
+    close_filter = getattr(panel, "_lvseg_close_filter", None)
+    if close_filter is None:
+        close_filter = panel._lvseg_close_filter = CloseFilter(panel)
+    window.installEventFilter(close_filter)
+    return weakref.ref(window)
+
+
 def spin_box(low: int, high: int, value: int, tip: str):
     """An integer spin box with its range, value and tooltip."""
     from qtpy.QtWidgets import QSpinBox
@@ -286,21 +313,34 @@ def is_new_case_image(layer) -> bool:
     return layer.visible and not (layer.metadata or {}).get(DERIVED)
 
 
-def replaceable_labels(viewer, name: str, shape):
-    """The Labels layer called ``name`` (or napari's "``name`` [k]" for it) that new labels of ``shape`` replace
-    as one undo step; None: add a new layer. A layer of that name that cannot take them (an image, labels of
-    another shape) is left as it is."""
+OWNED = ("lvseg_prediction", "lvseg_correction")   # metadata keys of labels the panels made or loaded
+
+
+def replaceable_labels(viewer, names, shape):
+    """The Labels layer called one of ``names`` (or napari's "``name`` [k]" for it) that new labels of ``shape``
+    replace as one undo step; None: add a new layer. Only labels a panel made (a prediction, a loaded correction)
+    are replaced: labels opened from a file (an expert's contours) or drawn by hand are never overwritten, nor is
+    a layer of that name that cannot take them (an image, labels of another shape)."""
     import re
 
     from napari.layers import Labels
 
-    pattern = re.compile(re.escape(name) + r"( \[\d+\])?")
+    names = [names] if isinstance(names, str) else list(names)
+    pattern = re.compile("(" + "|".join(map(re.escape, names)) + r")( \[\d+\])?")
     return next((layer for layer in viewer.layers if pattern.fullmatch(layer.name) and isinstance(layer, Labels)
-                 and layer.data.shape == tuple(shape)), None)
+                 and layer.data.shape == tuple(shape) and any(key in (layer.metadata or {}) for key in OWNED)),
+                None)
+
+
+def free_name(viewer, name: str, fallback: str) -> str:
+    """``name`` when no layer has it, else ``fallback``: new labels beside an expert's "X labels" are called
+    "X prediction", not napari's "X labels [1]", which reads like a copy of the expert's."""
+    return fallback if name in viewer.layers else name
 
 
 def is_prediction_or_correction(layer) -> bool:
-    """A labels layer tied to an image file: a prediction, or a correction loaded from the annotation folder."""
+    """A labels layer tied to an image file: a prediction, a correction loaded from the annotation folder, or the
+    labels of a case opened with its image."""
     return bool((layer.metadata or {}).get("lvseg_source_path"))
 
 

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import re
+import weakref
 from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout,
-                            QWidget)
+from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QPushButton,
+                            QVBoxLayout, QWidget)
 
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (EditWatcher, LayerPicker, ModelPicker, choose_folder, closed_from_dock,
-                                          edited_pixels, folder_of, guarded, is_new_case_image,
+from napari_lvseg.widgets._common import (EditWatcher, LayerPicker, ModelPicker, ask_before_window_closes,
+                                          choose_folder, closed_from_dock,
+                                          edited_pixels, folder_of, free_name, guarded, is_new_case_image,
                                           is_prediction_or_correction, notify_info, notify_warning, plain_viewer,
                                           register_widget, replaceable_labels, set_labels_undoably, source_meta,
                                           source_of, start_worker, user_data_dir)
@@ -168,6 +170,10 @@ class CorrectWidget(QWidget):
         self.worker = None
         self.edits = EditWatcher(self._edited)
         self.pending = None  # (image layer, labels layer) edited since the last autosave
+        self.unsaved = None   # (image layer, labels layer) edited with autosave off and not saved since
+        # labels layer -> the prediction its saved edits were made on: undoing them back to it is saved too
+        self.saved_from = weakref.WeakKeyDictionary()
+        self.ask_save = self._ask_save   # injectable: tests answer without a modal dialog
 
         self.image_picker = LayerPicker(napari_viewer, (Image,), follow=is_new_case_image)
         self.image_picker.setToolTip(tips.IMAGE_LAYER)
@@ -232,6 +238,7 @@ class CorrectWidget(QWidget):
 
         if closed_from_dock(self, event):
             self.flush_autosave()
+            self._offer_unsaved(can_cancel=False)
             if self.worker is not None:
                 self.worker.quit()
         elif event.type() == QEvent.Hide:
@@ -293,10 +300,44 @@ class CorrectWidget(QWidget):
         self.edits.watch(layer)
 
     def _edited(self, event=None):
+        # the layers edited now are the ones saved, whatever the pickers show when the timer fires
+        layers = (self.image_picker.current_layer(), self.watched)
         if self.autosave.isChecked():
-            # the layers edited now are the ones saved, whatever the pickers show when the timer fires
-            self.pending = (self.image_picker.current_layer(), self.watched)
+            self.pending = layers
             self.autosave_timer.start()
+        elif None not in layers:
+            if not CorrectLogic.unedited_prediction(layers[1].data, layers[1].metadata):
+                self.unsaved = layers   # napari's window asks before it closes on them
+                ask_before_window_closes(self)
+            elif self.unsaved is not None and self.unsaved[1] is layers[1]:   # undone back to the prediction
+                self.unsaved = None
+
+    def _ask_save(self, name: str, can_cancel: bool):
+        """'save', 'discard' or 'cancel' (only where ``can_cancel``) for the unsaved edits of labels ``name``."""
+        buttons = QMessageBox.Save | QMessageBox.Discard | (QMessageBox.Cancel if can_cancel else 0)
+        answer = QMessageBox.question(self, "Unsaved corrections",
+                                      f"'{name}' has corrections that are not saved (autosave is off). Save them?",
+                                      buttons, QMessageBox.Save)
+        return {QMessageBox.Save: "save", QMessageBox.Discard: "discard"}.get(answer, "cancel")
+
+    def _offer_unsaved(self, can_cancel: bool) -> bool:
+        """Ask about edits made with autosave off; False when the user cancels (the window stays open)."""
+        layers, self.unsaved = self.unsaved, None
+        if layers is None or any(layer not in self.viewer.layers for layer in layers):
+            return True
+        answer = self.ask_save(layers[1].name, can_cancel)
+        if answer == "cancel":
+            self.unsaved = layers
+            return False
+        if answer == "save" and self.save(quiet=True, layers=layers) is None:   # the save failed: said, kept open
+            self.unsaved = layers
+            return not can_cancel
+        return True
+
+    def close_requested(self) -> bool:
+        """napari's window is closing: pending autosaves are written; unsaved edits are offered first."""
+        self.flush_autosave()
+        return self._offer_unsaved(can_cancel=True)
 
     def flush_autosave(self) -> None:
         """Save pending edits at once: before the pickers move on or another case opens."""
@@ -309,9 +350,12 @@ class CorrectWidget(QWidget):
         layers, self.pending = self.pending, None
         if layers is None or any(layer is None for layer in layers):
             return
-        if CorrectLogic.unedited_prediction(layers[1].data, layers[1].metadata):
+        labels = layers[1]
+        undone = self.saved_from.get(labels) is (labels.metadata or {}).get("lvseg_prediction", False)
+        if CorrectLogic.unedited_prediction(labels.data, labels.metadata) and not undone:
             # the model's own output (segmenting again also counts as a paint): a saved correction must not be
-            # replaced by it behind the user's back; Save does it when asked
+            # replaced by it behind the user's back; Save does it when asked. Saved edits undone back to the
+            # prediction they were made on are another matter: the saved pair follows the undo.
             self.status.setText(f"'{layers[1].name}' is the model's prediction, unedited: not autosaved")
             return
         self.save(quiet=True, layers=layers)
@@ -327,6 +371,9 @@ class CorrectWidget(QWidget):
                              f"not to image '{image_layer.name}': pick the matching image")
         name = self.logic.save(image_layer.data, labels_layer.data, source, meta.get("lvseg_model"),
                                meta.get("lvseg_prediction"), labels_name=f"labels '{labels_layer.name}'")
+        self.saved_from[labels_layer] = meta.get("lvseg_prediction")
+        if self.unsaved is not None and self.unsaved[1] is labels_layer:
+            self.unsaved = None
         self.status.setText(f"saved {name} in {self.logic.folder}")
         if not quiet:
             notify_info(f"correction saved as {name}")
@@ -353,12 +400,13 @@ class CorrectWidget(QWidget):
             raise LvsegError("choose an image layer first")
         source = source_of(image_layer)
         mask = self.logic.load_saved(source)
-        name = f"{image_layer.name} labels"
-        layer = replaceable_labels(self.viewer, name, mask.shape)
+        name, fallback = f"{image_layer.name} labels", f"{image_layer.name} correction"
+        layer = replaceable_labels(self.viewer, (name, fallback), mask.shape)
         if layer is not None:
             set_labels_undoably(layer, mask)   # Ctrl+Z returns to the labels shown before loading
         else:
-            metadata = {"lvseg_source_path": source}
+            name = free_name(self.viewer, name, fallback)
+            metadata = {"lvseg_source_path": source, "lvseg_correction": True}
             header = source_meta(image_layer)
             if header:
                 metadata["lvseg_source"] = header   # File > Save keeps the image's header

@@ -14,9 +14,9 @@ from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (DERIVED, EditWatcher, LayerPicker, ModelPicker, closed_from_dock,
-                                          edited_pixels, guarded, is_new_case_image, labels_spacing, notify_info,
-                                          plain_viewer, register_widget, replaceable_labels, set_labels_undoably,
-                                          source_meta, source_of, start_worker)
+                                          edited_pixels, free_name, guarded, is_new_case_image, labels_spacing,
+                                          notify_info, plain_viewer, register_widget, replaceable_labels,
+                                          set_labels_undoably, source_meta, source_of, start_worker)
 
 AUTOMATIC = "automatic"
 TABLE_COLUMNS = ("slice", "myocardium_px", "myocardium_mm2", "myocardium_mm3", "myocardium_g", "infarct_pct",
@@ -290,13 +290,15 @@ class SegmentWidget(QWidget):
             self.status.setText(f"{image_name} was removed while it was segmented: no labels added")
             return None
         kwargs = self.logic.labels_layer_kwargs(result, image_name, source, source_meta(image_layer))
-        layer = replaceable_labels(self.viewer, kwargs["name"], result.labels.shape)
+        fallback = f"{image_name} prediction"
+        layer = replaceable_labels(self.viewer, (kwargs["name"], fallback), result.labels.shape)
         replaced_edits = None
         if layer is not None:
             replaced_edits = edited_pixels(layer.data, layer.metadata.get("lvseg_prediction"))
             set_labels_undoably(layer, result.labels)   # hand edits it replaces come back with Ctrl+Z
             layer.metadata.update(kwargs["metadata"])
-        else:   # a layer of that name that cannot take these labels stays; napari names the new one "... [1]"
+        else:   # a layer of that name that is not ours, or cannot take these labels, stays as it is
+            kwargs["name"] = free_name(self.viewer, kwargs["name"], fallback)
             extra = {}
             if image_layer is not None:
                 extra = {"scale": image_layer.scale, "translate": image_layer.translate}

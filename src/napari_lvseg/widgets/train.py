@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import math
 import time
-import weakref
 from pathlib import Path
 
-from qtpy.QtCore import QEvent, QObject, QPointF
+from qtpy.QtCore import QPointF
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
-                            QLineEdit, QMainWindow, QMessageBox, QProgressBar, QPushButton, QTableWidget,
+                            QLineEdit, QMessageBox, QProgressBar, QPushButton, QTableWidget,
                             QTableWidgetItem, QVBoxLayout, QWidget)
 
 from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (ModelPicker, choose_folder, closed_from_dock, folder_of, guarded,
-                                          live_widgets, notify_error, notify_info, notify_warning, plain_viewer,
-                                          refresh_model_pickers, register_widget, spin_box, start_worker, user_data_dir)
+from napari_lvseg.widgets._common import (ModelPicker, ask_before_window_closes, choose_folder, closed_from_dock,
+                                          folder_of, guarded, live_widgets, notify_error, notify_info, notify_warning,
+                                          plain_viewer, refresh_model_pickers, register_widget, spin_box, start_worker,
+                                          user_data_dir)
 
 TASKS = ("segmentation", "synthesis")
 DEVICES = ("auto", "cpu", "cuda")
@@ -187,21 +187,6 @@ class LivePlot(QWidget):
             painter.drawPolyline(poly)
 
 
-class _CloseFilter(QObject):
-    """Asks the train panel before napari's main window closes during training."""
-
-    def __init__(self, panel):
-        super().__init__(panel)
-        self.panel = panel
-
-    def eventFilter(self, obj, event):  # noqa: N802 - Qt name
-        if event.type() == QEvent.Close and self.panel.running:
-            if not self.panel.close_requested():
-                event.ignore()
-                return True
-        return False
-
-
 class TrainWidget(QWidget):
     """Dock widget "Train"."""
 
@@ -319,7 +304,6 @@ class TrainWidget(QWidget):
         layout.addWidget(self.status)
         layout.addWidget(self.plot, 1)
         self._update_buttons()
-        self._close_filter = _CloseFilter(self)
         register_widget(napari_viewer, self)
 
     # -- state
@@ -474,7 +458,7 @@ class TrainWidget(QWidget):
         self.paused = self.failed = self.closing = False
         self.task.setCurrentText(options.task)   # a resumed run keeps its task, whatever the selector said
         self.logic.start(options.task)
-        self._watch_window_close()
+        self._window = ask_before_window_closes(self)
         self.status.setText(f"{'resuming' if resume else 'starting'} {options.task} training in {options.out}")
         self.worker = start_worker(self.logic.events, options, resume, description=f"Training {options.task}",
                                    on_yielded=self.on_event, on_errored=self._on_error,
@@ -561,17 +545,6 @@ class TrainWidget(QWidget):
         return super().event(event)
 
     # -- closing napari during training
-    def _watch_window_close(self) -> None:
-        """Let napari's main window (the QMainWindow this panel is docked in, floating or not) ask us before it
-        closes. Found through Qt's parents, not napari's private ``Window._qt_window``; installing the filter
-        again on the next run only moves it to the front."""
-        window = self.parentWidget()
-        while window is not None and not isinstance(window, QMainWindow):
-            window = window.parentWidget()
-        if window is not None:
-            window.installEventFilter(self._close_filter)
-        self._window = weakref.ref(window) if window is not None else None   # no cycle that keeps napari alive
-
     def _ask_close(self) -> bool:
         answer = QMessageBox.question(self, "Training is running",
                                       "A training run is in progress. Stop it (keeping a checkpoint) and close?",
