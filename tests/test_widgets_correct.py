@@ -95,6 +95,12 @@ def test_autosave_after_edits_replaces_one_pair_and_reopen_offers_it(setup, qtbo
     assert np.allclose(loaded.translate, (0, 30, 40))   # over its image
     assert loaded.metadata["lvseg_source"]["spacing"] == (8.0, 1.0, 1.0)   # File > Save keeps the image's voxel size
 
+    # another annotation folder: neither the button nor the status line speaks of the first folder's correction
+    assert "has a saved correction" in widget.status.text()
+    widget.folder_edit.setText(str(tmp / "other"))
+    widget.folder_edit.editingFinished.emit()
+    assert not widget.load_button.isEnabled() and widget.status.text() == f"corrections are saved in {tmp / 'other'}"
+
 
 def test_undo_is_autosaved_and_moving_through_slices_is_not(setup, qtbot, errors):
     viewer, widget, tmp = setup

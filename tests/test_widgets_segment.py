@@ -320,6 +320,7 @@ def test_uncertainty_layer_covers_only_the_models_view(viewer_and_widget):
     layer = viewer.layers["big uncertainty"]
     assert layer.data.shape == (2, 128, 128) and np.all(layer.data == 0.5)
     assert list(layer.scale) == [8.0, 1.5, 1.5] and list(layer.translate) == [0.0, 3.0 + 15.0, -6.0 + 30.0]
+    assert layer.visible and widget.status.text() == "big: segmented with m; uncertainty map added (bright = unsure)"
 
 
 def test_a_model_folder_left_out_of_the_pickers_is_said_once(make_napari_viewer, models_dir, monkeypatch):

@@ -200,6 +200,7 @@ def test_bad_input_notifies(setup, errors):
     viewer.add_labels(np.full((32, 32), 7, np.uint8), name="bad")
     widget.mask_picker.select(viewer.layers["bad"])
     assert widget.run() is None and "not classes" in errors[-1]
+    assert widget.status.text() == f"failed: {errors[-1]}"   # the panel says it, not only a fading toast
     assert SynthesizeLogic.new_ring((64, 64)).shape == (64, 64)
     (tmp / "a-file").write_text("not a folder")
     with pytest.raises(LvsegError, match="a-file: is a file: a pair folder cannot be made there"):

@@ -65,13 +65,18 @@ def notify_warning(text: str) -> None:
 
 
 def guarded(method):
-    """Slot decorator: an exception becomes a notification; it never escapes into Qt's event loop."""
+    """Slot decorator: an exception becomes a notification, and the panel's status line says it too (a toast
+    fades; a status line left on the last success would say that all went well); it never escapes into Qt's
+    event loop."""
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
         try:
             return method(self, *args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - a slot must not raise
             notify_error(exc)
+            status = getattr(self, "status", None)
+            if hasattr(status, "setText"):
+                status.setText(f"failed: {error_text(exc)}")
             return None
     return wrapper
 

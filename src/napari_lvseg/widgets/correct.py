@@ -277,6 +277,7 @@ class CorrectWidget(QWidget):
             self.folder_edit.setText(str(self.logic.folder))   # the folder in use stays in use, and shown
             raise
         self.logic.folder = folder
+        self.status.setText(f"corrections are saved in {folder}")   # no word left about the folder before
         self.check_saved()
 
     def _image_and_labels(self):

@@ -312,10 +312,11 @@ class SegmentWidget(QWidget):
             scale = np.ones(view.ndim) if image_layer is None else np.asarray(image_layer.scale, float)
             translate = np.zeros(view.ndim) if image_layer is None else np.asarray(image_layer.translate, float)
             self.viewer.add_image(view, name=name, colormap="magma", opacity=0.5,
-                                  blending="additive", contrast_limits=(0.0, 1.0), visible=False,
+                                  blending="additive", contrast_limits=(0.0, 1.0),
                                   metadata={DERIVED: "uncertainty"}, scale=scale, translate=translate + offset * scale)
         self.attach(layer)
-        self.status.setText(f"{image_name}: segmented with {result.model or 'the model'}")
+        self.status.setText(f"{image_name}: segmented with {result.model or 'the model'}"
+                            + ("; uncertainty map added (bright = unsure)" if result.uncertainty is not None else ""))
         if replaced_edits:   # replaced as one undo step, but the user should know their edits went
             self.status.setText(f"{self.status.text()}; {replaced_edits} hand-edited pixels replaced (Ctrl+Z)")
             notify_info(f"'{layer.name}': the new segmentation replaced {replaced_edits} hand-edited pixels; "

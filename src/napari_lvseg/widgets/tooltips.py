@@ -13,8 +13,9 @@ UNCERTAINTY = ("Also add a per-pixel uncertainty map (normalised entropy, 0 = su
                "the image the model looked at.")
 CENTER = ("Where the LV is, for images larger than the model grid: 'automatic' finds it, or pick a Points "
           "layer and its last point is used as the LV centre.")
-RUN_SEGMENT = ("Segment the chosen image in the background; the result replaces '<image> labels'. Press again to "
-               "stop.")
+RUN_SEGMENT = ("Segment the chosen image in the background; the result replaces the last prediction, '<image> labels' "
+               "(Ctrl+Z brings it back). Labels opened from a file are never overwritten: the result then goes "
+               "beside them as '<image> prediction'. Press again to stop.")
 CLASS_BUTTON = "Paint with class {value} ({name}); keyboard shortcut {value} on the labels layer."
 CLASS_VISIBLE = "Show or hide the {name} class in the labels layer (the data is kept)."
 QUANT_TABLE = ("Per slice and total: myocardium pixels, infarct and no-reflow % of the myocardium, and "
@@ -29,7 +30,8 @@ ANNOTATION_FOLDER = "Pair folder where corrected (image, labels) pairs are saved
 CHOOSE_FOLDER = "Choose a folder."
 SAVE = "Save the image and its corrected labels to the annotation folder now (replaces the earlier save of this case)."
 AUTOSAVE = "Save automatically a few seconds after the last edit, so a crash loses nothing."
-LOAD_SAVED = "This image already has a saved correction: load it into the labels layer."
+LOAD_SAVED = ("This image already has a saved correction: load it into its prediction layer, or beside labels "
+              "opened from a file as '<image> correction'.")
 CASES_FOLDER = "Folder of cases to correct (EMIDEC case folders or NIfTI/TIFF images)."
 NEXT_CASE = ("Open the next case, least certain prediction first (ranked once by mean uncertainty). "
              "While it ranks, the button stops the ranking.")
