@@ -298,7 +298,7 @@ def test_labels_of_an_opened_nifti_save_back_in_its_space(viewer_and_widget, tmp
     assert total["slice"] == "total"
     assert total["myocardium_mm3"] == pytest.approx(total["myocardium_px"] * 8.0 * 1.4 * 1.4)
     headers = [widget.table.horizontalHeaderItem(c).text() for c in range(widget.table.columnCount())]
-    assert headers[:5] == ["slice", "myocardium_px", "myocardium_mm2", "myocardium_mm3", "myocardium_g"]
+    assert headers[:5] == ["slice", "myo px", "myo mm²", "myo mm³", "mass g"]
     last = widget.table.rowCount() - 1
     assert float(widget.table.item(last, 3).text()) == pytest.approx(total["myocardium_mm3"], rel=0.01)
     saved, = write_labels_nifti(str(tmp_path / "labels.nii.gz"), layer.data, {"metadata": layer.metadata})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import weakref
 
 import numpy as np
@@ -64,6 +65,10 @@ def test_tiny_run_registers_model_in_all_pickers(setup, qtbot, errors):
     qtbot.waitUntil(lambda: not widget.running, timeout=90_000)
     assert errors == []
     assert "step" in kinds and kinds[-1] == "done"
+    # the plot says its ranges and steps, and why the validation half is empty (no validation cases here)
+    texts = [text for _, text in widget.plot.axis_texts(0.5, 2.0, 2, 80, 160)]
+    assert texts == ["2", "0.5", "1", "0", "step 2 of 2", "no validation yet (needs validation cases)"]
+    widget.plot.grab()   # paints without an error
     assert len(widget.logic.losses) == 2  # samples_per_epoch 4 / batch 2
     assert widget.progress.value() == 1000
     assert segment.model_picker.names() == bundled + ["run"]
@@ -87,6 +92,21 @@ def test_tiny_run_registers_model_in_all_pickers(setup, qtbot, errors):
     assert errors == []
 
 
+def test_width_samples_and_neighbours_fields_reach_the_options(setup):
+    viewer, widget, tmp = setup
+    widget.extra_options = {}
+    options = widget.current_options()
+    assert (options.width, options.samples_per_epoch, options.context) == (None, None, None)   # engine defaults
+    assert not widget.model_picker.isEnabled()   # from scratch: the picker has nothing to say
+    widget.width.setValue(8)
+    widget.samples_per_epoch.setValue(64)
+    widget.context.setValue(1)
+    options = widget.current_options()
+    assert (options.width, options.samples_per_epoch, options.context) == (8, 64, 1)
+    widget.init_mode.setCurrentIndex(1)
+    assert widget.model_picker.isEnabled()
+
+
 def test_pause_resume_then_cancel_keeps_checkpoint(setup, qtbot, errors):
     viewer, widget, tmp = setup
     start_a_long_run(widget, qtbot)
@@ -105,8 +125,12 @@ def test_pause_resume_then_cancel_keeps_checkpoint(setup, qtbot, errors):
     assert (tmp / "run" / "last.pt").is_file()
     # No validation cases, so no best model was exported before the cancel: nothing to register.
     assert not (tmp / "run" / "model.safetensors").exists() and not (tmp / "user-models").exists()
-    assert widget.status.text() == widget.logic.last_event.message
+    assert widget.status.text() == (f"{widget.logic.last_event.message}; the run stays in {tmp / 'run'}: choose it "
+                                    "as the run folder and press Resume to continue it")
     assert not widget.resume_button.isEnabled() and widget.run_folder.text() == ""
+    assert widget.progress.value() == 0 and re.fullmatch(r"cancelled at epoch \d+/50, step \d+", widget.eta.text())
+    widget.run_folder.setText(str(tmp / "run"))   # as the status line says: the run continues
+    assert widget.resume_button.isEnabled()
     assert errors == []
 
 
@@ -128,7 +152,8 @@ def test_cancel_keeps_the_best_model_exported_so_far(setup, qtbot, errors, tmp_p
     qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
     assert errors == [] and widget.logic.last_event.kind == "stopped"
     assert widget.model_picker.names()[-1] == "run" and (tmp / "user-models" / "run" / "model.safetensors").is_file()
-    assert widget.status.text() == "cancelled, best model so far kept; model registered as run"
+    assert widget.status.text() == ("cancelled, best model so far kept; model registered as run; the run stays in "
+                                    f"{tmp / 'run'}: choose it as the run folder and press Resume to continue it")
 
 
 def test_closing_napari_asks_and_stops_training(setup, qtbot, errors):

@@ -22,6 +22,10 @@ AUTOMATIC = "automatic"
 TABLE_COLUMNS = ("slice", "myocardium_px", "myocardium_mm2", "myocardium_mm3", "myocardium_g", "infarct_pct",
                  "no_reflow_pct", "transmurality_pct", "infarct_mm3", "no_reflow_mm3")
 PIXEL_ONLY_COLUMNS = ("slice", "myocardium_px", "infarct_pct", "no_reflow_pct", "transmurality_pct")
+# The table's headers (the CSV keeps the keys): short enough that the pixel-only table fits a dock's width.
+HEADERS = {"slice": "slice", "myocardium_px": "myo px", "myocardium_mm2": "myo mm²", "myocardium_mm3": "myo mm³",
+           "myocardium_g": "mass g", "infarct_pct": "infarct %", "no_reflow_pct": "no-reflow %",
+           "transmurality_pct": "transmural %", "infarct_mm3": "infarct mm³", "no_reflow_mm3": "no-reflow mm³"}
 REFRESH_DELAY_MS = 300
 
 
@@ -194,7 +198,8 @@ class SegmentWidget(QWidget):
             self.class_buttons[value], self.class_checks[value] = button, check
 
         self.table = QTableWidget(0, len(PIXEL_ONLY_COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(PIXEL_ONLY_COLUMNS))
+        self.table.setHorizontalHeaderLabels([HEADERS[key] for key in PIXEL_ONLY_COLUMNS])
+        self.table.verticalHeader().setVisible(False)   # row numbers from 1 beside slice numbers from 0 confuse
         self.table.setToolTip(tips.QUANT_TABLE)
         self.export_button = QPushButton("Export CSV…")
         self.export_button.setToolTip(tips.EXPORT_CSV)
@@ -379,11 +384,12 @@ class SegmentWidget(QWidget):
         self.rows = self.logic.quantification_rows(layer.data, labels_spacing(layer))
         columns = self.logic.table_columns(self.rows)
         self.table.setColumnCount(len(columns))
-        self.table.setHorizontalHeaderLabels(columns)
+        self.table.setHorizontalHeaderLabels([HEADERS[key] for key in columns])
         self.table.setRowCount(len(self.rows))
         for r, row in enumerate(self.rows):
             for c, key in enumerate(columns):
                 self.table.setItem(r, c, QTableWidgetItem(cell_text(row.get(key, ""))))
+        self.table.resizeColumnsToContents()
 
     @guarded
     def export_csv(self, path=None):

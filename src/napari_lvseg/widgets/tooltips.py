@@ -22,7 +22,8 @@ QUANT_TABLE = ("Per slice and total: myocardium pixels, infarct and no-reflow % 
                "maximum transmurality; updated after every edit. Where the image has a voxel size (its scale), "
                "also the myocardium in mm² per slice, and in total its volume (mm³), its mass (g, at 1.05 g/ml) "
                "and the infarct and no-reflow volumes (mm³; infarct includes no-reflow); a single slice gets its "
-               "area only.")
+               "area only. 'myo' is the myocardium (normal + infarct + no-reflow); the exported CSV names the "
+               "columns in full.")
 EXPORT_CSV = "Save the quantification table as a CSV file."
 
 # -- Correct and save
@@ -62,6 +63,12 @@ REMOVE_SOURCE = "Remove the selected data source."
 FINE_TUNE = "Start from the selected model's weights instead of from scratch."
 EPOCHS = "Number of passes over the training data (counting epochs done before a pause)."
 BATCH = "Slices per optimisation step."
+SAMPLES = "Training slices drawn per epoch ('one pass': as many as the training data holds)."
+WIDTH = ("Channels of the network's first level, doubled at each level below ('task default': 12 for "
+         "segmentation, as the bundled networks, 32 for synthesis). Narrower trains faster. Fine-tuning keeps the "
+         "model's own width.")
+CONTEXT = ("2.5-D: neighbour slices on each side read with each slice as input channels (the bundled model reads "
+           "1). 'none' trains a 2-D network, or keeps the fine-tuned model's.")
 LR = "Learning rate; 0 uses the task's default."
 THREADS = "CPU threads for training; keep 1 so napari stays responsive."
 DEVICE = "auto: the GPU if there is one, else the CPU."

@@ -6,9 +6,9 @@ import math
 import time
 from pathlib import Path
 
-from qtpy.QtCore import QPointF
+from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
-from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QLabel,
+from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
                             QLineEdit, QMessageBox, QProgressBar, QPushButton, QTableWidget,
                             QTableWidgetItem, QVBoxLayout, QWidget)
 
@@ -163,9 +163,13 @@ class LivePlot(QWidget):
             x_max = max([getattr(self.logic.last_event, "total_steps", 0) or 0, 1]
                         + [s for s, _ in self.logic.losses[-1:]])
             losses = self.logic.losses[::max(1, len(self.logic.losses) // MAX_PLOT_POINTS)]
+            low = high = None
             if losses:
                 low, high = min(v for _, v in losses), max(v for _, v in losses)
                 self._polyline(painter, losses, QColor(230, 230, 230), (0, 16, w, half - 20), x_max, low, high)
+            painter.setPen(QColor(160, 160, 160))
+            for y, text in self.axis_texts(low, high, x_max, half, h):
+                painter.drawText(w - 4 - painter.fontMetrics().horizontalAdvance(text), y, text)
             for key, series in self.logic.dice.items():
                 if key not in colours:   # a curve of the other task (the panel's task changed)
                     continue
@@ -173,6 +177,17 @@ class LivePlot(QWidget):
                 self._polyline(painter, series, QColor(r, g, b), (0, half + 16, w, half - 20), x_max, 0.0, 1.0)
         finally:
             painter.end()
+
+    def axis_texts(self, low, high, x_max, half, h) -> list[tuple[int, str]]:
+        """(baseline y, text) drawn at the right edge: each half's value range, the steps, and why the lower half
+        is empty (validation comes at each epoch's end, and never without validation cases)."""
+        texts = [] if low is None else [(12, f"{high:.3g}"), (half - 6, f"{low:.3g}")]
+        texts += [(half + 12, "1"), (h - 18, "0")]
+        if self.logic.losses:
+            texts.append((h - 4, f"step {self.logic.losses[-1][0]} of {x_max}"))
+            if not self.logic.dice:
+                texts.append((half + half // 2, "no validation yet (needs validation cases)"))
+        return texts
 
     @staticmethod
     def _polyline(painter, points, color, box, x_max, low, high):
@@ -213,6 +228,8 @@ class TrainWidget(QWidget):
         self.sources.setHorizontalHeaderLabels(["data folder", "ratio"])
         self.sources.setSelectionBehavior(QAbstractItemView.SelectRows)
         self.sources.horizontalHeader().setStretchLastSection(False)
+        self.sources.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
+        self.sources.setTextElideMode(Qt.ElideMiddle)   # folders differ at their ends, not in /home/...
         self.sources.setToolTip(tips.SOURCES)
         self.sources.setMinimumHeight(90)
         add_cases = QPushButton("+ cases")
@@ -235,12 +252,20 @@ class TrainWidget(QWidget):
         self.init_mode.setToolTip(tips.FINE_TUNE)
         self.model_picker = ModelPicker("segmentation")
         self.model_picker.setToolTip(tips.MODEL)
+        self.model_picker.setEnabled(False)   # from scratch: no model to start from
+        self.init_mode.currentIndexChanged.connect(lambda index: self.model_picker.setEnabled(index == 1))
         init_row = QHBoxLayout()
         init_row.addWidget(self.init_mode)
         init_row.addWidget(self.model_picker, 1)
 
         self.epochs = spin_box(1, 100000, 10, tips.EPOCHS)
+        self.samples_per_epoch = spin_box(0, 10_000_000, 0, tips.SAMPLES)
+        self.samples_per_epoch.setSpecialValueText("one pass")   # 0: as many as the training data holds
         self.batch_size = spin_box(1, 1024, 16, tips.BATCH)
+        self.width = spin_box(0, 256, 0, tips.WIDTH)
+        self.width.setSpecialValueText("task default")
+        self.context = spin_box(0, 5, 0, tips.CONTEXT)
+        self.context.setSpecialValueText("none")
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(6)
         self.lr.setRange(0.0, 1.0)
@@ -291,7 +316,10 @@ class TrainWidget(QWidget):
         form.addRow(source_buttons)
         form.addRow("model", init_row)
         form.addRow("epochs", self.epochs)
+        form.addRow("samples per epoch", self.samples_per_epoch)
         form.addRow("batch size", self.batch_size)
+        form.addRow("network width", self.width)
+        form.addRow("2.5-D neighbours", self.context)
         form.addRow("learning rate", self.lr)
         form.addRow("threads", self.threads)
         form.addRow("device", self.device)
@@ -351,7 +379,9 @@ class TrainWidget(QWidget):
         path = str(Path(str(path)).expanduser())
         row = self.sources.rowCount()
         self.sources.insertRow(row)
-        self.sources.setItem(row, 0, QTableWidgetItem(path))
+        item = QTableWidgetItem(path)
+        item.setToolTip(path)
+        self.sources.setItem(row, 0, item)
         self.sources.setItem(row, 1, QTableWidgetItem("" if ratio is None else f"{float(ratio):g}"))
         if not Path(path).exists():
             notify_warning(f"{path}: folder does not exist (yet)")
@@ -413,10 +443,11 @@ class TrainWidget(QWidget):
         init = self.model_picker.current_model() if self.init_mode.currentIndex() == 1 else None
         if self.init_mode.currentIndex() == 1 and init is None:
             raise LvsegError(f"no {task} model to fine-tune: choose 'from scratch'")
+        fields = {"samples_per_epoch": self.samples_per_epoch.value() or None, "width": self.width.value() or None,
+                  "context": self.context.value() or None, **self.extra_options}   # 0: the engine's default
         return self.logic.build_options(task, self.source_list(), out, init=init, epochs=self.epochs.value(),
                                         batch_size=self.batch_size.value(), lr=self.lr.value() or None,
-                                        threads=self.threads.value(), device=self.device.currentText(),
-                                        **self.extra_options)
+                                        threads=self.threads.value(), device=self.device.currentText(), **fields)
 
     @guarded
     def start(self):
@@ -490,8 +521,15 @@ class TrainWidget(QWidget):
 
     def _on_finished(self):
         self.worker = None
+        event = self.logic.last_event
         if not self.paused and not self.failed:   # finished or cancelled: the next Start gets a new folder
+            out = self.run_folder.text().strip()
             self.run_folder.setText("")
+            if event is not None and event.kind == "stopped":   # cancelled: no progress or ETA left standing
+                self.progress.setValue(0)
+                self.eta.setText(f"cancelled at epoch {event.epoch}/{event.epochs}, step {event.step}")
+                self.status.setText(f"{self.status.text()}; the run stays in {out}: choose it as the run folder "
+                                    "and press Resume to continue it")
         self._update_buttons()
 
     @guarded
