@@ -138,6 +138,30 @@ def test_segment_steps_report_each_forward_pass_and_stop_between_them(oracle, tt
     assert net.training
 
 
+def test_the_lv_search_in_a_large_image_is_made_of_steps_a_stop_falls_between(oracle):
+    from napari_lvseg.inference import _bands, segment_step_count, segment_steps
+
+    img = image_with_disk((2, 400, 150), (330, 60), radius=20)   # the LV in the last band of rows
+    net, card = oracle
+    size = int(card.input_size)
+    bands = _bands(400, size)
+    assert bands[0] == 0 and bands[-1] == 400 - 4 * size and len(bands) == 2
+    assert all(b - a < 4 * size for a, b in zip(bands, bands[1:]))   # they overlap: no row is missed
+    total = segment_step_count(img, batch_size=8, size=size)
+    assert total == 2 * len(bands) + 1 and segment_step_count(img, center=(330, 60), size=size) == 1
+    steps = segment_steps(img, oracle)
+    assert [next(steps) for _ in range(total)] == [(k, total) for k in range(1, total + 1)]
+    with pytest.raises(StopIteration) as end:
+        next(steps)
+    cy, cx = end.value.value.center
+    assert abs(cy - 330) < 3 and abs(cx - 60) < 3
+    net.train()
+    steps = segment_steps(img, oracle)
+    next(steps)   # inside the search
+    steps.close()
+    assert net.training
+
+
 def test_segment_steps_check_the_input_before_the_first_step(oracle):
     from napari_lvseg.inference import segment_steps
 

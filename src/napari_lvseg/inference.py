@@ -67,9 +67,13 @@ def probability_steps(n_slices: int, tta: bool = False, batch_size: int = 8) -> 
     return -(-n_slices // batch_size) * (len(TTA_TRANSFORMS) if tta else 1)
 
 
-def segment_step_count(image, tta: bool = False, batch_size: int = 8) -> int:
-    """How many steps `segment_steps` makes for a slice (Y, X) or a stack (Z, Y, X)."""
-    return probability_steps(1 if np.ndim(image) == 2 else len(image), tta, batch_size)
+def segment_step_count(image, tta: bool = False, batch_size: int = 8, center=None, size: int = 128) -> int:
+    """How many steps `segment_steps` makes for a slice (Y, X) or a stack (Z, Y, X), for a model of grid ``size``:
+    finding the LV in an image larger than the grid (no ``center`` given) takes steps of its own."""
+    n_slices = 1 if np.ndim(image) == 2 else len(image)
+    shape = np.shape(image)[-2:]
+    search = 0 if center is not None or max(shape) <= size else n_slices * len(_bands(shape[0], size))
+    return search + probability_steps(n_slices, tta, batch_size)
 
 
 def iter_probabilities(model, slices: np.ndarray, tta: bool = False, batch_size: int = 8, device=None):
@@ -237,22 +241,44 @@ def check_segmentable(image: np.ndarray, name: str) -> np.ndarray:
     return image
 
 
-def find_lv_center(model, stack: np.ndarray, size: int, device=None):
-    """LV centre (y, x) in a normalised stack larger than the model grid, by sliding-window inference."""
+def _bands(height: int, size: int) -> list[int]:
+    """First rows of the bands of rows the LV search runs on, one forward batch each: a large image is searched in
+    steps that a Stop can fall between (a 1536 x 1536 slice at once took 44 s on 2 cores). Bands of 4 grids overlap
+    by half a grid, so that an LV on a band's edge is seen whole in the next one."""
+    band = 4 * size
+    if height <= band:
+        return [0]
+    stride = band - size // 2
+    starts = list(range(0, height - band, stride))
+    return starts + [height - band]
+
+
+def iter_lv_center(model, stack: np.ndarray, size: int, device=None):
+    """`find_lv_center` as steps: yields after each band of rows of each slice (see `_bands`), returns the centre."""
     import torch
     from monai.inferers import sliding_window_inference
     from scipy import ndimage
 
+    inputs = with_context(stack, model_context(model))
+    bands = _bands(stack.shape[-2], size)
+    lv = np.zeros(stack.shape, bool)
+    done, total = 0, len(stack) * len(bands)
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
-            x = torch.from_numpy(with_context(stack, model_context(model))).to(device or _device_of(model))
-            logits = sliding_window_inference(x, roi_size=(size, size), sw_batch_size=8, predictor=model,
-                                              overlap=0.25, mode="gaussian", padding_mode="constant")
+        for z in range(len(stack)):
+            for top in bands:
+                rows = slice(top, top + 4 * size)
+                with torch.inference_mode():   # not held across a yield
+                    x = torch.from_numpy(np.ascontiguousarray(inputs[z:z + 1, :, rows])).to(
+                        device or _device_of(model))
+                    logits = sliding_window_inference(x, roi_size=(size, size), sw_batch_size=8, predictor=model,
+                                                      overlap=0.25, mode="gaussian", padding_mode="constant")
+                lv[z, rows] |= np.isin(logits.argmax(1).cpu().numpy()[0], (CAVITY, MYOCARDIUM, INFARCT, NO_REFLOW))
+                done += 1
+                yield done, total
     finally:
         model.train(was_training)
-    lv = np.isin(logits.argmax(1).cpu().numpy(), (CAVITY, MYOCARDIUM, INFARCT, NO_REFLOW))
     comp, n = ndimage.label(lv)
     if n == 0:
         return None
@@ -260,6 +286,11 @@ def find_lv_center(model, stack: np.ndarray, size: int, device=None):
     sizes[0] = 0
     _, cy, cx = ndimage.center_of_mass(comp == int(np.argmax(sizes)))
     return float(cy), float(cx)
+
+
+def find_lv_center(model, stack: np.ndarray, size: int, device=None):
+    """LV centre (y, x) in a normalised stack larger than the model grid, by sliding-window inference."""
+    return result_of(iter_lv_center(model, stack, size, device))
 
 
 def check_center(center, shape, name):
@@ -273,6 +304,20 @@ def check_center(center, shape, name):
     if not (np.isfinite([y, x]).all() and 0 <= y < shape[-2] and 0 <= x < shape[-1]):
         raise LvsegError(f"centre ({y:g}, {x:g}) lies outside the {shape[-2]}x{shape[-1]} image", name)
     return y, x
+
+
+def _counted(steps, before: int, total: int):
+    """``steps`` (a generator of (done, its total)) as steps ``before + done`` of ``total``; returns its value. A
+    caller that stops early closes ``steps`` too (its ``finally`` puts the model back in training mode)."""
+    try:
+        while True:
+            try:
+                done, _ = next(steps)
+            except StopIteration as stop:
+                return stop.value
+            yield before + done, total
+    finally:
+        steps.close()
 
 
 def segment(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bool = False, center=None,
@@ -296,10 +341,12 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
     size = int(card.input_size or 128)
     stack = image[None] if image.ndim == 2 else image
     norm = normalize_slices(stack, card.normalization)
-    if center is None and max(stack.shape[-2:]) > size:
-        center = find_lv_center(net, norm, size)
+    total = segment_step_count(image, tta, batch_size, center, size)
+    searched = total - probability_steps(len(stack), tta, batch_size)
+    if searched:
+        center = yield from _counted(iter_lv_center(net, norm, size), 0, total)
     grid, box = to_grid(norm, size, center)
-    prob = yield from iter_probabilities(net, grid, tta=tta, batch_size=batch_size)
+    prob = yield from _counted(iter_probabilities(net, grid, tta=tta, batch_size=batch_size), searched, total)
     labels = labels_from_probabilities(prob, post if postprocessing else None, card_name)
     if postprocessing:
         labels = postprocess(labels, post)

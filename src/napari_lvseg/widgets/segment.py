@@ -77,11 +77,11 @@ class SegmentLogic:
         return result_of(SegmentLogic.run_steps(image, model, tta, uncertainty, center, name))
 
     @staticmethod
-    def steps(image, tta=False) -> int:
-        """How many steps `run_steps` makes for an image (a slice or a stack)."""
+    def steps(image, tta=False, center=None) -> int:
+        """How many steps `run_steps` makes for an image (a slice or a stack) and a model of the usual 128 grid."""
         from napari_lvseg.inference import segment_step_count
 
-        return segment_step_count(image, tta)
+        return segment_step_count(image, tta, center=center)
 
     @staticmethod
     def labels_name(image_name: str) -> str:
@@ -258,7 +258,7 @@ class SegmentWidget(QWidget):
         self.status.setText(f"segmenting {name} with {model}…")
         self.worker = start_worker(self.logic.run_steps, np.asarray(image), model, tta, self.uncertainty.isChecked(),
                                    center, name, description=f"Segmenting {name}",
-                                   total=self.logic.steps(image, tta),
+                                   total=self.logic.steps(image, tta, center),
                                    on_yielded=lambda step: self.status.setText(
                                        f"segmenting {name} with {model}: step {step[0]} of {step[1]}…"),
                                    on_returned=lambda result: self.show_result(result, name, source, layer),
