@@ -107,12 +107,37 @@ def test_train_resume_keeps_the_runs_length_and_needs_no_data(models_dir, tmp_pa
     assert main(["train", "--data", str(tmp_path / "pairs"), "--out", str(run), "--epochs", "1", *common]) == 0
     assert main(["train", "--resume", "--out", str(run), "--epochs", "2", *common]) == 0
     capsys.readouterr()
-    # a resume without --epochs keeps the run's 2 epochs (not the new-run default of 10) and trains nothing more
+    # a resume without --epochs keeps the run's 2 epochs (not the new-run default of 10) and trains nothing more;
+    # --register registers the finished run's model, as it was trained without it
     assert main(["train", "--resume", "--out", str(run), "--register", *common]) == 0
     assert json.loads((run / "options.json").read_text())["epochs"] == 2
     out = capsys.readouterr().out
     assert "step 4 of 4" in out and "validation:" not in out
-    assert "nothing left to train: not registered again" in out and not (models_dir / "run").exists()
+    assert "nothing left to train: the run's model registered as run" in out
+    assert (models_dir / "run" / "model.safetensors").is_file()
+    # fewer epochs than the run has done: refused, its options left as they were
+    before = (run / "options.json").read_text()
+    assert main(["train", "--resume", "--out", str(run), "--epochs", "1", *common]) == 2
+    assert "run has 2 epoch(s) done: --epochs 1 is fewer" in capsys.readouterr().err
+    assert (run / "options.json").read_text() == before
+
+
+def test_register_refuses_a_name_another_model_has_before_training(tiny_model, models_dir, tmp_path, capsys):
+    from napari_lvseg.models.pix2pix import Pix2PixGenerator
+    from napari_lvseg.models.store import ModelCard, read_card, save_model
+
+    save_model(models_dir / "gen1", Pix2PixGenerator(base_width=2, depth=3),
+               ModelCard(name="gen1", task="synthesis", architecture="Pix2PixGenerator"))
+    phantom_pair_folder(tmp_path / "pairs", n_pairs=3, n_slices=2, size=64)
+    for name, holder in (("gen1", "the user synthesis model gen1"), ("lvseg-seg", "the bundled segmentation model"),
+                         ("tiny-seg", "the user segmentation model tiny-seg")):
+        assert main(["train", "--data", str(tmp_path / "pairs"), "--out", str(tmp_path / "run"), "--register",
+                     "--name", name, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"--name {name}: {holder}" in err and "choose another --name" in err
+        assert not (tmp_path / "run").exists()
+    assert read_card(models_dir / "gen1").task == "synthesis" and read_card(models_dir / "tiny-seg").name == "tiny-seg"
+    assert sorted(p.name for p in models_dir.iterdir()) == ["gen1", "tiny-seg"]
 
 
 @pytest.mark.parametrize("args, words", [
@@ -160,6 +185,16 @@ def test_train_resume_keeps_the_runs_length_and_needs_no_data(models_dir, tmp_pa
     (["train", "--data", "notes.txt", "--out", "run"], "notes.txt: is a file: give a folder of EMIDEC cases"),
     (["train", "--data", "cases", "--out", "run", "--split", "typo.json"],
      "typo.json: split file names 1 training or validation case(s) the data do not hold: Case_Z"),
+    (["train", "--data", "cases", "--out", "run", "--split", "both.json"],
+     "both.json: split file lists 1 case(s) in both 'train' and 'val': Case_A"),
+    # a missing input is named as such, before the outputs are looked at
+    (["segment", "nodir/", "-o", "y/"], "nodir: no such file or folder"),
+    (["synthesize", "nomask.nii.gz", "-o", "syn/"], "nomask.nii.gz: no such file or folder"),
+    (["synthesize", "mask.tif", "-o", "empty"], "empty: is a folder: give an image file"),
+    (["evaluate", "--pred", "clash", "--truth", "pred"],
+     "clash: Case_A.nii.gz and Case_A.tif both hold labels of Case_A"),
+    (["evaluate-synthesis", "--data", "cases", "--cases", "Case_A", "--out", "cases/Case_A/Contours/x.json"],
+     "x.json: lies inside the input folder cases"),
 ])
 def test_user_errors_are_one_line_without_traceback(models_dir, tmp_path, args, words):
     import tifffile
@@ -181,6 +216,10 @@ def test_user_errors_are_one_line_without_traceback(models_dir, tmp_path, args, 
         write_nifti(tmp_path / "cases/Case_A" / part / "Case_A.nii.gz", image[:1] if part == "Images" else labels[:1])
     (tmp_path / "taken.nii.gz").mkdir()
     (tmp_path / "typo.json").write_text('{"train": ["Case_A"], "val": ["Case_Z"]}')
+    (tmp_path / "both.json").write_text('{"train": ["Case_A"], "val": ["Case_A"]}')
+    (tmp_path / "clash").mkdir()
+    tifffile.imwrite(tmp_path / "clash" / "Case_A.tif", labels[0])
+    write_nifti(tmp_path / "clash" / "Case_A.nii.gz", labels[:1])
     run = subprocess.run([sys.executable, "-m", "napari_lvseg.cli", *args], capture_output=True, text=True,
                          cwd=tmp_path)
     assert run.returncode == 2
@@ -387,3 +426,92 @@ def test_evaluate_into_a_folder_writes_inside_it(tmp_path, capsys):
     out = capsys.readouterr()
     assert "Study protocol" not in out.out and "nowhere: folder does not exist" in out.err
 
+
+
+def test_an_ensemble_card_whose_members_cannot_take_its_input_size_is_unusable(models_dir, tmp_path):
+    from napari_lvseg.models.store import bundled_models_dir
+
+    bad = models_dir / "ens100"
+    shutil.copytree(bundled_models_dir() / "lvseg-seg", bad)
+    card = json.loads((bad / "card.json").read_text())
+    (bad / "card.json").write_text(json.dumps({**card, "name": "ens100", "input_size": 100}))
+    nib.save(nib.Nifti1Image(make_phantom(n_slices=1, seed=0)[0][0].T, np.eye(4)), tmp_path / "in2d.nii.gz")
+    run = lvseg("segment", tmp_path / "in2d.nii.gz", "-o", tmp_path / "x.nii.gz", "--model", bad)
+    assert run.returncode == 2 and "Traceback" not in run.stderr and run.stderr.count("\n") == 1
+    assert "'input_size' 100 must be divisible by 2**depth = 16 (ensemble member 1)" in run.stderr
+    assert "UNUSABLE" in lvseg("models").stdout.splitlines()[-1] and "ensemble member 1" in lvseg("models").stdout
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tiny_model, tmp_path, monkeypatch, capsys):
+    import os
+    from pathlib import Path
+
+    import tifffile
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    access = os.access   # a read-only folder (root may write anywhere a chmod forbids, so the answer is patched)
+    monkeypatch.setattr(os, "access", lambda p, mode, **kw: not (Path(p) == ro and mode & os.W_OK)
+                        and access(p, mode, **kw))
+    image, labels = make_phantom(n_slices=1, seed=0)
+    tifffile.imwrite(tmp_path / "img.tif", image[0])
+    tifffile.imwrite(tmp_path / "mask.tif", labels[0])
+    (tmp_path / "images").mkdir()
+    for name in ("a.tif", "b.tif"):
+        tifffile.imwrite(tmp_path / "images" / name, image[0])
+    (tmp_path / "pred").mkdir()
+    tifffile.imwrite(tmp_path / "pred" / "Case_A.tif", labels[0])
+    phantom_pair_folder(tmp_path / "pairs", n_pairs=1, n_slices=1)
+    img, mask, pairs = (str(tmp_path / name) for name in ("img.tif", "mask.tif", "pairs"))
+    for args in (["segment", img, "-o", ro / "o.nii.gz", "--model", "nope"],
+                 # the labels file could be written, the uncertainty map not: neither is, nothing runs
+                 ["segment", img, "-o", tmp_path / "seg.nii.gz", "--uncertainty", ro / "u.nii.gz",
+                  "--model", "tiny-seg"],
+                 ["segment", tmp_path / "images", "-o", ro / "preds", "--model", "nope"],
+                 ["evaluate", "--pred", tmp_path / "pred", "--truth", tmp_path / "pred", "--out", ro / "eval"],
+                 ["evaluate-synthesis", "--data", pairs, "--out", ro / "e.json", "--model", "nope"],
+                 ["synthesize", mask, "-o", ro / "s.nii.gz", "--model", "nope"],
+                 ["synthesize-dataset", "--masks-from", pairs, "--n", "1", "--out", ro / "syn", "--model", "nope"],
+                 ["train", "--data", pairs, "--out", ro / "run"]):
+        assert main([str(a) for a in args]) == 2, args
+        out = capsys.readouterr()
+        assert out.err.count("\n") == 1 and f"{ro}: folder cannot be written" in out.err, (args, out.err)
+        assert "Study protocol" not in out.out
+    assert not (tmp_path / "seg.nii.gz").exists()
+    # a file standing where the output folder must be made: refused before the images are segmented
+    assert main(["segment", str(tmp_path / "images"), "-o", f"{img}/preds", "--model", "nope"]) == 2
+    assert f"{img}: is a file, not a folder" in capsys.readouterr().err
+
+
+def test_library_chatter_stays_off_the_terminal_one_line_is_left(tmp_path):
+    import tifffile
+
+    image = make_phantom(n_slices=8, seed=0)[0]
+    tifffile.imwrite(tmp_path / "stack.tif", image, photometric="minisblack", metadata=None)
+    data = (tmp_path / "stack.tif").read_bytes()
+    (tmp_path / "stack.tif").write_bytes(data[:len(data) // 2])   # a truncated stack: tifffile logs, reads part
+    pix0 = nib.Nifti1Image(image.transpose(2, 1, 0), np.eye(4))
+    pix0.header["pixdim"][1:4] = 0   # nibabel logs that it sets them to 1
+    nib.save(pix0, tmp_path / "pix0.nii.gz")
+    for name, words in (("stack.tif", "stack.tif: damaged TIFF, part of it cannot be read (invalid page offset"),
+                        ("pix0.nii.gz", "nope: no such file, folder or registered model")):
+        run = lvseg("segment", tmp_path / name, "-o", tmp_path / "x.nii.gz", "--model", "nope")
+        assert run.returncode == 2 and run.stderr.count("\n") == 1 and words in run.stderr, run.stderr
+
+
+def test_a_folder_walk_reports_and_counts_what_it_leaves_out(tiny_model, tmp_path):
+    image, labels = make_phantom(n_slices=2, seed=3)
+    data = tmp_path / "cases"
+    _emidec_case(data, "Case_P002", image, labels)
+    (data / "Case_A" / "Contours").mkdir(parents=True)   # a case without its Images folder
+    nib.save(nib.Nifti1Image(labels.transpose(2, 1, 0), np.eye(4)), data / "Case_A" / "Contours" / "Case_A.nii.gz")
+    nib.save(nib.Nifti1Image(image.transpose(2, 1, 0), np.eye(4)), data / "image.nii.gz")   # a loose image
+    (data / "notes.txt").write_text("left alone: not an image")
+    run = lvseg("segment", data, "-o", tmp_path / "pred", "--model", "tiny-seg")
+    assert run.returncode == 2 and [p.name for p in (tmp_path / "pred").iterdir()] == ["Case_P002.nii.gz"]
+    assert f"{data / 'Case_A'}: not an EMIDEC case: no Images folder (expected Images/Case_A.nii.gz)" in run.stderr
+    assert f"{data / 'image.nii.gz'}: an image beside EMIDEC case folders" in run.stderr
+    assert "2 of 3 not segmented: Case_A, image.nii.gz" in run.stderr and "notes" not in run.stderr
+    one = lvseg("segment", data / "Case_A", "-o", tmp_path / "x.nii.gz", "--model", "tiny-seg")
+    assert one.returncode == 2 and one.stderr.count("\n") == 1
+    assert "Case_A: not an EMIDEC case: no Images folder (expected Images/Case_A.nii.gz)" in one.stderr

@@ -147,6 +147,41 @@ def test_resume_extends_epochs_total(phantom_pairs, tmp_path):
     assert [e.epoch for e in events if e.kind == "step"] == [2, 2]
 
 
+def test_resume_with_fewer_epochs_than_done_is_refused_and_leaves_the_run_alone(phantom_pairs, tmp_path):
+    run = tmp_path / "run"
+    list(train(options(phantom_pairs, run, epochs=2)))
+    before = (run / "options.json").read_text()
+    with pytest.raises(LvsegError, match=r"run: run has 2 epoch\(s\) done: --epochs 1 is fewer .* give 2 or more"):
+        list(train(options(phantom_pairs, run, epochs=1), resume=True))
+    assert (run / "options.json").read_text() == before
+    stop = StopToken()   # stopped within its third epoch: that epoch counts too
+    for event in train(options(phantom_pairs, run, epochs=3), stop=stop, resume=True):
+        if event.kind == "step":
+            stop.stop()
+    with pytest.raises(LvsegError, match=r"run has 2 epoch\(s\) done and part of the next: .* give 3 or more"):
+        list(train(options(phantom_pairs, run, epochs=2), resume=True))
+
+
+def test_a_bad_value_in_a_runs_options_is_reported_with_its_file(phantom_pairs, tmp_path):
+    run = tmp_path / "run"
+    list(train(options(phantom_pairs, run, epochs=1)))
+    saved = json.loads((run / "options.json").read_text())
+    (run / "options.json").write_text(json.dumps({**saved, "width": "x"}))
+    with pytest.raises(LvsegError, match=r"options\.json: option width must be int or None, not 'x'"):
+        list(train(options(phantom_pairs, run, epochs=2), resume=True))
+
+
+def test_fine_tuning_takes_the_init_models_context_and_refuses_another(phantom_pairs, tmp_path):
+    list(train(options(phantom_pairs, tmp_path / "flat", epochs=1)))   # 2-D
+    with pytest.raises(LvsegError, match=r"flat: --context 1 asked for, but the --init model reads 0 neighbour"):
+        list(train(options(phantom_pairs, tmp_path / "tuned", epochs=1, init=str(tmp_path / "flat"), context=1)))
+    assert not (tmp_path / "tuned").exists()
+    list(train(options(phantom_pairs, tmp_path / "deep", epochs=1, context=1)))   # 2.5-D
+    list(train(options(phantom_pairs, tmp_path / "tuned", epochs=1, init=str(tmp_path / "deep"))))
+    assert json.loads((tmp_path / "tuned" / "options.json").read_text())["context"] == 1
+    assert json.loads((tmp_path / "flat" / "options.json").read_text())["context"] == 0
+
+
 def test_existing_run_needs_resume(phantom_pairs, tmp_path):
     list(train(options(phantom_pairs, tmp_path / "run", epochs=1)))
     with pytest.raises(LvsegError, match="--resume"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import sys
@@ -183,6 +184,23 @@ def test_rgb_tiff_is_refused(tmp_path):
     tifffile.imwrite(str(path), RNG.integers(0, 255, (3, 16, 16)).astype(np.uint8), photometric="rgb")
     with pytest.raises(LvsegError, match="colour.tiff.*colour"):
         read_image(path)
+
+
+def test_a_truncated_tiff_stack_is_refused_not_read_in_part_and_the_library_says_nothing(tmp_path, caplog):
+    path = tmp_path / "stack.tif"
+    tifffile.imwrite(str(path), RNG.random((8, 64, 64)).astype(np.float32), photometric="minisblack", metadata=None)
+    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])   # the later pages are cut off
+    with pytest.raises(LvsegError, match=r"stack\.tif: damaged TIFF, part of it cannot be read \(invalid page offset"):
+        read_image(path)
+    assert caplog.records == []   # tifffile's own line, which would come before the error, is in the error
+
+
+def test_nibabel_s_header_notes_stay_off_the_terminal(tmp_path, caplog):
+    image = nib.Nifti1Image(RNG.random((16, 16, 2)).astype(np.float32), np.eye(4))
+    image.header["pixdim"][1:4] = 0
+    nib.save(image, tmp_path / "pix0.nii.gz")
+    assert read_image(tmp_path / "pix0.nii.gz").shape == (2, 16, 16)
+    assert caplog.records == []   # "pixdim[1,2,3] should be non-zero; setting 0 dims to 1"
 
 
 # -- DICOM -------------------------------------------------------------------------------------
@@ -412,6 +430,21 @@ def test_atomic_path_keeps_old_file_on_failure(tmp_path):
             tmp.write_text("partial")
             raise RuntimeError("boom")
     assert target.read_text() == "old"
+    assert no_temp_files(tmp_path)
+
+
+def test_a_failed_atomic_write_names_the_destination_not_its_temp_file(tmp_path):
+    from napari_lvseg.io.atomic import write_text_atomic
+
+    target = tmp_path / "eval.csv"
+    target.mkdir()   # the temp file is written, then cannot replace a folder
+    with pytest.raises(OSError) as info:
+        write_text_atomic(target, "x")
+    assert info.value.filename == str(target) and ".tmp" not in str(info.value)
+    with pytest.raises(OSError) as info:   # a failure writing the temp file itself
+        with atomic_path(tmp_path / "labels.nii.gz") as tmp:
+            os.truncate(tmp, -1)
+    assert info.value.filename == str(tmp_path / "labels.nii.gz")
     assert no_temp_files(tmp_path)
 
 

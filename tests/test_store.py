@@ -193,6 +193,10 @@ def test_corrupt_card_error_names_file(seg_dir):
     ({"postprocess": {"infarct_weight": float("nan")}}, "post-processing class weights must be positive numbers"),
     ({"architecture": "SegmentationEnsemble", "params": {"members": [{"architecture": "AttentionResUNet"}]}},
      "ensemble member 1 needs an 'architecture' name and 'params'"),
+    ({"architecture": "SegmentationEnsemble", "input_size": 100, "params": {"members": [
+        {"architecture": "AttentionResUNet", "params": {"depth": 2}},
+        {"architecture": "AttentionResUNet", "params": {"depth": 4}}]}},
+     "'input_size' 100 must be divisible by 2**depth = 16 (ensemble member 2)"),
 ])
 def test_card_values_of_the_wrong_kind_are_reported_when_the_card_is_read(seg_dir, change, words):
     directory, _ = seg_dir
@@ -201,6 +205,16 @@ def test_card_values_of_the_wrong_kind_are_reported_when_the_card_is_read(seg_di
     with pytest.raises(LvsegError, match=r"card\.json: model card ") as info:
         load_model(directory)
     assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_training_checkpoint_is_refused_with_the_run_folder_to_pass_instead(seg_dir):
+    from napari_lvseg.engine.checkpoint import save_checkpoint
+
+    directory, model = seg_dir   # a run folder: the model, and the checkpoint beside it
+    save_checkpoint(directory / "last.pt", {"task": {"model": model.state_dict()}, "epoch": 1})
+    with pytest.raises(LvsegError, match=r"last\.pt: is a training checkpoint, not a model: pass its run folder "
+                                         rf"\({directory}\)"):
+        load_model(directory / "last.pt")
 
 
 def test_missing_card_error(tmp_path, seg_dir):

@@ -38,17 +38,32 @@ def seed_int(text: str) -> int:
     return value
 
 
-def new_file_path(path, what: str) -> Path:
-    """A file to be written, checked before any work: not a folder, and not under a file (missing folders are
-    made when it is written)."""
-    from .io.atomic import blocking_file
+def output_folder(folder) -> Path:
+    """A folder outputs go into, checked before any work: no file stands where it or a missing parent must be made
+    (missing folders are made when the outputs are written), and this process may write there."""
+    from .io.atomic import blocking_file, check_writable_folder
 
+    blocked = blocking_file(folder)
+    if blocked is not None:
+        raise LvsegError("is a file, not a folder: the output cannot be written inside it", blocked)
+    check_writable_folder(folder)
+    return Path(folder)
+
+
+def new_file_path(path, what: str) -> Path:
+    """A file to be written, checked before any work: not a folder, and its folder one `output_folder` allows."""
     path = Path(path)
     if path.is_dir():
         raise LvsegError(f"is a folder: give {what}", path)
-    blocked = blocking_file(path.parent)
-    if blocked is not None:
-        raise LvsegError("is a file, not a folder: the output cannot be written inside it", blocked)
+    output_folder(path.parent)
+    return path
+
+
+def input_path(path) -> Path:
+    """An input, checked first: a missing one is the problem to name, not what the outputs would be."""
+    path = Path(path)
+    if not path.exists():
+        raise LvsegError("no such file or folder", path)
     return path
 
 
@@ -66,14 +81,24 @@ def input_folders(source) -> list:
     return [source.parent.parent] if is_case_folder(source.parent.parent) else []
 
 
-def output_path(path, inputs=(), kinds=("nifti", "tiff"), outputs=()) -> Path:
+def output_path(path, inputs=(), kinds=("nifti", "tiff"), outputs=(), what="a labels file") -> Path:
     """An output file checked before any work: a writable format, not one of the input files or inside their
-    folders (`input_folders`), not another output."""
+    folders (`outside_inputs`), not another output. ``what`` it holds, for the messages."""
     from .io import image_kind
 
-    path = new_file_path(path, "a labels file (.nii.gz, .nii, .tif or .tiff)")
+    path = new_file_path(path, f"{what} (.nii.gz, .nii, .tif or .tiff)")
     if image_kind(path) not in kinds:
         raise LvsegError("cannot write this kind of file (use .nii.gz, .nii, .tif or .tiff)", path)
+    outside_inputs(path, inputs)
+    for other in outputs:
+        if path.resolve() == Path(other).resolve():
+            raise LvsegError("is already the labels output: give the uncertainty map its own file", path)
+    return path
+
+
+def outside_inputs(path, inputs) -> Path:
+    """An output that is none of the input files and lies inside none of their folders (`input_folders`)."""
+    path = Path(path)
     for source in inputs:
         for folder in input_folders(source):   # a case folder's image or truth, a DICOM series
             if folder.resolve() in path.resolve().parents:
@@ -81,9 +106,6 @@ def output_path(path, inputs=(), kinds=("nifti", "tiff"), outputs=()) -> Path:
                                  "it, its files would be overwritten or mixed into the input", path)
         if path.resolve() == Path(source).resolve():
             raise LvsegError("is the input file: choose another output, the input would be overwritten", path)
-    for other in outputs:
-        if path.resolve() == Path(other).resolve():
-            raise LvsegError("is already the labels output: give the uncertainty map its own file", path)
     return path
 
 
@@ -130,11 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", metavar="JSON", help='case split {"train": [...], "val": [...], "test": [...]}')
     p.add_argument("--val-fraction", type=float, default=0.15, help="validation cases when no --split is given")
     p.add_argument("--init", metavar="MODEL", help="fine-tune from this model instead of starting from scratch")
-    p.add_argument("--name", help="name of the trained model in the registry")
+    p.add_argument("--name", help="name of the trained model in the registry (one no other model has)")
     p.add_argument("--width", type=int, default=None, help="base width of the network")
     p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--context", type=int, default=0,
-                   help="neighbour slices each side as input channels (2.5-D segmentation; 0: 2-D)")
+    p.add_argument("--context", type=int, default=None,
+                   help="neighbour slices each side as input channels (2.5-D segmentation; 0: 2-D; default: the "
+                   "--init model's, else 0)")
     p.add_argument("--augment", choices=("none", "light", "default"), default="default")
     p.add_argument("--rare-boost", type=float, default=2.0, help="oversampling of slices with infarct / no-reflow")
     p.add_argument("--seg-guide", metavar="MODEL", help="synthesis: a frozen segmentation model (trained on real "
@@ -217,19 +240,22 @@ def cmd_segment(args) -> int:
     from .io import image_kind, read_image, write_image, write_labels
 
     set_threads(args.threads)
-    src = Path(args.input)
+    src = input_path(args.input)
     one_file = image_kind(args.output) in ("nifti", "tiff")   # -o names a labels file, not a folder
     # a DICOM folder is one series, and a case folder one stack when -o names a file; other folders are many
     if src.is_dir() and image_kind(src) != "dicom" and not (one_file and image_kind(src) == "emidec-case"):
-        items = _folder_items(src) if one_file else None   # an empty or foreign folder is reported as such
+        items, skipped = _folder_items(src) if one_file else (None, [])   # an empty or foreign folder: said so
         if items is not None and len(items) > 1:
             raise LvsegError(f"-o {args.output} names one file, but this folder holds {len(items)} images: give an "
                              "output folder", src)
+        if skipped:   # beside the one image: the user may have meant another
+            raise LvsegError(skipped[0][1], skipped[0][0])
         if items is None:
             return _segment_folder(args, src)
         src = Path(items[0][1])   # a folder of one image: that image into the file
     output = output_path(args.output, [src])    # output problems too are reported before any work
-    uncertainty = output_path(args.uncertainty, [src], outputs=[output]) if args.uncertainty else None
+    uncertainty = (output_path(args.uncertainty, [src], outputs=[output], what="an image file") if args.uncertainty
+                   else None)
     image = read_image(src)
     # segment() checks the image and --center before it loads the model
     result = segment(image.data, args.model, tta=args.tta, uncertainty=uncertainty is not None, center=args.center,
@@ -240,15 +266,19 @@ def cmd_segment(args) -> int:
     return 0
 
 
-def _folder_items(src: Path) -> list:
+def _folder_items(src: Path) -> tuple[list, list]:
     """(name, source, labels file name) for what a folder holds: an image keeps its file name, a case folder or
-    DICOM series becomes <folder>.nii.gz."""
-    from .io import folder_sources
+    DICOM series becomes <folder>.nii.gz; and (path, why) of what it leaves out (`folder_walk`)."""
+    from .io import folder_walk
 
-    sources = folder_sources(src)
+    sources, skipped = folder_walk(src)
+    if not sources and len(skipped) == 1:   # e.g. the folder itself a case without its Images folder
+        raise LvsegError(skipped[0][1], skipped[0][0])
     if not sources:
-        raise LvsegError("folder holds no EMIDEC Case_* folders, DICOM series, NIfTI or TIFF images", src)
-    return [(p.name, p, p.name if p.is_file() else f"{p.name}.nii.gz") for p in sources]
+        found = "; ".join(f"{p.name}: {why}" for p, why in skipped)
+        raise LvsegError(f"nothing to segment: {found}" if skipped else
+                         "folder holds no EMIDEC Case_* folders, DICOM series, NIfTI or TIFF images", src)
+    return [(p.name, p, p.name if p.is_file() else f"{p.name}.nii.gz") for p in sources], skipped
 
 
 def _check_folder_outputs(items: list, out: Path) -> None:
@@ -277,12 +307,16 @@ def _segment_folder(args, src: Path) -> int:
     out = Path(args.output)
     if out.exists() and not out.is_dir():
         raise LvsegError("is a file: a folder is segmented into a folder", out)
+    output_folder(out)
     if out.resolve() == src.resolve():
         raise LvsegError("is the input folder: choose another output, the images would be overwritten", out)
-    items = _folder_items(src)
+    items, skipped = _folder_items(src)
     _check_folder_outputs(items, out)
     model = load_model(args.model, task="segmentation")
     failed = []
+    for path, why in skipped:   # each left out said before the others run, and counted below
+        print(f"lvseg segment: error: {path}: {why}", file=sys.stderr)
+        failed.append(path.name)
     for name, path, out_name in items:
         try:
             image = read_image(path)    # an EMIDEC case's truth labels are not needed here
@@ -292,7 +326,8 @@ def _segment_folder(args, src: Path) -> int:
             print(f"lvseg segment: error: {exc}", file=sys.stderr)
             failed.append(name)
     if failed:
-        print(f"lvseg segment: {len(failed)} of {len(items)} not segmented: {', '.join(failed)}", file=sys.stderr)
+        print(f"lvseg segment: {len(failed)} of {len(items) + len(skipped)} not segmented: {', '.join(failed)}",
+              file=sys.stderr)
     return 2 if failed else 0
 
 
@@ -307,6 +342,10 @@ def cmd_train(args) -> int:
             raise LvsegError(f"--mix {args.mix!r}: expected ratios like 1:1") from None
     if not args.resume and not args.data:
         raise LvsegError("give the training data with --data DIR (or --resume a run)")
+    if args.register and args.name:   # refused before the training, not after it
+        from .models.store import check_free_model_name
+
+        check_free_model_name(args.name)
     epochs = args.epochs
     if epochs is None and not args.resume:   # a resume without --epochs keeps the run's own (`prepare_run`)
         epochs = 10
@@ -341,13 +380,11 @@ def cmd_train(args) -> int:
         bar.close()
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
     if args.register and rank0 and last is not None and last.kind == "done":
-        if not trained:
-            print("nothing left to train: not registered again")
-        else:
-            from .models.store import register_model
+        from .models.store import register_model
 
-            # an explicit --name replaces that user model; the run folder's name is never taken from another one
-            print(f"registered as {register_model(args.out, name=args.name, unique=args.name is None).name}")
+        # an explicit --name is free (checked above); the run folder's name is never taken from another model
+        name = register_model(args.out, name=args.name, unique=args.name is None).name
+        print(f"registered as {name}" if trained else f"nothing left to train: the run's model registered as {name}")
     return 0 if last is not None and last.kind == "done" else 1
 
 
@@ -367,7 +404,11 @@ def _label_files(folder: Path) -> dict:
         raise LvsegError("not a folder", folder)
     found = {c.name: c.labels_path for c in emidec.find_cases(folder) if c.labels_path is not None}
     for f in sorted(folder.glob("*.nii*")) + sorted(folder.glob("*.tif*")):
-        found.setdefault(f.name.split(".")[0], f)
+        name = f.name.split(".")[0]
+        if name in found:   # which one is the prediction? Taking either would be a silent guess
+            raise LvsegError(f"{found[name].relative_to(folder)} and {f.name} both hold labels of {name}: keep one",
+                             folder)
+        found[name] = f
     if not found:
         raise LvsegError("no label files (Case_X.nii.gz or EMIDEC Contours) found", folder)
     return found
@@ -437,6 +478,7 @@ def _evaluation_prefix(out, pred) -> Path:
         prefix = prefix.with_suffix("")
     if not prefix.parent.is_dir():
         raise LvsegError("not a folder" if prefix.parent.exists() else "folder does not exist", prefix.parent)
+    output_folder(prefix.parent)
     return prefix
 
 

@@ -59,10 +59,10 @@ def cmd_synthesize(args) -> int:
     from .io import read_labels, write_image
     from .synthesis import synthesize
 
-    from .cli import output_path
+    from .cli import input_path, output_path
 
     _threads(args.threads)
-    output = output_path(args.output, [args.mask])
+    output = output_path(args.output, [input_path(args.mask)], what="an image file")
     mask = read_labels(args.mask)
     image = synthesize(mask.data, args.model, seed=args.seed, name=args.mask)
     # The mask's header (affine, spacing) goes with the image; only a NIfTI writer uses it.
@@ -90,10 +90,11 @@ def cmd_evaluate_synthesis(args) -> int:
 
     _threads(args.threads)
     if args.out:   # checked before the evaluation, which takes minutes
-        from .cli import new_file_path
+        from .cli import new_file_path, outside_inputs
 
         if new_file_path(args.out, "a .json file").suffix.lower() != ".json":
             raise LvsegError("--out must name a .json file", args.out)
+        outside_inputs(args.out, [args.data])
     result = evaluate_synthesis(args.model, args.data, cases=args.cases, seed=args.seed)
     print(f"{result['model']} on {result['n_slices']} slices of {result['data']}:")
     print(f"  L1 {result['l1']:.4f}  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")

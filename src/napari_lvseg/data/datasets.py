@@ -135,6 +135,13 @@ def read_split(path) -> dict:
         names = split.get(key, [])
         if not (isinstance(names, list) and all(isinstance(n, str) for n in names)):
             raise LvsegError(f"split file's {key!r} must be a list of case names, not {names!r}"[:200], path)
+    keys = ("train", "val", "test")
+    for i, key in enumerate(keys):   # a case on both sides would be scored on what it trained on
+        for other in keys[i + 1:]:
+            both = sorted(set(split.get(key, [])) & set(split.get(other, [])))
+            if both:
+                raise LvsegError(f"split file lists {len(both)} case(s) in both {key!r} and {other!r}: "
+                                 f"{', '.join(both[:3])}{' ...' if len(both) > 3 else ''}", path)
     return split
 
 

@@ -53,13 +53,19 @@ def prepare_run(options: TrainOptions, resume: bool) -> tuple[TrainOptions, dict
         if not last.exists():
             raise LvsegError("nothing to resume: no last.pt checkpoint", out)
         saved = TrainOptions.load(out / "options.json")
+        checkpoint = load_checkpoint(last)
+        done, partial = checkpoint.get("epoch", 0), bool(checkpoint.get("step_in_epoch", 0))
+        if options.epochs is not None and options.epochs < done + partial:   # it would end at once, unfinished
+            raise LvsegError(f"run has {done} epoch(s) done{' and part of the next' if partial else ''}: --epochs "
+                             f"{options.epochs} is fewer (the total, counting epochs done); give {done + partial} "
+                             "or more", out)
         if options.epochs is not None:
             saved.epochs = options.epochs
         saved.threads = options.threads
         saved.workers = options.workers
         saved.device = options.device
         saved.out = str(out)
-        return saved, load_checkpoint(last)
+        return saved, checkpoint
     if last.exists():
         raise LvsegError("run folder already holds a training run (use --resume, or another --out)", out)
     if (out / "model.safetensors").exists():  # a new run would replace that model with its own

@@ -38,7 +38,8 @@ class TrainOptions:
     depth: int = 4
     dropout: float = 0.0
     deep_supervision: bool = True
-    context: int = 0                               # neighbour slices each side as input channels (2.5-D; --init keeps its model's)
+    context: int | None = None                     # neighbour slices each side as input channels (2.5-D; None: the
+                                                   # --init model's, else 0; another than the --init model's: refused)
     # segmentation
     augment: str = "default"                       # none | light | default
     rare_boost: float = 2.0                        # oversampling of infarct / no-reflow slices
@@ -98,7 +99,7 @@ class TrainOptions:
             from ..models.store import check_model_name
 
             check_model_name(self.name)
-        if not 0 <= self.context <= 3:
+        if self.context is not None and not 0 <= self.context <= 3:
             raise LvsegError(f"--context must be 0..3 neighbour slices, got {self.context}")
         if self.workers < 0:
             raise LvsegError(f"--workers must be 0 or more, got {self.workers}")
@@ -114,11 +115,12 @@ class TrainOptions:
         if self.size % 2 ** self.depth:
             raise LvsegError(f"size {self.size} must be divisible by 2**depth = {2 ** self.depth}")
         if self.out:
-            from ..io.atomic import blocking_file
+            from ..io.atomic import blocking_file, check_writable_folder
 
             blocked = blocking_file(self.out)
             if blocked is not None:
                 raise LvsegError("is a file: the run folder cannot be made there", blocked)
+            check_writable_folder(self.out)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -141,6 +143,10 @@ class TrainOptions:
         # of such a run must rebuild the same generator
         raw.setdefault("upsample", "transposed")
         try:
-            return cls(**{k: v for k, v in raw.items() if k in known})
+            options = cls(**{k: v for k, v in raw.items() if k in known})
+            options._check_types()   # here, so that a value edited by hand is reported with its file
+        except LvsegError as exc:
+            raise LvsegError(exc.message, path) from None
         except (TypeError, ValueError) as exc:
             raise LvsegError(f"malformed options ({exc})", path) from None
+        return options

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..data.augment import build_augmentation
 from ..data.normalize import DEFAULT_NORMALIZATION, model_context
+from ..errors import LvsegError
 from ..labels import NAMES, SHORT_NAMES
 from .data import Task, TrainingData
 
@@ -29,7 +30,13 @@ class SegmentationTask(Task):
             self.model, card = load_model(o.init, task="segmentation")
             self.architecture, self.params = card.architecture, dict(card.params)
             self.normalization = dict(card.normalization or self.normalization)
+            context = model_context(self.model)   # its input channels: another context cannot be trained into it
+            if o.context not in (None, context):
+                raise LvsegError(f"--context {o.context} asked for, but the --init model reads {context} neighbour "
+                                 f"slice(s) each side: give --context {context} or leave it out", o.init)
+            o.context = context   # options.json says what the model reads
         else:
+            o.context = o.context or 0
             self.architecture = "AttentionResUNet"
             self.params = {"in_channels": 1 + 2 * o.context, "out_channels": 5, "base_width": o.width or 12,
                            "depth": o.depth, "dropout": o.dropout, "deep_supervision": o.deep_supervision}

@@ -16,7 +16,8 @@ from napari_lvseg.io.volume import (Volume, atomic_path, check_image, check_labe
 
 __all__ = [
     "Volume", "atomic_path", "check_image", "check_labels", "check_pair", "full_suffix",
-    "read_image", "read_labels", "write_image", "write_labels", "image_kind", "folder_sources", "spacing_of",
+    "read_image", "read_labels", "write_image", "write_labels", "image_kind", "folder_sources", "folder_walk",
+    "spacing_of",
     "NIFTI_SUFFIXES", "TIFF_SUFFIXES",
 ]
 
@@ -50,13 +51,32 @@ def image_kind(path) -> str | None:
 def folder_sources(folder, dicom_series: bool = True) -> list[Path]:
     """What a folder holds to segment, each readable by :func:`read_image`: its EMIDEC case folders if it has any,
     else its NIfTI/TIFF images and (with ``dicom_series``) its DICOM series sub-folders. Hidden entries are skipped."""
-    from napari_lvseg.io.emidec import find_cases
+    return folder_walk(folder, dicom_series)[0]
 
+
+def folder_walk(folder, dicom_series: bool = True) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """`folder_sources`, and (path, why) for each entry left out that looks meant to be segmented: a folder that
+    looks like an EMIDEC case and is not one (the folder itself too), an image beside case folders. Other files
+    (notes, tables) and folders without images are left alone unreported."""
+    from napari_lvseg.io.emidec import case_problem, find_cases
+
+    folder = Path(folder)
     cases = [case.image_path.parent.parent for case in find_cases(folder)]
-    if cases:
-        return cases
+    if cases == [folder]:
+        return cases, []
+    entries = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
     wanted = ("nifti", "tiff", "dicom") if dicom_series else ("nifti", "tiff")
-    return [p for p in sorted(Path(folder).iterdir()) if not p.name.startswith(".") and image_kind(p) in wanted]
+    sources = cases or [p for p in entries if image_kind(p) in wanted]
+    if not sources and case_problem(folder):   # e.g. a case folder without its Images folder
+        return [], [(folder, case_problem(folder))]
+    skipped = []
+    for p in entries:
+        why = None if p in sources else case_problem(p)
+        if why is None and cases and p not in cases and image_kind(p) in ("nifti", "tiff", "dicom"):
+            why = "an image beside EMIDEC case folders, where only the cases are segmented: segment it on its own"
+        if why:
+            skipped.append((p, why))
+    return sources, skipped
 
 
 def _read_any(path, want_labels: bool) -> Volume:

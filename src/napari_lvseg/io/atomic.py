@@ -12,6 +12,8 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from napari_lvseg.errors import LvsegError
+
 
 def blocking_file(path) -> Path | None:
     """The file standing where ``path`` or one of its missing folders would be made, or None: writing there would
@@ -19,6 +21,15 @@ def blocking_file(path) -> Path | None:
     path = Path(path)
     nearest = next((p for p in (path, *path.resolve().parents) if p.exists()), None)
     return nearest if nearest is not None and not nearest.is_dir() else None
+
+
+def check_writable_folder(folder) -> None:
+    """Refuse, before the work, a ``folder`` to be written into (or made) where this process may not write (no
+    permission, a read-only file system): the existing folder it would be made in is named."""
+    folder = Path(folder)
+    nearest = next((p for p in (folder, *folder.resolve().parents) if p.exists()), None)
+    if nearest is not None and nearest.is_dir() and not os.access(nearest, os.W_OK | os.X_OK):
+        raise LvsegError("folder cannot be written (no permission, or a read-only file system)", nearest)
 
 
 @functools.cache
@@ -42,7 +53,10 @@ def atomic_path(path, suffix: str | None = None):
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix is None:
         suffix = "".join(path.suffixes)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
+    except OSError as exc:
+        raise _naming(exc, path) from exc
     os.close(fd)
     try:
         yield Path(tmp)
@@ -52,9 +66,18 @@ def atomic_path(path, suffix: str | None = None):
         mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~_umask()
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp not in (str(exc.filename), str(exc.filename2)) and exc.filename is not None:
+            raise   # another file's problem (e.g. one the writer reads): its own name stands
+        raise _naming(exc, path) from exc
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` told of ``path``, the file the user named: the temp file beside it is ours, not theirs."""
+    return OSError(exc.errno, exc.strerror, str(path)) if exc.errno is not None else exc
 
 
 def write_text_atomic(path, text: str) -> None:

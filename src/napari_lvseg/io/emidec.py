@@ -36,6 +36,19 @@ def is_case_folder(path) -> bool:
     return path.is_dir() and _nifti_in(path / "Images", path.name) is not None
 
 
+def case_problem(path) -> str | None:
+    """Why a folder that looks like an EMIDEC case (named Case_*, or holding Images/ or Contours/) is not one; None
+    for a case, and for a folder that does not look like one."""
+    path = Path(path)
+    if not path.is_dir() or is_case_folder(path):
+        return None
+    if not (path.name.startswith("Case_") or (path / "Images").is_dir() or (path / "Contours").is_dir()):
+        return None
+    if not (path / "Images").is_dir():
+        return f"not an EMIDEC case: no Images folder (expected Images/{path.name}.nii.gz)"
+    return f"not an EMIDEC case: its Images folder holds no {path.name}.nii.gz (nor one lone NIfTI image)"
+
+
 def _case(path: Path) -> EmidecCase:
     return EmidecCase(path.name, _nifti_in(path / "Images", path.name), _nifti_in(path / "Contours", path.name))
 

@@ -10,7 +10,7 @@ import numpy as np
 from nibabel.volumeutils import apply_read_scaling
 
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.io.volume import Volume, atomic_path, spacing_of
+from napari_lvseg.io.volume import Volume, atomic_path, captured_log, spacing_of
 from napari_lvseg.labels import N_CLASSES
 
 ORIENTATION = "xyz->zyx"
@@ -35,8 +35,9 @@ def read_nifti(path) -> Volume:
     """Read a .nii/.nii.gz file as (Z, Y, X) (or (Y, X) for a 2-D file); scaling applied."""
     path = Path(path)
     try:
-        img = nib.load(str(path))
-        data = np.asanyarray(img.dataobj)
+        with captured_log("nibabel.global"):   # its notes on header fixes (pixdim 0 set to 1): not the user's line
+            img = nib.load(str(path))
+            data = np.asanyarray(img.dataobj)
     except FileNotFoundError:
         raise LvsegError("file not found", path) from None
     except Exception as exc:  # nibabel raises many types for damaged files

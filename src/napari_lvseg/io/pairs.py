@@ -71,9 +71,10 @@ class PairFolder:
     def check_writable(self) -> None:
         """Pairs may be added here: not under a file, and not into an EMIDEC case or dataset folder, which would read
         as a pair folder once it has images/ and masks/, its cases hidden from training."""
-        from napari_lvseg.io.atomic import blocking_file
+        from napari_lvseg.io.atomic import blocking_file, check_writable_folder
         from napari_lvseg.io.emidec import is_case_folder, is_dataset_folder
 
+        check_writable_folder(self.root)   # one system call: cheap enough for every add()
         if self.is_pair_folder(self.root):   # every add() asks: an existing pair folder answers at once
             return
         blocked = blocking_file(self.root)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import tifffile
 
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.io.volume import Volume, atomic_path, spacing_of
+from napari_lvseg.io.volume import Volume, atomic_path, captured_log, spacing_of
 
 _COLOUR = {"RGB", "YCBCR", "PALETTE", "CMYK", "SEPARATED"}
 
@@ -17,7 +19,7 @@ def read_tiff(path) -> Volume:
     """Read the first series of a TIFF file; colour TIFFs are refused."""
     path = Path(path)
     try:
-        with tifffile.TiffFile(str(path)) as tif:
+        with captured_log("tifffile") as log, tifffile.TiffFile(str(path)) as tif:
             series = tif.series[0]
             photometric = series.keyframe.photometric
             if photometric is not None and photometric.name in _COLOUR:
@@ -34,6 +36,10 @@ def read_tiff(path) -> Volume:
         raise LvsegError("file not found", path) from None
     except Exception as exc:  # tifffile raises several types for damaged files
         raise LvsegError(f"cannot read TIFF ({type(exc).__name__}: {exc})", path) from None
+    errors = [r.getMessage() for r in log if r.levelno >= logging.ERROR]
+    if errors:   # e.g. a truncated file: tifffile reads the pages before the damage and only logs the rest away
+        reason = re.sub(r"^<[^>]*>\s*", "", errors[0])   # without tifffile's object name
+        raise LvsegError(f"damaged TIFF, part of it cannot be read ({reason})", path)
     meta = {"format": "tiff", "source": str(path), "dtype": str(data.dtype), "spacing": pixel}
     return Volume(np.ascontiguousarray(data), meta)
 

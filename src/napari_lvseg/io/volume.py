@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +34,31 @@ class Volume:
     @property
     def spacing(self) -> tuple:
         return tuple(self.meta.get("spacing", (1.0, 1.0, 1.0)))
+
+
+@contextmanager
+def captured_log(name: str):
+    """The records library logger ``name`` (tifffile, nibabel.global) logs in this thread while it reads a user's
+    file, kept off the terminal (a user sees one line) and handed to the reader, which turns one that matters into
+    its error. Other threads' records pass as before."""
+    import logging
+    import threading
+
+    records: list = []
+    thread = threading.get_ident()
+
+    def keep(record) -> bool:   # a logger filter: False keeps the record from every handler
+        if record.thread != thread:
+            return True
+        records.append(record)
+        return False
+
+    logger = logging.getLogger(name)
+    logger.addFilter(keep)
+    try:
+        yield records
+    finally:
+        logger.removeFilter(keep)
 
 
 def spacing_of(meta: dict | None) -> tuple:

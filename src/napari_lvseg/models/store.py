@@ -97,14 +97,18 @@ def _check_card_values(data: dict, source) -> None:
     span = norm.get("intensity_range", [0.0, 1.0])
     if not (isinstance(span, (list, tuple)) and len(span) == 2 and all(number(v) for v in span)):
         raise LvsegError(f"model card normalization 'intensity_range' must be two numbers, not {span!r}", source)
-    depth = data.get("params", {}).get("depth")
-    if isinstance(depth, int) and 0 < depth < 16 and size % 2 ** depth:
-        raise LvsegError(f"model card 'input_size' {size} must be divisible by 2**depth = {2 ** depth}", source)
     members = data.get("params", {}).get("members") if data["architecture"] == "SegmentationEnsemble" else None
     for i, member in enumerate(members or [], 1):
         if not (isinstance(member, dict) and isinstance(member.get("architecture"), str)
                 and isinstance(member.get("params"), dict)):
             raise LvsegError(f"model card ensemble member {i} needs an 'architecture' name and 'params'", source)
+    # an ensemble keeps its depth per member: each one must take the input size
+    for i, params in enumerate([data.get("params", {})] + [m["params"] for m in members or []]):
+        depth = params.get("depth")
+        if isinstance(depth, int) and 0 < depth < 16 and size % 2 ** depth:
+            member = f" (ensemble member {i})" if i else ""
+            raise LvsegError(f"model card 'input_size' {size} must be divisible by 2**depth = {2 ** depth}{member}",
+                             source)
 
 
 @dataclass
@@ -348,6 +352,9 @@ def _read_torch_state_dict(path: Path) -> dict:
     import torch
 
     obj = torch_load_plain(path)
+    if isinstance(obj, dict) and str(obj.get("format", "")).startswith("lvseg-checkpoint"):   # engine/checkpoint.py
+        raise LvsegError(f"is a training checkpoint, not a model: pass its run folder ({path.parent}) as the model",
+                         path)
     # Accept training checkpoints that wrap the state dict.
     if isinstance(obj, dict):
         for key in ("state_dict", "model_state_dict", "model"):
@@ -560,10 +567,27 @@ def check_model_name(name, source=None) -> str:
     return name
 
 
+def _taken_names() -> dict:
+    """{name: what has it} of the bundled and user models, and of user folders that are no listed model (a broken
+    card): registering under one of them would replace it, or be shadowed by it."""
+    root = user_models_dir()
+    taken = {p.name: f"the user folder {p}" for p in root.iterdir()} if root.is_dir() else {}
+    taken.update({e.name: f"the {e.source} {e.task} model {e.name}" for e in list_models()})
+    return taken
+
+
+def check_free_model_name(name: str) -> str:
+    """``name`` for a model about to be registered, refused when another model has it: a bundled one would be
+    shadowed, a user one replaced (the GUI too registers only under a name no other model has)."""
+    holder = _taken_names().get(check_model_name(name))
+    if holder is not None:
+        raise LvsegError(f"--name {name}: {holder} has this name; choose another --name")
+    return name
+
+
 def free_model_name(name: str) -> str:
     """``name``, or ``name-2``, ``name-3``, ... if a bundled or user model (of any task) already has it."""
-    root = user_models_dir()
-    taken = {e.name for e in list_models()} | ({p.name for p in root.iterdir()} if root.is_dir() else set())
+    taken = _taken_names()
     candidate, k = name, 1
     while candidate in taken:
         k += 1

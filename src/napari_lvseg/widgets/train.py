@@ -264,7 +264,7 @@ class TrainWidget(QWidget):
         self.batch_size = spin_box(1, 1024, 16, tips.BATCH)
         self.width = spin_box(0, 256, 0, tips.WIDTH)
         self.width.setSpecialValueText("task default")
-        self.context = spin_box(0, 5, 0, tips.CONTEXT)
+        self.context = spin_box(0, 3, 0, tips.CONTEXT)
         self.context.setSpecialValueText("none")
         self.lr = QDoubleSpinBox()
         self.lr.setDecimals(6)
