@@ -162,6 +162,32 @@ def test_the_lv_search_in_a_large_image_is_made_of_steps_a_stop_falls_between(or
     assert net.training
 
 
+class BrightCavityMidWall(nn.Module):
+    """An oracle: cavity where the normalised input is bright, myocardium where it is mid-grey."""
+
+    def __init__(self):
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        x = x[:, x.shape[1] // 2:x.shape[1] // 2 + 1]
+        cavity, wall = (x > 0.7).float(), ((x > 0.3) & (x <= 0.7)).float()
+        zeros = torch.zeros_like(x)
+        return 8.0 * torch.cat([1 - cavity - wall, cavity, wall, zeros, zeros], dim=1) + 0 * self.dummy
+
+
+def test_the_lv_search_takes_the_walled_cavity_not_the_largest_bright_patch():
+    from napari_lvseg.inference import find_lv_center
+
+    img = np.zeros((1, 300, 300), np.float32)
+    img[0, 20:120, 20:120] = 1.0   # a flat bright patch: all "cavity", larger than the heart
+    yy, xx = np.mgrid[:300, :300]
+    r = np.hypot(yy - 220, xx - 200)
+    img[0][r < 22] = 0.5   # the wall
+    img[0][r < 12] = 1.0   # the cavity inside it
+    assert find_lv_center(BrightCavityMidWall(), img, 64) == pytest.approx((220, 200), abs=1)
+
+
 def test_segment_steps_check_the_input_before_the_first_step(oracle):
     from napari_lvseg.inference import segment_steps
 

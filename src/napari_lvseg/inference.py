@@ -261,7 +261,7 @@ def iter_lv_center(model, stack: np.ndarray, size: int, device=None):
 
     inputs = with_context(stack, model_context(model))
     bands = _bands(stack.shape[-2], size)
-    lv = np.zeros(stack.shape, bool)
+    lv = np.zeros(stack.shape, np.uint8)   # the classes found, 0 background (bands overlap: the larger class wins)
     done, total = 0, len(stack) * len(bands)
     was_training = model.training
     model.eval()
@@ -274,17 +274,20 @@ def iter_lv_center(model, stack: np.ndarray, size: int, device=None):
                         device or _device_of(model))
                     logits = sliding_window_inference(x, roi_size=(size, size), sw_batch_size=8, predictor=model,
                                                       overlap=0.25, mode="gaussian", padding_mode="constant")
-                lv[z, rows] |= np.isin(logits.argmax(1).cpu().numpy()[0], (CAVITY, MYOCARDIUM, INFARCT, NO_REFLOW))
+                lv[z, rows] = np.maximum(lv[z, rows], logits.argmax(1).cpu().numpy()[0])
                 done += 1
                 yield done, total
     finally:
         model.train(was_training)
-    comp, n = ndimage.label(lv)
+    comp, n = ndimage.label(lv > 0)
     if n == 0:
         return None
-    sizes = np.bincount(comp.ravel())
-    sizes[0] = 0
-    _, cy, cx = ndimage.center_of_mass(comp == int(np.argmax(sizes)))
+    # The LV is the component with the most wall (myocardium, infarct, no-reflow), then the largest: a flat region
+    # (zero padding, a blank border) can read as a large "cavity" with hardly any wall round it.
+    wall = np.bincount(comp.ravel(), weights=np.isin(lv, (MYOCARDIUM, INFARCT, NO_REFLOW)).ravel(), minlength=n + 1)
+    sizes = np.bincount(comp.ravel(), minlength=n + 1)
+    best = max(range(1, n + 1), key=lambda k: (wall[k], sizes[k]))
+    _, cy, cx = ndimage.center_of_mass(comp == best)
     return float(cy), float(cx)
 
 
