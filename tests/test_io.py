@@ -195,6 +195,20 @@ def test_a_truncated_tiff_stack_is_refused_not_read_in_part_and_the_library_says
     assert caplog.records == []   # tifffile's own line, which would come before the error, is in the error
 
 
+def test_a_tiff_with_a_bad_private_tag_is_read_whole(tmp_path, caplog):
+    """tifffile logs an error for a tag it cannot read, and reads every pixel: such files (vendor software writes
+    them) are read, not refused as damaged."""
+    stack = np.arange(3 * 8 * 8, dtype=np.uint16).reshape(3, 8, 8)
+    path = tmp_path / "vendor.tif"
+    tifffile.imwrite(path, stack, photometric="minisblack", extratags=[(65000, "s", 0, "vendor note", True)])
+    raw = path.read_bytes()
+    entry = (65000).to_bytes(2, "little") + (2).to_bytes(2, "little")   # the tag, type ASCII
+    assert raw.count(entry) == 1
+    path.write_bytes(raw.replace(entry, (65000).to_bytes(2, "little") + (99).to_bytes(2, "little")))
+    np.testing.assert_array_equal(read_image(path).data, stack)
+    assert caplog.records == []
+
+
 def test_nibabel_s_header_notes_stay_off_the_terminal(tmp_path, caplog):
     image = nib.Nifti1Image(RNG.random((16, 16, 2)).astype(np.float32), np.eye(4))
     image.header["pixdim"][1:4] = 0

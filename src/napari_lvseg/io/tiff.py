@@ -13,6 +13,9 @@ from napari_lvseg.errors import LvsegError
 from napari_lvseg.io.volume import Volume, atomic_path, captured_log, spacing_of
 
 _COLOUR = {"RGB", "YCBCR", "PALETTE", "CMYK", "SEPARATED"}
+# tifffile's log messages that mean pages of the file were not read
+_PAGES_LOST = re.compile(r"invalid page offset|invalid offset to (first|next) page|corrupted tag list|"
+                         r"invalid next page|circular reference", re.IGNORECASE)
 
 
 def read_tiff(path) -> Volume:
@@ -36,8 +39,10 @@ def read_tiff(path) -> Volume:
         raise LvsegError("file not found", path) from None
     except Exception as exc:  # tifffile raises several types for damaged files
         raise LvsegError(f"cannot read TIFF ({type(exc).__name__}: {exc})", path) from None
-    errors = [r.getMessage() for r in log if r.levelno >= logging.ERROR]
-    if errors:   # e.g. a truncated file: tifffile reads the pages before the damage and only logs the rest away
+    # A truncated file: tifffile reads the pages before the damage and only logs the rest away. Other errors it logs
+    # (a bad private tag, broken ImageJ or OME metadata) it recovers from with every pixel read: those files pass.
+    errors = [r.getMessage() for r in log if r.levelno >= logging.ERROR and _PAGES_LOST.search(r.getMessage())]
+    if errors:
         reason = re.sub(r"^<[^>]*>\s*", "", errors[0])   # without tifffile's object name
         raise LvsegError(f"damaged TIFF, part of it cannot be read ({reason})", path)
     meta = {"format": "tiff", "source": str(path), "dtype": str(data.dtype), "spacing": pixel}

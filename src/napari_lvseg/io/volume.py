@@ -36,29 +36,42 @@ class Volume:
         return tuple(self.meta.get("spacing", (1.0, 1.0, 1.0)))
 
 
+_CAPTURE = None   # thread id -> list of records, kept by the one filter per logger that `captured_log` installs
+
+
 @contextmanager
 def captured_log(name: str):
     """The records library logger ``name`` (tifffile, nibabel.global) logs in this thread while it reads a user's
     file, kept off the terminal (a user sees one line) and handed to the reader, which turns one that matters into
-    its error. Other threads' records pass as before."""
+    its error. Other threads' records pass as before. The logger's filter is installed once and never removed:
+    adding and removing filters while another thread logs could let that thread's record slip past."""
     import logging
     import threading
 
-    records: list = []
-    thread = threading.get_ident()
-
-    def keep(record) -> bool:   # a logger filter: False keeps the record from every handler
-        if record.thread != thread:
-            return True
-        records.append(record)
-        return False
-
+    global _CAPTURE
+    if _CAPTURE is None:
+        _CAPTURE = {}
     logger = logging.getLogger(name)
-    logger.addFilter(keep)
+    if not any(getattr(f, "_lvseg_capture", False) for f in logger.filters):
+        def keep(record) -> bool:   # a logger filter: False keeps the record from every handler
+            records = _CAPTURE.get(record.thread)
+            if records is None:
+                return True
+            records.append(record)
+            return False
+
+        keep._lvseg_capture = True
+        logger.addFilter(keep)
+    thread = threading.get_ident()
+    outer = _CAPTURE.get(thread)
+    _CAPTURE[thread] = records = []
     try:
         yield records
     finally:
-        logger.removeFilter(keep)
+        if outer is None:
+            _CAPTURE.pop(thread, None)
+        else:   # nested: the outer capture goes on
+            _CAPTURE[thread] = outer
 
 
 def spacing_of(meta: dict | None) -> tuple:
