@@ -170,7 +170,7 @@ def test_edits_with_autosave_off_are_offered_when_napari_closes(setup, qtbot, er
     viewer, widget, tmp = setup
     widget.autosave.setChecked(False)
     _, labels_layer = _open_in_panel(viewer, widget, tmp / "case1.nii.gz")
-    answers, asked = ["cancel", "save"], []
+    answers, asked = ["cancel", "cancel", "save"], []
 
     def answer(name, can_cancel):
         asked.append((name, can_cancel))
@@ -180,10 +180,24 @@ def test_edits_with_autosave_off_are_offered_when_napari_closes(setup, qtbot, er
     assert widget.close_requested() and asked == []   # nothing edited: napari closes without a question
     _paint_infarct(labels_layer, 3)
     assert not widget.close_requested() and widget.unsaved is not None   # cancel: napari stays open
+    assert not viewer.window._qt_window.close()   # the window's own close asks too: cancel keeps it open
     assert widget.close_requested()   # save
-    assert asked == [("case1 labels", True)] * 2
+    assert asked == [("case1 labels", True)] * 3
     (record,) = PairFolder(tmp / "annotations").records()
     assert record["edited_pixels"] == 3 and widget.unsaved is None and errors == []
+    # what a save or load put there, or a fresh prediction, is nothing to ask about
+    _paint_infarct(labels_layer, 1)
+    widget.load_saved()
+    assert widget.close_requested() and len(asked) == 3
+    from napari_lvseg.widgets.segment import SegmentWidget
+
+    _paint_infarct(labels_layer, 1)
+    new_prediction = labels_layer.metadata["lvseg_prediction"].copy()
+    new_prediction[0, :2, :2] = lb.CAVITY   # another model's answer: the layer's data leaves the old prediction
+    SegmentWidget(viewer).show_result(SegmentationResult(labels=new_prediction, model="tiny-seg"), "case1",
+                                      str(tmp / "case1.nii.gz"))
+    assert np.array_equal(labels_layer.data, new_prediction)
+    assert widget.close_requested() and len(asked) == 3 and errors == []
 
 
 def test_pickers_follow_the_renaming_of_layers_opened_before_the_widget(make_napari_viewer, tmp_path):

@@ -173,6 +173,7 @@ class CorrectWidget(QWidget):
         self.unsaved = None   # (image layer, labels layer) edited with autosave off and not saved since
         # labels layer -> the prediction its saved edits were made on: undoing them back to it is saved too
         self.saved_from = weakref.WeakKeyDictionary()
+        self.on_disk = weakref.WeakKeyDictionary()   # labels layer -> checksum of what was last saved or loaded
         self.ask_save = self._ask_save   # injectable: tests answer without a modal dialog
 
         self.image_picker = LayerPicker(napari_viewer, (Image,), follow=is_new_case_image)
@@ -307,11 +308,17 @@ class CorrectWidget(QWidget):
             self.pending = layers
             self.autosave_timer.start()
         elif None not in layers:
-            if not CorrectLogic.unedited_prediction(layers[1].data, layers[1].metadata):
+            if self._differs_from_disk(layers[1]):
                 self.unsaved = layers   # napari's window asks before it closes on them
                 ask_before_window_closes(self)
-            elif self.unsaved is not None and self.unsaved[1] is layers[1]:   # undone back to the prediction
+            elif self.unsaved is not None and self.unsaved[1] is layers[1]:   # undone back to what is saved
                 self.unsaved = None
+
+    def _differs_from_disk(self, labels) -> bool:
+        """Labels with edits that neither the model made nor a save or load put there."""
+        if CorrectLogic.unedited_prediction(labels.data, labels.metadata):
+            return False
+        return EditWatcher.checksum(labels.data) != self.on_disk.get(labels)
 
     def _ask_save(self, name: str, can_cancel: bool):
         """'save', 'discard' or 'cancel' (only where ``can_cancel``) for the unsaved edits of labels ``name``."""
@@ -325,6 +332,8 @@ class CorrectWidget(QWidget):
         """Ask about edits made with autosave off; False when the user cancels (the window stays open)."""
         layers, self.unsaved = self.unsaved, None
         if layers is None or any(layer not in self.viewer.layers for layer in layers):
+            return True
+        if not self._differs_from_disk(layers[1]):   # segmented again, or undone back to what is saved
             return True
         answer = self.ask_save(layers[1].name, can_cancel)
         if answer == "cancel":
@@ -373,6 +382,7 @@ class CorrectWidget(QWidget):
         name = self.logic.save(image_layer.data, labels_layer.data, source, meta.get("lvseg_model"),
                                meta.get("lvseg_prediction"), labels_name=f"labels '{labels_layer.name}'")
         self.saved_from[labels_layer] = meta.get("lvseg_prediction")
+        self.on_disk[labels_layer] = EditWatcher.checksum(labels_layer.data)
         if self.unsaved is not None and self.unsaved[1] is labels_layer:
             self.unsaved = None
         self.status.setText(f"saved {name} in {self.logic.folder}")
@@ -413,6 +423,7 @@ class CorrectWidget(QWidget):
                 metadata["lvseg_source"] = header   # File > Save keeps the image's header
             layer = self.viewer.add_labels(mask, name=name, metadata=metadata, scale=image_layer.scale,
                                            translate=image_layer.translate, **labels_layer_kwargs())
+        self.on_disk[layer] = EditWatcher.checksum(layer.data)   # what the folder holds: nothing unsaved
         self.labels_picker.select(layer)
         return layer
 

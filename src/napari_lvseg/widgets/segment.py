@@ -300,8 +300,9 @@ class SegmentWidget(QWidget):
         replaced_edits = None
         if layer is not None:
             replaced_edits = edited_pixels(layer.data, layer.metadata.get("lvseg_prediction"))
-            set_labels_undoably(layer, result.labels)   # hand edits it replaces come back with Ctrl+Z
+            # the new prediction is recorded first: the paint event of the write must find the labels unedited
             layer.metadata.update(kwargs["metadata"])
+            set_labels_undoably(layer, result.labels)   # hand edits it replaces come back with Ctrl+Z
         else:   # a layer of that name that is not ours, or cannot take these labels, stays as it is
             kwargs["name"] = free_name(self.viewer, kwargs["name"], fallback)
             extra = {}
