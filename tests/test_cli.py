@@ -115,6 +115,10 @@ def test_train_resume_keeps_the_runs_length_and_needs_no_data(models_dir, tmp_pa
     assert "step 4 of 4" in out and "validation:" not in out
     assert "nothing left to train: the run's model registered as run" in out
     assert (models_dir / "run" / "model.safetensors").is_file()
+    # again: the registry keeps one copy of it
+    assert main(["train", "--resume", "--out", str(run), "--register", *common]) == 0
+    assert "nothing left to train: the run's model is already registered as run" in capsys.readouterr().out
+    assert sorted(p.name for p in models_dir.iterdir() if not p.name.startswith(".")) == ["run"]
     # fewer epochs than the run has done: refused, its options left as they were
     before = (run / "options.json").read_text()
     assert main(["train", "--resume", "--out", str(run), "--epochs", "1", *common]) == 2

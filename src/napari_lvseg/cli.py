@@ -380,11 +380,15 @@ def cmd_train(args) -> int:
         bar.close()
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
     if args.register and rank0 and last is not None and last.kind == "done":
-        from .models.store import register_model
+        from .models.store import register_model, registered_copy
 
-        # an explicit --name is free (checked above); the run folder's name is never taken from another model
-        name = register_model(args.out, name=args.name, unique=args.name is None).name
-        print(f"registered as {name}" if trained else f"nothing left to train: the run's model registered as {name}")
+        copy = None if trained or args.name else registered_copy(args.out)   # a new --name: a copy under it
+        if copy is not None:   # a finished run resumed again: its model is in the registry already
+            print(f"nothing left to train: the run's model is already registered as {copy.name}")
+        else:   # an explicit --name is free (checked above); the run folder's name is never taken from another model
+            name = register_model(args.out, name=args.name, unique=args.name is None).name
+            print(f"registered as {name}" if trained else
+                  f"nothing left to train: the run's model registered as {name}")
     return 0 if last is not None and last.kind == "done" else 1
 
 

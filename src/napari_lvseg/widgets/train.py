@@ -186,7 +186,7 @@ class LivePlot(QWidget):
         if self.logic.losses:
             texts.append((h - 4, f"step {self.logic.losses[-1][0]} of {x_max}"))
             if not self.logic.dice:
-                texts.append((half + half // 2, "no validation yet (needs validation cases)"))
+                texts.append((half + half // 2, "no validation yet (at each epoch's end, with validation cases)"))
         return texts
 
     @staticmethod
@@ -523,7 +523,7 @@ class TrainWidget(QWidget):
         self.worker = None
         event = self.logic.last_event
         if not self.paused and not self.failed:   # finished or cancelled: the next Start gets a new folder
-            out = self.run_folder.text().strip()
+            out = self.options.out if self.options is not None else self.run_folder.text().strip()
             self.run_folder.setText("")
             if event is not None and event.kind == "stopped":   # cancelled: no progress or ETA left standing
                 self.progress.setValue(0)
