@@ -345,7 +345,9 @@ class CorrectWidget(QWidget):
         return True
 
     def close_requested(self) -> bool:
-        """napari's window is closing: pending autosaves are written; unsaved edits are offered first."""
+        """napari's window is closing: pending autosaves are written; unsaved edits are offered first. The window's
+        close button, the menu and Ctrl+Q come here; ``viewer.close()`` in a script does not ask (napari removes the
+        layers before the window's close event)."""
         self.flush_autosave()
         return self._offer_unsaved(can_cancel=True)
 
