@@ -268,6 +268,21 @@ def test_a_slice_with_a_pixel_size_shows_its_myocardium_in_mm2(viewer_and_widget
     assert errors == []
 
 
+def test_the_progress_total_counts_the_lv_search_of_the_chosen_models_grid(viewer_and_widget, models_dir):
+    import json
+
+    path = save_tiny_segmentation_model(models_dir, "tiny-64")
+    card = json.loads((path / "card.json").read_text())
+    card["input_size"] = 64   # bands of 4 x 64 rows: a 300-row image takes 2 search steps, not 128's 1
+    (path / "card.json").write_text(json.dumps(card))
+    image = make_phantom(n_slices=1, size=128, seed=0)[0]
+    tall = np.pad(image, ((0, 0), (100, 72), (0, 0)), mode="edge")   # 300 x 128
+    for model in ("tiny-64", "tiny-seg"):
+        steps = list(SegmentLogic.run_steps(tall, model))
+        assert SegmentLogic.steps(tall, model=model) == len(steps) == steps[-1][1]
+    assert SegmentLogic.steps(tall, model="tiny-64") == 3 and SegmentLogic.steps(tall, model="tiny-seg") == 2
+
+
 def test_centre_from_last_point():
     from napari.layers import Image, Points
 

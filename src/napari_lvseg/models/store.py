@@ -560,6 +560,12 @@ def resolve(ref, task: str | None = None) -> Path:
     raise LvsegError(f"no such file, folder or registered model (registered: {known})", ref)
 
 
+def model_input_size(ref, task: str | None = None) -> int:
+    """The grid (pixels) a model reads, from its card alone (no weights loaded): what a progress count needs."""
+    card, _ = _locate(resolve(ref, task))
+    return int(read_card(card).input_size or 128)
+
+
 def check_model_name(name, source=None) -> str:
     """A registry name is a plain folder name."""
     if not isinstance(name, str) or not name or name in (".", "..") or any(sep in name for sep in ("/", "\\", os.sep)):

@@ -77,11 +77,17 @@ class SegmentLogic:
         return result_of(SegmentLogic.run_steps(image, model, tta, uncertainty, center, name))
 
     @staticmethod
-    def steps(image, tta=False, center=None) -> int:
-        """How many steps `run_steps` makes for an image (a slice or a stack) and a model of the usual 128 grid."""
+    def steps(image, tta=False, center=None, model=None) -> int:
+        """How many steps `run_steps` makes for an image (a slice or a stack) with ``model`` (its grid decides the
+        LV search's steps; a card that cannot be read is left to the run to report, counted as the usual 128)."""
         from napari_lvseg.inference import segment_step_count
+        from napari_lvseg.models.store import model_input_size
 
-        return segment_step_count(image, tta, center=center)
+        try:
+            size = model_input_size(model, "segmentation")
+        except LvsegError:
+            size = 128
+        return segment_step_count(image, tta, center=center, size=size)
 
     @staticmethod
     def labels_name(image_name: str) -> str:
@@ -258,7 +264,7 @@ class SegmentWidget(QWidget):
         self.status.setText(f"segmenting {name} with {model}…")
         self.worker = start_worker(self.logic.run_steps, np.asarray(image), model, tta, self.uncertainty.isChecked(),
                                    center, name, description=f"Segmenting {name}",
-                                   total=self.logic.steps(image, tta, center),
+                                   total=self.logic.steps(image, tta, center, model),
                                    on_yielded=lambda step: self.status.setText(
                                        f"segmenting {name} with {model}: step {step[0]} of {step[1]}…"),
                                    on_returned=lambda result: self.show_result(result, name, source, layer),
