@@ -48,9 +48,7 @@ def _case_layers(case, visible: bool = True) -> list[tuple]:
     if labels is not None:
         # tied to the case's image file, as a prediction is: the Correct panel then refuses to save these labels
         # with another case's image, and its labels picker follows a newly opened case
-        image_source = image.meta.get("source")
-        layers.append(_labels_layer(labels, f"{case.name} labels", visible=visible,
-                                    **({"image_source": image_source} if image_source else {})))
+        layers.append(_labels_layer(labels, f"{case.name} labels", image.meta.get("source"), visible=visible))
     return layers
 
 

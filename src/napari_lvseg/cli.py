@@ -41,12 +41,9 @@ def seed_int(text: str) -> int:
 def output_folder(folder) -> Path:
     """A folder outputs go into, checked before any work: no file stands where it or a missing parent must be made
     (missing folders are made when the outputs are written), and this process may write there."""
-    from .io.atomic import blocking_file, check_writable_folder
+    from .io.atomic import check_output_folder
 
-    blocked = blocking_file(folder)
-    if blocked is not None:
-        raise LvsegError("is a file, not a folder: the output cannot be written inside it", blocked)
-    check_writable_folder(folder)
+    check_output_folder(folder, "is a file, not a folder: the output cannot be written inside it")
     return Path(folder)
 
 

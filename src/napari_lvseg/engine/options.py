@@ -115,12 +115,9 @@ class TrainOptions:
         if self.size % 2 ** self.depth:
             raise LvsegError(f"size {self.size} must be divisible by 2**depth = {2 ** self.depth}")
         if self.out:
-            from ..io.atomic import blocking_file, check_writable_folder
+            from ..io.atomic import check_output_folder
 
-            blocked = blocking_file(self.out)
-            if blocked is not None:
-                raise LvsegError("is a file: the run folder cannot be made there", blocked)
-            check_writable_folder(self.out)
+            check_output_folder(self.out, "is a file: the run folder cannot be made there")
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -67,8 +67,9 @@ def folder_walk(folder, dicom_series: bool = True) -> tuple[list[Path], list[tup
     entries = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
     wanted = ("nifti", "tiff", "dicom") if dicom_series else ("nifti", "tiff")
     sources = cases or [p for p in entries if image_kind(p) in wanted]
-    if not sources and case_problem(folder):   # e.g. a case folder without its Images folder
-        return [], [(folder, case_problem(folder))]
+    problem = None if sources else case_problem(folder)
+    if problem:   # e.g. a case folder without its Images folder
+        return [], [(folder, problem)]
     skipped = []
     for p in entries:
         why = None if p in sources else case_problem(p)

@@ -15,20 +15,18 @@ from pathlib import Path
 from napari_lvseg.errors import LvsegError
 
 
-def blocking_file(path) -> Path | None:
-    """The file standing where ``path`` or one of its missing folders would be made, or None: writing there would
-    fail with a bare OS error after the work was done."""
-    path = Path(path)
-    nearest = next((p for p in (path, *path.resolve().parents) if p.exists()), None)
-    return nearest if nearest is not None and not nearest.is_dir() else None
-
-
-def check_writable_folder(folder) -> None:
-    """Refuse, before the work, a ``folder`` to be written into (or made) where this process may not write (no
-    permission, a read-only file system): the existing folder it would be made in is named."""
+def check_output_folder(folder, blocked: str) -> None:
+    """Refuse, before the work, a ``folder`` to be written into (or made) where writing would fail with a bare OS
+    error after the work was done: a file stands where it or one of its missing parents must be made (said with
+    ``blocked``), or this process may not write in the existing folder it would be made in (no permission, a
+    read-only file system)."""
     folder = Path(folder)
     nearest = next((p for p in (folder, *folder.resolve().parents) if p.exists()), None)
-    if nearest is not None and nearest.is_dir() and not os.access(nearest, os.W_OK | os.X_OK):
+    if nearest is None:
+        return
+    if not nearest.is_dir():
+        raise LvsegError(blocked, nearest)
+    if not os.access(nearest, os.W_OK | os.X_OK):
         raise LvsegError("folder cannot be written (no permission, or a read-only file system)", nearest)
 
 

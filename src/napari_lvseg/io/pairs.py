@@ -71,15 +71,12 @@ class PairFolder:
     def check_writable(self) -> None:
         """Pairs may be added here: not under a file, and not into an EMIDEC case or dataset folder, which would read
         as a pair folder once it has images/ and masks/, its cases hidden from training."""
-        from napari_lvseg.io.atomic import blocking_file, check_writable_folder
+        from napari_lvseg.io.atomic import check_output_folder
         from napari_lvseg.io.emidec import is_case_folder, is_dataset_folder
 
-        check_writable_folder(self.root)   # one system call: cheap enough for every add()
+        check_output_folder(self.root, "is a file: a pair folder cannot be made there")   # a few stat calls per add()
         if self.is_pair_folder(self.root):   # every add() asks: an existing pair folder answers at once
             return
-        blocked = blocking_file(self.root)
-        if blocked is not None:
-            raise LvsegError("is a file: a pair folder cannot be made there", blocked)
         if is_case_folder(self.root) or is_dataset_folder(self.root):
             raise LvsegError("holds EMIDEC cases: pairs written here would hide them (a folder with images/ and "
                              "masks/ reads as a pair folder); choose another folder", self.root)

@@ -36,7 +36,7 @@ class Volume:
         return tuple(self.meta.get("spacing", (1.0, 1.0, 1.0)))
 
 
-_CAPTURE = None   # thread id -> list of records, kept by the one filter per logger that `captured_log` installs
+_CAPTURE: dict = {}   # thread id -> list of records, kept by the one filter per logger that `captured_log` installs
 
 
 @contextmanager
@@ -48,9 +48,6 @@ def captured_log(name: str):
     import logging
     import threading
 
-    global _CAPTURE
-    if _CAPTURE is None:
-        _CAPTURE = {}
     logger = logging.getLogger(name)
     if not any(getattr(f, "_lvseg_capture", False) for f in logger.filters):
         def keep(record) -> bool:   # a logger filter: False keeps the record from every handler

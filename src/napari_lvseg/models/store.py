@@ -605,13 +605,6 @@ def registered_copy(src_dir) -> Path | None:
     """The user model holding the same tensors as the model in ``src_dir``, if one is registered (each save of a
     model writes a new save tag into its file, so the files themselves differ)."""
     import torch
-    from safetensors.torch import load_file
-
-    def tensors(weights: Path) -> dict:
-        found = {}
-        for file in weight_files(weights):
-            found.update(load_file(str(file)))
-        return found
 
     _, weights = _locate(Path(src_dir))
     root = user_models_dir()
@@ -623,8 +616,8 @@ def registered_copy(src_dir) -> Path | None:
         if candidate.name.startswith(".") or not other.is_file():
             continue
         try:
-            theirs = tensors(other)
-            mine = tensors(weights) if mine is None else mine
+            theirs = _read_safetensors(other)
+            mine = _read_safetensors(weights) if mine is None else mine
         except Exception:  # noqa: BLE001 - an unreadable user model is simply not this one
             continue
         if theirs.keys() == mine.keys() and all(torch.equal(theirs[k], mine[k]) for k in mine):

@@ -523,13 +523,12 @@ class TrainWidget(QWidget):
         self.worker = None
         event = self.logic.last_event
         if not self.paused and not self.failed:   # finished or cancelled: the next Start gets a new folder
-            out = self.options.out if self.options is not None else self.run_folder.text().strip()
             self.run_folder.setText("")
             if event is not None and event.kind == "stopped":   # cancelled: no progress or ETA left standing
                 self.progress.setValue(0)
                 self.eta.setText(f"cancelled at epoch {event.epoch}/{event.epochs}, step {event.step}")
-                self.status.setText(f"{self.status.text()}; the run stays in {out}: choose it as the run folder "
-                                    "and press Resume to continue it")
+                self.status.setText(f"{self.status.text()}; the run stays in {self.options.out}: choose it as the "
+                                    "run folder and press Resume to continue it")
         self._update_buttons()
 
     @guarded
