@@ -66,7 +66,8 @@ def test_explicit_center_is_used(oracle):
     img = image_with_disk(shape, (150, 40), radius=20)
     far = segment(img, oracle, center=(40, 140)).labels  # crop misses the disk entirely
     near = segment(img, oracle, center=(145, 45)).labels
-    assert far.sum() == 0 and (near == 1).sum() == disk(shape, (150, 40), 20).sum()
+    assert not far[disk(shape, (150, 40), 20)].any() and not far[100:].any()
+    assert (near == 1).sum() == disk(shape, (150, 40), 20).sum()
 
 
 @pytest.mark.parametrize("center", [(200, 10), (-1, 10), (10, 180), (float("nan"), 5)])
@@ -139,22 +140,18 @@ def test_segment_steps_report_each_forward_pass_and_stop_between_them(oracle, tt
 
 
 def test_the_lv_search_in_a_large_image_is_made_of_steps_a_stop_falls_between(oracle):
-    from napari_lvseg.inference import _bands, segment_step_count, segment_steps
+    from napari_lvseg.inference import LOCATOR_SLICES, segment_step_count, segment_steps
 
-    img = image_with_disk((2, 400, 150), (330, 60), radius=20)   # the LV in the last band of rows
-    net, card = oracle
-    size = int(card.input_size)
-    bands = _bands(400, size)
-    assert bands[0] == 0 and bands[-1] == 400 - 4 * size and len(bands) == 2
-    assert all(b - a < 4 * size for a, b in zip(bands, bands[1:]))   # they overlap: no row is missed
-    total = segment_step_count(img, batch_size=8, size=size)
-    assert total == 2 * len(bands) + 1 and segment_step_count(img, center=(330, 60), size=size) == 1
+    img = image_with_disk((6, 400, 150), (330, 60), radius=20)   # the LV near the bottom of a tall image
+    total = segment_step_count(img, batch_size=8, size=64)
+    assert total == LOCATOR_SLICES + 1 and segment_step_count(img, center=(330, 60), size=64) == 1
     steps = segment_steps(img, oracle)
     assert [next(steps) for _ in range(total)] == [(k, total) for k in range(1, total + 1)]
     with pytest.raises(StopIteration) as end:
         next(steps)
     cy, cx = end.value.value.center
     assert abs(cy - 330) < 3 and abs(cx - 60) < 3
+    net, _ = oracle
     net.train()
     steps = segment_steps(img, oracle)
     next(steps)   # inside the search
@@ -185,7 +182,87 @@ def test_the_lv_search_takes_the_walled_cavity_not_the_largest_bright_patch():
     r = np.hypot(yy - 220, xx - 200)
     img[0][r < 22] = 0.5   # the wall
     img[0][r < 12] = 1.0   # the cavity inside it
-    assert find_lv_center(BrightCavityMidWall(), img, 64) == pytest.approx((220, 200), abs=1)
+    assert find_lv_center(BrightCavityMidWall(), img, 64) == pytest.approx((220, 200), abs=1.5)
+    img[0, 280:290, 10:290] = 0.5   # a stripe of "wall" along the frame's edge, with no cavity in it
+    assert find_lv_center(BrightCavityMidWall(), img, 64) == pytest.approx((220, 200), abs=1.5)
+
+
+def ring_image(shape, center, radius, seed=0):
+    """An LV as `BrightCavityMidWall` reads it: a bright cavity of half ``radius`` in a mid-grey wall, on a dark
+    noisy background; and its labels."""
+    rng = np.random.default_rng(seed)
+    r = np.hypot(*(np.mgrid[: shape[-2], : shape[-1]] - np.array(center, float)[:, None, None]))
+    labels = np.where(r < radius / 2, 1, np.where(r < radius, 2, 0)).astype(np.uint8)
+    image = np.choose(labels, [0.0, 1.0, 0.5]).astype(np.float32) + rng.normal(0, 0.02, shape).astype(np.float32)
+    return np.broadcast_to(image, shape).copy(), np.broadcast_to(labels, shape).copy()
+
+
+@pytest.fixture
+def scaled_oracle():
+    """The two-class oracle with a card that expects an LV of 30 pixels (27-33) on its 64-pixel grid."""
+    card = ModelCard(name="scaled", task="segmentation", architecture="AttentionResUNet", input_size=64,
+                     extra={"expects": {"lv_diameter_px": 30.0, "lv_diameter_range_px": [27.0, 33.0]}})
+    return BrightCavityMidWall(), card
+
+
+def dice(a, b):
+    return 2 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+@pytest.mark.parametrize("radius, zoom, passes", [(15, 1.0, 1), (10, 1.5, 2), (24, 0.625, 2)])
+def test_the_view_brings_the_lv_to_the_size_the_card_expects(scaled_oracle, radius, zoom, passes):
+    from napari_lvseg.inference import lv_diameter, segment_step_count, segment_steps
+
+    image, truth = ring_image((3, 64, 64), (32, 31), radius)
+    steps = segment_steps(image, scaled_oracle)
+    total = segment_step_count(image, size=64, rescales=True)
+    assert total == 2
+    seen = []
+    while True:
+        try:
+            seen.append(next(steps))
+        except StopIteration as end:
+            result = end.value
+            break
+    assert seen[-1] == (total, total) and len(seen) == total   # a pass not needed: the count jumps to the end
+    assert result.info["passes"] == passes
+    assert result.info["zoom"] == pytest.approx(zoom, rel=0.1)
+    assert lv_diameter(truth) * result.info["zoom"] == pytest.approx(30, rel=0.1) or passes == 1
+    assert result.labels.shape == image.shape
+    for k in (1, 2):   # labels on the image's own grid, where the truth is
+        assert dice(result.labels == k, truth == k) > 0.9
+
+
+def test_minimum_lesion_volumes_count_the_images_pixels(scaled_oracle):
+    """A card's minimum volumes are in model pixels: at zoom 2, a quarter as many of the image's pixels."""
+    from napari_lvseg.inference import _labels_on_image, check_postprocess
+    from napari_lvseg.data.resample import View
+
+    prob = np.zeros((1, 5, 64, 64), np.float32)
+    prob[0, 0] = 1
+    prob[0, :, 20:40, 20:40] = 0
+    prob[0, 3, 20:40, 20:40] = 1   # 400 model pixels of infarct: 100 image pixels at zoom 2
+    post = check_postprocess({"min_infarct_voxels": 300, "largest_component": False})
+    view = View.around((50, 50), 2.0, 64, (1, 100, 100))
+    labels, _, _ = _labels_on_image(prob, view, (1, 100, 100), post, True, False, "card")
+    assert np.count_nonzero(labels == 3) == pytest.approx(100, abs=25)   # kept: 400 model pixels >= 300
+    post = check_postprocess({"min_infarct_voxels": 500, "largest_component": False})
+    labels, _, _ = _labels_on_image(prob, view, (1, 100, 100), post, True, False, "card")
+    assert np.count_nonzero(labels == 3) == 0 and np.count_nonzero(labels == 2) > 0
+
+
+def test_a_whole_field_of_view_is_searched_coarsely_and_read_at_the_expected_size(scaled_oracle):
+    """An LV of 60 pixels off-centre in 512 x 512, beside a flat bright patch: found, read at zoom 0.5, labels back
+    on the full grid."""
+    image, truth = ring_image((5, 512, 512), (380, 140), 30)
+    image[:, 40:160, 300:460] = 1.0
+    result = segment(image, scaled_oracle)
+    assert result.center == pytest.approx((380, 140), abs=2)
+    assert result.info["zoom"] == pytest.approx(0.5, rel=0.1) and result.info["lv_found"]
+    for k in (1, 2):
+        assert dice(result.labels == k, truth == k) > 0.9
+    assert not result.labels[:, 40:160, 300:460].any()
+
 
 
 def test_segment_steps_check_the_input_before_the_first_step(oracle):

@@ -273,14 +273,17 @@ def test_the_progress_total_counts_the_lv_search_of_the_chosen_models_grid(viewe
 
     path = save_tiny_segmentation_model(models_dir, "tiny-64")
     card = json.loads((path / "card.json").read_text())
-    card["input_size"] = 64   # bands of 4 x 64 rows: a 300-row image takes 2 search steps, not 128's 1
+    card["input_size"] = 64   # a 100-pixel image is larger than its grid: the LV is searched for first
     (path / "card.json").write_text(json.dumps(card))
-    image = make_phantom(n_slices=1, size=128, seed=0)[0]
-    tall = np.pad(image, ((0, 0), (100, 72), (0, 0)), mode="edge")   # 300 x 128
+    image = make_phantom(n_slices=1, size=128, seed=0)[0][:, 14:114, 14:114]
     for model in ("tiny-64", "tiny-seg"):
-        steps = list(SegmentLogic.run_steps(tall, model))
-        assert SegmentLogic.steps(tall, model=model) == len(steps) == steps[-1][1]
-    assert SegmentLogic.steps(tall, model="tiny-64") == 3 and SegmentLogic.steps(tall, model="tiny-seg") == 2
+        steps = list(SegmentLogic.run_steps(image, model))
+        assert SegmentLogic.steps(image, model=model) == len(steps) == steps[-1][1]
+    assert SegmentLogic.steps(image, model="tiny-64") == 2 and SegmentLogic.steps(image, model="tiny-seg") == 1
+    card["expects"] = {"lv_diameter_px": 30.0, "lv_diameter_range_px": [27.0, 33.0]}   # a second pass may come
+    (path / "card.json").write_text(json.dumps(card))
+    steps = list(SegmentLogic.run_steps(image, "tiny-64"))
+    assert SegmentLogic.steps(image, model="tiny-64") == 3 == steps[-1][1] == steps[-1][0]
 
 
 def test_centre_from_last_point():

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data.normalize import from_grid, grid_window, model_context, normalize_slices, to_grid, with_context
+from .data.normalize import model_context, normalize_slices, with_context
 from .errors import LvsegError
 from .labels import CAVITY, INFARCT, MYOCARDIUM, N_CLASSES, NO_REFLOW
 from .steps import result_of
@@ -41,11 +41,11 @@ class SegmentationResult:
         square view the model said nothing, and the full-size map's 0 there is no answer. A result that does not say
         where the view was (made by hand, not by `segment`) is all view."""
         offset = np.zeros(self.uncertainty.ndim)
-        if "box" not in self.info or "grid" not in self.info:
+        if "window" not in self.info:
             return self.uncertainty, offset
-        size = self.info["grid"]
-        ys, xs = grid_window(self.info["box"], (size, size), self.uncertainty.shape)
-        offset[-2:] = ys.start, xs.start
+        (y0, y1), (x0, x1) = self.info["window"]
+        ys, xs = slice(y0, y1), slice(x0, x1)
+        offset[-2:] = y0, x0
         return self.uncertainty[..., ys, xs], offset
 
 
@@ -67,13 +67,17 @@ def probability_steps(n_slices: int, tta: bool = False, batch_size: int = 8) -> 
     return -(-n_slices // batch_size) * (len(TTA_TRANSFORMS) if tta else 1)
 
 
-def segment_step_count(image, tta: bool = False, batch_size: int = 8, center=None, size: int = 128) -> int:
-    """How many steps `segment_steps` makes for a slice (Y, X) or a stack (Z, Y, X), for a model of grid ``size``:
-    finding the LV in an image larger than the grid (no ``center`` given) takes steps of its own."""
+def segment_step_count(image, tta: bool = False, batch_size: int = 8, center=None, size: int = 128,
+                       rescales: bool = False) -> int:
+    """How many steps `segment_steps` makes at most for a slice (Y, X) or a stack (Z, Y, X), for a model of grid
+    ``size``: finding the LV in an image larger than the grid (no ``center`` given) takes a step per slice searched
+    (`locate_steps`), each pass over the stack its batches, and a model that ``rescales`` (its card records the
+    LV size it expects) may make a second pass at a better zoom; where that pass is not needed, the count jumps to
+    the end."""
     n_slices = 1 if np.ndim(image) == 2 else len(image)
     shape = np.shape(image)[-2:]
-    search = 0 if center is not None or max(shape) <= size else n_slices * len(_bands(shape[0], size))
-    return search + probability_steps(n_slices, tta, batch_size)
+    search = 0 if center is not None or max(shape) <= size else len(_middle_slices(n_slices))
+    return search + probability_steps(n_slices, tta, batch_size) * (2 if rescales else 1)
 
 
 def iter_probabilities(model, slices: np.ndarray, tta: bool = False, batch_size: int = 8, device=None):
@@ -241,59 +245,169 @@ def check_segmentable(image: np.ndarray, name: str) -> np.ndarray:
     return image
 
 
-def _bands(height: int, size: int) -> list[int]:
-    """First rows of the bands of rows the LV search runs on, one forward batch each: a large image is searched in
-    steps that a Stop can fall between (a 1536 x 1536 slice at once took 44 s on 2 cores). Bands of 4 grids overlap
-    by half a grid, so that an LV on a band's edge is seen whole in the next one."""
-    band = 4 * size
-    if height <= band:
-        return [0]
-    stride = band - size // 2
-    starts = list(range(0, height - band, stride))
-    return starts + [height - band]
+# Locating the LV in an image larger than the model's view: one forward pass per slice over the whole image, shrunk
+# so that it spans at most this many grids, on a few middle slices (the LV is largest there, and one centre serves the
+# stack). The cost is then that of a few slices whatever the image size (a 512 x 512 x 20 stack: 4 passes of 256 x
+# 256 instead of a sliding window over 20 full slices).
+LOCATOR_SPAN = 2
+LOCATOR_SLICES = 4
+# Scale: where the model's card records the LV size of its training data (``expects``), the final view's zoom brings
+# an LV outside the training data's usual range of sizes to their median; an LV inside that range is read at its own
+# scale, as the model learnt it. A second pass is made only when the first one's view is off the zoom its LV asks for
+# by more than ZOOM_TOLERANCE, or off its centre (an image of the training scale takes one pass).
+ZOOM_TOLERANCE = 1.1
+ZOOM_RANGE = (0.25, 4.0)
 
 
-def iter_lv_center(model, stack: np.ndarray, size: int, device=None):
-    """`find_lv_center` as steps: yields after each band of rows of each slice (see `_bands`), returns the centre."""
+def expected_lv_size(card) -> tuple | None:
+    """(low, median, high) LV diameter in model pixels (see `lv_diameter`) of the training data, as the model card
+    records it (``expects``: ``lv_diameter_px`` and ``lv_diameter_range_px``, its 10th-90th percentiles over the
+    training cases); None where it does not (the model's own scale is then taken as the image's)."""
+    expects = getattr(card, "extra", {}).get("expects") or {}
+    try:
+        mid = float(expects.get("lv_diameter_px"))
+        low, high = (float(v) for v in expects.get("lv_diameter_range_px") or (mid, mid))
+    except (TypeError, ValueError):
+        return None
+    if not (np.isfinite([low, mid, high]).all() and 0 < low <= mid <= high):
+        return None
+    return low, mid, high
+
+
+def zoom_for(diameter: float, expected: tuple) -> float:
+    """The zoom at which an LV of ``diameter`` image pixels looks as the model expects: 1 inside the expected range,
+    else the one that brings it to the median (within `ZOOM_RANGE`)."""
+    low, mid, high = expected
+    if low <= diameter <= high:
+        return 1.0
+    return float(np.clip(mid / diameter, *ZOOM_RANGE))
+
+
+def lv_diameter(labels: np.ndarray, percentile: float = 75.0) -> float | None:
+    """The LV's size in a stack of labels (Z, Y, X): the 75th percentile over the slices holding LV labels of the
+    diameter of a disc with the slice's LV area (cavity + wall). The same measure is taken of the training data's
+    truth (the card's ``expects``) and of a prediction; None without LV labels."""
+    areas = np.count_nonzero(labels.reshape(len(labels), -1) > 0, axis=1)
+    areas = areas[areas > 0]
+    if not len(areas):
+        return None
+    return float(np.percentile(2.0 * np.sqrt(areas / np.pi), percentile))
+
+
+def lv_size_expectation(label_volumes) -> dict | None:
+    """A model card's ``expects`` block from its training cases' labels (stacks (Z, Y, X) on the model's grid): the
+    median `lv_diameter` over the cases and its 10th-90th percentile range; None without LV labels."""
+    sizes = [d for d in (lv_diameter(np.asarray(v)) for v in label_volumes) if d]
+    if not sizes:
+        return None
+    low, mid, high = np.percentile(sizes, [10, 50, 90])
+    return {"lv_diameter_px": round(float(mid), 1), "lv_diameter_range_px": [round(float(low), 1),
+                                                                             round(float(high), 1)],
+            "measure": "lv_diameter: 75th percentile over a case's LV slices of the diameter of a disc with the "
+                       "slice's LV area (cavity + wall); median and 10th-90th percentiles over the training cases",
+            "pixel_size_mm": None}
+
+
+def _locator(net):
+    """The network that finds the LV: an ensemble's first member (one network is enough to find a heart, at a
+    third of the bundled ensemble's cost; the greedy ensemble choice puts the best single network first), else the
+    network itself. The bundled ensemble's 2-D member, tried instead, took a frame's flat border or another
+    case's filled-in heart for the LV in 3 of 54 whole fields of view; its first member in none."""
+    members = getattr(net, "members", None)
+    return members[0] if members else net
+
+
+def _middle_slices(count: int) -> np.ndarray:
+    first = max(0, (count - LOCATOR_SLICES) // 2)
+    return np.arange(first, min(count, first + LOCATOR_SLICES))
+
+
+def locate_steps(model, stack: np.ndarray, size: int, normalization=None, device=None):
+    """Find the LV in a raw stack (Z, Y, X) larger than the model's view; yields after each slice's forward pass and
+    returns (centre (y, x), LV diameter in the image's pixels or None), or None where no LV was found."""
     import torch
-    from monai.inferers import sliding_window_inference
+
+    from .data.resample import View, sample_view
+
+    net = _locator(model)
+    context = model_context(net)
+    h, w = stack.shape[-2:]
+    zoom = min(1.0, LOCATOR_SPAN * size / max(h, w))
+    extent = int(np.ceil(max(h, w) * zoom / 16.0)) * 16   # the network halves the grid 4 times
+    view = View.around(None, zoom, extent, stack.shape) if zoom != 1.0 else View(
+        (float((h - extent) // 2), float((w - extent) // 2)), 1.0, extent)
+    chosen = _middle_slices(len(stack))
+    lv = np.zeros((len(chosen), extent, extent), np.uint8)
+    was_training = net.training
+    net.eval()
+    try:
+        for k, z in enumerate(chosen):
+            around = np.clip(np.arange(z - context, z + context + 1), 0, len(stack) - 1)
+            grid, valid = sample_view(stack[around], view)
+            grid = normalize_view(grid, valid, normalization)
+            with torch.inference_mode():   # not held across a yield
+                x = torch.from_numpy(grid[None]).to(device or _device_of(net))
+                out = net(x)
+                out = out[0] if isinstance(out, (list, tuple)) else out
+                lv[k] = out.argmax(1).cpu().numpy()[0]
+            yield k + 1, len(chosen)
+    finally:
+        net.train(was_training)
+    found = _walled_component(lv)
+    if found is None:
+        return None
+    (cy, cx), mask = found
+    diameter = lv_diameter(mask)
+    ys, xs = view.user_coordinates()
+    step = 1.0 / view.zoom
+    return ((ys[0] + cy * step, xs[0] + cx * step), None if diameter is None else diameter / view.zoom)
+
+
+def _walled_component(labels: np.ndarray):
+    """((y, x) centroid, mask) of the LV among a stack's predicted labels (Z, Y, X), or None: the 3-D component that
+    looks most like a ventricle: cavity and wall in comparable amounts, the cavity ringed by wall. Its score is the
+    smaller of its cavity and wall counts, times their ratio (smaller over larger), times the square of the share of
+    its cavity's rim that touches wall. A flat region (zero padding, a blank border) can read as a large "cavity"
+    with a thin rim of wall, and a stripe at a frame's edge as "wall" with no cavity."""
     from scipy import ndimage
 
-    inputs = with_context(stack, model_context(model))
-    bands = _bands(stack.shape[-2], size)
-    lv = np.zeros(stack.shape, np.uint8)   # the classes found, 0 background (bands overlap: the larger class wins)
-    done, total = 0, len(stack) * len(bands)
-    was_training = model.training
-    model.eval()
-    try:
-        for z in range(len(stack)):
-            for top in bands:
-                rows = slice(top, top + 4 * size)
-                with torch.inference_mode():   # not held across a yield
-                    x = torch.from_numpy(np.ascontiguousarray(inputs[z:z + 1, :, rows])).to(
-                        device or _device_of(model))
-                    logits = sliding_window_inference(x, roi_size=(size, size), sw_batch_size=8, predictor=model,
-                                                      overlap=0.25, mode="gaussian", padding_mode="constant")
-                lv[z, rows] = np.maximum(lv[z, rows], logits.argmax(1).cpu().numpy()[0])
-                done += 1
-                yield done, total
-    finally:
-        model.train(was_training)
-    comp, n = ndimage.label(lv > 0)
+    comp, n = ndimage.label(labels > 0)
     if n == 0:
         return None
-    # The LV is the component with the most wall (myocardium, infarct, no-reflow), then the largest: a flat region
-    # (zero padding, a blank border) can read as a large "cavity" with hardly any wall round it.
-    wall = np.bincount(comp.ravel(), weights=np.isin(lv, (MYOCARDIUM, INFARCT, NO_REFLOW)).ravel(), minlength=n + 1)
+    in_plane = ndimage.generate_binary_structure(3, 1) * np.array([0, 1, 0])[:, None, None].astype(bool)
+    is_wall = np.isin(labels, (MYOCARDIUM, INFARCT, NO_REFLOW))
+    is_cavity = labels == CAVITY
+    rim = is_cavity & ~ndimage.binary_erosion(is_cavity, in_plane, border_value=1)
+    ringed = rim & ndimage.binary_dilation(is_wall, in_plane)
+
+    def count(mask):
+        return np.bincount(comp.ravel(), weights=mask.ravel(), minlength=n + 1)
+
+    wall, cavity, rims, ringed = count(is_wall), count(is_cavity), count(rim), count(ringed)
+    enclosed = np.where(rims > 0, ringed / np.maximum(rims, 1), 0.0)
+    smaller, larger = np.minimum(wall, cavity), np.maximum(wall, cavity)
+    score = smaller * (smaller / np.maximum(larger, 1)) * enclosed ** 2
     sizes = np.bincount(comp.ravel(), minlength=n + 1)
-    best = max(range(1, n + 1), key=lambda k: (wall[k], sizes[k]))
-    _, cy, cx = ndimage.center_of_mass(comp == best)
-    return float(cy), float(cx)
+    best = max(range(1, n + 1), key=lambda k: (score[k], sizes[k]))
+    mask = comp == best
+    _, cy, cx = ndimage.center_of_mass(mask)
+    return (float(cy), float(cx)), mask
 
 
 def find_lv_center(model, stack: np.ndarray, size: int, device=None):
-    """LV centre (y, x) in a normalised stack larger than the model grid, by sliding-window inference."""
-    return result_of(iter_lv_center(model, stack, size, device))
+    """LV centre (y, x) in a normalised stack larger than the model grid (`locate_steps`), or None."""
+    found = result_of(locate_steps(model, stack, size, device=device))
+    return None if found is None else found[0]
+
+
+def normalize_view(grid: np.ndarray, valid: np.ndarray, normalization=None) -> np.ndarray:
+    """Per-slice normalisation (the card's) of a view over its pixels inside the image: training read crops of the
+    LV, so the percentiles are those of the model's view, not of a whole field of view. Outside the image: 0."""
+    if valid.all():
+        return normalize_slices(grid, normalization)
+    out = np.zeros_like(grid)
+    out[..., valid] = normalize_slices(grid[..., valid][..., None], normalization)[..., 0]
+    return out
 
 
 def check_center(center, shape, name):
@@ -325,15 +439,26 @@ def _counted(steps, before: int, total: int):
 
 def segment(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bool = False, center=None,
             batch_size: int = 8, postprocessing: bool = True, name: str = "image") -> SegmentationResult:
-    """Segment a 2-D slice (Y, X) or a stack (Z, Y, X) of any size; ``model`` a name, path or (net, card)."""
+    """Segment a 2-D slice (Y, X) or a stack (Z, Y, X) of any size and pixel size; ``model`` a name, path or
+    (net, card)."""
     return result_of(segment_steps(image, model, tta=tta, uncertainty=uncertainty, center=center,
                                    batch_size=batch_size, postprocessing=postprocessing, name=name))
 
 
 def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bool = False, center=None,
                   batch_size: int = 8, postprocessing: bool = True, name: str = "image"):
-    """`segment` as steps: yields (steps done, steps) after each forward pass (`iter_probabilities`; as many as
-    `segment_step_count`) and returns the `SegmentationResult`. Checks come first."""
+    """`segment` as steps: yields (steps done, steps) after each forward pass (at most `segment_step_count`) and
+    returns the `SegmentationResult`. Checks come first.
+
+    1. An image larger than the model's view (and no ``center``): `locate_steps` finds the LV and its size.
+    2. The model reads a view of its grid around the LV, at the zoom that brings the LV to the size its card
+       expects (`expected_lv_size`, `zoom_for`; at zoom 1 where the card says nothing or the LV size is not known yet).
+    3. Where the LV the model found there is off that size by more than `ZOOM_TOLERANCE` (a first pass at zoom 1 on
+       an image of another pixel size) or off the view's centre, it reads a second view at the zoom that LV asks for.
+    4. Its probabilities go back onto the image's own grid, where the labels are taken and cleaned (minimum lesion
+       volumes counted in the image's pixels).
+    """
+    from .data.resample import View, sample_view
     from .models.store import load_model
 
     image = check_segmentable(image, name)
@@ -342,29 +467,91 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
     card_name = getattr(card, "name", "model card")
     post = check_postprocess(card.extra.get("postprocess") if hasattr(card, "extra") else None, card_name)
     size = int(card.input_size or 128)
-    stack = image[None] if image.ndim == 2 else image
-    norm = normalize_slices(stack, card.normalization)
-    total = segment_step_count(image, tta, batch_size, center, size)
-    searched = total - probability_steps(len(stack), tta, batch_size)
+    expected = expected_lv_size(card)
+    stack = np.asarray(image[None] if image.ndim == 2 else image, np.float32)
+    total = segment_step_count(image, tta, batch_size, center, size, rescales=expected is not None)
+    per_pass = probability_steps(len(stack), tta, batch_size)
+    searched = total - per_pass * (2 if expected is not None else 1)
+    zoom, found = 1.0, None
     if searched:
-        center = yield from _counted(iter_lv_center(net, norm, size), 0, total)
-    grid, box = to_grid(norm, size, center)
-    prob = yield from _counted(iter_probabilities(net, grid, tta=tta, batch_size=batch_size), searched, total)
-    labels = labels_from_probabilities(prob, post if postprocessing else None, card_name)
-    if postprocessing:
-        labels = postprocess(labels, post)
-    labels = from_grid(labels, box, stack.shape)
-    unc, info = None, {"grid": size, "box": box, "tta": tta}
-    if uncertainty:
-        entropy = -(prob * np.log(np.clip(prob, 1e-8, 1.0))).sum(1) / np.log(N_CLASSES)
-        unc = from_grid(entropy.astype(np.float32), box, stack.shape)
-        # over the model's view only: outside it the map says 0, and a larger image must not look surer
-        info["mean_uncertainty"] = float(entropy.mean())
+        found = yield from _counted(locate_steps(net, stack, size, card.normalization), 0, total)
+        if found is not None:
+            center = found[0]
+            if expected is not None and found[1]:
+                zoom = zoom_for(found[1], expected)
+    done = searched
+    for attempt in range(2 if expected is not None else 1):
+        view = View.around(center, zoom, size, stack.shape)
+        grid, valid = sample_view(stack, view)
+        grid = normalize_view(grid, valid, card.normalization)
+        prob = yield from _counted(iter_probabilities(net, grid, tta=tta, batch_size=batch_size), done, total)
+        done += per_pass
+        if expected is None or attempt == 1:
+            break
+        better = _better_view(prob, view, expected)
+        if better is None:
+            break
+        center, zoom = better
+    if done < total:   # no second pass was needed
+        yield total, total
+    labels, unc, info = _labels_on_image(prob, view, stack.shape, post, postprocessing, uncertainty, card_name)
+    info.update({"tta": tta, "zoom": view.zoom, "lv_found": searched == 0 or found is not None,
+                 "passes": 1 + (done - searched > per_pass)})
     if image.ndim == 2:
         labels = labels[0]
         unc = None if unc is None else unc[0]
-    cy, cx = box[0] + size / 2.0, box[1] + size / 2.0
-    return SegmentationResult(labels, unc, (cy, cx), getattr(card, "name", ""), info)
+    return SegmentationResult(labels, unc, tuple(float(v) for v in view.center), card_name if hasattr(card, "name")
+                              else "", info)
+
+
+def _better_view(prob: np.ndarray, view, expected: float):
+    """(centre, zoom) of a view that holds the LV found in ``prob`` (a pass through ``view``) at the expected size
+    and in its middle; None where ``view`` already does (within `ZOOM_TOLERANCE`, and the LV's centre within an
+    eighth of the view from its centre) or no LV was found."""
+    found = _walled_component(clean_anatomy(prob.argmax(1).astype(np.uint8), {"largest_component": True}))
+    if found is None:
+        return None
+    (cy, cx), mask = found
+    diameter = lv_diameter(mask)
+    if not diameter:
+        return None
+    zoom = zoom_for(diameter / view.zoom, expected)
+    off_by = max(zoom / view.zoom, view.zoom / zoom)
+    step = 1.0 / view.zoom
+    ys, xs = view.user_coordinates()
+    center = (ys[0] + cy * step, xs[0] + cx * step)
+    off_centre = max(abs(cy - (view.size - 1) / 2.0), abs(cx - (view.size - 1) / 2.0)) > view.size / 8.0
+    if off_by <= ZOOM_TOLERANCE and not off_centre:
+        return None
+    return center, zoom
+
+
+def _labels_on_image(prob, view, shape, post, postprocessing, uncertainty, card_name):
+    """(labels, uncertainty or None, info) on the image's grid from a view's probabilities (N, 5, S, S)."""
+    from .data.resample import paste_view
+
+    if view.zoom == 1.0:   # a crop: labels on the grid, pasted back
+        labels = paste_view(labels_from_probabilities(prob, post if postprocessing else None, card_name), view,
+                            shape)
+        per_pixel = 1.0
+    else:
+        on_image = paste_view(prob, view, shape, fill=np.nan)
+        outside = np.isnan(on_image[:, 0])
+        on_image = np.nan_to_num(on_image, nan=0.0)
+        on_image[:, 0][outside] = 1.0   # outside the view: background
+        labels = labels_from_probabilities(on_image, post if postprocessing else None, card_name)
+        per_pixel = view.zoom ** 2    # model pixels per image pixel: the card's volumes are in model pixels
+    if postprocessing:
+        scaled = {**post, **{k: post[k] / per_pixel for k in ("min_infarct_voxels", "min_no_reflow_voxels")}}
+        labels = postprocess(labels, scaled)
+    unc, ys, xs = None, *view.window(shape)
+    info = {"grid": view.size, "box": view.box, "window": ((ys.start, ys.stop), (xs.start, xs.stop))}
+    if uncertainty:
+        entropy = (-(prob * np.log(np.clip(prob, 1e-8, 1.0))).sum(1) / np.log(N_CLASSES)).astype(np.float32)
+        unc = paste_view(entropy, view, shape)
+        # over the model's view only: outside it the map says 0, and a larger image must not look surer
+        info["mean_uncertainty"] = float(entropy.mean())
+    return labels, unc, info
 
 
 def uncertainty_scores(images, model=None):

@@ -184,6 +184,17 @@ class TrainingData:
                 "val_cases": sorted({c for s in self.val_sets for c in s.cases}),
                 "left_out_pairs": len(self.left_out)}  # made from held-out cases
 
+    def lv_size_expectation(self) -> dict | None:
+        """The LV size the training cases show (`inference.lv_size_expectation`): real and corrected cases, or
+        the synthetic ones where there are no others."""
+        from ..inference import lv_size_expectation
+
+        def volumes(kinds):
+            return [labels for s in self.train_sets for case, _, labels in s.volumes()
+                    if s.origin[s.cases.index(case)] in kinds]
+
+        return lv_size_expectation(volumes(("real", "corrected")) or volumes(("synthetic",)))
+
     def licence(self) -> str:
         real = any(origin == "real" for s in self.train_sets for origin in s.origin)
         emidec = any("emidec" in str(Path(p)).lower() for p in self.options.data)

@@ -124,6 +124,9 @@ class SegmentationTask(Task):
             metrics={"validation": metrics} if metrics else {}, licence=self.data.licence(),
             created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
+        expects = self.data.lv_size_expectation()
+        if expects:   # segmenting reads other pixel sizes at the LV size it trained on
+            card.extra["expects"] = expects
         save_model(out, self.model, card)
 
     def state_dict(self) -> dict:

@@ -560,10 +560,10 @@ def resolve(ref, task: str | None = None) -> Path:
     raise LvsegError(f"no such file, folder or registered model (registered: {known})", ref)
 
 
-def model_input_size(ref, task: str | None = None) -> int:
-    """The grid (pixels) a model reads, from its card alone (no weights loaded): what a progress count needs."""
+def model_card_only(ref, task: str | None = None) -> ModelCard:
+    """A model's card alone (no weights loaded): what a progress count needs (its grid, whether it rescales)."""
     card, _ = _locate(resolve(ref, task))
-    return int(read_card(card).input_size or 128)
+    return read_card(card)
 
 
 def check_model_name(name, source=None) -> str:

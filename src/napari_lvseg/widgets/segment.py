@@ -78,16 +78,18 @@ class SegmentLogic:
 
     @staticmethod
     def steps(image, tta=False, center=None, model=None) -> int:
-        """How many steps `run_steps` makes for an image (a slice or a stack) with ``model`` (its grid decides the
-        LV search's steps; a card that cannot be read is left to the run to report, counted as the usual 128)."""
-        from napari_lvseg.inference import segment_step_count
-        from napari_lvseg.models.store import model_input_size
+        """How many steps `run_steps` makes at most for an image (a slice or a stack) with ``model`` (its card's grid
+        and expected LV size decide the search's steps and a second pass; a card that cannot be read is left to the
+        run to report, counted as the usual 128 and one pass)."""
+        from napari_lvseg.inference import expected_lv_size, segment_step_count
+        from napari_lvseg.models.store import model_card_only
 
         try:
-            size = model_input_size(model, "segmentation")
+            card = model_card_only(model, "segmentation")
+            size, rescales = int(card.input_size or 128), expected_lv_size(card) is not None
         except LvsegError:
-            size = 128
-        return segment_step_count(image, tta, center=center, size=size)
+            size, rescales = 128, False
+        return segment_step_count(image, tta, center=center, size=size, rescales=rescales)
 
     @staticmethod
     def labels_name(image_name: str) -> str:

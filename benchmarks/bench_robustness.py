@@ -1,0 +1,194 @@
+"""Robustness to another scanner's images: ``OMP_NUM_THREADS=2 python benchmarks/bench_robustness.py``.
+
+The cases a model never trained on (default: the validation and test cases of ``training/split.json``, which the
+bundled model did not train on), changed as another scanner would change them, each segmented with no options
+(`inference.segment`, as `lvseg segment` does), scored against the truth changed alike. Every variant is printed
+beside the unchanged input measured in the same run (the baseline): pooled Dice mean over cavity, myocardium,
+infarct and no-reflow, per-case mean, their ratio to the baseline's, and the time taken.
+
+Variants: intensity units, gamma, noise, rotation; pixel size (the image rescaled, labels alike), isotropic and
+anisotropic; a wider field of view (the crop inside a 256 x 256 frame); the crop placed off-centre in other cases'
+surroundings (their hearts filled in, so that one LV remains); that frame at another pixel size; 512 x 512.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = (1, 2, 3, 4)
+
+
+def rescale_pair(image, labels, factor_y, factor_x):
+    """Image and labels (Z, Y, X) at another pixel size: the image smoothed and resampled (scikit-image), the labels
+    by their classes' resampled indicator maps (no class lost to nearest-neighbour picking)."""
+    from skimage.transform import resize
+
+    z, h, w = image.shape
+    shape = (z, max(1, round(h * factor_y)), max(1, round(w * factor_x)))
+    img = resize(image, shape, order=1, anti_aliasing=min(factor_y, factor_x) < 1, preserve_range=True)
+    onehot = np.stack([resize((labels == k).astype(np.float32), shape, order=1, anti_aliasing=False)
+                       for k in range(5)])
+    return img.astype(np.float32), onehot.argmax(0).astype(np.uint8)
+
+
+def frame(image, labels, size=256, offset=None, fill=None):
+    """The crop inside a ``size`` x ``size`` frame of ``fill`` (the image's minimum), at ``offset`` (centred)."""
+    z, h, w = image.shape
+    oy, ox = offset if offset is not None else ((size - h) // 2, (size - w) // 2)
+    img = np.full((z, size, size), image.min() if fill is None else fill, np.float32)
+    lab = np.zeros((z, size, size), np.uint8)
+    img[:, oy:oy + h, ox:ox + w] = image
+    lab[:, oy:oy + h, ox:ox + w] = labels
+    return img, lab
+
+
+def heartless(image, labels):
+    """A case's crop with its LV (cavity and wall, dilated) filled from the surroundings by normalised Gaussian
+    convolution, plus noise: surroundings without a heart."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    out = image.astype(np.float32).copy()
+    for k in range(len(out)):
+        hole = ndimage.binary_dilation(labels[k] > 0, iterations=8) if labels[k].any() else np.zeros_like(labels[k],
+                                                                                                           bool)
+        if not hole.any():
+            continue
+        keep = (~hole).astype(np.float32)
+        num = ndimage.gaussian_filter(out[k] * keep, 10)
+        den = ndimage.gaussian_filter(keep, 10)
+        fill = num / np.maximum(den, 1e-3)
+        noise = rng.normal(0, float(np.std(out[k][~hole])) * 0.3, out[k].shape)
+        out[k][hole] = (fill + noise)[hole]
+    return out
+
+
+def in_surroundings(image, labels, others, offset):
+    """The crop pasted at ``offset`` into a 256 x 256 mosaic of four other cases' heartless crops, feathered at
+    its border so that no seam marks it."""
+    z, h, w = image.shape
+    mosaic = np.zeros((z, 256, 256), np.float32)
+    for q, (oimg, olab) in enumerate(others[:4]):
+        filled = heartless(oimg, olab)
+        r, c = divmod(q, 2)
+        for k in range(z):
+            mosaic[k, r * 128:(r + 1) * 128, c * 128:(c + 1) * 128] = filled[k % len(filled)]
+    yy, xx = np.mgrid[:h, :w]
+    edge = np.minimum.reduce([yy, xx, h - 1 - yy, w - 1 - xx]).astype(np.float32)
+    alpha = np.clip(edge / 8.0, 0, 1)
+    oy, ox = offset
+    mosaic[:, oy:oy + h, ox:ox + w] = alpha * image + (1 - alpha) * mosaic[:, oy:oy + h, ox:ox + w]
+    lab = np.zeros((z, 256, 256), np.uint8)
+    lab[:, oy:oy + h, ox:ox + w] = labels
+    return mosaic, lab
+
+
+def variants(cases):
+    """name -> function (index, image, labels) -> (image, labels)."""
+    def others(i):
+        return [cases[(i + k) % len(cases)][1:] for k in range(1, 5)]
+
+    def offset(i):
+        return [(10, 118), (118, 10), (100, 120), (20, 30)][i % 4]
+
+    return {
+        "as they are (128-px crops)": lambda i, im, lb: (im, lb),
+        "intensities in other units (x0.2 + 50)": lambda i, im, lb: (im * 0.2 + 50, lb),
+        "gamma 0.7": lambda i, im, lb: (im.min() + (im.max() - im.min())
+                                        * ((im - im.min()) / (im.max() - im.min())) ** 0.7, lb),
+        "Gaussian noise 5 % of range": lambda i, im, lb: (
+            im + np.random.default_rng(i).normal(0, 0.05 * (im.max() - im.min()), im.shape).astype(np.float32), lb),
+        "rotated 90 degrees": lambda i, im, lb: (np.rot90(im, 1, (1, 2)).copy(), np.rot90(lb, 1, (1, 2)).copy()),
+        "pixels 1.67x larger (image scaled to 0.6)": lambda i, im, lb: rescale_pair(im, lb, 0.6, 0.6),
+        "pixels 1.33x larger (image scaled to 0.75)": lambda i, im, lb: rescale_pair(im, lb, 0.75, 0.75),
+        "pixels 1.5x smaller (image scaled to 1.5)": lambda i, im, lb: rescale_pair(im, lb, 1.5, 1.5),
+        "pixels 1.7x smaller (image scaled to 1.7)": lambda i, im, lb: rescale_pair(im, lb, 1.7, 1.7),
+        "anisotropic pixels (scaled 0.8 x 1.1)": lambda i, im, lb: rescale_pair(im, lb, 0.8, 1.1),
+        "wider field of view (the crop inside a 256 x 256 frame)": lambda i, im, lb: frame(im, lb),
+        "off-centre in other cases' surroundings (256 x 256)": lambda i, im, lb: in_surroundings(im, lb, others(i),
+                                                                                                   offset(i)),
+        "surroundings, pixels 1.5x smaller (384 x 384)": lambda i, im, lb: rescale_pair(
+            *in_surroundings(im, lb, others(i), offset(i)), 1.5, 1.5),
+        "surroundings, pixels 1.33x larger (192 x 192)": lambda i, im, lb: rescale_pair(
+            *in_surroundings(im, lb, others(i), offset(i)), 0.75, 0.75),
+        "512 x 512 field of view, pixels 2x smaller": lambda i, im, lb: rescale_pair(
+            *in_surroundings(im, lb, others(i), offset(i)), 2.0, 2.0),
+    }
+
+
+def score(pairs):
+    """(pooled mean, per-case mean) Dice over the four classes."""
+    counts = np.zeros((len(CLASSES), 3))
+    per_case = []
+    for pred, truth in pairs:
+        case = []
+        for j, k in enumerate(CLASSES):
+            p, t = pred == k, truth == k
+            inter, ps, ts = np.count_nonzero(p & t), np.count_nonzero(p), np.count_nonzero(t)
+            counts[j] += inter, ps, ts
+            if ps + ts:
+                case.append(2 * inter / (ps + ts))
+        per_case.append(np.mean(case) if case else 1.0)
+    pooled = [2 * i / (p + t) if p + t else 1.0 for i, p, t in counts]
+    return float(np.mean(pooled)), float(np.mean(per_case))
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "emidec-lge-128"))
+    parser.add_argument("--split", default=str(ROOT / "training" / "split.json"))
+    parser.add_argument("--cases", default="val,test", help="the split's parts to use (comma-separated)")
+    parser.add_argument("--model", default=None, help="model name or folder (default: the bundled default)")
+    parser.add_argument("--only", default="", help="comma-separated substrings of the variants to run")
+    parser.add_argument("--json", default="", help="write the rows here too")
+    args = parser.parse_args(argv)
+
+    from napari_lvseg.inference import segment
+    from napari_lvseg.io.emidec import find_cases, read_case
+    from napari_lvseg.models.store import load_model
+
+    split = json.loads(Path(args.split).read_text())
+    wanted = {name for part in args.cases.split(",") for name in split[part]}
+    cases = []
+    for case in find_cases(args.data):
+        if case.name in wanted:
+            image, labels = read_case(case)
+            cases.append((case.name, image.data.astype(np.float32), labels.data.astype(np.uint8)))
+    model = load_model(args.model, task="segmentation")
+    print(f"{len(cases)} cases, model {model[1].name}")
+    segment(cases[0][1], model)   # warm-up
+    rows, base = [], None
+    for name, make in variants(cases).items():
+        if args.only and not any(s.strip() and s.strip() in name for s in args.only.split(",")):
+            if base is not None or not name.startswith("as they are"):
+                continue
+        pairs, seconds, zooms = [], 0.0, []
+        for i, (_, image, labels) in enumerate(cases):
+            img, lab = make(i, image, labels)
+            start = time.perf_counter()
+            result = segment(img, model)
+            seconds += time.perf_counter() - start
+            zooms.append(result.info.get("zoom", 1.0))
+            pairs.append((result.labels, lab))
+        pooled, per_case = score(pairs)
+        base = base or (pooled, per_case, seconds)
+        row = {"variant": name, "pooled": round(pooled, 3), "per_case": round(per_case, 3),
+               "pooled_ratio": round(pooled / base[0], 3), "per_case_ratio": round(per_case / base[1], 3),
+               "seconds": round(seconds, 1), "time_ratio": round(seconds / base[2], 2),
+               "median_zoom": round(float(np.median(zooms)), 2)}
+        rows.append(row)
+        print(f"| {name} | {row['pooled']:.3f} | {row['pooled_ratio']:.3f} | {row['per_case']:.3f} | "
+              f"{row['per_case_ratio']:.3f} | {row['seconds']:.1f} | {row['time_ratio']:.2f} | {row['median_zoom']} |",
+              flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
