@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSES = (1, 2, 3, 4)
 
 
 def rescale_pair(image, labels, factor_y, factor_x):
@@ -123,20 +122,35 @@ def variants(cases):
 
 
 def score(pairs):
-    """(pooled mean, per-case mean) Dice over the four classes."""
-    counts = np.zeros((len(CLASSES), 3))
-    per_case = []
-    for pred, truth in pairs:
-        case = []
-        for j, k in enumerate(CLASSES):
-            p, t = pred == k, truth == k
-            inter, ps, ts = np.count_nonzero(p & t), np.count_nonzero(p), np.count_nonzero(t)
-            counts[j] += inter, ps, ts
-            if ps + ts:
-                case.append(2 * inter / (ps + ts))
-        per_case.append(np.mean(case) if case else 1.0)
-    pooled = [2 * i / (p + t) if p + t else 1.0 for i, p, t in counts]
-    return float(np.mean(pooled)), float(np.mean(per_case))
+    """(pooled mean, per-case mean) Dice over the four classes, the protocols of training/RESULTS.md."""
+    from napari_lvseg.metrics import pooled_dice, study_table
+
+    return pooled_dice(pairs)["mean"], study_table(dict(enumerate(pairs)))[-1]["mean"]
+
+
+def field_of_view_speed(cases, model, repeats: int = 3):
+    """Seconds (best of ``repeats``) of `segment` on a 10-slice crop (the baseline), the same inside a 256 x 256
+    frame, and a 512 x 512 x 20 field of view (the crop in other cases' surroundings, pixels 2x smaller)."""
+    from napari_lvseg.inference import segment
+
+    _, image, labels = cases[0]
+    ten = np.resize(image, (10,) + image.shape[1:])
+    ten_labels = np.resize(labels, (10,) + labels.shape[1:])
+    others = [c[1:] for c in cases[1:5]]
+    inputs = {"10-slice 128 x 128 crop (baseline)": ten,
+              "the crop inside a 256 x 256 frame": frame(ten, ten_labels)[0],
+              "512 x 512 x 20 field of view": rescale_pair(*in_surroundings(
+                  np.concatenate([ten, ten]), np.concatenate([ten_labels, ten_labels]), others, (60, 100)), 2, 2)[0]}
+    segment(ten, model)
+    out = {}
+    for name, img in inputs.items():
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            segment(img, model)
+            times.append(time.perf_counter() - start)
+        out[name] = min(times)
+    return out
 
 
 def main(argv=None):
@@ -147,6 +161,7 @@ def main(argv=None):
     parser.add_argument("--model", default=None, help="model name or folder (default: the bundled default)")
     parser.add_argument("--only", default="", help="comma-separated substrings of the variants to run")
     parser.add_argument("--json", default="", help="write the rows here too")
+    parser.add_argument("--speed", action="store_true", help="only the field-of-view timings")
     args = parser.parse_args(argv)
 
     from napari_lvseg.inference import segment
@@ -163,11 +178,17 @@ def main(argv=None):
     model = load_model(args.model, task="segmentation")
     print(f"{len(cases)} cases, model {model[1].name}")
     segment(cases[0][1], model)   # warm-up
+    if args.speed:
+        times = field_of_view_speed(cases, model)
+        base = next(iter(times.values()))
+        for name, seconds in times.items():
+            print(f"| {name} | {seconds:.2f} s | {seconds / base:.2f} |")
+        return
     rows, base = [], None
     for name, make in variants(cases).items():
-        if args.only and not any(s.strip() and s.strip() in name for s in args.only.split(",")):
-            if base is not None or not name.startswith("as they are"):
-                continue
+        chosen = not args.only or any(s.strip() and s.strip() in name for s in args.only.split(","))
+        if not chosen and (base is not None or not name.startswith("as they are")):   # the baseline always runs
+            continue
         pairs, seconds, zooms = [], 0.0, []
         for i, (_, image, labels) in enumerate(cases):
             img, lab = make(i, image, labels)

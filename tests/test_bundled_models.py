@@ -36,6 +36,41 @@ def test_default_segmentation_on_an_unseen_real_case(emidec_cases):
     assert dice["cavity"] > 0.85 and dice["myocardium"] > 0.7 and dice["infarct"] > 0.4
 
 
+def test_default_segmentation_keeps_its_dice_at_other_pixel_sizes_and_fields_of_view(emidec_cases):
+    """An unseen real case as another scanner would give it: pixels 1.33x larger, pixels 1.5x smaller inside a wider
+    field of view, off-centre. The default finds the LV, reads it at its training size and scores (pooled, its own
+    truth changed alike) at least 0.9x its Dice on the crop; the bundled card says what size it expects."""
+    import importlib.util
+    from pathlib import Path
+
+    from napari_lvseg.inference import segment
+    from napari_lvseg.io import emidec
+    from napari_lvseg.metrics import pooled_dice
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_robustness", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_robustness.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    frame, rescale_pair = bench.frame, bench.rescale_pair
+
+    model = load_model(None, task="segmentation")
+    assert model[1].extra["expects"]["lv_diameter_px"] == pytest.approx(69.7)
+    image, truth = emidec.read_case(emidec.find_cases(next(c for c in emidec_cases if c.name == "Case_P059"))[0])
+    image, truth = image.data.astype(np.float32), truth.data.astype(np.uint8)
+
+    def mean_dice(img, lab):
+        result = segment(img, model)
+        return pooled_dice([(result.labels, lab)])["mean"], result
+
+    crop, _ = mean_dice(image, truth)
+    larger, result = mean_dice(*rescale_pair(image, truth, 0.75, 0.75))
+    assert result.info["zoom"] == pytest.approx(1.33, rel=0.15) and larger > 0.9 * crop
+    wide = rescale_pair(*frame(image, truth, size=200, offset=(60, 10)), 1.5, 1.5)   # 300 x 300
+    smaller, result = mean_dice(*wide)
+    assert result.info["zoom"] == pytest.approx(0.67, rel=0.15) and smaller > 0.9 * crop
+    assert result.center == pytest.approx(((60 + 64) * 1.5, (10 + 64) * 1.5), abs=10)
+
+
 def test_default_generator_renders_lge_contrast(emidec_cases):
     from napari_lvseg.io import emidec
     from napari_lvseg.synthesis import synthesize

@@ -278,12 +278,14 @@ def test_the_progress_total_counts_the_lv_search_of_the_chosen_models_grid(viewe
     image = make_phantom(n_slices=1, size=128, seed=0)[0][:, 14:114, 14:114]
     for model in ("tiny-64", "tiny-seg"):
         steps = list(SegmentLogic.run_steps(image, model))
-        assert SegmentLogic.steps(image, model=model) == len(steps) == steps[-1][1]
+        total = SegmentLogic.steps(image, model=model)
+        assert steps == [(k, total) for k in range(1, total + 1)]
     assert SegmentLogic.steps(image, model="tiny-64") == 2 and SegmentLogic.steps(image, model="tiny-seg") == 1
     card["expects"] = {"lv_diameter_px": 30.0, "lv_diameter_range_px": [27.0, 33.0]}   # a second pass may come
     (path / "card.json").write_text(json.dumps(card))
     steps = list(SegmentLogic.run_steps(image, "tiny-64"))
-    assert SegmentLogic.steps(image, model="tiny-64") == 3 == steps[-1][1] == steps[-1][0]
+    assert SegmentLogic.steps(image, model="tiny-64") == 3 and steps[-1] == (3, 3)
+    assert all(t == 3 for _, t in steps) and [d for d, _ in steps] == sorted({d for d, _ in steps})
 
 
 def test_centre_from_last_point():

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .normalize import from_grid, grid_window, to_grid
+from .normalize import from_grid, to_grid
 
 
 @dataclass(frozen=True)
@@ -23,10 +23,11 @@ class View:
     size: int              # the model's grid
 
     @classmethod
-    def around(cls, center, zoom: float, size: int, shape) -> "View":
-        """The view of ``size`` model pixels centred on ``center`` (y, x; None: the image centre) at ``zoom``."""
+    def around(cls, center, zoom: float, size: int, shape) -> View:
+        """The view of ``size`` model pixels centred on ``center`` (y, x; None: the image centre) at ``zoom``; at
+        zoom 1 placed as `to_grid` places its crop."""
         h, w = shape[-2:]
-        if zoom == 1.0:   # a whole-pixel crop, placed as `to_grid` places it
+        if zoom == 1.0:
             if center is None:
                 return cls((float((h - size) // 2), float((w - size) // 2)), 1.0, size)
             return cls((float(round(center[0] - size / 2.0)), float(round(center[1] - size / 2.0))), 1.0, size)
@@ -35,24 +36,42 @@ class View:
         return cls((cy + 0.5 - half, cx + 0.5 - half), float(zoom), size)
 
     @property
-    def center(self) -> tuple:
-        half = self.size / (2.0 * self.zoom)
-        return self.origin[0] + half - 0.5, self.origin[1] + half - 0.5
-
-    @property
     def box(self) -> tuple:
         """The view's corner in whole user pixels (what `to_grid` calls the box)."""
         return int(np.floor(self.origin[0] + 0.5)), int(np.floor(self.origin[1] + 0.5))
 
     def window(self, shape) -> tuple[slice, slice]:
-        """The user pixels (y, x slices) the view covers."""
-        extent = int(np.ceil(self.size / self.zoom))
-        return grid_window(self.box, (extent, extent), shape)
+        """The user pixels (y, x slices) whose centres the view covers (its span [origin - 1/2, origin - 1/2 + size /
+        zoom), half open), within an image of ``shape``."""
+        extent = self.size / self.zoom
+        return tuple(slice(min(max(int(np.ceil(o - 0.5)), 0), n), min(max(int(np.ceil(o + extent - 0.5)), 0), n))
+                     for o, n in zip(self.origin, shape[-2:]))
+
+    def to_user(self, y: float, x: float) -> tuple:
+        """User (y, x) of a model-grid position."""
+        return self.origin[0] + (y + 0.5) / self.zoom - 0.5, self.origin[1] + (x + 0.5) / self.zoom - 0.5
 
     def user_coordinates(self) -> tuple[np.ndarray, np.ndarray]:
         """User (y, x) coordinates of the model pixels' centres, one 1-D array per axis."""
-        i = (np.arange(self.size) + 0.5) / self.zoom - 0.5
-        return self.origin[0] + i, self.origin[1] + i
+        return self.to_user(np.arange(self.size), np.arange(self.size))
+
+    @property
+    def center(self) -> tuple:
+        return self.to_user((self.size - 1) / 2.0, (self.size - 1) / 2.0)
+
+
+def _bilinear(values: np.ndarray, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """``values`` (N, H, W) at the (ys x xs) positions (array coordinates, pixel centres at integers; outside: the
+    nearest edge value)."""
+    import torch
+    import torch.nn.functional as F
+
+    h, w = values.shape[-2:]
+    gy = torch.from_numpy((2.0 * np.asarray(ys) / max(h - 1, 1) - 1.0).astype(np.float32))
+    gx = torch.from_numpy((2.0 * np.asarray(xs) / max(w - 1, 1) - 1.0).astype(np.float32))
+    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None].expand(len(values), -1, -1, -1)
+    source = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))[:, None]
+    return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=True)[:, 0].numpy()
 
 
 def sample_view(stack: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray]:
@@ -63,34 +82,36 @@ def sample_view(stack: np.ndarray, view: View) -> tuple[np.ndarray, np.ndarray]:
     ys, xs = view.user_coordinates()
     valid = ((ys >= -0.5) & (ys <= h - 0.5))[:, None] & ((xs >= -0.5) & (xs <= w - 0.5))[None, :]
     if view.zoom == 1.0:
-        grid, _ = to_grid(stack, view.size, _center_of_box(view))
+        grid, _ = to_grid(stack, view.size, (view.origin[0] + view.size / 2.0, view.origin[1] + view.size / 2.0))
         return grid, valid
-    import torch
-    import torch.nn.functional as F
-
     source = stack
-    if view.zoom < 1.0:   # shrinking: smooth first (scikit-image's rule for the width)
+    if view.zoom < 1.0:   # shrinking: smooth first (scikit-image's rule for the width), over the window only
         from scipy import ndimage
 
         sigma = (1.0 / view.zoom - 1.0) / 2.0
-        ywin, xwin = view.window(stack.shape)
         margin = int(np.ceil(4 * sigma)) + 1
-        rows = slice(max(ywin.start - margin, 0), min(ywin.stop + margin, h))
-        cols = slice(max(xwin.start - margin, 0), min(xwin.stop + margin, w))
+        rows, cols = (slice(max(s.start - margin, 0), min(s.stop + margin, n))
+                      for s, n in zip(view.window(stack.shape), (h, w)))
         source = stack.copy()
         source[:, rows, cols] = ndimage.gaussian_filter(stack[:, rows, cols], sigma=(0, sigma, sigma))
-    gy = torch.from_numpy((2.0 * ys / max(h - 1, 1) - 1.0).astype(np.float32))
-    gx = torch.from_numpy((2.0 * xs / max(w - 1, 1) - 1.0).astype(np.float32))
-    grid = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None].expand(len(stack), -1, -1, -1)
-    out = F.grid_sample(torch.from_numpy(np.ascontiguousarray(source))[:, None], grid, mode="bilinear",
-                        padding_mode="border", align_corners=True)[:, 0].numpy()
+    out = _bilinear(source, ys, xs)
     out[:, ~valid] = 0.0
     return out, valid
 
 
-def _center_of_box(view: View) -> tuple:
-    """The centre `to_grid` turns back into ``view``'s whole-pixel box."""
-    return view.origin[0] + view.size / 2.0, view.origin[1] + view.size / 2.0
+def view_on_image(grid: np.ndarray, view: View, shape) -> tuple[np.ndarray, np.ndarray, tuple[slice, slice]]:
+    """Values on the model's grid (..., S, S) at the user pixels of ``view.window(shape)``: (values (..., h, w),
+    inside (h, w) bool: the pixels the grid covers, (y, x) slices of the window)."""
+    ywin, xwin = view.window(shape)
+    lead, size = grid.shape[:-2], view.size
+    # model coordinates of the window's user pixels
+    iy = (np.arange(ywin.start, ywin.stop) + 0.5 - view.origin[0]) * view.zoom - 0.5
+    ix = (np.arange(xwin.start, xwin.stop) + 0.5 - view.origin[1]) * view.zoom - 0.5
+    inside = ((iy >= -0.5) & (iy < size - 0.5))[:, None] & ((ix >= -0.5) & (ix < size - 0.5))[None, :]
+    if not inside.size:
+        return np.zeros(lead + inside.shape, np.float32), inside, (ywin, xwin)
+    values = _bilinear(np.asarray(grid, np.float32).reshape((-1, size, size)), iy, ix)
+    return values.reshape(lead + inside.shape), inside, (ywin, xwin)
 
 
 def paste_view(grid: np.ndarray, view: View, shape, fill: float = 0.0) -> np.ndarray:
@@ -99,26 +120,7 @@ def paste_view(grid: np.ndarray, view: View, shape, fill: float = 0.0) -> np.nda
     h, w = shape[-2:]
     if view.zoom == 1.0:
         return from_grid(grid, view.box, (h, w), fill=fill)
-    import torch
-    import torch.nn.functional as F
-
-    lead = grid.shape[:-2]
-    out = np.full(lead + (h, w), fill, dtype=np.float32)
-    ywin, xwin = view.window((h, w))
-    if ywin.stop <= ywin.start or xwin.stop <= xwin.start:
-        return out
-    size = view.size
-    # model coordinates of the user pixels in the window
-    iy = (np.arange(ywin.start, ywin.stop) + 0.5 - view.origin[0]) * view.zoom - 0.5
-    ix = (np.arange(xwin.start, xwin.stop) + 0.5 - view.origin[1]) * view.zoom - 0.5
-    inside = ((iy >= -0.5) & (iy <= size - 0.5))[:, None] & ((ix >= -0.5) & (ix <= size - 0.5))[None, :]
-    gy = torch.from_numpy((2.0 * iy / (size - 1) - 1.0).astype(np.float32))
-    gx = torch.from_numpy((2.0 * ix / (size - 1) - 1.0).astype(np.float32))
-    flat = torch.from_numpy(np.ascontiguousarray(grid, dtype=np.float32)).reshape((-1, 1, size, size))
-    sampler = torch.stack(torch.meshgrid(gx, gy, indexing="xy"), dim=-1)[None].expand(len(flat), -1, -1, -1)
-    values = F.grid_sample(flat, sampler, mode="bilinear", padding_mode="border", align_corners=True)[:, 0].numpy()
-    values = values.reshape(lead + values.shape[-2:])
-    window = out[..., ywin, xwin]
-    window[..., inside] = values[..., inside]
-    out[..., ywin, xwin] = window
+    values, inside, (ywin, xwin) = view_on_image(grid, view, shape)
+    out = np.full(grid.shape[:-2] + (h, w), fill, dtype=np.float32)
+    out[..., ywin, xwin] = np.where(inside, values, np.float32(fill))
     return out
