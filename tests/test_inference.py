@@ -148,13 +148,14 @@ def test_segment_steps_report_each_forward_pass_and_stop_between_them(oracle, tt
 
 
 def test_the_lv_search_in_a_large_image_is_made_of_steps_a_stop_falls_between(oracle):
-    from napari_lvseg.inference import LOCATOR_SLICES, segment_step_count, segment_steps
+    from napari_lvseg.inference import segment_step_count, segment_steps
 
     img = image_with_disk((6, 400, 150), (330, 60), radius=20)   # the LV near the bottom of a tall image
     total = segment_step_count(img, batch_size=8, size=64)
-    assert total == LOCATOR_SLICES + 1 and segment_step_count(img, center=(330, 60), size=64) == 1
+    assert total == 4 + 1 and segment_step_count(img, center=(330, 60), size=64) == 1   # 2 + 2 slices searched
     steps = segment_steps(img, oracle)
-    assert [next(steps) for _ in range(total)] == [(k, total) for k in range(1, total + 1)]
+    # the middle two slices show the LV: the quarter slices are not read, and the count jumps past them
+    assert [next(steps) for _ in range(4)] == [(1, total), (2, total), (4, total), (5, total)]
     with pytest.raises(StopIteration) as end:
         next(steps)
     cy, cx = end.value.value.center
@@ -165,6 +166,20 @@ def test_the_lv_search_in_a_large_image_is_made_of_steps_a_stop_falls_between(or
     next(steps)   # inside the search
     steps.close()
     assert net.training
+
+
+def test_the_lv_search_reads_the_quarter_slices_where_the_middle_ones_show_no_lv(oracle):
+    from napari_lvseg.inference import segment_steps
+
+    img = image_with_disk((6, 300, 150), (230, 60), radius=20)
+    img[2:] = 100.0   # the heart in slices 0 and 1 only, nothing in the others
+    steps = list(segment_steps(img, oracle, batch_size=8))   # middle slices 2, 3, then quarters 1, 4
+    assert [d for d, _ in steps] == [1, 2, 3, 4, 5]
+    result = segment(img, oracle)
+    assert result.info["lv_found"] and result.center == pytest.approx((230, 60), abs=3)
+    blank = np.broadcast_to(np.arange(6, dtype=np.float32)[:, None, None], (6, 300, 150))   # no heart anywhere
+    result = segment(blank, oracle)
+    assert not result.info["lv_found"] and not result.labels.any()
 
 
 class BrightCavityMidWall(nn.Module):

@@ -250,11 +250,12 @@ def check_segmentable(image: np.ndarray, name: str) -> np.ndarray:
 
 
 # Locating the LV in an image larger than the model's view: one forward pass per slice over the whole image, shrunk
-# so that it spans at most this many grids, on a few middle slices (the LV is largest there, and one centre serves the
-# stack). The cost is then that of a few slices whatever the image size (a 512 x 512 x 20 stack: 4 passes of 256 x
-# 256 instead of a sliding window over 20 full slices).
+# so that it spans at most LOCATOR_SPAN grids, on the two middle slices (the LV is largest there, and one centre
+# serves the stack), then, only where they show none, on the slices a quarter from each end. The cost is then that of
+# a few slices whatever the image size (a 512 x 512 x 20 stack: 2 passes of 256 x 256 instead of a sliding window over
+# 20 full slices).
 LOCATOR_SPAN = 2
-LOCATOR_SLICES = 4
+LOCATOR_SLICES = (2, 2)   # slices searched first, and then where those show no LV
 # Scale: where the model's card records the LV size of its training data (``expects``), the final view's zoom brings
 # an LV outside the training data's usual range of sizes into it (`zoom_for`); an LV inside that range is read at its
 # own scale, as the model learnt it. A second pass is made only when the first one's view is off the zoom its LV asks for
@@ -315,18 +316,11 @@ def lv_size_expectation(label_volumes) -> dict | None:
             "pixel_size_mm": None}
 
 
-def _locator(net):
-    """The network that finds the LV: an ensemble's first member (one network is enough to find a heart, at a
-    third of the bundled ensemble's cost; the greedy ensemble choice puts the best single network first), else the
-    network itself. The bundled ensemble's 2-D member, tried instead, took a frame's flat border or another
-    case's filled-in heart for the LV in 3 of 54 whole fields of view; its first member in none."""
-    members = getattr(net, "members", None)
-    return members[0] if members else net
-
-
-def _middle_slices(count: int) -> np.ndarray:
-    first = max(0, (count - LOCATOR_SLICES) // 2)
-    return np.arange(first, min(count, first + LOCATOR_SLICES))
+def _search_order(count: int) -> list:
+    """The slices the LV search reads, in two rounds (`LOCATOR_SLICES`): the middle ones, then the quarter ones."""
+    middle = [count // 2 - 1, count // 2] if count > 1 else [0]
+    quarters = [q for q in dict.fromkeys((count // 4, (3 * count) // 4)) if q not in middle]
+    return [middle[:LOCATOR_SLICES[0]], quarters[:LOCATOR_SLICES[1]]]
 
 
 def locate_steps(model, stack: np.ndarray, size: int, normalization=None, device=None):
@@ -336,30 +330,37 @@ def locate_steps(model, stack: np.ndarray, size: int, normalization=None, device
 
     from .data.resample import View, sample_view
 
-    net = _locator(model)
+    net = model   # all of it: one member of the bundled ensemble, searching alone, took a frame's flat border or
+    # another case's filled-in heart for the LV in 2 of 18 fields of view each (benchmarks/bench_robustness.py)
     context = model_context(net)
     h, w = stack.shape[-2:]
     zoom = min(1.0, LOCATOR_SPAN * size / max(h, w))
     extent = int(np.ceil(max(h, w) * zoom / 16.0)) * 16   # the network halves the grid 4 times
     view = View.around(None, zoom, extent, stack.shape)
-    chosen = _middle_slices(len(stack))
-    lv = np.zeros((len(chosen), extent, extent), np.uint8)
+    rounds = _search_order(len(stack))
+    total = sum(len(r) for r in rounds)
+    read: list = []   # the labels of each slice read, in the search's order
     was_training = net.training
     net.eval()
     try:
-        for k, z in enumerate(chosen):
-            around = np.clip(np.arange(z - context, z + context + 1), 0, len(stack) - 1)
-            grid, valid = sample_view(stack[around], view)
-            grid = normalize_view(grid, valid, normalization)
-            with torch.inference_mode():   # not held across a yield
-                x = torch.from_numpy(grid[None]).to(device or _device_of(net))
-                out = net(x)
-                out = out[0] if isinstance(out, (list, tuple)) else out
-                lv[k] = out.argmax(1).cpu().numpy()[0]
-            yield k + 1, len(chosen)
+        for chosen in rounds:
+            for z in chosen:
+                around = np.clip(np.arange(z - context, z + context + 1), 0, len(stack) - 1)
+                grid, valid = sample_view(stack[around], view)
+                grid = normalize_view(grid, valid, normalization)
+                with torch.inference_mode():   # not held across a yield
+                    out = net(torch.from_numpy(grid[None]).to(device or _device_of(net)))
+                    out = out[0] if isinstance(out, (list, tuple)) else out
+                    read.append(out.argmax(1).cpu().numpy()[0].astype(np.uint8))
+                yield len(read), total
+            found = _lv_in_view(np.stack(read), view)
+            if found is not None:
+                break
     finally:
         net.train(was_training)
-    return _lv_in_view(lv, view)
+    if len(read) < total:   # the slices left unread: the count jumps to the end
+        yield total, total
+    return found
 
 
 def _lv_in_view(labels: np.ndarray, view):
@@ -515,7 +516,8 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
 def _search_steps(image, center, size: int) -> int:
     """Steps of the LV search: none where a centre is given or the image fits the model's grid."""
     n_slices = 1 if np.ndim(image) == 2 else len(image)
-    return 0 if center is not None or max(np.shape(image)[-2:]) <= size else len(_middle_slices(n_slices))
+    return 0 if center is not None or max(np.shape(image)[-2:]) <= size else sum(
+        len(r) for r in _search_order(n_slices))
 
 
 def _better_view(prob: np.ndarray, view, expected: tuple, keep_centre: bool = False):

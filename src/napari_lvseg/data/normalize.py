@@ -18,7 +18,10 @@ def normalize_slices(image: np.ndarray, normalization: dict | None = None) -> np
     data = np.asarray(image, dtype=np.float32)
     flat = data.reshape((-1,) + data.shape[-2:])
     low, high = np.percentile(flat, [norm["low"], norm["high"]], axis=(1, 2))
-    scale = np.where(high - low > 1e-6, high - low, 1.0)
+    # a flat slice stays flat: resampling leaves float rounding (1e-5 of the value) that must not become contrast
+    flat_below = 1e-6 + 1e-4 * np.maximum(np.abs(low), np.abs(high))
+    scale = np.where(high - low > flat_below, high - low, 1.0)
+    low = np.where(high - low > flat_below, low, high)
     out = (flat - low[:, None, None]) / scale[:, None, None]
     return np.clip(out, -0.5, 1.5).reshape(data.shape).astype(np.float32)
 
