@@ -129,7 +129,7 @@ def test_segment_steps_report_each_forward_pass_and_stop_between_them(oracle, tt
 
     img = image_with_disk((10, 64, 64), (30, 34), radius=9)
     total = probability_steps(10, tta, batch_size=4)
-    assert total == (24 if tta else 3)   # 3 batches of at most 4 slices, 8 TTA transforms each
+    assert total == (12 if tta else 3)   # 3 batches of at most 4 slices, 4 TTA rotations each
     steps = segment_steps(img, oracle, tta=tta, batch_size=4)
     assert [next(steps) for _ in range(total)] == [(k, total) for k in range(1, total + 1)]
     with pytest.raises(StopIteration) as end:

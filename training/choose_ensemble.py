@@ -2,7 +2,7 @@
 
     python training/choose_ensemble.py training/runs/ens_greedy RUN RUN ... [--max-members 5] [--max-mb 21]
 
-Each candidate run's softmax probabilities (8x TTA) on the validation and test cases are computed once
+Each candidate run's softmax probabilities (TTA) on the validation and test cases are computed once
 and cached in RUN/probs_<split>.npz; an ensemble's probabilities are their mean, exactly what
 `SegmentationEnsemble` with TTA computes. Selection starts from the best single run and adds, one at a
 time, the run that raises the validation per-case mean Dice most (post-processing tuned on validation

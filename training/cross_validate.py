@@ -17,7 +17,7 @@ per fold, made from that fold's training cases only. The score of a fold is the 
 (no TTA, no post-processing): at the epoch it keeps (the best; biased upwards alike for every setting with the same
 number of epochs) and at its last epoch (unbiased).
 
-`postprocess` judges `run.py tune`'s post-processing rule on the finished folds' out-of-fold probabilities (8x TTA):
+`postprocess` judges `run.py tune`'s post-processing rule on the finished folds' out-of-fold probabilities (TTA):
 for each fold, the rule chooses on the other folds' cases, once over the minimum volumes alone and once over the
 whole grid (class weights too), and both choices are scored on the fold itself. Six validation cases could not tell
 whether the class weights help (RESULTS.md, "Class weights"); this asks the same question of 36 cases at a time.

@@ -12,7 +12,7 @@ away. This experiment measures that effect with scenario A's recipe (seg_real.js
     python training/slice_split.py compare training/runs/seg_real_slice_split training/runs/seg_mixed_slice_split
 
 ``evaluate`` scores each run on its own held-out part (the slice-level run on its held-out slices, a case-level run
-on the 12 test cases of training/split.json) the same way: 8x TTA, no post-processing, pooled Dice. ``--common``
+on the 12 test cases of training/split.json) the same way: TTA, no post-processing, pooled Dice. ``--common``
 scores every run on the same slices instead: those held out by both splits (the slice-level test slices of the 12
 case-level test cases), which the case-level runs never saw and the slice-level run saw the neighbours of. The
 slice-level split is the first slice-level run's (split.json); ``--split`` names another. ``compare`` scores two runs
@@ -85,7 +85,7 @@ def common_slices(split=None) -> list:
 
 def _hearts(run, common: bool = False, split=None) -> tuple:
     """(held-out slice count, {heart: (prediction, truth)}): a run's held-out slices (``common``: `common_slices` of
-    ``split``) labelled with 8x TTA and no post-processing, stacked by the heart they come from. Intervals draw hearts,
+    ``split``) labelled with TTA and no post-processing, stacked by the heart they come from. Intervals draw hearts,
     not slices: a heart's slices are alike, and drawing them one by one would narrow the interval. Pooled Dice over
     the hearts is pooled Dice over their slices."""
     import numpy as np
@@ -103,7 +103,7 @@ def _tag(common: bool, split) -> str:
 
 
 def evaluate(run, common: bool = False, split=None) -> dict:
-    """Pooled Dice of a run on its held-out cases or slices (``common``: on `common_slices` of ``split``): 8x TTA,
+    """Pooled Dice of a run on its held-out cases or slices (``common``: on `common_slices` of ``split``): TTA,
     no post-processing; with a 95% interval over the hearts the slices come from, drawn with replacement."""
     from napari_lvseg.io.atomic import write_json_atomic
     from napari_lvseg.metrics import bootstrap_intervals, overlap_counts, pooled_dice_from_counts, study_table

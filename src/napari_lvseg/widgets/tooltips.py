@@ -8,7 +8,7 @@ MODEL = ("Model from the registry (bundled models, then your own trained ones); 
 REFRESH_MODELS = "Re-read the model registry (after copying a model folder in by hand)."
 
 # -- Segment LV
-TTA = "Test-time augmentation: average the prediction over the 8 rotations and flips (8x slower, steadier)."
+TTA = "Test-time augmentation: average the prediction over the 4 rotations (4x slower, steadier)."
 UNCERTAINTY = ("Also add a per-pixel uncertainty map (normalised entropy, 0 = sure, 1 = unsure) over the part of "
                "the image the model looked at.")
 CENTER = ("Where the LV is, for images larger than the model grid: 'automatic' finds it, or pick a Points "
