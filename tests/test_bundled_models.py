@@ -43,7 +43,7 @@ def test_default_segmentation_keeps_its_dice_at_other_pixel_sizes_and_fields_of_
     import importlib.util
     from pathlib import Path
 
-    from napari_lvseg.inference import segment
+    from napari_lvseg.inference import expected_lv_size, lv_diameter, segment, zoom_for
     from napari_lvseg.io import emidec
     from napari_lvseg.metrics import pooled_dice
 
@@ -60,14 +60,16 @@ def test_default_segmentation_keeps_its_dice_at_other_pixel_sizes_and_fields_of_
 
     def mean_dice(img, lab):
         result = segment(img, model)
+        # read at the zoom that brings its true LV into the training range
+        assert result.info["zoom"] == pytest.approx(zoom_for(lv_diameter(lab), expected_lv_size(model[1])), rel=0.2)
         return pooled_dice([(result.labels, lab)])["mean"], result
 
     crop, _ = mean_dice(image, truth)
     larger, result = mean_dice(*rescale_pair(image, truth, 0.75, 0.75))
-    assert result.info["zoom"] == pytest.approx(1.33, rel=0.15) and larger > 0.9 * crop
+    assert result.info["zoom"] > 1.1 and larger > 0.9 * crop
     wide = rescale_pair(*frame(image, truth, size=200, offset=(60, 10)), 1.5, 1.5)   # 300 x 300
     smaller, result = mean_dice(*wide)
-    assert result.info["zoom"] == pytest.approx(0.67, rel=0.15) and smaller > 0.9 * crop
+    assert result.info["zoom"] < 0.9 and smaller > 0.9 * crop
     assert result.center == pytest.approx(((60 + 64) * 1.5, (10 + 64) * 1.5), abs=10)
 
 
