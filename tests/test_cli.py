@@ -38,6 +38,27 @@ def test_segment_nifti_keeps_shape_and_affine(tiny_model, tmp_path):
     assert nib.load(tmp_path / "unc.nii.gz").shape == (128, 128, 3)
 
 
+def test_segment_says_when_the_search_found_no_lv(tmp_path, capsys):
+    """A large image with no heart in it (each slice flat): labels are written, and the user hears that the centre was
+    segmented and how to give the LV's; a phantom in a wide frame is found, and nothing is said."""
+    import tifffile
+
+    flat = np.broadcast_to(np.arange(1, 3, dtype=np.float32)[:, None, None], (2, 300, 300))
+    tifffile.imwrite(tmp_path / "flat.tif", flat)
+    assert main(["segment", str(tmp_path / "flat.tif"), "-o", str(tmp_path / "flat-seg.tif")]) == 0
+    err = capsys.readouterr().err
+    assert "flat.tif: the search found no left ventricle, so the image's centre was segmented" in err
+    assert "--center Y X" in err and (tmp_path / "flat-seg.tif").exists()
+    image, _ = make_phantom(n_slices=5, seed=1)
+    wide = np.pad(image, ((0, 0), (40, 100), (120, 20)), mode="minimum")   # 268 x 268, the heart off-centre
+    tifffile.imwrite(tmp_path / "wide.tif", wide)
+    assert main(["segment", str(tmp_path / "wide.tif"), "-o", str(tmp_path / "wide-seg.tif")]) == 0
+    assert "warning" not in capsys.readouterr().err
+    labels = tifffile.imread(tmp_path / "wide-seg.tif")
+    ys, xs = np.nonzero(labels.max(0))
+    assert abs(ys.mean() - (40 + 64)) < 10 and abs(xs.mean() - (120 + 64)) < 10
+
+
 def test_segment_tiff_2d(tiny_model, tmp_path):
     import tifffile
 

@@ -37,6 +37,13 @@ class SegmentationResult:
     model: str = ""
     info: dict = field(default_factory=dict)
 
+    def search_note(self) -> str | None:
+        """What a user must hear about the LV search: that it found no LV (the image's centre was segmented);
+        None where it found one or did not run."""
+        if self.info.get("lv_found", True):
+            return None
+        return "the search found no left ventricle, so the image's centre was segmented: give the LV's centre"
+
     def uncertainty_in_view(self):
         """(map, offset in pixels) of the uncertainty over the part of the image the model looked at: outside its
         square view the model said nothing, and the full-size map's 0 there is no answer. A result that does not say
@@ -293,6 +300,13 @@ def zoom_for(diameter: float, expected: tuple) -> float:
     return float(np.clip((low if diameter < low else high) / diameter, *ZOOM_RANGE))
 
 
+def plausible_lv(diameter: float, expected: tuple) -> bool:
+    """Whether an LV of ``diameter`` image pixels can be one: a zoom within `ZOOM_RANGE` brings it into the expected
+    range (pixel sizes from a quarter to 4x the training data's)."""
+    low, _, high = expected
+    return bool(diameter) and low / ZOOM_RANGE[1] <= diameter <= high / ZOOM_RANGE[0]
+
+
 def lv_diameter(labels: np.ndarray, percentile: float = 75.0) -> float | None:
     """The LV's size in a stack of labels (Z, Y, X): the 75th percentile over the slices holding LV labels of the
     diameter of a disc with the slice's LV area (cavity + wall). The same measure is taken of the training data's
@@ -487,6 +501,8 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
     zoom, found, given = 1.0, None, center is not None
     if searched:
         found = yield from _counted(locate_steps(net, stack, size, card.normalization), 0, total)
+        if found is not None and expected is not None and not plausible_lv(found[1], expected):
+            found = None   # a speck (a flat image's artefact) or a blob wider than any heart: said, not used
         if found is not None:
             center = found[0]
             if expected is not None:

@@ -331,6 +331,10 @@ class SegmentWidget(QWidget):
         self.attach(layer)
         self.status.setText(f"{image_name}: segmented with {result.model or 'the model'}"
                             + ("; uncertainty map added (bright = unsure)" if result.uncertainty is not None else ""))
+        if result.search_note():   # said where the user looks, and how to help: a point at the LV
+            self.status.setText(f"{self.status.text()}; {result.search_note()} (a point in a Points layer, picked "
+                                "as the centre)")
+            notify_info(f"{image_name}: {result.search_note()}")
         if replaced_edits:   # replaced as one undo step, but the user should know their edits went
             self.status.setText(f"{self.status.text()}; {replaced_edits} hand-edited pixels replaced (Ctrl+Z)")
             notify_info(f"'{layer.name}': the new segmentation replaced {replaced_edits} hand-edited pixels; "
