@@ -284,3 +284,46 @@ def test_context_run_reads_neighbours_from_the_same_case_only(phantom_pairs, tmp
     assert segment(image[0], str(tmp_path / "run")).labels.shape == image.shape[1:]
     with pytest.raises(LvsegError, match="--context must be 0..3"):
         TrainOptions(data=["x"], context=5).validate()
+
+
+def test_scanner_augmentation_spans_the_pixel_sizes_real_scanners_give():
+    """'scanner' draws LV sizes over 0.6x-1.7x (areas about 0.36x-2.9x) where the default stays within +-15 % a side;
+    image and labels move together."""
+    from napari_lvseg.data.augment import augment_sample, build_augmentation
+    from napari_lvseg.data.normalize import normalize_slices
+
+    image, labels = make_phantom(n_slices=1, size=128, seed=4)
+    image, labels = normalize_slices(image[0]), labels[0]
+    area = np.count_nonzero(labels)
+
+    def area_ratios(strength):
+        transform = build_augmentation(strength)
+        ratios = []
+        for seed in range(40):
+            img, lab = augment_sample(transform, image, labels, seed)
+            assert img.shape == lab.shape == (128, 128)
+            ratios.append(np.count_nonzero(lab) / area)
+        return np.array(ratios)
+
+    scanner, default = area_ratios("scanner"), area_ratios("default")
+    assert scanner.min() < 0.6 and scanner.max() > 2.0
+    assert 0.55 < default.min() and default.max() < 1.6
+
+
+def test_cards_record_the_lv_size_of_their_training_cases_and_fine_tuning_keeps_its_models(phantom_pairs, tmp_path):
+    from napari_lvseg.data.datasets import load_source
+    from napari_lvseg.inference import expected_lv_size, lv_diameter, lv_size_expectation
+    from napari_lvseg.models.store import load_model
+
+    list(train(options(phantom_pairs, tmp_path / "new", epochs=1, val_fraction=0.0)))
+    low, mid, high = expected_lv_size(load_model(str(tmp_path / "new"))[1])
+    sizes = [lv_diameter(labels) for _, _, labels in load_source(phantom_pairs, size=64).volumes()]
+    assert mid == pytest.approx(np.median(sizes), abs=0.1)
+    assert low <= mid / 1.12 + 0.1 and high >= mid * 1.12 - 0.1   # five phantoms: the range is kept 12 % wide
+    assert lv_size_expectation([np.zeros((2, 8, 8), np.uint8)]) is None
+
+    card = json.loads((tmp_path / "new" / "card.json").read_text())
+    card["expects"] = {"lv_diameter_px": 40.0, "lv_diameter_range_px": [35.0, 45.0]}
+    (tmp_path / "new" / "card.json").write_text(json.dumps(card))
+    list(train(options(phantom_pairs, tmp_path / "tuned", epochs=1, val_fraction=0.0, init=str(tmp_path / "new"))))
+    assert expected_lv_size(load_model(str(tmp_path / "tuned"))[1]) == (35.0, 40.0, 45.0)

@@ -11,8 +11,16 @@ import math
 import numpy as np
 
 
+# "scanner": the default plus pixel sizes from 0.6x to 1.7x the data's (isotropic; RandAffine's independent per-axis
+# scale of +-15 % adds mild anisotropy), the range real scanners give. Segmenting already zooms an LV outside the
+# training range into it (inference.zoom_for); this makes the network itself less dependent on that. Not the default
+# until cross-validation chooses it (training/RESULTS.md, "Still to do").
+SCANNER_ZOOM = (0.6, 1.7)
+STRENGTHS = ("none", "light", "default", "scanner")
+
+
 def build_augmentation(strength: str = "default"):
-    """MONAI Compose on {'image': (1,H,W) float, 'label': (1,H,W)}; ``strength`` 'none'|'light'|'default'."""
+    """MONAI Compose on {'image': (1,H,W) float, 'label': (1,H,W)}; ``strength`` one of `STRENGTHS`."""
     if strength == "none":
         return None
     from monai import transforms as T
@@ -23,7 +31,11 @@ def build_augmentation(strength: str = "default"):
 
     keys = ("image", "label")
     light = strength == "light"
-    spatial = [
+    spatial = [] if strength != "scanner" else [
+        T.RandZoomd(keys, prob=0.8, min_zoom=SCANNER_ZOOM[0], max_zoom=SCANNER_ZOOM[1], mode=("bilinear", "nearest"),
+                    padding_mode="constant", keep_size=True),
+    ]
+    spatial += [
         T.RandFlipd(keys, prob=0.5, spatial_axis=0),
         T.RandAffined(
             keys, prob=0.9, rotate_range=(math.pi,), scale_range=((0.15, 0.15) if not light else (0.05, 0.05)),

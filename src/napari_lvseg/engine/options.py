@@ -41,7 +41,7 @@ class TrainOptions:
     context: int | None = None                     # neighbour slices each side as input channels (2.5-D; None: the
                                                    # --init model's, else 0; another than the --init model's: refused)
     # segmentation
-    augment: str = "default"                       # none | light | default
+    augment: str = "default"                       # none | light | default | scanner (+ pixel sizes 0.6x-1.7x)
     rare_boost: float = 2.0                        # oversampling of infarct / no-reflow slices
     ce_weights: list | None = None                 # cross-entropy class weights (5 values)
     # synthesis (Pix2Pix)

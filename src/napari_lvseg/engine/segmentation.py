@@ -26,8 +26,10 @@ class SegmentationTask(Task):
 
         o = self.options
         self.normalization = dict(DEFAULT_NORMALIZATION)
+        self.init_expects = None
         if o.init:  # fine-tuning: the model's own normalisation, for the data too
             self.model, card = load_model(o.init, task="segmentation")
+            self.init_expects = card.extra.get("expects")
             self.architecture, self.params = card.architecture, dict(card.params)
             self.normalization = dict(card.normalization or self.normalization)
             context = model_context(self.model)   # its input channels: another context cannot be trained into it
@@ -124,8 +126,10 @@ class SegmentationTask(Task):
             metrics={"validation": metrics} if metrics else {}, licence=self.data.licence(),
             created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )
-        expects = self.data.lv_size_expectation()
-        if expects:   # segmenting reads other pixel sizes at the LV size it trained on
+        # segmenting reads other pixel sizes at the LV size the model trained on: a fine-tuned model keeps what its
+        # --init model expects (a few corrected cases cannot say more), a new one measures its training cases
+        expects = self.init_expects or self.data.lv_size_expectation()
+        if expects:
             card.extra["expects"] = expects
         save_model(out, self.model, card)
 
