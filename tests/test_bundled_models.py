@@ -43,8 +43,9 @@ def test_default_segmentation_keeps_its_dice_at_other_pixel_sizes_and_fields_of_
     import importlib.util
     from pathlib import Path
 
-    from napari_lvseg.inference import expected_lv_size, lv_diameter, segment, zoom_for
+    from napari_lvseg.inference import segment
     from napari_lvseg.io import emidec
+    from napari_lvseg.locate import expected_lv_size, lv_diameter, zoom_for
     from napari_lvseg.metrics import pooled_dice
 
     spec = importlib.util.spec_from_file_location(

@@ -197,7 +197,7 @@ class BrightCavityMidWall(nn.Module):
 
 
 def test_the_lv_search_takes_the_walled_cavity_not_the_largest_bright_patch():
-    from napari_lvseg.inference import find_lv_center
+    from napari_lvseg.locate import find_lv_center
 
     img = np.zeros((1, 300, 300), np.float32)
     img[0, 20:120, 20:120] = 1.0   # a flat bright patch: all "cavity", larger than the heart
@@ -234,7 +234,8 @@ def dice(a, b):
 
 @pytest.mark.parametrize("radius, zoom, passes", [(15, 1.0, 1), (10, 27 / 20, 2), (24, 33 / 48, 2)])
 def test_the_view_brings_the_lv_to_the_size_the_card_expects(scaled_oracle, radius, zoom, passes):
-    from napari_lvseg.inference import lv_diameter, segment_step_count, segment_steps
+    from napari_lvseg.inference import segment_step_count, segment_steps
+    from napari_lvseg.locate import lv_diameter
 
     image, truth = ring_image((3, 64, 64), (32, 31), radius)
     steps = segment_steps(image, scaled_oracle, batch_size=1)

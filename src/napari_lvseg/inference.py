@@ -12,9 +12,20 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data.normalize import model_context, normalize_slices, with_context
+from .data.normalize import model_context, with_context
 from .errors import LvsegError
 from .labels import CAVITY, INFARCT, MYOCARDIUM, N_CLASSES, NO_REFLOW
+from .locate import (
+    ZOOM_TOLERANCE,
+    _lv_in_view,
+    _search_order,
+    device_of,
+    expected_lv_size,
+    locate_steps,
+    normalize_view,
+    plausible_lv,
+    zoom_for,
+)
 from .steps import result_of
 
 # Post-processing defaults; a model card may override them ("postprocess" in its extra fields).
@@ -62,15 +73,6 @@ class SegmentationResult:
         return self.uncertainty[..., ys, xs], offset
 
 
-def _device_of(model):
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        import torch
-
-        return torch.device("cpu")
-
-
 # TTA: the 4 rotations of the square (training augments with them and their reflections). On the 6 validation and 12
 # test cases the 4 rotations score as all 8 rotations and reflections did (pooled 0.690 / 0.737 against 0.687 /
 # 0.738, per case equal on test) at half the cost (training/RESULTS.md, "Test-time augmentation: 4 views or 8").
@@ -98,7 +100,7 @@ def iter_probabilities(model, slices: np.ndarray, tta: bool = False, batch_size:
     of slices, one TTA transform) and returns the probabilities, so that a caller can show progress and stop."""
     import torch
 
-    device = device or _device_of(model)
+    device = device or device_of(model)
     inputs = with_context(slices, model_context(model))
     transforms = TTA_TRANSFORMS if tta else ((0, False),)
     total, done = probability_steps(len(slices), tta, batch_size), 0
@@ -258,188 +260,6 @@ def check_segmentable(image: np.ndarray, name: str) -> np.ndarray:
     return image
 
 
-# Locating the LV in an image larger than the model's view: one forward pass per slice over the whole image, shrunk
-# so that it spans at most LOCATOR_SPAN grids, on the two middle slices (the LV is largest there, and one centre
-# serves the stack), then, only where they show none, on the slices a quarter from each end. The cost is then that of
-# a few slices whatever the image size (a 512 x 512 x 20 stack: 2 passes of 256 x 256 instead of a sliding window over
-# 20 full slices).
-LOCATOR_SPAN = 2
-LOCATOR_SLICES = (2, 2)   # slices searched first, and then where those show no LV
-# Scale: where the model's card records the LV size of its training data (``expects``), the final view's zoom brings
-# an LV outside the training data's usual range of sizes into it (`zoom_for`); an LV inside that range is read at its
-# own scale, as the model learnt it. A second pass is made only when the first one's view is off the zoom its LV asks for
-# by more than ZOOM_TOLERANCE, or off its centre (an image of the training scale takes one pass).
-ZOOM_TOLERANCE = 1.1
-ZOOM_RANGE = (0.25, 4.0)
-
-
-def expected_lv_size(card) -> tuple | None:
-    """(low, median, high) LV diameter in model pixels (see `lv_diameter`) of the training data, as the model card
-    records it (``expects``: ``lv_diameter_px`` and ``lv_diameter_range_px``, its 10th-90th percentiles over the
-    training cases); None where it does not (the model's own scale is then taken as the image's)."""
-    expects = getattr(card, "extra", {}).get("expects") or {}
-    try:
-        mid = float(expects.get("lv_diameter_px"))
-        low, high = (float(v) for v in expects.get("lv_diameter_range_px") or (mid, mid))
-    except (TypeError, ValueError):
-        return None
-    if not (np.isfinite([low, mid, high]).all() and 0 < low <= mid <= high):
-        return None
-    return low, mid, high
-
-
-def zoom_for(diameter: float, expected: tuple) -> float:
-    """The zoom at which an LV of ``diameter`` image pixels looks as the model expects: 1 inside the expected range,
-    else the one that brings it to the range's nearer end (within `ZOOM_RANGE`). The nearer end, not the median: on
-    18 unseen cases, bringing the crops' smaller hearts up to the median gave false infarcts in 3 normal cases (per
-    case 0.676 against 0.724 unzoomed), the nearer end none (0.724); on pixels 0.6x-1.7x the training data's, both
-    keep at least 0.96x the crops' pooled Dice (training/RESULTS.md, "Robustness to another scanner's images")."""
-    low, _, high = expected
-    if low <= diameter <= high:
-        return 1.0
-    return float(np.clip((low if diameter < low else high) / diameter, *ZOOM_RANGE))
-
-
-def plausible_lv(diameter: float, expected: tuple) -> bool:
-    """Whether an LV of ``diameter`` image pixels can be one: a zoom within `ZOOM_RANGE` brings it into the expected
-    range (pixel sizes from a quarter to 4x the training data's)."""
-    low, _, high = expected
-    return bool(diameter) and low / ZOOM_RANGE[1] <= diameter <= high / ZOOM_RANGE[0]
-
-
-def lv_diameter(labels: np.ndarray, percentile: float = 75.0) -> float | None:
-    """The LV's size in a stack of labels (Z, Y, X): the 75th percentile over the slices holding LV labels of the
-    diameter of a disc with the slice's LV area (cavity + wall). The same measure is taken of the training data's
-    truth (the card's ``expects``) and of a prediction; None without LV labels."""
-    areas = np.count_nonzero(labels.reshape(len(labels), -1) > 0, axis=1)
-    areas = areas[areas > 0]
-    if not len(areas):
-        return None
-    return float(np.percentile(2.0 * np.sqrt(areas / np.pi), percentile))
-
-
-def lv_size_expectation(label_volumes) -> dict | None:
-    """A model card's ``expects`` block from its training cases' labels (stacks (Z, Y, X) on the model's grid): the
-    median `lv_diameter` over the cases and its 10th-90th percentile range, at least 12 % either side of the median
-    (the 42 EMIDEC training cases' own spread: a few cases must not make every other heart "off-size"); None without
-    LV labels."""
-    sizes = [d for d in (lv_diameter(np.asarray(v)) for v in label_volumes) if d]
-    if not sizes:
-        return None
-    low, mid, high = np.percentile(sizes, [10, 50, 90])
-    low, high = min(low, mid / 1.12), max(high, mid * 1.12)
-    return {"lv_diameter_px": round(float(mid), 1), "lv_diameter_range_px": [round(float(low), 1),
-                                                                             round(float(high), 1)],
-            "measure": "lv_diameter: 75th percentile over a case's LV slices of the diameter of a disc with the "
-                       "slice's LV area (cavity + wall); median and 10th-90th percentiles over the training cases, "
-                       "at least 12 % either side of the median",
-            "pixel_size_mm": None}
-
-
-def _search_order(count: int) -> list:
-    """The slices the LV search reads, in two rounds (`LOCATOR_SLICES`): the middle ones, then the quarter ones."""
-    middle = [count // 2 - 1, count // 2] if count > 1 else [0]
-    quarters = [q for q in dict.fromkeys((count // 4, (3 * count) // 4)) if q not in middle]
-    return [middle[:LOCATOR_SLICES[0]], quarters[:LOCATOR_SLICES[1]]]
-
-
-def locate_steps(model, stack: np.ndarray, size: int, normalization=None, device=None):
-    """Find the LV in a raw stack (Z, Y, X) larger than the model's view; yields after each slice's forward pass and
-    returns (centre (y, x), LV diameter in the image's pixels or None), or None where no LV was found."""
-    import torch
-
-    from .data.resample import View, sample_view
-
-    net = model   # all of it: one member of the bundled ensemble, searching alone, took a frame's flat border or
-    # another case's filled-in heart for the LV in 2 of 18 fields of view each (benchmarks/bench_robustness.py)
-    context = model_context(net)
-    h, w = stack.shape[-2:]
-    zoom = min(1.0, LOCATOR_SPAN * size / max(h, w))
-    extent = int(np.ceil(max(h, w) * zoom / 16.0)) * 16   # the network halves the grid 4 times
-    view = View.around(None, zoom, extent, stack.shape)
-    rounds = _search_order(len(stack))
-    total = sum(len(r) for r in rounds)
-    read: list = []   # the labels of each slice read, in the search's order
-    was_training = net.training
-    net.eval()
-    try:
-        for chosen in rounds:
-            for z in chosen:
-                around = np.clip(np.arange(z - context, z + context + 1), 0, len(stack) - 1)
-                grid, valid = sample_view(stack[around], view)
-                grid = normalize_view(grid, valid, normalization)
-                with torch.inference_mode():   # not held across a yield
-                    out = net(torch.from_numpy(grid[None]).to(device or _device_of(net)))
-                    out = out[0] if isinstance(out, (list, tuple)) else out
-                    read.append(out.argmax(1).cpu().numpy()[0].astype(np.uint8))
-                yield len(read), total
-            found = _lv_in_view(np.stack(read), view)
-            if found is not None:
-                break
-    finally:
-        net.train(was_training)
-    if len(read) < total:   # the slices left unread: the count jumps to the end
-        yield total, total
-    return found
-
-
-def _lv_in_view(labels: np.ndarray, view):
-    """(centre (y, x), diameter) in the image's pixels of the LV (`_walled_component`) among labels predicted in
-    ``view``; None without one."""
-    found = _walled_component(labels)
-    if found is None:
-        return None
-    (cy, cx), mask = found
-    return view.to_user(cy, cx), lv_diameter(mask) / view.zoom
-
-
-def _walled_component(labels: np.ndarray):
-    """((y, x) centroid, mask) of the LV among a stack's predicted labels (Z, Y, X), or None: the 3-D component that
-    looks most like a ventricle: cavity and wall in comparable amounts, the cavity ringed by wall. Its score is the
-    smaller of its cavity and wall counts, times their ratio (smaller over larger), times the square of the share of
-    its cavity's rim that touches wall. A flat region (zero padding, a blank border) can read as a large "cavity"
-    with a thin rim of wall, and a stripe at a frame's edge as "wall" with no cavity."""
-    from scipy import ndimage
-
-    comp, n = ndimage.label(labels > 0)
-    if n == 0:
-        return None
-    in_plane = ndimage.generate_binary_structure(3, 1) * np.array([0, 1, 0])[:, None, None].astype(bool)
-    is_wall = np.isin(labels, (MYOCARDIUM, INFARCT, NO_REFLOW))
-    is_cavity = labels == CAVITY
-    rim = is_cavity & ~ndimage.binary_erosion(is_cavity, in_plane, border_value=1)
-    ringed = rim & ndimage.binary_dilation(is_wall, in_plane)
-
-    def count(mask):
-        return np.bincount(comp.ravel(), weights=mask.ravel(), minlength=n + 1)
-
-    wall, cavity, rims, ringed = count(is_wall), count(is_cavity), count(rim), count(ringed)
-    enclosed = np.where(rims > 0, ringed / np.maximum(rims, 1), 0.0)
-    smaller, larger = np.minimum(wall, cavity), np.maximum(wall, cavity)
-    score = smaller * (smaller / np.maximum(larger, 1)) * enclosed ** 2
-    sizes = np.bincount(comp.ravel(), minlength=n + 1)
-    best = max(range(1, n + 1), key=lambda k: (score[k], sizes[k]))
-    mask = comp == best
-    _, cy, cx = ndimage.center_of_mass(mask)
-    return (float(cy), float(cx)), mask
-
-
-def find_lv_center(model, stack: np.ndarray, size: int, device=None):
-    """LV centre (y, x) in a stack larger than the model grid (`locate_steps`), or None."""
-    found = result_of(locate_steps(model, stack, size, device=device))
-    return None if found is None else found[0]
-
-
-def normalize_view(grid: np.ndarray, valid: np.ndarray, normalization=None) -> np.ndarray:
-    """Per-slice normalisation (the card's) of a view over its pixels inside the image: training read crops of the
-    LV, so the percentiles are those of the model's view, not of a whole field of view. Outside the image: 0."""
-    if valid.all():
-        return normalize_slices(grid, normalization)
-    out = np.zeros_like(grid)
-    out[..., valid] = normalize_slices(grid[..., valid][..., None], normalization)[..., 0]
-    return out
-
-
 def check_center(center, shape, name):
     """A given crop centre (y, x) must be finite and inside the image: a point placed off the image (or NaN) would
     otherwise crop background and return empty labels without a word. Returns it as (y, x) floats."""
@@ -482,7 +302,7 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
 
     1. An image larger than the model's view (and no ``center``): `locate_steps` finds the LV and its size.
     2. The model reads a view of its grid around the LV, at the zoom that brings the LV to the size its card
-       expects (`expected_lv_size`, `zoom_for`; at zoom 1 where the card says nothing or the LV size is not known yet).
+       expects (`expected_lv_size`, `zoom_for` in `locate.py`; at zoom 1 where the card says nothing or the LV size is not known yet).
     3. Where the LV the model found there is off that size by more than `ZOOM_TOLERANCE` (a first pass at zoom 1 on
        an image of another pixel size) or off the view's centre, it reads a second view at the zoom that LV asks for.
     4. Its probabilities go back onto the image's own grid, where the labels are taken and cleaned (minimum lesion

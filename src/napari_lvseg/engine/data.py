@@ -187,7 +187,7 @@ class TrainingData:
     def lv_size_expectation(self) -> dict | None:
         """The LV size the training cases show (`inference.lv_size_expectation`): real and corrected cases, or
         the synthetic ones where there are no others."""
-        from ..inference import lv_size_expectation
+        from ..locate import lv_size_expectation
 
         def volumes(kinds):
             return [labels for s in self.train_sets for case, _, labels in s.volumes()
