@@ -307,6 +307,8 @@ def test_scanner_augmentation_spans_the_pixel_sizes_real_scanners_give():
 
     scanner, default = area_ratios("scanner"), area_ratios("default")
     assert scanner.min() < 0.6 and scanner.max() > 2.0
+    img, lab = augment_sample(build_augmentation("scanner"), image, labels, 7)   # the labels stay on their pixels:
+    assert img[lab == 1].mean() > img[lab == 0].mean() + 0.2   # the bright blood pool under the cavity label
     assert 0.55 < default.min() and default.max() < 1.6
 
 
@@ -327,3 +329,7 @@ def test_cards_record_the_lv_size_of_their_training_cases_and_fine_tuning_keeps_
     (tmp_path / "new" / "card.json").write_text(json.dumps(card))
     list(train(options(phantom_pairs, tmp_path / "tuned", epochs=1, val_fraction=0.0, init=str(tmp_path / "new"))))
     assert expected_lv_size(load_model(str(tmp_path / "tuned"))[1]) == (35.0, 40.0, 45.0)
+    from napari_lvseg.models.ensemble import combine
+
+    _, card = combine([str(tmp_path / "new"), str(tmp_path / "tuned")], "both")   # an ensemble keeps what they expect
+    assert expected_lv_size(card) == (35.0, 40.0, 45.0)

@@ -71,11 +71,18 @@ def test_explicit_center_is_used(oracle):
     img = image_with_disk(shape, (150, 40), radius=20)
     far = segment(img, oracle, center=(40, 140))  # the model's view misses the disk entirely
     near = segment(img, oracle, center=(145, 45)).labels
-    assert far.center == (40, 140)
-    outside_view = np.ones(shape, bool)
-    outside_view[8:72, 108:172] = False   # the 64-pixel view around (40, 140)
-    assert not far.labels[outside_view].any()
+    assert far.center == (40, 140) and far.info["window"] == ((8, 72), (108, 172))   # the 64-pixel view there
+    assert not far.labels[disk(shape, (150, 40), 20)].any()
     assert (near == 1).sum() == disk(shape, (150, 40), 20).sum()
+
+
+def test_a_given_centre_stays_when_the_view_is_zoomed(scaled_oracle):
+    """A card that rescales: the second pass changes the zoom, never the user's centre."""
+    image, truth = ring_image((2, 64, 64), (30, 33), 10)   # an LV of 20 pixels: below the 27-33 range
+    result = segment(image, scaled_oracle, center=(31.0, 32.0))
+    assert result.center == (31.0, 32.0) and result.info["passes"] == 2
+    assert result.info["zoom"] == pytest.approx(27 / 20, rel=0.1)
+    assert dice(result.labels == 1, truth == 1) > 0.85
 
 
 @pytest.mark.parametrize("center", [(200, 10), (-1, 10), (10, 180), (float("nan"), 5)])
@@ -197,7 +204,11 @@ class BrightCavityMidWall(nn.Module):
 
 
 def test_the_lv_search_takes_the_walled_cavity_not_the_largest_bright_patch():
-    from napari_lvseg.locate import find_lv_center
+    from napari_lvseg.locate import locate_steps
+    from napari_lvseg.steps import result_of
+
+    def find_lv_center(net, stack, size):
+        return result_of(locate_steps(net, stack, size))[0]
 
     img = np.zeros((1, 300, 300), np.float32)
     img[0, 20:120, 20:120] = 1.0   # a flat bright patch: all "cavity", larger than the heart
@@ -434,3 +445,29 @@ def test_lesions_away_from_the_cavity_become_myocardium_where_asked():
     assert np.count_nonzero(in_2d != in_3d) == 4
     with pytest.raises(LvsegError, match="lesions_touch_cavity"):
         postprocess(labels, {"lesions_touch_cavity": "yes"})
+
+
+def test_zoom_for_and_plausible_lv_bound_the_sizes_a_heart_can_have():
+    from napari_lvseg.locate import ZOOM_RANGE, plausible_lv, zoom_for
+
+    expected = (27.0, 30.0, 33.0)
+    assert zoom_for(30, expected) == 1.0 and zoom_for(27, expected) == 1.0 and zoom_for(33, expected) == 1.0
+    assert zoom_for(20, expected) == pytest.approx(27 / 20) and zoom_for(66, expected) == pytest.approx(0.5)
+    assert zoom_for(2, expected) == ZOOM_RANGE[1] and zoom_for(1000, expected) == ZOOM_RANGE[0]
+    assert plausible_lv(7, expected) and plausible_lv(130, expected)
+    assert not plausible_lv(6, expected) and not plausible_lv(133, expected) and not plausible_lv(None, expected)
+
+
+def test_a_speck_is_no_lv_and_the_search_reads_on(scaled_oracle):
+    """With a card that says how large an LV is, a speck in the middle slices does not end the search: the quarter
+    slices are read, and their LV is the one used."""
+    from napari_lvseg.inference import segment_steps
+
+    image, _ = ring_image((6, 300, 150), (230, 60), 30)
+    image[2:] = 0.0
+    image[2:, 100:102, 50:52] = 1.0   # a 2-pixel bright speck in the middle slices, no wall
+    image[2:, 120:123, 50:53] = 0.5
+    steps = list(segment_steps(image, scaled_oracle))
+    result = segment(image, scaled_oracle)
+    assert [d for d, _ in steps][:4] == [1, 2, 3, 4]   # both rounds of the search read
+    assert result.info["lv_found"] and result.center == pytest.approx((230, 60), abs=3)

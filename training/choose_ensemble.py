@@ -3,7 +3,7 @@
     python training/choose_ensemble.py training/runs/ens_greedy RUN RUN ... [--max-members 5] [--max-mb 21]
 
 Each candidate run's softmax probabilities (TTA) on the validation and test cases are computed once
-and cached in RUN/probs_<split>.npz; an ensemble's probabilities are their mean, exactly what
+and cached in RUN/probs_<split>_tta<views>.npz; an ensemble's probabilities are their mean, exactly what
 `SegmentationEnsemble` with TTA computes. Selection starts from the best single run and adds, one at a
 time, the run that raises the validation per-case mean Dice most (post-processing tuned on validation
 for every candidate, as `run.py tune` does), stopping when nothing raises it, at --max-members, or when
@@ -33,9 +33,11 @@ def split_cases(split_name: str) -> dict:
 def cached_probabilities(run, split_name: str, cases: dict) -> dict:
     """``{case: probabilities (Z, 5, Y, X) float16}`` of a run on a split, with TTA; cached in the run folder."""
     from napari_lvseg.data.normalize import normalize_slices
-    from napari_lvseg.inference import predict_probabilities
+    from napari_lvseg.inference import TTA_TRANSFORMS, predict_probabilities
 
-    cache, weights = Path(run) / f"probs_{split_name}.npz", Path(run) / "model.safetensors"
+    # the number of TTA views in the name: a cache made with 8 views (before 2026-12) is not one made with 4
+    cache = Path(run) / f"probs_{split_name}_tta{len(TTA_TRANSFORMS)}.npz"
+    weights = Path(run) / "model.safetensors"
     # a cache older than the run's weights (retrained, resumed) is stale
     if cache.is_file() and not (weights.is_file() and weights.stat().st_mtime > cache.stat().st_mtime):
         with np.load(cache) as stored:

@@ -287,7 +287,8 @@ def export_member(model, index: int, out) -> Path:
                        architecture=members[index]["architecture"], params=members[index]["params"],
                        normalization=card.normalization, classes=card.classes, input_size=card.input_size,
                        licence=card.licence, training={**cases, **info},
-                       notes=f"member {index} of {card.name} ({info.get('name')})")
+                       notes=f"member {index} of {card.name} ({info.get('name')})",
+                       extra={k: card.extra[k] for k in ("expects",) if k in card.extra})
     save_model(Path(out), net.members[index], member)
     return Path(out)
 

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from .data.augment import STRENGTHS
 from .errors import LvsegError
 
 MAX_BOOTSTRAP = 100_000   # draws x cases x 8 counts in memory at once
@@ -155,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context", type=int, default=None,
                    help="neighbour slices each side as input channels (2.5-D segmentation; 0: 2-D; default: the "
                    "--init model's, else 0)")
-    p.add_argument("--augment", choices=("none", "light", "default", "scanner"), default="default",
+    p.add_argument("--augment", choices=STRENGTHS, default="default",
                    help="scanner: the default plus pixel sizes 0.6x-1.7x the data's")
     p.add_argument("--rare-boost", type=float, default=2.0, help="oversampling of slices with infarct / no-reflow")
     p.add_argument("--seg-guide", metavar="MODEL", help="synthesis: a frozen segmentation model (trained on real "

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .data.normalize import model_context, with_context
+from .data.normalize import model_context, normalize_view, with_context
 from .errors import LvsegError
 from .labels import CAVITY, INFARCT, MYOCARDIUM, N_CLASSES, NO_REFLOW
 from .locate import (
@@ -22,8 +22,6 @@ from .locate import (
     device_of,
     expected_lv_size,
     locate_steps,
-    normalize_view,
-    plausible_lv,
     zoom_for,
 )
 from .steps import result_of
@@ -44,7 +42,7 @@ LESION_REACH = (None, "3d", "2d")
 class SegmentationResult:
     labels: np.ndarray                       # uint8, same shape as the input image
     uncertainty: np.ndarray | None = None    # float32 0..1 (normalised entropy), same shape, if asked
-    center: tuple | None = None              # (y, x) of the crop centre used
+    center: tuple | None = None              # (y, x) of the LV centre the model's view was placed on
     model: str = ""
     info: dict = field(default_factory=dict)
 
@@ -63,9 +61,11 @@ class SegmentationResult:
         if "window" in self.info:
             (y0, y1), (x0, x1) = self.info["window"]
         elif "box" in self.info and "grid" in self.info:   # a view at zoom 1, as earlier results recorded it
-            (y0, x0), size = self.info["box"], self.info["grid"]
-            y0, x0 = max(y0, 0), max(x0, 0)
-            y1, x1 = min(y0 + size, self.uncertainty.shape[-2]), min(x0 + size, self.uncertainty.shape[-1])
+            from .data.normalize import grid_window
+
+            size = self.info["grid"]
+            ys, xs = grid_window(self.info["box"], (size, size), self.uncertainty.shape)
+            (y0, y1), (x0, x1) = (ys.start, ys.stop), (xs.start, xs.stop)
         else:
             return self.uncertainty, offset
         ys, xs = slice(y0, y1), slice(x0, x1)
@@ -322,15 +322,17 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
     total = segment_step_count(image, tta, batch_size, center, size, rescales=expected is not None)
     per_pass = probability_steps(len(stack), tta, batch_size)
     searched = _search_steps(image, center, size)
-    zoom, found, given = 1.0, None, center is not None
+    zoom, found, given = 1.0, None, center
     if searched:
-        found = yield from _counted(locate_steps(net, stack, size, card.normalization), 0, total)
-        if found is not None and expected is not None and not plausible_lv(found[1], expected):
-            found = None   # a speck (a flat image's artefact) or a blob wider than any heart: said, not used
+        # a speck (a flat image's artefact) or a blob wider than any heart is no LV: said, not used
+        found = yield from _counted(locate_steps(net, stack, size, card.normalization, expected), 0, total)
         if found is not None:
             center = found[0]
             if expected is not None:
+                # read as a crop is, at zoom 1, where the search's measure (from two slices, not the whole stack)
+                # puts the LV within the tolerance of the range; the first pass measures it again
                 zoom = zoom_for(found[1], expected)
+                zoom = 1.0 if max(zoom, 1.0 / zoom) <= ZOOM_TOLERANCE else zoom
     done, passes = searched, 0
     while True:
         view = View.around(center, zoom, size, stack.shape)
@@ -338,7 +340,7 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
         grid = normalize_view(grid, valid, card.normalization)
         prob = yield from _counted(iter_probabilities(net, grid, tta=tta, batch_size=batch_size), done, total)
         done, passes = done + per_pass, passes + 1
-        better = None if expected is None or passes == 2 else _better_view(prob, view, expected, keep_centre=given)
+        better = None if expected is None or passes == 2 else _better_view(prob, view, expected, given)
         if better is None:
             break
         center, zoom = better
@@ -362,22 +364,22 @@ def _search_steps(image, center, size: int) -> int:
         len(r) for r in _search_order(n_slices))
 
 
-def _better_view(prob: np.ndarray, view, expected: tuple, keep_centre: bool = False):
-    """(centre, zoom) of a view that holds the LV found in ``prob`` (a pass through ``view``) at the zoom its size
-    asks for (`zoom_for`) and in its middle (``keep_centre``: the view's centre stays, a user's choice); None where
+def _better_view(prob: np.ndarray, view, expected: tuple, given_centre=None):
+    """(centre, zoom) of a view that holds the LV found in ``prob`` (a pass through ``view``; `_lv_in_view`) at the
+    zoom its size asks for (`zoom_for`) and in its middle (a user's ``given_centre`` stays as it is); None where
     ``view`` already does (within `ZOOM_TOLERANCE`, and the LV's centre within an eighth of the view from its
-    centre) or no LV was found."""
-    found = _lv_in_view(clean_anatomy(prob.argmax(1).astype(np.uint8), {"largest_component": True}), view)
+    centre) or no plausible LV was found."""
+    found = _lv_in_view(prob.argmax(1).astype(np.uint8), view, expected)
     if found is None:
         return None
     center, diameter = found
     zoom = zoom_for(diameter, expected)
     off_by = max(zoom / view.zoom, view.zoom / zoom)
     away = max(abs(a - b) for a, b in zip(center, view.center)) * view.zoom   # in model pixels
-    off_centre = not keep_centre and away > view.size / 8.0
+    off_centre = given_centre is None and away > view.size / 8.0
     if off_by <= ZOOM_TOLERANCE and not off_centre:
         return None
-    return (view.center if keep_centre else center), zoom
+    return (center if given_centre is None else given_centre), zoom
 
 
 def _labels_on_image(prob, valid, view, shape, post, uncertainty, card_name):

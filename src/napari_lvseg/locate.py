@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .data.normalize import model_context, normalize_slices
+from .data.normalize import model_context, normalize_view
 from .labels import CAVITY, INFARCT, MYOCARDIUM, NO_REFLOW
-from .steps import result_of
 
 
 def device_of(model):
@@ -105,9 +104,11 @@ def _search_order(count: int) -> list:
     return [middle[:LOCATOR_SLICES[0]], quarters[:LOCATOR_SLICES[1]]]
 
 
-def locate_steps(model, stack: np.ndarray, size: int, normalization=None, device=None):
+def locate_steps(model, stack: np.ndarray, size: int, normalization=None, expected: tuple | None = None,
+                 device=None):
     """Find the LV in a raw stack (Z, Y, X) larger than the model's view; yields after each slice's forward pass and
-    returns (centre (y, x), LV diameter in the image's pixels or None), or None where no LV was found."""
+    returns (centre (y, x), LV diameter in the image's pixels), or None where no LV was found (with ``expected``, the
+    card's `expected_lv_size`: none that `plausible_lv` accepts)."""
     import torch
 
     from .data.resample import View, sample_view
@@ -135,7 +136,7 @@ def locate_steps(model, stack: np.ndarray, size: int, normalization=None, device
                     out = out[0] if isinstance(out, (list, tuple)) else out
                     read.append(out.argmax(1).cpu().numpy()[0].astype(np.uint8))
                 yield len(read), total
-            found = _lv_in_view(np.stack(read), view)
+            found = _lv_in_view(np.stack(read), view, expected)
             if found is not None:
                 break
     finally:
@@ -145,14 +146,17 @@ def locate_steps(model, stack: np.ndarray, size: int, normalization=None, device
     return found
 
 
-def _lv_in_view(labels: np.ndarray, view):
+def _lv_in_view(labels: np.ndarray, view, expected: tuple | None = None):
     """(centre (y, x), diameter) in the image's pixels of the LV (`_walled_component`) among labels predicted in
-    ``view``; None without one."""
+    ``view``; None without one, or (``expected`` given) without one of a plausible size (a flat image's speck)."""
     found = _walled_component(labels)
     if found is None:
         return None
     (cy, cx), mask = found
-    return view.to_user(cy, cx), lv_diameter(mask) / view.zoom
+    diameter = lv_diameter(mask) / view.zoom
+    if expected is not None and not plausible_lv(diameter, expected):
+        return None
+    return view.to_user(cy, cx), diameter
 
 
 def _walled_component(labels: np.ndarray):
@@ -184,19 +188,3 @@ def _walled_component(labels: np.ndarray):
     mask = comp == best
     _, cy, cx = ndimage.center_of_mass(mask)
     return (float(cy), float(cx)), mask
-
-
-def find_lv_center(model, stack: np.ndarray, size: int, device=None):
-    """LV centre (y, x) in a stack larger than the model grid (`locate_steps`), or None."""
-    found = result_of(locate_steps(model, stack, size, device=device))
-    return None if found is None else found[0]
-
-
-def normalize_view(grid: np.ndarray, valid: np.ndarray, normalization=None) -> np.ndarray:
-    """Per-slice normalisation (the card's) of a view over its pixels inside the image: training read crops of the
-    LV, so the percentiles are those of the model's view, not of a whole field of view. Outside the image: 0."""
-    if valid.all():
-        return normalize_slices(grid, normalization)
-    out = np.zeros_like(grid)
-    out[..., valid] = normalize_slices(grid[..., valid][..., None], normalization)[..., 0]
-    return out

@@ -13,7 +13,7 @@ import numpy as np
 
 # "scanner": the default plus pixel sizes from 0.6x to 1.7x the data's (isotropic; RandAffine's independent per-axis
 # scale of +-15 % adds mild anisotropy), the range real scanners give. Segmenting already zooms an LV outside the
-# training range into it (inference.zoom_for); this makes the network itself less dependent on that. Not the default
+# training range into it (locate.zoom_for); this makes the network itself less dependent on that. Not the default
 # until cross-validation chooses it (training/RESULTS.md, "Still to do").
 SCANNER_ZOOM = (0.6, 1.7)
 STRENGTHS = ("none", "light", "default", "scanner")

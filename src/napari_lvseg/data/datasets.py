@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import LvsegError
 from ..labels import INFARCT, NO_REFLOW, invalid_values
-from .normalize import labels_center, neighbours, normalize_slices, to_grid
+from .normalize import labels_center, neighbours, normalize_view, to_grid
 
 
 @dataclass
@@ -66,7 +66,10 @@ def _add_volume(acc, image, labels, case, origin, size, normalization, path, der
     if bad:
         raise LvsegError(f"label values outside 0..4: {bad[:8]}", path)
     center = labels_center(labels) if image.shape[-2:] != (size, size) else None
-    img, _ = to_grid(normalize_slices(image, normalization), size, center)
+    # cropped first, then normalised over the crop's pixels inside the image: as segmenting reads its view
+    img, _ = to_grid(image.astype(np.float32), size, center)
+    inside, _ = to_grid(np.ones(image.shape[-2:], bool), size, center)
+    img = normalize_view(img, inside, normalization)
     lab, _ = to_grid(labels.astype(np.uint8), size, center)
     acc["images"].append(img)
     acc["labels"].append(lab)

@@ -26,6 +26,17 @@ def normalize_slices(image: np.ndarray, normalization: dict | None = None) -> np
     return np.clip(out, -0.5, 1.5).reshape(data.shape).astype(np.float32)
 
 
+def normalize_view(grid: np.ndarray, valid: np.ndarray, normalization: dict | None = None) -> np.ndarray:
+    """`normalize_slices` of a model's view (Z, S, S) over its pixels inside the image (``valid`` (S, S)): the model
+    reads crops of the LV, in training and in segmenting alike, so the percentiles are the view's, not those of a
+    whole field of view. Outside the image: 0."""
+    if valid.all():
+        return normalize_slices(grid, normalization)
+    out = np.zeros_like(grid, dtype=np.float32)
+    out[..., valid] = normalize_slices(grid[..., valid][..., None], normalization)[..., 0]
+    return out
+
+
 def labels_center(labels: np.ndarray):
     """Centroid (y, x) of all LV labels of a slice or stack (one crop for every slice), or None."""
     mask = np.any(labels > 0, axis=0) if labels.ndim == 3 else labels > 0

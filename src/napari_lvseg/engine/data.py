@@ -185,7 +185,7 @@ class TrainingData:
                 "left_out_pairs": len(self.left_out)}  # made from held-out cases
 
     def lv_size_expectation(self) -> dict | None:
-        """The LV size the training cases show (`inference.lv_size_expectation`): real and corrected cases, or
+        """The LV size the training cases show (`locate.lv_size_expectation`): real and corrected cases, or
         the synthetic ones where there are no others."""
         from ..locate import lv_size_expectation
 
