@@ -365,3 +365,24 @@ def test_labels_of_an_image_removed_while_it_was_segmented_are_not_added(viewer_
     assert widget.show_result(_fake_result(truth), "case", "case.nii.gz", image_layer) is None
     assert "case labels" not in viewer.layers and "removed while it was segmented" in widget.status.text()
     assert errors == []
+
+
+def test_the_panel_and_the_cli_give_the_same_labels_with_defaults(viewer_and_widget, qtbot, tmp_path, errors):
+    """A whole field of view (the phantom off-centre in a 220 x 240 frame) with the default model: the panel's worker
+    and `lvseg segment` with no options write the same labels; the panel says nothing about a failed search."""
+    import tifffile
+
+    from napari_lvseg.cli import main
+
+    viewer, widget = viewer_and_widget
+    image, _ = make_phantom(n_slices=3, size=128, seed=2)
+    wide = np.pad(image, ((0, 0), (70, 22), (100, 12)), mode="minimum")
+    viewer.add_image(wide, name="wide")
+    assert widget.model_picker.select("lvseg-seg")
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=120_000)
+    assert errors == [] and "found no left ventricle" not in widget.status.text()
+    tifffile.imwrite(tmp_path / "wide.tif", wide, photometric="minisblack")
+    assert main(["segment", str(tmp_path / "wide.tif"), "-o", str(tmp_path / "seg.tif")]) == 0
+    cli_labels = tifffile.imread(tmp_path / "seg.tif")
+    assert np.array_equal(viewer.layers["wide labels"].data, cli_labels) and cli_labels[:, 70:198, 100:228].any()
