@@ -22,9 +22,10 @@ def device_of(model):
 # Locating the LV in an image larger than the model's view: one forward pass per slice over the whole image, shrunk
 # so that it spans at most LOCATOR_SPAN grids, on the two middle slices (the LV is largest there, and one centre
 # serves the stack), then, only where they show none, on the slices a quarter from each end. The cost is then that of
-# a few slices whatever the image size (a 512 x 512 x 20 stack: 2 passes of 256 x 256 instead of a sliding window over
-# 20 full slices).
-LOCATOR_SPAN = 2
+# a few slices whatever the image size (a 512 x 512 x 20 stack: 2 passes of 192 x 192 instead of a sliding window over
+# 20 full slices). At 2 grids the search found the same LVs in 18 cases' fields of view, 1.4x slower, and the final
+# Dice was no better (training/RESULTS.md, "Robustness to another scanner's images").
+LOCATOR_SPAN = 1.5
 LOCATOR_SLICES = (2, 2)   # slices searched first, and then where those show no LV
 # Scale: where the model's card records the LV size of its training data (``expects``), the final view's zoom brings
 # an LV outside the training data's usual range of sizes into it (`zoom_for`); an LV inside that range is read at its
