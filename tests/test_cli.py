@@ -38,17 +38,14 @@ def test_segment_nifti_keeps_shape_and_affine(tiny_model, tmp_path):
     assert nib.load(tmp_path / "unc.nii.gz").shape == (128, 128, 3)
 
 
-def test_segment_says_when_the_search_found_no_lv(tmp_path, capsys):
-    """A large image with no heart in it (each slice flat): labels are written, and the user hears that the centre was
-    segmented and how to give the LV's; a phantom in a wide frame is found, and nothing is said."""
+def test_segment_says_when_the_search_found_no_lv(tmp_path, capsys, monkeypatch):
+    """A search that finds no LV (here made to): labels are written, and the user hears that the centre was segmented
+    and how to give the LV's; a phantom off-centre in a wide frame is found, and nothing is said. A stack of blank
+    slices is refused: the network "finds" a heart in a blank view."""
     import tifffile
 
-    flat = np.broadcast_to(np.arange(1, 3, dtype=np.float32)[:, None, None], (2, 300, 300))
-    tifffile.imwrite(tmp_path / "flat.tif", flat)
-    assert main(["segment", str(tmp_path / "flat.tif"), "-o", str(tmp_path / "flat-seg.tif")]) == 0
-    err = capsys.readouterr().err
-    assert "flat.tif: the search found no left ventricle, so the image's centre was segmented" in err
-    assert "--center Y X" in err and (tmp_path / "flat-seg.tif").exists()
+    from napari_lvseg import inference
+
     image, _ = make_phantom(n_slices=5, seed=1)
     wide = np.pad(image, ((0, 0), (40, 100), (120, 20)), mode="minimum")   # 268 x 268, the heart off-centre
     tifffile.imwrite(tmp_path / "wide.tif", wide)
@@ -57,6 +54,21 @@ def test_segment_says_when_the_search_found_no_lv(tmp_path, capsys):
     labels = tifffile.imread(tmp_path / "wide-seg.tif")
     ys, xs = np.nonzero(labels.max(0))
     assert abs(ys.mean() - (40 + 64)) < 10 and abs(xs.mean() - (120 + 64)) < 10
+
+    def finds_nothing(*args, **kwargs):
+        yield 1, 1
+        return None
+
+    monkeypatch.setattr(inference, "locate_steps", finds_nothing)
+    assert main(["segment", str(tmp_path / "wide.tif"), "-o", str(tmp_path / "none-seg.tif")]) == 0
+    err = capsys.readouterr().err
+    assert "wide.tif: the search found no left ventricle, so the image's centre was segmented" in err
+    assert "--center Y X" in err and (tmp_path / "none-seg.tif").exists()
+
+    flat = np.broadcast_to(np.arange(1, 6, dtype=np.float32)[:, None, None], (5, 300, 300))
+    tifffile.imwrite(tmp_path / "flat.tif", flat)
+    assert main(["segment", str(tmp_path / "flat.tif"), "-o", str(tmp_path / "flat-seg.tif")]) == 2
+    assert "flat.tif: every slice is blank (one value each): nothing to segment" in capsys.readouterr().err
 
 
 def test_segment_tiff_2d(tiny_model, tmp_path):

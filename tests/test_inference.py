@@ -184,9 +184,12 @@ def test_the_lv_search_reads_the_quarter_slices_where_the_middle_ones_show_no_lv
     assert [d for d, _ in steps] == [1, 2, 3, 4, 5]
     result = segment(img, oracle)
     assert result.info["lv_found"] and result.center == pytest.approx((230, 60), abs=3)
-    blank = np.broadcast_to(np.arange(6, dtype=np.float32)[:, None, None], (6, 300, 150))   # no heart anywhere
+    blank = np.broadcast_to(np.arange(6, dtype=np.float32)[:, None, None], (6, 300, 150)).copy()
+    blank[0, 0, 0] = 50.0   # no heart anywhere: one stray pixel, which the normalisation clips away
     result = segment(blank, oracle)
     assert not result.info["lv_found"] and not result.labels.any()
+    with pytest.raises(LvsegError, match="every slice is blank"):
+        segment(blank[1:], oracle)
 
 
 class BrightCavityMidWall(nn.Module):

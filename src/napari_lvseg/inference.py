@@ -257,6 +257,9 @@ def check_segmentable(image: np.ndarray, name: str) -> np.ndarray:
         raise LvsegError(f"image too small to hold a left ventricle ({image.shape[-2:]})", name)
     if image.min() == image.max():   # normalisation would invent contrast out of nothing
         raise LvsegError(f"image is blank (every pixel is {image.flat[0]}): nothing to segment", name)
+    if image.ndim == 3 and not np.ptp(image.reshape(len(image), -1), axis=1).any():
+        # each slice one value: the network reads a blank view, and "finds" a heart in it
+        raise LvsegError("every slice is blank (one value each): nothing to segment", name)
     return image
 
 
