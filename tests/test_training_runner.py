@@ -138,7 +138,7 @@ def _cached_run(folder: Path, predictions: dict) -> Path:
         np.put_along_axis(p, labels[:, None].astype(np.int64), confidence, axis=1)
         probs[name] = p.astype(np.float16)
     for split in ("val", "test"):
-        np.savez(folder / f"probs_{split}.npz", **probs)
+        np.savez(_script("choose_ensemble", "choose_ensemble.py").probabilities_cache(folder, split), **probs)
     return folder
 
 
@@ -183,7 +183,8 @@ def test_class_weight_check_scores_both_choices_on_the_test_split(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     for split in ("val", "test"):
-        np.savez(run / f"probs_{split}.npz", c=prob.astype(np.float16))
+        np.savez(_script("choose_ensemble", "choose_ensemble.py").probabilities_cache(run, split),
+                 c=prob.astype(np.float16))
     cases = {"c": (truth.astype(np.float32), truth)}
     row = checker.check(str(run), cases, cases)
     plain, weighted = row["volumes only"], row["weights + volumes"]
@@ -204,7 +205,7 @@ def test_cached_probabilities_are_recomputed_when_the_weights_are_newer(chooser,
     assert chooser.cached_probabilities(run, "val", cases)["c1"].shape == (1, 5, 4, 4)
     weights = run / "model.safetensors"
     weights.write_bytes(b"retrained")  # newer than the cache: the cache must not be used
-    cache_time = (run / "probs_val.npz").stat().st_mtime
+    cache_time = chooser.probabilities_cache(run, "val").stat().st_mtime
     os.utime(weights, (cache_time + 10, cache_time + 10))
     with pytest.raises(LvsegError, match="not a model directory"):  # it went to the weights
         chooser.cached_probabilities(run, "val", cases)

@@ -30,14 +30,20 @@ def split_cases(split_name: str) -> dict:
             for name, (image, labels) in runner.read_cases(runner.split_names(split_name)).items()}
 
 
+def probabilities_cache(run, split_name: str) -> Path:
+    """Where a run's TTA probabilities on a split are cached: the number of TTA views in the name, so that a cache made
+    with 8 views (before 2026-12) is not taken for one made with 4."""
+    from napari_lvseg.inference import TTA_TRANSFORMS
+
+    return Path(run) / f"probs_{split_name}_tta{len(TTA_TRANSFORMS)}.npz"
+
+
 def cached_probabilities(run, split_name: str, cases: dict) -> dict:
     """``{case: probabilities (Z, 5, Y, X) float16}`` of a run on a split, with TTA; cached in the run folder."""
     from napari_lvseg.data.normalize import normalize_slices
-    from napari_lvseg.inference import TTA_TRANSFORMS, predict_probabilities
+    from napari_lvseg.inference import predict_probabilities
 
-    # the number of TTA views in the name: a cache made with 8 views (before 2026-12) is not one made with 4
-    cache = Path(run) / f"probs_{split_name}_tta{len(TTA_TRANSFORMS)}.npz"
-    weights = Path(run) / "model.safetensors"
+    cache, weights = probabilities_cache(run, split_name), Path(run) / "model.safetensors"
     # a cache older than the run's weights (retrained, resumed) is stale
     if cache.is_file() and not (weights.is_file() and weights.stat().st_mtime > cache.stat().st_mtime):
         with np.load(cache) as stored:
