@@ -305,7 +305,8 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
 
     1. An image larger than the model's view (and no ``center``): `locate_steps` finds the LV and its size.
     2. The model reads a view of its grid around the LV, at the zoom that brings the LV to the size its card
-       expects (`expected_lv_size`, `zoom_for` in `locate.py`; at zoom 1 where the card says nothing or the LV size is not known yet).
+       expects (`expected_lv_size`, `zoom_for` in `locate.py`; at zoom 1 where the card says nothing or the LV size
+       is not known yet).
     3. Where the LV the model found there is off that size by more than `ZOOM_TOLERANCE` (a first pass at zoom 1 on
        an image of another pixel size) or off the view's centre, it reads a second view at the zoom that LV asks for.
     4. Its probabilities go back onto the image's own grid, where the labels are taken and cleaned (minimum lesion
@@ -356,8 +357,7 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
         labels = labels[0]
         unc = None if unc is None else unc[0]
     centre = center if center is not None else view.center
-    return SegmentationResult(labels, unc, (float(centre[0]), float(centre[1])), card_name if hasattr(card, "name")
-                              else "", info)
+    return SegmentationResult(labels, unc, (float(centre[0]), float(centre[1])), getattr(card, "name", ""), info)
 
 
 def _search_steps(image, center, size: int) -> int:
