@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True,
                    help="labels file (NIfTI or TIFF), or a folder when INPUT is a folder of cases or images")
     _add_model(p)
-    p.add_argument("--tta", action="store_true", help="average predictions over the 4 rotations (test-time augmentation, 4x slower)")
+    p.add_argument("--tta", action="store_true",
+                   help="average predictions over the 4 rotations (test-time augmentation, 4x slower)")
     p.add_argument("--uncertainty", metavar="FILE",
                    help="also write the per-pixel uncertainty (normalised entropy; 0 outside the model's square view)")
     p.add_argument("--center", nargs=2, type=float, metavar=("Y", "X"), help="LV centre instead of automatic detection")

@@ -29,8 +29,8 @@ LOCATOR_SPAN = 1.5
 LOCATOR_SLICES = (2, 2)   # slices searched first, and then where those show no LV
 # Scale: where the model's card records the LV size of its training data (``expects``), the final view's zoom brings
 # an LV outside the training data's usual range of sizes into it (`zoom_for`); an LV inside that range is read at its
-# own scale, as the model learnt it. A second pass is made only when the first one's view is off the zoom its LV asks for
-# by more than ZOOM_TOLERANCE, or off its centre (an image of the training scale takes one pass).
+# own scale, as the model learnt it. A second pass is made only when the first one's view is off the zoom its LV asks
+# for by more than ZOOM_TOLERANCE, or off its centre (an image of the training scale takes one pass).
 ZOOM_TOLERANCE = 1.1
 ZOOM_RANGE = (0.25, 4.0)
 
