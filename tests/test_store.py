@@ -184,6 +184,11 @@ def test_corrupt_card_error_names_file(seg_dir):
     ({"normalization": {"intensity_range": "abc"}}, "'intensity_range' must be two numbers"),
     ({"input_size": 100, "params": {"depth": 4}}, "'input_size' 100 must be divisible by 2**depth = 16"),
     ({"metrics": 5}, "field 'metrics' must be an object"),
+    ({"params": {**SEG_PARAMS, "depth": 50}}, "params 'depth' must be a whole number 1..8, not 50"),
+    ({"params": {**SEG_PARAMS, "base_width": 100000}}, "params 'base_width' must be a whole number 1..256"),
+    ({"params": {**SEG_PARAMS, "base_width": -3}}, "params 'base_width' must be a whole number 1..256, not -3"),
+    ({"params": {**SEG_PARAMS, "base_width": 256, "depth": 8}}, "deepest layer of 32768 channels, more than 2048"),
+    ({"input_size": 100000}, "field 'input_size' 100000 is outside 16..2048 pixels"),
     ({"normalization": {"low": 99, "high": 1}}, "normalization 'low' (99) must be below 'high' (1)"),
     ({"normalization": {"method": "zscore"}}, "normalization 'method' must be 'percentile', not 'zscore'"),
     ({"normalization": {"per": "volume"}}, "normalization 'per' must be 'slice', not 'volume'"),
@@ -203,6 +208,21 @@ def test_card_values_of_the_wrong_kind_are_reported_when_the_card_is_read(seg_di
     card = json.loads((directory / "card.json").read_text())
     (directory / "card.json").write_text(json.dumps({**card, **change}))
     with pytest.raises(LvsegError, match=r"card\.json: model card ") as info:
+        load_model(directory)
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("spoil, words", [
+    (lambda t: torch.full_like(t, float("nan")), "weights hold NaN or infinite values"),
+    (lambda t: t.to(torch.int32), "weights stored as int32, not floating point"),
+])
+def test_weights_that_cannot_be_right_are_refused(seg_dir, spoil, words):
+    from safetensors.torch import load_file, save_file
+
+    directory, _ = seg_dir
+    state = load_file(directory / "model.safetensors")
+    save_file({k: spoil(v) if v.is_floating_point() else v for k, v in state.items()}, directory / "model.safetensors")
+    with pytest.raises(LvsegError, match="model.safetensors: ") as info:
         load_model(directory)
     assert words in str(info.value) and "\n" not in str(info.value)
 

@@ -65,6 +65,29 @@ def build_model(architecture: str, params: dict):
 _REQUIRED = ("name", "task", "architecture")
 
 
+# Bounds on the card values that size a network, checked before anything is built: a card's depth of 50 or width of
+# 100000 would otherwise fill the machine's memory (or end in a traceback), not give a one-line answer.
+INPUT_SIZE_RANGE = (16, 2048)
+NETWORK_BOUNDS = {"depth": (1, 8), "base_width": (1, 256), "in_channels": (1, 16), "out_channels": (1, 16)}
+WIDEST_LAYER = 2048   # channels of the deepest layer (base_width x 2**(depth-1)); the bundled ones have 96 and 512
+
+
+def _check_network_size(params: dict, source, member: str = "") -> None:
+    """One-line error for a network-sizing value of ``params`` outside `NETWORK_BOUNDS`, or a network whose
+    deepest layer would be wider than `WIDEST_LAYER` channels."""
+    for key, (low, high) in NETWORK_BOUNDS.items():
+        value = params.get(key)
+        if value is None:
+            continue
+        if not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+            raise LvsegError(f"model card params {key!r} must be a whole number {low}..{high}, not {value!r}{member}",
+                             source)
+    depth, width = params.get("depth"), params.get("base_width")
+    if depth is not None and width is not None and width * 2 ** (depth - 1) > WIDEST_LAYER:
+        raise LvsegError(f"model card params: base_width {width} at depth {depth} makes a deepest layer of "
+                         f"{width * 2 ** (depth - 1)} channels, more than {WIDEST_LAYER}{member}", source)
+
+
 def _check_card_values(data: dict, source) -> None:
     """The card values inference reads, checked where the card is read rather than deep inside a segmentation."""
     def number(value):
@@ -73,6 +96,9 @@ def _check_card_values(data: dict, source) -> None:
     size = data.get("input_size", 128)
     if not (isinstance(size, int) and not isinstance(size, bool) and size >= 1):
         raise LvsegError(f"model card field 'input_size' must be a whole number of pixels, not {size!r}", source)
+    if not INPUT_SIZE_RANGE[0] <= size <= INPUT_SIZE_RANGE[1]:
+        raise LvsegError(f"model card field 'input_size' {size} is outside {INPUT_SIZE_RANGE[0]}.."
+                         f"{INPUT_SIZE_RANGE[1]} pixels", source)
     for key in ("params", "normalization", "classes", "training", "metrics", "postprocess"):
         if key in data and not isinstance(data[key], dict):
             raise LvsegError(f"model card field {key!r} must be an object", source)
@@ -104,6 +130,7 @@ def _check_card_values(data: dict, source) -> None:
             raise LvsegError(f"model card ensemble member {i} needs an 'architecture' name and 'params'", source)
     # an ensemble keeps its depth per member: each one must take the input size
     for i, params in enumerate([data.get("params", {})] + [m["params"] for m in members or []]):
+        _check_network_size(params, source, f" (ensemble member {i})" if i else "")
         depth = params.get("depth")
         if isinstance(depth, int) and 0 < depth < 16 and size % 2 ** depth:
             member = f" (ensemble member {i})" if i else ""
@@ -385,6 +412,21 @@ def _fit_check(model, state: dict, path: Path, architecture: str) -> None:
         raise LvsegError(f"weights do not fit {architecture}: {'; '.join(problems)}", path)
 
 
+def _check_weight_values(state: dict, expected: dict, path: Path) -> None:
+    """Weights that cannot be right are refused, not run: a floating tensor stored as integers, or any NaN or
+    infinity (an all-background result with exit 0 otherwise)."""
+    import torch
+
+    for key, value in state.items():
+        if not expected[key].is_floating_point():
+            continue
+        if not value.is_floating_point():
+            raise LvsegError(f"weights stored as {str(value.dtype).replace('torch.', '')}, not floating point "
+                             f"(e.g. {key})", path)
+        if not bool(torch.isfinite(value).all()):
+            raise LvsegError(f"weights hold NaN or infinite values (e.g. {key})", path)
+
+
 def weights_problem(model_dir) -> str | None:
     """Why the model folder's weights would not load into the network its card describes (None: they fit).
 
@@ -458,6 +500,7 @@ def load_model(ref, task: str | None = None):
         raise LvsegError(str(exc), card_path) from exc
     _fit_check(model, state, weights_path, card.architecture)
     expected = model.state_dict()
+    _check_weight_values(state, expected, weights_path)
     state = {k: v.to(expected[k].dtype) if v.is_floating_point() else v for k, v in state.items()}
     with torch.no_grad():
         model.load_state_dict(state, strict=True)
