@@ -261,11 +261,16 @@ def cmd_segment(args) -> int:
     result = segment(image.data, args.model, tta=args.tta, uncertainty=uncertainty is not None, center=args.center,
                      name=str(src))
     print(write_labels(output, result.labels, image.meta))
-    if result.search_note():
-        print(f"lvseg segment: warning: {src}: {result.search_note()} (--center Y X)", file=sys.stderr)
+    _warn_search(src, result, "--center Y X")
     if uncertainty:
         print(write_image(uncertainty, result.uncertainty, image.meta))
     return 0
+
+
+def _warn_search(source, result, how: str) -> None:
+    """The LV search's word to the user (`SegmentationResult.search_note`), with ``how`` to give the centre."""
+    if result.search_note():
+        print(f"lvseg segment: warning: {source}: {result.search_note()} ({how})", file=sys.stderr)
 
 
 def _folder_items(src: Path) -> tuple[list, list]:
@@ -324,9 +329,7 @@ def _segment_folder(args, src: Path) -> int:
             image = read_image(path)    # an EMIDEC case's truth labels are not needed here
             result = segment(image.data, model, tta=args.tta, name=str(path))
             print(f"{name}: {write_labels(out / out_name, result.labels, image.meta)}")
-            if result.search_note():
-                print(f"lvseg segment: warning: {path}: {result.search_note()} (segment it alone with --center Y X)",
-                      file=sys.stderr)
+            _warn_search(path, result, "segment it alone with --center Y X")
         except LvsegError as exc:
             print(f"lvseg segment: error: {exc}", file=sys.stderr)
             failed.append(name)

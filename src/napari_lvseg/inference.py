@@ -15,15 +15,8 @@ import numpy as np
 from .data.normalize import model_context, normalize_view, with_context
 from .errors import LvsegError
 from .labels import CAVITY, INFARCT, MYOCARDIUM, N_CLASSES, NO_REFLOW
-from .locate import (
-    ZOOM_TOLERANCE,
-    _lv_in_view,
-    _search_order,
-    device_of,
-    expected_lv_size,
-    locate_steps,
-    zoom_for,
-)
+from .locate import (ZOOM_TOLERANCE, device_of, expected_lv_size, locate_steps, lv_in_view, search_steps,
+                     zoom_for)
 from .steps import result_of
 
 # Post-processing defaults; a model card may override them ("postprocess" in its extra fields).
@@ -92,7 +85,20 @@ def segment_step_count(image, tta: bool = False, batch_size: int = 8, center=Non
     LV size it expects) may make a second pass at a better zoom; where that pass is not needed, the count jumps to
     the end."""
     n_slices = 1 if np.ndim(image) == 2 else len(image)
-    return _search_steps(image, center, size) + probability_steps(n_slices, tta, batch_size) * (2 if rescales else 1)
+    return search_steps(image, center, size) + probability_steps(n_slices, tta, batch_size) * (2 if rescales else 1)
+
+
+def model_step_count(image, model=None, tta: bool = False, center=None) -> int:
+    """`segment_step_count` for ``model`` (a name or path) from its card alone, no weights loaded: its grid and
+    whether it rescales. A card that cannot be read is left to the run to report, counted as a 128 grid, one pass."""
+    from .models.store import model_card_only
+
+    try:
+        card = model_card_only(model, "segmentation")
+    except LvsegError:
+        return segment_step_count(image, tta, center=center)
+    return segment_step_count(image, tta, center=center, size=int(card.input_size or 128),
+                              rescales=expected_lv_size(card) is not None)
 
 
 def iter_probabilities(model, slices: np.ndarray, tta: bool = False, batch_size: int = 8, device=None):
@@ -325,7 +331,7 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
     stack = np.asarray(image[None] if image.ndim == 2 else image, np.float32)
     total = segment_step_count(image, tta, batch_size, center, size, rescales=expected is not None)
     per_pass = probability_steps(len(stack), tta, batch_size)
-    searched = _search_steps(image, center, size)
+    searched = search_steps(image, center, size)
     zoom, found, given = 1.0, None, center
     if searched:
         # a speck (a flat image's artefact) or a blob wider than any heart is no LV: said, not used
@@ -360,19 +366,12 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
     return SegmentationResult(labels, unc, (float(centre[0]), float(centre[1])), getattr(card, "name", ""), info)
 
 
-def _search_steps(image, center, size: int) -> int:
-    """Steps of the LV search: none where a centre is given or the image fits the model's grid."""
-    n_slices = 1 if np.ndim(image) == 2 else len(image)
-    return 0 if center is not None or max(np.shape(image)[-2:]) <= size else sum(
-        len(r) for r in _search_order(n_slices))
-
-
 def _better_view(prob: np.ndarray, view, expected: tuple, given_centre=None):
-    """(centre, zoom) of a view that holds the LV found in ``prob`` (a pass through ``view``; `_lv_in_view`) at the
+    """(centre, zoom) of a view that holds the LV found in ``prob`` (a pass through ``view``; `lv_in_view`) at the
     zoom its size asks for (`zoom_for`) and in its middle (a user's ``given_centre`` stays as it is); None where
     ``view`` already does (within `ZOOM_TOLERANCE`, and the LV's centre within an eighth of the view from its
     centre) or no plausible LV was found."""
-    found = _lv_in_view(prob.argmax(1).astype(np.uint8), view, expected)
+    found = lv_in_view(prob.argmax(1).astype(np.uint8), view, expected)
     if found is None:
         return None
     center, diameter = found

@@ -98,11 +98,18 @@ def lv_size_expectation(label_volumes) -> dict | None:
             "pixel_size_mm": None}
 
 
-def _search_order(count: int) -> list:
+def search_order(count: int) -> list:
     """The slices the LV search reads, in two rounds (`LOCATOR_SLICES`): the middle ones, then the quarter ones."""
     middle = [count // 2 - 1, count // 2] if count > 1 else [0]
     quarters = [q for q in dict.fromkeys((count // 4, (3 * count) // 4)) if q not in middle]
     return [middle[:LOCATOR_SLICES[0]], quarters[:LOCATOR_SLICES[1]]]
+
+
+def search_steps(image, center, size: int) -> int:
+    """Steps of the LV search (`locate_steps`) at most: none where a centre is given or the image fits the grid."""
+    n_slices = 1 if np.ndim(image) == 2 else len(image)
+    return 0 if center is not None or max(np.shape(image)[-2:]) <= size else sum(
+        len(r) for r in search_order(n_slices))
 
 
 def locate_steps(model, stack: np.ndarray, size: int, normalization=None, expected: tuple | None = None,
@@ -121,7 +128,7 @@ def locate_steps(model, stack: np.ndarray, size: int, normalization=None, expect
     zoom = min(1.0, LOCATOR_SPAN * size / max(h, w))
     extent = int(np.ceil(max(h, w) * zoom / 16.0)) * 16   # the network halves the grid 4 times
     view = View.around(None, zoom, extent, stack.shape)
-    rounds = _search_order(len(stack))
+    rounds = search_order(len(stack))
     total = sum(len(r) for r in rounds)
     read: list = []   # the labels of each slice read, in the search's order
     was_training = net.training
@@ -137,7 +144,7 @@ def locate_steps(model, stack: np.ndarray, size: int, normalization=None, expect
                     out = out[0] if isinstance(out, (list, tuple)) else out
                     read.append(out.argmax(1).cpu().numpy()[0].astype(np.uint8))
                 yield len(read), total
-            found = _lv_in_view(np.stack(read), view, expected)
+            found = lv_in_view(np.stack(read), view, expected)
             if found is not None:
                 break
     finally:
@@ -147,7 +154,7 @@ def locate_steps(model, stack: np.ndarray, size: int, normalization=None, expect
     return found
 
 
-def _lv_in_view(labels: np.ndarray, view, expected: tuple | None = None):
+def lv_in_view(labels: np.ndarray, view, expected: tuple | None = None):
     """(centre (y, x), diameter) in the image's pixels of the LV (`_walled_component`) among labels predicted in
     ``view``; None without one, or (``expected`` given) without one of a plausible size (a flat image's speck)."""
     found = _walled_component(labels)

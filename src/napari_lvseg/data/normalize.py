@@ -19,9 +19,9 @@ def normalize_slices(image: np.ndarray, normalization: dict | None = None) -> np
     flat = data.reshape((-1,) + data.shape[-2:])
     low, high = np.percentile(flat, [norm["low"], norm["high"]], axis=(1, 2))
     # a flat slice stays flat: resampling leaves float rounding (1e-5 of the value) that must not become contrast
-    flat_below = 1e-6 + 1e-4 * np.maximum(np.abs(low), np.abs(high))
-    scale = np.where(high - low > flat_below, high - low, 1.0)
-    low = np.where(high - low > flat_below, low, high)
+    flat_slice = high - low <= 1e-6 + 1e-4 * np.maximum(np.abs(low), np.abs(high))
+    scale = np.where(flat_slice, 1.0, high - low)
+    low = np.where(flat_slice, high, low)
     out = (flat - low[:, None, None]) / scale[:, None, None]
     return np.clip(out, -0.5, 1.5).reshape(data.shape).astype(np.float32)
 

@@ -77,6 +77,6 @@ def combine(refs, name: str) -> tuple[SegmentationEnsemble, ModelCard]:
         notes=f"mean softmax probability of {len(loaded)} networks",
     )
     expects = [c.extra.get("expects") for _, c in loaded]
-    if expects[0] and all(e == expects[0] for e in expects):   # the LV size segmenting zooms to (inference)
+    if expects[0] and all(e == expects[0] for e in expects):   # the LV size segmenting zooms to (locate.zoom_for)
         card.extra["expects"] = expects[0]
     return net.eval(), card

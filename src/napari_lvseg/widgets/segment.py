@@ -6,44 +6,17 @@ import math
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (
-    QCheckBox,
-    QFileDialog,
-    QFormLayout,
-    QGridLayout,
-    QHBoxLayout,
-    QLabel,
-    QPushButton,
-    QTableWidget,
-    QTableWidgetItem,
-    QVBoxLayout,
-    QWidget,
-)
+from qtpy.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QLabel,
+                            QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
 
 from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (
-    DERIVED,
-    EditWatcher,
-    LayerPicker,
-    ModelPicker,
-    closed_from_dock,
-    edited_pixels,
-    free_name,
-    guarded,
-    is_new_case_image,
-    labels_spacing,
-    notify_info,
-    plain_viewer,
-    register_widget,
-    replaceable_labels,
-    set_labels_undoably,
-    source_meta,
-    source_of,
-    start_worker,
-)
+from napari_lvseg.widgets._common import (DERIVED, EditWatcher, LayerPicker, ModelPicker, closed_from_dock,
+                                          edited_pixels, free_name, guarded, is_new_case_image, labels_spacing,
+                                          notify_info, plain_viewer, register_widget, replaceable_labels,
+                                          set_labels_undoably, source_meta, source_of, start_worker)
 
 AUTOMATIC = "automatic"
 TABLE_COLUMNS = ("slice", "myocardium_px", "myocardium_mm2", "myocardium_mm3", "myocardium_g", "infarct_pct",
@@ -105,19 +78,10 @@ class SegmentLogic:
 
     @staticmethod
     def steps(image, tta=False, center=None, model=None) -> int:
-        """How many steps `run_steps` makes at most for an image (a slice or a stack) with ``model`` (its card's grid
-        and expected LV size decide the search's steps and a second pass; a card that cannot be read is left to the
-        run to report, counted as the usual 128 and one pass)."""
-        from napari_lvseg.inference import segment_step_count
-        from napari_lvseg.locate import expected_lv_size
-        from napari_lvseg.models.store import model_card_only
+        """How many steps `run_steps` makes at most for an image with ``model`` (`inference.model_step_count`)."""
+        from napari_lvseg.inference import model_step_count
 
-        try:
-            card = model_card_only(model, "segmentation")
-            size, rescales = int(card.input_size or 128), expected_lv_size(card) is not None
-        except LvsegError:
-            size, rescales = 128, False
-        return segment_step_count(image, tta, center=center, size=size, rescales=rescales)
+        return model_step_count(image, model, tta, center)
 
     @staticmethod
     def labels_name(image_name: str) -> str:
