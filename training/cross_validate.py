@@ -1,10 +1,12 @@
-"""A larger judge than the 6 validation cases: K-fold cross-validation over the 48 development cases.
+"""A larger judge than the 6 validation cases: K-fold cross-validation over the 48 development cases (4 folds) or
+over all 60 cases (5 folds, the shipped default's recipe and its out-of-fold headline).
 
 Six validation cases ranked the wide 2.5-D networks first, and the test split ranked them below width 12 (RESULTS.md).
 Cross-validation scores a *setting* (a config) on every development case: fold k trains the config on the other
-folds and validates on fold k. The test cases stay out of every fold.
+folds and validates on fold k. With 4 folds the test cases stay out of every fold.
 
     python training/cross_validate.py folds [--folds 4]                  # training/splits/cv4_fold{1..4}.json
+    python training/cross_validate.py folds --folds 5                    # training/splits/cv5_fold{1..5}.json, 60 cases
     python training/cross_validate.py run CONFIG [--folds 4] [--fold K] [--seed S] [--device cuda] [--workers N]
                                               [--deadline T] [--threads N] [--parallel]
     python training/cross_validate.py summary CONFIG... [--folds 4] [--seed S] [--save]   # --save: training/results/cv
@@ -53,14 +55,19 @@ def _relative(path: Path) -> str:
     return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
+def every_case(folds: int) -> bool:
+    """5 folds are over all 60 cases, test split included (issue "Any scanner"); 4 folds over the 48 development cases."""
+    return folds == 5
+
+
 def make_folds(folds: int = 4, seed: int = 2026, data=None, splits=SPLITS) -> list:
-    """Split train + validation of training/split.json into ``folds`` stratified folds; write one split file each."""
+    """Split the cases into ``folds`` stratified folds (`every_case`); write one split file each."""
     import numpy as np
 
     from napari_lvseg.io.atomic import write_json_atomic
 
     split = json.loads(SPLIT.read_text())
-    development = set(split["train"]) | set(split["val"])
+    development = set(split["train"]) | set(split["val"]) | (set(split["test"]) if every_case(folds) else set())
     strata: dict = {}   # normal / infarct with no-reflow / infarct without, as training/split.json was stratified
     for name, (_, labels) in runner.read_cases(development, data).items():
         stratum = "normal" if name.startswith("Case_N") else "no_reflow" if (labels.data == 4).any() else "infarct"
@@ -80,11 +87,13 @@ def make_folds(folds: int = 4, seed: int = 2026, data=None, splits=SPLITS) -> li
         train = sorted(c for other in members if other is not val for c in other)
         path = fold_path(folds, k, splits)
         path.parent.mkdir(parents=True, exist_ok=True)
+        cases, test = (("all 60 cases (the test split's too)", []) if every_case(folds) else
+                       ("training/split.json's train + val cases (test cases unchanged, never used here)",
+                        split["test"]))
         write_json_atomic(path, {
-            "description": f"Fold {k} of {folds}: training/split.json's train + val cases, stratified by normal / "
-                           f"infarct with no-reflow / infarct without (numpy default_rng({seed})); test cases "
-                           "unchanged and never used here.",
-            "train": train, "val": sorted(val), "test": split["test"]})
+            "description": f"Fold {k} of {folds}: {cases}, stratified by normal / infarct with no-reflow / infarct "
+                           f"without (numpy default_rng({seed})).",
+            "train": train, "val": sorted(val), "test": test})
         paths.append(path)
     return paths
 
