@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -12,7 +13,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_lvseg.errors import LvsegError
+from napari_lvseg.errors import LvsegError, LvsegWarning
 from napari_lvseg.io import (atomic_path, check_image, check_labels, check_pair, read_image, read_labels,
                              write_image, write_labels)
 from napari_lvseg.io.dicom import read_dicom_series
@@ -220,7 +221,7 @@ def test_nibabel_s_header_notes_stay_off_the_terminal(tmp_path, caplog):
 # -- DICOM -------------------------------------------------------------------------------------
 
 def write_dicom(path, pixels, *, series_uid, instance, position=None, orientation=None,
-                slope=1.0, intercept=0.0, pixel_spacing=(0.7, 0.8)):
+                slope=1.0, intercept=0.0, pixel_spacing=(0.7, 0.8), **tags):
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -240,6 +241,8 @@ def write_dicom(path, pixels, *, series_uid, instance, position=None, orientatio
     if position is not None:
         ds.ImagePositionPatient = [float(v) for v in position]
         ds.ImageOrientationPatient = [float(v) for v in orientation]
+    for keyword, value in tags.items():   # e.g. SeriesNumber, SeriesDescription, ImageType
+        setattr(ds, keyword, value)
     ds.PixelData = pixels.astype(np.uint16).tobytes()
     ds.save_as(str(path), enforce_file_format=True)
 
@@ -301,6 +304,108 @@ def test_a_damaged_dicom_slice_is_reported_not_skipped(tmp_path):
     (tmp_path / "s1.dcm").write_bytes(whole[:200])                   # cut off inside its file header
     with pytest.raises(LvsegError, match=r"s1\.dcm is a damaged DICOM file"):
         read_image(tmp_path / "s0.dcm")                              # a file of the series reads the series
+
+
+AXIAL = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)   # slice normal +z: a slice's position on it is its z
+
+
+def write_stack(folder, positions, *, uid="1.2", first=0, value=None, **tags):
+    """One file per slice position (z, mm), file names and InstanceNumbers counting from ``first``; pixel value
+    100 + z unless ``value``."""
+    folder.mkdir(exist_ok=True)
+    for k, z in enumerate(positions):
+        write_dicom(folder / f"IM{first + k:04d}", np.full((4, 4), 100 + z if value is None else value, np.uint16),
+                    series_uid=uid, instance=first + k + 1, position=(0.0, 0.0, z), orientation=AXIAL, **tags)
+
+
+def test_a_series_with_a_missing_slice_is_refused_not_closed_up(tmp_path):
+    write_stack(tmp_path / "lge", [0.0, 8.0, 16.0, 32.0, 40.0], SeriesNumber=5, SeriesDescription="LGE SAX")
+    with pytest.raises(LvsegError) as info:
+        read_dicom_series(tmp_path / "lge")
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'lge'}: series 5 'LGE SAX' (UID 1.2, 5 slices): a gap, no slice "
+                              "between 16.00 and 32.00 mm along the slice normal where the spacing is 8.00 mm "
+                              "(1 slice(s) missing)"), message
+    assert "\n" not in message
+    write_stack(tmp_path / "lge", [24.0], first=5)   # the missing slice back: one regular stack
+    volume = read_dicom_series(tmp_path / "lge")
+    assert volume.data.shape == (6, 4, 4) and volume.meta["spacing"][0] == pytest.approx(8.0)
+    np.testing.assert_array_equal(volume.data[:, 0, 0], [100, 108, 116, 124, 132, 140])
+
+
+def test_a_missing_slice_is_refused_on_the_command_line_in_one_line(tmp_path, capsys):
+    from napari_lvseg.cli import main
+
+    write_stack(tmp_path / "lge", [0.0, 10.0, 30.0])
+    assert main(["segment", str(tmp_path / "lge"), "-o", str(tmp_path / "seg.nii.gz")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{tmp_path / 'lge'}: series (UID 1.2, 3 slices): a gap, no slice between 10.00 and 30.00 mm" in err
+    assert not (tmp_path / "seg.nii.gz").exists()
+
+
+def test_two_series_uids_in_one_folder_read_one_and_say_what_was_left_out(tmp_path):
+    # 9 slices, 4 of them re-exported under another UID: a stack of 5 is read and the 4 are named, not dropped silently
+    write_stack(tmp_path, [0.0, 8.0, 16.0, 24.0, 32.0], uid="1.2.5", SeriesNumber=5, SeriesDescription="LGE")
+    write_stack(tmp_path, [40.0, 48.0, 56.0, 64.0], uid="1.2.6", first=5, SeriesNumber=6, SeriesDescription="LGE")
+    with pytest.warns(LvsegWarning) as caught:
+        volume = read_dicom_series(tmp_path)
+    assert volume.data.shape == (5, 4, 4) and volume.meta["series_uid"] == "1.2.5"
+    assert volume.meta["skipped_series"] == ["1.2.6"]
+    (warning,) = [str(w.message) for w in caught]
+    assert warning == (f"{tmp_path}: holds 2 series: read series 5 'LGE' (UID 1.2.5, 5 slices); left out series 6 "
+                       "'LGE' (UID 1.2.6, 4 slices)")
+
+
+def test_two_uids_interleaved_read_one_stack_and_name_the_slices_left_out(tmp_path):
+    """The probe's folder: 9 slices 8 mm apart, every other one under a second UID. Both halves are regular stacks
+    (16 mm), so no gap shows; what was left out is said."""
+    write_stack(tmp_path, [0.0, 16.0, 32.0, 48.0, 64.0], uid="1.2.5")
+    for k, z in enumerate([8.0, 24.0, 40.0, 56.0]):
+        write_stack(tmp_path, [z], uid="1.2.6", first=5 + k)
+    with pytest.warns(LvsegWarning, match=re.escape("read series (UID 1.2.5, 5 slices); left out series (UID 1.2.6, "
+                                                    "4 slices)")):
+        volume = read_dicom_series(tmp_path)
+    assert volume.data.shape == (5, 4, 4) and volume.meta["spacing"][0] == pytest.approx(16.0)
+
+
+def test_two_images_at_one_position_are_refused_not_stacked(tmp_path):
+    write_stack(tmp_path, [0.0, 8.0, 16.0], SeriesNumber=3)
+    write_stack(tmp_path, [8.0], first=3, SeriesNumber=3)   # a repeated acquisition of the middle slice
+    with pytest.raises(LvsegError, match=r"series 3 \(UID 1\.2, 4 slices\): two images at one slice position "
+                                          r"\(8\.00 mm along the slice normal: IM0001, IM0003\)"):
+        read_dicom_series(tmp_path)
+
+
+def test_magnitude_and_psir_sharing_a_series_and_positions_are_split_by_image_type(tmp_path):
+    magnitude, psir = ["ORIGINAL", "PRIMARY", "M", "NORM"], ["DERIVED", "PRIMARY", "PSIR"]
+    write_stack(tmp_path, [0.0, 8.0, 16.0, 24.0], uid="1.2", first=0, value=7, ImageType=psir, SeriesNumber=9)
+    write_stack(tmp_path, [0.0, 8.0, 16.0, 24.0], uid="1.2", first=4, value=3, ImageType=magnitude, SeriesNumber=9)
+    expected = ("holds 2 series: read series 9 (UID 1.2, image type DERIVED\\PRIMARY\\PSIR, 4 slices); left out "
+                "series 9 (UID 1.2, image type ORIGINAL\\PRIMARY\\M\\NORM, 4 slices)")
+    with pytest.warns(LvsegWarning, match=re.escape(expected)):
+        volume = read_dicom_series(tmp_path)
+    assert volume.data.shape == (4, 4, 4) and (volume.data == 7).all()
+    assert volume.meta["skipped_series"] == ["1.2 [ORIGINAL\\PRIMARY\\M\\NORM]"]
+
+
+@pytest.mark.parametrize("names", [("a", "b"), ("b", "a")])
+def test_of_two_series_of_one_size_the_same_one_is_read_whatever_the_file_names(tmp_path, names):
+    """Most slices first, then the lowest SeriesNumber: not the order the files happen to be listed in."""
+    for name, uid, number, value in zip(names, ("1.2.7", "1.2.4"), (7, 4), (70, 40)):
+        for k, z in enumerate([0.0, 8.0, 16.0]):
+            write_dicom(tmp_path / f"{name}{k}", np.full((4, 4), value, np.uint16), series_uid=uid, instance=k + 1,
+                        position=(0.0, 0.0, z), orientation=AXIAL, SeriesNumber=number)
+    with pytest.warns(LvsegWarning, match=r"read series 4 \(UID 1\.2\.4, 3 slices\); left out series 7 "
+                                          r"\(UID 1\.2\.7, 3 slices\)$"):
+        volume = read_dicom_series(tmp_path)
+    assert volume.meta["series_uid"] == "1.2.4" and (volume.data == 40).all()
+
+
+def test_one_series_reads_without_a_warning(tmp_path, recwarn):
+    write_stack(tmp_path, [0.0, 8.0, 16.0])
+    assert read_dicom_series(tmp_path).data.shape == (3, 4, 4)
+    assert [w for w in recwarn if issubclass(w.category, LvsegWarning)] == []
 
 
 def test_folder_without_dicom_is_an_error(tmp_path):

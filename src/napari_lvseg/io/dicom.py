@@ -1,7 +1,11 @@
 """A DICOM series (one file per slice) from a folder, stacked in anatomical order.
 
-If the folder holds several series (a localiser next to the LGE stack is common), the series with the
-most slices is read and the others are ignored; their UIDs are listed in ``meta['skipped_series']``.
+Files are grouped into series by SeriesInstanceUID and, where one UID holds several ImageTypes (magnitude and
+PSIR images of one acquisition), by ImageType too. If the folder holds several series (a localiser next to the LGE
+stack is common), the one with the most slices is read (ties: the lowest SeriesNumber, then UID), a warning says
+which one and what was left out, and ``meta['skipped_series']`` lists the others. A series is refused, not stacked,
+where two images share a slice position or where its positions leave a gap (a missing slice): either would be read
+as a stack whose slices are not where they seem.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from napari_lvseg.errors import LvsegError
+from napari_lvseg.errors import LvsegError, warn
 from napari_lvseg.io.volume import Volume
 
 
@@ -63,6 +67,79 @@ def _order(datasets: list) -> tuple[list, float | None]:
     return [datasets[i] for i in order], None
 
 
+# Slices closer than this (mm) along the normal share a position: scanners round positions to about 1e-4 mm.
+_SAME_POSITION_MM = 0.01
+# A step this many times the smallest one between neighbouring slices leaves room for a missing slice.
+_GAP_FACTOR = 1.5
+_VALUES = "\\"   # DICOM's separator of a multi-valued element (ORIGINAL\\PRIMARY\\M), as viewers show it
+
+
+def _image_type(ds) -> tuple:
+    value = getattr(ds, "ImageType", None)
+    if value is None:
+        return ()
+    return (str(value),) if isinstance(value, (str, bytes)) else tuple(str(v) for v in value)
+
+
+def _series_number(ds) -> float:
+    try:
+        return float(getattr(ds, "SeriesNumber", None))
+    except (TypeError, ValueError):
+        return float("inf")   # no number: after the numbered ones
+
+
+def _label(key: tuple, datasets: list, by_type: bool) -> str:
+    """How a user finds the series again in a viewer: number, description, UID (image type where it splits a UID)
+    and the slice count."""
+    uid, image_type = key
+    first = datasets[0]
+    number = getattr(first, "SeriesNumber", None)
+    description = str(getattr(first, "SeriesDescription", "") or "").strip()
+    named = " ".join(part for part in (f"series {number}" if number is not None else "series",
+                                       f"'{description}'" if description else "") if part)
+    kind = f", image type {_VALUES.join(image_type)}" if by_type and image_type else ""
+    count = f"{len(datasets)} slice{'s' if len(datasets) != 1 else ''}"
+    return f"{named} (UID {uid or 'none'}{kind}, {count})"
+
+
+def _group(datasets: list) -> dict:
+    """(SeriesInstanceUID, ImageType) -> its slices: magnitude and PSIR images may share a UID and positions."""
+    groups: dict = defaultdict(list)
+    for ds in datasets:
+        groups[(str(getattr(ds, "SeriesInstanceUID", "")), _image_type(ds))].append(ds)
+    return groups
+
+
+def _choose(groups: dict) -> tuple:
+    """The series to read, the same one whatever the file names: most slices, then the lowest SeriesNumber, UID."""
+    return min(groups, key=lambda key: (-len(groups[key]), _series_number(groups[key][0]), key[0], key[1]))
+
+
+def _check_positions(datasets: list, label: str, others: str, folder: Path) -> None:
+    """Refuse a series whose images share a slice position or whose positions leave a gap (one line each)."""
+    positions = [_slice_position(ds) for ds in datasets]
+    if len(datasets) < 2 or any(p is None for p in positions):
+        return   # no positions: the slices are ordered by InstanceNumber, and nothing here can be measured
+    order = np.argsort(positions, kind="stable")
+    ranked = np.array(positions)[order]
+    steps = np.diff(ranked)
+    same = np.flatnonzero(steps < _SAME_POSITION_MM)
+    if len(same):
+        i = int(same[0])
+        files = ", ".join(Path(datasets[order[j]].filename).name for j in (i, i + 1))
+        raise LvsegError(f"{label}: two images at one slice position ({ranked[i]:.2f} mm along the slice normal: "
+                         f"{files}): not one stack (several echoes, times or image types?); put each stack in its "
+                         f"own folder{others}", folder)
+    spacing = float(steps.min())
+    wide = np.flatnonzero(steps > _GAP_FACTOR * spacing)
+    if len(wide):
+        i = int(wide[0])
+        missing = max(1, int(round(steps[i] / spacing)) - 1)
+        raise LvsegError(f"{label}: a gap, no slice between {ranked[i]:.2f} and {ranked[i + 1]:.2f} mm along the "
+                         f"slice normal where the spacing is {spacing:.2f} mm ({missing} slice(s) missing): read as "
+                         f"one stack its slices would be closed up; add the missing file{others}", folder)
+
+
 def _damage(ds) -> str | None:
     """Why a file pydicom read leniently is damaged, or None: pydicom returns what it could parse of noise."""
     meta = getattr(ds, "file_meta", None)
@@ -75,13 +152,14 @@ def _damage(ds) -> str | None:
 
 
 def read_dicom_series(folder) -> Volume:
-    """Read the (largest) series in ``folder`` as float32 (Z, Y, X) with RescaleSlope/Intercept applied."""
+    """Read the (largest) series in ``folder`` as float32 (Z, Y, X) with RescaleSlope/Intercept applied (see the
+    module docstring for the choice among several series and the checks of slice positions)."""
     import pydicom
 
     folder = Path(folder)
     if not folder.is_dir():
         raise LvsegError("not a folder", folder)
-    series = defaultdict(list)
+    images = []
     for path in dicom_files(folder):
         # it carries the DICOM magic, so a file that fails here is a damaged slice, not a stray file: skipping it
         # would silently close the gap it leaves (two slices 16 mm apart read as neighbours)
@@ -93,11 +171,23 @@ def read_dicom_series(folder) -> Volume:
         if problem:
             raise LvsegError(f"{path.name} is a damaged DICOM file ({problem}): repair or remove it", folder)
         if "PixelData" in ds:
-            series[str(getattr(ds, "SeriesInstanceUID", ""))].append(ds)
-    if not series:
+            images.append(ds)
+    if not images:
         raise LvsegError("no DICOM images found in folder", folder)
-    uid = max(series, key=lambda key: len(series[key]))
-    datasets, distance = _order(series[uid])
+    series = _group(images)
+    by_type = {}   # a UID split by image type is named with it
+    for uid, image_type in series:
+        by_type[uid] = by_type.get(uid, 0) + 1
+    labels = {key: _label(key, series[key], by_type[key[0]] > 1) for key in series}
+    chosen = _choose(series)
+    left_out = [labels[key] for key in sorted(series, key=lambda k: (_series_number(series[k][0]), k)) if key != chosen]
+    others = f"; the folder also holds {len(left_out)} other series" if left_out else ""
+    _check_positions(series[chosen], labels[chosen], others, folder)
+    if left_out:
+        shown = "; ".join(left_out[:5]) + (f"; and {len(left_out) - 5} more" if len(left_out) > 5 else "")
+        warn(f"holds {len(series)} series: read {labels[chosen]}; left out {shown}", folder)
+    uid = chosen[0]
+    datasets, distance = _order(series[chosen])
 
     slices = []
     for ds in datasets:
@@ -128,7 +218,9 @@ def read_dicom_series(folder) -> Volume:
         "dtype": "float32",
         "series_uid": uid,
         "files": [str(ds.filename) for ds in datasets],
-        "skipped_series": sorted(key for key in series if key != uid),
+        "series": labels[chosen],
+        "skipped_series": sorted({key[0] + (f" [{_VALUES.join(key[1])}]" if by_type[key[0]] > 1 else "")
+                                  for key in series if key != chosen}),
         "spacing": (float(distance), row, col),
     }
     return Volume(np.stack(slices), meta)
