@@ -189,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     from . import synthesis_cli
 
     synthesis_cli.add_parsers(sub, _add_model)
+    from . import report_cli
+    report_cli.add_parsers(sub, _add_model)
     for name, func in {"demo": cmd_demo, "segment": cmd_segment, "train": cmd_train, "evaluate": cmd_evaluate,
                        "models": cmd_models}.items():
         sub.choices[name].set_defaults(func=func)

@@ -30,10 +30,10 @@ def wedge_span(segment: int) -> tuple[float, float]:
     raise LvsegError(f"segment {segment} has no wedge (17 is the centre disc)")
 
 
-def bullseye_figure(rows, value: str = "infarct_pct", title: str | None = None, ax=None):
+def bullseye_figure(rows, value: str = "infarct_pct", title: str | None = None, ax=None, fontsize: float = 7.0):
     """Draw the bullseye of `aha.analyse` rows (a list of dicts, or an AhaResult) on ``ax`` (a new Figure's
     axes if None); returns the Figure. ``value``: 'infarct_pct' (a 0-100 % colour scale) or 'transmurality'
-    (the five classes)."""
+    (the five classes, in %)."""
     if value not in VALUES:
         raise LvsegError(f"bullseye value must be one of {', '.join(VALUES)}, got {value!r}")
     rows = getattr(rows, "rows", rows)
@@ -62,8 +62,8 @@ def bullseye_figure(rows, value: str = "infarct_pct", title: str | None = None, 
     def text(row, seg):
         if not row or not row.get("imaged"):
             return f"{seg}\nn/a"
-        figure = (f"{row['infarct_pct']:.0f}%" if value == "infarct_pct" else row["transmurality_class"] + "%")
-        return f"{seg}\n{figure}" + ("\nNR" if row.get("no_reflow") else "")
+        figure = (f"{row['infarct_pct']:.0f}%" if value == "infarct_pct" else row["transmurality_class"])
+        return f"{seg}{' NR' if row.get('no_reflow') else ''}\n{figure}"
 
     def dark(fill) -> bool:
         r, g, b = matplotlib.colors.to_rgb(fill)
@@ -89,8 +89,8 @@ def bullseye_figure(rows, value: str = "infarct_pct", title: str | None = None, 
             patch.set_hatch(hatch)
         ax.add_patch(patch)
         # on a hatched segment the figures sit on a patch of its own colour: the hatching does not cross them
-        box = dict(boxstyle="round,pad=0.15", facecolor=fill, edgecolor="none") if hatch else None
-        ax.text(cx, cy, text(row, seg), ha="center", va="center", fontsize=6.5, bbox=box,
+        box = dict(boxstyle="round,pad=0.05", facecolor=fill, edgecolor="none") if hatch else None
+        ax.text(cx, cy, text(row, seg), ha="center", va="center", fontsize=fontsize, bbox=box, linespacing=1.0,
                 color="white" if dark(fill) else "black", fontweight="bold" if row and row.get("no_reflow") else None)
     ax.set_xlim(-1.12, 1.12)
     ax.set_ylim(-1.12, 1.12)
