@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 
-from napari_lvseg.errors import LvsegError
+from napari_lvseg.errors import LvsegError, LvsegWarning
 from napari_lvseg.io.pairs import PairFolder
 
 RNG = np.random.default_rng(1)
@@ -106,12 +106,15 @@ def test_nifti_pairs_written_and_found_without_manifest(tmp_path):
     folder.add(image, mask, origin="real", name="n1", fmt="nifti")
     assert (tmp_path / "images" / "n1.nii.gz").is_file()
     np.testing.assert_array_equal(folder.read("n1")[1], mask)
-    # A pair copied in by hand, no manifest record: still listed and readable.
-    nib.save(nib.Nifti1Image(np.ones((6, 5), np.float32), np.eye(4)), str(tmp_path / "images" / "hand.nii.gz"))
-    nib.save(nib.Nifti1Image(np.full((6, 5), 2, np.uint8), np.eye(4)), str(tmp_path / "masks" / "hand.nii.gz"))
-    (tmp_path / "images" / "orphan.tif").write_bytes(b"")  # image without mask: not a pair
-    assert sorted(folder.names()) == ["hand", "n1"]
-    hand_image, hand_mask = folder.read("hand")
+    # A folder made by hand, without a manifest: its pairs are listed and readable, as real data.
+    hand = PairFolder(tmp_path / "by-hand")
+    for folder_name in ("images", "masks"):
+        (hand.root / folder_name).mkdir(parents=True)
+    nib.save(nib.Nifti1Image(np.ones((6, 5), np.float32), np.eye(4)), str(hand.root / "images" / "hand.nii.gz"))
+    nib.save(nib.Nifti1Image(np.full((6, 5), 2, np.uint8), np.eye(4)), str(hand.root / "masks" / "hand.nii.gz"))
+    (hand.root / "images" / "orphan.tif").write_bytes(b"")  # image without mask: not a pair
+    assert hand.names() == ["hand"] and hand.records()[0]["origin"] == "real"
+    hand_image, hand_mask = hand.read("hand")
     assert hand_image.shape == hand_mask.shape == (5, 6) and (hand_mask == 2).all()
     # Replacing a NIfTI pair by a TIFF one removes the old files.
     folder.add(image, mask, origin="real", name="n1")
@@ -214,3 +217,66 @@ def test_new_names_are_drawn_again_while_taken(tmp_path, monkeypatch):
     if first[:-5] == second[:-5]:   # the same second (nearly always): the tag was drawn again
         assert first.endswith("_abcd") and second.endswith("_ef01")
     assert first != second and len(folder) == 2
+
+
+def test_files_without_a_line_in_a_folder_with_a_manifest_are_left_out_never_read_as_real(tmp_path):
+    """The pair a kill left between its files and its line (before the line came first) read as real data: it
+    would count toward the real validation split and pass the held-out-case leak guard."""
+    folder = PairFolder(tmp_path)
+    image, mask = pair()
+    folder.add(image, mask, origin="synthetic", name="s0", seed=0)
+    folder.add(image, mask, origin="synthetic", name="s1", seed=1)
+    manifest = tmp_path / "manifest.jsonl"
+    manifest.write_text(manifest.read_text().splitlines()[0] + "\n")   # s1's files stay, its line is gone
+    with pytest.warns(LvsegWarning, match=re.escape(
+            f"{tmp_path}: pair s1 left out: images/s1.tif and masks/s1.tif have no line in manifest.jsonl, so what "
+            "they are (real, corrected, synthetic) is unknown")):
+        records = PairFolder(tmp_path).records()
+    assert [(r["name"], r["origin"]) for r in records] == [("s0", "synthetic")]
+    assert PairFolder(tmp_path).incomplete()[0][0] == "s1"
+
+
+@pytest.mark.parametrize("written", [(), ("images",)])
+def test_a_line_whose_files_are_missing_is_left_out_and_dropped_by_the_next_writer(tmp_path, written):
+    """A kill after a pair's line and before (all of) its files: readers leave it out; a writer drops it."""
+    folder = PairFolder(tmp_path)
+    image, mask = pair()
+    folder.add(image, mask, origin="synthetic", name="s0")
+    folder.add(image, mask, origin="synthetic", name="s1")
+    for folder_name in {"images", "masks"} - set(written):
+        (tmp_path / folder_name / "s1.tif").unlink()
+    with pytest.warns(LvsegWarning, match=r"pair s1 left out: its manifest line names .*masks/s1\.tif.* missing "
+                                          r"\(an interrupted write\)"):
+        assert PairFolder(tmp_path).names() == ["s0"]
+    with pytest.raises(LvsegError, match="s1.tif"):
+        PairFolder(tmp_path).read("s1")
+    assert PairFolder(tmp_path).drop_incomplete() == ["s1"]
+    assert [r["name"] for r in manifest_lines(tmp_path)] == ["s0"] and PairFolder(tmp_path).incomplete() == []
+    assert sorted(p.name for p in (tmp_path / "images").iterdir()) == ["s0.tif"]   # its one written file too
+
+
+def test_a_pairs_line_is_written_before_its_files(tmp_path, monkeypatch):
+    """Stopped at each file write, the folder never holds a pair file without its line."""
+    from napari_lvseg.io import tiff
+
+    image, mask = pair()
+    folder = PairFolder(tmp_path)
+    folder.add(image, mask, origin="synthetic", name="s0")
+    write = tiff.write_tiff
+    for stop_at in (1, 2):
+        calls = []
+
+        def stopping(path, data, meta=None):
+            calls.append(path)
+            if len(calls) == stop_at:
+                raise KeyboardInterrupt   # as a kill at that moment: nothing after it runs
+            return write(path, data, meta)
+
+        monkeypatch.setattr(tiff, "write_tiff", stopping)
+        with pytest.raises(KeyboardInterrupt):
+            folder.add(image, mask, origin="synthetic", name=f"k{stop_at}")
+        monkeypatch.setattr(tiff, "write_tiff", write)
+        lines = {r["name"]: r for r in manifest_lines(tmp_path)}
+        assert f"k{stop_at}" in lines and lines[f"k{stop_at}"]["origin"] == "synthetic"
+        with pytest.warns(LvsegWarning, match=f"pair k{stop_at} left out"):
+            assert f"k{stop_at}" not in PairFolder(tmp_path).names()

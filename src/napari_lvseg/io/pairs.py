@@ -6,13 +6,18 @@ Layout::
     root/masks/<name>.tif       uint8 labels 0..4, same shape
     root/manifest.jsonl         one JSON record per pair: name, origin, source, model, seed, created, ...
 
-Pairs found in images/ + masks/ without a manifest record (e.g. copied in by hand) are listed too,
-with origin 'real'.
+A pair's manifest line is written before its files, so a pair never exists without its line: a kill between the
+two leaves a line whose files are missing, which readers leave out (a warning names it), and a writer that holds
+the folder drops (`drop_incomplete`). Readers never guess a pair's origin: in a folder with a manifest, files in
+images/ + masks/ without a line (an interrupted write by an older version, or copied in by hand) are left out with
+a warning, never counted as real data. Only a folder without any manifest, made by hand, lists its pairs as origin
+'real'.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 from datetime import datetime, timezone
@@ -21,7 +26,7 @@ from stat import S_ISREG
 
 import numpy as np
 
-from napari_lvseg.errors import LvsegError
+from napari_lvseg.errors import LvsegError, warn
 from napari_lvseg.io.volume import atomic_path, check_image, check_labels, check_pair, full_suffix
 
 ORIGINS = ("real", "corrected", "synthetic")
@@ -135,16 +140,64 @@ class PairFolder:
         return files
 
     def records(self) -> list[dict]:
-        """Manifest records (file order), then unrecorded image/mask pairs found on disk."""
+        """Manifest records of complete pairs (file order); in a folder without a manifest, the image/mask pairs
+        found on disk, as origin 'real'. What is left out is said, one warning per pair (`incomplete`)."""
+        records, incomplete = self._complete_records()
+        for name, why in incomplete:
+            warn(f"pair {name} left out: {why}", self.root)
+        return records
+
+    def incomplete(self) -> list[tuple[str, str]]:
+        """(name, why) of each pair left out of `records`: a manifest line whose image or mask file is missing (a
+        write interrupted after its line), or files in a folder with a manifest that no line names."""
+        return self._complete_records()[1]
+
+    def _complete_records(self) -> tuple[list[dict], list[tuple[str, str]]]:
         records = self._manifest_records()
+        on_disk = {folder.name: set(os.listdir(folder)) if folder.is_dir() else set()
+                   for folder in (self.images_dir, self.masks_dir)}
+        complete, incomplete = [], []
+        for record in records:
+            missing = [record[key] for key in ("image", "mask") if key in record
+                       and PurePosixPath(record[key]).name not in on_disk[PurePosixPath(record[key]).parts[0]]]
+            if missing:
+                incomplete.append((record["name"], f"its manifest line names {' and '.join(missing)}, which "
+                                   f"{'is' if len(missing) == 1 else 'are'} missing (an interrupted write)"))
+            else:
+                complete.append(record)
         known = {r["name"] for r in records}
+        has_manifest = self.manifest_path.is_file()
         masks = self._files(self.masks_dir)
         for name, image in self._files(self.images_dir).items():
-            if name not in known and name in masks:
-                records.append({"name": name, "origin": "real", "source": str(image), "model": None,
-                                "seed": None, "created": None,
-                                "image": f"images/{image.name}", "mask": f"masks/{masks[name].name}"})
-        return records
+            if name in known or name not in masks:
+                continue
+            if has_manifest:   # lvseg writes a line before the files: these came another way, origin unknown
+                incomplete.append((name, f"images/{image.name} and masks/{masks[name].name} have no line in "
+                                   f"{MANIFEST}, so what they are (real, corrected, synthetic) is unknown (an "
+                                   "interrupted write, or copied in by hand: add their line, or remove them)"))
+                continue
+            complete.append({"name": name, "origin": "real", "source": str(image), "model": None,
+                             "seed": None, "created": None,
+                             "image": f"images/{image.name}", "mask": f"masks/{masks[name].name}"})
+        return complete, incomplete
+
+    def drop_incomplete(self) -> list[str]:
+        """Remove the manifest lines whose files are missing, and the one file of such a pair that was written;
+        return their names. Only for a writer that holds the folder (`io.lock.FolderLock`): a live writer's pair
+        is incomplete between its line and its files. Files without a line are left alone (they may be a user's)."""
+        records, text = self._manifest()
+        complete = {r["name"] for r in self._complete_records()[0]}
+        dropped = [r for r in records if r["name"] not in complete]
+        if not dropped:
+            return []
+        kept = [r for r in records if r["name"] in complete]
+        self._write_manifest([dict(r) for r in kept],
+                             "".join(json.dumps(r, default=_json_default) + "\n" for r in kept))
+        for record in dropped:
+            for key in ("image", "mask"):
+                if record.get(key):
+                    (self.root / record[key]).unlink(missing_ok=True)
+        return [r["name"] for r in dropped]
 
     def __len__(self) -> int:
         return len(self.records())
@@ -219,26 +272,28 @@ class PairFolder:
             from napari_lvseg.io.tiff import write_tiff as write
         else:
             from napari_lvseg.io.nifti import write_nifti as write
-        write(image_path, image)
-        write(mask_path, mask)
 
         record = {"name": name, "origin": origin, "source": None if source is None else str(source),
                   "model": model, "seed": seed, "created": datetime.now(timezone.utc).isoformat(),
                   "image": f"images/{image_path.name}", "mask": f"masks/{mask_path.name}", **extra}
         line = json.dumps(record, default=_json_default) + "\n"
         replaced = [previous for previous in old if previous["name"] == name]
-        for previous in replaced:  # a replaced pair stored in the other format leaves no stale files behind
-            for key in ("image", "mask"):
-                stale = self.root / previous.get(key, "")
-                if previous.get(key) and stale not in (image_path, mask_path) and stale.is_file():
-                    stale.unlink()
         if replaced:
             records = [r for r in old if r["name"] != name]
             text = "".join(json.dumps(r, default=_json_default) + "\n" for r in records) + line
         else:   # the common case, a new pair: its line appended to the text, the others not encoded again
             records = old
             text = old_text + ("\n" if old_text and not old_text.endswith("\n") else "") + line
+        # The line first, then the files: a kill in between leaves a line without its files, which readers leave
+        # out, never files without a line (which a reader could not tell from real data).
         self._write_manifest(records + [json.loads(line)], text)   # the record as a parse of the manifest gives it
+        write(image_path, image)
+        write(mask_path, mask)
+        for previous in replaced:  # a replaced pair stored in the other format leaves no stale files behind
+            for key in ("image", "mask"):
+                stale = self.root / previous.get(key, "")
+                if previous.get(key) and stale not in (image_path, mask_path) and stale.is_file():
+                    stale.unlink()
         return name
 
     def _write_manifest(self, records: list[dict], text: str) -> None:
