@@ -205,10 +205,14 @@ def circular_median(angles_deg) -> float:
     return float(angles[np.argmin(diff.sum(axis=1))] % 360.0)
 
 
-def chords(labels2d, centre=None, n_chords: int = N_CHORDS):
+def chords(labels2d, centre=None, n_chords: int = N_CHORDS, segments2d=None, level=None, insertion_deg=None):
     """Radial chords from the LV centre across the wall: (angles in degrees, myocardium length, infarct length),
     lengths in pixels along each ray (sampled every `metrics.RAY_STEP` px, nearest pixel), so a diagonal chord is
-    not off by a pixel of an 8-pixel wall. Empty arrays without myocardium."""
+    not off by a pixel of an 8-pixel wall. Empty arrays without myocardium.
+
+    With ``segments2d`` (the slice's `segment_map`), ``level`` and ``insertion_deg``, a chord counts only the pixels
+    of its own segment: next to a segment border a ray's nearest pixels may lie just across it, and would lend the
+    neighbour's infarct to a segment that has none."""
     labels2d = np.asarray(labels2d)
     myo = lb.region(labels2d, "myocardium")
     centre = slice_centre(labels2d) if centre is None else centre
@@ -225,6 +229,9 @@ def chords(labels2d, centre=None, n_chords: int = N_CHORDS):
     height, width = labels2d.shape
     inside = (ys >= 0) & (ys < height) & (xs >= 0) & (xs < width)
     flat = np.where(inside, ys * width + xs, 0)
+    if segments2d is not None:
+        own = np.asarray(segments2d).ravel()[flat] == segment_of(angles, level, insertion_deg)[:, None]
+        inside = inside & own
     myo_len = (myo.ravel()[flat] & inside).sum(axis=1) * RAY_STEP
     inf_len = (lb.region(labels2d, "infarct").ravel()[flat] & inside).sum(axis=1) * RAY_STEP
     return angles, myo_len, inf_len
@@ -475,7 +482,8 @@ def analyse(labels, image=None, *, levels=None, insertion=None, apex_first: bool
     for z, level in enumerate(levels):
         if level in (None, "apex"):
             continue
-        angles, myo_len, inf_len = chords(labels[z])
+        angles, myo_len, inf_len = chords(labels[z], segments2d=seg[z], level=level,
+                                          insertion_deg=insertion.angle_deg)
         keep = myo_len > 0
         for s, frac in zip(segment_of(angles[keep], level, insertion.angle_deg), inf_len[keep] / myo_len[keep]):
             chord_frac[int(s)].append(float(frac))
