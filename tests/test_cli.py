@@ -290,6 +290,38 @@ def test_bad_thread_counts_are_refused_by_the_parser(tmp_path):
         assert "--seed: expected a whole number from 0 to 4294967295" in run.stderr
 
 
+def test_a_failed_uncertainty_write_replaces_neither_output(tiny_model, tmp_path, monkeypatch, capsys):
+    """The labels used to be replaced before the uncertainty write failed, by a command that then exits 2."""
+    import errno
+
+    from napari_lvseg.io import nifti
+
+    image, _ = make_phantom(n_slices=2, seed=1)
+    nib.save(nib.Nifti1Image(image.transpose(2, 1, 0), np.eye(4)), tmp_path / "img.nii.gz")
+    args = ["segment", str(tmp_path / "img.nii.gz"), "-o", str(tmp_path / "seg.nii.gz"), "--model", "tiny-seg",
+            "--uncertainty", str(tmp_path / "unc.nii.gz")]
+    (tmp_path / "seg.nii.gz").write_bytes(b"earlier labels")
+    (tmp_path / "unc.nii.gz").write_bytes(b"earlier uncertainty")
+    save = nifti.nib.save
+
+    def full_disk_at_the_uncertainty(img, filename):
+        if ".unc.nii.gz." in str(filename):
+            raise OSError(errno.ENOSPC, "No space left on device", str(filename))
+        return save(img, filename)
+
+    monkeypatch.setattr(nifti.nib, "save", full_disk_at_the_uncertainty)
+    assert main(args) == 2
+    assert capsys.readouterr().err == (f"lvseg segment: error: {tmp_path / 'unc.nii.gz'}: cannot write NIfTI (No "
+                                       "space left on device)\n")
+    assert (tmp_path / "seg.nii.gz").read_bytes() == b"earlier labels"
+    assert (tmp_path / "unc.nii.gz").read_bytes() == b"earlier uncertainty"
+    assert sorted(p.name for p in tmp_path.glob("*.nii.gz*")) == ["img.nii.gz", "seg.nii.gz", "unc.nii.gz"]
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []   # no temp file left
+    monkeypatch.setattr(nifti.nib, "save", save)
+    assert main(args) == 0   # with room: both replaced
+    assert nib.load(tmp_path / "seg.nii.gz").shape == nib.load(tmp_path / "unc.nii.gz").shape == (128, 128, 2)
+
+
 def _emidec_case(root, name, image, labels):
     affine = np.diag([1.4, 1.4, 8.0, 1.0])
     for folder, data in (("Images", image), ("Contours", labels)):

@@ -262,11 +262,28 @@ def cmd_segment(args) -> int:
     # segment() checks the image and --center before it loads the model
     result = segment(image.data, args.model, tta=args.tta, uncertainty=uncertainty is not None, center=args.center,
                      name=str(src))
-    print(write_labels(output, result.labels, image.meta))
+    from .io.atomic import atomic_paths
+
+    # labels and uncertainty replace their files together, or (a failed write) neither: never new labels beside an
+    # old uncertainty map, or labels replaced by a command that then fails
+    outputs = [output] + ([uncertainty] if uncertainty else [])
+    with atomic_paths(*outputs) as temps:
+        _write_as(write_labels, temps[0], output, result.labels, image.meta)
+        if uncertainty:
+            _write_as(write_image, temps[1], uncertainty, result.uncertainty, image.meta)
+    print(output)
     _warn_search(src, result, "--center Y X")
     if uncertainty:
-        print(write_image(uncertainty, result.uncertainty, image.meta))
+        print(uncertainty)
     return 0
+
+
+def _write_as(write, temp: Path, path: Path, data, meta) -> None:
+    """``write`` ``data`` into the ``temp`` file that will become ``path``; a failure names ``path``, the user's."""
+    try:
+        write(temp, data, meta)
+    except LvsegError as exc:
+        raise LvsegError(exc.message, path) from None
 
 
 def _warn_search(source, result, how: str) -> None:

@@ -103,3 +103,14 @@ def write_json_atomic(path, value) -> None:
     import json
 
     write_text_atomic(path, json.dumps(json_safe(value), indent=2, allow_nan=False))
+
+
+@contextmanager
+def atomic_paths(*paths):
+    """`atomic_path` for several files that belong together (labels and their uncertainty map): temp paths beside
+    each, and only once the block has written every one of them does each replace its file. A failure while
+    writing (a full disk at the second file) replaces none of them: the old files stay, all of them."""
+    from contextlib import ExitStack
+
+    with ExitStack() as stack:
+        yield [stack.enter_context(atomic_path(path)) for path in paths]
