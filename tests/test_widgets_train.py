@@ -46,7 +46,7 @@ def start_a_long_run(widget, qtbot):
     """A run of 50 epochs, started and past its first step."""
     widget.epochs.setValue(50)
     widget.start()
-    qtbot.waitUntil(lambda: len(widget.logic.losses) >= 1, timeout=60_000)
+    qtbot.waitUntil(lambda: len(widget.logic.losses) >= 1, timeout=120_000)   # a child process starts first
 
 
 def pause_and_wait(widget, qtbot):
@@ -132,6 +132,31 @@ def test_pause_resume_then_cancel_keeps_checkpoint(setup, qtbot, errors):
     widget.run_folder.setText(str(tmp / "run"))   # as the status line says: the run continues
     assert widget.resume_button.isEnabled()
     assert errors == []
+
+
+def test_a_killed_training_process_is_reported_and_the_run_resumes(setup, qtbot, errors):
+    """The run is a child process: killing it (as the out-of-memory killer would) leaves napari and the panel
+    working; the panel says what happened and Resume continues from the checkpoint."""
+    viewer, widget, tmp = setup
+    widget.extra_options["checkpoint_every"] = 1
+    start_a_long_run(widget, qtbot)
+    child = widget.logic.process
+    assert child is not None and child.poll() is None and child.pid != __import__("os").getpid()
+    qtbot.waitUntil(lambda: (tmp / "run" / "last.pt").is_file(), timeout=60_000)
+    child.kill()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert len(errors) == 1 and "the training process was killed (SIGKILL" in errors[0]
+    assert errors[0].startswith(str(tmp / "run"))
+    assert widget.status.text() == "training failed; Resume continues from its last checkpoint"
+    assert widget.resume_button.isEnabled() and widget.start_button.isEnabled()
+    before = widget.logic.losses[-1][0]
+    widget.resume()
+    qtbot.waitUntil(lambda: widget.logic.last_event is not None and widget.logic.last_event.kind == "step"
+                    and widget.logic.last_event.step > before, timeout=120_000)
+    assert widget.logic.process is not child and widget.logic.process.poll() is None
+    widget.cancel()
+    qtbot.waitUntil(lambda: not widget.running, timeout=60_000)
+    assert widget.logic.process.returncode == 1 and len(errors) == 1   # cancelled: no second error
 
 
 def test_cancel_keeps_the_best_model_exported_so_far(setup, qtbot, errors, tmp_path):

@@ -47,8 +47,21 @@ def split_sources(options, sets):
     return train, val, left_out
 
 
+def reading_message(sources) -> str:
+    """What a run says while it reads its data: the folders and how many cases or pairs each holds."""
+    parts = []
+    for source in sources:
+        path = Path(source)
+        count = sum(1 for p in path.iterdir() if not p.name.startswith(".")) if path.is_dir() else 0
+        parts.append(f"{path.name or path} ({count} entries)" if count else str(path))
+    return "reading " + ", ".join(parts)
+
+
 class Task:
-    """What both tasks share: options, device, rank, and the step arithmetic of their `TrainingData`."""
+    """What both tasks share: options, device, rank, and the step arithmetic of their `TrainingData`.
+
+    A task's ``setup()`` is a generator: it yields one line of what it is doing (loading a model, reading the
+    data) before each slow part, which the engine passes on as "message" events before the run starts."""
 
     score_name = ""
 

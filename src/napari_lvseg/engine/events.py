@@ -44,3 +44,7 @@ class StopToken:
     @property
     def requested(self) -> bool:
         return self._event.is_set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until a stop is requested (True) or ``timeout`` seconds pass (False)."""
+        return self._event.wait(timeout)

@@ -12,14 +12,15 @@ from ..data.augment import build_augmentation
 from ..data.normalize import DEFAULT_NORMALIZATION, model_context
 from ..errors import LvsegError
 from ..labels import NAMES, SHORT_NAMES
-from .data import Task, TrainingData
+from .data import Task, TrainingData, reading_message
 
 
 class SegmentationTask(Task):
     score_name = "validation mean Dice"
 
     # -- set-up -------------------------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self):
+        """Build the model, read the data; yields what it is doing (a generator, as `Task.setup`)."""
         import torch
 
         from ..models.store import build_model, load_model
@@ -27,6 +28,7 @@ class SegmentationTask(Task):
         o = self.options
         self.normalization = dict(DEFAULT_NORMALIZATION)
         self.init_expects = None
+        yield f"loading {o.init} to fine-tune" if o.init else "building the network"
         if o.init:  # fine-tuning: the model's own normalisation, for the data too
             self.model, card = load_model(o.init, task="segmentation")
             self.init_expects = card.extra.get("expects")
@@ -43,7 +45,10 @@ class SegmentationTask(Task):
             self.params = {"in_channels": 1 + 2 * o.context, "out_channels": 5, "base_width": o.width or 12,
                            "depth": o.depth, "dropout": o.dropout, "deep_supervision": o.deep_supervision}
             self.model = build_model(self.architecture, self.params)
-        self.data = TrainingData(o, self.normalization, build_augmentation(o.augment), o.rare_boost, self.world,
+        yield "setting up the augmentation (MONAI)"
+        transform = build_augmentation(o.augment)
+        yield reading_message(o.data)
+        self.data = TrainingData(o, self.normalization, transform, o.rare_boost, self.world,
                                  context=model_context(self.model))
         self.net = self.parallel(self.model)
         lr = o.lr or (2e-3 if not o.init else 5e-4)

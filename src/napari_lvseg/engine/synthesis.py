@@ -34,7 +34,7 @@ from ..data.augment import build_augmentation
 from ..data.normalize import DEFAULT_NORMALIZATION
 from ..errors import LvsegError
 from ..labels import N_CLASSES, NAMES, SHORT_NAMES
-from .data import Task, TrainingData
+from .data import Task, TrainingData, reading_message
 
 # Normalised range that maps onto the generator's [-1, 1]: that of normalize_slices' clipping.
 GENERATOR_RANGE = (-0.5, 1.5)
@@ -142,7 +142,8 @@ class SynthesisTask(Task):
             raise LvsegError(f"size {o.size} must be divisible by 2**depth = {2 ** depth} (generator depth {depth})")
         return depth
 
-    def setup(self) -> None:
+    def setup(self):
+        """Read the data, build the generator pair; yields what it is doing (a generator, as `Task.setup`)."""
         import torch
 
         from ..models.pix2pix import PatchDiscriminator
@@ -152,9 +153,12 @@ class SynthesisTask(Task):
         self.normalization = dict(DEFAULT_NORMALIZATION)
         # Geometry only: an intensity change would teach the generator wrong class contrasts. No rare-class
         # oversampling either: the class-weighted L1 already stresses the lesions.
+        yield "setting up the augmentation (MONAI)"
         transform = build_augmentation("none" if o.augment == "none" else "light")
+        yield reading_message(o.data)
         self.data = TrainingData(o, self.normalization, transform, 0.0, self.world)
         self.intensity_range = raw_intensity_range(o.data, self.normalization)
+        yield f"loading {o.init} to fine-tune" if o.init else "building the generator and discriminator"
         if o.init:
             self.generator, card = load_model(o.init, task="synthesis")
             self.architecture, self.params = card.architecture, dict(card.params)

@@ -1,4 +1,5 @@
-"""Train: run the training engine in a napari generator worker, with live progress, pause/resume and cancel."""
+"""Train: run the training engine in a child process followed by a napari generator worker, with live progress,
+pause/resume and cancel."""
 
 from __future__ import annotations
 
@@ -54,6 +55,7 @@ class TrainLogic:
         self.dice: dict[str, list[tuple[int, float]]] = {}   # validation curves (Dice per class, or SSIM)
         self.last_event = None
         self.registered: Path | None = None
+        self.process = None   # the child process of the current or last run (subprocess.Popen)
 
     @staticmethod
     def build_options(task: str, sources, out, init=None, epochs: int = 10, batch_size: int = 16,
@@ -112,10 +114,12 @@ class TrainLogic:
         return f"epoch {event.epoch}: validation Dice {dice}" if dice else f"epoch {event.epoch} done"
 
     def events(self, options, resume: bool = False):
-        """The engine's event generator (runs in the worker thread)."""
-        from napari_lvseg.engine import train
+        """The engine's events from a child process running ``lvseg train`` (read in the worker thread): napari
+        keeps no training in its own process (`napari_lvseg.engine.process`)."""
+        from napari_lvseg.engine.process import process_events
 
-        yield from train(options, stop=self.stop, resume=resume)
+        yield from process_events(options, stop=self.stop, resume=resume,
+                                  on_child=lambda child: setattr(self, "process", child))
 
     def record(self, event) -> None:
         """Keep what the plot shows: the loss per step and the validation Dice per class."""
@@ -490,7 +494,8 @@ class TrainWidget(QWidget):
         self.task.setCurrentText(options.task)   # a resumed run keeps its task, whatever the selector said
         self.logic.start(options.task)
         self._window = ask_before_window_closes(self)
-        self.status.setText(f"{'resuming' if resume else 'starting'} {options.task} training in {options.out}")
+        self.status.setText(f"{'resuming' if resume else 'starting'} {options.task} training in {options.out}: "
+                            "starting the training process")
         self.worker = start_worker(self.logic.events, options, resume, description=f"Training {options.task}",
                                    on_yielded=self.on_event, on_errored=self._on_error,
                                    on_finished=self._on_finished)
@@ -543,7 +548,7 @@ class TrainWidget(QWidget):
                              f"step {event.step}/{event.total_steps}" + (f" · loss {loss:.4f}" if loss else ""))
         elif event.kind == "validation":
             self.status.setText(self.logic.validation_text(event))
-        elif event.kind in ("start", "best", "stopped"):
+        elif event.kind in ("start", "best", "stopped", "message"):
             self.status.setText(event.message)
             if event.kind == "stopped" and not self.paused and self.options is not None:
                 self._register_best_so_far(Path(self.options.out))
