@@ -497,6 +497,49 @@ def test_evaluate_into_a_folder_writes_inside_it(tmp_path, capsys):
 
 
 
+def test_evaluate_names_each_prediction_without_truth_and_refuses_when_none_has_one(tmp_path, capsys):
+    """Predictions whose case has no truth used to drop out of the tables without a word."""
+    _, labels = make_phantom(n_slices=2, seed=0)
+    for folder, names in (("truth", ["Case_A", "Case_B"]), ("pred", ["Case_A", "Case_B", "Case_X", "case_b"])):
+        (tmp_path / folder).mkdir()
+        for name in names:
+            write_nifti(tmp_path / folder / f"{name}.nii.gz", labels)
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"),
+                 "--out", str(tmp_path / "ev"), "--bootstrap", "0"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"lvseg evaluate: warning: {tmp_path / 'pred' / name}.nii.gz: no truth of {name} in "
+                   f"{tmp_path / 'truth'}: left out of every table" for name in ("Case_X", "case_b")]
+    assert [row["case"] for row in json.loads((tmp_path / "ev.json").read_text())["study"]][:2] == ["Case_A",
+                                                                                                   "Case_B"]
+    for name in ("Case_A", "Case_B"):
+        (tmp_path / "truth" / f"{name}.nii.gz").rename(tmp_path / "truth" / f"Other_{name}.nii.gz")
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"),
+                 "--out", str(tmp_path / "ev2")]) == 2
+    out = capsys.readouterr()
+    assert out.err == (f"lvseg evaluate: error: {tmp_path / 'pred'}: no prediction has a truth case of its name in "
+                       f"{tmp_path / 'truth'} (predictions: Case_A, Case_B, Case_X, case_b)\n")
+    assert not (tmp_path / "ev2.csv").exists()
+
+
+def test_a_folder_segmentation_skips_label_maps_its_earlier_results_among_the_images(tiny_model, tmp_path, capsys):
+    """`lvseg segment img -o <folder>/img_seg.tif` puts a result beside its image: segmenting the folder later
+    must not segment the labels as an image."""
+    import tifffile
+
+    image, _ = make_phantom(n_slices=2, seed=4)
+    data = tmp_path / "images"
+    data.mkdir()
+    tifffile.imwrite(data / "stack.tif", image)
+    assert main(["segment", str(data / "stack.tif"), "-o", str(data / "stack_seg.tif"), "--model", "tiny-seg"]) == 0
+    write_nifti(data / "stack_seg2.nii.gz", tifffile.imread(data / "stack_seg.tif"))   # as uint8 NIfTI too
+    capsys.readouterr()
+    assert main(["segment", str(data), "-o", str(tmp_path / "pred"), "--model", "tiny-seg"]) == 0
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["stack.tif"]
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"lvseg segment: warning: {data / name}: a label map (whole numbers 0..4 only), as lvseg writes "
+                   "its results: skipped, not segmented" for name in ("stack_seg.tif", "stack_seg2.nii.gz")]
+
+
 def test_an_ensemble_card_whose_members_cannot_take_its_input_size_is_unusable(models_dir, tmp_path):
     from napari_lvseg.models.store import bundled_models_dir
 

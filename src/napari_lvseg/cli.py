@@ -346,6 +346,10 @@ def _segment_folder(args, src: Path) -> int:
     for name, path, out_name in items:
         try:
             image = read_image(path)    # an EMIDEC case's truth labels are not needed here
+            if path.is_file() and _is_label_map(image.data):   # e.g. `segment img -o <this folder>/img_seg.tif`
+                print(f"lvseg segment: warning: {path}: a label map (whole numbers 0..4 only), as lvseg writes its "
+                      "results: skipped, not segmented", file=sys.stderr)
+                continue
             result = segment(image.data, model, tta=args.tta, name=str(path))
             print(f"{name}: {write_labels(out / out_name, result.labels, image.meta)}")
             _warn_search(path, result, "segment it alone with --center Y X")
@@ -356,6 +360,14 @@ def _segment_folder(args, src: Path) -> int:
         print(f"lvseg segment: {len(failed)} of {len(items) + len(skipped)} not segmented: {', '.join(failed)}",
               file=sys.stderr)
     return 2 if failed else 0
+
+
+def _is_label_map(data) -> bool:
+    """Labels, not an image: our own earlier results in the folder being segmented are not segmented again."""
+    from .io.nifti import looks_like_labels
+    from .labels import N_CLASSES
+
+    return data.size > 0 and 0 <= float(data.min()) and float(data.max()) < N_CLASSES and looks_like_labels(data)
 
 
 def cmd_train(args) -> int:
@@ -456,7 +468,11 @@ def cmd_evaluate(args) -> int:
     prefix = _evaluation_prefix(args.out, args.pred)   # checked before the cases are read and scored
     common = sorted(set(pred) & set(truth))
     if not common:
-        raise LvsegError(f"no case names in common with {args.truth}", args.pred)
+        raise LvsegError(f"no prediction has a truth case of its name in {args.truth} (predictions: "
+                         f"{', '.join(sorted(pred)[:5])}{' ...' if len(pred) > 5 else ''})", args.pred)
+    for name in sorted(set(pred) - set(truth)):   # said, one line each: a misnamed case would drop out silently
+        print(f"lvseg evaluate: warning: {pred[name]}: no truth of {name} in {args.truth}: left out of every table",
+              file=sys.stderr)
     cases = {}
     for name in common:
         p, t = read_labels(pred[name]), read_labels(truth[name])
