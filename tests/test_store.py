@@ -398,14 +398,14 @@ def test_an_interrupted_sharded_save_leaves_the_old_model_whole(tmp_path, monkey
     save_model(tmp_path / "big", old, card)
     torch.manual_seed(1)
     new = AttentionResUNet(base_width=8, depth=2).eval()
-    real_save = safetensors_torch.save_file
+    real_save = safetensors_torch.save
 
-    def killed_at_the_main_file(tensors, filename, metadata=None):
+    def killed_at_the_main_file(tensors, metadata=None):
         if "shards" in (metadata or {}):
             raise KeyboardInterrupt   # the shards are on disk, model.safetensors is not replaced
-        real_save(tensors, filename, metadata=metadata)
+        return real_save(tensors, metadata=metadata)
 
-    monkeypatch.setattr(safetensors_torch, "save_file", killed_at_the_main_file)
+    monkeypatch.setattr(safetensors_torch, "save", killed_at_the_main_file)
     with pytest.raises(KeyboardInterrupt):
         save_model(tmp_path / "big", new, card)
     loaded, _ = load_model(tmp_path / "big")
@@ -424,19 +424,19 @@ def test_an_interrupted_save_keeps_card_and_weights_together(tmp_path, monkeypat
     save_model(tmp_path / "m", old, ModelCard(name="m", task="segmentation", architecture="", notes="old"))
     torch.manual_seed(1)
     new = AttentionResUNet(base_width=6, depth=2).eval()   # another width: a card of the other save cannot load it
-    real_save, real_replace = safetensors_torch.save_file, os.replace
+    real_save, real_replace = safetensors_torch.save, os.replace
 
-    def save_file(tensors, filename, metadata=None):
+    def save(tensors, metadata=None):
         if killed_before == "weights":
             raise KeyboardInterrupt
-        real_save(tensors, filename, metadata=metadata)
+        return real_save(tensors, metadata=metadata)
 
     def replace(src, dst):
         if killed_before == "card" and Path(dst).name == "card.json":
             raise KeyboardInterrupt
         real_replace(src, dst)
 
-    monkeypatch.setattr(safetensors_torch, "save_file", save_file)
+    monkeypatch.setattr(safetensors_torch, "save", save)
     monkeypatch.setattr(os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
         save_model(tmp_path / "m", new, ModelCard(name="m", task="segmentation", architecture="", notes="new"))
@@ -512,3 +512,20 @@ def test_ensemble_mixes_2d_and_2_5d_members_each_reading_its_own_channels(tmp_pa
     with torch.no_grad():
         expected = (torch.softmax(flat(x[:, 1:2]), 1) + torch.softmax(deep(x), 1)) / 2
         assert torch.allclose(torch.softmax(net(x), 1), expected, atol=1e-5)
+
+
+def test_a_scan_puts_back_a_model_a_killed_registration_swapped_out(models_dir, seg_dir, tmp_path, monkeypatch):
+    from napari_lvseg.io.lock import FolderLock
+
+    monkeypatch.setattr(store, "bundled_models_dir", lambda: tmp_path / "no-bundled")
+    store.register_model(seg_dir[0], name="m")
+    # killed between the swap's two renames: the old model in its hidden folder, the new copy beside it
+    (models_dir / ".m.old.abcd1234").mkdir()
+    os.replace(models_dir / "m", models_dir / ".m.old.abcd1234" / "m")
+    shutil.copytree(models_dir / ".m.old.abcd1234" / "m", models_dir / ".m.zz_9y8x7")
+    with FolderLock(models_dir, "user model folder"):   # a registration under way elsewhere: its folders are live
+        assert store.list_models() == []
+        assert (models_dir / ".m.zz_9y8x7").is_dir()
+    assert [e.name for e in store.list_models()] == ["m"]
+    store.load_model("m")
+    assert sorted(p.name for p in models_dir.iterdir()) == ["m"]

@@ -11,8 +11,10 @@ FORMAT = "lvseg-checkpoint-1"
 def save_checkpoint(path, state: dict) -> None:
     import torch
 
-    with atomic_path(path, suffix="") as tmp:
-        torch.save({"format": FORMAT, **state}, tmp)
+    with atomic_path(path, suffix="") as tmp, open(tmp, "wb") as fh:
+        # through a Python file: a full disk is an OSError naming the file; torch's own writer (given the path) ends
+        # in a RuntimeError such as "unexpected pos 704 vs 598" instead
+        torch.save({"format": FORMAT, **state}, fh)
 
 
 def load_checkpoint(path) -> dict:

@@ -8,12 +8,15 @@ folder itself is a usable ``--model``. Under torchrun every rank runs this; rank
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import time
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import LvsegError
+from ..io.lock import LOCK_FILE
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import barrier, broadcast_flag, init_world, shutdown
 from .events import Event, StopToken
@@ -50,10 +53,11 @@ def prepare_run(options: TrainOptions, resume: bool) -> tuple[TrainOptions, dict
     out = Path(options.out)
     last = out / "last.pt"
     if resume:
-        if not last.exists():
+        if not last.exists() and not (out / "options.json").is_file():
             raise LvsegError("nothing to resume: no last.pt checkpoint", out)
         saved = TrainOptions.load(out / "options.json")
-        checkpoint = load_checkpoint(last)
+        # a run stopped (killed) before its first checkpoint has nothing done: it starts again, with its options
+        checkpoint = load_checkpoint(last) if last.exists() else {}
         done, partial = checkpoint.get("epoch", 0), bool(checkpoint.get("step_in_epoch", 0))
         if options.epochs is not None and options.epochs < done + partial:   # it would end at once, unfinished
             raise LvsegError(f"run has {done} epoch(s) done{' and part of the next' if partial else ''}: --epochs "
@@ -65,12 +69,13 @@ def prepare_run(options: TrainOptions, resume: bool) -> tuple[TrainOptions, dict
         saved.workers = options.workers
         saved.device = options.device
         saved.out = str(out)
-        return saved, checkpoint
+        return saved, checkpoint or None
     if last.exists():
         raise LvsegError("run folder already holds a training run (use --resume, or another --out)", out)
     if (out / "model.safetensors").exists():  # a new run would replace that model with its own
         raise LvsegError("folder already holds a model; choose a new run folder", out)
-    if out.is_dir() and any(out.iterdir()):   # e.g. a data folder: the run's files would mix with its own
+    # e.g. a data folder: the run's files would mix with its own (the lock file is this run's)
+    if out.is_dir() and any(p.name != LOCK_FILE for p in out.iterdir()):
         raise LvsegError("run folder is not empty: choose a new or empty folder", out)
     return options, None
 
@@ -103,11 +108,43 @@ def restore_rng(saved, world) -> None:
 
 
 def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = False) -> Iterator[Event]:
-    """Run (or resume) training, yielding progress events; see the module docstring."""
+    """Run (or resume) training, yielding progress events; see the module docstring.
+
+    The run folder is locked while the run lasts: a second writer is refused (two runs started together would
+    otherwise both pass the checks of what the folder holds, then mix their files). Temp files a killed run left
+    there are removed. A write that fails (a full disk) ends in one line naming the folder; what was saved stays."""
+    from ..io.atomic import remove_stale_temps
+    from ..io.lock import FolderLock
+
+    out = Path(options.out)
+    lock = FolderLock(out, "run folder") if int(os.environ.get("RANK", "0")) == 0 else None   # rank 0 writes
+    if lock is not None:
+        lock.acquire()
+    try:
+        if lock is not None:
+            remove_stale_temps(out)
+        yield from _train(options, stop, resume)
+    except OSError as exc:
+        written = exc.filename is not None and Path(exc.filename).parent.resolve() == out.resolve()
+        if not (written or exc.errno in (errno.ENOSPC, errno.EDQUOT)):
+            raise
+        what = exc.strerror or type(exc).__name__
+        if written:
+            what += f", writing {Path(exc.filename).name}"
+        raise LvsegError(f"cannot write the run folder ({what}): training stopped; its checkpoints and model are as "
+                         "last saved (--resume continues)", out) from None
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _train(options: TrainOptions, stop: StopToken | None, resume: bool) -> Iterator[Event]:
     import torch
 
     options, checkpoint = prepare_run(options, resume)
     options.validate()
+    if checkpoint is None:
+        options.check_new_run()
     stop = stop or StopToken()
     threads_before = torch.get_num_threads()  # given back at the end: the GUI segments after training
     if options.threads:
@@ -155,7 +192,9 @@ def train(options: TrainOptions, stop: StopToken | None = None, resume: bool = F
         start_step = global_step
         message = (f"resuming {out} at epoch {epoch0 + 1}, step {global_step} of {total_steps}"
                    if checkpoint is not None else f"training {options.task} in {out}")
-        yield emit(Event("start", epoch=epoch0 + 1, epochs=options.epochs, step=global_step,
+        if epoch0 >= options.epochs:   # a finished run: not "at epoch 3" of 2
+            message = f"resuming {out}: all {options.epochs} epoch(s) done, step {global_step} of {total_steps}"
+        yield emit(Event("start", epoch=min(epoch0 + 1, options.epochs), epochs=options.epochs, step=global_step,
                          total_steps=total_steps, message=message + f" ({task.describe()})"))
         for epoch in range(epoch0, options.epochs):
             task.begin_epoch(epoch)

@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import LvsegError
 
 TASKS = ("segmentation", "synthesis")
+DEPTH_DEFAULT = 4
 UPSAMPLING = ("resize", "transposed")   # the generator's (models/pix2pix.py); resize leaves no checkerboard
 
 
@@ -35,7 +36,7 @@ class TrainOptions:
     init: str | None = None                        # model name/path to fine-tune from
     name: str | None = None                        # registry name of the trained model
     width: int | None = None                       # base width (default per task)
-    depth: int = 4
+    depth: int = DEPTH_DEFAULT
     dropout: float = 0.0
     deep_supervision: bool = True
     context: int | None = None                     # neighbour slices each side as input channels (2.5-D; None: the
@@ -118,6 +119,41 @@ class TrainOptions:
             from ..io.atomic import check_output_folder
 
             check_output_folder(self.out, "is a file: the run folder cannot be made there")
+
+    def check_new_run(self) -> None:
+        """What only a new run is refused for (a run saved before these checks must still resume): an epoch of one
+        batch larger than asked for, and a network shape option that an ``init`` model would silently override."""
+        if self.samples_per_epoch is not None and self.batch_size > self.samples_per_epoch:
+            raise LvsegError(f"--batch-size {self.batch_size} is larger than --samples-per-epoch "
+                             f"{self.samples_per_epoch}: each epoch would be one batch of {self.batch_size} samples; "
+                             f"give a batch size of at most {self.samples_per_epoch}")
+        if self.init:
+            self._check_init_shape()
+
+    def _check_init_shape(self) -> None:
+        """A fine-tuned model keeps its network: a width, depth or upsampling asked for that differs from the
+        ``init`` model's is refused, not ignored. Only values set away from their default count as asked for."""
+        from ..models.store import model_card_only
+
+        card = model_card_only(self.init, self.task)
+        members = card.params.get("members") if card.architecture == "SegmentationEnsemble" else None
+        nets = [m.get("params", {}) for m in members] if members else [card.params]
+        # a synthesis --depth of 4 or less means the generator's default (engine/synthesis.py)
+        depth_set = self.depth > 4 if self.task == "synthesis" else self.depth != DEPTH_DEFAULT
+        asked = {"width": (self.width, "base_width") if self.width is not None else None,
+                 "depth": (self.depth, "depth") if depth_set else None,
+                 "upsample": (self.upsample, "upsample")
+                 if self.task == "synthesis" and self.upsample != UPSAMPLING[0] else None}
+        for option, pair in asked.items():
+            if pair is None:
+                continue
+            value, key = pair
+            # generators saved before the option existed upsample by transposed convolutions
+            has = sorted({str(net.get(key, "transposed" if key == "upsample" else None)) for net in nets})
+            if has != [str(value)]:
+                raise LvsegError(f"--{option} {value} asked for, but the --init model has {option} {' / '.join(has)}: "
+                                 f"fine-tuning keeps its network; leave --{option} out, or train without --init",
+                                 self.init)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)

@@ -1,12 +1,15 @@
-"""Atomic writes: a temp file in the target's folder, flushed, then os.replace.
+"""Atomic writes: a temp file in the target's folder, flushed, then os.replace, then the folder flushed.
 
-A crash or ``kill -9`` at any moment leaves either the old file or the new one, never half of one.
+A crash or ``kill -9`` at any moment leaves either the old file or the new one, never half of one. A kill can leave
+the temp file (``.<name>.<8 characters>.tmp<suffix>``); `remove_stale_temps` clears them where no one writes.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import re
 import stat
 import tempfile
 from contextlib import contextmanager
@@ -64,6 +67,7 @@ def atomic_path(path, suffix: str | None = None):
         mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~_umask()
         os.chmod(tmp, mode)
         os.replace(tmp, path)
+        fsync_folder(path.parent)
     except OSError as exc:
         if tmp not in (str(exc.filename), str(exc.filename2)) and exc.filename is not None:
             raise   # another file's problem (e.g. one the writer reads): its own name stands
@@ -71,6 +75,44 @@ def atomic_path(path, suffix: str | None = None):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def fsync_folder(folder) -> None:
+    """Flush a folder's entries: a rename in it survives a power cut only once its folder is on disk too."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:   # Windows opens no folders; nothing to flush there
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):   # file systems that cannot flush a folder
+            raise
+    finally:
+        os.close(fd)
+
+
+# what mkstemp makes in `atomic_path`: the target's name, 8 random characters, .tmp and the target's suffixes
+_TEMP_NAME = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp(\.[^/]*)?")
+
+
+def remove_stale_temps(folder) -> list:
+    """Remove the temp files `atomic_path` left in ``folder`` (a kill between a temp file and its rename); return
+    their paths. Only for a folder no one else writes now (its `lock.FolderLock` held): a live writer's temp file
+    is not stale."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if _TEMP_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                continue
+            removed.append(Path(entry.path))
+    return removed
 
 
 def _naming(exc: OSError, path: Path) -> OSError:

@@ -20,6 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from napari_lvseg.errors import LvsegError
+from napari_lvseg.io.atomic import fsync_folder
+from napari_lvseg.io.lock import FolderLock
 from napari_lvseg.labels import NAMES
 
 CARD_FILE = "card.json"
@@ -262,7 +264,6 @@ def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
     Empty ``card.params``/``architecture`` are filled in from the model.
     """
     import torch
-    from safetensors.torch import save_file
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -276,7 +277,7 @@ def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
         if half and tensor.is_floating_point():
             tensor = tensor.to(torch.float16)
         tensors[key] = tensor.contiguous().clone()
-    from ..io.atomic import atomic_path, write_text_atomic
+    from ..io.atomic import write_text_atomic
 
     shards, size = [{}], 0
     for key, tensor in tensors.items():
@@ -291,17 +292,28 @@ def save_model(directory, model, card: ModelCard, half: bool = False) -> Path:
     pending = directory / f"card-{save}.json"
     write_text_atomic(pending, card.to_json())
     for name, shard in zip(names, shards[1:], strict=True):
-        with atomic_path(directory / name) as tmp:
-            save_file(shard, str(tmp), metadata={"format": "pt"})
-    with atomic_path(directory / WEIGHTS_FILE) as tmp:
-        save_file(shards[0], str(tmp), metadata={"format": "pt", "shards": ",".join(names), "save": save})
+        _write_safetensors(directory / name, shard, {"format": "pt"})
+    _write_safetensors(directory / WEIGHTS_FILE, shards[0], {"format": "pt", "shards": ",".join(names), "save": save})
     os.replace(pending, directory / CARD_FILE)
+    fsync_folder(directory)
     for stale in directory.glob("model-*.safetensors"):
         if stale.name not in names:
             stale.unlink()
     for stale in _pending_cards(directory).values():   # cards of earlier interrupted saves
         stale.unlink()
     return directory
+
+
+def _write_safetensors(path: Path, tensors: dict, metadata: dict) -> None:
+    """One safetensors file, atomically. The bytes are written by Python: a full disk is then an OSError naming the
+    file (one line from the CLI), where safetensors' own file writer raises its own error type (a traceback)."""
+    from safetensors.torch import save
+
+    from ..io.atomic import atomic_path
+
+    data = save(tensors, metadata=metadata)   # a shard is at most SHARD_BYTES
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(data)
 
 
 def _unreadable(exc, path) -> LvsegError:
@@ -560,6 +572,7 @@ def scan_models(task: str | None = None) -> tuple[list[ModelEntry], list[LvsegEr
     """`list_models`, and why each model folder it leaves out (weights, but a card that cannot be read) is left out:
     one pass over the folders."""
     problems: list = []
+    recover_registrations(user_models_dir())
     entries = _entries(bundled_models_dir(), "bundled", problems) + _entries(user_models_dir(), "user", problems)
     return [e for e in entries if task is None or e.task == task], problems
 
@@ -685,19 +698,61 @@ def register_model(src_dir, name: str | None = None, unique: bool = False) -> Pa
     root = user_models_dir()
     root.mkdir(parents=True, exist_ok=True)
     dest = root / name
-    staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
-    try:
-        for file in weight_files(weights_path):
-            shutil.copy2(file, staging / (WEIGHTS_FILE if file == weights_path else file.name))
-        (staging / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
-        if dest.exists():  # swap the old one out, then drop it
-            old = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.old."))
-            os.replace(dest, old / name)
-            os.replace(staging, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, dest)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+    with FolderLock(root, "user model folder").acquire(wait=True):   # registrations one at a time, a scan aside
+        recover_registrations(root, locked=True)
+        staging = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}."))
+        try:
+            for file in weight_files(weights_path):
+                shutil.copy2(file, staging / (WEIGHTS_FILE if file == weights_path else file.name))
+            (staging / CARD_FILE).write_text(card.to_json(), encoding="utf-8")
+            if dest.exists():  # swap the old one out, then drop it; a kill in between: `recover_registrations`
+                old = Path(tempfile.mkdtemp(dir=root, prefix=f".{name}.old."))
+                os.replace(dest, old / name)
+                os.replace(staging, dest)
+                fsync_folder(root)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(staging, dest)
+                fsync_folder(root)
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
     return dest
+
+
+# what `register_model` makes beside the models (mkdtemp: 8 random characters): a copy in progress, and the model
+# being replaced, in a folder of its own
+_STAGING = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}")
+_REPLACED = re.compile(r"\.(?P<name>.+)\.old\.[a-z0-9_]{8}")
+
+
+def recover_registrations(root, locked: bool = False) -> list:
+    """Undo what a `register_model` killed part-way left in the user model folder ``root``: a model swapped out but
+    not yet replaced goes back under its name (else it would vanish from the registry), a replaced one and an
+    unfinished copy are removed. Return the names put back. Nothing is done while a registration is under way in
+    another process (``locked``: this one holds the folder's lock)."""
+    root = Path(root)
+    try:
+        hidden = [p for p in root.iterdir() if p.is_dir() and _STAGING.fullmatch(p.name)]
+    except OSError:   # no user folder yet, or one that cannot be read: nothing of ours to recover
+        return []
+    if not hidden:
+        return []
+    lock = FolderLock(root, "user model folder")
+    if not locked and not lock.try_acquire():
+        return []   # a registration is under way: its folders are not left over
+    restored = []
+    try:
+        for folder in hidden:
+            replaced = _REPLACED.fullmatch(folder.name)
+            model, dest = (folder / replaced["name"], root / replaced["name"]) if replaced else (None, None)
+            if model is not None and model.is_dir() and not dest.exists():   # killed between the two renames
+                os.replace(model, dest)
+                restored.append(dest.name)
+            shutil.rmtree(folder, ignore_errors=True)
+        fsync_folder(root)
+    except OSError:   # a read-only user folder: listing goes on; the next scan that may write recovers
+        pass
+    finally:
+        lock.release()
+    return restored
