@@ -12,10 +12,13 @@ import numpy as np
 
 
 # "scanner": the default plus pixel sizes from 0.6x to 1.7x the data's (isotropic; RandAffine's independent per-axis
-# scale of +-15 % adds mild anisotropy), the range real scanners give. Segmenting already zooms an LV outside the
-# training range into it (locate.zoom_for); this makes the network itself less dependent on that. Not the default
-# until cross-validation chooses it (training/RESULTS.md, "Still to do").
+# scale of +-15 % adds mild anisotropy), the range real scanners give, and a receive coil's shading up to about 2.5x
+# across the heart (the default's bias field reaches about 1.3x; an uncorrected surface coil's 2.5x takes the bundled
+# model from 0.71 to 0.48 pooled Dice: training/RESULTS.md, "Robustness to another scanner's images"). Segmenting
+# already zooms an LV outside the training range into it (locate.zoom_for); this makes the network itself less
+# dependent on that. Not the default until cross-validation chooses it (training/RESULTS.md, "Still to do").
 SCANNER_ZOOM = (0.6, 1.7)
+SCANNER_SHADING = 0.9   # RandBiasField's largest coefficient: over the central half, 1.55x / 1.9x / 2.46x (10/50/90 %)
 STRENGTHS = ("none", "light", "default", "scanner")
 
 
@@ -45,8 +48,9 @@ def build_augmentation(strength: str = "default"):
     if not light:
         spatial.append(T.Rand2DElasticd(keys, prob=0.2, spacing=(24, 24), magnitude_range=(0.5, 1.5),
                                         mode=("bilinear", "nearest"), padding_mode="zeros"))
+    shading = (0.5, SCANNER_SHADING) if strength == "scanner" else (0.3, 0.3)
     intensity = [
-        T.RandBiasFieldd("image", prob=0.3, coeff_range=(0.0, 0.3)),
+        T.RandBiasFieldd("image", prob=shading[0], coeff_range=(0.0, shading[1])),
         T.RandAdjustContrastd("image", prob=0.3, gamma=(0.7, 1.5)),
         T.RandScaleIntensityd("image", prob=0.3, factors=0.15),
         T.RandGaussianNoised("image", prob=0.3, std=0.05),
