@@ -116,13 +116,38 @@ def synthesize_dataset(masks_from, n: int, out, model=None, seed: int = 0, cases
     Manifest records: origin 'synthetic', source case and slice (None for a stack), generator, seed.
     ``device`` runs the generator there (a GPU draws other dropout noise than the CPU for a seed).
     """
-    from .data.datasets import load_source
-    from .data.simulator import anatomy_problems, simulate_mask, simulate_stack
+    from .io.lock import FolderLock
     from .io.pairs import PairFolder
 
     if n < 1:
         raise LvsegError(f"--n must be at least 1, got {n}")
     PairFolder(out).check_writable()   # before the generator loads and the masks are read
+    # one writer at a time; under the lock, what a killed run left is stale and cleared before the first new pair
+    with FolderLock(out, "synthetic pair folder"):
+        _clear_interrupted(PairFolder(out))
+        return _synthesize_pairs(masks_from, n, out, model, seed, cases, simulate, device, stacks, slice_seeds)
+
+
+def _clear_interrupted(folder) -> None:
+    """Remove the temp files and the manifest lines without files (`PairFolder.drop_incomplete`) that a killed
+    writer left; say which pairs were dropped."""
+    from .errors import warn
+    from .io.atomic import remove_stale_temps
+    from .io.pairs import MANIFEST
+
+    for where in (folder.root, folder.images_dir, folder.masks_dir):
+        remove_stale_temps(where)
+    dropped = folder.drop_incomplete() if folder.manifest_path.is_file() else []
+    if dropped:
+        warn(f"{len(dropped)} unfinished pair(s) an interrupted run left dropped from {MANIFEST}: "
+             f"{', '.join(dropped[:5])}{' ...' if len(dropped) > 5 else ''}", folder.root)
+
+
+def _synthesize_pairs(masks_from, n, out, model, seed, cases, simulate, device, stacks, slice_seeds):
+    from .data.datasets import load_source
+    from .data.simulator import anatomy_problems, simulate_mask, simulate_stack
+    from .io.pairs import PairFolder
+
     net, card = load_synthesis_model(model)
     if device is not None:
         net = net.to(device)
