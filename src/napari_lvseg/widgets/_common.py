@@ -7,8 +7,8 @@ import os
 import weakref
 from pathlib import Path
 
-from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import QComboBox
+from qtpy.QtCore import QEvent, QTimer
+from qtpy.QtWidgets import QComboBox, QScrollArea
 
 from napari_lvseg.errors import LvsegError
 
@@ -482,8 +482,111 @@ _LIVE: dict[int, weakref.WeakSet] = {}
 
 
 def register_widget(viewer, widget) -> None:
-    """Remember ``widget`` as one of this viewer's lvseg widgets (weakly: closing it forgets it)."""
+    """Remember ``widget`` as one of this viewer's lvseg widgets (weakly: closing it forgets it), and make it fit a
+    laptop screen: its content scrolls (`make_scrollable`) and, once docked, it joins the other lvseg panels of its
+    dock area as a tab (`tabify_when_docked`), so four panels never stack past the screen's height."""
     _LIVE.setdefault(id(viewer), weakref.WeakSet()).add(widget)
+    make_scrollable(widget)
+    tabify_when_docked(widget)
+
+
+SCROLLED = "_lvseg_scroll"   # attribute of a panel whose content was moved into a scroll area
+
+
+class PanelScrollArea(QScrollArea):
+    """A scroll area as wide as its content at least (napari's style sheet, applied once docked, widens it), and
+    only a little high: the panel scrolls up and down, never sideways."""
+
+    MIN_HEIGHT = 120
+
+    def minimumSizeHint(self):  # noqa: N802 - Qt name
+        hint = super().minimumSizeHint()
+        content = self.widget()
+        if content is not None:
+            hint.setWidth(content.minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+                          + 2 * self.frameWidth())
+        hint.setHeight(self.MIN_HEIGHT)
+        return hint
+
+    def eventFilter(self, obj, event):  # noqa: N802 - Qt name
+        # the content's minimum width changes when napari's style sheet reaches it: tell the dock
+        if obj is self.widget() and event.type() == QEvent.Type.LayoutRequest:
+            self.updateGeometry()
+        return super().eventFilter(obj, event)
+
+
+def make_scrollable(widget) -> None:
+    """Move ``widget``'s layout (and the widgets in it) into a frameless scroll area that fills ``widget``: the
+    panel then asks the dock for little height and scrolls instead of growing the window. Its width stays that of
+    its content, so nothing is cut at the side. A widget without a layout, or done before, is left as it is."""
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QFrame, QSizePolicy, QVBoxLayout, QWidget
+
+    content_layout = widget.layout()
+    if content_layout is None or getattr(widget, SCROLLED, None) is not None:
+        return
+    grows = (QSizePolicy.Policy.Expanding, QSizePolicy.Policy.MinimumExpanding, QSizePolicy.Policy.Ignored)
+    items = (content_layout.itemAt(i) for i in range(content_layout.count()))
+    if not any(item.widget() is not None and item.widget().sizePolicy().verticalPolicy() in grows
+               or item.layout() is None and item.widget() is None for item in items) \
+            and hasattr(content_layout, "addStretch"):
+        content_layout.addStretch(1)   # short panels stay at the top of the scroll area, as napari docks them
+    content = QWidget()
+    content.setLayout(content_layout)   # Qt moves the layout and reparents its widgets
+    scroll = PanelScrollArea(widget)
+    scroll.setObjectName("lvseg_scroll")
+    scroll.setWidgetResizable(True)
+    scroll.setFrameShape(QFrame.Shape.NoFrame)
+    scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    scroll.setWidget(content)
+    outer = QVBoxLayout(widget)
+    outer.setContentsMargins(0, 0, 0, 0)
+    outer.addWidget(scroll)
+    setattr(widget, SCROLLED, scroll)
+
+
+def tabify_when_docked(widget) -> None:
+    """When napari docks ``widget`` (the dock becomes its parent), put its dock as a tab beside the other lvseg
+    panels docked in the same area of the window, and bring it to the front. napari docks a Plugins-menu panel
+    beside the others, stacked; the tab group keeps the window's minimum height that of one panel."""
+    from qtpy.QtCore import QEvent, QObject, QTimer
+    from qtpy.QtWidgets import QDockWidget
+
+    class DockedFilter(QObject):
+        def eventFilter(self, obj, event):  # noqa: N802 - Qt name
+            if event.type() == QEvent.Type.ParentChange and isinstance(obj.parentWidget(), QDockWidget):
+                dock = weakref.ref(obj.parentWidget())
+                # napari adds the dock to its window right after making it: tabify once that is done
+                QTimer.singleShot(0, lambda: dock() is not None and tabify_with_panels(dock()))
+            return False
+
+    if getattr(widget, "_lvseg_dock_filter", None) is None:
+        widget._lvseg_dock_filter = DockedFilter(widget)
+        widget.installEventFilter(widget._lvseg_dock_filter)
+
+
+def tabify_with_panels(dock) -> bool:
+    """Tabify ``dock`` with a docked, non-floating lvseg panel in the same area of its main window; True if done
+    (or already so)."""
+    from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+    try:
+        window = dock.parentWidget()
+    except RuntimeError:   # deleted meanwhile
+        return False
+    if not isinstance(window, QMainWindow) or dock.isFloating():
+        return False
+    area = window.dockWidgetArea(dock)
+    panels = {id(w) for ws in _LIVE.values() for w in ws}
+    others = [d for d in window.findChildren(QDockWidget) if d is not dock and not d.isFloating()
+              and id(d.widget()) in panels and window.dockWidgetArea(d) == area and not d.isHidden()]
+    if not others:
+        return False
+    if not any(other in window.tabifiedDockWidgets(dock) for other in others):
+        window.tabifyDockWidget(others[0], dock)
+    dock.show()
+    dock.raise_()
+    return True
 
 
 def live_widgets(viewer) -> list:

@@ -17,6 +17,7 @@ from napari_lvseg.widgets._common import (DERIVED, EditWatcher, LayerPicker, Mod
                                           edited_pixels, free_name, guarded, is_new_case_image, labels_spacing,
                                           notify_info, plain_viewer, register_widget, replaceable_labels,
                                           set_labels_undoably, source_meta, source_of, start_worker)
+from napari_lvseg.widgets.aha_section import AhaSection
 
 AUTOMATIC = "automatic"
 TABLE_COLUMNS = ("slice", "myocardium_px", "myocardium_mm2", "myocardium_mm3", "myocardium_g", "infarct_pct",
@@ -206,6 +207,8 @@ class SegmentWidget(QWidget):
         self.export_button.clicked.connect(lambda *_: self.export_csv())
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.table.setMinimumHeight(150)   # the panel scrolls: the table keeps a few rows in view
+        self.aha = AhaSection(napari_viewer, image_hint=self.image_picker.current_layer)
 
         layout = QVBoxLayout(self)
         layout.addLayout(form)
@@ -214,6 +217,7 @@ class SegmentWidget(QWidget):
         layout.addLayout(classes)
         layout.addWidget(self.table, 1)
         layout.addWidget(self.export_button)
+        layout.addWidget(self.aha)
 
         self.refresh_timer = QTimer(self)
         self.refresh_timer.setSingleShot(True)
@@ -342,6 +346,7 @@ class SegmentWidget(QWidget):
             layer.bind_key(str(value), self._key_callback(value), overwrite=True)
         layer.colormap = self.logic.colormap(self.hidden)
         self.refresh_table()
+        self.aha.follow(layer)
 
     def _layer_removed(self, event) -> None:
         if event.value is self.labels_layer:   # no figures of labels that are gone

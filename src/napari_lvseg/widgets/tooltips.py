@@ -81,3 +81,33 @@ RESUME = ("Continue the paused run from its last checkpoint; or the run in the r
 CANCEL = "Stop at the next step; the checkpoint is kept but the run is not resumed from this panel."
 PLOT = {"segmentation": "Training loss (per step) and validation Dice per class (per epoch).",
         "synthesis": "Training loss (per step) and validation SSIM of the generated images (per epoch)."}
+
+# -- Segment LV: AHA segments
+AHA_SECTION = ("AHA 17-segment analysis of the labels: slice levels, the RV insertion point (a Points layer you can "
+               "drag), the bullseye, threshold reference methods and the one-page report. Computed only while open, "
+               "and again after each edit.")
+AHA_LABELS = ("Labels layer to analyse: the last segmentation, or any labels layer (e.g. corrected or opened from a "
+              "file). Its image is the one it was segmented from, else the image picked above, else one of its shape.")
+AHA_LEVELS = ("Level of each slice in stack order (slice 0 first): b basal, m mid, a apical, x apex cap (no cavity), "
+              "- not analysed. Edit and press Enter; 'auto' splits the slices with myocardium into thirds, the apex "
+              "at the narrower end.")
+AHA_LEVELS_AUTO = "Go back to the automatic levels (thirds of the slices with myocardium)."
+AHA_INSERTION = ("Anterior RV insertion, the origin of the segments: an angle on screen (0° right, 90° up), "
+                 "estimated from the RV blood pool next to the septum. Drag a point of the '<labels> RV insertion' "
+                 "layer to move it: that point's angle from its slice's LV centre is used for every slice.")
+AHA_ESTIMATE = "Estimate the RV insertion from the image again (forgets where you moved the point)."
+AHA_VALUE = ("Colour the bullseye by the infarct % of each segment's myocardium, or by the transmurality class "
+             "(mean extent across the wall: 0, 1-25, 26-50, 51-75, 76-100 %). Hatched, NR: no-reflow in the segment.")
+AHA_BULLSEYE = ("The 17 AHA segments as seen from the apex: basal outer ring, apex centre; anterior up, septum left. "
+                "Updates after every edit of the labels.")
+AHA_METHODS = ("Infarct % of the myocardium by the labels and by intensity-threshold methods inside the same "
+               "myocardium: n-SD (above remote mean + n SD, per slice) and FWHM (above half the infarct's maximum, "
+               "from the image's floor). Labelled no-reflow counts as infarct in all, as the labels' infarct does.")
+AHA_METHOD = "Threshold method to show as a labels layer."
+AHA_REMOTE = ("Remote (healthy) myocardium for the n-SD methods: the labels' normal myocardium (2), or the non-zero "
+              "pixels of a labels layer you drew.")
+AHA_SHOW_METHOD = ("Add the method's infarct (3, inside the myocardium) as a labels layer '<labels> <method>', to "
+                   "compare with the network's; pressed again, it is updated.")
+AHA_EXPORT = "Save the bullseye as shown as a PNG image."
+AHA_REPORT = ("Write the one-page report (PDF or PNG, with a CSV beside it): masses, infarct and no-reflow %, the "
+              "per-segment table, the bullseye, threshold methods and a strip of the slices with the labels.")
