@@ -566,8 +566,8 @@ def tabify_when_docked(widget) -> None:
 
 
 def tabify_with_panels(dock) -> bool:
-    """Tabify ``dock`` with a docked, non-floating lvseg panel in the same area of its main window; True if done
-    (or already so)."""
+    """Put every docked, non-floating lvseg panel in the area of ``dock`` into one tab group, and bring ``dock`` to
+    the front; True if it has company there."""
     from qtpy.QtWidgets import QDockWidget, QMainWindow
 
     try:
@@ -578,12 +578,15 @@ def tabify_with_panels(dock) -> bool:
         return False
     area = window.dockWidgetArea(dock)
     panels = {id(w) for ws in _LIVE.values() for w in ws}
-    others = [d for d in window.findChildren(QDockWidget) if d is not dock and not d.isFloating()
-              and id(d.widget()) in panels and window.dockWidgetArea(d) == area and not d.isHidden()]
-    if not others:
+    docks = [d for d in window.findChildren(QDockWidget) if not d.isFloating() and id(d.widget()) in panels
+             and window.dockWidgetArea(d) == area and (d is dock or not d.isHidden())]
+    if len(docks) < 2:
         return False
-    if not any(other in window.tabifiedDockWidgets(dock) for other in others):
-        window.tabifyDockWidget(others[0], dock)
+    # the biggest tab group there takes the others in (several panels docked in one go would otherwise pair up)
+    anchor = max(docks, key=lambda d: len(window.tabifiedDockWidgets(d)))
+    for other in docks:
+        if other is not anchor and other not in window.tabifiedDockWidgets(anchor):
+            window.tabifyDockWidget(anchor, other)
     dock.show()
     dock.raise_()
     return True
