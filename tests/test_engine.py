@@ -38,6 +38,12 @@ def weights(run) -> dict:
 
 def test_train_writes_run_folder_and_events(phantom_pairs, tmp_path):
     events = list(train(options(phantom_pairs, tmp_path / "run")))
+    # before the run starts it says what it is doing (shown, not logged: the folder may not exist yet)
+    said = [e.message for e in events if e.kind == "message"]
+    assert said[:2] == ["building the network", "setting up the augmentation (MONAI)"]
+    assert said[2].startswith(f"reading {phantom_pairs.name} (") and said[3].startswith("first step: a batch of")
+    assert [e.kind for e in events[:5]] == ["message"] * 3 + ["start", "message"]
+    events = [e for e in events if e.kind != "message"]
     kinds = [e.kind for e in events]
     assert kinds[0] == "start" and kinds[-1] == "done"
     assert kinds.count("step") == 4 and kinds.count("validation") == 2
@@ -116,7 +122,7 @@ def test_stop_then_resume_equals_uninterrupted(phantom_pairs, tmp_path):
         if event.kind == "step" and event.step == 3:  # mid-epoch 2
             stop.stop("paused")
     assert seen[-1].kind == "stopped" and "checkpoint kept" in seen[-1].message
-    resumed = list(train(options(phantom_pairs, tmp_path / "parts"), resume=True))
+    resumed = [e for e in train(options(phantom_pairs, tmp_path / "parts"), resume=True) if e.kind != "message"]
     assert resumed[0].kind == "start" and "resuming" in resumed[0].message and resumed[0].step == 3
     assert [e.step for e in resumed if e.kind == "step"] == [4]
     full, parts = weights(tmp_path / "full"), weights(tmp_path / "parts")
@@ -169,6 +175,26 @@ def test_a_bad_value_in_a_runs_options_is_reported_with_its_file(phantom_pairs, 
     (run / "options.json").write_text(json.dumps({**saved, "width": "x"}))
     with pytest.raises(LvsegError, match=r"options\.json: option width must be int or None, not 'x'"):
         list(train(options(phantom_pairs, run, epochs=2), resume=True))
+
+
+def test_fine_tuning_keeps_the_init_models_postprocessing_and_lv_size_and_trains_enough(phantom_pairs, tmp_path):
+    """The fine-tuning recipe: the tuned card keeps what was chosen for its --init model (class weights, minimum
+    lesion volumes) and the LV size it expects; a few cases' one pass is raised to the recipe's epoch length."""
+    from napari_lvseg.engine.segmentation import FINE_TUNE_MIN_SAMPLES
+
+    list(train(options(phantom_pairs, tmp_path / "base", epochs=1)))
+    card_file = tmp_path / "base" / "card.json"
+    card = json.loads(card_file.read_text())
+    post = {"infarct_weight": 3.0, "no_reflow_weight": 3.0, "min_infarct_voxels": 100, "min_no_reflow_voxels": 100}
+    card["postprocess"] = post
+    card["expects"] = {"lv_diameter_px": 30.0, "lv_diameter_range_px": [26.0, 34.0]}
+    card_file.write_text(json.dumps(card))
+    events = list(train(options(phantom_pairs, tmp_path / "tuned", epochs=1, samples_per_epoch=None,
+                                init=str(tmp_path / "base"))))
+    tuned = json.loads((tmp_path / "tuned" / "card.json").read_text())
+    assert tuned["postprocess"] == post and tuned["expects"] == card["expects"]
+    steps = [e for e in events if e.kind == "step"]
+    assert len(steps) == FINE_TUNE_MIN_SAMPLES // 4   # batch 4: the phantom pairs' one pass is far fewer slices
 
 
 def test_fine_tuning_takes_the_init_models_context_and_refuses_another(phantom_pairs, tmp_path):

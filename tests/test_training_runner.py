@@ -231,6 +231,18 @@ def test_committed_folds_are_a_stratified_deal_of_the_development_cases(cross_va
     assert max(normals) - min(normals) <= 1
 
 
+def test_committed_five_folds_deal_all_60_cases(cross_validation, emidec_dir, tmp_path):
+    split = json.loads((ROOT / "training/split.json").read_text())
+    every = sorted(split["train"] + split["val"] + split["test"])
+    paths = cross_validation.make_folds(5, data=emidec_dir, splits=tmp_path)
+    folds = [json.loads(p.read_text()) for p in paths]
+    assert folds == [json.loads((ROOT / "training/splits" / p.name).read_text()) for p in paths]
+    assert sorted(c for f in folds for c in f["val"]) == every and len(every) == 60
+    for fold in folds:
+        assert sorted(fold["train"] + fold["val"]) == every and fold["test"] == [] and len(fold["val"]) == 12
+        assert sum(c.startswith("Case_N") for c in fold["val"]) == 4   # 20 normal cases, 4 per fold
+
+
 def test_a_fold_run_trains_without_its_fold_and_validates_on_it(cross_validation, emidec_dir, tmp_path,
                                                                  monkeypatch):
     monkeypatch.setenv("LVSEG_EMIDEC_DIR", str(emidec_dir))

@@ -87,13 +87,14 @@ def make_folds(folds: int = 4, seed: int = 2026, data=None, splits=SPLITS) -> li
         train = sorted(c for other in members if other is not val for c in other)
         path = fold_path(folds, k, splits)
         path.parent.mkdir(parents=True, exist_ok=True)
-        cases, test = (("all 60 cases (the test split's too)", []) if every_case(folds) else
-                       ("training/split.json's train + val cases (test cases unchanged, never used here)",
-                        split["test"]))
-        write_json_atomic(path, {
-            "description": f"Fold {k} of {folds}: {cases}, stratified by normal / infarct with no-reflow / infarct "
-                           f"without (numpy default_rng({seed})).",
-            "train": train, "val": sorted(val), "test": test})
+        strata = f"stratified by normal / infarct with no-reflow / infarct without (numpy default_rng({seed}))"
+        if every_case(folds):
+            description, test = f"Fold {k} of {folds}: all 60 cases (the test split's too), {strata}.", []
+        else:
+            description = (f"Fold {k} of {folds}: training/split.json's train + val cases, {strata}; test cases "
+                           "unchanged and never used here.")
+            test = split["test"]
+        write_json_atomic(path, {"description": description, "train": train, "val": sorted(val), "test": test})
         paths.append(path)
     return paths
 

@@ -139,7 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", action="append", metavar="DIR",
                    help="EMIDEC case folder(s) or pair folder; repeatable (not needed with --resume)")
     p.add_argument("--mix", help="sampling ratio of the --data sources, e.g. 1:1 (default: by size)")
-    p.add_argument("--out", required=True, metavar="RUN", help="run folder (options, events, checkpoints, model)")
+    p.add_argument("--out", metavar="RUN", help="run folder (options, events, checkpoints, model); required "
+                   "unless --options gives it")
     p.add_argument("--epochs", type=int, default=None,
                    help="total epochs, counting those before a resume (default 10; on resume: the run's own)")
     p.add_argument("--samples-per-epoch", type=int, default=None, help="default: one pass over the training slices")
@@ -158,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="neighbour slices each side as input channels (2.5-D segmentation; 0: 2-D; default: the "
                    "--init model's, else 0)")
     p.add_argument("--augment", choices=STRENGTHS, default="default",
-                   help="scanner: the default plus pixel sizes 0.6x-1.7x the data's")
+                   help="scanner: the default plus pixel sizes 0.6x-1.7x the data's and a coil's shading up to 2.5x")
     p.add_argument("--rare-boost", type=float, default=2.0, help="oversampling of slices with infarct / no-reflow")
     p.add_argument("--seg-guide", metavar="MODEL", help="synthesis: a frozen segmentation model (trained on real "
                    "images) whose class-weighted cross-entropy on the generated images joins the generator loss")
@@ -176,6 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps between last.pt checkpoints")
     p.add_argument("--register", action="store_true", help="copy the finished model into the user model folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--options", metavar="JSON", help="every training option from this file (as a run's "
+                   "options.json; '-': the first line of stdin); the other training options here are not read")
+    p.add_argument("--events", choices=("text", "jsonl"), default="text",
+                   help="jsonl: one event per line on stdout, and stop requests read from stdin, one per line (for "
+                        "front ends: the Train panel runs training this way)")
 
     p = sub.add_parser("evaluate", help="Dice tables (study and EMIDEC protocols) of predictions against truth")
     p.add_argument("--pred", required=True, metavar="DIR", help="predicted labels: Case_X.nii.gz files or EMIDEC layout")
@@ -379,6 +385,10 @@ def cmd_train(args) -> int:
             mix = [float(v) for v in args.mix.split(":")]
         except ValueError:
             raise LvsegError(f"--mix {args.mix!r}: expected ratios like 1:1") from None
+    if args.options:
+        return _train_with(_options_file(args), args)
+    if not args.out:
+        raise LvsegError("give the run folder with --out RUN")
     if not args.resume and not args.data:
         raise LvsegError("give the training data with --data DIR (or --resume a run)")
     if args.register and args.name:   # refused before the training, not after it
@@ -397,13 +407,36 @@ def cmd_train(args) -> int:
         seg_guide=args.seg_guide, seg_guide_lambda=args.seg_guide_lambda, seg_guide_blur=args.seg_guide_blur,
         upsample=args.upsample,
     )
+    return _train_with(options, args)
+
+
+def _options_file(args):
+    """The `TrainOptions` of ``--options``: a file, or the first line of stdin."""
+    from .engine import TrainOptions
+
+    if args.options == "-":
+        return TrainOptions.from_text(sys.stdin.readline(), "--options -")
+    return TrainOptions.load(args.options)
+
+
+def _train_with(options, args) -> int:
+    from .engine import StopToken, train
+
+    stop = StopToken()
+    if args.events == "jsonl":   # a front end's child process (engine/process.py): events out, stop requests in
+        from .engine.process import read_control
+
+        read_control(stop)
     bar = None
     last = None
     trained = False   # a resumed run that had already reached its epochs trains nothing
-    for event in train(options, resume=args.resume):
+    for event in train(options, stop=stop, resume=args.resume):
         last = event
         trained = trained or event.kind == "step"
-        if event.kind in ("start", "stopped", "done", "best") or event.kind == "validation":
+        if args.events == "jsonl":
+            print(event.to_json(), flush=True)
+            continue
+        if event.kind in ("start", "stopped", "done", "best", "message") or event.kind == "validation":
             if bar is not None:
                 bar.clear()
             print(_describe(event), flush=True)
@@ -419,19 +452,22 @@ def cmd_train(args) -> int:
         bar.close()
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
     if args.register and rank0 and last is not None and last.kind == "done":
+        out = options.out
         from .models.store import register_model, registered_copy
 
-        copy = None if trained or args.name else registered_copy(args.out)   # a new --name: a copy under it
+        copy = None if trained or options.name else registered_copy(out)   # a new --name: a copy under it
         if copy is not None:   # a finished run resumed again: its model is in the registry already
             print(f"nothing left to train: the run's model is already registered as {copy.name}")
         else:   # an explicit --name is free (checked above); the run folder's name is never taken from another model
-            name = register_model(args.out, name=args.name, unique=args.name is None).name
+            name = register_model(out, name=options.name, unique=options.name is None).name
             print(f"registered as {name}" if trained else
                   f"nothing left to train: the run's model registered as {name}")
     return 0 if last is not None and last.kind == "done" else 1
 
 
 def _describe(event) -> str:
+    if event.kind == "message":
+        return event.message
     if event.kind == "validation":
         parts = [f"{k} {v:.3f}" for k, v in event.metrics.items() if not k.startswith("pooled_") and k != "seconds"]
         return f"epoch {event.epoch}/{event.epochs} validation: " + ", ".join(parts)

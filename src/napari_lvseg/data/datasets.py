@@ -53,7 +53,34 @@ class SliceSet:
             yield case, self.images[idx], self.labels[idx]
 
 
-def _add_volume(acc, image, labels, case, origin, size, normalization, path, derived_from=None):
+def training_zoom(labels: np.ndarray, expected) -> float:
+    """The zoom at which segmenting reads a case with these labels (Z, Y, X) with a model expecting LVs of
+    ``expected`` size (`locate.expected_lv_size`; None: 1): its LV brought into the expected range, as
+    `inference.segment_steps` does, so that fine-tuning on another site's pixel size trains on what the model sees."""
+    from ..locate import ZOOM_TOLERANCE, lv_diameter, zoom_for
+
+    diameter = lv_diameter(labels) if expected is not None else None
+    if not diameter:
+        return 1.0
+    zoom = zoom_for(diameter, expected)
+    return 1.0 if max(zoom, 1.0 / zoom) <= ZOOM_TOLERANCE else zoom
+
+
+def _zoomed(image, labels, size, center, zoom):
+    """(image, labels, inside) on the ``size`` grid at ``zoom`` around ``center`` (`data.resample`); labels through
+    their classes' resampled indicator maps (no thin class lost to nearest-neighbour picking)."""
+    from ..labels import N_CLASSES
+    from .resample import View, sample_view
+
+    view = View.around(center, zoom, size, image.shape)
+    img, inside = sample_view(image.astype(np.float32), view)
+    scores = np.stack([sample_view((labels == k).astype(np.float32), view)[0] for k in range(N_CLASSES)])
+    lab = scores.argmax(0).astype(np.uint8)
+    lab[:, ~inside] = 0
+    return img, lab, inside
+
+
+def _add_volume(acc, image, labels, case, origin, size, normalization, path, derived_from=None, expected=None):
     image = np.asarray(image)
     labels = np.asarray(labels)
     if image.ndim == 2:
@@ -65,12 +92,16 @@ def _add_volume(acc, image, labels, case, origin, size, normalization, path, der
     bad = invalid_values(labels)
     if bad:
         raise LvsegError(f"label values outside 0..4: {bad[:8]}", path)
-    center = labels_center(labels) if image.shape[-2:] != (size, size) else None
+    zoom = training_zoom(labels, expected)
+    center = labels_center(labels) if image.shape[-2:] != (size, size) or zoom != 1.0 else None
     # cropped first, then normalised over the crop's pixels inside the image: as segmenting reads its view
-    img, _ = to_grid(image.astype(np.float32), size, center)
-    inside, _ = to_grid(np.ones(image.shape[-2:], bool), size, center)
+    if zoom != 1.0:
+        img, lab, inside = _zoomed(image, labels, size, center, zoom)
+    else:
+        img, _ = to_grid(image.astype(np.float32), size, center)
+        inside, _ = to_grid(np.ones(image.shape[-2:], bool), size, center)
+        lab, _ = to_grid(labels.astype(np.uint8), size, center)
     img = normalize_view(img, inside, normalization)
-    lab, _ = to_grid(labels.astype(np.uint8), size, center)
     acc["images"].append(img)
     acc["labels"].append(lab)
     acc["cases"] += [case] * len(img)
@@ -78,8 +109,9 @@ def _add_volume(acc, image, labels, case, origin, size, normalization, path, der
     acc["derived_from"] += [case if derived_from is None else derived_from] * len(img)
 
 
-def load_source(path, size: int = 128, normalization: dict | None = None, cases=None) -> SliceSet:
-    """Load an EMIDEC dataset/case folder or a pair folder as a SliceSet (``cases`` filters case names)."""
+def load_source(path, size: int = 128, normalization: dict | None = None, cases=None, expected=None) -> SliceSet:
+    """Load an EMIDEC dataset/case folder or a pair folder as a SliceSet (``cases`` filters case names); with
+    ``expected`` (a model's LV size, `locate.expected_lv_size`) each case at the zoom segmenting would read it at."""
     from ..io import emidec
     from ..io.pairs import PairFolder
 
@@ -106,14 +138,15 @@ def load_source(path, size: int = 128, normalization: dict | None = None, cases=
         image, mask = folder.read(record["name"])
         _add_volume(acc, image, mask, record["name"], record.get("origin", "real"), size, normalization,
                     path / "masks" / record["name"],
-                    derived_from=str(record.get("source_case") or record.get("source") or ""))
+                    derived_from=str(record.get("source_case") or record.get("source") or ""), expected=expected)
     for case in found or []:
         if cases is not None and case.name not in cases:
             continue
         image, labels = emidec.read_case(case)
         if labels is None:
             continue  # an unlabelled case cannot train
-        _add_volume(acc, image.data, labels.data, case.name, "real", size, normalization, case.labels_path)
+        _add_volume(acc, image.data, labels.data, case.name, "real", size, normalization, case.labels_path,
+                    expected=expected)
     if not acc["images"]:
         raise LvsegError("no labelled slices to train on", path)
     return SliceSet(path.name, np.concatenate(acc["images"]), np.concatenate(acc["labels"]),

@@ -156,7 +156,8 @@ def _train(options: TrainOptions, stop: StopToken | None, resume: bool) -> Itera
     try:
         torch.manual_seed(options.seed + world.rank)
         task = make_task(options, device, world)
-        task.setup()
+        for text in task.setup():
+            yield Event("message", epochs=options.epochs, message=text)
         steps_per_epoch = task.steps_per_epoch()
         total_steps = steps_per_epoch * options.epochs
         epoch0, step_in_epoch, best, elapsed0 = 0, 0, -math.inf, 0.0
@@ -196,6 +197,9 @@ def _train(options: TrainOptions, stop: StopToken | None, resume: bool) -> Itera
             message = f"resuming {out}: all {options.epochs} epoch(s) done, step {global_step} of {total_steps}"
         yield emit(Event("start", epoch=min(epoch0 + 1, options.epochs), epochs=options.epochs, step=global_step,
                          total_steps=total_steps, message=message + f" ({task.describe()})"))
+        if global_step < total_steps:   # the first step is the slowest (a first batch, memory set up): said
+            yield Event("message", epoch=epoch0 + 1, epochs=options.epochs, step=global_step, total_steps=total_steps,
+                        message=f"first step: a batch of {task.samples_per_step()} samples")
         for epoch in range(epoch0, options.epochs):
             task.begin_epoch(epoch)
             for step in range(step_in_epoch, steps_per_epoch):

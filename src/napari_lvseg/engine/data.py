@@ -113,11 +113,13 @@ class TrainingData:
     step (the same batches: a batch is a pure function of (seed, epoch, step)).
     """
 
-    def __init__(self, options, normalization: dict, transform, rare_boost: float, world, context: int = 0):
+    def __init__(self, options, normalization: dict, transform, rare_boost: float, world, context: int = 0,
+                 expected=None, min_samples: int = 0):
         o = self.options = options
         self.context = context  # neighbour slices each side in a sample's channels
         self.transform, self.rare_boost, self.world = transform, rare_boost, world
-        sets = [load_source(p, o.size, normalization) for p in o.data]
+        # a fine-tuned model's cases at the zoom segmenting reads them at (``expected``: its LV size; see load_source)
+        sets = [load_source(p, o.size, normalization, expected=expected) for p in o.data]
         train, val, self.left_out = split_sources(o, sets)
         mix = list(o.mix) if o.mix else [len(t) for t in train]  # default: proportional to training slices
         # a source at ratio 0 only validates: it adds nothing to training, to the epoch length or to the card
@@ -126,7 +128,9 @@ class TrainingData:
         self.val_sets = [v for v in val if len(v)]
         if not self.train_sets:
             raise LvsegError("no training slices left after the validation split")
-        self.samples = o.samples_per_epoch or sum(len(s) for s in self.train_sets)
+        # default: one pass over the training slices, at least ``min_samples`` (a few corrected cases' one pass is a
+        # step or two)
+        self.samples = o.samples_per_epoch or max(sum(len(s) for s in self.train_sets), min_samples)
         self.indices: list = []
         self._loader, self._next = None, None  # worker iterator and the (epoch, step) it yields next
 

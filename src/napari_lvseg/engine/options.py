@@ -163,11 +163,24 @@ class TrainOptions:
 
         write_text_atomic(path, self.to_json())
 
+    def to_line(self) -> str:
+        """The options as one JSON line (`engine.process`'s pipe)."""
+        return json.dumps(asdict(self))
+
     @classmethod
     def load(cls, path) -> "TrainOptions":
         try:
-            raw = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as exc:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise LvsegError(f"cannot read options ({exc.strerror or exc})", path) from None
+        return cls.from_text(text, path)
+
+    @classmethod
+    def from_text(cls, text: str, path) -> "TrainOptions":
+        """Options from JSON text (an options.json, or ``--options``); errors name ``path``."""
+        try:
+            raw = json.loads(text)
+        except ValueError as exc:
             raise LvsegError(f"cannot read options ({exc})", path) from None
         if not isinstance(raw, dict):
             raise LvsegError("options file is not a JSON object", path)

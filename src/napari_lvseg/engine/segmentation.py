@@ -12,7 +12,16 @@ from ..data.augment import build_augmentation
 from ..data.normalize import DEFAULT_NORMALIZATION, model_context
 from ..errors import LvsegError
 from ..labels import NAMES, SHORT_NAMES
+from ..locate import expected_lv_size
 from .data import Task, TrainingData, reading_message
+
+
+# The fine-tuning recipe (--init, the other options left at their defaults): 10 epochs of at least 160 samples, so
+# that a few corrected cases train for 100 steps of 16 (about 6 CPU-minutes for the bundled 3-network ensemble on 2
+# cores), at a learning rate a quarter of training from scratch; nothing frozen. Measured in
+# benchmarks/bench_adaptation.py (training/RESULTS.md, "Fine-tuning on a new site's corrected cases").
+FINE_TUNE_LR = 5e-4
+FINE_TUNE_MIN_SAMPLES = 160
 
 
 class SegmentationTask(Task):
@@ -27,11 +36,12 @@ class SegmentationTask(Task):
 
         o = self.options
         self.normalization = dict(DEFAULT_NORMALIZATION)
-        self.init_expects = None
+        self.init_expects = self.init_postprocess = card = None
         yield f"loading {o.init} to fine-tune" if o.init else "building the network"
         if o.init:  # fine-tuning: the model's own normalisation, for the data too
             self.model, card = load_model(o.init, task="segmentation")
             self.init_expects = card.extra.get("expects")
+            self.init_postprocess = card.extra.get("postprocess")
             self.architecture, self.params = card.architecture, dict(card.params)
             self.normalization = dict(card.normalization or self.normalization)
             context = model_context(self.model)   # its input channels: another context cannot be trained into it
@@ -48,10 +58,13 @@ class SegmentationTask(Task):
         yield "setting up the augmentation (MONAI)"
         transform = build_augmentation(o.augment)
         yield reading_message(o.data)
+        # fine-tuning: the cases at the zoom segmenting reads them at (another site's pixel size included)
+        expected = expected_lv_size(card)
         self.data = TrainingData(o, self.normalization, transform, o.rare_boost, self.world,
-                                 context=model_context(self.model))
+                                 context=model_context(self.model), expected=expected,
+                                 min_samples=FINE_TUNE_MIN_SAMPLES if o.init else 0)
         self.net = self.parallel(self.model)
-        lr = o.lr or (2e-3 if not o.init else 5e-4)
+        lr = o.lr or (2e-3 if not o.init else FINE_TUNE_LR)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=1e-4)
         total = max(1, self.steps_per_epoch() * o.epochs)
         warmup = min(100, total // 10 + 1)
@@ -136,6 +149,11 @@ class SegmentationTask(Task):
         expects = self.init_expects or self.data.lv_size_expectation()
         if expects:
             card.extra["expects"] = expects
+        # a fine-tuned model keeps the post-processing chosen for its --init model (class weights, minimum lesion
+        # volumes): a few corrected cases cannot choose it again, and without it the model would lose what the
+        # choice gained (training/RESULTS.md, "Class weights")
+        if self.init_postprocess:
+            card.extra["postprocess"] = dict(self.init_postprocess)
         save_model(out, self.model, card)
 
     def state_dict(self) -> dict:
