@@ -359,3 +359,28 @@ def test_cards_record_the_lv_size_of_their_training_cases_and_fine_tuning_keeps_
 
     _, card = combine([str(tmp_path / "new"), str(tmp_path / "tuned")], "both")   # an ensemble keeps what they expect
     assert expected_lv_size(card) == (35.0, 40.0, 45.0)
+
+
+def test_a_few_corrected_cases_have_no_validation_unless_one_is_held_out(tmp_path):
+    """Three corrected cases: --val-fraction's share rounds to none, the run says the last model is kept; with
+    --hold-out 1 one corrected case validates (and never trains) and the warning is gone."""
+    from napari_lvseg.engine.core import NO_VALIDATION
+
+    folder = PairFolder(tmp_path / "corrections")
+    for seed in range(3):
+        image, labels = make_phantom(n_slices=2, size=64, seed=seed)
+        folder.add(image, labels, origin="corrected", name=f"site{seed}")
+    events = list(train(options(folder.root, tmp_path / "plain", epochs=1, val_fraction=0.15)))
+    warnings = [e.message for e in events if e.kind == "warning"]
+    assert warnings == [NO_VALIDATION] and "validation" not in [e.kind for e in events]
+    logged = [json.loads(line) for line in (tmp_path / "plain" / "events.jsonl").read_text().splitlines()]
+    assert [e["message"] for e in logged if e["kind"] == "warning"] == [NO_VALIDATION]
+    events = list(train(options(folder.root, tmp_path / "held", epochs=1, val_fraction=0.15, hold_out=1)))
+    assert "warning" not in [e.kind for e in events] and "validation" in [e.kind for e in events]
+    card = json.loads((tmp_path / "held" / "card.json").read_text())
+    assert len(card["training"]["val_cases"]) == 1 and len(card["training"]["train_cases"]) == 2
+    assert set(card["training"]["val_cases"]).isdisjoint(card["training"]["train_cases"])
+    # never all of them: one case at least trains
+    events = list(train(options(folder.root, tmp_path / "all", epochs=1, hold_out=5)))
+    card = json.loads((tmp_path / "all" / "card.json").read_text())
+    assert len(card["training"]["train_cases"]) == 1

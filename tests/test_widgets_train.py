@@ -65,6 +65,10 @@ def test_tiny_run_registers_model_in_all_pickers(setup, qtbot, errors):
     qtbot.waitUntil(lambda: not widget.running, timeout=90_000)
     assert errors == []
     assert "step" in kinds and kinds[-1] == "done"
+    # two phantom pairs: none validates, and the panel keeps saying so after the run, in its own words
+    assert not widget.note.isHidden() and widget.note.text().startswith("no validation case: the model kept is the "
+                                                                          "last one")
+    assert "tick 'validate on one held-out case'" in widget.note.text() and "--hold-out" not in widget.note.text()
     # the plot says its ranges and steps, and why the validation half is empty (no validation cases here)
     texts = [text for _, text in widget.plot.axis_texts(0.5, 2.0, 2, 80, 160)]
     assert texts == ["2", "0.5", "1", "0", "step 2 of 2", "no validation yet (at each epoch's end, with validation cases)"]
@@ -103,6 +107,9 @@ def test_width_samples_and_neighbours_fields_reach_the_options(setup):
     widget.context.setValue(1)
     options = widget.current_options()
     assert (options.width, options.samples_per_epoch, options.context) == (8, 64, 1)
+    assert options.hold_out == 0
+    widget.hold_out.setChecked(True)
+    assert widget.current_options().hold_out == 1
     widget.init_mode.setCurrentIndex(1)
     assert widget.model_picker.isEnabled()
 

@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "its saved options (--epochs, --threads, --workers and --device may change)")
     p.add_argument("--split", metavar="JSON", help='case split {"train": [...], "val": [...], "test": [...]}')
     p.add_argument("--val-fraction", type=float, default=0.15, help="validation cases when no --split is given")
+    p.add_argument("--hold-out", type=int, default=0, metavar="N",
+                   help="at least N real or corrected cases validate (without --split): a few corrected cases are "
+                        "otherwise all trained on, and the last model is kept")
     p.add_argument("--init", metavar="MODEL", help="fine-tune from this model instead of starting from scratch")
     p.add_argument("--name", help="name of the trained model in the registry (one no other model has)")
     p.add_argument("--width", type=int, default=None, help="base width of the network")
@@ -377,7 +380,7 @@ def _is_label_map(data) -> bool:
 
 
 def cmd_train(args) -> int:
-    from .engine import TrainOptions, train
+    from .engine import TrainOptions
 
     mix = None
     if args.mix:
@@ -402,6 +405,7 @@ def cmd_train(args) -> int:
         task=args.task, data=args.data or [], mix=mix, out=args.out, epochs=epochs,
         samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
         threads=args.threads, workers=args.workers, device=args.device, split=args.split, val_fraction=args.val_fraction,
+        hold_out=args.hold_out,
         init=args.init, name=args.name, width=args.width, depth=args.depth, augment=args.augment,
         rare_boost=args.rare_boost, checkpoint_every=args.checkpoint_every, context=args.context,
         seg_guide=args.seg_guide, seg_guide_lambda=args.seg_guide_lambda, seg_guide_blur=args.seg_guide_blur,
@@ -436,7 +440,7 @@ def _train_with(options, args) -> int:
         if args.events == "jsonl":
             print(event.to_json(), flush=True)
             continue
-        if event.kind in ("start", "stopped", "done", "best", "message") or event.kind == "validation":
+        if event.kind in ("start", "stopped", "done", "best", "message", "warning") or event.kind == "validation":
             if bar is not None:
                 bar.clear()
             print(_describe(event), flush=True)
@@ -466,8 +470,8 @@ def _train_with(options, args) -> int:
 
 
 def _describe(event) -> str:
-    if event.kind == "message":
-        return event.message
+    if event.kind in ("message", "warning"):
+        return event.message if event.kind == "message" else f"warning: {event.message}"
     if event.kind == "validation":
         parts = [f"{k} {v:.3f}" for k, v in event.metrics.items() if not k.startswith("pooled_") and k != "seconds"]
         return f"epoch {event.epoch}/{event.epochs} validation: " + ", ".join(parts)

@@ -23,6 +23,10 @@ from .events import Event, StopToken
 from .options import TrainOptions
 
 
+NO_VALIDATION = ("no validation case: the model kept is the last one, not the best (hold one case out to see how "
+                 "the model does on a case it does not train on: --hold-out 1)")
+
+
 def resolve_device(name: str):
     import torch
 
@@ -197,6 +201,9 @@ def _train(options: TrainOptions, stop: StopToken | None, resume: bool) -> Itera
             message = f"resuming {out}: all {options.epochs} epoch(s) done, step {global_step} of {total_steps}"
         yield emit(Event("start", epoch=min(epoch0 + 1, options.epochs), epochs=options.epochs, step=global_step,
                          total_steps=total_steps, message=message + f" ({task.describe()})"))
+        if task.data is not None and not task.data.val_sets:   # said once, and kept in sight by the front ends
+            yield emit(Event("warning", epoch=epoch0 + 1, epochs=options.epochs, step=global_step,
+                             total_steps=total_steps, message=NO_VALIDATION))
         if global_step < total_steps:   # the first step is the slowest (a first batch, memory set up): said
             yield Event("message", epoch=epoch0 + 1, epochs=options.epochs, step=global_step, total_steps=total_steps,
                         message=f"first step: a batch of {task.samples_per_step()} samples")

@@ -26,6 +26,7 @@ def split_sources(options, sets):
     real_names = sorted({c for s in sets for c, o in zip(s.cases, s.origin) if o == "real"})
     if split is None:
         _, val_names = split_cases(real_names, options.val_fraction, options.seed)
+        val_names = held_out_cases(sets, val_names, options.hold_out, options.seed)
         held_out = set(val_names)
     else:
         val_names = list(split.get("val", []))
@@ -45,6 +46,19 @@ def split_sources(options, sets):
                                and (allowed is None or c in allowed)]))
         val.append(s.subset([c for c in s.case_names() if c in val_names]))
     return train, val, left_out
+
+
+def held_out_cases(sets, val_names, hold_out: int, seed: int) -> list:
+    """``val_names`` and, while fewer than ``hold_out``, more real or corrected cases (a few corrected cases are too
+    few for `split_cases`' fraction: without this a small run has no validation and keeps its last model); one case
+    at least always trains."""
+    candidates = sorted({c for s in sets for c, o in zip(s.cases, s.origin) if o in ("real", "corrected")}
+                        - set(val_names))
+    wanted = min(hold_out - len(val_names), len(candidates) - 1)
+    if wanted <= 0:
+        return list(val_names)
+    extra = [candidates[i] for i in np.random.default_rng(seed).permutation(len(candidates))[:wanted]]
+    return sorted(list(val_names) + extra)
 
 
 def reading_message(sources) -> str:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class Event:
-    kind: str                 # start | step | validation | checkpoint | best | done | stopped | message
+    kind: str                 # start | step | validation | checkpoint | best | done | stopped | message | warning
     epoch: int = 0            # 1-based epoch the event belongs to
     epochs: int = 0
     step: int = 0             # global optimisation step (counting steps before a resume)

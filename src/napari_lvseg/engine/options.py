@@ -32,6 +32,8 @@ class TrainOptions:
     # case-level validation split
     split: str | None = None                       # JSON {"train": [...], "val": [...]}: overrides val_fraction
     val_fraction: float = 0.15
+    hold_out: int = 0                              # at least this many real or corrected cases validate (a few
+                                                   # corrected cases otherwise have none); without a split file
     # model
     init: str | None = None                        # model name/path to fine-tune from
     name: str | None = None                        # registry name of the trained model
@@ -109,6 +111,8 @@ class TrainOptions:
                              f"{self.seg_guide_lambda} and {self.seg_guide_blur}")
         if self.upsample not in UPSAMPLING:
             raise LvsegError(f"--upsample must be {' or '.join(UPSAMPLING)}, got {self.upsample!r}")
+        if not 0 <= self.hold_out <= 1000:
+            raise LvsegError(f"--hold-out must be 0..1000 cases, got {self.hold_out}")
         if self.rare_boost < 0 or not 0 <= self.val_fraction < 1:
             raise LvsegError("--rare-boost must be >= 0 and --val-fraction in [0, 1)")
         if self.samples_per_epoch is not None and self.samples_per_epoch < 1:

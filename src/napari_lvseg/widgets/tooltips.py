@@ -70,6 +70,9 @@ WIDTH = ("Channels of the network's first level, doubled at each level below ('t
 CONTEXT = ("2.5-D: neighbour slices on each side read with each slice as input channels (the bundled model reads "
            "1). 'none' trains a 2-D network, or keeps the fine-tuned model's.")
 LR = "Learning rate; 0 uses the task's default."
+HOLD_OUT = ("Hold one of the real or corrected cases out of training and validate on it after each epoch: the plot "
+            "then shows how the model does on a case it does not train on, and the best epoch is kept. Without "
+            "validation cases (a few corrected cases) the last model is kept.")
 THREADS = "CPU threads for training; keep 1 so napari stays responsive."
 DEVICE = "auto: the GPU if there is one, else the CPU."
 RUN_FOLDER = ("Folder of this training run (checkpoints, log, final model). Must be new to Start; a folder holding "

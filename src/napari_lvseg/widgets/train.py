@@ -9,7 +9,7 @@ from pathlib import Path
 
 from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
-from qtpy.QtWidgets import (QAbstractItemView, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
+from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
                             QLineEdit, QMessageBox, QProgressBar, QPushButton, QTableWidget,
                             QTableWidgetItem, QVBoxLayout, QWidget)
 
@@ -277,6 +277,8 @@ class TrainWidget(QWidget):
         self.lr.setValue(0.0)
         self.lr.setSpecialValueText("task default")  # 0 means: the engine's default for the task
         self.lr.setToolTip(tips.LR)
+        self.hold_out = QCheckBox("validate on one held-out case")
+        self.hold_out.setToolTip(tips.HOLD_OUT)
         self.threads = spin_box(1, 256, 1, tips.THREADS)
         self.device = QComboBox()
         self.device.addItems(DEVICES)
@@ -312,6 +314,10 @@ class TrainWidget(QWidget):
         self.eta = QLabel(format_eta(None))
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.note = QLabel("")   # what stays true for the whole run (no validation case): not overwritten
+        self.note.setWordWrap(True)
+        self.note.setStyleSheet("color: #e0b050")
+        self.note.hide()
         self.plot = LivePlot(self.logic)
 
         form = QFormLayout()
@@ -325,6 +331,7 @@ class TrainWidget(QWidget):
         form.addRow("network width", self.width)
         form.addRow("2.5-D neighbours", self.context)
         form.addRow("learning rate", self.lr)
+        form.addRow("", self.hold_out)
         form.addRow("threads", self.threads)
         form.addRow("device", self.device)
         form.addRow("run folder", run_row)
@@ -334,6 +341,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.progress)
         layout.addWidget(self.eta)
         layout.addWidget(self.status)
+        layout.addWidget(self.note)
         layout.addWidget(self.plot, 1)
         self._update_buttons()
         register_widget(napari_viewer, self)
@@ -448,7 +456,8 @@ class TrainWidget(QWidget):
         if self.init_mode.currentIndex() == 1 and init is None:
             raise LvsegError(f"no {task} model to fine-tune: choose 'from scratch'")
         fields = {"samples_per_epoch": self.samples_per_epoch.value() or None, "width": self.width.value() or None,
-                  "context": self.context.value() or None, **self.extra_options}   # 0: the engine's default
+                  "context": self.context.value() or None, "hold_out": int(self.hold_out.isChecked()),
+                  **self.extra_options}   # 0: the engine's default
         return self.logic.build_options(task, self.source_list(), out, init=init, epochs=self.epochs.value(),
                                         batch_size=self.batch_size.value(), lr=self.lr.value() or None,
                                         threads=self.threads.value(), device=self.device.currentText(), **fields)
@@ -493,6 +502,8 @@ class TrainWidget(QWidget):
         self.paused = self.failed = self.closing = False
         self.task.setCurrentText(options.task)   # a resumed run keeps its task, whatever the selector said
         self.logic.start(options.task)
+        self.note.setText("")
+        self.note.hide()
         self._window = ask_before_window_closes(self)
         self.status.setText(f"{'resuming' if resume else 'starting'} {options.task} training in {options.out}: "
                             "starting the training process")
@@ -548,6 +559,9 @@ class TrainWidget(QWidget):
                              f"step {event.step}/{event.total_steps}" + (f" · loss {loss:.4f}" if loss else ""))
         elif event.kind == "validation":
             self.status.setText(self.logic.validation_text(event))
+        elif event.kind == "warning":   # engine.core.NO_VALIDATION: the panel's own words for the remedy
+            self.note.setText(event.message.replace("--hold-out 1", "tick 'validate on one held-out case'"))
+            self.note.show()
         elif event.kind in ("start", "best", "stopped", "message"):
             self.status.setText(event.message)
             if event.kind == "stopped" and not self.paused and self.options is not None:
