@@ -297,7 +297,8 @@ def test_context_run_reads_neighbours_from_the_same_case_only(phantom_pairs, tmp
     stacked = slices.input(first_of_second_case, 1)
     assert stacked.shape == (3, 64, 64)
     # the slice below belongs to the other case: the case's own first slice repeats instead
-    assert np.array_equal(stacked[0], stacked[1]) and np.array_equal(stacked[2], slices.images[first_of_second_case + 1])
+    assert np.array_equal(stacked[0], stacked[1])
+    assert np.array_equal(stacked[2], slices.images[first_of_second_case + 1])
     # spatial augmentation moves the channels together
     image, label = augment_sample(build_augmentation("light"), np.repeat(slices.images[:1], 3, 0), slices.labels[0], 5)
     assert image.shape == (3, 64, 64) and np.array_equal(image[0], image[2]) and label.shape == (64, 64)

@@ -418,7 +418,8 @@ def test_context_stacks_neighbours_and_repeats_the_ends():
 @pytest.mark.parametrize("tta", [False, True])
 def test_a_2_5d_network_reads_each_slice_with_its_neighbours(tta):
     card = ModelCard(name="neighbours", task="segmentation", architecture="AttentionResUNet", input_size=64)
-    stack = np.full((3, 64, 64), 100, np.float32) + np.random.default_rng(0).normal(0, 1, (3, 64, 64)).astype(np.float32)
+    noise = np.random.default_rng(0).normal(0, 1, (3, 64, 64)).astype(np.float32)
+    stack = np.full((3, 64, 64), 100, np.float32) + noise
     stack[:, :12, :12] += 500  # every slice: a bright corner, so per-slice normalisation maps the rest to ~0
     centre = disk((64, 64), (32, 32), 10)
     stack[0][centre] += 500  # only slice 0 has the bright disk

@@ -14,8 +14,16 @@ import pytest
 import tifffile
 
 from napari_lvseg.errors import LvsegError, LvsegWarning
-from napari_lvseg.io import (atomic_path, check_image, check_labels, check_pair, read_image, read_labels,
-                             write_image, write_labels)
+from napari_lvseg.io import (
+    atomic_path,
+    check_image,
+    check_labels,
+    check_pair,
+    read_image,
+    read_labels,
+    write_image,
+    write_labels,
+)
 from napari_lvseg.io.dicom import read_dicom_series
 from napari_lvseg.io.emidec import find_cases, is_case_folder, read_case
 from napari_lvseg.io.nifti import looks_like_labels, read_nifti, write_nifti

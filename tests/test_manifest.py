@@ -1,4 +1,4 @@
-"""The napari manifest: valid, the one top-level file, every python_name importable."""
+"""The napari manifest: valid, the packaged copy the same as the top-level file, every python_name importable."""
 
 from __future__ import annotations
 
@@ -18,11 +18,16 @@ def manifest():
     return npe2.PluginManifest.from_distribution("napari-lvseg")
 
 
-def test_installed_plugin_uses_the_top_level_manifest():
+def test_packaged_manifest_is_a_copy_of_the_top_level_one():
+    """napari.yaml (top level) is the one people edit; the package ships a real file (no symlink: sdists, wheels
+    and Windows checkouts do not keep one) that must say the same."""
     import napari_lvseg
 
     packaged = Path(napari_lvseg.__file__).parent / "napari.yaml"
-    assert packaged.resolve() == (ROOT / "napari.yaml").resolve()
+    assert packaged == ROOT / "src" / "napari_lvseg" / "napari.yaml"   # the editable install: this checkout
+    assert not packaged.is_symlink()
+    assert packaged.read_bytes() == (ROOT / "napari.yaml").read_bytes(), (
+        "src/napari_lvseg/napari.yaml differs from napari.yaml: cp napari.yaml src/napari_lvseg/napari.yaml")
 
 
 def test_manifest_is_valid(manifest):
@@ -54,3 +59,12 @@ def test_cli_help_is_fast_and_lists_commands():
     for sub in ("demo", "segment", "train", "evaluate", "models", "synthesize", "synthesize-dataset",
                 "evaluate-synthesis"):
         assert sub in run.stdout
+
+
+def test_no_qt_binding_is_a_hard_requirement():
+    """napari's plugin guidance: the user's environment chooses the Qt binding; ours comes with the "gui" extra."""
+    from importlib.metadata import requires
+
+    hard = [r for r in requires("napari-lvseg") or [] if "extra ==" not in r]
+    assert not [r for r in hard if r.lower().startswith(("pyqt", "pyside"))], hard
+    assert any(r.startswith("PyQt6") and 'extra == "gui"' in r for r in requires("napari-lvseg"))

@@ -155,7 +155,8 @@ def test_a_manifest_naming_files_outside_the_folder_is_refused_and_deletes_nothi
     record = {"name": "b", "origin": "synthetic", "image": outside, "mask": "masks/a.tif"}
     with open(root / "manifest.jsonl", "a") as fh:
         fh.write(json.dumps(record) + "\n")
-    with pytest.raises(LvsegError, match=re.escape(f"manifest.jsonl: line 2: image {outside!r} is not a file in images/")):
+    message = f"manifest.jsonl: line 2: image {outside!r} is not a file in images/"
+    with pytest.raises(LvsegError, match=re.escape(message)):
         folder.add(image, mask, origin="synthetic", name="b")   # replacing b would have deleted the victim
     assert victim.read_text() == "keep me"
     assert sorted(p.name for p in (root / "images").iterdir()) == ["a.tif"]   # nothing half-written

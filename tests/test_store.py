@@ -19,8 +19,15 @@ from napari_lvseg.models import store
 from napari_lvseg.models.attention_res_unet import AttentionResUNet
 from napari_lvseg.models.pix2pix import Pix2PixGenerator
 from napari_lvseg.models.store import (
-    ModelCard, build_model, default_model_name, list_models, load_model, read_card, register_model,
-    resolve, save_model,
+    ModelCard,
+    build_model,
+    default_model_name,
+    list_models,
+    load_model,
+    read_card,
+    register_model,
+    resolve,
+    save_model,
 )
 
 torch.set_num_threads(1)

@@ -57,7 +57,7 @@ def test_segment_runs_in_worker_and_adds_coloured_editable_labels(viewer_and_wid
     # A second run replaces the labels layer instead of stacking new ones.
     widget.run()
     qtbot.waitUntil(lambda: widget.worker is None, timeout=60_000)
-    assert [l.name for l in viewer.layers].count("case labels") == 1
+    assert [layer.name for layer in viewer.layers].count("case labels") == 1
 
 
 @pytest.mark.parametrize("stop", ["second press", "closing the panel"])

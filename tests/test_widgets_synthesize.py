@@ -217,7 +217,9 @@ def test_masks_that_cannot_train_are_refused_before_synthesis_and_before_adding(
     broken[:, :34] = 0   # half a ring: the cavity touches the background
     viewer.add_labels(np.stack([SynthesizeLogic.new_ring((64, 64)), broken]), name="half ring")
     widget.mask_picker.select(viewer.layers["half ring"])
-    assert widget.run() is None and "'half ring' is not a training mask (labels fail the anatomy check: slice 1: cavity touches" in errors[-1]
+    assert widget.run() is None
+    assert ("'half ring' is not a training mask (labels fail the anatomy check: slice 1: cavity touches"
+            in errors[-1])
     with pytest.raises(Exception, match="no LV"):
         SynthesizeLogic.add_to_dataset(tmp_path / "syn", np.zeros((32, 32), np.uint8), [(0, np.zeros((32, 32)))], "x")
     assert not (tmp_path / "syn").exists()

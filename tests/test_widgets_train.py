@@ -71,7 +71,8 @@ def test_tiny_run_registers_model_in_all_pickers(setup, qtbot, errors):
     assert "tick 'validate on one held-out case'" in widget.note.text() and "--hold-out" not in widget.note.text()
     # the plot says its ranges and steps, and why the validation half is empty (no validation cases here)
     texts = [text for _, text in widget.plot.axis_texts(0.5, 2.0, 2, 80, 160)]
-    assert texts == ["2", "0.5", "1", "0", "step 2 of 2", "no validation yet (at each epoch's end, with validation cases)"]
+    assert texts == ["2", "0.5", "1", "0", "step 2 of 2",
+                     "no validation yet (at each epoch's end, with validation cases)"]
     widget.plot.grab()   # paints without an error
     assert len(widget.logic.losses) == 2  # samples_per_epoch 4 / batch 2
     assert widget.progress.value() == 1000

@@ -11,7 +11,8 @@ folds and validates on fold k. With 4 folds the test cases stay out of every fol
                                               [--deadline T] [--threads N] [--parallel]
     python training/cross_validate.py summary CONFIG... [--folds 4] [--seed S] [--save]   # --save: training/results/cv
     python training/cross_validate.py postprocess CONFIG[@SEED]... [--folds 4] [--seed S]   # judge the post-processing
-    python training/cross_validate.py score CONFIG[@SEED]... [--post JSON] [--tag T]   # finished folds, fixed post-processing
+    python training/cross_validate.py score CONFIG[@SEED]... [--post JSON] [--tag T]
+        # finished folds, fixed post-processing
     python training/cross_validate.py compare FIRST.json SECOND.json   # per-fold differences of two postprocess results
 
 Fold runs train into training/runs/cv/<config>_cv<K>f<k>[_seed<S>]; a config with synthetic pairs gets a synthetic set
@@ -56,7 +57,8 @@ def _relative(path: Path) -> str:
 
 
 def every_case(folds: int) -> bool:
-    """5 folds are over all 60 cases, test split included (issue "Any scanner"); 4 folds over the 48 development cases."""
+    """5 folds are over all 60 cases, test split included (issue "Any scanner"); 4 folds over the 48 development
+    cases."""
     return folds == 5
 
 

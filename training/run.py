@@ -91,8 +91,8 @@ def train(config_path, epochs=None, seed=None, workers=None, device=None, deadli
             print(f"step {event.step}/{event.total_steps} epoch {event.epoch} loss {event.losses['loss']:.4f} "
                   f"{event.samples_per_s or 0:.1f} samples/s eta {event.eta or 0:.0f}s", flush=True)
         elif event.kind != "step":
-            print(f"[{event.kind}] epoch {event.epoch} {event.message} "
-                  f"{json.dumps({k: round(v, 4) for k, v in event.metrics.items()}) if event.metrics else ''}", flush=True)
+            metrics = json.dumps({k: round(v, 4) for k, v in event.metrics.items()}) if event.metrics else ""
+            print(f"[{event.kind}] epoch {event.epoch} {event.message} {metrics}", flush=True)
     return Path(options.out)
 
 

@@ -165,7 +165,8 @@ def main(argv=None) -> int:
         print("second - first (95% interval over draws of hearts) | " + " | ".join(
             "{:+.3f} ({:+.3f} to {:+.3f})".format(*r["difference"][k]) for k in keys))
         return 0
-    print("| run | held out | slices | cavity | myocardium | infarct | no-reflow | mean |\n|---|---|---|---|---|---|---|---|")
+    print("| run | held out | slices | cavity | myocardium | infarct | no-reflow | mean |\n"
+          "|---|---|---|---|---|---|---|---|")
     for run in args.runs:
         r = evaluate(run, args.common, args.split)
         p = r["pooled"]

@@ -108,7 +108,8 @@ def outside_inputs(path, inputs) -> Path:
 
 
 def _add_model(p, task="segmentation"):
-    p.add_argument("--model", default=None, help=f"{task} model: a registry name (see `lvseg models`), a model or run folder, "
+    p.add_argument("--model", default=None,
+                   help=f"{task} model: a registry name (see `lvseg models`), a model or run folder, "
                    "or a weights file with card.json beside it (default: the bundled default)")
 
 
@@ -187,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "front ends: the Train panel runs training this way)")
 
     p = sub.add_parser("evaluate", help="Dice tables (study and EMIDEC protocols) of predictions against truth")
-    p.add_argument("--pred", required=True, metavar="DIR", help="predicted labels: Case_X.nii.gz files or EMIDEC layout")
+    p.add_argument("--pred", required=True, metavar="DIR",
+                   help="predicted labels: Case_X.nii.gz files or EMIDEC layout")
     p.add_argument("--truth", required=True, metavar="DIR", help="truth labels: EMIDEC layout or Case_X.nii.gz files")
     p.add_argument("--out", metavar="PREFIX", help="write PREFIX.csv and PREFIX.json (default: DIR/evaluation)")
     p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
@@ -404,8 +406,8 @@ def cmd_train(args) -> int:
     options = TrainOptions(
         task=args.task, data=args.data or [], mix=mix, out=args.out, epochs=epochs,
         samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        threads=args.threads, workers=args.workers, device=args.device, split=args.split, val_fraction=args.val_fraction,
-        hold_out=args.hold_out,
+        threads=args.threads, workers=args.workers, device=args.device, split=args.split,
+        val_fraction=args.val_fraction, hold_out=args.hold_out,
         init=args.init, name=args.name, width=args.width, depth=args.depth, augment=args.augment,
         rare_boost=args.rare_boost, checkpoint_every=args.checkpoint_every, context=args.context,
         seg_guide=args.seg_guide, seg_guide_lambda=args.seg_guide_lambda, seg_guide_blur=args.seg_guide_blur,
@@ -499,8 +501,14 @@ def _label_files(folder: Path) -> dict:
 
 def cmd_evaluate(args) -> int:
     from .io import read_labels
-    from .metrics import (bootstrap_intervals, emidec_table, format_table, overlap_counts, pooled_dice_from_counts,
-                          study_table)
+    from .metrics import (
+        bootstrap_intervals,
+        emidec_table,
+        format_table,
+        overlap_counts,
+        pooled_dice_from_counts,
+        study_table,
+    )
 
     if not 0 <= args.bootstrap <= MAX_BOOTSTRAP:
         raise LvsegError(f"--bootstrap must be 0 to {MAX_BOOTSTRAP}, not {args.bootstrap}")

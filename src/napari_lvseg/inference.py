@@ -15,8 +15,7 @@ import numpy as np
 from .data.normalize import model_context, normalize_view, with_context
 from .errors import LvsegError
 from .labels import CAVITY, INFARCT, MYOCARDIUM, N_CLASSES, NO_REFLOW
-from .locate import (ZOOM_TOLERANCE, device_of, expected_lv_size, locate_steps, lv_in_view, search_steps,
-                     zoom_for)
+from .locate import ZOOM_TOLERANCE, device_of, expected_lv_size, locate_steps, lv_in_view, search_steps, zoom_for
 from .steps import result_of
 
 # Post-processing defaults; a model card may override them ("postprocess" in its extra fields).

@@ -56,10 +56,9 @@ def _threads(n) -> None:
 
 
 def cmd_synthesize(args) -> int:
+    from .cli import input_path, output_path
     from .io import read_labels, write_image
     from .synthesis import synthesize
-
-    from .cli import input_path, output_path
 
     _threads(args.threads)
     output = output_path(args.output, [input_path(args.mask)], what="an image file")

@@ -275,8 +275,8 @@ def _slice_rv_arc(image2d, labels2d, centre):
     Pixels outside the LV at least half-way from the normal myocardium's median intensity to the LV blood pool's
     are "blood-bright"; in LGE the RV blood pool is about as bright as the LV's and lies directly against the
     septum, while lung is dark and the epicardial fat layer is thin. Along each of 360 rays from the LV centre, a
-    band just outside the epicardium (from 1 px out, over `BAND_WALLS` wall thicknesses) is RV when at least half of it is
-    the one connected blood-bright piece that most rays meet; the longest run of such rays is the RV contact, its
+    band just outside the epicardium (from 1 px out, over `BAND_WALLS` wall thicknesses) is RV when at least half of
+    it is the one connected blood-bright piece that most rays meet; the longest run of such rays is the RV contact, its
     ends the insertion points. Seen from the apex (counter-clockwise on screen) the run starts
     at the anterior insertion and crosses the septum to the inferior one.
     """

@@ -87,7 +87,8 @@ def figure(report: CaseReport):
     head.axis("off")
     s = report.summary()
     known = report.masses["known"]
-    mass_text = (f"LV myocardial mass {mass.format_mass(s['myocardium_g'])}   infarct {mass.format_mass(s['infarct_g'])}"
+    mass_text = (f"LV myocardial mass {mass.format_mass(s['myocardium_g'])}"
+                 f"   infarct {mass.format_mass(s['infarct_g'])}"
                  f"   no-reflow {mass.format_mass(s['no_reflow_g'])}   (1.05 g/ml)") if known else \
         f"LV myocardial mass: {mass.UNKNOWN} ({s['myocardium_px']} myocardium pixels)"
     head.text(0, 1, f"LGE report: {report.case}", fontsize=14, fontweight="bold", va="top")

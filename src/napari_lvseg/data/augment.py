@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 
-
 # "scanner": the default plus pixel sizes from 0.6x to 1.7x the data's (isotropic; RandAffine's independent per-axis
 # scale of +-15 % adds mild anisotropy), the range real scanners give, and a receive coil's shading up to about 2.5x
 # across the heart (the default's bias field reaches about 1.3x; an uncorrected surface coil's 2.5x takes the bundled

@@ -29,7 +29,16 @@ import numpy as np
 from scipy import ndimage as ndi
 
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.labels import BACKGROUND, CAVITY, FOREGROUND, INFARCT, MYOCARDIUM, N_CLASSES, NO_REFLOW, invalid_values
+from napari_lvseg.labels import (
+    BACKGROUND,
+    CAVITY,
+    FOREGROUND,
+    INFARCT,
+    MYOCARDIUM,
+    N_CLASSES,
+    NO_REFLOW,
+    invalid_values,
+)
 
 _CROSS = ndi.generate_binary_structure(2, 1)  # 4-connectivity
 _SQUARE = np.ones((3, 3), bool)  # 8-connectivity

@@ -22,7 +22,6 @@ from .distributed import barrier, broadcast_flag, init_world, shutdown
 from .events import Event, StopToken
 from .options import TrainOptions
 
-
 NO_VALIDATION = ("no validation case: the model kept is the last one, not the best (hold one case out to see how "
                  "the model does on a case it does not train on: --hold-out 1)")
 

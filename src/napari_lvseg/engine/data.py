@@ -207,11 +207,12 @@ class TrainingData:
     def card_training(self, epoch: int) -> dict:
         """The training block of a model card (what any task records)."""
         o = self.options
+        origins = [(c, k) for s in self.train_sets for c, k in zip(s.cases, s.origin)]
         return {"data": [str(p) for p in o.data], "mix": self.mix, "epochs": epoch, "samples_per_epoch": self.samples,
                 "batch_size": o.batch_size, "seed": o.seed, "init": o.init,
                 # real and corrected cases by name; synthetic pairs (thousands of them) by number
-                "train_cases": sorted({c for s in self.train_sets for c, k in zip(s.cases, s.origin) if k != "synthetic"}),
-                "synthetic_pairs": len({c for s in self.train_sets for c, k in zip(s.cases, s.origin) if k == "synthetic"}),
+                "train_cases": sorted({c for c, k in origins if k != "synthetic"}),
+                "synthetic_pairs": len({c for c, k in origins if k == "synthetic"}),
                 "val_cases": sorted({c for s in self.val_sets for c in s.cases}),
                 "left_out_pairs": len(self.left_out)}  # made from held-out cases
 

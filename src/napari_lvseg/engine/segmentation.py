@@ -15,7 +15,6 @@ from ..labels import NAMES, SHORT_NAMES
 from ..locate import expected_lv_size
 from .data import Task, TrainingData, reading_message
 
-
 # The fine-tuning recipe (--init, the other options left at their defaults): 10 epochs of at least 160 samples, so
 # that a few corrected cases train for 100 steps of 16 (about 6 CPU-minutes for the bundled 3-network ensemble on 2
 # cores), at a learning rate a quarter of training from scratch; nothing frozen. Measured in
@@ -70,7 +69,8 @@ class SegmentationTask(Task):
         warmup = min(100, total // 10 + 1)
         # Cosine decay over the total steps of the run (a resume with more epochs stretches it).
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+            self.optimizer,
+            lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
         from monai.losses import DiceCELoss
 
         weight = torch.tensor(o.ce_weights, dtype=torch.float32, device=self.device) if o.ce_weights else None

@@ -243,7 +243,8 @@ class SynthesisTask(Task):
         # Discriminator: real pairs -> 1, generated pairs -> 0.
         d_real = self.net_d(cond, real)
         d_fake = self.net_d(cond, fake.detach())
-        loss_d = 0.5 * (self.bce(d_real, d_real.new_ones(d_real.shape)) + self.bce(d_fake, d_fake.new_zeros(d_fake.shape)))
+        loss_d = 0.5 * (self.bce(d_real, d_real.new_ones(d_real.shape))
+                        + self.bce(d_fake, d_fake.new_zeros(d_fake.shape)))
         self.opt_d.zero_grad(set_to_none=True)
         loss_d.backward()
         self.opt_d.step()

@@ -11,8 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.io.volume import (Volume, atomic_path, check_image, check_labels, check_pair, full_suffix,
-                                    spacing_of)
+from napari_lvseg.io.volume import Volume, atomic_path, check_image, check_labels, check_pair, full_suffix, spacing_of
 
 __all__ = [
     "Volume", "atomic_path", "check_image", "check_labels", "check_pair", "full_suffix",

@@ -14,7 +14,6 @@ from torch.nn import functional as F
 from napari_lvseg.labels import N_CLASSES
 from napari_lvseg.models.attention_res_unet import make_norm as _norm
 
-
 UPSAMPLING = ("transposed", "resize")
 
 

@@ -13,14 +13,32 @@ import math
 import numpy as np
 from qtpy.QtCore import Qt, QTimer
 from qtpy.QtGui import QPixmap
-from qtpy.QtWidgets import (QComboBox, QFileDialog, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton,
-                            QTableWidget, QTableWidgetItem, QToolButton, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QToolButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.widgets import _common
-from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (DERIVED, EditWatcher, LayerPicker, guarded, labels_spacing, notify_info,
-                                          start_worker)
+from napari_lvseg.widgets import _common, tooltips as tips
+from napari_lvseg.widgets._common import (
+    DERIVED,
+    EditWatcher,
+    LayerPicker,
+    guarded,
+    labels_spacing,
+    notify_info,
+    start_worker,
+)
 
 DEBOUNCE_MS = 400
 BULLSEYE_VALUES = {"infarct %": "infarct_pct", "transmurality": "transmurality"}

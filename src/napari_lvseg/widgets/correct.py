@@ -8,17 +8,45 @@ from pathlib import Path
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (QCheckBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QMessageBox, QPushButton,
-                            QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (EditWatcher, LayerPicker, ModelPicker, ask_before_window_closes,
-                                          choose_folder, closed_from_dock, edited_pixels, folder_of, free_name,
-                                          guarded, is_new_case_image, is_prediction_or_correction, notify_info,
-                                          notify_warning, plain_viewer, register_widget, replaceable_labels,
-                                          set_labels_undoably, source_meta, source_of, start_worker, user_data_dir)
+from napari_lvseg.widgets._common import (
+    EditWatcher,
+    LayerPicker,
+    ModelPicker,
+    ask_before_window_closes,
+    choose_folder,
+    closed_from_dock,
+    edited_pixels,
+    folder_of,
+    free_name,
+    guarded,
+    is_new_case_image,
+    is_prediction_or_correction,
+    notify_info,
+    notify_warning,
+    plain_viewer,
+    register_widget,
+    replaceable_labels,
+    set_labels_undoably,
+    source_meta,
+    source_of,
+    start_worker,
+    user_data_dir,
+)
 
 AUTOSAVE_DELAY_MS = 3000
 

@@ -6,17 +6,44 @@ import math
 
 import numpy as np
 from qtpy.QtCore import QTimer
-from qtpy.QtWidgets import (QCheckBox, QFileDialog, QFormLayout, QGridLayout, QHBoxLayout, QLabel,
-                            QPushButton, QTableWidget, QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QFileDialog,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (DERIVED, EditWatcher, LayerPicker, ModelPicker, closed_from_dock,
-                                          edited_pixels, free_name, guarded, is_new_case_image, labels_spacing,
-                                          notify_info, plain_viewer, register_widget, replaceable_labels,
-                                          set_labels_undoably, source_meta, source_of, start_worker)
+from napari_lvseg.widgets._common import (
+    DERIVED,
+    EditWatcher,
+    LayerPicker,
+    ModelPicker,
+    closed_from_dock,
+    edited_pixels,
+    free_name,
+    guarded,
+    is_new_case_image,
+    labels_spacing,
+    notify_info,
+    plain_viewer,
+    register_widget,
+    replaceable_labels,
+    set_labels_undoably,
+    source_meta,
+    source_of,
+    start_worker,
+)
 from napari_lvseg.widgets.aha_section import AhaSection
 
 AUTOMATIC = "automatic"

@@ -5,14 +5,27 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import (QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
 from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (DERIVED, LayerPicker, ModelPicker, choose_folder, closed_from_dock, folder_of,
-                                          guarded, notify_info, plain_viewer, register_widget, set_labels_undoably,
-                                          spin_box, start_worker, user_data_dir)
+from napari_lvseg.widgets._common import (
+    DERIVED,
+    LayerPicker,
+    ModelPicker,
+    choose_folder,
+    closed_from_dock,
+    folder_of,
+    guarded,
+    notify_info,
+    plain_viewer,
+    register_widget,
+    set_labels_undoably,
+    spin_box,
+    start_worker,
+    user_data_dir,
+)
 
 ACTIONS = ("grow infarct", "shrink infarct", "add no-reflow", "remove no-reflow", "random variant")
 SCOPES = ("current slice", "whole stack")

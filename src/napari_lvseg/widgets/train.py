@@ -9,17 +9,46 @@ from pathlib import Path
 
 from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
-from qtpy.QtWidgets import (QAbstractItemView, QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QHBoxLayout, QHeaderView, QLabel,
-                            QLineEdit, QMessageBox, QProgressBar, QPushButton, QTableWidget,
-                            QTableWidgetItem, QVBoxLayout, QWidget)
+from qtpy.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_lvseg import labels as lb
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
-from napari_lvseg.widgets._common import (ModelPicker, ask_before_window_closes, choose_folder, closed_from_dock,
-                                          folder_of, guarded, live_widgets, notify_error, notify_info, notify_warning,
-                                          plain_viewer, refresh_model_pickers, register_widget, spin_box, start_worker,
-                                          user_data_dir)
+from napari_lvseg.widgets._common import (
+    ModelPicker,
+    ask_before_window_closes,
+    choose_folder,
+    closed_from_dock,
+    folder_of,
+    guarded,
+    live_widgets,
+    notify_error,
+    notify_info,
+    notify_warning,
+    plain_viewer,
+    refresh_model_pickers,
+    register_widget,
+    spin_box,
+    start_worker,
+    user_data_dir,
+)
 
 TASKS = ("segmentation", "synthesis")
 DEVICES = ("auto", "cpu", "cuda")

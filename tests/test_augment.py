@@ -1,0 +1,79 @@
+"""The augmentation's reproducibility rests on MONAI internals (set_random_state, Randomizable.R, Compose.R):
+one RandomState shared by every transform, re-seeded per sample. pyproject pins MONAI's range; these tests fail
+if a MONAI release changes what that relies on."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_lvseg.data.augment import augment_sample, build_augmentation
+from napari_lvseg.data.normalize import normalize_slices
+from napari_lvseg.data.phantom import make_phantom
+
+STRENGTHS = ("light", "default", "scanner")
+
+
+@pytest.fixture(scope="module")
+def sample():
+    image, labels = make_phantom(n_slices=1, size=64, seed=2)
+    return normalize_slices(image[0]), labels[0]
+
+
+def _randomizables(obj, seen=None):
+    """Every MONAI Randomizable reachable from ``obj`` (the Compose, its transforms and the array transforms,
+    grids and deform fields they hold)."""
+    from monai.transforms import Randomizable
+
+    seen = set() if seen is None else seen
+    if id(obj) in seen:
+        return []
+    seen.add(id(obj))
+    found = [obj] if isinstance(obj, Randomizable) else []
+    for value in getattr(obj, "__dict__", {}).values():
+        for item in (value if isinstance(value, (list, tuple)) else [value]):
+            if isinstance(item, Randomizable):
+                found += _randomizables(item, seen)
+    return found
+
+
+@pytest.mark.parametrize("strength", STRENGTHS)
+def test_every_randomizable_transform_holds_the_one_shared_random_state(strength):
+    compose = build_augmentation(strength)
+    assert isinstance(compose.R, np.random.RandomState)
+    found = _randomizables(compose)
+    assert len(found) > len(compose.transforms)   # the dictionary transforms and the array transforms inside them
+    assert [type(t).__name__ for t in found if t.R is not compose.R] == []
+
+
+@pytest.mark.parametrize("strength", STRENGTHS)
+def test_same_seed_same_sample_different_seed_different_sample(strength, sample):
+    image, labels = sample
+    transform = build_augmentation(strength)
+    first = augment_sample(transform, image, labels, (3, 0, 7))
+    augment_sample(transform, image, labels, 11)   # what ran before does not matter
+    again = augment_sample(transform, image, labels, (3, 0, 7))
+    fresh = augment_sample(build_augmentation(strength), image, labels, (3, 0, 7))
+    for other in (again, fresh):
+        assert np.array_equal(first[0], other[0]) and np.array_equal(first[1], other[1])
+    others = [augment_sample(transform, image, labels, (3, 0, seed)) for seed in range(8, 12)]
+    assert all(not np.array_equal(first[0], img) for img, _ in others)
+
+
+def test_augmentation_leaves_numpys_global_random_state_alone(sample):
+    image, labels = sample
+    np.random.seed(123)
+    before = np.random.get_state()
+    transforms = [build_augmentation(strength) for strength in STRENGTHS]
+    for transform in transforms:
+        for seed in range(3):
+            augment_sample(transform, image, labels, seed)
+    after = np.random.get_state()
+    assert before[0] == after[0] and np.array_equal(before[1], after[1]) and before[2:] == after[2:]
+
+
+def test_none_is_the_identity(sample):
+    image, labels = sample
+    assert build_augmentation("none") is None
+    img, lab = augment_sample(None, image, labels, 0)
+    assert img is image and lab is labels
