@@ -95,7 +95,7 @@ def build(name: str) -> nn.Module:
         return AttentionUnet(spatial_dims=2, in_channels=1, out_channels=5,
                              channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2))
     if name == "bundled":
-        from napari_lvseg.models.store import load_model
+        from napari_lvseg.models.registry import load_model
 
         return load_model(None, task="segmentation")[0]
     from napari_lvseg.models.attention_res_unet import AttentionResUNet
@@ -122,7 +122,7 @@ def measure_one(name: str, repeats: int) -> dict:
         import numpy as np
 
         from napari_lvseg.inference import segment
-        from napari_lvseg.models.store import ModelCard
+        from napari_lvseg.models.card import ModelCard
 
         card = ModelCard(name=name, task="segmentation", architecture=type(model).__name__, input_size=SIZE)
         stack = np.random.default_rng(0).normal(2300, 200, (10, SIZE, SIZE)).astype(np.float32)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from napari_lvseg.models.store import bundled_models_dir, default_model_name, load_model
+from napari_lvseg.models.registry import bundled_models_dir, default_model_name, load_model
 
 
 def test_defaults_are_bundled_with_cards_and_licence():

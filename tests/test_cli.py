@@ -160,8 +160,9 @@ def test_train_resume_keeps_the_runs_length_and_needs_no_data(models_dir, tmp_pa
 
 
 def test_register_refuses_a_name_another_model_has_before_training(tiny_model, models_dir, tmp_path, capsys):
+    from napari_lvseg.models.card import ModelCard, read_card
     from napari_lvseg.models.pix2pix import Pix2PixGenerator
-    from napari_lvseg.models.store import ModelCard, read_card, save_model
+    from napari_lvseg.models.weights import save_model
 
     save_model(models_dir / "gen1", Pix2PixGenerator(base_width=2, depth=3),
                ModelCard(name="gen1", task="synthesis", architecture="Pix2PixGenerator"))
@@ -541,7 +542,7 @@ def test_a_folder_segmentation_skips_label_maps_its_earlier_results_among_the_im
 
 
 def test_an_ensemble_card_whose_members_cannot_take_its_input_size_is_unusable(models_dir, tmp_path):
-    from napari_lvseg.models.store import bundled_models_dir
+    from napari_lvseg.models.registry import bundled_models_dir
 
     bad = models_dir / "ens100"
     shutil.copytree(bundled_models_dir() / "lvseg-seg", bad)

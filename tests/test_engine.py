@@ -342,7 +342,7 @@ def test_scanner_augmentation_spans_the_pixel_sizes_real_scanners_give():
 def test_cards_record_the_lv_size_of_their_training_cases_and_fine_tuning_keeps_its_models(phantom_pairs, tmp_path):
     from napari_lvseg.data.datasets import load_source
     from napari_lvseg.locate import expected_lv_size, lv_diameter, lv_size_expectation
-    from napari_lvseg.models.store import load_model
+    from napari_lvseg.models.registry import load_model
 
     list(train(options(phantom_pairs, tmp_path / "new", epochs=1, val_fraction=0.0)))
     low, mid, high = expected_lv_size(load_model(str(tmp_path / "new"))[1])

@@ -27,7 +27,7 @@ DRIVER = r"""
 import json, os, shutil, signal, sys
 import monai.losses, monai.transforms, torch   # imported before the forks: each child starts at once
 from napari_lvseg import cli
-from napari_lvseg.models import store
+from napari_lvseg.models import registry
 
 mode, root, argv = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 
@@ -51,7 +51,7 @@ def child(n):
     shutil.copytree(os.path.join(root, "template"), folder)   # a registry with an older model of the name
     os.environ["LVSEG_MODELS_DIR"] = folder
     kill_before_step(n)
-    store.register_model(argv[0], name="m")
+    registry.register_model(argv[0], name="m")
     return 0
 
 killed = []
@@ -80,7 +80,7 @@ def drive(mode: str, root, argv) -> list:
 def assert_readable_run(run):
     from napari_lvseg.engine import TrainOptions
     from napari_lvseg.engine.checkpoint import load_checkpoint
-    from napari_lvseg.models.store import load_model
+    from napari_lvseg.models.registry import load_model
 
     if (run / "options.json").exists():
         TrainOptions.load(run / "options.json")
@@ -95,7 +95,7 @@ def assert_readable_run(run):
 
 def test_train_killed_at_each_write_step_leaves_a_readable_run_that_the_next_run_finishes(tmp_path, models_dir):
     from napari_lvseg.engine.checkpoint import load_checkpoint
-    from napari_lvseg.models.store import load_model
+    from napari_lvseg.models.registry import load_model
 
     pairs = PairFolder(tmp_path / "pairs")
     for seed in range(5):   # 5 cases: 2 validate, so that the run saves a best model while it trains
@@ -119,7 +119,8 @@ def test_train_killed_at_each_write_step_leaves_a_readable_run_that_the_next_run
 
 
 def test_register_killed_at_each_step_keeps_the_model_listed(tmp_path, models_dir, monkeypatch):
-    from napari_lvseg.models.store import list_models, load_model, read_card, register_model
+    from napari_lvseg.models.card import read_card
+    from napari_lvseg.models.registry import list_models, load_model, register_model
 
     new = save_tiny_segmentation_model(tmp_path / "src", name="new", seed=1)
     (tmp_path / "template").mkdir()

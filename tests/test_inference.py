@@ -8,14 +8,9 @@ import torch
 from torch import nn
 
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.inference import (
-    SegmentationResult,
-    labels_from_probabilities,
-    postprocess,
-    segment,
-    segment_steps,
-)
-from napari_lvseg.models.store import ModelCard
+from napari_lvseg.inference import SegmentationResult, segment, segment_steps
+from napari_lvseg.models.card import ModelCard
+from napari_lvseg.postprocess import labels_from_probabilities, postprocess
 
 
 class BrightIsCavity(nn.Module):
@@ -277,7 +272,8 @@ def test_the_view_brings_the_lv_to_the_size_the_card_expects(scaled_oracle, radi
 def test_minimum_lesion_volumes_count_the_images_pixels(scaled_oracle):
     """A card's minimum volumes are in model pixels: at zoom 2, a quarter as many of the image's pixels."""
     from napari_lvseg.data.resample import View
-    from napari_lvseg.inference import _labels_on_image, check_postprocess
+    from napari_lvseg.inference import _labels_on_image
+    from napari_lvseg.postprocess import check_postprocess
 
     prob = np.zeros((1, 5, 64, 64), np.float32)
     prob[0, 0] = 1

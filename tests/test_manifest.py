@@ -46,7 +46,8 @@ def test_every_python_name_imports(command):
 
 def test_core_imports_without_qt_or_napari():
     code = ("import sys; import napari_lvseg.inference, napari_lvseg.synthesis, napari_lvseg.metrics, "
-            "napari_lvseg.engine, napari_lvseg.data.datasets, napari_lvseg.models.store, napari_lvseg.cli; "
+            "napari_lvseg.engine, napari_lvseg.data.datasets, napari_lvseg.models.card, napari_lvseg.models.weights, "
+            "napari_lvseg.models.registry, napari_lvseg.postprocess, napari_lvseg.cli; "
             "bad = [m for m in ('napari', 'qtpy', 'PyQt5', 'PyQt6', 'vispy') if m in sys.modules]; "
             "print(','.join(bad)); sys.exit(1 if bad else 0)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -150,7 +150,9 @@ def test_resuming_a_finished_run_says_it_is_done_not_a_next_epoch(pairs, tmp_pat
 
 def test_a_full_disk_while_saving_a_model_keeps_the_old_one(tmp_path, monkeypatch):
     from napari_lvseg.models.attention_res_unet import AttentionResUNet
-    from napari_lvseg.models.store import ModelCard, load_model, save_model
+    from napari_lvseg.models.card import ModelCard
+    from napari_lvseg.models.registry import load_model
+    from napari_lvseg.models.weights import save_model
 
     folder = save_tiny_segmentation_model(tmp_path, name="m")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}

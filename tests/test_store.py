@@ -15,20 +15,12 @@ from safetensors import safe_open
 
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.labels import NAMES
-from napari_lvseg.models import store
+from napari_lvseg.models import card as card_io, registry, weights as weights_io
 from napari_lvseg.models.attention_res_unet import AttentionResUNet
+from napari_lvseg.models.card import ModelCard, read_card
 from napari_lvseg.models.pix2pix import Pix2PixGenerator
-from napari_lvseg.models.store import (
-    ModelCard,
-    build_model,
-    default_model_name,
-    list_models,
-    load_model,
-    read_card,
-    register_model,
-    resolve,
-    save_model,
-)
+from napari_lvseg.models.registry import default_model_name, list_models, load_model, register_model, resolve
+from napari_lvseg.models.weights import build_model, save_model
 
 torch.set_num_threads(1)
 SEG_PARAMS = dict(base_width=4, depth=2)
@@ -294,9 +286,9 @@ def test_unknown_ref_error(models_dir):
 # ------------------------------------------------------------------------------------------ registry
 
 def test_registry_lists_user_models(models_dir, seg_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "bundled_models_dir", lambda: tmp_path / "no-bundled")
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: tmp_path / "no-bundled")
     directory, model = seg_dir
-    assert store.user_models_dir() == models_dir
+    assert registry.user_models_dir() == models_dir
     assert list_models() == [] and default_model_name("segmentation") is None
     path = register_model(directory, name="my-seg")
     assert path == models_dir / "my-seg"
@@ -306,7 +298,7 @@ def test_registry_lists_user_models(models_dir, seg_dir, tmp_path, monkeypatch):
     register_model(tmp_path / "syn")
     assert register_model(tmp_path / "syn", name="my-seg", unique=True).name == "my-seg-2"   # never replaces
     assert register_model(tmp_path / "syn", unique=True).name == "syn-2"
-    assert store.free_model_name("fresh") == "fresh"
+    assert registry.free_model_name("fresh") == "fresh"
     for extra in ("my-seg-2", "syn-2"):
         shutil.rmtree(models_dir / extra)
     entries = list_models()
@@ -324,7 +316,7 @@ def test_registry_lists_user_models(models_dir, seg_dir, tmp_path, monkeypatch):
 
 
 def test_broken_dirs_skipped(models_dir, seg_dir, tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "bundled_models_dir", lambda: tmp_path / "no-bundled")
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: tmp_path / "no-bundled")
     directory, _ = seg_dir
     register_model(directory, name="good")
     broken = models_dir / "broken"
@@ -339,7 +331,7 @@ def test_broken_dirs_skipped(models_dir, seg_dir, tmp_path, monkeypatch):
 
 def test_default_prefers_bundled_default_flag(models_dir, seg_dir, tmp_path, monkeypatch):
     bundled = tmp_path / "bundled"
-    monkeypatch.setattr(store, "bundled_models_dir", lambda: bundled)
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: bundled)
     directory, model = seg_dir
     for name, default in (("a-first", False), ("b-default", True)):
         card = seg_card(name=name)
@@ -371,7 +363,7 @@ def test_large_weights_are_sharded_and_load_register_and_resave_whole(models_dir
     def big_card():  # params filled in from the model
         return ModelCard(name="big", task="segmentation", architecture="AttentionResUNet")
 
-    monkeypatch.setattr(store, "SHARD_BYTES", 20_000)
+    monkeypatch.setattr(weights_io, "SHARD_BYTES", 20_000)
     torch.manual_seed(0)
     model = AttentionResUNet(base_width=8, depth=2).eval()  # ~0.2 MB of float32: about ten shards
     save_model(tmp_path / "big", model, big_card())
@@ -383,13 +375,13 @@ def test_large_weights_are_sharded_and_load_register_and_resave_whole(models_dir
     assert sorted(p.name for p in register_model(tmp_path / "big", name="big").glob("model*")) == files
     load_model(models_dir / "big")
 
-    monkeypatch.setattr(store, "SHARD_BYTES", 10**9)  # re-saved in one file: the old shards go
+    monkeypatch.setattr(weights_io, "SHARD_BYTES", 10**9)  # re-saved in one file: the old shards go
     save_model(tmp_path / "big", model, big_card())
     assert [p.name for p in (tmp_path / "big").glob("model*")] == ["model.safetensors"]
 
-    monkeypatch.setattr(store, "SHARD_BYTES", 20_000)
+    monkeypatch.setattr(weights_io, "SHARD_BYTES", 20_000)
     save_model(tmp_path / "big", model, big_card())
-    shard = store.weight_files(tmp_path / "big" / "model.safetensors")[2]
+    shard = weights_io.weight_files(tmp_path / "big" / "model.safetensors")[2]
     shard.unlink()
     with pytest.raises(LvsegError, match=f"shard {shard.name} is missing"):
         load_model(tmp_path / "big")
@@ -398,7 +390,7 @@ def test_large_weights_are_sharded_and_load_register_and_resave_whole(models_dir
 def test_an_interrupted_sharded_save_leaves_the_old_model_whole(tmp_path, monkeypatch):
     from safetensors import torch as safetensors_torch
 
-    monkeypatch.setattr(store, "SHARD_BYTES", 20_000)
+    monkeypatch.setattr(weights_io, "SHARD_BYTES", 20_000)
     card = ModelCard(name="big", task="segmentation", architecture="AttentionResUNet")
     torch.manual_seed(0)
     old = AttentionResUNet(base_width=8, depth=2).eval()
@@ -454,11 +446,11 @@ def test_an_interrupted_save_keeps_card_and_weights_together(tmp_path, monkeypat
     assert card.notes == ("old" if killed_before == "weights" else "new")
     with torch.no_grad():
         assert torch.equal(loaded(x16()), expected(x16()))
-    assert store.read_card(tmp_path / "m").notes == card.notes
+    assert card_io.read_card(tmp_path / "m").notes == card.notes
     assert len(list((tmp_path / "m").glob("card-*.json"))) == 1   # reading moves nothing: a save may be under way
     save_model(tmp_path / "m", expected, card)                     # the next save tidies up
     assert sorted(f.name for f in (tmp_path / "m").iterdir()) == ["card.json", "model.safetensors"]
-    assert store.read_card(tmp_path / "m").notes == card.notes
+    assert card_io.read_card(tmp_path / "m").notes == card.notes
 
 
 def _saved_unet(directory, width, seed, normalization=None):
@@ -524,15 +516,15 @@ def test_ensemble_mixes_2d_and_2_5d_members_each_reading_its_own_channels(tmp_pa
 def test_a_scan_puts_back_a_model_a_killed_registration_swapped_out(models_dir, seg_dir, tmp_path, monkeypatch):
     from napari_lvseg.io.lock import FolderLock
 
-    monkeypatch.setattr(store, "bundled_models_dir", lambda: tmp_path / "no-bundled")
-    store.register_model(seg_dir[0], name="m")
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: tmp_path / "no-bundled")
+    registry.register_model(seg_dir[0], name="m")
     # killed between the swap's two renames: the old model in its hidden folder, the new copy beside it
     (models_dir / ".m.old.abcd1234").mkdir()
     os.replace(models_dir / "m", models_dir / ".m.old.abcd1234" / "m")
     shutil.copytree(models_dir / ".m.old.abcd1234" / "m", models_dir / ".m.zz_9y8x7")
     with FolderLock(models_dir, "user model folder"):   # a registration under way elsewhere: its folders are live
-        assert store.list_models() == []
+        assert registry.list_models() == []
         assert (models_dir / ".m.zz_9y8x7").is_dir()
-    assert [e.name for e in store.list_models()] == ["m"]
-    store.load_model("m")
+    assert [e.name for e in registry.list_models()] == ["m"]
+    registry.load_model("m")
     assert sorted(p.name for p in models_dir.iterdir()) == ["m"]

@@ -16,7 +16,7 @@ from napari_lvseg.engine.checkpoint import load_checkpoint
 from napari_lvseg.engine.synthesis import from_tanh, to_tanh
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.io.pairs import PairFolder
-from napari_lvseg.models.store import read_card
+from napari_lvseg.models.card import read_card
 from napari_lvseg.synthesis import (
     evaluate_synthesis,
     frechet_distance,
@@ -105,7 +105,7 @@ def test_resume_continues_where_the_run_stopped(pairs, tmp_path):
 def test_generators_upsample_by_resize_unless_told_otherwise(run, pairs, tmp_path):
     from torch import nn
 
-    from napari_lvseg.models.store import load_model
+    from napari_lvseg.models.registry import load_model
 
     out, _ = run   # default options
     assert read_card(out).params["upsample"] == "resize"
@@ -119,7 +119,7 @@ def test_generators_upsample_by_resize_unless_told_otherwise(run, pairs, tmp_pat
 def test_a_run_from_before_the_upsample_option_resumes_with_its_transposed_generator(pairs, tmp_path):
     from torch import nn
 
-    from napari_lvseg.models.store import load_model
+    from napari_lvseg.models.registry import load_model
 
     out = tmp_path / "old"
     list(train(tiny_options(pairs, out, upsample="transposed")))
@@ -241,9 +241,9 @@ def test_variants_use_consecutive_seeds(run, lv_mask):
 
 
 def test_no_synthesis_model_gives_a_clear_error(models_dir, tmp_path, monkeypatch, lv_mask):
-    import napari_lvseg.models.store as store
+    from napari_lvseg.models import registry
 
-    monkeypatch.setattr(store, "bundled_models_dir", lambda: tmp_path / "no-bundled")
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: tmp_path / "no-bundled")
     with pytest.raises(LvsegError, match="no bundled synthesis model; train one with lvseg train --task synthesis"):
         synthesize(lv_mask[0])
 
@@ -307,9 +307,9 @@ def test_synthetic_stacks_are_whole_cases_a_2_5_d_run_reads_with_neighbours(run,
 
 # -- evaluation ------------------------------------------------------------------------------------
 def test_evaluate_synthesis_reports_finite_metrics(run, pairs, tmp_path, monkeypatch):
-    import napari_lvseg.models.store as store
+    from napari_lvseg.models import registry
 
-    monkeypatch.setattr(store, "bundled_models_dir", lambda: tmp_path / "no-bundled")
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: tmp_path / "no-bundled")
     result = evaluate_synthesis(run[0], pairs, cases=["phantom_P2", "phantom_P3"])
     assert result["n_slices"] == len(result["pairs"]) == 6
     for key in ("l1", "psnr", "ssim", "fid", "kid", "kid_std"):
@@ -327,13 +327,13 @@ def test_evaluate_synthesis_reports_finite_metrics(run, pairs, tmp_path, monkeyp
 
 
 def test_feature_network_uses_a_bundled_segmentation_encoder(run, pairs, tmp_path, monkeypatch):
-    import napari_lvseg.models.store as store
+    from napari_lvseg.models import card as card_io, registry, weights as weights_io
     from napari_lvseg.models.attention_res_unet import AttentionResUNet
 
     bundled = tmp_path / "bundled"
-    store.save_model(bundled / "seg-tiny", AttentionResUNet(base_width=4),
-                     store.ModelCard(name="seg-tiny", task="segmentation", architecture="AttentionResUNet"))
-    monkeypatch.setattr(store, "bundled_models_dir", lambda: bundled)
+    weights_io.save_model(bundled / "seg-tiny", AttentionResUNet(base_width=4),
+                     card_io.ModelCard(name="seg-tiny", task="segmentation", architecture="AttentionResUNet"))
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: bundled)
     result = evaluate_synthesis(run[0], pairs, cases=["phantom_P2"])
     assert "seg-tiny" in result["feature_network"] and "encoder" in result["feature_network"]
     assert np.isfinite(result["fid"])
@@ -342,16 +342,16 @@ def test_feature_network_uses_a_bundled_segmentation_encoder(run, pairs, tmp_pat
 def test_feature_network_of_an_ensemble_is_its_first_members_encoder(tmp_path, monkeypatch):
     import torch
 
-    import napari_lvseg.models.store as store
+    from napari_lvseg.models import card as card_io, registry, weights as weights_io
     from napari_lvseg.models.ensemble import SegmentationEnsemble
     from napari_lvseg.synthesis import feature_network
 
     member = {"architecture": "AttentionResUNet", "params": {"base_width": 4, "depth": 3}}
     ensemble = SegmentationEnsemble([member, {**member, "params": {"base_width": 6, "depth": 3}}])
     bundled = tmp_path / "bundled"
-    store.save_model(bundled / "seg-ens", ensemble,
-                     store.ModelCard(name="seg-ens", task="segmentation", architecture="SegmentationEnsemble"))
-    monkeypatch.setattr(store, "bundled_models_dir", lambda: bundled)
+    weights_io.save_model(bundled / "seg-ens", ensemble,
+                     card_io.ModelCard(name="seg-ens", task="segmentation", architecture="SegmentationEnsemble"))
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: bundled)
     network = feature_network()
     assert "first member" in network.name and "seg-ens" in network.name
     with torch.no_grad():
@@ -379,16 +379,16 @@ def test_ms_per_image_times_a_generator(run):
 def test_feature_network_feeds_a_2_5d_encoder_the_lone_slice_as_its_own_neighbours(tmp_path, monkeypatch):
     import torch
 
-    import napari_lvseg.models.store as store
+    from napari_lvseg.models import card as card_io, registry, weights as weights_io
     from napari_lvseg.models.attention_res_unet import AttentionResUNet
     from napari_lvseg.synthesis import feature_network
 
     net = AttentionResUNet(in_channels=3, base_width=4, depth=3).eval()
     bundled = tmp_path / "bundled"
-    store.save_model(bundled / "seg-25d", net, store.ModelCard(name="seg-25d", task="segmentation",
+    weights_io.save_model(bundled / "seg-25d", net, card_io.ModelCard(name="seg-25d", task="segmentation",
                                                              architecture="AttentionResUNet",
                                                              params=net.architecture_params()))
-    monkeypatch.setattr(store, "bundled_models_dir", lambda: bundled)
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: bundled)
     network = feature_network()
     x = torch.randn(2, 1, 32, 32)
     with torch.no_grad():

@@ -13,7 +13,7 @@ import torch
 from napari_lvseg.cli import main
 from napari_lvseg.data.phantom import make_phantom
 from napari_lvseg.io.pairs import PairFolder
-from napari_lvseg.models.store import read_card
+from napari_lvseg.models.card import read_card
 
 torch.set_num_threads(1)
 
@@ -89,9 +89,9 @@ def test_synthesize_refuses_a_bad_mask_in_one_line(run, tmp_path, capsys):
 
 
 def test_synthesize_without_a_model_says_how_to_get_one(mask_nifti, tmp_path, models_dir, monkeypatch, capsys):
-    import napari_lvseg.models.store as store
+    from napari_lvseg.models import registry
 
-    monkeypatch.setattr(store, "bundled_models_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: tmp_path / "none")
     assert main(["synthesize", str(mask_nifti[0]), "-o", str(tmp_path / "x.nii.gz")]) == 2
     assert "train one with lvseg train --task synthesis" in capsys.readouterr().err
 
@@ -127,9 +127,9 @@ def test_synthesize_dataset_slice_seeds(run, pairs, tmp_path, capsys):
 
 
 def test_evaluate_synthesis_writes_strict_json(run, pairs, tmp_path, monkeypatch):
-    import napari_lvseg.models.store as store
+    from napari_lvseg.models import registry
 
-    monkeypatch.setattr(store, "bundled_models_dir", lambda: tmp_path / "none")
+    monkeypatch.setattr(registry, "bundled_models_dir", lambda: tmp_path / "none")
     out = tmp_path / "eval.json"
     assert main(["evaluate-synthesis", "--model", str(run), "--data", str(pairs), "--cases", "phantom_P1",
                  "--out", str(out)]) == 0

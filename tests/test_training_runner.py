@@ -49,7 +49,7 @@ def test_every_config_names_known_options(runner):
 def test_an_ensemble_member_exports_as_a_model_of_its_own(runner, tmp_path):
     import torch
 
-    from napari_lvseg.models.store import load_model
+    from napari_lvseg.models.registry import load_model
     from napari_lvseg.widgets._testing import save_tiny_segmentation_model
 
     members = [save_tiny_segmentation_model(tmp_path, name=f"net{i}", seed=i) for i in range(2)]
@@ -70,7 +70,7 @@ def test_the_last_epoch_of_a_generator_run_exports_as_a_model(runner, tmp_path):
 
     from napari_lvseg.engine import TrainOptions, train
     from napari_lvseg.engine.checkpoint import load_checkpoint
-    from napari_lvseg.models.store import load_model
+    from napari_lvseg.models.registry import load_model
     from napari_lvseg.widgets._testing import phantom_pair_folder
 
     pairs = phantom_pair_folder(tmp_path / "pairs", n_pairs=2, n_slices=2).root
@@ -346,7 +346,8 @@ def test_a_run_on_all_development_cases_keeps_its_last_epoch_and_borrows_post_pr
     import numpy as np
 
     from napari_lvseg.engine.checkpoint import load_checkpoint
-    from napari_lvseg.models.store import read_card, save_model
+    from napari_lvseg.models.card import read_card
+    from napari_lvseg.models.weights import save_model
 
     split = json.loads((ROOT / "training/split.json").read_text())
     all_dev = json.loads((ROOT / "training/splits/all_dev.json").read_text())

@@ -153,8 +153,9 @@ def test_a_runtime_error_in_the_worker_is_notified_and_frees_the_button(setup, q
 
 
 def test_the_model_picker_starts_on_the_default_generator_and_keeps_a_choice(setup, models_dir):
+    from napari_lvseg.models.card import ModelCard
     from napari_lvseg.models.pix2pix import Pix2PixGenerator
-    from napari_lvseg.models.store import ModelCard, save_model
+    from napari_lvseg.models.weights import save_model
 
     _, widget, _ = setup
     # the bundled default, not the first name in the list (lvseg-pix2pix, the earlier generator)
@@ -170,8 +171,9 @@ def test_the_model_picker_starts_on_the_default_generator_and_keeps_a_choice(set
 def test_synthesis_with_a_tiny_real_model(setup, qtbot, models_dir, errors):
     import torch
 
+    from napari_lvseg.models.card import ModelCard
     from napari_lvseg.models.pix2pix import Pix2PixGenerator
-    from napari_lvseg.models.store import ModelCard, save_model
+    from napari_lvseg.models.weights import save_model
 
     torch.manual_seed(0)
     save_model(models_dir / "tiny-p2p", Pix2PixGenerator(base_width=4),

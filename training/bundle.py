@@ -21,7 +21,8 @@ WEIGHTS = ROOT / "src/napari_lvseg/weights"
 
 
 def bundle(run, name: str, default: bool, from_last: bool = False) -> Path:
-    from napari_lvseg.models.store import load_model, save_model
+    from napari_lvseg.models.registry import load_model
+    from napari_lvseg.models.weights import save_model
 
     run = Path(run)
     if from_last:

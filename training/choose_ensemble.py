@@ -65,8 +65,8 @@ def mean_probabilities(members: list, name: str) -> np.ndarray:
 
 def score(members: list, truths: dict, post: dict) -> tuple[float, float, dict]:
     """(per-case mean Dice, pooled mean Dice, per-case table's mean row) of the members' mean probabilities."""
-    from napari_lvseg.inference import postprocessed_labels
     from napari_lvseg.metrics import pooled_dice, study_table
+    from napari_lvseg.postprocess import postprocessed_labels
 
     cases = {name: (postprocessed_labels(mean_probabilities(members, name), post), truth)
              for name, truth in truths.items()}
@@ -119,7 +119,8 @@ def greedy(runs: list, val: dict, test: dict, max_members: int, max_mb: float) -
 
 def main(argv=None) -> int:
     from napari_lvseg.io.atomic import write_json_atomic
-    from napari_lvseg.models.store import read_card, save_model
+    from napari_lvseg.models.card import read_card
+    from napari_lvseg.models.weights import save_model
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out")

@@ -182,7 +182,7 @@ def save_fold_results(config_path, folds: int = 4, seed=None, out=RESULTS, split
     import shutil
 
     from napari_lvseg.io.atomic import write_json_atomic
-    from napari_lvseg.models.store import card_path
+    from napari_lvseg.models.card import card_path
 
     scores = {}
     for k in range(1, folds + 1):
@@ -266,7 +266,7 @@ def _study_scores(labelled: dict) -> dict:
 
 def _labelled(cases: dict, post: dict) -> dict:
     """``{case: (probabilities, truth)}`` -> ``{case: (final labels under post, truth)}``."""
-    from napari_lvseg.inference import postprocessed_labels
+    from napari_lvseg.postprocess import postprocessed_labels
 
     return {name: (postprocessed_labels(p, post), truth) for name, (p, truth) in cases.items()}
 
@@ -274,7 +274,7 @@ def _labelled(cases: dict, post: dict) -> dict:
 def score_fixed(oof: dict, post: dict) -> dict:
     """Held-out scores of the finished folds ``{k: {case: (probabilities, truth)}}`` under one post-processing fixed
     in advance (`judge_postprocess` needs two folds to choose one; this scores even a single fold)."""
-    from napari_lvseg.inference import DEFAULT_POSTPROCESS
+    from napari_lvseg.postprocess import DEFAULT_POSTPROCESS
 
     post = {**DEFAULT_POSTPROCESS, **post}
     held_out, folds = {}, []

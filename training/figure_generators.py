@@ -62,7 +62,7 @@ def tiles_for(generators: list, data: str, rows: int = 4) -> list:
     from napari_lvseg.data.normalize import normalize_slices
     from napari_lvseg.engine.synthesis import from_tanh, generate_slices
     from napari_lvseg.labels import INFARCT, NO_REFLOW
-    from napari_lvseg.models.store import load_model
+    from napari_lvseg.models.registry import load_model
 
     source = load_source(data, cases=json.loads((ROOT / "training/split.json").read_text())["test"])
     richest = {}

@@ -50,7 +50,7 @@ def judge(split: str, judges: list, generators: list, data: str) -> dict:
     from napari_lvseg.data.datasets import load_source
     from napari_lvseg.data.normalize import normalize_slices
     from napari_lvseg.engine.synthesis import from_tanh, generate_slices
-    from napari_lvseg.models.store import load_model
+    from napari_lvseg.models.registry import load_model
 
     cases = json.loads((ROOT / "training/split.json").read_text())[split]
     source = load_source(data, cases=cases)

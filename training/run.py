@@ -118,7 +118,7 @@ def make_synthetic(config_path, device=None) -> Path:
 
 def load_on(run, device=None):
     """(network, card) of a run folder, on ``device`` (default: CPU)."""
-    from napari_lvseg.models.store import load_model
+    from napari_lvseg.models.registry import load_model
 
     net, card = load_model(str(run), task="segmentation")
     return net.to(device or "cpu"), card
@@ -183,7 +183,7 @@ def postprocess_grid(raw: dict):
     ``raw``: ``{case: (predicted probabilities (Z, 5, Y, X), truth)}``."""
     import itertools
 
-    from napari_lvseg.inference import apply_minimum_volumes, clean_anatomy, labels_from_probabilities
+    from napari_lvseg.postprocess import apply_minimum_volumes, clean_anatomy, labels_from_probabilities
 
     def grid(spec):
         return [dict(zip(spec, values)) for values in itertools.product(*spec.values())]
@@ -224,7 +224,7 @@ def tune_postprocess(run, tta=True, device=None) -> dict:
 
 def _write_postprocess(run, model, postprocess: dict) -> None:
     """Store a post-processing choice in the run's model card, which `segment` then applies."""
-    from napari_lvseg.models.store import save_model
+    from napari_lvseg.models.weights import save_model
 
     net, card = model
     card.extra["postprocess"] = postprocess
@@ -233,7 +233,7 @@ def _write_postprocess(run, model, postprocess: dict) -> None:
 
 def adopt_postprocess(run, source) -> dict:
     """Give a run the post-processing another run chose on validation (a run trained without validation cases)."""
-    from napari_lvseg.models.store import read_card
+    from napari_lvseg.models.card import read_card
 
     chosen = read_card(Path(source)).extra.get("postprocess")
     if not chosen:
@@ -250,7 +250,7 @@ def export_last(run, out) -> Path:
     """The run's network at its last checkpoint (not the best epoch) as a model folder, card and post-processing
     kept: compares a run with one trained without validation, whose model is always its last epoch. For a
     generator, the last epoch is the one to use (validation PSNR favours the blurry early epochs)."""
-    from napari_lvseg.models.store import save_model
+    from napari_lvseg.models.weights import save_model
 
     net, card = load_last(run)
     card.name = f"{card.name}-last"
@@ -262,7 +262,7 @@ def load_last(run):
     """``(network, card)`` of a run at its last checkpoint; the card's epochs are that checkpoint's, and the
     validation figures (which belong to the best epoch) are dropped."""
     from napari_lvseg.engine.checkpoint import load_checkpoint
-    from napari_lvseg.models.store import load_model
+    from napari_lvseg.models.registry import load_model
 
     net, card = load_model(str(run))
     state = load_checkpoint(Path(run) / "last.pt")
@@ -275,7 +275,9 @@ def load_last(run):
 def export_member(model, index: int, out) -> Path:
     """Network ``index`` of an ensemble model (``lvseg-seg``) as a model folder of its own, its card made from
     the ensemble's (case lists, normalisation) and the member's training block; no post-processing."""
-    from napari_lvseg.models.store import ModelCard, load_model, save_model
+    from napari_lvseg.models.card import ModelCard
+    from napari_lvseg.models.registry import load_model
+    from napari_lvseg.models.weights import save_model
 
     net, card = load_model(model, task="segmentation")
     members = card.params.get("members", [])
@@ -296,7 +298,7 @@ def export_member(model, index: int, out) -> Path:
 def ensemble(out, runs, name=None) -> Path:
     """A model folder averaging the runs' networks; tune and evaluate it like a run."""
     from napari_lvseg.models.ensemble import combine
-    from napari_lvseg.models.store import save_model
+    from napari_lvseg.models.weights import save_model
 
     net, card = combine([str(r) for r in runs], name or Path(out).name)
     save_model(Path(out), net, card)
@@ -392,7 +394,7 @@ def parallel(scenarios, seeds, device=None, workers=None, deadline=None, skip_pi
 
 
 def main(argv=None) -> int:
-    from napari_lvseg.cli import positive_int
+    from napari_lvseg.cli_args import positive_int
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)

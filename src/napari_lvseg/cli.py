@@ -11,106 +11,11 @@ import os
 import sys
 from pathlib import Path
 
+from .cli_args import add_model, input_path, output_folder, output_path, positive_int, seed_int, set_threads
 from .data.augment import STRENGTHS
 from .errors import LvsegError
 
 MAX_BOOTSTRAP = 100_000   # draws x cases x 8 counts in memory at once
-
-
-def positive_int(text: str) -> int:
-    """argparse type: an integer of at least 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, not {text!r}")
-    return value
-
-
-def seed_int(text: str) -> int:
-    """argparse type: a random seed, 0 .. 2**32 - 1 (what numpy and torch both take)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if not 0 <= value < 2 ** 32:
-        raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {2 ** 32 - 1}, not {text!r}")
-    return value
-
-
-def output_folder(folder) -> Path:
-    """A folder outputs go into, checked before any work: no file stands where it or a missing parent must be made
-    (missing folders are made when the outputs are written), and this process may write there."""
-    from .io.atomic import check_output_folder
-
-    check_output_folder(folder, "is a file, not a folder: the output cannot be written inside it")
-    return Path(folder)
-
-
-def new_file_path(path, what: str) -> Path:
-    """A file to be written, checked before any work: not a folder, and its folder one `output_folder` allows."""
-    path = Path(path)
-    if path.is_dir():
-        raise LvsegError(f"is a folder: give {what}", path)
-    output_folder(path.parent)
-    return path
-
-
-def input_path(path) -> Path:
-    """An input, checked first: a missing one is the problem to name, not what the outputs would be."""
-    path = Path(path)
-    if not path.exists():
-        raise LvsegError("no such file or folder", path)
-    return path
-
-
-def input_folders(source) -> list:
-    """The folders an input is read from as a whole: the input itself when a folder, the case folder of an EMIDEC
-    case's image or truth file, the series folder of a DICOM file (it reads its whole folder)."""
-    from .io import image_kind
-    from .io.emidec import is_case_folder
-
-    source = Path(source)
-    if source.is_dir():
-        return [source]
-    if image_kind(source) == "dicom-file":
-        return [source.parent]
-    return [source.parent.parent] if is_case_folder(source.parent.parent) else []
-
-
-def output_path(path, inputs=(), kinds=("nifti", "tiff"), outputs=(), what="a labels file") -> Path:
-    """An output file checked before any work: a writable format, not one of the input files or inside their
-    folders (`outside_inputs`), not another output. ``what`` it holds, for the messages."""
-    from .io import image_kind
-
-    path = new_file_path(path, f"{what} (.nii.gz, .nii, .tif or .tiff)")
-    if image_kind(path) not in kinds:
-        raise LvsegError("cannot write this kind of file (use .nii.gz, .nii, .tif or .tiff)", path)
-    outside_inputs(path, inputs)
-    for other in outputs:
-        if path.resolve() == Path(other).resolve():
-            raise LvsegError("is already the labels output: give the uncertainty map its own file", path)
-    return path
-
-
-def outside_inputs(path, inputs) -> Path:
-    """An output that is none of the input files and lies inside none of their folders (`input_folders`)."""
-    path = Path(path)
-    for source in inputs:
-        for folder in input_folders(source):   # a case folder's image or truth, a DICOM series
-            if folder.resolve() in path.resolve().parents:
-                raise LvsegError(f"lies inside the input folder {folder.resolve().name}: choose an output outside "
-                                 "it, its files would be overwritten or mixed into the input", path)
-        if path.resolve() == Path(source).resolve():
-            raise LvsegError("is the input file: choose another output, the input would be overwritten", path)
-    return path
-
-
-def _add_model(p, task="segmentation"):
-    p.add_argument("--model", default=None,
-                   help=f"{task} model: a registry name (see `lvseg models`), a model or run folder, "
-                   "or a weights file with card.json beside it (default: the bundled default)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -127,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True,
                    help="labels file (NIfTI or TIFF), or a folder when INPUT is a folder of cases or images")
-    _add_model(p)
+    add_model(p)
     p.add_argument("--tta", action="store_true",
                    help="average predictions over the 4 rotations (test-time augmentation, 4x slower)")
     p.add_argument("--uncertainty", metavar="FILE",
@@ -199,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("models", help="list the bundled and user models")
     from . import synthesis_cli
 
-    synthesis_cli.add_parsers(sub, _add_model)
+    synthesis_cli.add_parsers(sub, add_model)
     from . import report_cli
-    report_cli.add_parsers(sub, _add_model)
+    report_cli.add_parsers(sub, add_model)
     for name, func in {"demo": cmd_demo, "segment": cmd_segment, "train": cmd_train, "evaluate": cmd_evaluate,
                        "models": cmd_models}.items():
         sub.choices[name].set_defaults(func=func)
@@ -238,14 +143,6 @@ def cmd_demo(args) -> int:
     from .demo import run_demo
 
     return run_demo(screenshot=args.screenshot, segment=not args.no_segment)
-
-
-def set_threads(n) -> None:
-    """torch intra-op threads for this process (None: torch's default)."""
-    if n:
-        import torch
-
-        torch.set_num_threads(n)
 
 
 def cmd_segment(args) -> int:
@@ -337,7 +234,7 @@ def _segment_folder(args, src: Path) -> int:
     """Every case or image of a folder into OUTPUT/, named as its source; a bad one is reported, the rest run."""
     from .inference import segment
     from .io import read_image, write_labels
-    from .models.store import load_model
+    from .models.registry import load_model
 
     if args.uncertainty or args.center:
         raise LvsegError("--uncertainty and --center apply to one image, not to a folder", args.input)
@@ -397,7 +294,7 @@ def cmd_train(args) -> int:
     if not args.resume and not args.data:
         raise LvsegError("give the training data with --data DIR (or --resume a run)")
     if args.register and args.name:   # refused before the training, not after it
-        from .models.store import check_free_model_name
+        from .models.registry import check_free_model_name
 
         check_free_model_name(args.name)
     epochs = args.epochs
@@ -459,7 +356,7 @@ def _train_with(options, args) -> int:
     rank0 = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes
     if args.register and rank0 and last is not None and last.kind == "done":
         out = options.out
-        from .models.store import register_model, registered_copy
+        from .models.registry import register_model, registered_copy
 
         copy = None if trained or options.name else registered_copy(out)   # a new --name: a copy under it
         if copy is not None:   # a finished run resumed again: its model is in the registry already
@@ -602,7 +499,8 @@ def _model_score(metrics: dict) -> str:
 
 
 def cmd_models(args) -> int:
-    from .models.store import default_model_name, scan_models, weights_problem
+    from .models.registry import default_model_name, scan_models
+    from .models.weights import weights_problem
 
     entries, broken = scan_models()
     if not entries and not broken:

@@ -9,7 +9,7 @@ from .errors import LvsegError
 
 def add_parsers(sub, add_model) -> None:
     """Register ``report`` on the ``lvseg`` sub-parser collection."""
-    from .cli import positive_int
+    from .cli_args import positive_int
 
     p = sub.add_parser("report", help="one-page AHA 17-segment report of a case (PDF or PNG + CSV)")
     p.add_argument("case", metavar="CASE", help="an image (NIfTI/TIFF/DICOM folder) or an EMIDEC case folder")
@@ -31,7 +31,7 @@ def add_parsers(sub, add_model) -> None:
 
 def cmd_report(args) -> int:
     from .analysis import mass, report
-    from .cli import input_path, new_file_path, outside_inputs, set_threads
+    from .cli_args import input_path, new_file_path, outside_inputs, set_threads
     from .io import image_kind, read_image, read_labels
 
     source = input_path(args.case)

@@ -26,7 +26,7 @@ def load_synthesis_model(model=None) -> tuple:
     """``(generator, card)`` from a name, path, ``(net, card)`` tuple or None (the default model)."""
     if isinstance(model, tuple):
         return model
-    from .models.store import default_model_name, load_model
+    from .models.registry import default_model_name, load_model
 
     if model in (None, "") and default_model_name("synthesis") is None:
         raise LvsegError(NO_MODEL)
@@ -36,7 +36,7 @@ def load_synthesis_model(model=None) -> tuple:
 def _model_path(model) -> str | None:
     if isinstance(model, tuple):
         return None
-    from .models.store import resolve
+    from .models.registry import resolve
 
     return str(resolve(model, "synthesis"))
 
@@ -234,7 +234,7 @@ class _EncoderFeatures:
 def feature_network():
     """The FID/KID feature network: the encoder of the default bundled segmentation model where there is
     one (``stem`` + ``encoder`` blocks; of an ensemble, its first member's), else the fixed random conv net."""
-    from .models.store import list_models, load_model
+    from .models.registry import list_models, load_model
 
     bundled = [e for e in list_models("segmentation") if e.source == "bundled"]
     bundled.sort(key=lambda e: not e.card.is_default)
@@ -364,7 +364,7 @@ def ms_per_image(model=None, size: int = 128, repeats: int = 5, seed: int = 0) -
     from .data.simulator import draw_lv_ring
 
     if hasattr(model, "generate"):
-        from .models.store import ModelCard
+        from .models.card import ModelCard
 
         card = ModelCard(name="unsaved", task="synthesis", architecture=type(model).__name__,
                          params=model.architecture_params(), normalization=synthesis_normalization([0.0, 1.0]),

@@ -12,7 +12,7 @@ from .errors import LvsegError
 
 def add_parsers(sub, add_model) -> None:
     """Register the synthesis subcommands on the ``lvseg`` sub-parser collection."""
-    from .cli import positive_int, seed_int
+    from .cli_args import positive_int, seed_int
 
     p = sub.add_parser("synthesize", help="render a synthetic LGE image from a label mask (NIfTI/TIFF, 2-D or stack)")
     p.add_argument("mask", help="labels 0..4 (NIfTI or TIFF, a slice or a stack)")
@@ -50,13 +50,13 @@ def add_parsers(sub, add_model) -> None:
 
 
 def _threads(n) -> None:
-    from .cli import set_threads
+    from .cli_args import set_threads
 
     set_threads(n)
 
 
 def cmd_synthesize(args) -> int:
-    from .cli import input_path, output_path
+    from .cli_args import input_path, output_path
     from .io import read_labels, write_image
     from .synthesis import synthesize
 
@@ -89,7 +89,7 @@ def cmd_evaluate_synthesis(args) -> int:
 
     _threads(args.threads)
     if args.out:   # checked before the evaluation, which takes minutes
-        from .cli import new_file_path, outside_inputs
+        from .cli_args import new_file_path, outside_inputs
 
         if new_file_path(args.out, "a .json file").suffix.lower() != ".json":
             raise LvsegError("--out must name a .json file", args.out)

@@ -19,7 +19,7 @@ def save_checkpoint(path, state: dict) -> None:
 
 def load_checkpoint(path) -> dict:
     """Load a checkpoint written by `save_checkpoint`; anything else is refused with a one-line error."""
-    from ..models.store import torch_load_plain
+    from ..models.weights import torch_load_plain
 
     state = torch_load_plain(path, what="checkpoint")
     if not isinstance(state, dict) or state.get("format") != FORMAT:

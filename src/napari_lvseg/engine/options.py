@@ -99,7 +99,7 @@ class TrainOptions:
         if self.depth < 1 or not 0 <= self.seed < 2 ** 32:
             raise LvsegError(f"--depth must be at least 1 and --seed in 0..{2 ** 32 - 1}")
         if self.name is not None:
-            from ..models.store import check_model_name
+            from ..models.registry import check_model_name
 
             check_model_name(self.name)
         if self.context is not None and not 0 <= self.context <= 3:
@@ -137,7 +137,7 @@ class TrainOptions:
     def _check_init_shape(self) -> None:
         """A fine-tuned model keeps its network: a width, depth or upsampling asked for that differs from the
         ``init`` model's is refused, not ignored. Only values set away from their default count as asked for."""
-        from ..models.store import model_card_only
+        from ..models.registry import model_card_only
 
         card = model_card_only(self.init, self.task)
         members = card.params.get("members") if card.architecture == "SegmentationEnsemble" else None

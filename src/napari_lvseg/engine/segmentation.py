@@ -31,7 +31,8 @@ class SegmentationTask(Task):
         """Build the model, read the data; yields what it is doing (a generator, as `Task.setup`)."""
         import torch
 
-        from ..models.store import build_model, load_model
+        from ..models.registry import load_model
+        from ..models.weights import build_model
 
         o = self.options
         self.normalization = dict(DEFAULT_NORMALIZATION)
@@ -131,7 +132,8 @@ class SegmentationTask(Task):
         return metrics.get("mean", -math.inf)
 
     def export(self, out: Path, metrics: dict, epoch: int) -> None:
-        from ..models.store import ModelCard, save_model
+        from ..models.card import ModelCard
+        from ..models.weights import save_model
 
         o = self.options
         card = ModelCard(

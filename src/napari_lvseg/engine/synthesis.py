@@ -147,7 +147,8 @@ class SynthesisTask(Task):
         import torch
 
         from ..models.pix2pix import PatchDiscriminator
-        from ..models.store import build_model, load_model
+        from ..models.registry import load_model
+        from ..models.weights import build_model
 
         o = self.options
         self.normalization = dict(DEFAULT_NORMALIZATION)
@@ -181,7 +182,7 @@ class SynthesisTask(Task):
 
     def _load_guide(self):
         from ..data.normalize import model_context
-        from ..models.store import load_model
+        from ..models.registry import load_model
 
         guide, card = load_model(self.options.seg_guide, task="segmentation")
         if card.input_size != self.options.size or card.normalization.get("method") != "percentile":
@@ -290,7 +291,8 @@ class SynthesisTask(Task):
         return metrics.get("psnr", -math.inf)
 
     def export(self, out: Path, metrics: dict, epoch: int) -> None:
-        from ..models.store import ModelCard, save_model
+        from ..models.card import ModelCard
+        from ..models.weights import save_model
 
         o = self.options
         card = ModelCard(

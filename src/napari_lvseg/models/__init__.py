@@ -1,23 +1,21 @@
-"""Networks (Attention Res-UNet, Pix2Pix) and the model store.
+"""Networks (Attention Res-UNet, Pix2Pix) and the model store: `card` (the card schema and its validation),
+`weights` (saving and safe loading) and `registry` (names, the user's model folder, registering).
 
-The store (cards, registry) imports without torch; the networks are imported on first use.
+Cards and the registry import without torch; the networks are imported on first use.
 """
 
-from napari_lvseg.models.store import (
-    ARCHITECTURES,
-    ModelCard,
+from napari_lvseg.models.card import ModelCard, read_card
+from napari_lvseg.models.registry import (
     ModelEntry,
-    build_model,
     bundled_models_dir,
     default_model_name,
     list_models,
     load_model,
-    read_card,
     register_model,
     resolve,
-    save_model,
     user_models_dir,
 )
+from napari_lvseg.models.weights import ARCHITECTURES, build_model, save_model
 
 _LAZY = {
     "AttentionResUNet": "napari_lvseg.models.attention_res_unet",

@@ -11,7 +11,9 @@ from torch import nn
 
 from ..data.normalize import model_context
 from ..errors import LvsegError
-from .store import ModelCard, build_model, load_model
+from .card import ModelCard
+from .registry import load_model
+from .weights import build_model
 
 
 class SegmentationEnsemble(nn.Module):

@@ -429,7 +429,7 @@ class ModelPicker(QComboBox):
         self.refresh()
 
     def refresh(self) -> None:
-        from napari_lvseg.models.store import scan_models
+        from napari_lvseg.models.registry import scan_models
 
         current = self.current_model()
         self.blockSignals(True)
@@ -447,7 +447,7 @@ class ModelPicker(QComboBox):
             self.addItem(f"{entry.name} ({entry.source})", str(entry.path) if shadowed else entry.name)
         index = self.findData(current) if current is not None else -1
         if index < 0 and entries:   # what `lvseg` uses without --model (a user model may shadow it by name)
-            from napari_lvseg.models.store import default_model_name
+            from napari_lvseg.models.registry import default_model_name
 
             index = max(self.findData(default_model_name(self.task, entries)), 0)
         if entries:

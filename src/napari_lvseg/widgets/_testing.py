@@ -10,7 +10,8 @@ def save_tiny_segmentation_model(models_dir, name: str = "tiny-seg", seed: int =
     import torch
 
     from napari_lvseg.models.attention_res_unet import AttentionResUNet
-    from napari_lvseg.models.store import ModelCard, save_model
+    from napari_lvseg.models.card import ModelCard
+    from napari_lvseg.models.weights import save_model
 
     torch.manual_seed(seed)
     net = AttentionResUNet(base_width=4)

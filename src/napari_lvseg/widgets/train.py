@@ -164,7 +164,7 @@ class TrainLogic:
                     self.dice.setdefault(key, []).append((event.step, float(value)))
 
     def register(self, run_dir, name: str | None = None) -> Path:
-        from napari_lvseg.models.store import register_model
+        from napari_lvseg.models.registry import register_model
 
         self.registered = register_model(run_dir, name, unique=True)
         return self.registered
@@ -614,7 +614,7 @@ class TrainWidget(QWidget):
     def _register_best_so_far(self, out: Path) -> None:
         """Cancelled: the best model the run exported so far (if any) goes into the pickers; it is all that
         remains usable of the run, which can no longer be resumed from this panel."""
-        from napari_lvseg.models.store import WEIGHTS_FILE, card_path
+        from napari_lvseg.models.card import WEIGHTS_FILE, card_path
 
         if (out / WEIGHTS_FILE).is_file() and card_path(out).is_file():
             self._register(out, "cancelled, best model so far kept")
