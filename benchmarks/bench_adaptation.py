@@ -12,7 +12,8 @@ then the site's 12 test cases are segmented before and after (no options, as `lv
 cases unchanged (nothing forgotten). Each row says the CPU time of the fine-tuning process (all its threads).
 
     python benchmarks/bench_adaptation.py --runs default            # k = 1, 3, 5 (least certain first)
-    python benchmarks/bench_adaptation.py --runs random,lr,budget    # k = 3 at random; another learning rate; 2, 5 min
+    python benchmarks/bench_adaptation.py --runs random,budget       # k = 3 at random; k = 3 at 3, 8 and 16 epochs
+    python benchmarks/bench_adaptation.py --runs k3 --options "--lr 1e-4" --label "lr 1e-4"   # another recipe
 """
 
 from __future__ import annotations
@@ -30,16 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_robustness import heartless, in_surroundings, rescale_pair, score  # noqa: E402
-
-
-def shading(image, strength: float = 1.1):
-    """A receive coil's shading: the image times a smooth field, brightest near one corner (up to about 2.5x across
-    the heart at ``strength`` 1.1, the field running from 0.45 to 1.55 over a 128-px crop)."""
-    z, h, w = image.shape
-    yy, xx = np.mgrid[:h, :w] / max(h, w)
-    field = 0.45 + strength * np.exp(-((yy - 0.1) ** 2 + (xx - 0.2) ** 2) / 0.35)
-    return (image * field[None]).astype(np.float32)
+from bench_robustness import heartless, in_surroundings, rescale_pair, score, shading  # noqa: E402
 
 
 def site(i, image, labels, fills):
@@ -114,14 +106,18 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "emidec-lge-128"))
     parser.add_argument("--split", default=str(ROOT / "training" / "split.json"))
-    parser.add_argument("--runs", default="default", help="default (k = 1, 3, 5), random, lr, budget; comma-separated")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", default="default",
+                        help="default (k = 1, 3, 5), k3, random (k = 3), budget (k = 3 at 3, 8, 16 epochs); "
+                             "comma-separated")
+    parser.add_argument("--options", default="", help="lvseg train options added to every run, e.g. '--lr 1e-4'")
+    parser.add_argument("--label", default="", help="appended to each run's label (a recipe's name)")
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", default=str(ROOT / "benchmarks" / "results" / "adaptation.json"))
     args = parser.parse_args(argv)
 
     import torch
 
-    from napari_lvseg.models.store import load_model
+    from napari_lvseg.models.registry import load_model
 
     torch.set_num_threads(args.threads)
     split = json.loads(Path(args.split).read_text())
@@ -131,20 +127,24 @@ def main(argv=None):
     pool, site_test = site_cases(pool_cases, donors), site_cases(test_cases, donors)
     model = load_model(None, task="segmentation")
     results = json.loads(Path(args.json).read_text()) if Path(args.json).exists() else {}
-    results["before"] = {"site": evaluate(model, site_test), "unchanged": evaluate(model, test_cases),
-                         "model": model[1].name}
+    if results.get("before", {}).get("model") != model[1].name:   # measured once per model
+        results["before"] = {"site": evaluate(model, site_test), "unchanged": evaluate(model, test_cases),
+                             "model": model[1].name}
     print(f"before: site {results['before']['site']}, unchanged {results['before']['unchanged']}", flush=True)
     order = choose(pool, len(pool), "uncertain", model)
+    common = tuple(args.options.split())
+    tag = f", {args.label}" if args.label else ""
     plans = []
     for run in args.runs.split(","):
         if run == "default":
-            plans += [(f"k{k} least certain", order[:k], ()) for k in (1, 3, 5)]
+            plans += [(f"k{k} least certain{tag}", order[:k], common) for k in (1, 3, 5)]
+        elif run == "k3":
+            plans.append((f"k3 least certain{tag}", order[:3], common))
         elif run == "random":
-            plans.append(("k3 random", choose(pool, 3, "random", model), ()))
-        elif run == "lr":
-            plans.append(("k3 least certain, lr 1e-4", order[:3], ("--lr", "1e-4")))
+            plans.append((f"k3 random{tag}", choose(pool, 3, "random", model), common))
         elif run == "budget":
-            plans += [(f"k3 least certain, {e} epochs", order[:3], ("--epochs", str(e))) for e in (3, 8, 16)]
+            plans += [(f"k3 least certain, {e} epochs{tag}", order[:3], common + ("--epochs", str(e)))
+                      for e in (3, 8, 16)]
     for label, chosen, extra in plans:
         with tempfile.TemporaryDirectory() as tmp:
             start = time.time()

@@ -6,9 +6,10 @@ bundled model did not train on), changed as another scanner would change them, e
 beside the unchanged input measured in the same run (the baseline): pooled Dice mean over cavity, myocardium,
 infarct and no-reflow, per-case mean, their ratio to the baseline's, and the time taken.
 
-Variants: intensity units, gamma, noise, rotation; pixel size (the image rescaled, labels alike), isotropic and
-anisotropic; a wider field of view (the crop inside a 256 x 256 frame); the crop placed off-centre in other cases'
-surroundings (their hearts filled in, so that one LV remains); that frame at another pixel size; 512 x 512.
+Variants: intensity units, gamma, noise, a receive coil's shading, rotation; pixel size (the image rescaled, labels
+alike), isotropic and anisotropic; a wider field of view (the crop inside a 256 x 256 frame); the crop placed
+off-centre in other cases' surroundings (their hearts filled in, so that one LV remains); that frame at another pixel
+size; 512 x 512.
 """
 
 from __future__ import annotations
@@ -87,6 +88,15 @@ def in_surroundings(image, labels, fills, offset):
     return mosaic, lab
 
 
+def shading(image, strength: float = 1.1):
+    """A receive coil's shading: the image times a smooth field, brightest near one corner; over the central half of
+    a 128-px crop (the heart) it varies 2.5x at ``strength`` 1.1 (0.45 to 1.55 over the crop), 1.7x at 0.45."""
+    z, h, w = image.shape
+    yy, xx = np.mgrid[:h, :w] / max(h, w)
+    field = 0.45 + strength * np.exp(-((yy - 0.1) ** 2 + (xx - 0.2) ** 2) / 0.35)
+    return (image * field[None]).astype(np.float32)
+
+
 def variants(cases):
     """name -> function (index, image, labels) -> (image, labels)."""
     fills = {}   # each case's heartless crop, made once for every variant that uses it
@@ -108,6 +118,8 @@ def variants(cases):
                                         * ((im - im.min()) / (im.max() - im.min())) ** 0.7, lb),
         "Gaussian noise 5 % of range": lambda i, im, lb: (
             im + np.random.default_rng(i).normal(0, 0.05 * (im.max() - im.min()), im.shape).astype(np.float32), lb),
+        "a receive coil's shading, up to 1.7x across the heart": lambda i, im, lb: (shading(im, 0.45), lb),
+        "a receive coil's shading, up to 2.5x across the heart": lambda i, im, lb: (shading(im), lb),
         "rotated 90 degrees": lambda i, im, lb: (np.rot90(im, 1, (1, 2)).copy(), np.rot90(lb, 1, (1, 2)).copy()),
         "pixels 1.67x larger (image scaled to 0.6)": lambda i, im, lb: rescale_pair(im, lb, 0.6, 0.6),
         "pixels 1.33x larger (image scaled to 0.75)": lambda i, im, lb: rescale_pair(im, lb, 0.75, 0.75),
@@ -171,7 +183,7 @@ def main(argv=None):
 
     from napari_lvseg.inference import segment
     from napari_lvseg.io.emidec import find_cases, read_case
-    from napari_lvseg.models.store import load_model
+    from napari_lvseg.models.registry import load_model
 
     split = json.loads(Path(args.split).read_text())
     wanted = {name for part in args.cases.split(",") for name in split[part]}

@@ -38,6 +38,26 @@ def test_segment_nifti_keeps_shape_and_affine(tiny_model, tmp_path):
     assert nib.load(tmp_path / "unc.nii.gz").shape == (128, 128, 3)
 
 
+def test_segment_shows_its_progress_on_a_terminal_and_nothing_in_a_log(tiny_model, tmp_path, monkeypatch):
+    """A large image takes minutes: on a terminal a bar counts the model's passes (search, view, second view); a
+    log (stderr not a terminal) gets no bar."""
+    import io
+
+    image, _ = make_phantom(n_slices=3, size=300, seed=1)   # larger than the view: the LV search runs first
+    nib.save(nib.Nifti1Image(image.transpose(2, 1, 0), np.eye(4)), tmp_path / "img.nii.gz")
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    for stream, shown in ((Terminal(), True), (io.StringIO(), False)):
+        monkeypatch.setattr(sys, "stderr", stream)
+        assert main(["segment", str(tmp_path / "img.nii.gz"), "-o", str(tmp_path / "seg.nii.gz"),
+                     "--model", "tiny-seg"]) == 0
+        text = stream.getvalue()
+        assert ("segmenting img.nii.gz:" in text and "pass" in text) == shown, text
+
+
 def test_segment_says_when_the_search_found_no_lv(tmp_path, capsys, monkeypatch):
     """A search that finds no LV (here made to): labels are written, and the user hears that the centre was segmented
     and how to give the LV's; a phantom off-centre in a wide frame is found, and nothing is said. A stack of blank

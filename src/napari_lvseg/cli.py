@@ -69,14 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "--init model's, else 0)")
     p.add_argument("--augment", choices=STRENGTHS, default="default",
                    help="scanner: the default plus pixel sizes 0.6x-1.7x the data's and a coil's shading up to 2.5x")
+    from .engine.options import TUNE, UPSAMPLING
+
+    p.add_argument("--tune", choices=TUNE, default="all",
+                   help="what trains: all, or shallow (the input stage and the norm layers; for another site's images)")
     p.add_argument("--rare-boost", type=float, default=2.0, help="oversampling of slices with infarct / no-reflow")
     p.add_argument("--seg-guide", metavar="MODEL", help="synthesis: a frozen segmentation model (trained on real "
                    "images) whose class-weighted cross-entropy on the generated images joins the generator loss")
     p.add_argument("--seg-guide-lambda", type=float, default=10.0, help="weight of the --seg-guide loss")
     p.add_argument("--seg-guide-blur", type=float, default=0.0, metavar="SIGMA",
                    help="Gaussian blur (pixels) of the images the --seg-guide reads: no fine-pattern answers")
-    from .engine.options import UPSAMPLING
-
     p.add_argument("--upsample", choices=UPSAMPLING, default="resize",
                    help="synthesis: the generator's upsampling (resize + 3x3 convolution; transposed: 4x4 transposed "
                    "convolutions, as the earlier lvseg-pix2pix, which leave a checkerboard)")
@@ -146,7 +148,7 @@ def cmd_demo(args) -> int:
 
 
 def cmd_segment(args) -> int:
-    from .inference import segment
+    from .inference import segment_steps
     from .io import image_kind, read_image, write_image, write_labels
 
     set_threads(args.threads)
@@ -167,9 +169,9 @@ def cmd_segment(args) -> int:
     uncertainty = (output_path(args.uncertainty, [src], outputs=[output], what="an image file") if args.uncertainty
                    else None)
     image = read_image(src)
-    # segment() checks the image and --center before it loads the model
-    result = segment(image.data, args.model, tta=args.tta, uncertainty=uncertainty is not None, center=args.center,
-                     name=str(src))
+    # segment_steps() checks the image and --center before it loads the model
+    result = _with_progress(segment_steps(image.data, args.model, tta=args.tta, uncertainty=uncertainty is not None,
+                                          center=args.center, name=str(src)), f"segmenting {src.name}")
     from .io.atomic import atomic_paths
 
     # labels and uncertainty replace their files together, or (a failed write) neither: never new labels beside an
@@ -184,6 +186,31 @@ def cmd_segment(args) -> int:
     if uncertainty:
         print(uncertainty)
     return 0
+
+
+def _with_progress(steps, description: str):
+    """Run a generator of (done, total) steps (`steps.result_of`), with a progress bar on a terminal: a large image
+    (a 1024 x 1024 x 40 stack) takes minutes, and silence looks like a hang."""
+    from .steps import result_of
+
+    if not sys.stderr.isatty():
+        return result_of(steps)
+    from tqdm import tqdm
+
+    bar = None
+    try:
+        while True:
+            try:
+                done, total = next(steps)
+            except StopIteration as end:
+                return end.value
+            if bar is None:
+                bar = tqdm(total=total, desc=description, unit="pass", leave=False, dynamic_ncols=True)
+            bar.total = max(total, bar.total)
+            bar.update(done - bar.n)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def _write_as(write, temp: Path, path: Path, data, meta) -> None:
@@ -306,7 +333,7 @@ def cmd_train(args) -> int:
         threads=args.threads, workers=args.workers, device=args.device, split=args.split,
         val_fraction=args.val_fraction, hold_out=args.hold_out,
         init=args.init, name=args.name, width=args.width, depth=args.depth, augment=args.augment,
-        rare_boost=args.rare_boost, checkpoint_every=args.checkpoint_every, context=args.context,
+        rare_boost=args.rare_boost, tune=args.tune, checkpoint_every=args.checkpoint_every, context=args.context,
         seg_guide=args.seg_guide, seg_guide_lambda=args.seg_guide_lambda, seg_guide_blur=args.seg_guide_blur,
         upsample=args.upsample,
     )

@@ -11,6 +11,7 @@ from ..errors import LvsegError
 
 TASKS = ("segmentation", "synthesis")
 DEPTH_DEFAULT = 4
+TUNE = ("all", "shallow")   # the parameters a run trains (segmentation): see engine/segmentation.py, trainable()
 UPSAMPLING = ("resize", "transposed")   # the generator's (models/pix2pix.py); resize leaves no checkerboard
 
 
@@ -45,6 +46,7 @@ class TrainOptions:
                                                    # --init model's, else 0; another than the --init model's: refused)
     # segmentation
     augment: str = "default"                       # none | light | default | scanner (+ pixel sizes 0.6x-1.7x)
+    tune: str = "all"                              # what trains: all | shallow (the input stage and every norm)
     rare_boost: float = 2.0                        # oversampling of infarct / no-reflow slices
     ce_weights: list | None = None                 # cross-entropy class weights (5 values)
     # synthesis (Pix2Pix)
@@ -109,6 +111,8 @@ class TrainOptions:
         if self.seg_guide_lambda < 0 or not 0 <= self.seg_guide_blur <= 8:
             raise LvsegError(f"--seg-guide-lambda must be 0 or more and --seg-guide-blur 0..8 pixels, got "
                              f"{self.seg_guide_lambda} and {self.seg_guide_blur}")
+        if self.tune not in TUNE:
+            raise LvsegError(f"--tune must be {' or '.join(TUNE)}, got {self.tune!r}")
         if self.upsample not in UPSAMPLING:
             raise LvsegError(f"--upsample must be {' or '.join(UPSAMPLING)}, got {self.upsample!r}")
         if not 0 <= self.hold_out <= 1000:

@@ -23,6 +23,23 @@ FINE_TUNE_LR = 5e-4
 FINE_TUNE_MIN_SAMPLES = 160
 
 
+# "shallow": the input stage (stem and first encoder level) and the affine of every norm layer train, the rest stays
+# as it was: another site's images differ mostly in how they look (shading, contrast, noise, blur), which the first
+# layers and the norms read, and the frozen rest keeps what the model knew.
+SHALLOW = ("stem.", "encoder.0.", "norm")
+
+
+def trainable(model, tune: str = "all") -> list:
+    """The parameters a run trains (``tune``: `options.TUNE`); the others get ``requires_grad = False``."""
+    params = []
+    for name, param in model.named_parameters():
+        keep = tune == "all" or any(part in name for part in SHALLOW)
+        param.requires_grad_(keep)
+        if keep:
+            params.append(param)
+    return params
+
+
 class SegmentationTask(Task):
     score_name = "validation mean Dice"
 
@@ -65,7 +82,7 @@ class SegmentationTask(Task):
                                  min_samples=FINE_TUNE_MIN_SAMPLES if o.init else 0)
         self.net = self.parallel(self.model)
         lr = o.lr or (2e-3 if not o.init else FINE_TUNE_LR)
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=1e-4)
+        self.optimizer = torch.optim.AdamW(trainable(self.model, o.tune), lr=lr, weight_decay=1e-4)
         total = max(1, self.steps_per_epoch() * o.epochs)
         warmup = min(100, total // 10 + 1)
         # Cosine decay over the total steps of the run (a resume with more epochs stretches it).
