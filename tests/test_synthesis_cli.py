@@ -157,63 +157,21 @@ def test_synthesize_dataset_adds_to_a_folder_but_never_replaces_its_pairs(run, p
     assert len(PairFolder.open(out).records()) == 3
 
 
-# One process imports torch once, then forks a child per kill point: the child kills itself with SIGKILL before its
-# n-th file replacement (every file of a pair folder is written as a temp file, then renamed). Prints the n killed.
-KILL_DRIVER = r"""
-import json, os, shutil, signal, sys
-import torch
-from napari_lvseg import cli
-
-root, argv = sys.argv[1], json.loads(sys.argv[2])
-
-def child(n):
-    folder = os.path.join(root, f"k{n}")
-    shutil.copytree(os.path.join(root, "template"), folder)   # a synthetic folder that holds a pair already
-    torch.set_num_threads(1)
-    count = [0]
-    replace = os.replace
-    def step(*args, **kwargs):
-        count[0] += 1
-        if count[0] == n:
-            os.kill(os.getpid(), signal.SIGKILL)
-        return replace(*args, **kwargs)
-    os.replace = step
-    return cli.main([a.replace("{out}", folder) for a in argv])
-
-killed = []
-for n in range(1, 40):
-    pid = os.fork()
-    if pid == 0:
-        os._exit(child(n))
-    _, status = os.waitpid(pid, 0)
-    if not (os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL):
-        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, f"step {n}: status {status}"
-        break
-    killed.append(n)
-print(json.dumps(killed))
-"""
-
-
 @pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="kills forked children")
 def test_synthesize_dataset_killed_at_each_write_step_leaves_nothing_mislabelled(run, pairs, tmp_path):
     """kill -9 before each file replacement of `lvseg synthesize-dataset`: the folder stays readable, no pair in
     it ever reads as real (a pair whose line came after its files did), and the next run leaves no temp file and
     no unfinished pair behind."""
-    import re
-    import subprocess
-    import sys
     import warnings
+
+    from fault_injection import TEMP, drive
 
     from napari_lvseg.errors import LvsegWarning
 
-    temp_file = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp.*")   # atomic_path's temp files
     common = ["--masks-from", str(pairs), "--model", str(run), "--threads", "1"]
     assert main(["synthesize-dataset", *common, "--n", "1", "--seed", "9", "--out", str(tmp_path / "template")]) == 0
     argv = ["synthesize-dataset", *common, "--n", "2", "--seed", "0", "--out", "{out}"]
-    driver = subprocess.run([sys.executable, "-c", KILL_DRIVER, str(tmp_path), json.dumps(argv)],
-                            capture_output=True, text=True, timeout=600)
-    assert driver.returncode == 0, driver.stderr[-2000:]
-    killed = json.loads(driver.stdout.strip().splitlines()[-1])
+    killed = drive("cli-template", tmp_path, argv)
     assert killed == list(range(1, 7))   # two pairs, each a manifest line, an image and a mask
     expected = {"synthetic_s9_00000", "synthetic_s0_00000", "synthetic_s0_00001"}
     for n in killed:
@@ -228,7 +186,7 @@ def test_synthesize_dataset_killed_at_each_write_step_leaves_nothing_mislabelled
         assert {r["origin"] for r in records} == {"synthetic"}, (n, records)
         assert {r["name"] for r in records} <= expected and "synthetic_s9_00000" in {r["name"] for r in records}
         assert all(issubclass(w.category, LvsegWarning) for w in caught)
-        left = [p for p in (out, out / "images", out / "masks") for p in p.iterdir() if temp_file.fullmatch(p.name)]
+        left = [p for p in (out, out / "images", out / "masks") for p in p.iterdir() if TEMP.fullmatch(p.name)]
         assert left, n   # each kill came between a temp file and its rename
     for n in killed:   # the next run into each folder: what the kill left is cleared, the pairs before it kept
         out = tmp_path / f"k{n}"
