@@ -195,6 +195,12 @@ def test_fine_tuning_keeps_the_init_models_postprocessing_and_lv_size_and_trains
     assert tuned["postprocess"] == post and tuned["expects"] == card["expects"]
     steps = [e for e in events if e.kind == "step"]
     assert len(steps) == FINE_TUNE_MIN_SAMPLES // 4   # batch 4: the phantom pairs' one pass is far fewer slices
+    # only the shallow layers train (the input stage and the norms); the deeper ones stay as they were
+    before, after = weights(tmp_path / "base"), weights(tmp_path / "tuned")
+    assert before.keys() == after.keys() and tuned["training"]["trained"] == "shallow"
+    moved = {key for key in before if not np.array_equal(before[key].numpy(), after[key].numpy())}
+    assert any(key.startswith("stem.conv") for key in moved) and any("norm" in key for key in moved)
+    assert all(key.startswith(("stem.", "encoder.0.")) or "norm" in key for key in moved), moved
 
 
 def test_fine_tuning_takes_the_init_models_context_and_refuses_another(phantom_pairs, tmp_path):

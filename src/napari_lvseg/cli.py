@@ -71,8 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scanner: the default plus pixel sizes 0.6x-1.7x the data's and a coil's shading up to 2.5x")
     from .engine.options import TUNE, UPSAMPLING
 
-    p.add_argument("--tune", choices=TUNE, default="all",
-                   help="what trains: all, or shallow (the input stage and the norm layers; for another site's images)")
+    p.add_argument("--tune", choices=TUNE, default=None,
+                   help="what trains: all, or shallow (the input stage and the norm layers); default: all, and "
+                        "shallow with --init (another site's images)")
     p.add_argument("--rare-boost", type=float, default=2.0, help="oversampling of slices with infarct / no-reflow")
     p.add_argument("--seg-guide", metavar="MODEL", help="synthesis: a frozen segmentation model (trained on real "
                    "images) whose class-weighted cross-entropy on the generated images joins the generator loss")

@@ -46,7 +46,8 @@ class TrainOptions:
                                                    # --init model's, else 0; another than the --init model's: refused)
     # segmentation
     augment: str = "default"                       # none | light | default | scanner (+ pixel sizes 0.6x-1.7x)
-    tune: str = "all"                              # what trains: all | shallow (the input stage and every norm)
+    tune: str | None = None                        # what trains: all | shallow (the input stage and every norm);
+                                                   # None: all from scratch, shallow when fine-tuning (--init)
     rare_boost: float = 2.0                        # oversampling of infarct / no-reflow slices
     ce_weights: list | None = None                 # cross-entropy class weights (5 values)
     # synthesis (Pix2Pix)
@@ -111,7 +112,7 @@ class TrainOptions:
         if self.seg_guide_lambda < 0 or not 0 <= self.seg_guide_blur <= 8:
             raise LvsegError(f"--seg-guide-lambda must be 0 or more and --seg-guide-blur 0..8 pixels, got "
                              f"{self.seg_guide_lambda} and {self.seg_guide_blur}")
-        if self.tune not in TUNE:
+        if self.tune is not None and self.tune not in TUNE:
             raise LvsegError(f"--tune must be {' or '.join(TUNE)}, got {self.tune!r}")
         if self.upsample not in UPSAMPLING:
             raise LvsegError(f"--upsample must be {' or '.join(UPSAMPLING)}, got {self.upsample!r}")
