@@ -73,7 +73,8 @@ LR = "Learning rate; 0 uses the task's default."
 HOLD_OUT = ("Hold one of the real or corrected cases out of training and validate on it after each epoch: the plot "
             "then shows how the model does on a case it does not train on, and the best epoch is kept. Without "
             "validation cases (a few corrected cases) the last model is kept.")
-THREADS = "CPU threads for training; keep 1 so napari stays responsive."
+THREADS = ("CPU threads for training (default: every core). Training runs in its own process, so napari stays "
+           "responsive; lower it to keep cores free for other work.")
 DEVICE = "auto: the GPU if there is one, else the CPU."
 RUN_FOLDER = ("Folder of this training run (checkpoints, log, final model). Must be new to Start; a folder holding "
               "a run (last.pt) can be resumed with Resume, also from an earlier session.")
