@@ -211,6 +211,37 @@ def test_card_values_of_the_wrong_kind_are_reported_when_the_card_is_read(seg_di
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="a memory limit set in the child (POSIX)")
+@pytest.mark.parametrize("change", [{"depth": 50}, {"base_width": 100000}, {"base_width": 256, "depth": 8}])
+def test_a_card_that_would_exhaust_memory_is_refused_under_a_memory_limit(seg_dir, tmp_path, change):
+    """`lvseg segment` with a card asking for a network no machine holds, run under a 4 GB address-space limit
+    (the issue's depth-50 card ran into the out-of-memory killer at 24 GB): one line naming the card, exit 2,
+    before anything is built."""
+    import resource
+    import subprocess
+    import sys
+
+    directory, _ = seg_dir
+    card = json.loads((directory / "card.json").read_text())
+    card["params"] = {**card["params"], **change}
+    (directory / "card.json").write_text(json.dumps(card))
+    image = tmp_path / "image.tif"
+    import tifffile
+
+    tifffile.imwrite(image, np.random.default_rng(0).random((2, 64, 64), dtype=np.float32))
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    run = subprocess.run([sys.executable, "-m", "napari_lvseg.cli", "segment", str(image), "-o",
+                          str(tmp_path / "labels.tif"), "--model", str(directory)], preexec_fn=limit,
+                         capture_output=True, text=True, timeout=300)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2 and len(lines) == 1, run.stderr[-1000:]
+    assert "card.json: model card" in lines[0] and "Traceback" not in run.stderr
+    assert not (tmp_path / "labels.tif").exists()
+
+
 @pytest.mark.parametrize("spoil, words", [
     (lambda t: torch.full_like(t, float("nan")), "weights hold NaN or infinite values"),
     (lambda t: t.to(torch.int32), "weights stored as int32, not floating point"),
