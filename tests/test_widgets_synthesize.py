@@ -238,3 +238,29 @@ def test_a_random_variant_of_a_whole_stack_keeps_its_slices_aligned():
     assert all(np.array_equal(outlines[0], o) for o in outlines[1:]) and not np.array_equal(outlines[0], ring > 0)
     one = SynthesizeLogic.apply_action(stack, "random variant", z=1, seed=3)
     assert np.array_equal(one[0], ring) and np.array_equal(one[2], ring) and not np.array_equal(one[1], ring)
+
+
+def test_a_folder_another_writer_holds_is_refused_and_left_as_it_was(tmp_path):
+    """The GUI's writes take the folder's lock as `lvseg synthesize-dataset` and training do: while another writer
+    holds the synthetic or annotation folder, adding to it is refused in one line and nothing is written."""
+    from napari_lvseg.io.lock import FolderLock
+    from napari_lvseg.widgets.correct import CorrectLogic
+
+    mask = SynthesizeLogic.new_ring((64, 64))
+    synthetic = tmp_path / "synthetic"
+    SynthesizeLogic.add_to_dataset(synthetic, mask, [(0, np.ones((64, 64)))])
+    before = sorted(p.name for p in synthetic.rglob("*"))
+    with FolderLock(synthetic, "synthetic pair folder"):   # the other writer (flock: per open file)
+        with pytest.raises(LvsegError, match=r"synthetic: in use: another lvseg process .* synthetic pair folder"):
+            SynthesizeLogic.add_to_dataset(synthetic, mask, [(1, np.ones((64, 64)))])
+    assert sorted(p.name for p in synthetic.rglob("*")) == before
+    assert len(SynthesizeLogic.add_to_dataset(synthetic, mask, [(1, np.ones((64, 64)))])) == 1   # free again
+
+    logic = CorrectLogic(tmp_path / "annotations")
+    image = np.random.default_rng(0).random((2, 64, 64)).astype(np.float32)
+    labels = np.stack([mask, mask])
+    logic.save(image, labels, "case.tif")
+    with FolderLock(tmp_path / "annotations", "annotation folder"):
+        with pytest.raises(LvsegError, match=r"annotations: in use: .* annotation folder"):
+            logic.save(image, labels, "other.tif")
+    assert [r["name"] for r in PairFolder.open(tmp_path / "annotations").records()] == [logic.pair_name("case.tif")]

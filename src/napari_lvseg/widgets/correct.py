@@ -100,9 +100,13 @@ class CorrectLogic:
         if image.shape != labels.shape:
             raise LvsegError(f"image shape {image.shape} and labels shape {labels.shape} differ")
         check_labels(labels, labels_name)
-        return self.pairs().add(image, labels, origin="corrected", source=str(source), model=model or None,
-                                name=self.pair_name(source),
-                                edited_pixels=self.edited_pixels(labels, prediction))
+        from napari_lvseg.io.lock import FolderLock
+
+        pairs = self.pairs()
+        pairs.check_writable()   # a file in the way said as for any pair folder, before the lock
+        with FolderLock(self.folder, "annotation folder"):   # another process writing it: refused, nothing mixed
+            return pairs.add(image, labels, origin="corrected", source=str(source), model=model or None,
+                             name=self.pair_name(source), edited_pixels=self.edited_pixels(labels, prediction))
 
     def saved_record(self, source) -> dict | None:
         if not self.folder.is_dir():

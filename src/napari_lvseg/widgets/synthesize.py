@@ -117,9 +117,13 @@ class SynthesizeLogic:
         if not results:
             raise LvsegError("nothing to add: run the synthesis first")
         SynthesizeLogic.check_trainable(mask, source or "the mask")
+        from napari_lvseg.io.lock import FolderLock
+
         pairs = PairFolder(folder)
-        return [pairs.add(image, mask, origin="synthetic", source=source or None, model=model, seed=int(s))
-                for s, image in results]
+        pairs.check_writable()   # a file in the way said as for any pair folder, before the lock
+        with FolderLock(folder, "synthetic pair folder"):   # e.g. `lvseg synthesize-dataset` writing it: refused
+            return [pairs.add(image, mask, origin="synthetic", source=source or None, model=model, seed=int(s))
+                    for s, image in results]
 
 
 class SynthesizeWidget(QWidget):
