@@ -198,20 +198,13 @@ def _with_progress(steps, description: str):
         return result_of(steps)
     from tqdm import tqdm
 
-    bar = None
-    try:
-        while True:
-            try:
-                done, total = next(steps)
-            except StopIteration as end:
-                return end.value
-            if bar is None:
-                bar = tqdm(total=total, desc=description, unit="pass", leave=False, dynamic_ncols=True)
+    with tqdm(total=1, desc=description, unit="pass", leave=False, dynamic_ncols=True) as bar:
+        def advance(step):
+            done, total = step
             bar.total = max(total, bar.total)
             bar.update(done - bar.n)
-    finally:
-        if bar is not None:
-            bar.close()
+
+        return result_of(steps, advance)
 
 
 def _write_as(write, temp: Path, path: Path, data, meta) -> None:
