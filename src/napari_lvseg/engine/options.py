@@ -58,6 +58,8 @@ class TrainOptions:
     seg_guide: str | None = None                   # frozen segmentation model judging the images (see synthesis.py)
     seg_guide_lambda: float = 10.0
     seg_guide_blur: float = 0.0                    # Gaussian sigma (pixels) of the image the guide reads
+    context_inpaint: bool = False                  # context-preserving generator: fills in the LV region of a real
+                                                   # slice (card params conditioning "context"; see synthesis.py)
     # engine
     checkpoint_every: int = 50                     # steps between `last` checkpoints (and each epoch end)
     validate_every: int = 1                        # epochs

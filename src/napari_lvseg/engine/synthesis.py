@@ -20,6 +20,14 @@ slices), and a network trained on such images learns lesions poorly; the guide p
 classes towards what a real-image network sees. Left to itself the generator also answers the guide with
 a fine grid pattern, which a network reads but a reader does not; ``seg_guide_blur`` (a Gaussian of that
 sigma, in pixels, on the image the guide reads) takes that channel away.
+
+Context-preserving synthesis (``context_inpaint``, lesion inpainting): the generator also reads the real slice
+itself with its LV region (cavity + myocardium dilated by 3..8 pixels, drawn per sample) blanked out, and the region
+mask; its output is composited into the real slice with soft weights that live strictly inside the region
+(`models.pix2pix.blend_weights`), so every pixel outside stays the real one. The L1 counts inside the region only
+(class-weighted as above); the critic judges the composite, conditioned on the labels and the region. The card's
+params record ``conditioning: "context"``; ``init`` from a labels-only generator widens its input (the two new
+channels start at zero weight), so training starts from a generator that already draws LGE.
 """
 
 from __future__ import annotations
@@ -117,6 +125,36 @@ def generate_slices(generator, labels: np.ndarray, seed: int = 0) -> np.ndarray:
     return out
 
 
+def region_slices(labels: np.ndarray, context_labels=None, dilation: int | None = None) -> np.ndarray:
+    """The bool regions (N, S, S) a context generator fills in for label slices (N, S, S) (`context_region`)."""
+    import torch
+
+    from ..models.pix2pix import REGION_DILATION, context_region
+
+    dilation = REGION_DILATION if dilation is None else dilation
+    other = None if context_labels is None else torch.from_numpy(np.asarray(context_labels))
+    return context_region(torch.from_numpy(np.asarray(labels)), other, dilation).numpy()
+
+
+def generate_context_slices(generator, labels: np.ndarray, context: np.ndarray, region: np.ndarray,
+                            seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(composite, weights)`` (N, S, S) for label slices, context slices in the generator range and their bool
+    regions, one slice at a time: the generated region blended into the context (every pixel outside the region is
+    the context's), and the blend weights (0 outside the region)."""
+    import torch
+
+    from ..models.pix2pix import blend_weights
+
+    out = np.empty(labels.shape, np.float32)
+    weights = blend_weights(torch.from_numpy(np.asarray(region)), generator.blend_width).numpy()
+    for i, mask in enumerate(labels):
+        tensor = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.int64))
+        fake = generator.generate(tensor, seed=seed, context=torch.from_numpy(np.ascontiguousarray(context[i])),
+                                  region=torch.from_numpy(np.ascontiguousarray(region[i])))[0, 0].cpu().numpy()
+        out[i] = np.where(region[i], weights[i] * fake + (1.0 - weights[i]) * context[i], context[i])
+    return out, weights
+
+
 def gaussian_blur(images, sigma: float):
     """Images (B, 1, H, W) smoothed by a separable Gaussian of ``sigma`` pixels (reflected edges; differentiable)."""
     import torch
@@ -128,6 +166,25 @@ def gaussian_blur(images, sigma: float):
     kernel = kernel / kernel.sum()
     images = F.conv2d(F.pad(images, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
     return F.conv2d(F.pad(images, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+
+
+def widen_to_context(generator, params: dict):
+    """A context generator made from a labels-only one: the same weights, the first convolution's two new input
+    channels (blanked context, region) at zero, so it starts as the labels-only generator it was."""
+    import torch
+
+    from ..models.pix2pix import CONTEXT_CHANNELS
+    from ..models.weights import build_model
+
+    params = {**params, "in_channels": int(params["in_channels"]) + CONTEXT_CHANNELS, "conditioning": "context"}
+    wide = build_model("Pix2PixGenerator", params)
+    state = generator.state_dict()
+    first = "down.0.0.weight"
+    weight = torch.zeros_like(wide.state_dict()[first])
+    weight[:, :state[first].shape[1]] = state[first]
+    state[first] = weight
+    wide.load_state_dict(state)
+    return wide, params
 
 
 class SynthesisTask(Task):
@@ -163,13 +220,23 @@ class SynthesisTask(Task):
         if o.init:
             self.generator, card = load_model(o.init, task="synthesis")
             self.architecture, self.params = card.architecture, dict(card.params)
+            if o.context_inpaint and card.params.get("conditioning", "labels") != "context":
+                self.generator, self.params = widen_to_context(self.generator, self.params)
         else:
             self.architecture = "Pix2PixGenerator"
             self.params = {"in_channels": N_CLASSES, "out_channels": 1, "base_width": o.width or 32,
                            "depth": self.generator_depth(), "dropout": 0.5, "norm": "instance",
                            "upsample": o.upsample}
+            if o.context_inpaint:
+                from ..models.pix2pix import CONTEXT_CHANNELS
+
+                self.params.update(in_channels=N_CLASSES + CONTEXT_CHANNELS, conditioning="context")
             self.generator = build_model(self.architecture, self.params)
-        self.discriminator = PatchDiscriminator(in_channels=N_CLASSES + 1, base_width=o.disc_width)
+        # an --init context generator stays one (its input needs the context)
+        self.inpaint = self.params.get("conditioning", "labels") == "context"
+        # the critic reads the labels (and the region, when inpainting) beside the image
+        self.discriminator = PatchDiscriminator(in_channels=N_CLASSES + 1 + int(self.inpaint),
+                                                base_width=o.disc_width)
         self.net_g, self.net_d = self.parallel(self.generator), self.parallel(self.discriminator)
         lr = o.lr or 2e-4
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -213,12 +280,13 @@ class SynthesisTask(Task):
         return F.cross_entropy(out, labels, weight=self.l1_weights)
 
     def describe(self) -> str:
+        what = "; context-preserving (fills in the LV region of the real slice)" if self.inpaint else ""
         n_g = sum(p.numel() for p in self.generator.parameters())
         n_d = sum(p.numel() for p in self.discriminator.parameters())
         guide = "" if self.guide is None else f"; guided by {self.guide_card.name} x {self.options.seg_guide_lambda}"
         return (f"{self.architecture} width {self.params.get('base_width')} depth {self.params.get('depth')} "
                 f"({n_g / 1e6:.2f}M) + PatchGAN width {self.options.disc_width} ({n_d / 1e6:.2f}M); "
-                f"{self.data.describe()} on {self.device}{guide}")
+                f"{self.data.describe()} on {self.device}{guide}{what}")
 
     # -- training -----------------------------------------------------------------------------
     def begin_epoch(self, epoch: int) -> None:
@@ -233,9 +301,56 @@ class SynthesisTask(Task):
         x = torch.from_numpy(to_tanh(images, synthesis_normalization())).to(self.device)  # (B, 1, S, S)
         return x, torch.from_numpy(labels).to(self.device)
 
+    def train_regions(self, labels, epoch: int, step: int):
+        """Each sample's region, its LV dilated by 3..8 pixels (drawn from (seed, epoch, step): a resumed run redraws
+        the same), and its blend weights; at synthesis the region is the dilated union of two LVs, often wider."""
+        import torch
+
+        from ..models.pix2pix import REGION_DILATION, blend_weights, context_region
+
+        rng = np.random.default_rng((self.options.seed, epoch, step, 7))
+        region = torch.cat([context_region(lab[None], None, REGION_DILATION + int(rng.integers(0, 6)))
+                            for lab in labels])
+        return region, blend_weights(region, self.generator.blend_width)
+
+    def inpaint_step(self, epoch: int, step: int) -> dict:
+        """One step of context-preserving training (see the module docstring)."""
+        import torch
+
+        from ..models.pix2pix import context_input, one_hot
+
+        real, labels = self.batch(epoch, step)
+        region, weights = self.train_regions(labels, epoch, step)
+        region_f, weights = region.float()[:, None], weights[:, None]
+        self.generator.train()
+        fake = self.net_g(context_input(labels, real[:, 0], region))
+        composite = weights * fake + (1.0 - weights) * real
+        cond = torch.cat([one_hot(labels), region_f], dim=1)
+
+        d_real = self.net_d(cond, real)
+        d_fake = self.net_d(cond, composite.detach())
+        loss_d = 0.5 * (self.bce(d_real, d_real.new_ones(d_real.shape))
+                        + self.bce(d_fake, d_fake.new_zeros(d_fake.shape)))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+
+        d_fake = self.net_d(cond, composite)
+        adversarial = self.bce(d_fake, d_fake.new_ones(d_fake.shape))
+        w = self.l1_weights[labels][:, None] * region_f   # inside the region only
+        l1 = (w * (fake - real).abs()).sum() / w.sum().clamp_min(1e-6)
+        loss_g = adversarial + self.options.l1_lambda * l1
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        return {"loss": float(loss_g.detach()), "g_adv": float(adversarial.detach()), "l1": float(l1.detach()),
+                "d": float(loss_d.detach()), "lr": self.opt_g.param_groups[0]["lr"]}
+
     def train_step(self, epoch: int, step: int) -> dict:
         from ..models.pix2pix import one_hot
 
+        if self.inpaint:
+            return self.inpaint_step(epoch, step)
         real, labels = self.batch(epoch, step)
         cond = one_hot(labels)
         self.generator.train()
@@ -276,7 +391,10 @@ class SynthesisTask(Task):
         rows, fakes, labels_all = [], [], []
         for s in self.data.val_sets:
             real = to_tanh(s.images, norm)
-            fake = generate_slices(self.generator, s.labels, seed=0)
+            if self.inpaint:   # the real slice as its own context: L1 / PSNR / SSIM of the composite
+                fake, _ = generate_context_slices(self.generator, s.labels, real, region_slices(s.labels), seed=0)
+            else:
+                fake = generate_slices(self.generator, s.labels, seed=0)
             rows += [compare_slices(r, f) for r, f in zip(real, fake)]
             fakes.append(from_tanh(fake, norm))
             labels_all.append(s.labels)
@@ -301,6 +419,8 @@ class SynthesisTask(Task):
             classes={str(k): v for k, v in NAMES.items()}, input_size=o.size,
             training={**self.data.card_training(epoch), "l1_lambda": o.l1_lambda, "l1_weights": list(o.l1_weights),
                       "adversarial_loss": "BCEWithLogits", "disc_width": o.disc_width,
+                      **({"conditioning": "context", "l1": "inside the region only",
+                          "train_region_dilation": "3..8 pixels per sample"} if self.inpaint else {}),
                       "augment": "none" if o.augment == "none" else "light",
                       **({"seg_guide": self.guide_card.name, "seg_guide_source": str(o.seg_guide),
                           "seg_guide_lambda": o.seg_guide_lambda, "seg_guide_blur": o.seg_guide_blur}

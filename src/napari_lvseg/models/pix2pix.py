@@ -15,6 +15,12 @@ from napari_lvseg.labels import N_CLASSES
 from napari_lvseg.models.attention_res_unet import make_norm as _norm
 
 UPSAMPLING = ("transposed", "resize")
+# What a generator is conditioned on: the label map alone (every card before context-preserving synthesis), or a real
+# image with the LV region blanked out, the region mask and the label map (lesion inpainting: it fills in the region).
+CONDITIONING = ("labels", "context")
+CONTEXT_CHANNELS = 2   # the blanked context image and the region mask, after the one-hot labels
+REGION_DILATION = 3    # pixels the LV (cavity + myocardium) is dilated by to make the region filled in
+BLEND_WIDTH = 3        # pixels over which the generated region fades into the context, inside the region
 
 
 def _upsampling(kind: str, cin: int, cout: int, bias: bool) -> list:
@@ -38,8 +44,57 @@ def one_hot(labels: torch.Tensor, n_classes: int = N_CLASSES) -> torch.Tensor:
     return F.one_hot(labels, n_classes).permute(0, 3, 1, 2).float()
 
 
+def _dilate(mask: torch.Tensor, pixels: int) -> torch.Tensor:
+    """Binary (B, H, W) mask grown by ``pixels`` (a disc-like octagon: alternating 3x3 square and cross steps)."""
+    x = mask.float()[:, None]
+    cross = torch.tensor([[0.0, 1.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.0]], device=x.device)[None, None]
+    for step in range(int(pixels)):
+        if step % 2:
+            x = (F.conv2d(x, cross, padding=1) > 0).float()
+        else:
+            x = F.max_pool2d(x, 3, stride=1, padding=1)
+    return x[:, 0] > 0
+
+
+def context_region(labels, context_labels=None, dilation: int = REGION_DILATION) -> torch.Tensor:
+    """The region a context generator fills in: the LV (labels > 0) of the target ``labels`` (B, H, W), united with
+    that of the context's own ``context_labels`` where known, dilated by ``dilation`` pixels. Bool (B, H, W)."""
+    labels = torch.as_tensor(labels)
+    lv = labels > 0
+    if context_labels is not None:
+        lv = lv | (torch.as_tensor(context_labels, device=lv.device) > 0)
+    return _dilate(lv, dilation) if dilation > 0 else lv
+
+
+def blend_weights(region, width: int = BLEND_WIDTH) -> torch.Tensor:
+    """Soft region weights (B, H, W) in [0, 1]: 0 outside ``region`` exactly, ramping from 1/(width+1) at its edge
+    to 1 at ``width`` pixels inside, so a composite ``w * generated + (1 - w) * context`` keeps every pixel outside the
+    region, and blends at the border inside it."""
+    x = torch.as_tensor(region).float()[:, None]
+    total = x.clone()
+    eroded = x
+    for _ in range(int(width)):
+        eroded = -F.max_pool2d(-eroded, 3, stride=1, padding=1)
+        total = total + eroded
+    return (total / (int(width) + 1))[:, 0] * (x[:, 0] > 0)
+
+
+def context_input(labels: torch.Tensor, context: torch.Tensor, region: torch.Tensor,
+                  n_classes: int = N_CLASSES) -> torch.Tensor:
+    """A context generator's input (B, n_classes + 2, H, W): one-hot labels, the context image (B, H, W, generator
+    range) blanked to 0 inside ``region``, and the region mask."""
+    region = torch.as_tensor(region).to(context.device).float()
+    blanked = context * (1.0 - region)
+    return torch.cat([one_hot(labels, n_classes), blanked[:, None], region[:, None]], dim=1)
+
+
 class Pix2PixGenerator(nn.Module):
     """U-Net generator: (B, in, H, W) one-hot labels -> (B, out, H, W) image in [-1, 1].
+
+    ``conditioning="context"`` (lesion inpainting): the input is the one-hot labels plus a real image with the LV
+    region blanked out and the region mask (`context_input`; ``in_channels`` = classes + 2); the output is meant
+    for the region only, composited into the context with `blend_weights` (``region_dilation``, ``blend_width``:
+    how the region is made, recorded with the network so inference makes it as training did).
 
     ``depth`` stride-2 levels (6 takes 128x128 to a 2x2 bottleneck); widths ``base_width * min(2**l, 8)``.
     Down: Conv4x4-Norm-LeakyReLU(0.2) (no norm on the first and innermost). Up: ConvTranspose4x4-Norm-ReLU,
@@ -51,17 +106,29 @@ class Pix2PixGenerator(nn.Module):
     """
 
     def __init__(self, in_channels: int = N_CLASSES, out_channels: int = 1, base_width: int = 32,
-                 depth: int = 6, dropout: float = 0.5, norm: str = "instance", upsample: str = "transposed"):
+                 depth: int = 6, dropout: float = 0.5, norm: str = "instance", upsample: str = "transposed",
+                 conditioning: str = "labels", region_dilation: int = REGION_DILATION,
+                 blend_width: int = BLEND_WIDTH):
         super().__init__()
         if depth < 2:
             raise ValueError(f"depth must be >= 2, got {depth}")
         if upsample not in UPSAMPLING:
             raise ValueError(f"upsample must be one of {', '.join(UPSAMPLING)}, got {upsample!r}")
+        if conditioning not in CONDITIONING:
+            raise ValueError(f"conditioning must be one of {', '.join(CONDITIONING)}, got {conditioning!r}")
+        if conditioning == "context" and in_channels <= CONTEXT_CHANNELS:
+            raise ValueError(f"a context generator needs the label channels + {CONTEXT_CHANNELS}, got {in_channels}")
         _norm(norm, 1)
         self._params = dict(in_channels=in_channels, out_channels=out_channels, base_width=base_width,
                             depth=depth, dropout=dropout, norm=norm, upsample=upsample)
+        if conditioning == "context":   # labels-only cards keep their params as they were
+            self._params.update(conditioning=conditioning, region_dilation=int(region_dilation),
+                                blend_width=int(blend_width))
         self.depth = depth
         self.in_channels = in_channels
+        self.conditioning = conditioning
+        self.n_classes = in_channels - CONTEXT_CHANNELS if conditioning == "context" else in_channels
+        self.region_dilation, self.blend_width = int(region_dilation), int(blend_width)
         widths = [base_width * min(2 ** level, 8) for level in range(depth)]
 
         self.down = nn.ModuleList()
@@ -106,17 +173,27 @@ class Pix2PixGenerator(nn.Module):
         return x
 
     @torch.no_grad()
-    def generate(self, labels: torch.Tensor, seed: int | None = None) -> torch.Tensor:
+    def generate(self, labels: torch.Tensor, seed: int | None = None, context=None, region=None) -> torch.Tensor:
         """Synthesise images for integer label maps (B, H, W) (or (H, W)); same seed -> identical output.
 
         Norms run in eval mode, dropout stays active (the noise). The global RNG state is left untouched
         when a seed is given. Returns (B, out, H, W) float in [-1, 1] on the model's device.
+        A context generator also takes ``context`` (B, H, W) in the generator range and the bool ``region``
+        (B, H, W) it fills in; it returns the generated image, not yet composited (see `blend_weights`).
         """
         labels = torch.as_tensor(labels)
         if labels.dim() == 2:
             labels = labels[None]
         device = next(self.parameters()).device
-        x = one_hot(labels.to(device), self.in_channels)
+        if self.conditioning == "context":
+            if context is None or region is None:
+                raise ValueError("a context generator needs a context image and its region")
+            context, region = torch.as_tensor(context, dtype=torch.float32), torch.as_tensor(region)
+            if context.dim() == 2:
+                context, region = context[None], region[None]
+            x = context_input(labels.to(device), context.to(device), region.to(device), self.n_classes)
+        else:
+            x = one_hot(labels.to(device), self.in_channels)
         was_training = self.training
         self.eval()
         for module in self.modules():
