@@ -397,3 +397,144 @@ def test_feature_network_feeds_a_2_5d_encoder_the_lone_slice_as_its_own_neighbou
         for block in network.net.encoder:
             f = block(f)
     assert got.shape == (2, 32) and torch.allclose(got, f.mean((2, 3)))
+
+
+# -- context-preserving synthesis (lesion inpainting) -----------------------------------------------
+@pytest.fixture(scope="module")
+def context_run(pairs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "context"
+    list(train(tiny_options(pairs, out, context_inpaint=True, samples_per_epoch=4)))
+    return out
+
+
+def test_blend_weights_live_strictly_inside_the_region():
+    from napari_lvseg.models.pix2pix import blend_weights, context_region
+
+    labels = torch.zeros(1, 40, 40, dtype=torch.long)
+    labels[0, 15:25, 15:25] = 2
+    region = context_region(labels, dilation=3)
+    assert region[0, 12:28, 15:25].all() and region[0, 15:25, 12:28].all()   # the LV grown by 3 pixels
+    assert not region[0, 11].any() and not region[0, :, 28].any() and not region[0, 12, 12]   # rounded corners
+    w = blend_weights(region, 3)
+    assert torch.equal(w[~region], torch.zeros_like(w[~region]))         # 0 outside: the context kept exactly
+    assert (w[region] > 0).all() and float(w.max()) == 1.0                # blends at the border, 1 deep inside
+    assert abs(float(w[0, 20, 12]) - 0.25) < 1e-6                         # the edge pixel: 1 / (3 + 1)
+
+
+def test_context_training_records_the_conditioning_and_keeps_the_old_cards_working(context_run, run, lv_mask):
+    from napari_lvseg.synthesis import conditioning
+
+    card = read_card(context_run)
+    assert card.params["conditioning"] == "context" and card.params["in_channels"] == 7
+    assert card.training["conditioning"] == "context"
+    assert conditioning(read_card(run[0])) == "labels"          # a card without it: labels only, as before
+    assert synthesize(lv_mask, str(run[0])).shape == lv_mask.shape
+
+
+def test_context_synthesis_keeps_every_pixel_outside_the_region(context_run, lv_mask):
+    from napari_lvseg.synthesis import region_slices
+
+    image = make_phantom(n_slices=2, seed=3)[0].astype(np.int16)   # integer scanner values
+    out = synthesize(lv_mask, str(context_run), seed=1, context=image)
+    assert out.shape == lv_mask.shape and out.dtype == np.float32
+    region = region_slices(lv_mask)
+    assert np.array_equal(out[~region], image[~region].astype(np.float32))
+    assert not np.array_equal(out[region], image[region].astype(np.float32))   # the region is rendered
+    assert np.array_equal(out, synthesize(lv_mask, str(context_run), seed=1, context=image))   # same seed, same
+
+
+def test_context_synthesis_blanks_the_contexts_own_lv_and_handles_other_sizes(context_run):
+    from napari_lvseg.synthesis import region_slices
+
+    image, own = make_phantom(n_slices=1, seed=2)
+    target = np.zeros((1, 150, 140), np.uint8)
+    context = np.full((1, 150, 140), float(image.mean()), np.float64)
+    context[:, 10:138, 5:133], target[:, 10:138, 5:133] = image, np.roll(own, 6, axis=-1)
+    context_labels = np.zeros_like(target)
+    context_labels[:, 10:138, 5:133] = own
+    out = synthesize(target[0], str(context_run), context=context[0], context_labels=context_labels[0])
+    assert out.shape == (150, 140) and out.dtype == np.float64
+    region = region_slices(target, context_labels)[0]
+    assert (region & (context_labels[0] > 0) & (target[0] == 0)).any()   # the context's own LV is in the region
+    assert np.array_equal(out[~region], context[0][~region])
+
+
+@pytest.mark.parametrize("change, message", [
+    (lambda c: c[:, :-1], "context image has shape"),
+    (lambda c: np.where(c > c.mean(), np.nan, c), "NaN"),
+])
+def test_bad_contexts_are_refused_in_one_line(context_run, lv_mask, change, message):
+    image = make_phantom(n_slices=2, seed=3)[0]
+    with pytest.raises(LvsegError, match=message) as err:
+        synthesize(lv_mask, str(context_run), context=change(image), context_name="ctx.nii.gz")
+    assert "ctx.nii.gz" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_generators_and_contexts_must_agree(context_run, run, lv_mask):
+    image = make_phantom(n_slices=2, seed=3)[0]
+    with pytest.raises(LvsegError, match="give a context image"):
+        synthesize(lv_mask, str(context_run))
+    with pytest.raises(LvsegError, match="takes no context image"):
+        synthesize(lv_mask, str(run[0]), context=image)
+
+
+def _ring(shape, center, radius):
+    from napari_lvseg.data.simulator import draw_lv_ring
+
+    return draw_lv_ring(shape, center, radius, radius * 0.4)
+
+
+def test_donors_are_ranked_by_lv_size_and_moved_onto_the_mask():
+    from napari_lvseg.synthesis import donor_context, donors_from_volumes, rank_donors
+
+    image = np.arange(100 * 100, dtype=np.float32).reshape(100, 100)
+    donors = donors_from_volumes([("small", image, _ring((100, 100), (50, 50), 8)),
+                                  ("large", image, _ring((100, 100), (50, 50), 25)),
+                                  ("stack", np.stack([image, image]),
+                                   np.stack([np.zeros((100, 100), np.uint8), _ring((100, 100), (40, 60), 15)]))])
+    assert [d.name for d in donors] == ["small slice 0", "large slice 0", "stack slice 1"]   # LV slices only
+    mask = _ring((80, 90), (30, 50), 14)
+    assert [d.name for d in rank_donors(mask, donors)] == ["stack slice 1", "small slice 0", "large slice 0"]
+    assert [d.name for d in rank_donors(_ring((80, 90), (40, 40), 24), donors)][0] == "large slice 0"
+    context, labels = donor_context(mask, donors[2])
+    assert context.shape == labels.shape == mask.shape
+    ys, xs = np.nonzero(labels)
+    assert abs(ys.mean() - 30) < 1 and abs(xs.mean() - 50) < 1                  # its LV where the mask's is
+    assert context[30, 50] == image[40, 60]                                    # the image moved with it
+
+
+def test_a_drawn_mask_gets_a_donor_and_keeps_its_surroundings(context_run, pairs):
+    from napari_lvseg.synthesis import donor_contexts, read_donors, region_slices
+
+    donors = read_donors(pairs)
+    assert donors and all(d.image.ndim == 2 for d in donors)
+    mask = _ring((128, 128), (60, 70), 18)
+    context, context_labels, names = donor_contexts(mask, donors)
+    assert names == [read_and_rank(mask, donors)]
+    out = synthesize(mask, str(context_run), donors=donors)
+    region = region_slices(mask[None], context_labels[None])[0]
+    assert np.array_equal(out[~region], context[~region])
+    other = synthesize(mask, str(context_run), donors=donors, donor=1)
+    assert not np.array_equal(out, other)                                      # the user chose another donor
+    with pytest.raises(LvsegError, match="donor rank 999"):
+        synthesize(mask, str(context_run), donors=donors, donor=999)
+
+
+def read_and_rank(mask, donors):
+    from napari_lvseg.synthesis import rank_donors
+
+    return rank_donors(mask, donors)[0].name
+
+
+def test_the_default_generator_is_the_context_one_where_a_context_is_given(context_run, run, models_dir):
+    from napari_lvseg.models.registry import register_model
+    from napari_lvseg.synthesis import default_generator
+
+    register_model(context_run, "ctx-gen")
+    assert default_generator(context=True) in ("ctx-gen", "lvseg-pix2pix-context")
+    assert default_generator(context=False) != "ctx-gen"
+
+
+def test_evaluate_synthesis_of_a_context_generator(context_run, pairs):
+    result = evaluate_synthesis(str(context_run), pairs, cases=["phantom_P0"])
+    assert result["n_slices"] == 3 and np.isfinite(result["psnr"])

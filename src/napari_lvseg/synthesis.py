@@ -4,6 +4,14 @@ pair folders, and how close synthetic images come to real ones (PSNR, SSIM, clas
 Masks of any size: the generator runs on its grid (the card's ``input_size``) centred on the LV,
 and the image is pasted back at the mask's size; outside the grid it is the slice's background level.
 Intensities come back on the raw scale of the training images (the card's ``intensity_range``).
+
+Context-preserving synthesis (a generator whose card params say ``conditioning: "context"``): the mask is rendered
+into a real image, the *context*: the generator fills in the LV region only (the target mask's cavity + myocardium,
+united with the context's own LV where its labels are known, dilated a few pixels) and every pixel outside that
+region is the context's, unchanged. The generated region takes the context slice's own intensity scale (its
+percentiles over the generator's grid). A mask without a context takes a *donor*: a real slice whose LV size
+(area in pixels) is nearest the mask's, moved so that its LV centre lies on the mask's (`read_donors`,
+`rank_donors`, `donor_context`). Cards without ``conditioning`` are labels-only generators, as before.
 """
 
 from __future__ import annotations
@@ -22,14 +30,38 @@ NO_MODEL = "no bundled synthesis model; train one with lvseg train --task synthe
 
 
 # -- models ---------------------------------------------------------------------------------------
-def load_synthesis_model(model=None) -> tuple:
-    """``(generator, card)`` from a name, path, ``(net, card)`` tuple or None (the default model)."""
+def conditioning(card) -> str:
+    """What a generator reads: "context" (a real image with the LV region blanked, the region and the labels) or
+    "labels" (the label map alone; every card without the ``conditioning`` param)."""
+    return str((card.params or {}).get("conditioning", "labels"))
+
+
+def default_generator(context: bool = False) -> str | None:
+    """The default synthesis model's name: where a context image is available, a context generator (a bundled one
+    whose card says ``"default_context": true``, else the first context generator, bundled before user models);
+    otherwise (or where none is installed) the default labels-only generator. None where there is no generator."""
+    from .models.registry import default_model_name, list_models
+
+    entries = list_models("synthesis")
+    with_context = [e for e in entries if conditioning(e.card) == "context"]
+    if context and with_context:
+        marked = [e for e in with_context if e.source == "bundled" and e.card.extra.get("default_context")]
+        return (marked or with_context)[0].name
+    labels_only = [e for e in entries if conditioning(e.card) != "context"]
+    return default_model_name("synthesis", labels_only) if labels_only else None
+
+
+def load_synthesis_model(model=None, context: bool = False) -> tuple:
+    """``(generator, card)`` from a name, path, ``(net, card)`` tuple or None (the default model: a context
+    generator where ``context`` says a context image is available, `default_generator`)."""
     if isinstance(model, tuple):
         return model
-    from .models.registry import default_model_name, load_model
+    from .models.registry import load_model
 
-    if model in (None, "") and default_model_name("synthesis") is None:
-        raise LvsegError(NO_MODEL)
+    if model in (None, ""):
+        model = default_generator(context)
+        if model is None:
+            raise LvsegError(NO_MODEL)
     return load_model(model, task="synthesis")
 
 
@@ -55,13 +87,32 @@ def _check_mask(mask, name) -> np.ndarray:
 
 
 # -- synthesis ------------------------------------------------------------------------------------
-def synthesize(mask, model=None, seed: int = 0, name: str = "mask") -> np.ndarray:
-    """A synthetic LGE image (float32, same shape as ``mask``) for a 2-D mask or (Z, Y, X) stack.
+def synthesize(mask, model=None, seed: int = 0, name: str = "mask", context=None, context_labels=None,
+               context_name: str = "context", donors=None, donor=0) -> np.ndarray:
+    """A synthetic LGE image (same shape as ``mask``) for a 2-D mask or (Z, Y, X) stack.
 
-    Same seed, same image; each slice is rendered with ``seed``. ``model`` as in `load_synthesis_model`.
+    Same seed, same image; each slice is rendered with ``seed``. ``model`` as in `load_synthesis_model` (None: the
+    context generator where a context or donors are given, else the labels-only default).
+
+    ``context``: a real image of the mask's shape that the mask is rendered into (a context generator fills in the
+    LV region only; every pixel outside it is the context's); ``context_labels``: the context's own labels, where
+    known (its LV is blanked out too). Without a context, ``donors`` (a folder of EMIDEC cases or pairs, or a list
+    of `Donor`) give one: per slice, the donor of rank ``donor`` by LV size (0: the nearest; or a donor's name).
+    A labels-only generator renders the whole image from the mask (float32) and takes no context.
     """
     labels = _check_mask(mask, name)
-    net, card = load_synthesis_model(model)
+    if context is None and donors is not None:
+        context, context_labels, _ = donor_contexts(labels, donors, donor, name)
+        context_name = "donor"
+    net, card = load_synthesis_model(model, context=context is not None)
+    if conditioning(card) == "context":
+        if context is None:
+            raise LvsegError(f"{card.name} fills in the LV region of a real image: give a context image "
+                             "(--context IMAGE) or donors to take one from (--donors FOLDER)", name)
+        return _synthesize_in_context(labels, context, context_labels, net, card, seed, context_name)
+    if context is not None:
+        raise LvsegError(f"{card.name} renders whole images from the mask alone and takes no context image: "
+                         "choose a context generator (e.g. lvseg-pix2pix-context), or leave the context out", name)
     norm = card.normalization or synthesis_normalization()
     size = int(card.input_size or 128)
     stack = labels[None] if labels.ndim == 2 else labels
@@ -78,19 +129,217 @@ def synthesize(mask, model=None, seed: int = 0, name: str = "mask") -> np.ndarra
     return out[0] if labels.ndim == 2 else out
 
 
-def iter_variants(mask, n: int, model=None, seed: int = 0):
+def _check_context(context, labels: np.ndarray, context_labels, name) -> tuple:
+    """The context image (as given, float) and its labels (uint8 or None), each of the mask's shape, or LvsegError."""
+    context = np.asarray(context)
+    if context.dtype.kind not in "biuf":
+        raise LvsegError(f"context image has non-numeric type {context.dtype}", name)
+    if context.shape != labels.shape:
+        raise LvsegError(f"context image has shape {context.shape}; the mask has {labels.shape}: they must match",
+                         name)
+    if not np.isfinite(context).all():
+        raise LvsegError("context image contains NaN or Inf", name)
+    if context_labels is not None:
+        context_labels = _check_mask(context_labels, f"{name} labels")
+        if context_labels.shape != labels.shape:
+            raise LvsegError(f"context labels have shape {context_labels.shape}; the mask has {labels.shape}", name)
+    return context, context_labels
+
+
+def context_output(context) -> np.ndarray:
+    """A writable copy of the context in the dtype a synthetic image in it has: its own float type, float32 for
+    integer images (exact up to 2**24), so every pixel outside the region is the context's value."""
+    context = np.asarray(context)
+    return context.astype(context.dtype if context.dtype.kind == "f" else np.float32, copy=True)
+
+
+def _synthesize_in_context(labels, context, context_labels, net, card, seed, name) -> np.ndarray:
+    import torch
+
+    from .data.normalize import DEFAULT_NORMALIZATION, grid_window, normalize_view
+    from .models.pix2pix import blend_weights
+
+    context, context_labels = _check_context(context, labels, context_labels, name)
+    norm = {**DEFAULT_NORMALIZATION, **(card.normalization or synthesis_normalization())}
+    size = int(card.input_size or 128)
+    stack = labels[None] if labels.ndim == 2 else labels
+    ctx = context[None] if context.ndim == 2 else context
+    ctx_lab = None if context_labels is None else (context_labels[None] if context_labels.ndim == 2
+                                                   else context_labels)
+    union = stack if ctx_lab is None else np.maximum(stack > 0, ctx_lab > 0).astype(np.uint8)
+    center = labels_center(union) if stack.shape[-2:] != (size, size) else None
+    grid, box = to_grid(stack, size, center)
+    ctx_grid, _ = to_grid(ctx.astype(np.float32), size, center)
+    inside, _ = to_grid(np.ones(stack.shape[-2:], bool), size, center)
+    lab_grid = None if ctx_lab is None else to_grid(ctx_lab, size, center)[0]
+    region = region_slices(grid, lab_grid, net.region_dilation) & inside
+    weights = blend_weights(torch.from_numpy(region), net.blend_width).numpy()
+    normalised = normalize_view(ctx_grid, inside, norm)   # as training read its crops
+    out = context_output(ctx)
+    ys, xs = grid_window(box, (size, size), stack.shape)
+    gy, gx = slice(ys.start - box[0], ys.stop - box[0]), slice(xs.start - box[1], xs.stop - box[1])
+    for z in range(len(stack)):
+        if not region[z].any():
+            continue   # no LV here: the slice is the context's
+        pixels = ctx_grid[z][inside]
+        low, high = np.percentile(pixels, [norm["low"], norm["high"]])
+        scale = high - low
+        if scale <= 1e-6 + 1e-4 * max(abs(low), abs(high)):   # a flat slice, as normalize_slices treats it
+            low, scale = high, 1.0
+        fake = net.generate(torch.from_numpy(np.ascontiguousarray(grid[z], np.int64)), seed=seed,
+                            context=torch.from_numpy(to_tanh(normalised[z], norm)),
+                            region=torch.from_numpy(region[z]))[0, 0].cpu().numpy()
+        raw = low + from_tanh(fake, norm) * scale
+        window = out[z][ys, xs]
+        r, w = region[z][gy, gx], weights[z][gy, gx]
+        window[r] = (w[r] * raw[gy, gx][r] + (1.0 - w[r]) * window[r]).astype(out.dtype)
+        out[z][ys, xs] = window
+    return out[0] if labels.ndim == 2 else out
+
+
+def region_slices(labels, context_labels=None, dilation=None):
+    """The regions a context generator fills in (`engine.synthesis.region_slices`)."""
+    from .engine.synthesis import region_slices as regions
+
+    return regions(labels, context_labels, dilation)
+
+
+# -- donors ---------------------------------------------------------------------------------------
+class Donor:
+    """A real slice a drawn mask can be rendered into: its image (Y, X), labels (Y, X) and a name."""
+
+    def __init__(self, name: str, image, labels):
+        self.name, self.image, self.labels = name, np.asarray(image), np.asarray(labels, np.uint8)
+        self.area = int(np.count_nonzero(self.labels))   # LV pixels: cavity + myocardium
+
+    def __repr__(self) -> str:
+        return f"Donor({self.name!r}, LV {self.area} px)"
+
+
+def donors_from_volumes(volumes) -> list:
+    """`Donor` slices (those with an LV) of ``(name, image, labels)`` volumes, (Y, X) or (Z, Y, X) each."""
+    out = []
+    for name, image, labels in volumes:
+        image, labels = np.asarray(image), np.asarray(labels)
+        if image.shape != labels.shape or image.ndim not in (2, 3):
+            raise LvsegError(f"image {image.shape} and labels {labels.shape} must be one slice or stack of one shape",
+                             name)
+        if image.ndim == 2:
+            image, labels = image[None], labels[None]
+        for z in range(len(image)):
+            if labels[z].any() and not invalid_values(labels[z]):
+                out.append(Donor(f"{name} slice {z}", image[z], labels[z]))
+    return out
+
+
+def read_donors(folder, cases=None) -> list:
+    """Donor slices of a folder of real images with labels: an EMIDEC case or dataset folder (Case_X/Images,
+    Case_X/Contours) or a pair folder (its synthetic pairs left out); ``cases`` keeps only those names."""
+    from pathlib import Path
+
+    from .io import emidec
+    from .io.pairs import PairFolder
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise LvsegError("no such folder of donor cases (EMIDEC cases or a pair folder)", folder)
+    volumes = []
+    if PairFolder.is_pair_folder(folder):
+        pairs = PairFolder.open(folder)
+        for record in pairs.records():
+            if record.get("origin") != "synthetic" and (cases is None or record["name"] in cases):
+                image, mask = pairs.read(record["name"])
+                volumes.append((record["name"], image, mask))
+    else:
+        for case in emidec.find_cases(folder):
+            if cases is not None and case.name not in cases:
+                continue
+            image, labels = emidec.read_case(case)
+            if labels is not None:
+                volumes.append((case.name, image.data, labels.data))
+    donors = donors_from_volumes(volumes)
+    if not donors:
+        raise LvsegError("no real slice with an LV mask to take as a donor (EMIDEC cases with Contours, or pairs)",
+                         folder)
+    return donors
+
+
+def rank_donors(mask, donors, exclude=()) -> list:
+    """``donors`` nearest first by LV size: |log(donor LV area / mask LV area)| (the same order as the equivalent
+    diameters'); ties keep the given order. ``exclude``: names left out (e.g. the mask's own slice)."""
+    area = max(int(np.count_nonzero(np.asarray(mask))), 1)
+    kept = [d for d in donors if d.name not in set(exclude)]
+    return sorted(kept, key=lambda d: abs(np.log(max(d.area, 1) / area)))
+
+
+def donor_context(mask, donor) -> tuple:
+    """``(context, context_labels)`` of the mask's shape (Y, X): the donor's image and labels moved so that its
+    LV centre lies on the mask's (edge pixels repeated where the donor's image ends; labels 0 there)."""
+    mask = np.asarray(mask)
+    h, w = mask.shape
+    target, source = labels_center(mask), labels_center(donor.labels)
+    if target is None:   # no LV drawn on this slice: the donor's slice centred on the mask's
+        target = ((h - 1) / 2.0, (w - 1) / 2.0)
+    dy, dx = int(round(target[0] - source[0])), int(round(target[1] - source[1]))
+    ys, xs = np.arange(h) - dy, np.arange(w) - dx
+    dh, dw = donor.image.shape
+    yi, xi = np.clip(ys, 0, dh - 1), np.clip(xs, 0, dw - 1)
+    image = donor.image[yi[:, None], xi[None, :]]
+    labels = donor.labels[yi[:, None], xi[None, :]].copy()
+    labels[(ys < 0) | (ys >= dh), :] = 0
+    labels[:, (xs < 0) | (xs >= dw)] = 0
+    return image, labels
+
+
+def _pick_donor(mask_slice, donors, choice, name):
+    if isinstance(choice, Donor):
+        return choice
+    if isinstance(choice, str):
+        for d in donors:
+            if d.name == choice:
+                return d
+        raise LvsegError(f"no donor slice named {choice!r}", name)
+    ranked = rank_donors(mask_slice, donors)
+    if not 0 <= int(choice) < len(ranked):
+        raise LvsegError(f"donor rank {choice} asked for; there are {len(ranked)} donor slices", name)
+    return ranked[int(choice)]
+
+
+def donor_contexts(labels, donors, choice=0, name: str = "mask") -> tuple:
+    """``(context, context_labels, donor names)`` for a mask slice or stack: each slice its own donor (rank
+    ``choice`` by LV size, a donor's name, or a `Donor`), moved onto the slice's LV (`donor_context`). ``donors``:
+    a list of `Donor` or a folder for `read_donors`."""
+    if not isinstance(donors, (list, tuple)):
+        donors = read_donors(donors)
+    if not donors:
+        raise LvsegError("no donor slices to take a context from", name)
+    labels = np.asarray(labels)
+    stack = labels[None] if labels.ndim == 2 else labels
+    dtype = np.result_type(*[d.image.dtype for d in donors], np.float32)
+    context, context_labels, names = np.empty(stack.shape, dtype), np.empty(stack.shape, np.uint8), []
+    for z, mask_slice in enumerate(stack):
+        donor = _pick_donor(mask_slice, donors, choice, name)
+        context[z], context_labels[z] = donor_context(mask_slice, donor)
+        names.append(donor.name)
+    if labels.ndim == 2:
+        return context[0], context_labels[0], names
+    return context, context_labels, names
+
+
+def iter_variants(mask, n: int, model=None, seed: int = 0, **context):
     """``n`` images of the same mask, seeds ``seed``, ``seed + 1``, ..., made one at a time as the returned
     iterator is read (a caller can report progress and stop between images). ``n`` and the model are checked
-    at once."""
+    at once. ``context``: `synthesize`'s context, context_labels, context_name, donors and donor."""
     if n < 1:
         raise LvsegError(f"number of variants must be at least 1, got {n}")
-    model = load_synthesis_model(model)
-    return (synthesize(mask, model, seed + i) for i in range(n))
+    has_context = context.get("context") is not None or context.get("donors") is not None
+    model = load_synthesis_model(model, context=has_context)
+    return (synthesize(mask, model, seed + i, **context) for i in range(n))
 
 
-def synthesize_variants(mask, n: int, model=None, seed: int = 0) -> list:
+def synthesize_variants(mask, n: int, model=None, seed: int = 0, **context) -> list:
     """``n`` images of the same mask, seeds ``seed``, ``seed + 1``, ..."""
-    return list(iter_variants(mask, n, model, seed))
+    return list(iter_variants(mask, n, model, seed, **context))
 
 
 def _slice_numbers(cases: list) -> list:
@@ -320,7 +569,12 @@ def evaluate_synthesis(model, data, cases=None, seed: int = 0) -> dict:
     labels, real_v = source.labels[keep], source.images[keep]
     numbers = _slice_numbers(source.cases)
     real = to_tanh(real_v, norm)
-    fake = generate_slices(net, labels, seed)
+    if conditioning(card) == "context":   # each real slice its own context: the LV region filled in
+        from .engine.synthesis import generate_context_slices
+
+        fake, _ = generate_context_slices(net, labels, real, region_slices(labels, None, net.region_dilation), seed)
+    else:
+        fake = generate_slices(net, labels, seed)
     pairs = [{"case": source.cases[i], "slice": numbers[i], **compare_slices(r, f)}
              for i, r, f in zip(keep, real, fake)]
     fake_v = from_tanh(fake, norm)

@@ -19,6 +19,16 @@ def add_parsers(sub, add_model) -> None:
     p.add_argument("-o", "--output", required=True, help="image file; same shape as MASK (NIfTI keeps its header)")
     add_model(p, "synthesis")
     p.add_argument("--seed", type=seed_int, default=0, help="noise seed: same seed, same image")
+    p.add_argument("--context", metavar="IMAGE",
+                   help="a real image of MASK's shape to render into: the LV region is filled in, every pixel "
+                        "outside it stays this image's (default model then: the context generator)")
+    p.add_argument("--context-labels", metavar="LABELS",
+                   help="the context image's own labels, where known: its LV is blanked out too")
+    p.add_argument("--donors", metavar="DIR",
+                   help="without --context: real cases (EMIDEC folder or pair folder) to take each slice's "
+                        "surroundings from, the slice whose LV size is nearest the mask's")
+    p.add_argument("--donor", default="0", metavar="RANK|NAME",
+                   help="with --donors: the donor by rank of LV size (0: the nearest) or by name ('Case_P001 slice 3')")
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize)
 
@@ -57,13 +67,37 @@ def _threads(n) -> None:
 
 def cmd_synthesize(args) -> int:
     from .cli_args import input_path, output_path
-    from .io import read_labels, write_image
-    from .synthesis import synthesize
+    from .io import read_image, read_labels, write_image
+    from .synthesis import donor_contexts, synthesize
 
+    if args.context and args.donors:
+        raise LvsegError("give --context or --donors, not both (donors stand in for a missing context)")
+    if args.context_labels and not args.context:
+        raise LvsegError("--context-labels needs --context (the labels of that image)")
     _threads(args.threads)
-    output = output_path(args.output, [input_path(args.mask)], what="an image file")
+    inputs = [input_path(p) for p in (args.mask, args.context, args.context_labels, args.donors) if p]
+    output = output_path(args.output, inputs, what="an image file")
     mask = read_labels(args.mask)
-    image = synthesize(mask.data, args.model, seed=args.seed, name=args.mask)
+    context = context_labels = None
+    context_name = "context"
+    if args.context:
+        context, context_name = read_image(args.context).data, args.context
+        if args.context_labels:
+            context_labels = read_labels(args.context_labels).data
+            if context_labels.shape != context.shape:
+                raise LvsegError(f"labels of shape {context_labels.shape} for a context image of shape "
+                                 f"{context.shape}", args.context_labels)
+        if context.shape != mask.data.shape:
+            raise LvsegError(f"context image has shape {context.shape}; the mask {args.mask} has "
+                             f"{mask.data.shape}: they must match", args.context)
+    elif args.donors:
+        choice = int(args.donor) if args.donor.strip().lstrip("-").isdigit() else args.donor
+        context, context_labels, names = donor_contexts(mask.data, args.donors, choice, args.mask)
+        context_name = args.donors
+        shown = sorted(set(names))
+        print(f"donor{'s' if len(shown) > 1 else ''}: {', '.join(shown[:5])}{' ...' if len(shown) > 5 else ''}")
+    image = synthesize(mask.data, args.model, seed=args.seed, name=args.mask, context=context,
+                       context_labels=context_labels, context_name=context_name)
     # The mask's header (affine, spacing) goes with the image; only a NIfTI writer uses it.
     print(write_image(output, image, mask.meta))
     return 0
