@@ -201,3 +201,83 @@ def test_synthesize_dataset_killed_at_each_write_step_leaves_nothing_mislabelled
                 if p.name.startswith(".")] == []
         names = {p.name.split(".")[0] for p in (out / "images").iterdir()}
         assert names == {p.name.split(".")[0] for p in (out / "masks").iterdir()} == set(folder.names())
+
+
+# -- context-preserving synthesis: --context, --donors --------------------------------------------
+@pytest.fixture(scope="module")
+def context_run(pairs, tmp_path_factory):
+    from napari_lvseg.engine import TrainOptions, train
+
+    out = tmp_path_factory.mktemp("runs") / "context"
+    list(train(TrainOptions(task="synthesis", data=[str(pairs)], out=str(out), epochs=1, samples_per_epoch=2,
+                            batch_size=2, width=4, disc_width=8, threads=1, device="cpu", context_inpaint=True)))
+    return out
+
+
+def _nifti(path, zyx, affine=None):
+    nib.save(nib.Nifti1Image(np.asarray(zyx).transpose(2, 1, 0), np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+def _read(path):
+    return np.asarray(nib.load(str(path)).dataobj).transpose(2, 1, 0)
+
+
+def test_synthesize_with_context_keeps_every_pixel_outside_the_lv_region(context_run, mask_nifti, tmp_path):
+    from napari_lvseg.synthesis import region_slices
+
+    path, labels, affine = mask_nifti
+    image, own = make_phantom(n_slices=2, seed=9)
+    context = _nifti(tmp_path / "context.nii.gz", image.astype(np.float32), affine)
+    own_path = _nifti(tmp_path / "own.nii.gz", own, affine)
+    out = tmp_path / "image.nii.gz"
+    assert main(["synthesize", str(path), "-o", str(out), "--model", str(context_run), "--context", str(context),
+                 "--context-labels", str(own_path)]) == 0
+    data, region = _read(out), region_slices(labels, own)
+    assert data.shape == labels.shape and np.allclose(nib.load(str(out)).affine, affine)
+    assert np.array_equal(data[~region], image.astype(np.float32)[~region])
+    assert not np.array_equal(data[region], image.astype(np.float32)[region])
+
+
+def test_synthesize_with_donors_takes_the_nearest_lv(context_run, pairs, tmp_path, capsys):
+    from napari_lvseg.data.simulator import draw_lv_ring
+    from napari_lvseg.synthesis import donor_contexts, read_donors, region_slices
+
+    ring = draw_lv_ring((128, 128), (60, 64), 16, 7)
+    tifffile.imwrite(tmp_path / "drawn.tif", ring)
+    out = tmp_path / "image.tif"
+    assert main(["synthesize", str(tmp_path / "drawn.tif"), "-o", str(out), "--model", str(context_run),
+                 "--donors", str(pairs)]) == 0
+    context, context_labels, names = donor_contexts(ring, read_donors(pairs))
+    assert f"donor: {names[0]}" in capsys.readouterr().out
+    image, region = tifffile.imread(out), region_slices(ring[None], context_labels[None])[0]
+    assert image.shape == ring.shape and np.array_equal(image[~region], context[~region])
+    assert main(["synthesize", str(tmp_path / "drawn.tif"), "-o", str(tmp_path / "other.tif"),
+                 "--model", str(context_run), "--donors", str(pairs), "--donor", "1"]) == 0
+    assert f"donor: {donor_contexts(ring, read_donors(pairs), 1)[2][0]}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("extra, message", [
+    (lambda ctx, pairs: ["--context", str(ctx)], "fills in"),                       # labels-only model + context
+    (lambda ctx, pairs: ["--context", str(ctx), "--donors", str(pairs)], "not both"),
+    (lambda ctx, pairs: ["--context-labels", str(ctx)], "needs --context"),
+])
+def test_context_options_are_checked_in_one_line(run, context_run, mask_nifti, pairs, tmp_path, capsys, extra,
+                                                 message):
+    path, labels, _ = mask_nifti
+    ctx = _nifti(tmp_path / "ctx.nii.gz", make_phantom(n_slices=2, seed=1)[0].astype(np.float32))
+    model = run if message == "fills in" else context_run
+    assert main(["synthesize", str(path), "-o", str(tmp_path / "x.nii.gz"), "--model", str(model),
+                 *extra(ctx, pairs)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and (message in err or "takes no context" in err)
+    assert not (tmp_path / "x.nii.gz").exists()
+
+
+def test_a_context_of_another_shape_is_named(context_run, mask_nifti, tmp_path, capsys):
+    path, labels, _ = mask_nifti
+    ctx = _nifti(tmp_path / "small.nii.gz", np.zeros((2, 64, 64), np.float32))
+    assert main(["synthesize", str(path), "-o", str(tmp_path / "x.nii.gz"), "--model", str(context_run),
+                 "--context", str(ctx)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "small.nii.gz" in err and "shape" in err and len(err.splitlines()) == 1
