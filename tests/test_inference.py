@@ -471,3 +471,55 @@ def test_a_speck_is_no_lv_and_the_search_reads_on(scaled_oracle):
     result = segment(image, scaled_oracle)
     assert [d for d, _ in steps][:4] == [1, 2, 3, 4]   # both rounds of the search read
     assert result.info["lv_found"] and result.center == pytest.approx((230, 60), abs=3)
+
+
+def test_a_files_pixel_size_reads_as_unknown_where_it_is_the_placeholder():
+    from napari_lvseg.locate import pixel_size_mm
+
+    assert pixel_size_mm((8.0, 1.4, 1.4)) == pytest.approx(1.4)
+    assert pixel_size_mm((1.4, 1.6)) == pytest.approx(1.5)
+    assert pixel_size_mm((1.0, 1.0, 1.0)) is None   # what the EMIDEC crops' headers carry
+    for bad in (None, (8.0, float("nan"), 1.4), (8.0, 0.0, 1.4), (8.0, -1.4, -1.4), ("a", "b")):
+        assert pixel_size_mm(bad) is None
+
+
+@pytest.fixture
+def pixel_oracle():
+    """The two-class oracle with a card that expects an LV of 30 pixels (27-33) read at 1.2 mm pixels."""
+    card = ModelCard(name="by-pixels", task="segmentation", architecture="AttentionResUNet", input_size=64,
+                     extra={"expects": {"lv_diameter_px": 30.0, "lv_diameter_range_px": [27.0, 33.0],
+                                        "pixel_size_mm": 1.2}})
+    return BrightCavityMidWall(), card
+
+
+def test_where_both_pixel_sizes_are_known_their_ratio_is_the_zoom(pixel_oracle, scaled_oracle):
+    """An LV of 24 px at 1.8 mm: read at 1.8 / 1.2 = 1.5 (36 model pixels, a heart the training data could hold), not
+    at the 27 / 24 the LV's size alone asks for; in one pass. Without a file pixel size, the LV's size sets it."""
+    image, truth = ring_image((3, 64, 64), (32, 31), 12)
+    result = segment(image, pixel_oracle, pixel_size=1.8)
+    assert result.info["scale_from"] == "pixel size" and result.info["passes"] == 1
+    assert result.info["zoom"] == pytest.approx(1.5)
+    for k in (1, 2):
+        assert dice(result.labels == k, truth == k) > 0.9
+    by_size = segment(image, pixel_oracle)
+    assert by_size.info["scale_from"] == "LV size" and by_size.info["zoom"] == pytest.approx(27 / 24, rel=0.1)
+    # a card that records no pixel size (the bundled one) takes the LV's size whatever the file says
+    assert segment(image, scaled_oracle, pixel_size=1.8).info["zoom"] == pytest.approx(by_size.info["zoom"])
+
+
+def test_a_header_pixel_size_the_lv_contradicts_is_not_believed(pixel_oracle):
+    """A header saying 6 mm (zoom 4: an LV of 96 model pixels, far beyond the card's 27-33) is overruled by the LV's
+    size, in a field of view the search reads first."""
+    image, truth = ring_image((3, 200, 200), (120, 80), 12)
+    result = segment(image, pixel_oracle, pixel_size=6.0)
+    assert result.info["scale_from"] == "LV size"
+    assert result.info["zoom"] == pytest.approx(27 / 24, rel=0.12)
+    for k in (1, 2):
+        assert dice(result.labels == k, truth == k) > 0.9
+
+
+def test_a_pixel_size_that_is_no_size_is_refused_in_one_line(pixel_oracle):
+    image, _ = ring_image((1, 64, 64), (32, 31), 12)
+    for bad in (0.0, -1.2, float("nan")):
+        with pytest.raises(LvsegError, match="pixel size is a positive number"):
+            segment(image, pixel_oracle, pixel_size=bad)

@@ -15,7 +15,18 @@ import numpy as np
 from .data.normalize import model_context, normalize_view, with_context
 from .errors import LvsegError
 from .labels import N_CLASSES
-from .locate import ZOOM_TOLERANCE, device_of, expected_lv_size, locate_steps, lv_in_view, search_steps, zoom_for
+from .locate import (
+    ZOOM_TOLERANCE,
+    device_of,
+    expected_lv_size,
+    expected_pixel_size,
+    locate_steps,
+    lv_in_view,
+    pixel_size_believable,
+    pixel_zoom,
+    search_steps,
+    zoom_for,
+)
 from .postprocess import check_postprocess, labels_from_probabilities, postprocess, postprocessed_labels
 from .steps import result_of
 
@@ -175,24 +186,31 @@ def _counted(steps, before: int, total: int):
 
 
 def segment(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bool = False, center=None,
-            batch_size: int = 8, postprocessing: bool = True, name: str = "image") -> SegmentationResult:
+            batch_size: int = 8, postprocessing: bool = True, name: str = "image",
+            pixel_size: float | None = None) -> SegmentationResult:
     """Segment a 2-D slice (Y, X) or a stack (Z, Y, X) of any size and pixel size; ``model`` a name, path or
-    (net, card)."""
+    (net, card); ``pixel_size`` the image's in-plane pixel size in mm where its file records one
+    (`locate.pixel_size_mm`)."""
     return result_of(segment_steps(image, model, tta=tta, uncertainty=uncertainty, center=center,
-                                   batch_size=batch_size, postprocessing=postprocessing, name=name))
+                                   batch_size=batch_size, postprocessing=postprocessing, name=name,
+                                   pixel_size=pixel_size))
 
 
 def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bool = False, center=None,
-                  batch_size: int = 8, postprocessing: bool = True, name: str = "image"):
+                  batch_size: int = 8, postprocessing: bool = True, name: str = "image",
+                  pixel_size: float | None = None):
     """`segment` as steps: yields (steps done, steps) after each forward pass (at most `segment_step_count`) and
     returns the `SegmentationResult`. Checks come first.
 
     1. An image larger than the model's view (and no ``center``): `locate_steps` finds the LV and its size.
-    2. The model reads a view of its grid around the LV, at the zoom that brings the LV to the size its card
-       expects (`expected_lv_size`, `zoom_for` in `locate.py`; at zoom 1 where the card says nothing or the LV size
-       is not known yet).
+    2. The model reads a view of its grid around the LV. Where the image's ``pixel_size`` and the card's
+       (`expected_pixel_size`) are both known, their ratio is the zoom (`pixel_zoom`), unless the LV it shows is far
+       off the size the card expects (`pixel_size_believable`: a header that lies). Otherwise the zoom brings the
+       LV to the size its card expects (`expected_lv_size`, `zoom_for` in `locate.py`; at zoom 1 where the card says
+       nothing or the LV size is not known yet).
     3. Where the LV the model found there is off that size by more than `ZOOM_TOLERANCE` (a first pass at zoom 1 on
-       an image of another pixel size) or off the view's centre, it reads a second view at the zoom that LV asks for.
+       an image of another pixel size; not where the pixel sizes set the zoom) or off the view's centre, it reads a
+       second view at the zoom (or centre) that LV asks for.
     4. Its probabilities go back onto the image's own grid, where the labels are taken and cleaned (minimum lesion
        volumes counted in the image's pixels).
     """
@@ -201,22 +219,28 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
 
     image = check_segmentable(image, name)
     center = check_center(center, image.shape, name)
+    if pixel_size is not None and not (np.isfinite(pixel_size) and pixel_size > 0):
+        raise LvsegError(f"a pixel size is a positive number of mm, not {pixel_size}", name)
     net, card = model if isinstance(model, tuple) else load_model(model, task="segmentation")
     card_name = getattr(card, "name", "model card")
     post = check_postprocess(card.extra.get("postprocess") if hasattr(card, "extra") else None, card_name)
     size = int(card.input_size or 128)
     expected = expected_lv_size(card)
+    trained_mm = expected_pixel_size(card)
+    by_pixels = pixel_zoom(pixel_size, trained_mm) if pixel_size and trained_mm else None
     stack = np.asarray(image[None] if image.ndim == 2 else image, np.float32)
     total = segment_step_count(image, tta, batch_size, center, size, rescales=expected is not None)
     per_pass = probability_steps(len(stack), tta, batch_size)
     searched = search_steps(image, center, size)
-    zoom, found, given = 1.0, None, center
+    zoom, found, given = by_pixels or 1.0, None, center
     if searched:
         # a speck (a flat image's artefact) or a blob wider than any heart is no LV: said, not used
         found = yield from _counted(locate_steps(net, stack, size, card.normalization, expected), 0, total)
+        if found is not None and by_pixels and not pixel_size_believable(found[1], by_pixels, expected):
+            by_pixels, zoom = None, 1.0   # the LV says the header's pixel size is wrong: its size sets the zoom
         if found is not None:
             center = found[0]
-            if expected is not None:
+            if expected is not None and not by_pixels:
                 # read as a crop is, at zoom 1, where the search's measure (from two slices, not the whole stack)
                 # puts the LV within the tolerance of the range; the first pass measures it again
                 zoom = zoom_for(found[1], expected)
@@ -228,15 +252,18 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
         grid = normalize_view(grid, valid, card.normalization)
         prob = yield from _counted(iter_probabilities(net, grid, tta=tta, batch_size=batch_size), done, total)
         done, passes = done + per_pass, passes + 1
-        better = None if expected is None or passes == 2 else _better_view(prob, view, expected, given)
+        better = None if expected is None or passes == 2 else _better_view(prob, view, expected, given, by_pixels)
         if better is None:
             break
         center, zoom = better
+        if by_pixels and zoom != by_pixels:
+            by_pixels = None   # the LV read at the pixel size's zoom says the header is wrong
     if done < total:   # no second pass was needed
         yield total, total
     labels, unc, info = _labels_on_image(prob, valid, view, stack.shape, post if postprocessing else None,
                                          uncertainty, card_name)
-    info.update({"tta": tta, "zoom": view.zoom, "lv_found": not searched or found is not None, "passes": passes})
+    info.update({"tta": tta, "zoom": view.zoom, "lv_found": not searched or found is not None, "passes": passes,
+                 "scale_from": "pixel size" if by_pixels else "LV size" if expected is not None else "none"})
     if image.ndim == 2:
         labels = labels[0]
         unc = None if unc is None else unc[0]
@@ -244,16 +271,18 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
     return SegmentationResult(labels, unc, (float(centre[0]), float(centre[1])), getattr(card, "name", ""), info)
 
 
-def _better_view(prob: np.ndarray, view, expected: tuple, given_centre=None):
+def _better_view(prob: np.ndarray, view, expected: tuple, given_centre=None, by_pixels: float | None = None):
     """(centre, zoom) of a view that holds the LV found in ``prob`` (a pass through ``view``; `lv_in_view`) at the
-    zoom its size asks for (`zoom_for`) and in its middle (a user's ``given_centre`` stays as it is); None where
-    ``view`` already does (within `ZOOM_TOLERANCE`, and the LV's centre within an eighth of the view from its
-    centre) or no plausible LV was found."""
+    zoom its size asks for (`zoom_for`; ``by_pixels``, the pixel sizes' zoom, where the LV's size believes it) and in
+    its middle (a user's ``given_centre`` stays as it is); None where ``view`` already does (within
+    `ZOOM_TOLERANCE`, and the LV's centre within an eighth of the view from its centre) or no plausible LV was
+    found."""
     found = lv_in_view(prob.argmax(1).astype(np.uint8), view, expected)
     if found is None:
         return None
     center, diameter = found
-    zoom = zoom_for(diameter, expected)
+    believed = by_pixels and pixel_size_believable(diameter, by_pixels, expected)
+    zoom = by_pixels if believed else zoom_for(diameter, expected)
     off_by = max(zoom / view.zoom, view.zoom / zoom)
     away = max(abs(a - b) for a, b in zip(center, view.center)) * view.zoom   # in model pixels
     off_centre = given_centre is None and away > view.size / 8.0

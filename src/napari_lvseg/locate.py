@@ -50,6 +50,56 @@ def expected_lv_size(card) -> tuple | None:
     return low, mid, high
 
 
+# Pixel size: where a file records its pixel size and the model's card the pixel size its training data were read at
+# (``expects.pixel_size_mm``), the zoom is their ratio and the LV's own size only checks it (`pixel_zoom`). A header's
+# 1 x 1 mm is taken as unknown: it is what tools write where nothing was recorded (the EMIDEC crops carry it), and an
+# in-plane 1.0 mm LGE pixel is rare enough that reading it by the LV's size costs little.
+PLACEHOLDER_PIXEL_MM = 1.0
+# The LV that a pixel-size zoom shows must lie within this factor of the card's range; farther, the pixel size is not
+# believed (a header that lies, a resampled export) and the LV's size sets the zoom.
+PIXEL_SIZE_TRUST = 1.5
+
+
+def pixel_size_mm(spacing) -> float | None:
+    """The in-plane pixel size (mm) that a file's spacing ((z,) y, x) records: the mean of y and x; None where it
+    records none (absent, not positive and finite, or the 1 x 1 mm placeholder)."""
+    try:
+        y, x = (float(v) for v in tuple(spacing)[-2:])
+    except (TypeError, ValueError):
+        return None
+    if not (np.isfinite([y, x]).all() and y > 0 and x > 0) or y == x == PLACEHOLDER_PIXEL_MM:
+        return None
+    return (y + x) / 2.0
+
+
+def expected_pixel_size(card) -> float | None:
+    """The pixel size (mm) a model's training data were read at, as its card records it (``expects.pixel_size_mm``);
+    None where it does not (the EMIDEC crops record none)."""
+    expects = getattr(card, "extra", {}).get("expects") or {}
+    try:
+        value = float(expects.get("pixel_size_mm"))
+    except (TypeError, ValueError):
+        return None
+    return value if np.isfinite(value) and value > 0 else None
+
+
+def pixel_zoom(pixel_size: float, expected_mm: float) -> float:
+    """The zoom (model pixels per image pixel) that reads pixels of ``pixel_size`` mm at the training data's
+    ``expected_mm`` (within `ZOOM_RANGE`; 1 within `ZOOM_TOLERANCE`, so that images of the training pixel size are
+    read as crops are)."""
+    zoom = float(np.clip(pixel_size / expected_mm, *ZOOM_RANGE))
+    return 1.0 if max(zoom, 1.0 / zoom) <= ZOOM_TOLERANCE else zoom
+
+
+def pixel_size_believable(diameter: float, zoom: float, expected: tuple | None) -> bool:
+    """Whether an LV of ``diameter`` image pixels, read at a pixel-size ``zoom``, looks like the training data's LVs
+    (within `PIXEL_SIZE_TRUST` of the card's range); True where the card records no LV size."""
+    if expected is None:
+        return True
+    low, _, high = expected
+    return low / PIXEL_SIZE_TRUST <= diameter * zoom <= high * PIXEL_SIZE_TRUST
+
+
 def zoom_for(diameter: float, expected: tuple) -> float:
     """The zoom at which an LV of ``diameter`` image pixels looks as the model expects: 1 inside the expected range,
     else the one that brings it to the range's nearer end (within `ZOOM_RANGE`). The nearer end, not the median: on
@@ -80,11 +130,11 @@ def lv_diameter(labels: np.ndarray, percentile: float = 75.0) -> float | None:
     return float(np.percentile(2.0 * np.sqrt(areas / np.pi), percentile))
 
 
-def lv_size_expectation(label_volumes) -> dict | None:
+def lv_size_expectation(label_volumes, pixel_size: float | None = None) -> dict | None:
     """A model card's ``expects`` block from its training cases' labels (stacks (Z, Y, X) on the model's grid): the
     median `lv_diameter` over the cases and its 10th-90th percentile range, at least 12 % either side of the median
-    (the 42 EMIDEC training cases' own spread: a few cases must not make every other heart "off-size"); None without
-    LV labels."""
+    (the 42 EMIDEC training cases' own spread: a few cases must not make every other heart "off-size"), and the pixel
+    size (mm) the cases were read at, where their files recorded one; None without LV labels."""
     sizes = [d for d in (lv_diameter(np.asarray(v)) for v in label_volumes) if d]
     if not sizes:
         return None
@@ -95,7 +145,7 @@ def lv_size_expectation(label_volumes) -> dict | None:
             "measure": "lv_diameter: 75th percentile over a case's LV slices of the diameter of a disc with the "
                        "slice's LV area (cavity + wall); median and 10th-90th percentiles over the training cases, "
                        "at least 12 % either side of the median",
-            "pixel_size_mm": None}
+            "pixel_size_mm": None if pixel_size is None else round(float(pixel_size), 4)}
 
 
 def search_order(count: int) -> list:

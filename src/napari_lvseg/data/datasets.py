@@ -29,6 +29,7 @@ class SliceSet:
     origin: list = field(default_factory=list)  # 'real' | 'corrected' | 'synthetic' per slice
     # where each slice came from: its case for real slices; a pair's source case, file or layer name (or "")
     derived_from: list = field(default_factory=list)
+    pixel_sizes: dict = field(default_factory=dict)   # case -> in-plane pixel size (mm) its file records, or None
 
     def __len__(self) -> int:
         return len(self.images)
@@ -36,7 +37,8 @@ class SliceSet:
     def subset(self, case_names) -> "SliceSet":
         keep = [i for i, c in enumerate(self.cases) if c in set(case_names)]
         return SliceSet(self.name, self.images[keep], self.labels[keep], [self.cases[i] for i in keep],
-                        [self.origin[i] for i in keep], [self.derived_from[i] for i in keep])
+                        [self.origin[i] for i in keep], [self.derived_from[i] for i in keep],
+                        {c: v for c, v in self.pixel_sizes.items() if c in set(case_names)})
 
     def input(self, j: int, context: int = 0) -> np.ndarray:
         """Slice ``j`` with ``context`` neighbours each side from its own case (C, S, S), ends repeated."""
@@ -53,12 +55,20 @@ class SliceSet:
             yield case, self.images[idx], self.labels[idx]
 
 
-def training_zoom(labels: np.ndarray, expected) -> float:
+def training_zoom(labels: np.ndarray, expected, pixel_size: float | None = None,
+                  read_at: float | None = None) -> float:
     """The zoom at which segmenting reads a case with these labels (Z, Y, X) with a model expecting LVs of
     ``expected`` size (`locate.expected_lv_size`; None: 1): its LV brought into the expected range, as
-    `inference.segment_steps` does, so that fine-tuning on another site's pixel size trains on what the model sees."""
-    from ..locate import ZOOM_TOLERANCE, lv_diameter, zoom_for
+    `inference.segment_steps` does, so that fine-tuning on another site's pixel size trains on what the model sees.
+    Where the case's file records its ``pixel_size`` and the model is ``read_at`` a pixel size (mm), their ratio
+    (`locate.pixel_zoom`), as segmenting takes it."""
+    from ..locate import ZOOM_TOLERANCE, lv_diameter, pixel_size_believable, pixel_zoom, zoom_for
 
+    if pixel_size and read_at:
+        zoom = pixel_zoom(pixel_size, read_at)
+        diameter = lv_diameter(labels)
+        if diameter is None or pixel_size_believable(diameter, zoom, expected):
+            return zoom
     diameter = lv_diameter(labels) if expected is not None else None
     if not diameter:
         return 1.0
@@ -80,7 +90,8 @@ def _zoomed(image, labels, size, center, zoom):
     return img, lab, inside
 
 
-def _add_volume(acc, image, labels, case, origin, size, normalization, path, derived_from=None, expected=None):
+def _add_volume(acc, image, labels, case, origin, size, normalization, path, derived_from=None, expected=None,
+                pixel_size=None, read_at=None):
     image = np.asarray(image)
     labels = np.asarray(labels)
     if image.ndim == 2:
@@ -92,7 +103,7 @@ def _add_volume(acc, image, labels, case, origin, size, normalization, path, der
     bad = invalid_values(labels)
     if bad:
         raise LvsegError(f"label values outside 0..4: {bad[:8]}", path)
-    zoom = training_zoom(labels, expected)
+    zoom = training_zoom(labels, expected, pixel_size, read_at)
     center = labels_center(labels) if image.shape[-2:] != (size, size) or zoom != 1.0 else None
     # cropped first, then normalised over the crop's pixels inside the image: as segmenting reads its view
     if zoom != 1.0:
@@ -107,16 +118,20 @@ def _add_volume(acc, image, labels, case, origin, size, normalization, path, der
     acc["cases"] += [case] * len(img)
     acc["origin"] += [origin] * len(img)
     acc["derived_from"] += [case if derived_from is None else derived_from] * len(img)
+    acc["pixel_sizes"][case] = pixel_size
 
 
-def load_source(path, size: int = 128, normalization: dict | None = None, cases=None, expected=None) -> SliceSet:
+def load_source(path, size: int = 128, normalization: dict | None = None, cases=None, expected=None,
+                read_at: float | None = None) -> SliceSet:
     """Load an EMIDEC dataset/case folder or a pair folder as a SliceSet (``cases`` filters case names); with
-    ``expected`` (a model's LV size, `locate.expected_lv_size`) each case at the zoom segmenting would read it at."""
+    ``expected`` (a model's LV size, `locate.expected_lv_size`) and ``read_at`` (the pixel size in mm a model reads,
+    `locate.expected_pixel_size`) each case at the zoom segmenting would read it at (`training_zoom`)."""
     from ..io import emidec
     from ..io.pairs import PairFolder
+    from ..locate import pixel_size_mm
 
     path = Path(path)
-    acc = {"images": [], "labels": [], "cases": [], "origin": [], "derived_from": []}
+    acc = {"images": [], "labels": [], "cases": [], "origin": [], "derived_from": [], "pixel_sizes": {}}
     if not path.exists():
         raise LvsegError("no such file or folder", path)
     if not path.is_dir():
@@ -135,10 +150,11 @@ def load_source(path, size: int = 128, normalization: dict | None = None, cases=
     for record in records or []:
         if cases is not None and record["name"] not in cases:
             continue
-        image, mask = folder.read(record["name"])
+        image, mask, spacing = folder.read_with_spacing(record["name"])
         _add_volume(acc, image, mask, record["name"], record.get("origin", "real"), size, normalization,
                     path / "masks" / record["name"],
-                    derived_from=str(record.get("source_case") or record.get("source") or ""), expected=expected)
+                    derived_from=str(record.get("source_case") or record.get("source") or ""), expected=expected,
+                    pixel_size=pixel_size_mm(spacing), read_at=read_at)
     for case in found or []:
         if cases is not None and case.name not in cases:
             continue
@@ -146,11 +162,22 @@ def load_source(path, size: int = 128, normalization: dict | None = None, cases=
         if labels is None:
             continue  # an unlabelled case cannot train
         _add_volume(acc, image.data, labels.data, case.name, "real", size, normalization, case.labels_path,
-                    expected=expected)
+                    expected=expected, pixel_size=pixel_size_mm(image.spacing), read_at=read_at)
     if not acc["images"]:
         raise LvsegError("no labelled slices to train on", path)
     return SliceSet(path.name, np.concatenate(acc["images"]), np.concatenate(acc["labels"]),
-                    acc["cases"], acc["origin"], acc["derived_from"])
+                    acc["cases"], acc["origin"], acc["derived_from"], acc["pixel_sizes"])
+
+
+def common_pixel_size(sets, kinds=("real", "corrected")) -> float | None:
+    """The pixel size (mm) a new model reads its cases at: the median of what the files of the ``kinds`` of cases
+    record, where every one of them records one; None otherwise (the cases are read at their own pixels, and the
+    model's card records the LV size alone)."""
+    sizes = [s.pixel_sizes.get(case) for s in sets for case in s.case_names()
+             if s.origin[s.cases.index(case)] in kinds]
+    if not sizes or any(v is None for v in sizes):
+        return None
+    return float(np.median(sizes))
 
 
 def mentions_case(text: str, cases) -> bool:

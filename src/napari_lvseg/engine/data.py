@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from ..data.augment import augment_sample
-from ..data.datasets import epoch_indices, load_source, mentions_case, read_split, split_cases
+from ..data.datasets import common_pixel_size, epoch_indices, load_source, mentions_case, read_split, split_cases
 from ..errors import LvsegError
+from ..locate import pixel_zoom
 
 EMIDEC_LICENCE = "CC BY-NC-SA 4.0 (weights trained on EMIDEC data, emidec.com)"
 
@@ -128,12 +129,19 @@ class TrainingData:
     """
 
     def __init__(self, options, normalization: dict, transform, rare_boost: float, world, context: int = 0,
-                 expected=None, min_samples: int = 0):
+                 expected=None, min_samples: int = 0, read_at: float | None = None):
         o = self.options = options
         self.context = context  # neighbour slices each side in a sample's channels
         self.transform, self.rare_boost, self.world = transform, rare_boost, world
-        # a fine-tuned model's cases at the zoom segmenting reads them at (``expected``: its LV size; see load_source)
-        sets = [load_source(p, o.size, normalization, expected=expected) for p in o.data]
+        # a fine-tuned model's cases at the zoom segmenting reads them at (``expected``: its LV size; ``read_at``: its
+        # pixel size in mm; see load_source); a new model's at its cases' common pixel size, where their files record
+        # one (`common_pixel_size`), read again where some differ from it
+        sets = [load_source(p, o.size, normalization, expected=expected, read_at=read_at) for p in o.data]
+        if read_at is None and expected is None:
+            read_at = common_pixel_size(sets)
+            if read_at and any(v and pixel_zoom(v, read_at) != 1.0 for s in sets for v in s.pixel_sizes.values()):
+                sets = [load_source(p, o.size, normalization, read_at=read_at) for p in o.data]
+        self.pixel_size = read_at   # what the card's ``expects`` records
         train, val, self.left_out = split_sources(o, sets)
         mix = list(o.mix) if o.mix else [len(t) for t in train]  # default: proportional to training slices
         # a source at ratio 0 only validates: it adds nothing to training, to the epoch length or to the card
@@ -225,7 +233,7 @@ class TrainingData:
             return [labels for s in self.train_sets for case, _, labels in s.volumes()
                     if s.origin[s.cases.index(case)] in kinds]
 
-        return lv_size_expectation(volumes(("real", "corrected")) or volumes(("synthetic",)))
+        return lv_size_expectation(volumes(("real", "corrected")) or volumes(("synthetic",)), self.pixel_size)
 
     def licence(self) -> str:
         real = any(origin == "real" for s in self.train_sets for origin in s.origin)

@@ -216,13 +216,18 @@ class PairFolder:
 
     def read(self, name: str) -> tuple[np.ndarray, np.ndarray]:
         """(image float32, mask uint8) of pair ``name``."""
+        return self.read_with_spacing(name)[:2]
+
+    def read_with_spacing(self, name: str) -> tuple[np.ndarray, np.ndarray, tuple]:
+        """(image float32, mask uint8, the image file's spacing (z, y, x), 1.0 where unknown) of pair ``name``."""
         from napari_lvseg.io import read_image, read_labels
 
         image_path, mask_path = self._paths(name)
-        image = read_image(image_path).data.astype(np.float32, copy=False)
+        volume = read_image(image_path)
+        image = volume.data.astype(np.float32, copy=False)
         mask = read_labels(mask_path).data
         check_pair(image, mask, mask_path)
-        return image, mask
+        return image, mask, volume.spacing
 
     def find(self, source) -> dict | None:
         """The latest record made from ``source`` (a file path), or None."""
@@ -244,8 +249,9 @@ class PairFolder:
                 return name
 
     def add(self, image: np.ndarray, mask: np.ndarray, *, origin: str, source=None, model=None, seed=None,
-            name: str | None = None, fmt: str = "tiff", **extra) -> str:
-        """Store a pair (replacing any pair of the same name) and return its name."""
+            name: str | None = None, fmt: str = "tiff", spacing=None, **extra) -> str:
+        """Store a pair (replacing any pair of the same name) and return its name; ``spacing`` ((z,) y, x, in mm)
+        is kept in the image's and the mask's files."""
         if origin not in ORIGINS:
             raise LvsegError(f"origin must be one of {', '.join(ORIGINS)}, not '{origin}'", self.root)
         if fmt not in _FORMATS:
@@ -287,8 +293,9 @@ class PairFolder:
         # The line first, then the files: a kill in between leaves a line without its files, which readers leave
         # out, never files without a line (which a reader could not tell from real data).
         self._write_manifest(records + [json.loads(line)], text)   # the record as a parse of the manifest gives it
-        write(image_path, image)
-        write(mask_path, mask)
+        meta = None if spacing is None else {"spacing": tuple(float(v) for v in spacing)}
+        write(image_path, image, meta)
+        write(mask_path, mask, meta)
         for previous in replaced:  # a replaced pair stored in the other format leaves no stale files behind
             for key in ("image", "mask"):
                 stale = self.root / previous.get(key, "")

@@ -90,8 +90,10 @@ class CorrectLogic:
         """Whether labels are still the prediction kept in their layer metadata (False when none was kept)."""
         return CorrectLogic.edited_pixels(labels, (metadata or {}).get("lvseg_prediction")) == 0
 
-    def save(self, image, labels, source, model=None, prediction=None, labels_name: str = "labels") -> str:
-        """Store the pair (origin 'corrected'); returns the pair name. ``labels_name`` names the labels in errors."""
+    def save(self, image, labels, source, model=None, prediction=None, labels_name: str = "labels",
+             spacing=None) -> str:
+        """Store the pair (origin 'corrected'); returns the pair name. ``labels_name`` names the labels in errors;
+        ``spacing`` (the image layer's scale) keeps the image's pixel size, which fine-tuning reads it at."""
         from napari_lvseg.io.volume import check_labels
 
         if image is None or labels is None:
@@ -106,7 +108,8 @@ class CorrectLogic:
         pairs.check_writable()   # a file in the way said as for any pair folder, before the lock
         with FolderLock(self.folder, "annotation folder"):   # another process writing it: refused, nothing mixed
             return pairs.add(image, labels, origin="corrected", source=str(source), model=model or None,
-                             name=self.pair_name(source), edited_pixels=self.edited_pixels(labels, prediction))
+                             name=self.pair_name(source), edited_pixels=self.edited_pixels(labels, prediction),
+                             spacing=spacing)
 
     def saved_record(self, source) -> dict | None:
         if not self.folder.is_dir():
@@ -413,7 +416,8 @@ class CorrectWidget(QWidget):
             raise LvsegError(f"labels '{labels_layer.name}' belong to {meta['lvseg_source_path']}, "
                              f"not to image '{image_layer.name}': pick the matching image")
         name = self.logic.save(image_layer.data, labels_layer.data, source, meta.get("lvseg_model"),
-                               meta.get("lvseg_prediction"), labels_name=f"labels '{labels_layer.name}'")
+                               meta.get("lvseg_prediction"), labels_name=f"labels '{labels_layer.name}'",
+                               spacing=tuple(image_layer.scale))
         self.saved_from[labels_layer] = meta.get("lvseg_prediction")
         self.on_disk[labels_layer] = EditWatcher.checksum(labels_layer.data)
         if self.unsaved is not None and self.unsaved[1] is labels_layer:

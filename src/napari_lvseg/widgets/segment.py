@@ -92,17 +92,19 @@ class SegmentLogic:
         return float(point[-2]), float(point[-1])
 
     @staticmethod
-    def run_steps(image, model, tta=False, uncertainty=False, center=None, name="image"):
+    def run_steps(image, model, tta=False, uncertainty=False, center=None, name="image", spacing=None):
         """Segmentation one forward pass per step (`inference.segment_steps`): yields (done, steps), returns the
-        `SegmentationResult`."""
+        `SegmentationResult`. ``spacing``: the image layer's scale (its file's pixel size, as the reader sets it)."""
         from napari_lvseg.inference import segment_steps
+        from napari_lvseg.locate import pixel_size_mm
 
-        return (yield from segment_steps(image, model, tta=tta, uncertainty=uncertainty, center=center, name=name))
+        return (yield from segment_steps(image, model, tta=tta, uncertainty=uncertainty, center=center, name=name,
+                                         pixel_size=None if spacing is None else pixel_size_mm(spacing)))
 
     @staticmethod
-    def run(image, model, tta=False, uncertainty=False, center=None, name="image"):
+    def run(image, model, tta=False, uncertainty=False, center=None, name="image", spacing=None):
         """`run_steps` run to its end."""
-        return result_of(SegmentLogic.run_steps(image, model, tta, uncertainty, center, name))
+        return result_of(SegmentLogic.run_steps(image, model, tta, uncertainty, center, name, spacing))
 
     @staticmethod
     def steps(image, tta=False, center=None, model=None) -> int:
@@ -288,7 +290,7 @@ class SegmentWidget(QWidget):
         self.run_button.setText("Stop")
         self.status.setText(f"segmenting {name} with {model}…")
         self.worker = start_worker(self.logic.run_steps, np.asarray(image), model, tta, self.uncertainty.isChecked(),
-                                   center, name, description=f"Segmenting {name}",
+                                   center, name, tuple(layer.scale), description=f"Segmenting {name}",
                                    total=self.logic.steps(image, tta, center, model),
                                    on_yielded=lambda step: self.status.setText(
                                        f"segmenting {name} with {model}: step {step[0]} of {step[1]}…"),
