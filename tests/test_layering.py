@@ -124,3 +124,20 @@ def test_the_models_never_import_inference():
 
 def test_nothing_in_the_package_imports_the_compatibility_store():
     assert sorted(m for m, targets in GRAPH.items() if f"{PACKAGE}.models.store" in targets) == []
+
+
+def test_realism_fusion_and_edited_datasets_are_qt_free_core():
+    """realism.py, synthesis_edits.py, data/fusion.py and data/edits.py import no front end and no GUI library; the
+    mask edits and the fusion (data/) need no torch either."""
+    gui = {"qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui"}
+    for short in ("realism", "synthesis_edits", "data.fusion", "data.edits"):
+        module = f"{PACKAGE}.{short}"
+        assert sorted(t for t in GRAPH[module] if _is_front_end(t)) == [], short
+        path = ROOT / (short.replace(".", "/") + ".py")
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                    for alias in node.names}
+        imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                     if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+        banned = gui | ({"torch"} if short.startswith("data.") else set())
+        assert sorted(imported & banned) == [], short

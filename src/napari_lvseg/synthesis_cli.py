@@ -46,6 +46,10 @@ def add_parsers(sub, add_model) -> None:
     p.add_argument("--slice-seeds", action="store_true",
                    help="with --stacks: each slice of a synthetic case gets its own noise seed (the mask still "
                         "carries one lesion through the stack)")
+    p.add_argument("--edits", nargs="+", metavar="KIND",
+                   help="real cases' masks edited instead of simulated, each rendered with its real image as the "
+                        "context where the generator takes one: grow, shrink, move, add_no_reflow, remove_no_reflow, "
+                        "new_infarct, clear, fusion (a donor case's lesion in the nearest LV of another case), or all")
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize_dataset)
 
@@ -108,12 +112,35 @@ def cmd_synthesize_dataset(args) -> int:
 
     if args.slice_seeds and not args.stacks:
         raise LvsegError("--slice-seeds needs --stacks (a lone synthetic slice has one seed anyway)")
+    if args.edits:
+        return _edited_dataset(args)
     _threads(args.threads)
     folder = synthesize_dataset(args.masks_from, args.n, args.out, model=args.model, seed=args.seed,
                                 cases=args.cases, simulate=not args.no_simulate, stacks=args.stacks,
                                 slice_seeds=args.slice_seeds)
     kind = "pairs (whole stacks)" if args.stacks else "pairs"
     print(f"{args.n} synthetic {kind} written to {folder.root} ({len(folder)} pairs in the folder)")
+    return 0
+
+
+def _edited_dataset(args) -> int:
+    from .data.edits import check_edits
+    from .synthesis_edits import synthesize_edited_dataset
+
+    if args.no_simulate or args.slice_seeds:
+        other = "--no-simulate" if args.no_simulate else "--slice-seeds"
+        raise LvsegError(f"--edits edits the real masks and renders each pair with one seed: leave out {other}")
+    kinds = check_edits(args.edits)
+    _threads(args.threads)
+    folder, summary = synthesize_edited_dataset(args.masks_from, args.n, args.out, kinds, model=args.model,
+                                                seed=args.seed, cases=args.cases, stacks=args.stacks)
+    made = ", ".join(f"{kind} {count}" for kind, count in sorted(summary["pairs"].items()))
+    print(f"{args.n} edited {'stacks' if args.stacks else 'pairs'} written to {folder.root} ({len(folder)} pairs in "
+          f"the folder): {made}; {summary['rendering']['how']}")
+    if summary["fusion_rejections"]:
+        reasons = "; ".join(f"{count}x {text}" for text, count in summary["rejection_reasons"].items())
+        print(f"  {summary['fusion_rejections']} fusion(s) rejected as anatomically impossible and drawn again: "
+              f"{reasons}")
     return 0
 
 

@@ -1,0 +1,139 @@
+"""Synthetic datasets from real cases' edited masks (synthesis_edits.py, lvseg synthesize-dataset --edits)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from napari_lvseg.cli import main
+from napari_lvseg.data.phantom import make_phantom
+from napari_lvseg.data.simulator import anatomy_problems
+from napari_lvseg.engine import TrainOptions, train
+from napari_lvseg.errors import LvsegError
+from napari_lvseg.io.pairs import PairFolder
+from napari_lvseg.synthesis_edits import Renderer, context_kept, synthesize_edited_dataset
+
+torch.set_num_threads(1)
+WALL = (2, 3, 4)
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    folder = PairFolder(tmp_path_factory.mktemp("pairs"))
+    for seed in range(4):
+        image, labels = make_phantom(n_slices=3, seed=seed)
+        folder.add(image, labels, origin="real", name=f"phantom_P{seed}")
+    return folder.root
+
+
+def _train(pairs, out, **kw):
+    options = dict(task="synthesis", data=[str(pairs)], out=str(out), epochs=1, samples_per_epoch=4, batch_size=2,
+                   width=4, disc_width=8, threads=1, device="cpu", seed=0)
+    list(train(TrainOptions(**{**options, **kw})))
+    return out
+
+
+@pytest.fixture(scope="module")
+def labels_only(pairs, tmp_path_factory):
+    return _train(pairs, tmp_path_factory.mktemp("runs") / "labels_only")
+
+
+@pytest.fixture(scope="module")
+def with_context(pairs, tmp_path_factory):
+    return _train(pairs, tmp_path_factory.mktemp("runs") / "context", context_inpaint=True)
+
+
+def _source(pairs, record):
+    image, labels = PairFolder(pairs).read(record["source_case"])
+    return image[record["source_slice"]], labels[record["source_slice"]]
+
+
+def test_edited_pairs_keep_their_source_slices_wall_and_say_what_was_done(pairs, labels_only, tmp_path):
+    folder, summary = synthesize_edited_dataset(pairs, 12, tmp_path / "edited", ["all"], model=str(labels_only),
+                                                seed=5)
+    records = folder.records()
+    assert len(records) == 12 and sum(summary["pairs"].values()) == 12
+    assert summary["rendering"]["context"] is False
+    kinds = {r["edit"] for r in records}
+    assert len(kinds) >= 4
+    for k, record in enumerate(records):
+        assert record["origin"] == "synthetic" and record["seed"] == 5 + k and record["context"] is False
+        image, mask = folder.read(record["name"])
+        source_image, source_mask = _source(pairs, record)
+        assert mask.shape == image.shape == source_mask.shape and not anatomy_problems(mask)
+        assert np.array_equal(np.isin(mask, WALL), np.isin(source_mask, WALL)), record["edit"]
+        assert np.array_equal(mask == 1, source_mask == 1), record["edit"]
+        if record["edit"] == "fusion":
+            assert record["donor_case"] != record["source_case"]
+            assert np.isin(mask, (3, 4)).any()
+        if record["edit"] in ("grow", "shrink", "move", "remove_no_reflow", "clear"):
+            assert not np.array_equal(mask, source_mask), record["edit"]
+    # same seed, same dataset
+    again, _ = synthesize_edited_dataset(pairs, 12, tmp_path / "again", ["all"], model=str(labels_only), seed=5)
+    for a, b in zip(folder.names(), again.names()):
+        assert all(np.array_equal(x, y) for x, y in zip(folder.read(a), again.read(b)))
+
+
+def test_a_context_generator_renders_each_edit_in_its_own_real_surroundings(pairs, with_context, tmp_path):
+    from napari_lvseg.synthesis import region_slices
+
+    folder, summary = synthesize_edited_dataset(pairs, 4, tmp_path / "in_context", ["fusion", "grow"],
+                                                model=str(with_context), seed=0)
+    assert summary["rendering"]["context"] is True
+    assert summary["rendering"]["context_kept"] == {"yes": 4, "no": 0}
+    for record in folder.records():
+        assert record["context"] is True
+        image, mask = folder.read(record["name"])
+        source_image, source_mask = _source(pairs, record)
+        outside = ~region_slices(mask[None], source_mask[None])[0]
+        assert np.array_equal(image[outside], source_image[outside])
+        assert context_kept(image, source_image, mask)
+
+
+def test_whole_stacks_are_edited_as_one_case(pairs, labels_only, tmp_path):
+    folder, summary = synthesize_edited_dataset(pairs, 3, tmp_path / "stacks", ["new_infarct", "fusion", "move"],
+                                                model=str(labels_only), seed=2, stacks=True)
+    for record in folder.records():
+        assert record["source_slice"] is None
+        image, mask = folder.read(record["name"])
+        source = PairFolder(pairs).read(record["source_case"])[1]
+        assert mask.shape == image.shape == source.shape
+        assert np.array_equal(np.isin(mask, WALL), np.isin(source, WALL)) and not anatomy_problems(mask)
+
+
+def test_edits_that_change_nothing_anywhere_are_refused(pairs, labels_only, tmp_path):
+    healthy = PairFolder(tmp_path / "healthy")
+    image, labels = make_phantom(n_slices=2, seed=0, infarct=False)
+    healthy.add(image, labels, origin="real", name="phantom_N0")
+    with pytest.raises(LvsegError, match="no slice where grow, remove_no_reflow would change the mask"):
+        synthesize_edited_dataset(healthy.root, 2, tmp_path / "none", ["grow", "remove_no_reflow"],
+                                  model=str(labels_only))
+    with pytest.raises(LvsegError, match="unknown mask edit wiggle"):
+        synthesize_edited_dataset(pairs, 2, tmp_path / "none", ["wiggle"], model=str(labels_only))
+
+
+def test_the_renderer_falls_back_to_the_mask_alone_for_a_labels_only_generator(labels_only, with_context):
+    image, labels = make_phantom(n_slices=1, seed=1)
+    plain = Renderer(str(labels_only))
+    assert plain.describe() == {"context": False,
+                                "how": "labels-only generator: the whole image rendered from the mask"}
+    assert not context_kept(plain(labels[0], image[0], 0), image[0], labels[0])
+    kept = Renderer(str(with_context))
+    assert context_kept(kept(labels[0], image[0], 0, labels[0]), image[0], labels[0])
+
+
+def test_cli_synthesize_dataset_edits(pairs, labels_only, tmp_path, capsys):
+    out = tmp_path / "cli"
+    assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "3", "--out", str(out), "--model",
+                 str(labels_only), "--edits", "fusion", "shrink", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "3 edited pairs written to" in text and "labels-only generator" in text
+    assert {r["edit"] for r in PairFolder(out).records()} <= {"fusion", "shrink"}
+    assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "1", "--out", str(tmp_path / "x"),
+                 "--model", str(labels_only), "--edits", "grow", "--no-simulate"]) == 2
+    assert "leave out --no-simulate" in capsys.readouterr().err
+    assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "1", "--out", str(tmp_path / "x"),
+                 "--model", str(labels_only), "--edits", "wiggle"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown mask edit wiggle" in err and len(err.strip().splitlines()) == 1
