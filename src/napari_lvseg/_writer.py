@@ -1,12 +1,15 @@
 """napari single-layer writers for label maps (npe2 signature ``(path, data, attributes) -> [path]``).
 
 A layer opened from a NIfTI file keeps ``metadata['lvseg_source']``; writing it back as NIfTI restores
-that file's affine, header and axis order exactly.
+that file's affine, header and axis order exactly; a layer of a DICOM series is written as NIfTI in the series'
+patient space (its affine), or as a DICOM SEG (.dcm) that references the series' images.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+
+import numpy as np
 
 from napari_lvseg.io import NIFTI_SUFFIXES, TIFF_SUFFIXES, full_suffix, write_labels
 
@@ -37,4 +40,18 @@ def write_labels_tiff(path: str, data, attributes: dict) -> list[str]:
     """Write a Labels layer as a uint8 TIFF slice or stack."""
     path = _with_suffix(path, TIFF_SUFFIXES, ".tif")
     write_labels(path, data, _source_meta(attributes))
+    return [str(path)]
+
+
+def write_labels_dicom_seg(path: str, data, attributes: dict) -> list[str]:
+    """Write a Labels layer of a DICOM series as a DICOM SEG (.dcm) referencing the series' images (needs the
+    ``dicom`` extra). Labels a model made are SEMIAUTOMATIC once edited, AUTOMATIC as predicted."""
+    from napari_lvseg.io.dicom_seg import write_seg
+
+    path = _with_suffix(path, (".dcm",), ".dcm")
+    metadata = (attributes or {}).get("metadata") or {}
+    source = metadata.get("lvseg_source")
+    model, prediction = metadata.get("lvseg_model"), metadata.get("lvseg_prediction")
+    edited = prediction is None or not np.array_equal(np.asarray(prediction), np.asarray(data))
+    write_seg(path, data, source if isinstance(source, dict) else None, model=model, edited=edited)
     return [str(path)]

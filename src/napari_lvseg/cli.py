@@ -31,7 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "or a folder of NIfTI/TIFF images and DICOM series")
     p.add_argument("input")
     p.add_argument("-o", "--output", required=True,
-                   help="labels file (NIfTI or TIFF), or a folder when INPUT is a folder of cases or images")
+                   help="labels file (NIfTI or TIFF; .dcm: a DICOM SEG of a DICOM series), or a folder when INPUT "
+                        "is a folder of cases or images")
     add_model(p)
     p.add_argument("--tta", action="store_true",
                    help="average predictions over the 4 rotations (test-time augmentation, 4x slower)")
@@ -154,6 +155,8 @@ def cmd_segment(args) -> int:
 
     set_threads(args.threads)
     src = input_path(args.input)
+    if _is_seg(args.output):   # -o labels.dcm: a DICOM SEG of the DICOM series segmented
+        return _segment_to_seg(args, src)
     one_file = image_kind(args.output) in ("nifti", "tiff")   # -o names a labels file, not a folder
     # a DICOM folder is one series, and a case folder one stack when -o names a file; other folders are many
     if src.is_dir() and image_kind(src) != "dicom" and not (one_file and image_kind(src) == "emidec-case"):
@@ -186,6 +189,34 @@ def cmd_segment(args) -> int:
     _warn_search(src, result, "--center Y X")
     if uncertainty:
         print(uncertainty)
+    return 0
+
+
+def _is_seg(output) -> bool:
+    return str(output).lower().endswith(".dcm")
+
+
+def _segment_to_seg(args, src: Path) -> int:
+    """``segment DICOM-SERIES -o labels.dcm``: the labels as a DICOM SEG referencing the series' images."""
+    from .cli_args import new_file_path, outside_inputs
+    from .inference import segment_steps
+    from .io import image_kind, read_image
+    from .io.dicom_seg import check_seg, write_seg
+
+    output = Path(args.output)
+    if image_kind(src) not in ("dicom", "dicom-file"):
+        raise LvsegError("a DICOM SEG (.dcm) is written only for a DICOM series input (give -o labels.nii.gz)",
+                         output)
+    if args.uncertainty:
+        raise LvsegError("--uncertainty goes with a NIfTI or TIFF labels file, not a DICOM SEG", args.uncertainty)
+    outside_inputs(new_file_path(output, "a DICOM SEG file (.dcm)"), [src])
+    image = read_image(src)
+    check_seg(image.meta, output)   # highdicom there, the series placed in patient space: before the model runs
+    result = _with_progress(segment_steps(image.data, args.model, tta=args.tta, center=args.center, name=str(src)),
+                            f"segmenting {src.name}")
+    write_seg(output, result.labels, image.meta, model=result.model)
+    print(output)
+    _warn_search(src, result, "--center Y X")
     return 0
 
 

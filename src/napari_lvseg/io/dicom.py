@@ -6,6 +6,12 @@ stack is common), the one with the most slices is read (ties: the lowest SeriesN
 which one and what was left out, and ``meta['skipped_series']`` lists the others. A series is refused, not stacked,
 where two images share a slice position or where its positions leave a gap (a missing slice): either would be read
 as a stack whose slices are not where they seem.
+
+The series' place in patient space travels in ``meta['affine']``: the NIfTI affine (RAS, as nibabel and dcm2niix
+write it) from ImagePositionPatient, ImageOrientationPatient, PixelSpacing and the slice positions, so labels
+written as NIfTI land where the series lies. A series that does not say where it lies has ``meta['no_affine']``
+(why) instead (``meta['placed']`` says whether each slice still gives its own position and one orientation,
+as a DICOM SEG needs); `labels_affine` checks labels against the series before they are written in its space.
 """
 
 from __future__ import annotations
@@ -140,6 +146,60 @@ def _check_positions(datasets: list, label: str, others: str, folder: Path) -> N
                          f"one stack its slices would be closed up; add the missing file{others}", folder)
 
 
+# Direction cosines closer than this are one orientation (scanners write them to about 6 decimals).
+_SAME_ORIENTATION = 1e-4
+# A slice further than this from the even stack through the first and last (mm, or a fraction of the step) is off.
+_UNEVEN_MM, _UNEVEN_FRACTION = 0.05, 0.05
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])   # DICOM's patient axes (left, posterior) to NIfTI's (right, anterior)
+
+
+def _patient_affine(datasets: list, distance: float, pixel: tuple) -> tuple:
+    """(affine, None, True): the NIfTI affine of the sorted stack on disk (column i, row j, slice k), voxel (i, j, k)
+    going to the patient coordinate of pixel (row j, column i) of slice k, x and y negated (LPS to RAS); or (None,
+    why, placed): ``placed`` where each slice says where it lies (one orientation), but no one affine fits them."""
+    try:
+        orientation = np.array([[float(v) for v in ds.ImageOrientationPatient] for ds in datasets])
+        position = np.array([[float(v) for v in ds.ImagePositionPatient] for ds in datasets])
+    except (AttributeError, TypeError, ValueError):
+        return None, "the series has no (or a damaged) ImageOrientationPatient or ImagePositionPatient", False
+    if orientation.shape[1:] != (6,) or position.shape[1:] != (3,):
+        return None, "the series has a damaged ImageOrientationPatient or ImagePositionPatient", False
+    if np.abs(orientation - orientation[0]).max() > _SAME_ORIENTATION:
+        return None, "its slices differ in orientation (ImageOrientationPatient)", False
+    row_dir, col_dir = orientation[0, :3], orientation[0, 3:]
+    if len(datasets) > 1:
+        step = (position[-1] - position[0]) / (len(datasets) - 1)
+    else:
+        step = np.cross(row_dir, col_dir) * distance
+    off = np.linalg.norm(position - (position[0] + np.outer(np.arange(len(datasets)), step)), axis=1).max()
+    if off > max(_UNEVEN_MM, _UNEVEN_FRACTION * np.linalg.norm(step)):
+        return None, (f"its slices do not lie evenly along one line, one is {off:.2f} mm off, so no one affine "
+                      "places them all"), True
+    lps = np.eye(4)
+    lps[:3, 0], lps[:3, 1], lps[:3, 2], lps[:3, 3] = row_dir * pixel[1], col_dir * pixel[0], step, position[0]
+    return LPS_TO_RAS @ lps, None, True
+
+
+def check_series_shape(meta: dict, shape: tuple, path) -> None:
+    """Labels of ``shape`` must cover the voxels of the DICOM series ``meta`` describes (a one-line error naming
+    ``path`` otherwise); a single slice (Y, X) covers a one-slice series."""
+    series = tuple(meta.get("shape") or ())
+    if series and tuple(shape) != series and not (len(shape) == 2 and series == (1, *shape)):
+        raise LvsegError(f"labels of shape {tuple(shape)} do not match the DICOM series they are written for "
+                         f"(shape {series}, {meta.get('source')})", path)
+
+
+def labels_affine(meta: dict, shape: tuple, path) -> np.ndarray | None:
+    """The affine that labels of ``shape`` take from the DICOM series ``meta`` describes (`check_series_shape`).
+    None where the series gives no patient position (a warning says so: the labels keep only its voxel size)."""
+    check_series_shape(meta, shape, path)
+    if meta.get("affine") is None:
+        if meta.get("no_affine"):
+            warn(f"written without the DICOM series' patient position ({meta['no_affine']}): voxel size only", path)
+        return None
+    return np.asarray(meta["affine"], dtype=np.float64)
+
+
 def _damage(ds) -> str | None:
     """Why a file pydicom read leniently is damaged, or None: pydicom returns what it could parse of noise."""
     meta = getattr(ds, "file_meta", None)
@@ -212,12 +272,18 @@ def read_dicom_series(folder) -> Volume:
         row, col = 1.0, 1.0
     if distance is None or distance <= 0:
         distance = float(getattr(first, "SpacingBetweenSlices", 0) or getattr(first, "SliceThickness", 0) or 1.0)
+    affine, no_affine, placed = _patient_affine(datasets, distance, (row, col))
     meta = {
         "format": "dicom",
         "source": str(folder),
         "dtype": "float32",
         "series_uid": uid,
         "files": [str(ds.filename) for ds in datasets],
+        "sop_instance_uids": [str(getattr(ds, "SOPInstanceUID", "")) for ds in datasets],
+        "shape": (len(slices), *slices[0].shape),
+        "affine": affine,
+        "no_affine": no_affine,
+        "placed": placed,   # every slice has its position and one orientation (what a DICOM SEG needs)
         "series": labels[chosen],
         "skipped_series": sorted({key[0] + (f" [{_VALUES.join(key[1])}]" if by_type[key[0]] > 1 else "")
                                   for key in series if key != chosen}),

@@ -101,7 +101,16 @@ def write_nifti(path, data: np.ndarray, meta: dict | None = None) -> Path:
         img = _image_from_meta(_to_disk(data, meta.get("disk_shape")), meta)
     else:   # from DICOM or TIFF: keep at least the voxel size, (z, y, x) in meta, (x, y, z) on disk
         z, y, x = spacing_of(meta)
-        img = nib.Nifti1Image(_to_disk(data), np.diag([x, y, z if data.ndim == 3 else 1.0, 1.0]))
+        affine = None
+        if meta and meta.get("format") == "dicom":   # the series' patient space, as dcm2niix writes it
+            from napari_lvseg.io.dicom import labels_affine
+
+            affine = labels_affine(meta, data.shape, path)
+        img = nib.Nifti1Image(_to_disk(data), np.diag([x, y, z if data.ndim == 3 else 1.0, 1.0]) if affine is None
+                              else affine)
+        if affine is not None:   # scanner coordinates, in the sform and (as far as it can say it) the qform
+            img.set_sform(affine, code=1)
+            img.set_qform(affine, code=1)
         img.header.set_data_dtype(data.dtype)
     try:
         with atomic_path(path) as tmp:
