@@ -538,3 +538,19 @@ def test_the_default_generator_is_the_context_one_where_a_context_is_given(conte
 def test_evaluate_synthesis_of_a_context_generator(context_run, pairs):
     result = evaluate_synthesis(str(context_run), pairs, cases=["phantom_P0"])
     assert result["n_slices"] == 3 and np.isfinite(result["psnr"])
+
+
+def test_clean_islands_keeps_the_largest_piece_per_class_and_says_where():
+    from napari_lvseg.synthesis import clean_islands, describe_islands
+
+    ring = _ring((64, 64), (32, 32), 10)
+    spotted = np.stack([ring, ring])
+    spotted[1, 5, 5] = 1      # cavity speck outside the LV
+    spotted[1, 32, 32] = 2    # wall speck in the cavity
+    assert anatomy_problems(spotted)
+    cleaned, islands = clean_islands(spotted)
+    assert anatomy_problems(cleaned) == [] and np.array_equal(cleaned, np.stack([ring, ring]))
+    assert sorted((i["slice"], i["label"], i["pixels"], i["at"]) for i in islands) == [
+        (1, "cavity", 1, (5, 5)), (1, "wall", 1, (32, 32))]
+    assert "slice 1: wall 1 px at (32, 32)" in describe_islands(islands)
+    assert clean_islands(ring)[1] == []

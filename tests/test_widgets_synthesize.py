@@ -64,6 +64,9 @@ def test_edits_apply_to_current_slice_or_whole_stack(setup, qtbot, errors):
     widget.scope.setCurrentText("current slice")
     widget.pixels.setValue(2)
     widget.apply_edit()
+    # the edit went to a copy, never to the layer it started from (Correct and save may be autosaving that one)
+    original, layer = layer, viewer.layers["mask what-if"]
+    assert np.array_equal(original.data, labels) and widget.mask_picker.current_layer() is layer
     changed = [not np.array_equal(layer.data[z], labels[z]) for z in range(3)]
     grew = np.isin(layer.data[1], (3, 4)).sum() > np.isin(labels[1], (3, 4)).sum()
     assert changed == [False, True, False] and grew
@@ -83,6 +86,7 @@ def test_edits_apply_to_current_slice_or_whole_stack(setup, qtbot, errors):
     layer.data = np.zeros_like(labels)
     qtbot.waitUntil(lambda: widget.apply_button.isEnabled(), timeout=30_000)
     assert worker is not None and not layer.data.any() and "changed while 'remove no-reflow' ran" in errors[-1]
+    assert np.array_equal(original.data, labels)
 
 
 def test_synthesize_adds_image_layers_and_writes_synthetic_pairs(setup, qtbot, monkeypatch, errors):
@@ -264,3 +268,159 @@ def test_a_folder_another_writer_holds_is_refused_and_left_as_it_was(tmp_path):
         with pytest.raises(LvsegError, match=r"annotations: in use: .* annotation folder"):
             logic.save(image, labels, "other.tif")
     assert [r["name"] for r in PairFolder.open(tmp_path / "annotations").records()] == [logic.pair_name("case.tif")]
+
+
+# -- islands, what-if copies, layer placement, context images (issue 32 item 5) ---------------------------
+def _islands(labels):
+    """A prediction's specks: a 1-pixel cavity island outside the LV and a 1-pixel wall island in the cavity."""
+    spotted = labels.copy()
+    spotted[1, 3, 3] = lb.CAVITY
+    cavity = np.argwhere(labels[1] == lb.CAVITY)[len(np.argwhere(labels[1] == lb.CAVITY)) // 2]
+    spotted[1, cavity[0], cavity[1]] = lb.MYOCARDIUM
+    return spotted, tuple(int(v) for v in cavity)
+
+
+def _open_case(viewer, name="case1", seed=1, source=None):
+    from napari_lvseg.inference import SegmentationResult
+    from napari_lvseg.widgets.segment import SegmentLogic
+
+    image, labels = make_phantom(n_slices=2, size=96, seed=seed, infarct=True)
+    image_layer = viewer.add_image(image, name=name, metadata={"lvseg_source_path": str(source or name)})
+    result = SegmentationResult(labels=labels, model="tiny-seg")
+    labels_layer = viewer.add_labels(labels.copy(), **SegmentLogic.labels_layer_kwargs(result, name,
+                                                                                       str(source or name)))
+    return image_layer, labels_layer
+
+
+def test_islands_are_named_and_cleaned_in_a_what_if_copy(setup, errors):
+    viewer, widget, _ = setup
+    _, labels_layer = _open_case(viewer)
+    spotted, speck = _islands(labels_layer.data)
+    labels_layer.data = spotted
+    widget.mask_picker.select(labels_layer)
+    assert widget.run() is None
+    assert "slice 1: cavity 1 px at (3, 3)" in errors[-1] and f"slice 1: wall 1 px at {speck}" in errors[-1]
+    assert "press 'Clean islands'" in errors[-1]
+    islands = widget.clean_islands()
+    assert sorted((i["slice"], i["label"], i["pixels"]) for i in islands) == [(1, "cavity", 1), (1, "wall", 1)]
+    copy = viewer.layers["case1 labels what-if"]
+    assert widget.mask_picker.current_layer() is copy and np.array_equal(labels_layer.data, spotted)   # original kept
+    assert copy.data[1, 3, 3] == lb.BACKGROUND and copy.data[1][speck] == lb.CAVITY
+    assert "2 island(s) removed in 'case1 labels what-if': slice 1:" in widget.status.text()
+    SynthesizeLogic.check_trainable(copy.data, copy.name)   # now it can be synthesized
+    assert "lvseg_source_path" not in copy.metadata and "lvseg_prediction" not in copy.metadata
+
+
+def test_a_what_if_edit_never_reaches_the_correction_being_autosaved(make_napari_viewer, tmp_path, monkeypatch, qtbot,
+                                                                      models_dir, errors):
+    from napari_lvseg.widgets.correct import CorrectWidget
+
+    monkeypatch.setenv("LVSEG_DATA_DIR", str(tmp_path / "data"))
+    viewer = make_napari_viewer()
+    correct = CorrectWidget(viewer, folder=tmp_path / "annotations")
+    synth = SynthesizeWidget(viewer, folder=tmp_path / "synthetic")
+    correct.autosave_timer.setInterval(50)
+    image_layer, labels_layer = _open_case(viewer, source=tmp_path / "case1.nii.gz")
+    correct.image_picker.select(image_layer)
+    correct.labels_picker.select(labels_layer)
+    before = labels_layer.data.copy()
+    synth.mask_picker.select(labels_layer)
+    viewer.dims.set_current_step(0, 1)   # the slice with an infarct
+    for action in ("grow infarct", "add no-reflow"):
+        synth.action.setCurrentText(action)
+        synth.scope.setCurrentText("current slice")
+        synth.apply_edit()
+    qtbot.wait(300)   # several autosave intervals
+    copy = viewer.layers["case1 labels what-if"]
+    assert not np.array_equal(copy.data, before) and np.array_equal(labels_layer.data, before)
+    assert correct.watched is labels_layer and correct.labels_picker.current_layer() is labels_layer
+    assert not (tmp_path / "annotations" / "manifest.jsonl").exists() and errors == []
+
+
+def _tiny_context_model(models_dir, name="tiny-ctx"):
+    import torch
+
+    from napari_lvseg.engine.synthesis import synthesis_normalization
+    from napari_lvseg.models.card import ModelCard
+    from napari_lvseg.models.pix2pix import Pix2PixGenerator
+    from napari_lvseg.models.weights import save_model
+
+    torch.manual_seed(0)
+    net = Pix2PixGenerator(in_channels=7, base_width=4, depth=5, conditioning="context", upsample="resize")
+    save_model(models_dir / name, net, ModelCard(name=name, task="synthesis", architecture="Pix2PixGenerator",
+                                                 params=net.architecture_params(), input_size=64,
+                                                 normalization=synthesis_normalization([0.0, 1.0])))
+    return name
+
+
+def test_an_edited_case_is_rendered_into_its_own_image_below_the_labels(setup, qtbot, models_dir, errors):
+    from napari.layers import Image, Labels
+
+    from napari_lvseg.synthesis import region_slices
+
+    viewer, widget, _ = setup
+    image_layer, labels_layer = _open_case(viewer)
+    _open_case(viewer, "case2", seed=4)
+    _tiny_context_model(models_dir)
+    widget.refresh_models()
+    assert widget.model_picker.select("tiny-ctx")
+    widget.mask_picker.select(labels_layer)
+    assert widget.context_picker.current_layer() is image_layer   # default: the image the mask belongs to
+    viewer.dims.set_current_step(0, 1)   # the slice with an infarct
+    widget.action.setCurrentText("grow infarct")
+    widget.apply_edit()
+    copy = viewer.layers["case1 labels what-if"]
+    assert widget.context_picker.current_layer() is image_layer   # the copy belongs to the same image
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    assert errors == [] and widget.status.text() == "1 synthetic image(s) from case1 labels what-if"
+    out = viewer.layers["case1 labels what-if synthetic s0"]
+    region = region_slices(copy.data, labels_layer.data)
+    assert np.array_equal(out.data[~region], image_layer.data[~region].astype(out.data.dtype))
+    assert not np.array_equal(out.data[region], image_layer.data[region])
+    kinds = [type(layer) for layer in viewer.layers]
+    # its own image layer, below every labels layer: the labels stay visible over it
+    assert kinds.index(Labels) > list(viewer.layers).index(out) and isinstance(out, Image)
+    assert all(isinstance(layer, Labels) for layer in list(viewer.layers)[list(viewer.layers).index(out) + 1:])
+
+
+def test_a_drawn_mask_takes_a_donor_from_the_open_cases(setup, qtbot, models_dir, errors):
+    from napari_lvseg.synthesis import donor_contexts
+
+    viewer, widget, _ = setup
+    image_layer, labels_layer = _open_case(viewer)
+    _tiny_context_model(models_dir)
+    widget.refresh_models()
+    assert widget.model_picker.select("tiny-ctx")
+    widget.size.setValue(96)
+    mask = widget.new_mask()
+    assert widget.context_picker.current_layer() is None   # a drawn mask belongs to no image: a donor
+    widget.donor_rank.setValue(1)                            # the user chose the second-nearest
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    donors = SynthesizeLogic.donors(viewer)
+    assert sorted(d.name for d in donors) == ["case1 slice 0", "case1 slice 1"]
+    context, _, names = donor_contexts(mask.data, donors, 1)
+    out = viewer.layers["LV mask synthetic s0"].data
+    assert errors == [] and out.shape == mask.data.shape and np.mean(out == context) > 0.5
+    widget.context_picker.select(image_layer)   # a context of another shape is refused by name
+    widget.run()
+    assert "context image 'case1' has shape" in errors[-1]
+
+
+def test_the_context_generator_is_the_default_where_a_context_is_available(setup, models_dir):
+    from napari_lvseg.synthesis import default_generator
+
+    viewer, widget, _ = setup
+    _tiny_context_model(models_dir)
+    widget.refresh_models()
+    labels_default = default_generator(False)
+    assert widget.model_picker.current_model() == labels_default   # nothing open: no context, no donor
+    _, labels_layer = _open_case(viewer)
+    widget.mask_picker.select(labels_layer)
+    assert widget.model_picker.current_model() == default_generator(True) != labels_default
+    widget.context_picker.setCurrentIndex(0)
+    viewer.layers.remove("case1 labels")
+    viewer.layers.remove("case1")
+    widget.new_mask()
+    assert widget.model_picker.current_model() == labels_default

@@ -1,4 +1,10 @@
-"""Synthesize: draw or edit an LV mask and render synthetic LGE images from it with a Pix2Pix model."""
+"""Synthesize: draw or edit an LV mask and render synthetic LGE images from it with a Pix2Pix model.
+
+Mask edits (and "Clean islands") never change the layer they start from: they go to a copy, "<name> what-if", so a
+what-if edit never lands in a correction the Correct-and-save panel autosaves. With a context generator the mask is
+rendered into a real image (the "context": by default the image the mask belongs to), keeping everything outside
+the LV region; a mask without one takes a donor slice from the open images with labels, nearest in LV size.
+"""
 
 from __future__ import annotations
 
@@ -35,8 +41,22 @@ NEEDS = {"grow infarct": _INFARCT, "shrink infarct": _INFARCT, "add no-reflow": 
          "remove no-reflow": ("no-reflow", (lb.NO_REFLOW,))}
 
 
+WHAT_IF = "what-if"   # the DERIVED kind of a mask copy that edits go to
+NO_CONTEXT = "none (donor from the open cases)"
+CLEAN_TIP = ("Keep the largest piece of cavity and of wall (myocardium, infarct, no-reflow) in each slice, in the "
+             "what-if copy; the status says where the islands were.")
+CONTEXT_TIP = ("Real image the mask is rendered into by a context generator: only the LV region is generated, every "
+               "pixel outside it stays this image's. Default: the image the mask belongs to. 'none': a donor slice "
+               "of the open images with labels, the one nearest in LV size.")
+DONOR_TIP = "Without a context image: which donor slice, by LV size (0: the nearest, 1: the next, ...)."
+
+
 def default_synthetic_dir() -> Path:
     return user_data_dir() / "synthetic"
+
+
+def what_if_name(name: str) -> str:
+    return f"{name} {WHAT_IF}"
 
 
 class SynthesizeLogic:
@@ -98,13 +118,85 @@ class SynthesizeLogic:
         return out
 
     @staticmethod
-    def run_steps(mask, n: int, model=None, seed: int = 0):
+    def clean_islands(labels):
+        """``(cleaned, islands)``: `synthesis.clean_islands`."""
+        from napari_lvseg.synthesis import clean_islands
+
+        return clean_islands(labels)
+
+    @staticmethod
+    def islands_text(islands, limit: int = 4) -> str:
+        from napari_lvseg.synthesis import describe_islands
+
+        return describe_islands(islands, limit)
+
+    @staticmethod
+    def is_what_if(layer) -> bool:
+        return (layer.metadata or {}).get(DERIVED) == WHAT_IF
+
+    @staticmethod
+    def image_of(viewer, layer):
+        """The image layer a labels layer belongs to, of its shape, or None: the image it was segmented from
+        (``lvseg_image``), the image of the file it is tied to, that of the layer a what-if copy was made from, or
+        the image named as the labels are ("X" for "X labels" / "X prediction")."""
+        from napari.layers import Image
+
+        if layer is None:
+            return None
+        images = [im for im in viewer.layers if isinstance(im, Image) and not (im.metadata or {}).get(DERIVED)
+                  and tuple(im.data.shape) == tuple(layer.data.shape)]
+        meta = layer.metadata or {}
+        by_name = {im.name: im for im in images}
+        if meta.get("lvseg_image") in by_name:
+            return by_name[meta["lvseg_image"]]
+        if meta.get("lvseg_source_path"):
+            from napari_lvseg.widgets._common import source_of
+
+            for im in images:
+                if source_of(im) == str(meta["lvseg_source_path"]):
+                    return im
+        origin = meta.get("lvseg_what_if_of")
+        if origin and origin in viewer.layers and viewer.layers[origin] is not layer:
+            return SynthesizeLogic.image_of(viewer, viewer.layers[origin])
+        for suffix in (" labels", " prediction"):
+            if layer.name.endswith(suffix) and layer.name[:-len(suffix)] in by_name:
+                return by_name[layer.name[:-len(suffix)]]
+        return None
+
+    @staticmethod
+    def labels_of(viewer, image):
+        """The labels layer (not a what-if copy) that belongs to an image layer, or None."""
+        from napari.layers import Labels
+
+        for layer in viewer.layers:
+            if (isinstance(layer, Labels) and not (layer.metadata or {}).get(DERIVED)
+                    and SynthesizeLogic.image_of(viewer, layer) is image):
+                return layer
+        return None
+
+    @staticmethod
+    def donors(viewer) -> list:
+        """Donor slices (`synthesis.Donor`) of the open image layers that have labels."""
+        from napari.layers import Image
+
+        from napari_lvseg.synthesis import donors_from_volumes
+
+        volumes = []
+        for image in viewer.layers:
+            if isinstance(image, Image) and not (image.metadata or {}).get(DERIVED):
+                labels = SynthesizeLogic.labels_of(viewer, image)
+                if labels is not None and not lb.invalid_values(np.asarray(labels.data)):
+                    volumes.append((image.name, np.asarray(image.data), np.asarray(labels.data, np.uint8)))
+        return donors_from_volumes(volumes)
+
+    @staticmethod
+    def run_steps(mask, n: int, model=None, seed: int = 0, **context):
         """``n`` variants, seeds ``seed``, ``seed + 1``, ..., one image per step: yields the number done and
-        returns [(seed, image)]."""
+        returns [(seed, image)]. ``context``: `synthesis.synthesize`'s context arguments (none: labels only)."""
         from napari_lvseg import synthesis
 
         results = []
-        for image in synthesis.iter_variants(mask, n, model=model, seed=seed):
+        for image in synthesis.iter_variants(mask, n, model=model, seed=seed, **context):
             results.append((seed + len(results), np.asarray(image, np.float32)))
             yield len(results)
         return results
@@ -167,8 +259,19 @@ class SynthesizeWidget(QWidget):
         self.scope.addItems(SCOPES)
         self.scope.setToolTip(tips.SIM_SCOPE)
         self.apply_button = QPushButton("Apply edit")
-        self.apply_button.setToolTip(tips.APPLY_SIM)
+        self.apply_button.setToolTip(tips.APPLY_SIM + f" Edits go to a copy of the mask, '<mask> {WHAT_IF}'.")
         self.apply_button.clicked.connect(lambda *_: self.apply_edit())
+        self.clean_button = QPushButton("Clean islands")
+        self.clean_button.setToolTip(CLEAN_TIP)
+        self.clean_button.clicked.connect(lambda *_: self.clean_islands())
+
+        from napari.layers import Image
+
+        self.context_picker = LayerPicker(napari_viewer, (Image,), none_text=NO_CONTEXT)
+        self.context_picker.setToolTip(CONTEXT_TIP)
+        self.donor_rank = spin_box(0, 10_000, 0, DONOR_TIP)
+        self.mask_picker.currentIndexChanged.connect(lambda *_: self._mask_changed())
+        self.context_picker.currentIndexChanged.connect(lambda *_: self._context_changed())
 
         self.model_picker = ModelPicker("synthesis")
         self.model_picker.setToolTip(tips.SYNTH_MODEL)
@@ -203,6 +306,9 @@ class SynthesizeWidget(QWidget):
         form.addRow("pixels", self.pixels)
         form.addRow("apply to", self.scope)
         form.addRow(self.apply_button)
+        form.addRow(self.clean_button)
+        form.addRow("context image", self.context_picker)
+        form.addRow("donor", self.donor_rank)
         form.addRow("model", self.model_picker)
         form.addRow("variants", self.n_variants)
         form.addRow("seed", self.seed)
@@ -213,6 +319,7 @@ class SynthesizeWidget(QWidget):
         layout.addLayout(form)
         layout.addWidget(self.status)
         layout.addStretch(1)
+        self._mask_changed()
         register_widget(napari_viewer, self)
 
     def event(self, event):
@@ -223,6 +330,79 @@ class SynthesizeWidget(QWidget):
 
     def refresh_models(self) -> None:
         self.model_picker.refresh()
+        self._context_changed()
+
+    # -- context and model
+    def _mask_changed(self):
+        """A newly chosen mask brings its own image as the context, where it has one (else none: a donor)."""
+        image = self.logic.image_of(self.viewer, self.mask_picker.current_layer())
+        if image is not None:
+            self.context_picker.select(image)
+        else:
+            self.context_picker.setCurrentIndex(0)
+        self._context_changed()
+
+    def _context_changed(self):
+        """Where a context is available (an image, or donors to take one from), the default generator is the context
+        one; otherwise the labels-only one. A model the user chose stays chosen."""
+        from napari_lvseg.synthesis import default_generator
+
+        try:
+            defaults = {default_generator(False), default_generator(True)} - {None}
+        except Exception:  # noqa: BLE001 - a broken registry must not break the panel
+            return
+        if self.model_picker.current_model() in defaults:
+            has = self.context_picker.current_layer() is not None or bool(self._donor_sources())
+            self.model_picker.select(default_generator(has))
+
+    def _donor_sources(self) -> bool:
+        from napari.layers import Image
+
+        return any(isinstance(im, Image) and not (im.metadata or {}).get(DERIVED)
+                   and self.logic.labels_of(self.viewer, im) is not None for im in self.viewer.layers)
+
+    def context_arguments(self, layer, mask, model) -> tuple[dict, str]:
+        """``(synthesize's context arguments, what they are in words)`` for the chosen mask and model: the chosen
+        context image with its own labels, else donors of the open cases; none for a labels-only model."""
+        from napari_lvseg.models.registry import model_card_only
+        from napari_lvseg.synthesis import conditioning
+
+        if model is None or conditioning(model_card_only(model, "synthesis")) != "context":
+            return {}, ""
+        image = self.context_picker.current_layer()
+        if image is not None:
+            context = np.asarray(image.data)
+            if context.shape != mask.shape:
+                raise LvsegError(f"context image '{image.name}' has shape {context.shape}; the mask '{layer.name}' has "
+                                 f"{mask.shape}: choose the mask's own image, or none for a donor")
+            own = self._context_labels(layer, image)
+            return ({"context": context, "context_labels": own, "context_name": image.name},
+                    f" in '{image.name}'")
+        donors = self.logic.donors(self.viewer)
+        if not donors:
+            raise LvsegError(f"{model} fills in the LV region of a real image: choose a context image, or open a case "
+                             "with labels to take a donor slice from")
+        from napari_lvseg.synthesis import donor_contexts
+
+        context, own, names = donor_contexts(mask, donors, self.donor_rank.value(), layer.name)
+        shown = sorted(set(names))
+        return ({"context": context, "context_labels": own, "context_name": "donor"},
+                f" in donor {', '.join(shown[:3])}{' ...' if len(shown) > 3 else ''}")
+
+    def _context_labels(self, layer, image):
+        """The context image's own labels (its LV is blanked out too): the layer a what-if copy was made from, the
+        mask itself when it belongs to that image, else the image's labels layer."""
+        meta = layer.metadata or {}
+        origin = meta.get("lvseg_what_if_of")
+        if origin and origin in self.viewer.layers and self.logic.image_of(self.viewer, layer) is image:
+            data = np.asarray(self.viewer.layers[origin].data)
+        elif self.logic.image_of(self.viewer, layer) is image and not self.logic.is_what_if(layer):
+            data = np.asarray(layer.data)
+        else:
+            other = self.logic.labels_of(self.viewer, image)
+            data = None if other is None else np.asarray(other.data)
+        ok = data is not None and data.shape == tuple(image.data.shape) and not lb.invalid_values(data)
+        return data.astype(np.uint8) if ok else None
 
     @guarded
     def _choose(self):
@@ -246,8 +426,8 @@ class SynthesizeWidget(QWidget):
 
         shape = (self.size.value(), self.size.value())
         ring = self.logic.new_ring(shape, self._center(shape), self.radius.value(), self.thickness.value())
-        layer = self.viewer.add_labels(ring, name="LV mask", metadata={"lvseg_classes": dict(lb.NAMES)},
-                                       **labels_layer_kwargs())
+        layer = self.viewer.add_labels(ring, name="LV mask", **labels_layer_kwargs(),
+                                       metadata={"lvseg_classes": dict(lb.NAMES), DERIVED: "drawn"})
         self.mask_picker.select(layer)
         return layer
 
@@ -257,10 +437,53 @@ class SynthesizeWidget(QWidget):
         z = int(round(float(layer.world_to_data(self.viewer.dims.point[-3:])[0])))
         return min(max(z, 0), layer.data.shape[0] - 1)
 
+    def what_if_layer(self, layer):
+        """The layer edits of ``layer`` go to: the layer itself when it is a what-if copy or a mask this panel drew,
+        else its copy '<name> what-if' (made now, or the one made before, reset to ``layer``'s labels as one undo
+        step). The copy carries no file or correction tie, so Correct and save never sees it."""
+        from napari_lvseg._reader import labels_layer_kwargs
+
+        meta = layer.metadata or {}
+        if meta.get(DERIVED) in (WHAT_IF, "drawn"):
+            return layer
+        name = what_if_name(layer.name)
+        data = np.asarray(layer.data, np.uint8).copy()
+        if name in self.viewer.layers and self.logic.is_what_if(self.viewer.layers[name]) \
+                and self.viewer.layers[name].data.shape == data.shape:
+            copy = self.viewer.layers[name]
+            if not np.array_equal(copy.data, data):
+                set_labels_undoably(copy, data)
+        else:
+            image = self.logic.image_of(self.viewer, layer)
+            copy = self.viewer.add_labels(data, name=name, scale=layer.scale, translate=layer.translate,
+                                          metadata={DERIVED: WHAT_IF, "lvseg_what_if_of": layer.name,
+                                                    "lvseg_image": image.name if image is not None else None,
+                                                    "lvseg_classes": dict(lb.NAMES)},
+                                          **labels_layer_kwargs())
+        self.mask_picker.select(copy)
+        return copy
+
+    @guarded
+    def clean_islands(self):
+        """Keep the largest piece of cavity and of wall per slice, in the what-if copy; say where the islands were."""
+        layer = self.mask_picker.current_layer()
+        mask = self.logic.mask_data(layer)
+        cleaned, islands = self.logic.clean_islands(mask)
+        if not islands:
+            self.status.setText(f"'{layer.name}' has no islands: one piece of cavity and of wall per slice")
+            return []
+        target = self.what_if_layer(layer)
+        set_labels_undoably(target, cleaned)
+        self.status.setText(f"{len(islands)} island(s) removed in '{target.name}': {self.logic.islands_text(islands)}")
+        return islands
+
     @guarded
     def apply_edit(self):
-        """Edit the chosen mask; a whole stack is edited in a worker (seconds for a large one), a slice at once."""
+        """Edit the chosen mask's what-if copy; a whole stack is edited in a worker (seconds for a large one), a slice
+        at once."""
         layer = self.mask_picker.current_layer()
+        self.logic.mask_data(layer)   # a bad layer is refused before any copy is made
+        layer = self.what_if_layer(layer)
         mask = self.logic.mask_data(layer)
         action, z = self.action.currentText(), self._current_slice(layer)
         args = (mask, action, z, self.pixels.value(), self.seed.value())
@@ -296,13 +519,22 @@ class SynthesizeWidget(QWidget):
             return None
         layer = self.mask_picker.current_layer()
         mask = self.logic.mask_data(layer)
-        self.logic.check_trainable(mask, layer.name)
+        try:
+            self.logic.check_trainable(mask, layer.name)
+        except LvsegError as exc:
+            _, islands = self.logic.clean_islands(mask)
+            if islands:   # say where, and offer the fix
+                raise LvsegError(f"{exc.message.removesuffix(': fix it and synthesize again')}; islands: "
+                                 f"{self.logic.islands_text(islands)}: press 'Clean islands' (largest piece of "
+                                 "cavity and of wall kept, in a what-if copy)") from None
+            raise
         model = self.model_picker.current_model()
+        context, where = self.context_arguments(layer, mask, model)
         name, n = layer.name, self.n_variants.value()
         self.results = []   # a stopped or failed run must not leave the previous images to be added
         self.run_button.setText("Stop")
-        self.status.setText(f"synthesizing {n} image(s) from {name}…")
-        self.worker = start_worker(self.logic.run_steps, mask, n, model, self.seed.value(),
+        self.status.setText(f"synthesizing {n} image(s) from {name}{where}…")
+        self.worker = start_worker(self.logic.run_steps, mask, n, model, self.seed.value(), **context,
                                    description=f"Synthesizing from {name}", total=n,
                                    on_yielded=lambda done: self.status.setText(
                                        f"synthesizing from {name}: {done} of {n} done…"),
@@ -335,8 +567,19 @@ class SynthesizeWidget(QWidget):
             layers.append(self.viewer.add_image(image, name=name, colormap="gray", **place,
                                                 metadata={"lvseg_seed": seed, "lvseg_model": model,
                                                           "lvseg_mask_layer": mask_name, DERIVED: "synthetic"}))
+            self._below_labels(layers[-1])
         self.status.setText(f"{len(results)} synthetic image(s) from {mask_name}")
         return layers
+
+    def _below_labels(self, image) -> None:
+        """An image layer of its own just below the lowest labels layer: the labels stay visible over it."""
+        from napari.layers import Labels
+
+        layers = self.viewer.layers
+        lowest = next((i for i, layer in enumerate(layers) if isinstance(layer, Labels)), None)
+        here = layers.index(image)
+        if lowest is not None and lowest < here:
+            layers.move(here, lowest)
 
     @guarded
     def add_to_dataset(self) -> list:
