@@ -139,7 +139,8 @@ def test_evaluate_synthesis_writes_strict_json(run, pairs, tmp_path, monkeypatch
 
     result = json.loads(out.read_text(), parse_constant=refuse)
     assert result["n_slices"] == 2 and len(result["pairs"]) == 2
-    assert all(np.isfinite(result[k]) for k in ("psnr", "ssim", "l1", "fid", "kid"))
+    assert all(np.isfinite(result[k]) for k in ("psnr", "ssim", "l1", "feature_distance", "kernel_distance"))
+    assert "fid" not in result and result["feature_distance_name"] == "feature distance (our encoder)"
     assert "random conv net" in result["feature_network"]
 
 

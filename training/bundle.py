@@ -40,7 +40,9 @@ def bundle(run, name: str, default: bool, from_last: bool = False) -> Path:
                                      "pooled": data["pooled"], "cases": data["cases"], "tta": data["tta"]}
     synthesis = run / "synthesis_metrics.json"
     if synthesis.exists():
-        summary = {k: v for k, v in json.loads(synthesis.read_text()).items() if k != "pairs"}
+        from napari_lvseg.realism import feature_distance_names  # an older run's fid/kid under their new names
+
+        summary = feature_distance_names({k: v for k, v in json.loads(synthesis.read_text()).items() if k != "pairs"})
         card.metrics["synthesis_test_split"] = summary
     card.training["data"] = ["EMIDEC development set (60 cases, 128x128 LV crops); split training/split.json"]
     out = save_model(WEIGHTS / name, net, card, half=True)

@@ -533,20 +533,31 @@ def _lookup(tree, *keys):
     return tree
 
 
+def _feature_distance(summary):
+    """A synthesis summary's feature distance, under its new name or the old 'fid' of cards bundled before."""
+    from .realism import result_value
+
+    value = result_value(summary, "feature_distance") if isinstance(summary, dict) else None
+    return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
 def _model_score(metrics: dict) -> str:
-    """The headline figure of a card: a segmentation model's mean Dice, a generator's PSNR and FID (test split)."""
+    """The headline figure of a card: a segmentation model's mean Dice, a generator's PSNR and feature distance (our
+    encoder's, not Inception's; the test split)."""
     def number(*keys):
         value = _lookup(metrics, *keys)
         return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     test, val = number("test_metrics_tta", "study_mean", "mean"), number("validation", "mean")
-    psnr, fid = number("synthesis_test_split", "psnr"), number("synthesis_test_split", "fid")
+    psnr = number("synthesis_test_split", "psnr")
+    distance = _feature_distance(_lookup(metrics, "synthesis_test_split"))
     if test is not None:
         return f"  test mean Dice {test:.3f}"
     if val is not None:
         return f"  validation mean Dice {val:.3f}"
     if psnr is not None:
-        return f"  test PSNR {psnr:.1f} dB" + (f", FID {fid:.3f}" if fid is not None else "")
+        return f"  test PSNR {psnr:.1f} dB" + (f", feature distance (our encoder) {distance:.3f}"
+                                               if distance is not None else "")
     return ""
 
 

@@ -53,7 +53,8 @@ def add_parsers(sub, add_model) -> None:
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize_dataset)
 
-    p = sub.add_parser("evaluate-synthesis", help="PSNR, SSIM, class contrasts, FID and KID of a synthesis model")
+    p = sub.add_parser("evaluate-synthesis", help="PSNR, SSIM, class contrasts and feature distances (our segmentation "
+                                                  "encoder's features, not Inception's) of a synthesis model")
     add_model(p, "synthesis")
     p.add_argument("--data", required=True, metavar="DIR", help="EMIDEC folder or pair folder with real images")
     p.add_argument("--cases", nargs="+", metavar="CASE", help="only these cases / pairs (e.g. the held-out ones)")
@@ -146,6 +147,7 @@ def _edited_dataset(args) -> int:
 
 def cmd_evaluate_synthesis(args) -> int:
     from .io.atomic import write_json_atomic
+    from .realism import FEATURE_DISTANCE, KERNEL_DISTANCE, feature_distance_names
     from .synthesis import evaluate_synthesis
 
     _threads(args.threads)
@@ -155,11 +157,13 @@ def cmd_evaluate_synthesis(args) -> int:
         if new_file_path(args.out, "a .json file").suffix.lower() != ".json":
             raise LvsegError("--out must name a .json file", args.out)
         outside_inputs(args.out, [args.data])
-    result = evaluate_synthesis(args.model, args.data, cases=args.cases, seed=args.seed)
+    # fid/kid renamed: distances between our own encoder's features, not Inception FID/KID (realism.py)
+    result = feature_distance_names(evaluate_synthesis(args.model, args.data, cases=args.cases, seed=args.seed))
     print(f"{result['model']} on {result['n_slices']} slices of {result['data']}:")
     print(f"  L1 {result['l1']:.4f}  PSNR {result['psnr']:.2f} dB  SSIM {result['ssim']:.4f}")
-    print(f"  FID {result['fid']:.4f}  KID {result['kid']:.5f} +- {result['kid_std']:.5f}  "
-          f"(features: {result['feature_network']})")
+    print(f"  {FEATURE_DISTANCE} {result['feature_distance']:.4f}  {KERNEL_DISTANCE} {result['kernel_distance']:.5f} "
+          f"+- {result['kernel_distance_std']:.5f}  (features: {result['feature_network']}; not Inception FID/KID: "
+          "comparable only with each other)")
     synthetic, real = result["class_means_synthetic"], result["class_means_real"]
     print("  class means (normalised, synthetic / real): "
           + ", ".join(f"{k} {synthetic[k]:.3f}/{real[k]:.3f}" for k in synthetic))
