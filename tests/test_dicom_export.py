@@ -338,3 +338,19 @@ def test_an_uneven_stack_has_no_nifti_affine_but_its_seg_places_each_frame(tmp_p
         write_seg(tmp_path / "labels.dcm", labels, volume.meta)
     ds = read_back(tmp_path / "labels.dcm", series, labels)   # each frame at its own source image's position
     assert ds.SegmentSequence[0].SegmentAlgorithmType == "MANUAL"
+
+
+@needs_highdicom
+def test_the_cli_refuses_a_seg_of_a_series_without_positions_before_segmenting(tmp_path, monkeypatch, capsys):
+    from napari_lvseg import cli, inference
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model ran before the SEG was refused")
+
+    monkeypatch.setattr(inference, "segment_steps", never)
+    write_series(tmp_path / "lge", orientation=False)
+    assert cli.main(["segment", str(tmp_path / "lge"), "-o", str(tmp_path / "labels.dcm")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert f"{tmp_path / 'labels.dcm'}: cannot write DICOM SEG: the series has no" in err
+    assert not (tmp_path / "labels.dcm").exists()
