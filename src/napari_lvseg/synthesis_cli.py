@@ -138,9 +138,9 @@ def _edited_dataset(args) -> int:
     made = ", ".join(f"{kind} {count}" for kind, count in sorted(summary["pairs"].items()))
     print(f"{args.n} edited {'stacks' if args.stacks else 'pairs'} written to {folder.root} ({len(folder)} pairs in "
           f"the folder): {made}; {summary['rendering']['how']}")
-    if summary["fusion_rejections"]:
+    if summary["rejections"]:
         reasons = "; ".join(f"{count}x {text}" for text, count in summary["rejection_reasons"].items())
-        print(f"  {summary['fusion_rejections']} fusion(s) rejected as anatomically impossible and drawn again: "
+        print(f"  {summary['rejections']} fusion(s) or move(s) rejected as anatomically impossible and drawn again: "
               f"{reasons}")
     return 0
 

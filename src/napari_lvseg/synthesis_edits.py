@@ -127,7 +127,8 @@ def synthesize_edited_dataset(masks_from, n: int, out, edits=("all",), model=Non
                               stacks: bool = False, device=None) -> tuple:
     """Write ``n`` pairs of edited real masks and their images into the pair folder ``out``.
 
-    Returns (`PairFolder`, summary dict: pairs per edit kind, the rendering, fusion rejections and their reasons).
+    Returns (`PairFolder`, summary dict: pairs per edit kind, the rendering, the fusions and moves rejected as
+    anatomically impossible and why).
     Manifest records: origin 'synthetic', source case and slice (None for a stack), ``edit`` and its parameters,
     for a fusion the donor case and slice, ``context`` (whether the real image was the context), generator, seed.
     """
@@ -239,11 +240,13 @@ def _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device):
     if not templates:
         raise LvsegError(f"no {'case' if stacks else 'slice'} with a valid LV mask to edit", masks_from)
     shapes = None if stacks else [lv_shape(t[3]) for t in templates]
-    usable = [kind for kind in kinds if kind == "fusion" or any(applicable(t[3], kind) for t in templates)]
-    if not usable:
-        raise LvsegError(f"no {'case' if stacks else 'slice'} where {', '.join(kinds)} would change the mask",
+    # each kind draws among the templates it can change, so every kind asked for comes about equally often
+    where = {kind: list(range(len(templates))) if kind == "fusion" else
+             [i for i, t in enumerate(templates) if applicable(t[3], kind)] for kind in kinds}
+    kinds = tuple(kind for kind in kinds if where[kind])
+    if not kinds:
+        raise LvsegError(f"no {'case' if stacks else 'slice'} where {', '.join(where)} would change the mask",
                          masks_from)
-    kinds = tuple(usable)
     folder = PairFolder(out)
     names = [f"edited_s{seed}_{k:05d}" for k in range(n)]
     if PairFolder.is_pair_folder(out):
@@ -260,12 +263,10 @@ def _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device):
                 t, mask, detail, reasons = _fusion(templates, shapes, rng, stacks)
                 rejected.update(reasons)
                 break
-            t = int(rng.integers(len(templates)))
-            if not applicable(templates[t][3], kind):
-                continue
+            t = where[kind][int(rng.integers(len(where[kind])))]
             try:
                 mask, detail = edit_mask(templates[t][3], kind, rng)
-            except FusionRejected as exc:   # a move with no possible place
+            except FusionRejected as exc:   # a move with no anatomically possible place
                 rejected[exc.message] += 1
                 continue
             break
@@ -276,6 +277,6 @@ def _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device):
                    model=card.name, seed=seed + k, name=names[k], source_data=str(masks_from), source_case=case,
                    source_slice=z, generator_path=_model_path(model), simulated=True, edit=kind, **detail,
                    context=bool(renderer.context))
-    summary = {"pairs": dict(made), "rendering": renderer.describe(), "fusion_rejections": sum(rejected.values()),
+    summary = {"pairs": dict(made), "rendering": renderer.describe(), "rejections": sum(rejected.values()),
                "rejection_reasons": dict(rejected.most_common(5))}
     return folder, summary

@@ -16,7 +16,7 @@ import numpy as np
 from ..errors import LvsegError
 from ..labels import CAVITY, INFARCT, NO_REFLOW
 from . import simulator
-from .fusion import FusionRejected, move_infarct
+from .fusion import FusionRejected, donor_problems, move_infarct
 
 EDITS = ("grow", "shrink", "move", "add_no_reflow", "remove_no_reflow", "new_infarct", "clear", "fusion")
 _NEEDS_INFARCT = ("grow", "shrink", "move", "add_no_reflow", "clear")
@@ -35,9 +35,14 @@ def check_edits(kinds) -> tuple:
 
 
 def applicable(labels, kind: str) -> bool:
-    """Whether ``kind`` changes something in this slice or stack (``fusion``: whether it has an LV to receive)."""
+    """Whether ``kind`` can change something in this slice or stack (``fusion``: whether it has an LV to receive;
+    ``move``: whether its lesion can move, one connected piece touching the endocardium in each slice)."""
     labels = np.asarray(labels)
     lesion = np.isin(labels, (INFARCT, NO_REFLOW))
+    if kind == "move":   # every lesion slice one connected lesion touching the endocardium (`fusion.donor_problems`)
+        stack = labels[None] if labels.ndim == 2 else labels
+        with_lesion = [s for s in stack if np.isin(s, (INFARCT, NO_REFLOW)).any()]
+        return bool(with_lesion) and not any(donor_problems(s) for s in with_lesion)
     if kind in _NEEDS_INFARCT:
         return bool((labels == INFARCT).any() if kind == "add_no_reflow" else lesion.any())
     if kind == "remove_no_reflow":
