@@ -111,6 +111,11 @@ def test_lv_crops_centre_the_lv_and_normalise_each_slice():
     crops = realism.lv_crops(image, labels, 32)
     assert crops.shape == (1, 32, 32)
     assert crops[0, 16, 16] == pytest.approx(1.0) and crops[0, 0, 0] == pytest.approx(0.0)
+    image[0, 30:50, 70:75] = 5000.0   # a bright spot beside the LV ...
+    spot = realism.lv_crops(image, labels, 32)
+    assert spot.max() == 1.0 and (spot == 1.0).sum() > (crops == 1.0).sum()   # ... clipped to the 99th percentile
+    heart = realism.lv_crops(np.where(labels == 0, 500.0, image), labels, 32, lv_margin=0)
+    assert (heart[0][np.asarray(labels[0][24:56, 74:106]) == 0] == 0).all()   # only the LV is left
 
 
 def test_feature_distance_is_renamed_and_old_results_stay_readable():

@@ -40,6 +40,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-clip", action="store_true",
                         help="keep the normalised crops' values beyond the 1st/99th percentiles "
                              "(default: clip to 0..1)")
+    parser.add_argument("--lv-margin", type=int, metavar="PX",
+                        help="the classifier sees only the LV and PX pixels around it (the rest black): the heart "
+                             "without its surroundings")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write every figure (per case too) to this JSON file")
     parser.add_argument("--threads", type=int, default=1)
@@ -56,7 +59,8 @@ def main(argv=None) -> int:
     for ref in args.generators:
         print(f"== {ref}", flush=True)
         result = measure_realism(ref, args.data, train, test, crop=args.crop, seed=args.seed, epochs=args.epochs,
-                                 clip=not args.no_clip, progress=lambda text: print(f"  {text}", flush=True))
+                                 clip=not args.no_clip, lv_margin=args.lv_margin,
+                                 progress=lambda text: print(f"  {text}", flush=True))
         results[ref] = result
         t = result["two_sample_test"]
         print(f"  rendering: {result['rendering']['how']}")

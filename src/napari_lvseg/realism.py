@@ -81,22 +81,33 @@ def _check_pair(images, labels, name: str) -> tuple[np.ndarray, np.ndarray]:
     return images.astype(np.float32), labels.astype(np.uint8)
 
 
-def lv_crops(images, labels, size: int = 64, name: str = "images", clip: bool = True) -> np.ndarray:
+def lv_crops(images, labels, size: int = 64, name: str = "images", clip: bool = True,
+             lv_margin: int | None = None) -> np.ndarray:
     """(N, size, size) crops centred on each slice's LV (its labels' centroid; the image centre where a slice has no
     LV), each slice first normalised over the whole slice (percentiles 1/99 -> 0/1), real and synthetic alike, and
     with ``clip`` clipped to [0, 1]: the EMIDEC crops were clipped to a global intensity range before cropping, so
     some real slices hold flat plateaus at their extremes, a cue that says nothing about how a heart looks.
-    Outside the image: 0."""
+    With ``lv_margin`` only the LV (cavity + wall) and that many pixels around it are kept, the rest set to 0: the
+    heart alone, without the surroundings. Outside the image: 0."""
     from .data.normalize import labels_center, to_grid
 
     images, labels = _check_pair(images, labels, name)
     if size < 8:
         raise LvsegError(f"crop size must be at least 8 px, got {size}", name)
     normalised = normalize_slices(images)
+    if clip:
+        normalised = np.clip(normalised, 0.0, 1.0)
+    if lv_margin is not None:
+        from scipy import ndimage as ndi
+
+        for z, mask in enumerate(labels):
+            lv = mask != BACKGROUND
+            keep = ndi.binary_dilation(lv, iterations=int(lv_margin)) if lv_margin > 0 else lv
+            normalised[z][~keep] = 0.0
     out = np.empty((len(images), size, size), np.float32)
     for i, (image, mask) in enumerate(zip(normalised, labels)):
         out[i] = to_grid(image, size, labels_center(mask))[0]
-    return np.clip(out, 0.0, 1.0) if clip else out
+    return out
 
 
 # -- the classifier ------------------------------------------------------------------------------------------------
@@ -270,10 +281,10 @@ def render_cases(cases: list, model, seed: int = 0, on_case=None) -> tuple[list,
 
 
 def measure_realism(model, data, train_cases, test_cases, crop: int = 64, seed: int = 0, epochs: int = 30,
-                    width: int = 16, progress=None, clip: bool = True) -> dict:
+                    width: int = 16, progress=None, clip: bool = True, lv_margin: int | None = None) -> dict:
     """The two-sample test (classifier trained on ``train_cases``' real/synthetic pairs, scored on ``test_cases``')
     and the physics checks (real and synthetic, per case, held-out and training cases) of one generator on the real
-    masks of ``data``. ``progress(text)`` hears what it is doing."""
+    masks of ``data``. ``clip`` and ``lv_margin`` as in `lv_crops`. ``progress(text)`` hears what it is doing."""
     from .synthesis import load_synthesis_model
     from .synthesis_edits import read_cases
 
@@ -291,7 +302,7 @@ def measure_realism(model, data, train_cases, test_cases, crop: int = 64, seed: 
         sets[part] = (real, synthetic)
 
     def crops(rows):
-        return np.concatenate([lv_crops(image, labels, crop, case, clip) for case, image, labels in rows])
+        return np.concatenate([lv_crops(image, labels, crop, case, clip, lv_margin) for case, image, labels in rows])
 
     say("training the real-vs-synthetic classifier")
     test = two_sample_test(crops(sets["train"][0]), crops(sets["train"][1]), crops(sets["test"][0]),
@@ -303,6 +314,7 @@ def measure_realism(model, data, train_cases, test_cases, crop: int = 64, seed: 
         physics[part] = {kind: {"summary": physics_summary(r),
                                 "cases": {c: r_ for (c, _, _), r_ in zip(real, r)}} for kind, r in rows.items()}
     return {"model": card.name, "data": str(data), "rendering": how, "seed": seed, "crop": crop, "clip": clip,
+            "lv_margin": lv_margin,
             "train_cases": list(train_cases), "test_cases": list(test_cases),
             "n_train_slices": sum(len(lab) for _, _, lab in sets["train"][0]),
             "n_test_slices": sum(len(lab) for _, _, lab in sets["test"][0]),
