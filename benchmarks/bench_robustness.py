@@ -140,9 +140,10 @@ def variants(cases):
 
 def score(pairs):
     """(pooled mean, per-case mean) Dice over the four classes, the protocols of training/RESULTS.md."""
-    from napari_lvseg.metrics import pooled_dice, study_table
+    from napari_lvseg.evaluation import evaluate_cases
 
-    return pooled_dice(pairs)["mean"], study_table(dict(enumerate(pairs)))[-1]["mean"]
+    report = evaluate_cases(pairs, emidec=False, bootstrap=0)
+    return report.pooled["mean"], report.per_case["mean"]
 
 
 def field_of_view_speed(cases, model, repeats: int = 3):

@@ -23,16 +23,16 @@ def test_defaults_are_bundled_with_cards_and_licence():
 
 
 def test_default_segmentation_on_an_unseen_real_case(emidec_cases):
+    from napari_lvseg.evaluation import evaluate_cases
     from napari_lvseg.inference import segment
     from napari_lvseg.io import emidec
-    from napari_lvseg.metrics import pooled_dice
 
     _, card = load_model(None, task="segmentation")
     test_case = next(c for c in emidec_cases if c.name == "Case_P059")
     assert test_case.name not in card.training["train_cases"] + card.training["val_cases"]
     image, truth = emidec.read_case(emidec.find_cases(test_case)[0])
     labels = segment(image.data).labels  # no model given: the bundled default
-    dice = pooled_dice([(labels, truth.data)])
+    dice = evaluate_cases([(labels, truth.data)], emidec=False).pooled
     assert dice["cavity"] > 0.85 and dice["myocardium"] > 0.7 and dice["infarct"] > 0.4
 
 
@@ -43,10 +43,10 @@ def test_default_segmentation_keeps_its_dice_at_other_pixel_sizes_and_fields_of_
     import importlib.util
     from pathlib import Path
 
+    from napari_lvseg.evaluation import evaluate_cases
     from napari_lvseg.inference import segment
     from napari_lvseg.io import emidec
     from napari_lvseg.locate import expected_lv_size, lv_diameter, zoom_for
-    from napari_lvseg.metrics import pooled_dice
 
     spec = importlib.util.spec_from_file_location(
         "bench_robustness", Path(__file__).resolve().parents[1] / "benchmarks" / "bench_robustness.py")
@@ -63,7 +63,7 @@ def test_default_segmentation_keeps_its_dice_at_other_pixel_sizes_and_fields_of_
         result = segment(img, model)
         # read at the zoom that brings its true LV into the training range
         assert result.info["zoom"] == pytest.approx(zoom_for(lv_diameter(lab), expected_lv_size(model[1])), rel=0.2)
-        return pooled_dice([(result.labels, lab)])["mean"], result
+        return evaluate_cases([(result.labels, lab)], emidec=False).pooled["mean"], result
 
     crop, _ = mean_dice(image, truth)
     larger, result = mean_dice(*rescale_pair(image, truth, 0.75, 0.75))

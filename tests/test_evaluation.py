@@ -298,3 +298,44 @@ def test_the_engines_validation_reports_the_evaluation_figures(monkeypatch):
                                                    "pooled_cavity", "pooled_myocardium", "pooled_infarct",
                                                    "pooled_no_reflow", "pooled_mean"]
     assert all(_same(metrics[k], v) for k, v in expected.items()) and "seconds" in metrics
+
+
+def test_lvseg_evaluate_writes_the_csv_and_the_json_of_the_report(tmp_path, capsys):
+    from napari_lvseg.cli import main
+    from napari_lvseg.data.phantom import make_phantom
+    from napari_lvseg.io import read_labels
+    from napari_lvseg.io.nifti import write_nifti
+
+    (tmp_path / "pred").mkdir()
+    (tmp_path / "truth").mkdir()
+    for k, name in enumerate(("Case_A", "Case_B", "Case_C")):
+        _, truth = make_phantom(n_slices=3, seed=k)
+        write_nifti(tmp_path / "truth" / f"{name}.nii.gz", truth)
+        write_nifti(tmp_path / "pred" / f"{name}.nii.gz", np.roll(truth, k, axis=2))
+    (tmp_path / "out").mkdir()
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"),
+                 "--csv", str(tmp_path / "out/table.csv"), "--json", str(tmp_path / "out/report.json")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.json", "table.csv"]
+    printed = capsys.readouterr().out
+    assert "Study protocol" in printed and "95% intervals over 2000 draws" in printed and "Volumes (ml)" in printed
+    cases = []
+    for name in ("Case_A", "Case_B", "Case_C"):
+        truth = read_labels(tmp_path / "truth" / f"{name}.nii.gz")
+        cases.append((name, read_labels(tmp_path / "pred" / f"{name}.nii.gz").data, truth.data, truth.spacing))
+    expected = evaluate_cases(cases)
+    written = json.loads((tmp_path / "out/report.json").read_text())
+    assert written == _plain({**expected.to_dict(), "pred": str(tmp_path / "pred"),
+                              "truth": str(tmp_path / "truth")})
+    rows = list(csv.DictReader(open(tmp_path / "out/table.csv", encoding="utf-8")))
+    assert [r["case"] for r in rows[:4]] == ["Case_A", "Case_B", "Case_C", "mean"]
+    assert float(rows[3]["mean"]) == pytest.approx(expected.per_case["mean"], rel=1e-5)
+    # --csv alone: the JSON goes to the --out prefix
+    assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"), "--bootstrap", "0",
+                 "--out", str(tmp_path / "ev"), "--csv", str(tmp_path / "only.csv")]) == 0
+    assert (tmp_path / "only.csv").is_file() and (tmp_path / "ev.json").is_file() and not (tmp_path / "ev.csv").exists()
+    capsys.readouterr()
+    for flags, said in ((["--csv", str(tmp_path / "out")], "out: is a folder: give a .csv file"),
+                        (["--json", str(tmp_path / "nowhere/r.json")], "nowhere: folder does not exist"),
+                        (["--csv", str(tmp_path / "x"), "--json", str(tmp_path / "x")], "name the same file")):
+        assert main(["evaluate", "--pred", str(tmp_path / "pred"), "--truth", str(tmp_path / "truth"), *flags]) == 2
+        assert said in capsys.readouterr().err

@@ -126,6 +126,23 @@ def test_nothing_in_the_package_imports_the_compatibility_store():
     assert sorted(m for m, targets in GRAPH.items() if f"{PACKAGE}.models.store" in targets) == []
 
 
+def test_evaluation_is_core_and_the_scorers_use_it():
+    """evaluation.py (every scoring of predictions against truth) is Qt-free core: it imports no front end and no GUI
+    library, and stays below the engine and inference (metrics, labels, errors, io only); the CLI's `evaluate` and
+    the engine's validation score through it."""
+    evaluation = f"{PACKAGE}.evaluation"
+    assert sorted(t for t in GRAPH[evaluation] if _is_front_end(t)) == []
+    allowed = ("metrics", "labels", "errors", "io")
+    assert sorted(t for t in GRAPH[evaluation] if t.removeprefix(PACKAGE + ".").split(".")[0] not in allowed) == []
+    path = ROOT / "evaluation.py"
+    imported = {alias.name.split(".")[0] for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                for alias in getattr(node, "names", []) if isinstance(node, ast.Import)}
+    imported |= {node.module.split(".")[0] for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+                 if isinstance(node, ast.ImportFrom) and node.module and not node.level}
+    assert sorted(imported & {"qtpy", "PyQt5", "PyQt6", "PySide2", "PySide6", "napari", "magicgui", "torch"}) == []
+    assert evaluation in GRAPH[f"{PACKAGE}.cli"] and evaluation in GRAPH[f"{PACKAGE}.engine.segmentation"]
+
+
 def test_realism_fusion_and_edited_datasets_are_qt_free_core():
     """realism.py, synthesis_edits.py, data/fusion.py and data/edits.py import no front end and no GUI library; the
     mask edits and the fusion (data/) need no torch either."""

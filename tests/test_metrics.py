@@ -54,81 +54,7 @@ def test_study_dice_per_case_known_values_and_absent_class():
     assert scores["infarct"] == 0.0  # in truth only
     assert math.isnan(scores["no_reflow"])  # absent in both
     assert set(scores) == {"cavity", "myocardium", "infarct", "no_reflow"}
-
-
-def test_study_table_mean_skips_absent_classes():
-    no_infarct = np.array([[[1, 2, 0, 0]]])
-    with_infarct = np.array([[[1, 2, 3, 3]]])
-    half_infarct = np.array([[[1, 2, 3, 2]]])  # infarct Dice 2*1/(1+2)
-    rows = metrics.study_table({"a": (no_infarct, no_infarct), "b": (half_infarct, with_infarct)})
-    assert [row["case"] for row in rows] == ["a", "b", "mean"]
-    assert math.isnan(rows[0]["infarct"])
-    assert rows[0]["mean"] == 1.0  # over cavity and myocardium only
-    mean = rows[-1]
-    assert mean["infarct"] == pytest.approx(2 / 3)  # case a does not count as 0 or 1
-    assert mean["myocardium"] == pytest.approx((1.0 + 2 * 1 / (2 + 1)) / 2)
-    assert math.isnan(mean["no_reflow"])  # absent everywhere
-    assert mean["mean"] == pytest.approx(np.mean([1.0, mean["myocardium"], 2 / 3]))
-
-
-def test_pooled_dice_differs_from_per_case_mean():
-    big = np.zeros((1, 10, 10), np.uint8)
-    big[0, :, :] = INF  # 100 px infarct, perfectly predicted
-    small_truth = np.zeros((1, 10, 10), np.uint8)
-    small_truth[0, 0, :2] = INF
-    small_pred = np.zeros((1, 10, 10), np.uint8)
-    small_pred[0, 9, :2] = INF  # 2 px, disjoint from truth
-    cases = {"big": (big, big), "small": (small_pred, small_truth)}
-    pooled = metrics.pooled_dice(cases)
-    assert pooled["infarct"] == pytest.approx(2 * 100 / (100 + 100 + 2 + 2))
-    assert metrics.study_table(cases)[-1]["infarct"] == pytest.approx(0.5)
-    assert math.isnan(pooled["cavity"])
-    assert pooled["mean"] == pytest.approx(pooled["infarct"])  # the only class present
-    from_list = metrics.pooled_dice(list(cases.values()))
-    assert from_list["infarct"] == pooled["infarct"] and math.isnan(from_list["myocardium"])
-
-
-def test_bootstrap_intervals_over_cases():
-    big = np.zeros((1, 10, 10), np.uint8)
-    big[0, :, :] = INF                        # infarct found perfectly
-    missed = big.copy()
-    missed[0, :5] = 0                         # half the infarct missed: Dice 2/3
-    cases = {"a": (big, big), "b": (missed, big), "c": (big, big), "d": (np.zeros_like(big), np.zeros_like(big))}
-    study = metrics.study_table(cases)
-    counts = [metrics.overlap_counts(p, t) for p, t in cases.values()]
-    pooled = metrics.pooled_dice(cases)["infarct"]
-    assert metrics.pooled_dice_from_counts(counts)["infarct"] == pooled == pytest.approx(500 / 550)
-    out = metrics.bootstrap_intervals(study, counts, n=500, seed=1)
-    low, high = out["per_case"]["infarct"]
-    assert low == pytest.approx(2 / 3) and high == pytest.approx(1.0)   # draws of b alone, of a and c alone
-    low, high = out["pooled"]["infarct"]
-    assert 2 / 3 <= low < pooled < high <= 1.0
-    assert all(math.isnan(v) for v in out["pooled"]["cavity"])            # a class no case has
-    same = metrics.bootstrap_intervals(metrics.study_table({"a": (big, big), "c": (big, big)}), counts[:1] * 2, n=50)
-    assert same["per_case"]["mean"] == pytest.approx((1.0, 1.0)) and same["pooled"]["infarct"] == pytest.approx((1, 1))
-    with pytest.raises(LvsegError, match="4 case rows and 3 counts"):
-        metrics.bootstrap_intervals(study, counts[:3])
-
-
-def test_pooled_difference_interval_is_paired():
-    big = np.zeros((1, 10, 10), np.uint8)
-    big[0, :, :] = INF
-    half = big.copy()
-    half[0, :5] = 0                           # half the infarct missed: Dice 2/3
-    truth = [big, big, big]
-    first = [metrics.overlap_counts(p, t) for p, t in zip([half, half, half], truth, strict=True)]
-    second = [metrics.overlap_counts(p, t) for p, t in zip([big, half, big], truth, strict=True)]
-    out = metrics.pooled_difference_interval(first, second, n=500, seed=1)
-    d, low, high = out["infarct"]
-    both = (metrics.pooled_dice_from_counts(second)["infarct"] - metrics.pooled_dice_from_counts(first)["infarct"])
-    assert d == pytest.approx(both) and d > 0
-    assert low == pytest.approx(0.0) and high == pytest.approx(1 - 2 / 3)   # draws of the tied case, of the better ones
-    assert all(math.isnan(v) for v in out["cavity"])                      # a class no case has
-    assert out["mean"][0] == pytest.approx(d)                             # the only class present
-    same = metrics.pooled_difference_interval(first, first, n=50)["infarct"]
-    assert same == pytest.approx((0.0, 0.0, 0.0))                          # a model against itself: no spread at all
-    with pytest.raises(LvsegError, match="3 and 2 cases"):
-        metrics.pooled_difference_interval(first, second[:2])
+    assert scores["cavity"] == metrics.dice(pred == CAV, truth == CAV)   # from the counts, to the last bit
 
 
 def test_bad_input_raises_lvseg_error():
@@ -174,7 +100,7 @@ def test_emidec_hausdorff_of_shifted_squares_is_shift_times_spacing():
         == pytest.approx(2 * 1.25)
 
 
-def test_emidec_empty_prediction_gives_nan_hausdorff_and_table_mean():
+def test_emidec_empty_prediction_gives_nan_hausdorff_and_the_mean_skips_it():
     truth = np.zeros((3, 12, 12), np.uint8)
     truth[1, 3:9, 3:9] = MYO
     empty = np.zeros_like(truth)
@@ -182,8 +108,10 @@ def test_emidec_empty_prediction_gives_nan_hausdorff_and_table_mean():
     assert math.isnan(result["hd_myocardium"]) and math.isnan(result["hd95_myocardium"])
     assert result["dice_myocardium"] == 0.0
     shifted = np.roll(truth, 1, axis=2)
-    rows = metrics.emidec_table({"miss": (empty, truth), "shift": (shifted, truth)},
-                                spacing={"miss": (1, 1, 1), "shift": (1, 1, 2.0)})
+    from napari_lvseg.evaluation import evaluate_cases
+
+    rows = evaluate_cases({"miss": (empty, truth), "shift": (shifted, truth)},
+                          spacing={"miss": (1, 1, 1), "shift": (1, 1, 2.0)}).emidec_rows
     assert [row["case"] for row in rows] == ["miss", "shift", "mean"]
     assert rows[1]["hd_myocardium"] == pytest.approx(2.0)
     assert rows[-1]["hd_myocardium"] == pytest.approx(2.0)  # NaN of the missed case skipped

@@ -65,13 +65,13 @@ def mean_probabilities(members: list, name: str) -> np.ndarray:
 
 def score(members: list, truths: dict, post: dict) -> tuple[float, float, dict]:
     """(per-case mean Dice, pooled mean Dice, per-case table's mean row) of the members' mean probabilities."""
-    from napari_lvseg.metrics import pooled_dice, study_table
+    from napari_lvseg.evaluation import evaluate_cases
     from napari_lvseg.postprocess import postprocessed_labels
 
     cases = {name: (postprocessed_labels(mean_probabilities(members, name), post), truth)
              for name, truth in truths.items()}
-    table = study_table(cases)
-    return table[-1]["mean"], pooled_dice(list(cases.values()))["mean"], table[-1]
+    report = evaluate_cases(cases, emidec=False, bootstrap=0)
+    return report.per_case["mean"], report.pooled["mean"], report.study_rows[-1]
 
 
 def tuned(members: list, truths: dict) -> tuple[float, dict]:

@@ -255,13 +255,14 @@ def _per_case_mean(rows: dict, names) -> float:
 
 
 def _study_scores(labelled: dict) -> dict:
-    """The study table's mean row (per case) and the pooled Dice of ``{case: (labels, truth)}``, rounded."""
-    from napari_lvseg.metrics import pooled_dice, study_table
+    """The per-case means and the pooled Dice of ``{case: (labels, truth)}`` (`evaluation.evaluate_cases`), rounded."""
+    from napari_lvseg.evaluation import evaluate_cases
 
     def rounded(scores: dict) -> dict:
-        return {key: round(value, 4) for key, value in scores.items() if key != "case"}
+        return {key: round(value, 4) for key, value in scores.items()}
 
-    return {"per_case": rounded(study_table(labelled)[-1]), "pooled": rounded(pooled_dice(labelled))}
+    report = evaluate_cases(labelled, emidec=False, bootstrap=0)
+    return {"per_case": rounded(report.per_case), "pooled": rounded(report.pooled)}
 
 
 def _labelled(cases: dict, post: dict) -> dict:
@@ -298,12 +299,12 @@ def judge_postprocess(oof: dict) -> dict:
     (what `tune` would pick with every fold)."""
     import numpy as np
 
-    from napari_lvseg.metrics import pooled_dice, study_table
+    from napari_lvseg.evaluation import evaluate_cases
 
     if len(oof) < 2:
         raise SystemExit(f"{len(oof)} finished fold run(s): the nested choice needs at least 2")
     everything = {name: case for fold in oof.values() for name, case in fold.items()}
-    grid = [(options, {row["case"]: row for row in study_table(cases)[:-1]})
+    grid = [(options, {row["case"]: row for row in evaluate_cases(cases, emidec=False, bootstrap=0).cases})
             for options, cases in runner.postprocess_grid(everything)]
     unweighted = [g for g in grid if g[0]["infarct_weight"] == g[0]["no_reflow_weight"] == 1.0]
     choices = {"LV component only": lambda names: grid[0][0],
@@ -317,7 +318,8 @@ def judge_postprocess(oof: dict) -> dict:
             post = choose(others)
             labelled = _labelled(cases, post)
             held_out[tag].update(labelled)
-            per_case, pooled = study_table(labelled)[-1]["mean"], pooled_dice(labelled)["mean"]
+            report = evaluate_cases(labelled, emidec=False, bootstrap=0)
+            per_case, pooled = report.per_case["mean"], report.pooled["mean"]
             row[tag] = {"post": post, "per_case": round(per_case, 4), "pooled": round(pooled, 4)}
             means.setdefault(tag, []).append((per_case, pooled))
         folds.append(row)

@@ -153,27 +153,21 @@ def raw_labels(model, image, tta=True):
 
 
 def evaluate(run, tta=False, split_name="test", device=None) -> dict:
-    """Segment the split's cases with the run's model; study, pooled and EMIDEC tables to RUN/<split>_metrics.json."""
+    """Segment the split's cases with the run's model; the evaluation report (per case, pooled, EMIDEC, 95% intervals
+    over the cases; `napari_lvseg.evaluation`) to RUN/<split>_metrics[_tta].json, which `summary` reads."""
+    from napari_lvseg.evaluation import evaluate_cases
     from napari_lvseg.inference import segment
-    from napari_lvseg.io.atomic import write_json_atomic
-    from napari_lvseg.metrics import emidec_table, format_table, pooled_dice, study_table
 
     model = load_on(run, device)
-    cases, spacing, t0 = {}, {}, time.time()
+    cases, t0 = [], time.time()
     for name, (image, labels) in read_cases(split_names(split_name)).items():
-        cases[name] = (segment(image.data, model, tta=tta).labels, labels.data)
-        spacing[name] = labels.spacing
+        cases.append((name, segment(image.data, model, tta=tta).labels, labels.data, labels.spacing))
     seconds = time.time() - t0
-    study, pooled = study_table(cases), pooled_dice(list(cases.values()))
-    emidec_rows = emidec_table(cases, spacing=spacing)
-    print(format_table(study, None))
-    print(format_table(emidec_rows, None))
-    print("pooled:", {k: round(v, 4) for k, v in pooled.items()})
-    result = {"run": str(run), "split": split_name, "tta": tta, "cases": len(cases), "seconds": round(seconds, 1),
-              "study": study, "emidec": emidec_rows, "pooled": pooled}
-    name = f"{split_name}_metrics{'_tta' if tta else ''}.json"
-    write_json_atomic(Path(run) / name, result)
-    return result
+    report = evaluate_cases(cases, meta={"run": str(run), "split": split_name, "tta": tta,
+                                         "seconds": round(seconds, 1)})
+    print(report.tables())
+    report.to_json(Path(run) / f"{split_name}_metrics{'_tta' if tta else ''}.json")
+    return report.to_dict()
 
 
 def postprocess_grid(raw: dict):
@@ -198,9 +192,10 @@ def postprocess_grid(raw: dict):
 
 def postprocess_scores(raw: dict) -> list:
     """``[(per-case mean Dice, options)]`` for every option set of `POSTPROCESS_GRID`, in grid order."""
-    from napari_lvseg.metrics import study_table
+    from napari_lvseg.evaluation import evaluate_cases
 
-    return [(study_table(cases)[-1]["mean"], options) for options, cases in postprocess_grid(raw)]
+    return [(evaluate_cases(cases, emidec=False, bootstrap=0).per_case["mean"], options)
+            for options, cases in postprocess_grid(raw)]
 
 
 def tune_postprocess(run, tta=True, device=None) -> dict:

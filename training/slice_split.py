@@ -105,15 +105,14 @@ def _tag(common: bool, split) -> str:
 def evaluate(run, common: bool = False, split=None) -> dict:
     """Pooled Dice of a run on its held-out cases or slices (``common``: on `common_slices` of ``split``): TTA,
     no post-processing; with a 95% interval over the hearts the slices come from, drawn with replacement."""
+    from napari_lvseg.evaluation import evaluate_cases
     from napari_lvseg.io.atomic import write_json_atomic
-    from napari_lvseg.metrics import bootstrap_intervals, overlap_counts, pooled_dice_from_counts, study_table
 
     held, hearts = _hearts(run, common, split)
-    counts = [overlap_counts(*pair) for pair in hearts.values()]
+    report = evaluate_cases(hearts, emidec=False)
     result = {"run": str(run), "held_out": held,
               "slices": sum(len(truth) for _, truth in hearts.values()), "hearts": len(hearts),
-              "pooled": pooled_dice_from_counts(counts),
-              "bootstrap": bootstrap_intervals(study_table(hearts), counts)["pooled"] if len(hearts) > 1 else None}
+              "pooled": report.pooled, "bootstrap": report.intervals["pooled"] if report.intervals else None}
     write_json_atomic(Path(run) / f"{_tag(common, split)}_pooled.json", result)
     return result
 
@@ -121,19 +120,19 @@ def evaluate(run, common: bool = False, split=None) -> dict:
 def compare(first, second, common: bool = False, split=None) -> dict:
     """Two runs on the same held-out slices: each one's pooled Dice and ``second`` minus ``first`` with a paired 95%
     interval over draws of hearts (both runs scored on the same drawn hearts). Written beside ``second``."""
+    from napari_lvseg.evaluation import evaluate_cases, pooled_difference_interval
     from napari_lvseg.io.atomic import write_json_atomic
-    from napari_lvseg.metrics import overlap_counts, pooled_dice_from_counts, pooled_difference_interval
 
     parts = [held_out(run) for run in (first, second)]
     if not common and (Path(parts[0][0]).resolve(), parts[0][1]) != (Path(parts[1][0]).resolve(), parts[1][1]):
         raise SystemExit(f"{first} and {second} hold out different slices; compare them with --common")
     scored = [_hearts(run, common, split)[1] for run in (first, second)]
     names = sorted(scored[0])
-    counts = [[overlap_counts(*hearts[name]) for name in names] for hearts in scored]
+    reports = [evaluate_cases({name: hearts[name] for name in names}, emidec=False, bootstrap=0) for hearts in scored]
     result = {"first": str(first), "second": str(second), "hearts": len(names),
               "slices": sum(len(scored[0][name][1]) for name in names),
-              "pooled": [pooled_dice_from_counts(c) for c in counts],
-              "difference": pooled_difference_interval(*counts)}
+              "pooled": [report.pooled for report in reports],
+              "difference": pooled_difference_interval(*reports)}
     write_json_atomic(Path(second) / f"{_tag(common, split)}_vs_{Path(first).name}.json", result)
     return result
 

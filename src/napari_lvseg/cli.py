@@ -6,7 +6,6 @@ Subcommands import their heavy libraries lazily, so ``lvseg --help`` answers at 
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -96,11 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="jsonl: one event per line on stdout, and stop requests read from stdin, one per line (for "
                         "front ends: the Train panel runs training this way)")
 
-    p = sub.add_parser("evaluate", help="Dice tables (study and EMIDEC protocols) of predictions against truth")
+    p = sub.add_parser("evaluate", help="Dice tables (per case, pooled, EMIDEC; 95%% intervals) of predictions "
+                                       "against truth")
     p.add_argument("--pred", required=True, metavar="DIR",
                    help="predicted labels: Case_X.nii.gz files or EMIDEC layout")
     p.add_argument("--truth", required=True, metavar="DIR", help="truth labels: EMIDEC layout or Case_X.nii.gz files")
     p.add_argument("--out", metavar="PREFIX", help="write PREFIX.csv and PREFIX.json (default: DIR/evaluation)")
+    p.add_argument("--csv", metavar="FILE", help="the CSV table here instead (one row a case, then the means, the "
+                   "pooled Dice and the intervals)")
+    p.add_argument("--json", metavar="FILE", help="the JSON report here instead (every table, the intervals and "
+                   "each case's voxel counts; evaluation.Report.from_json reads it back)")
     p.add_argument("--bootstrap", type=int, default=2000, metavar="N",
                    help="95%% intervals of every per-case and pooled figure from N draws of the cases, with "
                         "replacement (0: none; needs 2 cases or more)")
@@ -449,20 +453,13 @@ def _label_files(folder: Path) -> dict:
 
 
 def cmd_evaluate(args) -> int:
+    from .evaluation import evaluate_cases
     from .io import read_labels
-    from .metrics import (
-        bootstrap_intervals,
-        emidec_table,
-        format_table,
-        overlap_counts,
-        pooled_dice_from_counts,
-        study_table,
-    )
 
     if not 0 <= args.bootstrap <= MAX_BOOTSTRAP:
         raise LvsegError(f"--bootstrap must be 0 to {MAX_BOOTSTRAP}, not {args.bootstrap}")
     pred, truth = _label_files(args.pred), _label_files(args.truth)
-    prefix = _evaluation_prefix(args.out, args.pred)   # checked before the cases are read and scored
+    csv_path, json_path = _evaluation_outputs(args)   # checked before the cases are read and scored
     common = sorted(set(pred) & set(truth))
     if not common:
         raise LvsegError(f"no prediction has a truth case of its name in {args.truth} (predictions: "
@@ -470,37 +467,18 @@ def cmd_evaluate(args) -> int:
     for name in sorted(set(pred) - set(truth)):   # said, one line each: a misnamed case would drop out silently
         print(f"lvseg evaluate: warning: {pred[name]}: no truth of {name} in {args.truth}: left out of every table",
               file=sys.stderr)
-    cases = {}
+    cases = []
     for name in common:
         p, t = read_labels(pred[name]), read_labels(truth[name])
         if p.data.shape != t.data.shape:
             raise LvsegError(f"prediction shape {p.data.shape} differs from truth {t.data.shape}", pred[name])
-        cases[name] = (p.data, t.data, t.spacing)
-    study = study_table({k: v[:2] for k, v in cases.items()})
-    emidec_rows = emidec_table({k: v[:2] for k, v in cases.items()}, spacing={k: v[2] for k, v in cases.items()})
-    counts = [overlap_counts(p, t) for p, t, _ in cases.values()]
-    pooled = pooled_dice_from_counts(counts)
-    intervals = bootstrap_intervals(study, counts, n=args.bootstrap) if args.bootstrap and len(common) > 1 else None
-    print(f"Study protocol (per-case 3-D Dice, {len(common)} cases):")
-    print(format_table(study, None))
-    print("\nPooled protocol (Dice over all voxels of all cases):")
-    print(format_table([{"case": "pooled", **pooled}], None))
-    if intervals:
-        print(f"\n{intervals['level']:.0%} intervals over {intervals['n']} draws of the {len(common)} cases:")
-        print(format_table([{"protocol": name, **{k: _span(lo, hi) for k, (lo, hi) in spans.items()}}
-                            for name, spans in (("per case", intervals["per_case"]),
-                                                ("pooled", intervals["pooled"]))], None))
-    elif args.bootstrap:
+        cases.append((name, p.data, t.data, t.spacing))
+    report = evaluate_cases(cases, bootstrap=args.bootstrap, meta={"pred": str(args.pred), "truth": str(args.truth)})
+    print(report.tables())
+    if args.bootstrap and not report.intervals:
         print("\n(no intervals: one case cannot be drawn in more than one way)")
-    print("\nEMIDEC protocol:")
-    print(format_table(emidec_rows, None))
-    from .io.atomic import write_json_atomic
-    from .metrics import write_csv
-
-    csv_path, json_path = Path(f"{prefix}.csv"), Path(f"{prefix}.json")
-    write_csv([dict(r, table="study") for r in study] + [dict(case="pooled", **pooled, table="pooled")]
-              + [dict(r, table="emidec") for r in emidec_rows], csv_path)
-    write_json_atomic(json_path, {"study": study, "pooled": pooled, "bootstrap": intervals, "emidec": emidec_rows})
+    report.to_csv(csv_path)
+    report.to_json(json_path)
     print(f"\nwritten: {csv_path}, {json_path}")
     missing = sorted(set(truth) - set(pred))
     if missing:
@@ -508,8 +486,23 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _span(low: float, high: float) -> str:
-    return "n/a" if math.isnan(low) else f"{low:.3f} to {high:.3f}"
+def _evaluation_outputs(args) -> tuple[Path, Path]:
+    """(CSV, JSON) paths of `evaluate`: ``--csv`` and ``--json`` as given, else PREFIX.csv and PREFIX.json
+    (`_evaluation_prefix`); each one's folder checked."""
+    prefix = _evaluation_prefix(args.out, args.pred) if not (args.csv and args.json) else None
+    paths = []
+    for given, ending in ((args.csv, ".csv"), (args.json, ".json")):
+        path = Path(given) if given else Path(f"{prefix}{ending}")
+        if given:
+            if path.is_dir():
+                raise LvsegError(f"is a folder: give a {ending} file", path)
+            if not path.parent.is_dir():
+                raise LvsegError("not a folder" if path.parent.exists() else "folder does not exist", path.parent)
+            output_folder(path.parent)
+        paths.append(path)
+    if paths[0].resolve() == paths[1].resolve():
+        raise LvsegError("--csv and --json name the same file", paths[0])
+    return paths[0], paths[1]
 
 
 def _evaluation_prefix(out, pred) -> Path:

@@ -34,7 +34,16 @@ import numpy as np
 
 from . import labels as lb
 from .errors import LvsegError
-from .metrics import CLASS_KEYS, CLASSES, _spacing, emidec_case_metrics, format_table, overlap_counts, write_csv
+from .metrics import (
+    CLASS_KEYS,
+    CLASSES,
+    _spacing,
+    dice_from_counts,
+    emidec_case_metrics,
+    format_table,
+    overlap_counts,
+    write_csv,
+)
 
 FORMAT = "lvseg evaluation 1"
 STUDY_KEYS = CLASS_KEYS + ("mean",)
@@ -309,8 +318,7 @@ def evaluate_cases(cases, *, emidec: bool = True, bootstrap: int = BOOTSTRAP, le
     for name, pred, truth, case_spacing in _items(cases, spacing):
         try:
             count = overlap_counts(pred, truth)
-            scores = {key: (2.0 * int(o) / int(t) if t else float("nan"))
-                      for key, o, t in zip(CLASS_KEYS, count[0], count[1], strict=True)}
+            scores = dice_from_counts(count)
             row = {"case": name, **scores, "mean": _nanmean(scores.values())}
             if emidec:
                 scored = emidec_case_metrics(pred, truth, case_spacing)

@@ -1,13 +1,16 @@
-"""Segmentation metrics (three evaluation protocols) and clinical quantification of a label stack.
+"""Segmentation metrics of one case and clinical quantification of a label stack.
 
 Label arrays are (Z, Y, X) integer stacks in the scheme of ``labels``; spacing is (z, y, x) in mm.
 
 - Study protocol: Dice per class and case in 3-D; a class absent from both truth and prediction gives
-  NaN and is left out of that class's mean over cases.
-- Pooled protocol: one Dice per class over all voxels of all cases.
+  NaN (`evaluation` leaves it out of that class's mean over cases).
+- Pooled protocol: `overlap_counts` per case, which `evaluation` sums over all voxels of all cases.
 - EMIDEC protocol: Dice per EMIDEC region (1.0 when both are empty), volume errors in % of the true
   myocardium, myocardium Hausdorff distances. The Hausdorff distance is NaN when either mask is
-  empty (undefined); table means skip NaN, so a row with NaN HD marks a missed myocardium.
+  empty (undefined); means over cases skip NaN, so a row with NaN HD marks a missed myocardium.
+
+Scoring many cases (per-case and pooled means, EMIDEC means, bootstrap intervals, CSV and JSON reports) is
+`evaluation.evaluate_cases`'s.
 """
 
 from __future__ import annotations
@@ -58,13 +61,8 @@ def _spacing(spacing, ndim: int = 3) -> tuple[float, ...]:
     return values
 
 
-def _nanmean(values) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return float(np.mean(values)) if values else float("nan")
-
-
 # ---------------------------------------------------------------------------------------------
-# Dice and the three protocols
+# Dice, the per-case protocols
 
 
 def dice(pred_mask, true_mask) -> float:
@@ -78,26 +76,12 @@ def dice(pred_mask, true_mask) -> float:
 
 def study_dice_per_case(pred, truth) -> dict:
     """Dice per class (cavity, myocardium, infarct, no_reflow) in 3-D; NaN where a class is absent in both."""
-    pred, truth = _pair(pred, truth)
-    return {lb.SHORT_NAMES[c]: dice(pred == c, truth == c) for c in CLASSES}
+    return dice_from_counts(overlap_counts(pred, truth))
 
 
-def study_table(cases: dict) -> list[dict]:
-    """Rows ``{'case', <class>..., 'mean'}`` per case, then a 'mean' row.
-
-    A class mean is over the cases where the class is present (NaN skipped); the overall 'mean' is the
-    mean of the four class means. A case's own 'mean' is over its present classes.
-    """
-    rows = []
-    for name, (pred, truth) in cases.items():
-        try:
-            scores = study_dice_per_case(pred, truth)
-        except LvsegError as error:
-            raise LvsegError(f"case {name}: {error}") from None
-        rows.append({"case": str(name), **scores, "mean": _nanmean(scores.values())})
-    class_means = {key: _nanmean(row[key] for row in rows) for key in CLASS_KEYS}
-    rows.append({"case": "mean", **class_means, "mean": _nanmean(class_means.values())})
-    return rows
+def dice_from_counts(counts) -> dict:
+    """Dice per class of one case's `overlap_counts` (2, 4), as `dice` gives it; NaN where a class is absent."""
+    return {key: (2.0 * int(o) / int(t) if t else float("nan")) for key, o, t in zip(CLASS_KEYS, *counts, strict=True)}
 
 
 def overlap_counts(pred, truth) -> np.ndarray:
@@ -108,81 +92,6 @@ def overlap_counts(pred, truth) -> np.ndarray:
         p, t = pred == c, truth == c
         counts[:, k] = int(np.logical_and(p, t).sum()), int(p.sum()) + int(t.sum())
     return counts
-
-
-def pooled_dice_from_counts(counts) -> dict:
-    """`pooled_dice` from the cases' `overlap_counts` (each (2, 4))."""
-    overlap, total = np.sum(np.asarray(counts, dtype=np.int64).reshape(-1, 2, len(CLASSES)), axis=0)
-    result = {key: (2.0 * o / t if t else float("nan")) for key, o, t in zip(CLASS_KEYS, overlap, total, strict=True)}
-    result["mean"] = _nanmean(result.values())
-    return result
-
-
-def pooled_dice(pairs) -> dict:
-    """Dice per class over all voxels of all (pred, truth) pairs (a dict's values are used), plus 'mean'."""
-    if isinstance(pairs, dict):
-        pairs = pairs.values()
-    return pooled_dice_from_counts([overlap_counts(pred, truth) for pred, truth in pairs])
-
-
-def _pooled_per_draw(counts: np.ndarray) -> np.ndarray:
-    """Pooled Dice of each draw of cases, (draws, cases, 2, 4) counts -> (draws, 4 classes + mean); NaN for a class
-    no case of the draw holds (callers silence numpy's warning about it)."""
-    summed = counts.sum(axis=1)
-    dice = np.where(summed[:, 1] > 0, 2.0 * summed[:, 0] / np.maximum(summed[:, 1], 1), np.nan)
-    return np.column_stack([dice, np.nanmean(dice, axis=1)])
-
-
-def bootstrap_intervals(study_rows: list[dict], counts: list, n: int = 2000, level: float = 0.95,
-                        seed: int = 0) -> dict:
-    """Percentile intervals of the per-case (study) and pooled Dice over cases drawn with replacement.
-
-    ``study_rows``: `study_table`'s rows (its last, the 'mean' row, is not a case); ``counts``: each case's
-    `overlap_counts`, in the same order. A test split of a dozen cases measures a model loosely; these intervals say
-    how loosely. Returns ``{"per_case": {key: (low, high)}, "pooled": {...}, "n": n, "level": level}`` with the
-    tables' keys; a class no drawn case holds has NaN bounds.
-    """
-    rows = study_rows[:-1]
-    if len(rows) != len(counts) or not rows:
-        raise LvsegError(f"bootstrap: {len(rows)} case rows and {len(counts)} counts")
-    scores = np.array([[r[k] for k in CLASS_KEYS] for r in rows], dtype=float)   # NaN: class absent in the case
-    counts = np.asarray(counts, dtype=np.float64)                                   # (cases, 2, 4)
-    draws = np.random.default_rng(seed).integers(0, len(rows), size=(n, len(rows)))
-    with warnings.catch_warnings():   # a draw without any case of a class: NaN, left out of that class's mean
-        warnings.simplefilter("ignore", RuntimeWarning)
-        class_means = np.nanmean(scores[draws], axis=1)                                 # (n, 4)
-        per_case = np.column_stack([class_means, np.nanmean(class_means, axis=1)])
-        pooled = _pooled_per_draw(counts[draws])
-        tail = 100 * (1 - level) / 2
-
-        def spans(draws):
-            return dict(zip(CLASS_KEYS + ("mean",), map(tuple, np.nanpercentile(draws, [tail, 100 - tail], axis=0).T),
-                            strict=True))
-
-        return {"per_case": spans(per_case), "pooled": spans(pooled), "n": n, "level": level}
-
-
-def pooled_difference_interval(first: list, second: list, n: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
-    """Pooled Dice of ``second`` minus ``first`` on the same cases, with a paired percentile interval.
-
-    ``first`` and ``second``: two models' `overlap_counts` on the same cases, in the same order. Each draw takes the
-    same cases for both models, so what the cases share (an easy or a hard heart) cancels out of the difference.
-    Returns ``{key: (difference, low, high)}`` for every class and 'mean'; a class no drawn case holds is left out of
-    that draw. Each model's mean is `pooled_dice_from_counts`'s: over the classes it has a Dice for, so a class
-    only one model predicts (absent from the truth) scores 0 in that model's mean alone.
-    """
-    first, second = (np.asarray(c, dtype=np.float64).reshape(-1, 2, len(CLASSES)) for c in (first, second))
-    if first.shape != second.shape or not len(first):
-        raise LvsegError(f"pooled difference: {len(first)} and {len(second)} cases; they must be the same cases")
-    draws = np.random.default_rng(seed).integers(0, len(first), size=(n, len(first)))
-    with warnings.catch_warnings():   # a draw without any case of a class: NaN, left out
-        warnings.simplefilter("ignore", RuntimeWarning)
-        observed = _pooled_per_draw(second[None]) - _pooled_per_draw(first[None])
-        spread = _pooled_per_draw(second[draws]) - _pooled_per_draw(first[draws])
-        tail = 100 * (1 - level) / 2
-        low, high = np.nanpercentile(spread, [tail, 100 - tail], axis=0)
-    return {key: (float(d), float(lo), float(hi))
-            for key, d, lo, hi in zip(CLASS_KEYS + ("mean",), observed[0], low, high, strict=True)}
 
 
 def hausdorff(pred_mask, true_mask, spacing=None, percentile: float | None = None) -> float:
@@ -229,23 +138,6 @@ def emidec_case_metrics(pred, truth, spacing=(1.0, 1.0, 1.0)) -> dict:
     result["hd_myocardium"] = hausdorff(pred_myo, truth_myo, spacing)
     result["hd95_myocardium"] = hausdorff(pred_myo, truth_myo, spacing, percentile=95)
     return result
-
-
-def emidec_table(cases: dict, spacing=(1.0, 1.0, 1.0)) -> list[dict]:
-    """Rows ``{'case', <emidec metrics>...}`` per case, then a 'mean' row (NaN skipped).
-
-    ``spacing`` is one (z, y, x) for all cases or a dict case name -> (z, y, x).
-    """
-    rows = []
-    for name, (pred, truth) in cases.items():
-        case_spacing = spacing[name] if isinstance(spacing, dict) else spacing
-        try:
-            rows.append({"case": str(name), **emidec_case_metrics(pred, truth, case_spacing)})
-        except LvsegError as error:
-            raise LvsegError(f"case {name}: {error}") from None
-    keys = [k for k in rows[0] if k != "case"] if rows else []
-    rows.append({"case": "mean", **{k: _nanmean(row[k] for row in rows) for k in keys}})
-    return rows
 
 
 # ---------------------------------------------------------------------------------------------

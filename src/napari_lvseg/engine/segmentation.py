@@ -6,12 +6,10 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
-
 from ..data.augment import build_augmentation
 from ..data.normalize import DEFAULT_NORMALIZATION, model_context
 from ..errors import LvsegError
-from ..labels import NAMES, SHORT_NAMES
+from ..labels import NAMES
 from ..locate import expected_lv_size
 from .data import Task, TrainingData, reading_message
 
@@ -128,8 +126,10 @@ class SegmentationTask(Task):
 
     # -- validation and export ----------------------------------------------------------------
     def validate(self) -> dict:
+        """The validation cases' per-case class means and mean, and pooled Dice (`evaluation.Report.metrics`; no
+        EMIDEC metrics, no intervals: they would slow every check), and the seconds it took."""
+        from ..evaluation import evaluate_cases
         from ..inference import predict_labels
-        from ..metrics import pooled_dice, study_table
 
         if not self.data.val_sets:
             return {}
@@ -139,12 +139,7 @@ class SegmentationTask(Task):
             for case, images, labels in s.volumes():
                 cases[case] = (predict_labels(self.model, images, device=self.device), labels)
         self.model.train()
-        table = study_table(cases)
-        mean = table[-1] if isinstance(table, list) else table["mean"]
-        metrics = {SHORT_NAMES[c]: float(mean[SHORT_NAMES[c]]) for c in (1, 2, 3, 4)}
-        metrics["mean"] = float(np.nanmean([metrics[SHORT_NAMES[c]] for c in (1, 2, 3, 4)]))
-        pooled = pooled_dice(list(cases.values()))
-        metrics.update({f"pooled_{k}": float(v) for k, v in pooled.items()})
+        metrics = evaluate_cases(cases, emidec=False, bootstrap=0).metrics()
         metrics["seconds"] = round(time.time() - t0, 2)
         return metrics
 
