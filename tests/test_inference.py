@@ -127,13 +127,16 @@ def test_uncertainty_score_does_not_depend_on_the_image_size(oracle):
 
 @pytest.mark.parametrize("tta", [False, True])
 def test_segment_steps_report_each_forward_pass_and_stop_between_them(oracle, tta):
-    from napari_lvseg.inference import probability_steps, segment_steps
+    from napari_lvseg.inference import probability_steps, segment_step_count, segment_steps
 
     img = image_with_disk((10, 64, 64), (30, 34), radius=9)
     total = probability_steps(10, tta, batch_size=4)
     assert total == (12 if tta else 3)   # 3 batches of at most 4 slices, 4 TTA rotations each
+    count = segment_step_count(img, tta, batch_size=4, size=64)
+    assert count == 2 * total   # a pass, and one more where the heart shows a coil's shading
     steps = segment_steps(img, oracle, tta=tta, batch_size=4)
-    assert [next(steps) for _ in range(total)] == [(k, total) for k in range(1, total + 1)]
+    assert [next(steps) for _ in range(total)] == [(k, count) for k in range(1, total + 1)]
+    assert next(steps) == (count, count)   # no shading here: the count jumps to the end
     with pytest.raises(StopIteration) as end:
         next(steps)
     assert np.array_equal(end.value.value.labels, segment(img, oracle, tta=tta, batch_size=4).labels)
@@ -154,10 +157,12 @@ def test_the_lv_search_in_a_large_image_is_made_of_steps_a_stop_falls_between(or
 
     img = image_with_disk((6, 400, 150), (330, 60), radius=20)   # the LV near the bottom of a tall image
     total = segment_step_count(img, batch_size=8, size=64)
-    assert total == 4 + 1 and segment_step_count(img, center=(330, 60), size=64) == 1   # 2 + 2 slices searched
+    assert total == 4 + 1 + 1 and segment_step_count(img, center=(330, 60), size=64) == 2   # 2 + 2 slices searched
     steps = segment_steps(img, oracle)
-    # the middle two slices show the LV: the quarter slices are not read, and the count jumps past them
+    # the middle two slices show the LV: the quarter slices are not read, and the count jumps past them (and past the
+    # shading pass, not needed)
     assert [next(steps) for _ in range(4)] == [(1, total), (2, total), (4, total), (5, total)]
+    assert next(steps) == (total, total)
     with pytest.raises(StopIteration) as end:
         next(steps)
     cy, cx = end.value.value.center
@@ -176,7 +181,7 @@ def test_the_lv_search_reads_the_quarter_slices_where_the_middle_ones_show_no_lv
     img = image_with_disk((6, 300, 150), (230, 60), radius=20)
     img[2:] = 100.0   # the heart in slices 0 and 1 only, nothing in the others
     steps = list(segment_steps(img, oracle, batch_size=8))   # middle slices 2, 3, then quarters 1, 4
-    assert [d for d, _ in steps] == [1, 2, 3, 4, 5]
+    assert [d for d, _ in steps] == [1, 2, 3, 4, 5, 6]   # and the shading pass's count, not needed
     result = segment(img, oracle)
     assert result.info["lv_found"] and result.center == pytest.approx((230, 60), abs=3)
     blank = np.broadcast_to(np.arange(6, dtype=np.float32)[:, None, None], (6, 300, 150)).copy()
@@ -249,7 +254,7 @@ def test_the_view_brings_the_lv_to_the_size_the_card_expects(scaled_oracle, radi
     image, truth = ring_image((3, 64, 64), (32, 31), radius)
     steps = segment_steps(image, scaled_oracle, batch_size=1)
     total = segment_step_count(image, batch_size=1, size=64, rescales=True)
-    assert total == 6   # two passes of 3 one-slice batches at most
+    assert total == 9   # two passes of 3 one-slice batches at most, and a shading pass
     seen = []
     while True:
         try:
@@ -259,7 +264,7 @@ def test_the_view_brings_the_lv_to_the_size_the_card_expects(scaled_oracle, radi
             break
     assert all(t == total for _, t in seen) and seen[-1] == (total, total)
     # one step per forward pass; where the second pass is not needed the count jumps to the end
-    assert [d for d, _ in seen] == (list(range(1, 7)) if passes == 2 else [1, 2, 3, 6])
+    assert [d for d, _ in seen] == (list(range(1, 7)) + [9] if passes == 2 else [1, 2, 3, 9])
     assert result.info["passes"] == passes
     assert result.info["zoom"] == pytest.approx(zoom, rel=0.1)
     if passes == 2:   # the LV read at a size the card expects: the nearer end of its range

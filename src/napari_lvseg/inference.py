@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .data.normalize import model_context, normalize_view, with_context
+from .data.shading import shading_to_correct
 from .errors import LvsegError
 from .labels import N_CLASSES
 from .locate import (
@@ -70,6 +71,9 @@ class SegmentationResult:
 # test cases the 4 rotations score as all 8 rotations and reflections did (pooled 0.690 / 0.737 against 0.687 /
 # 0.738, per case equal on test) at half the cost (training/RESULTS.md, "Test-time augmentation: 4 views or 8").
 TTA_TRANSFORMS = tuple((k, False) for k in range(4))
+# Passes that divide out a coil's shading (`data.shading`): a second one, measured on the first's result, changed
+# nothing on 18 unseen cases under 1.7x and 2.5x shading (training/RESULTS.md).
+SHADING_ROUNDS = 1
 
 
 def probability_steps(n_slices: int, tta: bool = False, batch_size: int = 8) -> int:
@@ -78,14 +82,15 @@ def probability_steps(n_slices: int, tta: bool = False, batch_size: int = 8) -> 
 
 
 def segment_step_count(image, tta: bool = False, batch_size: int = 8, center=None, size: int = 128,
-                       rescales: bool = False) -> int:
+                       rescales: bool = False, shading: bool = True) -> int:
     """How many steps `segment_steps` makes at most for a slice (Y, X) or a stack (Z, Y, X), for a model of grid
     ``size``: finding the LV in an image larger than the grid (no ``center`` given) takes a step per slice searched
-    (`locate_steps`), each pass over the stack its batches, and a model that ``rescales`` (its card records the
-    LV size it expects) may make a second pass at a better zoom; where that pass is not needed, the count jumps to
-    the end."""
+    (`locate_steps`), each pass over the stack its batches, a model that ``rescales`` (its card records the
+    LV size it expects) may make a second pass at a better zoom, and a shaded heart one more (`data.shading`); where
+    those passes are not needed, the count jumps to the end."""
     n_slices = 1 if np.ndim(image) == 2 else len(image)
-    return search_steps(image, center, size) + probability_steps(n_slices, tta, batch_size) * (2 if rescales else 1)
+    passes = (2 if rescales else 1) + (SHADING_ROUNDS if shading else 0)
+    return search_steps(image, center, size) + probability_steps(n_slices, tta, batch_size) * passes
 
 
 def model_step_count(image, model=None, tta: bool = False, center=None) -> int:
@@ -187,18 +192,18 @@ def _counted(steps, before: int, total: int):
 
 def segment(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bool = False, center=None,
             batch_size: int = 8, postprocessing: bool = True, name: str = "image",
-            pixel_size: float | None = None) -> SegmentationResult:
+            pixel_size: float | None = None, shading_correction: bool = True) -> SegmentationResult:
     """Segment a 2-D slice (Y, X) or a stack (Z, Y, X) of any size and pixel size; ``model`` a name, path or
     (net, card); ``pixel_size`` the image's in-plane pixel size in mm where its file records one
-    (`locate.pixel_size_mm`)."""
+    (`locate.pixel_size_mm`); ``shading_correction`` False reads a shaded heart as it is (`data.shading`)."""
     return result_of(segment_steps(image, model, tta=tta, uncertainty=uncertainty, center=center,
                                    batch_size=batch_size, postprocessing=postprocessing, name=name,
-                                   pixel_size=pixel_size))
+                                   pixel_size=pixel_size, shading_correction=shading_correction))
 
 
 def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertainty: bool = False, center=None,
                   batch_size: int = 8, postprocessing: bool = True, name: str = "image",
-                  pixel_size: float | None = None):
+                  pixel_size: float | None = None, shading_correction: bool = True):
     """`segment` as steps: yields (steps done, steps) after each forward pass (at most `segment_step_count`) and
     returns the `SegmentationResult`. Checks come first.
 
@@ -211,7 +216,9 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
     3. Where the LV the model found there is off that size by more than `ZOOM_TOLERANCE` (a first pass at zoom 1 on
        an image of another pixel size; not where the pixel sizes set the zoom) or off the view's centre, it reads a
        second view at the zoom (or centre) that LV asks for.
-    4. Its probabilities go back onto the image's own grid, where the labels are taken and cleaned (minimum lesion
+    4. Where the heart's blood pool and normal myocardium, as labelled, show a receive coil's shading
+       (`data.shading.shading_to_correct`), the view is divided by it and read once more.
+    5. Its probabilities go back onto the image's own grid, where the labels are taken and cleaned (minimum lesion
        volumes counted in the image's pixels).
     """
     from .data.resample import View, sample_view
@@ -229,7 +236,8 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
     trained_mm = expected_pixel_size(card)
     by_pixels = pixel_zoom(pixel_size, trained_mm) if pixel_size and trained_mm else None
     stack = np.asarray(image[None] if image.ndim == 2 else image, np.float32)
-    total = segment_step_count(image, tta, batch_size, center, size, rescales=expected is not None)
+    total = segment_step_count(image, tta, batch_size, center, size, rescales=expected is not None,
+                               shading=shading_correction)
     per_pass = probability_steps(len(stack), tta, batch_size)
     searched = search_steps(image, center, size)
     zoom, found, given = by_pixels or 1.0, None, center
@@ -248,8 +256,8 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
     done, passes = searched, 0
     while True:
         view = View.around(center, zoom, size, stack.shape)
-        grid, valid = sample_view(stack, view)
-        grid = normalize_view(grid, valid, card.normalization)
+        raw, valid = sample_view(stack, view)
+        grid = normalize_view(raw, valid, card.normalization)
         prob = yield from _counted(iter_probabilities(net, grid, tta=tta, batch_size=batch_size), done, total)
         done, passes = done + per_pass, passes + 1
         better = None if expected is None or passes == 2 else _better_view(prob, view, expected, given, by_pixels)
@@ -258,12 +266,23 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
         center, zoom = better
         if by_pixels and zoom != by_pixels:
             by_pixels = None   # the LV read at the pixel size's zoom says the header is wrong
+    field, shading = shading_to_correct(raw, prob.argmax(1)) if shading_correction else (None, None)
+    corrected = field is not None
+    for _ in range(SHADING_ROUNDS):   # the view without the coil's shading, read once more
+        if field is None:
+            break
+        raw = raw / field
+        grid = normalize_view(raw, valid, card.normalization)
+        prob = yield from _counted(iter_probabilities(net, grid, tta=tta, batch_size=batch_size), done, total)
+        done, passes = done + per_pass, passes + 1
+        field, _ = shading_to_correct(raw, prob.argmax(1))
     if done < total:   # no second pass was needed
         yield total, total
     labels, unc, info = _labels_on_image(prob, valid, view, stack.shape, post if postprocessing else None,
                                          uncertainty, card_name)
     info.update({"tta": tta, "zoom": view.zoom, "lv_found": not searched or found is not None, "passes": passes,
-                 "scale_from": "pixel size" if by_pixels else "LV size" if expected is not None else "none"})
+                 "scale_from": "pixel size" if by_pixels else "LV size" if expected is not None else "none",
+                 "shading": None if shading is None else round(shading, 3), "shading_corrected": corrected})
     if image.ndim == 2:
         labels = labels[0]
         unc = None if unc is None else unc[0]
