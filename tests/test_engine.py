@@ -157,7 +157,7 @@ def test_resume_with_fewer_epochs_than_done_is_refused_and_leaves_the_run_alone(
     run = tmp_path / "run"
     list(train(options(phantom_pairs, run, epochs=2)))
     before = (run / "options.json").read_text()
-    with pytest.raises(LvsegError, match=r"run: run has 2 epoch\(s\) done: --epochs 1 is fewer .* give 2 or more"):
+    with pytest.raises(LvsegError, match=r"run: --epochs: the run has 2 epoch\(s\) done: 1 is fewer .* give 2 or more"):
         list(train(options(phantom_pairs, run, epochs=1), resume=True))
     assert (run / "options.json").read_text() == before
     stop = StopToken()   # stopped within its third epoch: that epoch counts too
@@ -173,7 +173,7 @@ def test_a_bad_value_in_a_runs_options_is_reported_with_its_file(phantom_pairs, 
     list(train(options(phantom_pairs, run, epochs=1)))
     saved = json.loads((run / "options.json").read_text())
     (run / "options.json").write_text(json.dumps({**saved, "width": "x"}))
-    with pytest.raises(LvsegError, match=r"options\.json: option width must be int or None, not 'x'"):
+    with pytest.raises(LvsegError, match=r"options\.json: --width: must be int or None, not 'x'"):
         list(train(options(phantom_pairs, run, epochs=2), resume=True))
 
 
@@ -205,7 +205,7 @@ def test_fine_tuning_keeps_the_init_models_postprocessing_and_lv_size_and_trains
 
 def test_fine_tuning_takes_the_init_models_context_and_refuses_another(phantom_pairs, tmp_path):
     list(train(options(phantom_pairs, tmp_path / "flat", epochs=1)))   # 2-D
-    with pytest.raises(LvsegError, match=r"flat: --context 1 asked for, but the --init model reads 0 neighbour"):
+    with pytest.raises(LvsegError, match=r"flat: --context: 1 asked for, but the model fine-tuned from reads 0 "):
         list(train(options(phantom_pairs, tmp_path / "tuned", epochs=1, init=str(tmp_path / "flat"), context=1)))
     assert not (tmp_path / "tuned").exists()
     list(train(options(phantom_pairs, tmp_path / "deep", epochs=1, context=1)))   # 2.5-D
@@ -315,7 +315,7 @@ def test_context_run_reads_neighbours_from_the_same_case_only(phantom_pairs, tmp
     image, _ = make_phantom(n_slices=2, size=64, seed=9)
     assert segment(image, str(tmp_path / "run")).labels.shape == image.shape
     assert segment(image[0], str(tmp_path / "run")).labels.shape == image.shape[1:]
-    with pytest.raises(LvsegError, match="--context must be 0..3"):
+    with pytest.raises(LvsegError, match="--context: must be 0..3"):
         TrainOptions(data=["x"], context=5).validate()
 
 

@@ -112,7 +112,7 @@ def test_generators_upsample_by_resize_unless_told_otherwise(run, pairs, tmp_pat
     generator, _ = load_model(out, task="synthesis")
     kinds = {type(m) for m in generator.modules()}
     assert nn.Upsample in kinds and nn.ConvTranspose2d not in kinds
-    with pytest.raises(LvsegError, match="--upsample must be resize or transposed, got 'bilinear'"):
+    with pytest.raises(LvsegError, match="--upsample: must be resize or transposed, got 'bilinear'"):
         list(train(tiny_options(pairs, tmp_path / "bad", upsample="bilinear")))
 
 
@@ -161,9 +161,9 @@ def test_segmentation_guide_joins_the_generator_loss(pairs, guide, tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"seg_guide_lambda": -1.0}, "--seg-guide-lambda must be 0 or more"),
-    ({"seg_guide_lambda": float("nan")}, "--seg-guide-lambda must be a number"),
-    ({"seg_guide_blur": -1.0}, "--seg-guide-blur 0..8 pixels"),
+    ({"seg_guide_lambda": -1.0}, "--seg-guide-lambda: must be at least 0"),
+    ({"seg_guide_lambda": float("nan")}, "--seg-guide-lambda: must be a number"),
+    ({"seg_guide_blur": -1.0}, "--seg-guide-blur: must be 0..8 pixels"),
     ({"size": 64}, "reads 128-pixel slices"),
 ])
 def test_bad_segmentation_guides_are_refused(pairs, guide, tmp_path, change, message):

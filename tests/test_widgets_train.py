@@ -243,11 +243,11 @@ def test_errors_from_saved_options_name_the_panel_field_not_the_cli_flag(setup, 
     other.run_folder.setText(str(tmp / "run"))
     other.resume()
     qtbot.waitUntil(lambda: not other.running, timeout=60_000)
-    assert errors[-1] == "learning rate must be a positive number, got -1.0"
+    assert errors[-1] == '"learning rate": must be in (0, 1], got -1.0'
     (tmp / "run" / "options.json").write_text(json.dumps({**saved, "samples_per_epoch": 0}))
     other.resume()
     qtbot.waitUntil(lambda: not other.running, timeout=60_000)
-    assert errors[-1] == "option samples_per_epoch must be at least 1"
+    assert errors[-1] == '"samples per epoch": must be 1..10000000, got 0'
 
 
 def test_a_run_paused_in_one_panel_resumes_from_another_with_its_saved_settings(setup, qtbot, errors, pairs):

@@ -10,8 +10,16 @@ import os
 import sys
 from pathlib import Path
 
-from .cli_args import add_model, input_path, output_folder, output_path, positive_int, seed_int, set_threads
-from .data.augment import STRENGTHS
+from .cli_args import (
+    add_model,
+    add_options,
+    given_options,
+    input_path,
+    output_folder,
+    output_path,
+    positive_int,
+    set_threads,
+)
 from .errors import LvsegError
 
 MAX_BOOTSTRAP = 100_000   # draws x cases x 8 counts in memory at once
@@ -41,52 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=positive_int, default=None)
 
     p = sub.add_parser("train", help="train a segmentation or synthesis model (resumable, torchrun-ready)")
-    p.add_argument("--task", choices=("segmentation", "synthesis"), default="segmentation")
-    p.add_argument("--data", action="append", metavar="DIR",
-                   help="EMIDEC case folder(s) or pair folder; repeatable (not needed with --resume)")
-    p.add_argument("--mix", help="sampling ratio of the --data sources, e.g. 1:1 (default: by size)")
-    p.add_argument("--out", metavar="RUN", help="run folder (options, events, checkpoints, model); required "
-                   "unless --options gives it")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="total epochs, counting those before a resume (default 10; on resume: the run's own)")
-    p.add_argument("--samples-per-epoch", type=int, default=None, help="default: one pass over the training slices")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=seed_int, default=0)
     p.add_argument("--resume", action="store_true", help="continue the run in --out exactly where it stopped, with "
                    "its saved options (--epochs, --threads, --workers and --device may change)")
-    p.add_argument("--split", metavar="JSON", help='case split {"train": [...], "val": [...], "test": [...]}')
-    p.add_argument("--val-fraction", type=float, default=0.15, help="validation cases when no --split is given")
-    p.add_argument("--hold-out", type=int, default=0, metavar="N",
-                   help="at least N real or corrected cases validate (without --split): a few corrected cases are "
-                        "otherwise all trained on, and the last model is kept")
-    p.add_argument("--init", metavar="MODEL", help="fine-tune from this model instead of starting from scratch")
-    p.add_argument("--name", help="name of the trained model in the registry (one no other model has)")
-    p.add_argument("--width", type=int, default=None, help="base width of the network")
-    p.add_argument("--depth", type=int, default=4)
-    p.add_argument("--context", type=int, default=None,
-                   help="neighbour slices each side as input channels (2.5-D segmentation; 0: 2-D; default: the "
-                   "--init model's, else 0)")
-    p.add_argument("--augment", choices=STRENGTHS, default="default",
-                   help="scanner: the default plus pixel sizes 0.6x-1.7x the data's and a coil's shading up to 2.5x")
-    from .engine.options import TUNE, UPSAMPLING
-
-    p.add_argument("--tune", choices=TUNE, default=None,
-                   help="what trains: all, or shallow (the input stage and the norm layers); default: all, and "
-                        "shallow with --init (another site's images)")
-    p.add_argument("--rare-boost", type=float, default=2.0, help="oversampling of slices with infarct / no-reflow")
-    p.add_argument("--seg-guide", metavar="MODEL", help="synthesis: a frozen segmentation model (trained on real "
-                   "images) whose class-weighted cross-entropy on the generated images joins the generator loss")
-    p.add_argument("--seg-guide-lambda", type=float, default=10.0, help="weight of the --seg-guide loss")
-    p.add_argument("--seg-guide-blur", type=float, default=0.0, metavar="SIGMA",
-                   help="Gaussian blur (pixels) of the images the --seg-guide reads: no fine-pattern answers")
-    p.add_argument("--upsample", choices=UPSAMPLING, default="resize",
-                   help="synthesis: the generator's upsampling (resize + 3x3 convolution; transposed: 4x4 transposed "
-                   "convolutions, as the earlier lvseg-pix2pix, which leave a checkerboard)")
-    p.add_argument("--threads", type=positive_int, default=None)
-    p.add_argument("--workers", type=int, default=0, help="data-loading processes (0: augment in the training process)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--checkpoint-every", type=int, default=50, help="steps between last.pt checkpoints")
     p.add_argument("--register", action="store_true", help="copy the finished model into the user model folder")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--options", metavar="JSON", help="every training option from this file (as a run's "
@@ -94,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", choices=("text", "jsonl"), default="text",
                    help="jsonl: one event per line on stdout, and stop requests read from stdin, one per line (for "
                         "front ends: the Train panel runs training this way)")
+    from .engine.options import TrainOptions
+
+    add_options(p, TrainOptions)   # every training option, as engine/options.py declares it
 
     p = sub.add_parser("evaluate", help="Dice tables (per case, pooled, EMIDEC; 95%% intervals) of predictions "
                                        "against truth")
@@ -135,7 +102,12 @@ def main(argv=None) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())   # no second error at exit
         return 141   # as a shell reports a pipe's writer stopped by SIGPIPE
     except LvsegError as exc:
-        print(f"lvseg {args.command}: error: {exc}", file=sys.stderr)
+        if getattr(args, "events", None) == "jsonl":   # a front end's child: the error as data, for its own words
+            from .engine.process import error_line
+
+            print(error_line(exc), file=sys.stderr)
+        else:
+            print(f"lvseg {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:   # a folder that cannot be written, a full disk: the file and the reason, no traceback
         where = f"{exc.filename}: " if exc.filename else ""
@@ -335,38 +307,29 @@ def _is_label_map(data) -> bool:
 
 
 def cmd_train(args) -> int:
-    from .engine import TrainOptions
-
-    mix = None
-    if args.mix:
-        try:
-            mix = [float(v) for v in args.mix.split(":")]
-        except ValueError:
-            raise LvsegError(f"--mix {args.mix!r}: expected ratios like 1:1") from None
     if args.options:
         return _train_with(_options_file(args), args)
-    if not args.out:
+    return _train_with(options_from_args(args), args)
+
+
+def options_from_args(args):
+    """The `TrainOptions` of the flags given; the others keep their defaults (a resume without --epochs: the run's
+    own, `prepare_run`)."""
+    from .engine.options import TrainOptions
+
+    given = given_options(args, TrainOptions)
+    if "out" not in given:
         raise LvsegError("give the run folder with --out RUN")
-    if not args.resume and not args.data:
+    if not args.resume and not given.get("data"):
         raise LvsegError("give the training data with --data DIR (or --resume a run)")
-    if args.register and args.name:   # refused before the training, not after it
+    if args.register and given.get("name"):   # refused before the training, not after it
         from .models.registry import check_free_model_name
 
-        check_free_model_name(args.name)
-    epochs = args.epochs
-    if epochs is None and not args.resume:   # a resume without --epochs keeps the run's own (`prepare_run`)
-        epochs = 10
-    options = TrainOptions(
-        task=args.task, data=args.data or [], mix=mix, out=args.out, epochs=epochs,
-        samples_per_epoch=args.samples_per_epoch, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-        threads=args.threads, workers=args.workers, device=args.device, split=args.split,
-        val_fraction=args.val_fraction, hold_out=args.hold_out,
-        init=args.init, name=args.name, width=args.width, depth=args.depth, augment=args.augment,
-        rare_boost=args.rare_boost, tune=args.tune, checkpoint_every=args.checkpoint_every, context=args.context,
-        seg_guide=args.seg_guide, seg_guide_lambda=args.seg_guide_lambda, seg_guide_blur=args.seg_guide_blur,
-        upsample=args.upsample,
-    )
-    return _train_with(options, args)
+        check_free_model_name(given["name"])
+    options = TrainOptions(**given)
+    if args.resume and "epochs" not in given:
+        options.epochs = None
+    return options
 
 
 def _options_file(args):

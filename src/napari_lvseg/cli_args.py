@@ -1,5 +1,6 @@
 """Argument helpers shared by the ``lvseg`` subcommands (cli.py, synthesis_cli.py, report_cli.py): argparse types,
-the ``--model`` option, checks of input and output paths made before any work, and torch's thread count."""
+the ``--model`` option, the training options' flags (from their schema, engine/schema.py), checks of input and
+output paths made before any work, and torch's thread count."""
 
 from __future__ import annotations
 
@@ -29,6 +30,46 @@ def seed_int(text: str) -> int:
     if not 0 <= value < 2 ** 32:
         raise argparse.ArgumentTypeError(f"expected a whole number from 0 to {2 ** 32 - 1}, not {text!r}")
     return value
+
+
+def ratios(text: str) -> list:
+    """argparse type: numbers separated by ':' (``1:1``, ``1:7:11:26:90``)."""
+    try:
+        return [float(v) for v in text.split(":")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by ':' like 1:1, not {text!r}") from None
+
+
+ARG_TYPES = {"int": int, "float": float, "str": str, "list": ratios}
+
+
+def add_options(parser, options_class) -> None:
+    """A flag for each option of ``options_class`` (a `TrainOptions`), in a section per group, as its schema
+    declares it. Options not given are left out of the parsed arguments (`given_options`): their defaults are the
+    schema's."""
+    from .engine.schema import schema
+
+    groups = {}
+    for opt in schema(options_class):
+        if opt.group not in groups:
+            groups[opt.group] = parser.add_argument_group(f"{opt.group} options")
+        kwargs = {"default": argparse.SUPPRESS, "help": opt.help or None}
+        if opt.kind == "bool":
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif opt.name == "data":   # each folder its own --data
+            kwargs.update(action="append", metavar=opt.metavar)
+        else:
+            kwargs.update(type=ARG_TYPES[opt.kind], metavar=opt.metavar)
+            if opt.choices:
+                kwargs["choices"] = opt.choices
+        groups[opt.group].add_argument(opt.flag, dest=opt.name, **kwargs)
+
+
+def given_options(args, options_class) -> dict:
+    """{option name: value} of the training options given on the command line."""
+    from .engine.schema import schema
+
+    return {opt.name: getattr(args, opt.name) for opt in schema(options_class) if hasattr(args, opt.name)}
 
 
 def output_folder(folder) -> Path:

@@ -21,6 +21,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import barrier, broadcast_flag, init_world, shutdown
 from .events import Event, StopToken
 from .options import TrainOptions
+from .schema import OptionError
 
 NO_VALIDATION = ("no validation case: the model kept is the last one, not the best (hold one case out to see how "
                  "the model does on a case it does not train on: --hold-out 1)")
@@ -36,7 +37,7 @@ def resolve_device(name: str):
     except RuntimeError:
         raise LvsegError(f"unknown device {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise LvsegError("--device cuda asked for, but no CUDA device is available")
+        raise OptionError("device", "cuda asked for, but no CUDA device is available")
     return device
 
 
@@ -63,9 +64,9 @@ def prepare_run(options: TrainOptions, resume: bool) -> tuple[TrainOptions, dict
         checkpoint = load_checkpoint(last) if last.exists() else {}
         done, partial = checkpoint.get("epoch", 0), bool(checkpoint.get("step_in_epoch", 0))
         if options.epochs is not None and options.epochs < done + partial:   # it would end at once, unfinished
-            raise LvsegError(f"run has {done} epoch(s) done{' and part of the next' if partial else ''}: --epochs "
-                             f"{options.epochs} is fewer (the total, counting epochs done); give {done + partial} "
-                             "or more", out)
+            raise OptionError("epochs", f"the run has {done} epoch(s) done{' and part of the next' if partial else ''}"
+                              f": {options.epochs} is fewer (the total, counting epochs done); give {done + partial} "
+                              "or more", out)
         if options.epochs is not None:
             saved.epochs = options.epochs
         saved.threads = options.threads
@@ -74,7 +75,8 @@ def prepare_run(options: TrainOptions, resume: bool) -> tuple[TrainOptions, dict
         saved.out = str(out)
         return saved, checkpoint or None
     if last.exists():
-        raise LvsegError("run folder already holds a training run (use --resume, or another --out)", out)
+        raise OptionError("out", "already holds a training run (use {resume}, or another run folder)", out,
+                          refs=("resume",))
     if (out / "model.safetensors").exists():  # a new run would replace that model with its own
         raise LvsegError("folder already holds a model; choose a new run folder", out)
     # e.g. a data folder: the run's files would mix with its own (the lock file is this run's)

@@ -8,7 +8,8 @@ The pipe protocol (`TrainOptions` and `Event` as JSON):
 - stdin, first line: the run's options; then one line per stop request, the reason ("paused", "cancelled", ...).
   End of input (the parent is gone, e.g. napari was killed) stops the run at the next step with its checkpoint.
 - stdout: one `Event` per line (the engine's, with its start-up messages before the first step).
-- stderr: warnings, and the one-line error of a run that fails (exit 2).
+- stderr: warnings, and the error of a run that fails (exit 2) as one JSON line ``{"error": {...}}`` (`error_line`),
+  an `OptionError` with its option's name, so that the panel words it its own way.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from collections import deque
 
 from ..errors import LvsegError
 from .events import Event, StopToken
+from .schema import OptionError
 
 
 def child_command(resume: bool = False, register: bool = False) -> list:
@@ -89,10 +91,30 @@ def child_failure(code: int, errors, out) -> LvsegError:
             name = f"signal {-code}"
         return LvsegError(f"the training process was killed ({name}; out of memory, or stopped from outside); "
                           "Resume continues from its last checkpoint", out)
+    if lines and lines[-1].startswith('{"error"'):
+        return read_error(lines[-1])
     if lines and ": error: " in lines[-1]:
         return LvsegError(lines[-1].split(": error: ", 1)[1])
     said = f": {lines[-1]}" if lines else ""
     return LvsegError(f"the training process ended with exit code {code}{said}", out)
+
+
+def error_line(exc: LvsegError) -> str:
+    """The child's error as one JSON line on stderr: an `OptionError`'s option, problem and refs, or a message."""
+    error = exc.to_dict() if isinstance(exc, OptionError) else {
+        "message": exc.message, "path": None if exc.path is None else str(exc.path)}
+    return json.dumps({"error": error})
+
+
+def read_error(line: str) -> LvsegError:
+    """The error of `error_line`, as it was raised in the child."""
+    try:
+        error = json.loads(line)["error"]
+        if "option" in error:
+            return OptionError(error["option"], error["problem"], error.get("path"), tuple(error.get("refs", ())))
+        return LvsegError(error["message"], error.get("path"))
+    except (ValueError, KeyError, TypeError):
+        return LvsegError(f"the training process failed: {line.strip()}")
 
 
 def _collect(stream, lines: deque) -> None:

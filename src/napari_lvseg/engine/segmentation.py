@@ -8,10 +8,10 @@ from pathlib import Path
 
 from ..data.augment import build_augmentation
 from ..data.normalize import DEFAULT_NORMALIZATION, model_context
-from ..errors import LvsegError
 from ..labels import NAMES
 from ..locate import expected_lv_size
 from .data import Task, TrainingData, reading_message
+from .schema import OptionError
 
 # The fine-tuning recipe (--init, the other options left at their defaults): 10 epochs of at least 160 samples, so
 # that a few corrected cases train for 100 steps of 16 (about 4.3 CPU-minutes for the bundled 3-network ensemble),
@@ -63,8 +63,8 @@ class SegmentationTask(Task):
             self.normalization = dict(card.normalization or self.normalization)
             context = model_context(self.model)   # its input channels: another context cannot be trained into it
             if o.context not in (None, context):
-                raise LvsegError(f"--context {o.context} asked for, but the --init model reads {context} neighbour "
-                                 f"slice(s) each side: give --context {context} or leave it out", o.init)
+                raise OptionError("context", f"{o.context} asked for, but the model fine-tuned from reads {context} "
+                                  f"neighbour slice(s) each side: give {context} or leave it out", o.init)
             o.context = context   # options.json says what the model reads
         else:
             o.context = o.context or 0

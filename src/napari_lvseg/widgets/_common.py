@@ -17,26 +17,19 @@ DATA_DIR_ENV = "LVSEG_DATA_DIR"
 
 # ------------------------------------------------------------------------------------ notifications
 
-# The core's messages name command-line flags; in a panel they name its fields (or the options.json key).
-PANEL_WORDS = {"epochs": "epochs", "batch-size": "batch size", "lr": "learning rate", "threads": "threads",
-               "device": "device", "out": "run folder", "resume": "Resume", "mix": "mixing ratios", "init": "model",
-               "data": "data folder"}
-
-
-def panel_wording(text: str) -> str:
-    """``--lr must be ...`` -> ``learning rate must be ...``; a flag without a panel field -> ``option lr``."""
-    import re
-
-    return re.sub(r"(?<![\w-])--([a-z][a-z-]*)",
-                  lambda m: PANEL_WORDS.get(m[1], f"option {m[1].replace('-', '_')}"), text)
-
-
 def error_text(exc: BaseException) -> str:
-    """One line for the user: an LvsegError as is (in the panels' words), anything else with its type."""
+    """One line for the user: an LvsegError as is (a training option named as the panels name it: its label),
+    anything else with its type."""
     if isinstance(exc, StepRuntimeError):
         exc = exc.__cause__
+    from napari_lvseg.engine.schema import OptionError
+
+    if isinstance(exc, OptionError):
+        from napari_lvseg.widgets.option_fields import panel_name
+
+        return exc.worded(panel_name)
     if isinstance(exc, LvsegError):
-        return panel_wording(str(exc))
+        return str(exc)
     return f"{type(exc).__name__}: {exc}"
 
 

@@ -55,29 +55,9 @@ RUN_SYNTH = "Generate synthetic LGE image(s) from the mask in the background; pr
 SYNTH_FOLDER = "Pair folder receiving the synthetic (image, mask) pairs."
 ADD_SYNTH = "Write every synthetic image of this mask, with the mask, to the synthetic pair folder."
 
-# -- Train
-TASK = "segmentation: Attention Res-UNet (image -> labels); synthesis: Pix2Pix (labels -> image)."
-SOURCES = "Training data: EMIDEC case folders or pair folders. The ratio column sets how often each is sampled."
+# -- Train (its option fields' tooltips are the options' own: engine/options.py)
 ADD_SOURCE = "Add a data folder (EMIDEC cases, annotation folder or synthetic pair folder)."
 REMOVE_SOURCE = "Remove the selected data source."
-FINE_TUNE = "Start from the selected model's weights instead of from scratch."
-EPOCHS = "Number of passes over the training data (counting epochs done before a pause)."
-BATCH = "Slices per optimisation step."
-SAMPLES = "Training slices drawn per epoch ('one pass': as many as the training data holds)."
-WIDTH = ("Channels of the network's first level, doubled at each level below ('task default': 12 for "
-         "segmentation, as the bundled networks, 32 for synthesis). Narrower trains faster. Fine-tuning keeps the "
-         "model's own width.")
-CONTEXT = ("2.5-D: neighbour slices on each side read with each slice as input channels (the bundled model reads "
-           "1). 'none' trains a 2-D network, or keeps the fine-tuned model's.")
-LR = "Learning rate; 0 uses the task's default."
-HOLD_OUT = ("Hold one of the real or corrected cases out of training and validate on it after each epoch: the plot "
-            "then shows how the model does on a case it does not train on, and the best epoch is kept. Without "
-            "validation cases (a few corrected cases) the last model is kept.")
-THREADS = ("CPU threads for training (default: every core). Training runs in its own process, so napari stays "
-           "responsive; lower it to keep cores free for other work.")
-DEVICE = "auto: the GPU if there is one, else the CPU."
-RUN_FOLDER = ("Folder of this training run (checkpoints, log, final model). Must be new to Start; a folder holding "
-              "a run (last.pt) can be resumed with Resume, also from an earlier session.")
 START = "Start training in the background."
 PAUSE = "Stop at the next step, keeping a checkpoint; Resume continues from it."
 RESUME = ("Continue the paused run from its last checkpoint; or the run in the run folder field (an earlier session's "

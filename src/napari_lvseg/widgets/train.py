@@ -4,7 +4,6 @@ pause/resume and cancel."""
 from __future__ import annotations
 
 import math
-import os
 import time
 from pathlib import Path
 
@@ -12,9 +11,7 @@ from qtpy.QtCore import QPointF, Qt
 from qtpy.QtGui import QColor, QPainter, QPen, QPolygonF
 from qtpy.QtWidgets import (
     QAbstractItemView,
-    QCheckBox,
     QComboBox,
-    QDoubleSpinBox,
     QFormLayout,
     QHBoxLayout,
     QHeaderView,
@@ -30,6 +27,7 @@ from qtpy.QtWidgets import (
 )
 
 from napari_lvseg import labels as lb
+from napari_lvseg.engine.options import TASKS
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (
@@ -46,13 +44,11 @@ from napari_lvseg.widgets._common import (
     plain_viewer,
     refresh_model_pickers,
     register_widget,
-    spin_box,
     start_worker,
     user_data_dir,
 )
+from napari_lvseg.widgets.option_fields import field_value, make_field, train_schema
 
-TASKS = ("segmentation", "synthesis")
-DEVICES = ("auto", "cpu", "cuda")
 DICE_KEYS = {lb.SHORT_NAMES[c]: c for c in lb.FOREGROUND}
 # what the plot's lower half shows per task: its title and {metric key: colour (r, g, b, a in 0..1)}
 CURVES = {"segmentation": ("validation Dice", {key: lb.COLORS[c] for key, c in DICE_KEYS.items()}),
@@ -88,10 +84,10 @@ class TrainLogic:
         self.process = None   # the child process of the current or last run (subprocess.Popen)
 
     @staticmethod
-    def build_options(task: str, sources, out, init=None, epochs: int = 10, batch_size: int = 16,
-                      lr: float | None = None, threads: int | None = 1, device: str = "auto", **extra):
-        """TrainOptions from the panel's fields; ``sources`` is [(path, ratio or None)]."""
-        from napari_lvseg.engine import TrainOptions
+    def build_options(task: str, sources, out, init=None, **values):
+        """TrainOptions from the panel's fields; ``sources`` is [(path, ratio or None)], ``values`` the other
+        options (the engine's defaults where not given)."""
+        from napari_lvseg.engine.options import TrainOptions
 
         if not sources:
             raise LvsegError("add at least one data folder to train on")
@@ -108,9 +104,7 @@ class TrainLogic:
             mix = [float(r) for r in ratios]
             if any(r < 0 for r in mix) or not any(r > 0 for r in mix):
                 raise LvsegError(f"mixing ratios must be >= 0 with at least one > 0, got {mix}")
-        options = TrainOptions(task=task, data=paths, mix=mix, out=str(out), init=init or None, epochs=int(epochs),
-                               batch_size=int(batch_size), lr=lr or None, threads=threads or None, device=device,
-                               **extra)
+        options = TrainOptions(task=task, data=paths, mix=mix, out=str(out), init=init or None, **values)
         options.validate()
         return options
 
@@ -253,9 +247,14 @@ class TrainWidget(QWidget):
         # Injectable so the close path can be tested without a modal dialog.
         self.ask_close = self._ask_close
 
-        self.task = QComboBox()
-        self.task.addItems(TASKS)
-        self.task.setToolTip(tips.TASK)
+        # a field for each option the schema shows in the panel (option_fields.py), each also an attribute of its
+        # name; data, mix, init and out are the panel's own rows: the data table with its ratio column, the model
+        # row and the run folder row
+        schema = {opt.name: opt for opt in train_schema() if opt.panel}
+        self.fields = {name: make_field(opt) for name, opt in schema.items()
+                       if name not in ("data", "mix", "init", "out")}
+        for name, widget in self.fields.items():
+            setattr(self, name, widget)
         self.task.currentTextChanged.connect(self._task_changed)
 
         self.sources = QTableWidget(0, 2)
@@ -264,7 +263,7 @@ class TrainWidget(QWidget):
         self.sources.horizontalHeader().setStretchLastSection(False)
         self.sources.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
         self.sources.setTextElideMode(Qt.ElideMiddle)   # folders differ at their ends, not in /home/...
-        self.sources.setToolTip(tips.SOURCES)
+        self.sources.setToolTip(schema["data"].tip)
         self.sources.setMinimumHeight(90)
         add_cases = QPushButton("+ cases")
         add_cases.clicked.connect(lambda *_: self._choose_source("Folder of EMIDEC cases or pairs"))
@@ -283,7 +282,7 @@ class TrainWidget(QWidget):
 
         self.init_mode = QComboBox()
         self.init_mode.addItems(["from scratch", "fine-tune"])
-        self.init_mode.setToolTip(tips.FINE_TUNE)
+        self.init_mode.setToolTip(schema["init"].tip)
         self.model_picker = ModelPicker("segmentation")
         self.model_picker.setToolTip(tips.MODEL)
         self.model_picker.setEnabled(False)   # from scratch: no model to start from
@@ -292,32 +291,9 @@ class TrainWidget(QWidget):
         init_row.addWidget(self.init_mode)
         init_row.addWidget(self.model_picker, 1)
 
-        self.epochs = spin_box(1, 100000, 10, tips.EPOCHS)
-        self.samples_per_epoch = spin_box(0, 10_000_000, 0, tips.SAMPLES)
-        self.samples_per_epoch.setSpecialValueText("one pass")   # 0: as many as the training data holds
-        self.batch_size = spin_box(1, 1024, 16, tips.BATCH)
-        self.width = spin_box(0, 256, 0, tips.WIDTH)
-        self.width.setSpecialValueText("task default")
-        self.context = spin_box(0, 3, 0, tips.CONTEXT)
-        self.context.setSpecialValueText("none")
-        self.lr = QDoubleSpinBox()
-        self.lr.setDecimals(6)
-        self.lr.setRange(0.0, 1.0)
-        self.lr.setSingleStep(1e-4)
-        self.lr.setValue(0.0)
-        self.lr.setSpecialValueText("task default")  # 0 means: the engine's default for the task
-        self.lr.setToolTip(tips.LR)
-        self.hold_out = QCheckBox("validate on one held-out case")
-        self.hold_out.setToolTip(tips.HOLD_OUT)
-        # every core: the run is a child process, and napari stayed responsive with both cores of a 2-core machine
-        # training (event-loop p95 lateness 11 ms; benchmarks/bench_gui_latency.py)
-        self.threads = spin_box(1, 256, min(os.cpu_count() or 1, 256), tips.THREADS)
-        self.device = QComboBox()
-        self.device.addItems(DEVICES)
-        self.device.setToolTip(tips.DEVICE)
         self.run_folder = QLineEdit("")
         self.run_folder.setPlaceholderText("new folder under the user data folder")
-        self.run_folder.setToolTip(tips.RUN_FOLDER)
+        self.run_folder.setToolTip(schema["out"].tip)
         self.run_folder.textChanged.connect(lambda *_: self._run_folder_changed())
         choose_run = QPushButton("…")
         choose_run.clicked.connect(lambda *_: self._choose_run_folder())
@@ -353,20 +329,14 @@ class TrainWidget(QWidget):
         self.plot = LivePlot(self.logic)
 
         form = QFormLayout()
-        form.addRow("task", self.task)
-        form.addRow(self.sources)
-        form.addRow(source_buttons)
-        form.addRow("model", init_row)
-        form.addRow("epochs", self.epochs)
-        form.addRow("samples per epoch", self.samples_per_epoch)
-        form.addRow("batch size", self.batch_size)
-        form.addRow("network width", self.width)
-        form.addRow("2.5-D neighbours", self.context)
-        form.addRow("learning rate", self.lr)
-        form.addRow("", self.hold_out)
-        form.addRow("threads", self.threads)
-        form.addRow("device", self.device)
-        form.addRow("run folder", run_row)
+        own_rows = {"data": [self.sources, source_buttons], "mix": [], "init": [init_row], "out": [run_row]}
+        for name, opt in schema.items():   # in the schema's order
+            for row in own_rows[name] if name in own_rows else [self.fields[name]]:
+                if name == "data":
+                    form.addRow(row)
+                else:   # a check box says what it is itself
+                    form.addRow("" if opt.check else opt.label, row)
+        self.fields.update(data=self.sources, mix=self.sources, init=self.init_mode, out=self.run_folder)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addLayout(controls)
@@ -487,12 +457,10 @@ class TrainWidget(QWidget):
         init = self.model_picker.current_model() if self.init_mode.currentIndex() == 1 else None
         if self.init_mode.currentIndex() == 1 and init is None:
             raise LvsegError(f"no {task} model to fine-tune: choose 'from scratch'")
-        fields = {"samples_per_epoch": self.samples_per_epoch.value() or None, "width": self.width.value() or None,
-                  "context": self.context.value() or None, "hold_out": int(self.hold_out.isChecked()),
-                  **self.extra_options}   # 0: the engine's default
-        return self.logic.build_options(task, self.source_list(), out, init=init, epochs=self.epochs.value(),
-                                        batch_size=self.batch_size.value(), lr=self.lr.value() or None,
-                                        threads=self.threads.value(), device=self.device.currentText(), **fields)
+        schema = {opt.name: opt for opt in train_schema()}
+        values = {name: field_value(schema[name], self.fields[name]) for name in self.fields
+                  if name not in ("task", "data", "mix", "init", "out")}
+        return self.logic.build_options(task, self.source_list(), out, init=init, **{**values, **self.extra_options})
 
     @guarded
     def start(self):
