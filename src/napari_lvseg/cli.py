@@ -128,6 +128,7 @@ def cmd_demo(args) -> int:
 def cmd_segment(args) -> int:
     from .inference import segment_steps
     from .io import image_kind, read_image, write_image, write_labels
+    from .locate import pixel_size_mm
 
     set_threads(args.threads)
     src = input_path(args.input)
@@ -151,7 +152,8 @@ def cmd_segment(args) -> int:
     image = read_image(src)
     # segment_steps() checks the image and --center before it loads the model
     result = _with_progress(segment_steps(image.data, args.model, tta=args.tta, uncertainty=uncertainty is not None,
-                                          center=args.center, name=str(src)), f"segmenting {src.name}")
+                                          center=args.center, name=str(src), pixel_size=pixel_size_mm(image.spacing)),
+                            f"segmenting {src.name}")
     from .io.atomic import atomic_paths
 
     # labels and uncertainty replace their files together, or (a failed write) neither: never new labels beside an
@@ -178,6 +180,7 @@ def _segment_to_seg(args, src: Path) -> int:
     from .inference import segment_steps
     from .io import image_kind, read_image
     from .io.dicom_seg import check_seg, write_seg
+    from .locate import pixel_size_mm
 
     output = Path(args.output)
     if image_kind(src) not in ("dicom", "dicom-file"):
@@ -188,8 +191,8 @@ def _segment_to_seg(args, src: Path) -> int:
     outside_inputs(new_file_path(output, "a DICOM SEG file (.dcm)"), [src])
     image = read_image(src)
     check_seg(image.meta, output)   # highdicom there, the series placed in patient space: before the model runs
-    result = _with_progress(segment_steps(image.data, args.model, tta=args.tta, center=args.center, name=str(src)),
-                            f"segmenting {src.name}")
+    result = _with_progress(segment_steps(image.data, args.model, tta=args.tta, center=args.center, name=str(src),
+                                          pixel_size=pixel_size_mm(image.spacing)), f"segmenting {src.name}")
     write_seg(output, result.labels, image.meta, model=result.model)
     print(output)
     _warn_search(src, result, "--center Y X")
@@ -262,6 +265,7 @@ def _segment_folder(args, src: Path) -> int:
     """Every case or image of a folder into OUTPUT/, named as its source; a bad one is reported, the rest run."""
     from .inference import segment
     from .io import read_image, write_labels
+    from .locate import pixel_size_mm
     from .models.registry import load_model
 
     if args.uncertainty or args.center:
@@ -286,7 +290,7 @@ def _segment_folder(args, src: Path) -> int:
                 print(f"lvseg segment: warning: {path}: a label map (whole numbers 0..4 only), as lvseg writes its "
                       "results: skipped, not segmented", file=sys.stderr)
                 continue
-            result = segment(image.data, model, tta=args.tta, name=str(path))
+            result = segment(image.data, model, tta=args.tta, name=str(path), pixel_size=pixel_size_mm(image.spacing))
             print(f"{name}: {write_labels(out / out_name, result.labels, image.meta)}")
             _warn_search(path, result, "segment it alone with --center Y X")
         except LvsegError as exc:

@@ -9,7 +9,7 @@ from pathlib import Path
 from ..data.augment import build_augmentation
 from ..data.normalize import DEFAULT_NORMALIZATION, model_context
 from ..labels import NAMES
-from ..locate import expected_lv_size
+from ..locate import expected_lv_size, expected_pixel_size
 from .data import Task, TrainingData, reading_message
 from .schema import OptionError
 
@@ -76,9 +76,9 @@ class SegmentationTask(Task):
         transform = build_augmentation(o.augment)
         yield reading_message(o.data)
         # fine-tuning: the cases at the zoom segmenting reads them at (another site's pixel size included)
-        expected = expected_lv_size(card)
         self.data = TrainingData(o, self.normalization, transform, o.rare_boost, self.world,
-                                 context=model_context(self.model), expected=expected,
+                                 context=model_context(self.model), expected=expected_lv_size(card),
+                                 read_at=expected_pixel_size(card),
                                  min_samples=FINE_TUNE_MIN_SAMPLES if o.init else 0)
         self.net = self.parallel(self.model)
         lr = o.lr or (2e-3 if not o.init else FINE_TUNE_LR)
