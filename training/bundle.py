@@ -9,12 +9,17 @@ GAN, validation PSNR rewards the blurry images of the first epochs, so "best" is
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:   # `python training/x.py`: as `python -m training.x`
+    import _script
+
+    _script.run_as_module(__file__)
+
 import argparse
 import json
 import sys
 from pathlib import Path
 
-import run as runner  # training/run.py: a run's last checkpoint as a model
+from . import run as runner  # training/run.py: a run's last checkpoint as a model
 
 ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "src/napari_lvseg/weights"
@@ -50,8 +55,9 @@ def bundle(run, name: str, default: bool, from_last: bool = False) -> Path:
     return out
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, prog=None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run")
     parser.add_argument("name")
     parser.add_argument("--default", action="store_true")

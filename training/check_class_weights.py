@@ -11,14 +11,16 @@ line per run, printed and appended to OUT.
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:   # `python training/x.py`: as `python -m training.x`
+    import _script
+
+    _script.run_as_module(__file__)
+
 import argparse
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import choose_ensemble as chooser  # training/ is not a package: its scripts import each other
-import run as runner
+from . import choose_ensemble as chooser, run as runner
 
 
 def check(run: str, val: dict, test: dict) -> dict:
@@ -39,8 +41,8 @@ def check(run: str, val: dict, test: dict) -> dict:
     return row
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def main(argv=None, prog=None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("out")
     parser.add_argument("runs", nargs="+")
     args = parser.parse_args(argv)

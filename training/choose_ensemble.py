@@ -14,14 +14,18 @@ then `python training/run.py evaluate OUT --tta` gives its test tables the stand
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:   # `python training/x.py`: as `python -m training.x`
+    import _script
+
+    _script.run_as_module(__file__)
+
 import argparse
 import sys
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as runner  # training/run.py: the split, the EMIDEC folder, loading and ensembling runs
+from . import run as runner  # training/run.py: the split, the EMIDEC folder, loading and ensembling runs
 
 
 def split_cases(split_name: str) -> dict:
@@ -117,12 +121,12 @@ def greedy(runs: list, val: dict, test: dict, max_members: int, max_mb: float) -
     return path
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog=None) -> int:
     from napari_lvseg.io.atomic import write_json_atomic
     from napari_lvseg.models.card import read_card
     from napari_lvseg.models.weights import save_model
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("out")
     parser.add_argument("runs", nargs="+")
     parser.add_argument("--max-members", type=int, default=5)

@@ -30,14 +30,19 @@ are averaged, as `run.py ensemble` does, over the folds every member finished.
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:   # `python training/x.py`: as `python -m training.x`
+    import _script
+
+    _script.run_as_module(__file__)
+
 import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as runner  # training/run.py: configs, the EMIDEC folder, the engine driver
+from . import run as runner  # training/run.py: configs, the EMIDEC folder, the engine driver
+from .config import read_config
 
 ROOT = runner.ROOT
 SPLIT = ROOT / "training/split.json"
@@ -103,7 +108,7 @@ def make_folds(folds: int = 4, seed: int = 2026, data=None, splits=SPLITS) -> li
 
 def fold_config(config_path, folds: int, k: int, splits=SPLITS, cv_runs=CV_RUNS) -> Path:
     """The config for fold k, written into <cv_runs>/configs/ (other paths as in the original)."""
-    config = json.loads(Path(config_path).read_text())
+    config = read_config(config_path)   # flat: bases resolved
     name = f"{Path(config_path).stem}_cv{folds}f{k}"
     config["split"] = _relative(fold_path(folds, k, splits))
     config["out"] = _relative(Path(cv_runs) / name)
@@ -199,7 +204,7 @@ def save_fold_results(config_path, folds: int = 4, seed=None, out=RESULTS, split
 
 def out_of_fold(config_path, folds: int = 4, seed=None, data=None, splits=SPLITS, cv_runs=CV_RUNS) -> dict:
     """``{k: {case: (TTA probabilities, truth)}}`` of the finished fold runs on their own folds (cached in each run)."""
-    import choose_ensemble as chooser
+    from . import choose_ensemble as chooser
 
     oof = {}
     for k in range(1, folds + 1):
@@ -215,7 +220,7 @@ def out_of_fold(config_path, folds: int = 4, seed=None, data=None, splits=SPLITS
 
 def ensemble_out_of_fold(members: list) -> dict:
     """The members' `out_of_fold` results as one: mean probabilities per case, on the folds all members finished."""
-    import choose_ensemble as chooser
+    from . import choose_ensemble as chooser
 
     ensemble = {}
     for k in sorted(set.intersection(*(set(oof) for oof in members))):
@@ -390,8 +395,9 @@ def compare(first: dict, second: dict) -> str:
     return "\n".join(rows)
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, prog=None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("folds", help="write the fold split files")
     p.add_argument("--folds", type=int, default=4)

@@ -13,6 +13,11 @@ around the no-reflow, each as mask and image.
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:   # `python training/x.py`: as `python -m training.x`
+    import _script
+
+    _script.run_as_module(__file__)
+
 import argparse
 import json
 import os
@@ -80,8 +85,9 @@ def tiles_for(generators: list, data: str, rows: int = 4) -> list:
     return [[colour(masks[k])] + [grey(column[k]) for column in columns] for k in range(len(chosen))]
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, prog=None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", help="PNG file")
     parser.add_argument("generators", nargs="*")
     parser.add_argument("--stacks", metavar="PAIR_FOLDER", help="draw synthetic stacks of this pair folder instead")

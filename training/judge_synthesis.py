@@ -13,6 +13,11 @@ the split's cases.
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:   # `python training/x.py`: as `python -m training.x`
+    import _script
+
+    _script.run_as_module(__file__)
+
 import argparse
 import json
 import os
@@ -67,8 +72,9 @@ def judge(split: str, judges: list, generators: list, data: str) -> dict:
     return result
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, prog=None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--split", default="test", choices=("train", "val", "test"))
     parser.add_argument("--judges", nargs="+", required=True, help="segmentation models trained on real images")
     parser.add_argument("--generators", nargs="+", required=True)

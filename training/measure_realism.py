@@ -13,6 +13,11 @@ each case's per-slice normalised images) are reported per split for the real ima
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:   # `python training/x.py`: as `python -m training.x`
+    import _script
+
+    _script.run_as_module(__file__)
+
 import argparse
 import json
 import os
@@ -27,8 +32,9 @@ def _rate(summary: dict) -> str:
     return "n/a" if rate is None else f"{summary['passed']}/{summary['n_infarct_cases']} ({rate:.0%})"
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, prog=None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--generators", nargs="+", required=True, help="synthesis model names or folders")
     parser.add_argument("--data", default=os.environ.get("LVSEG_EMIDEC_DIR",
                                                          str(ROOT.parent / "shared/data/emidec-lge-128")))

@@ -23,12 +23,19 @@ Paths in configs are relative to the repository root; ${EMIDEC} is the EMIDEC fo
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:   # `python training/x.py`: as `python -m training.x`
+    import _script
+
+    _script.run_as_module(__file__)
+
 import argparse
 import json
 import os
 import sys
 import time
 from pathlib import Path
+
+from .config import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = {"A": ["seg_real"], "B": ["pix2pix", "synthetic:seg_mixed", "seg_mixed"],
@@ -53,7 +60,11 @@ def _path(value: str) -> str:
 
 
 def load_config(path) -> dict:
-    config = json.loads(Path(path).read_text())
+    """A config's options (bases resolved, `training.config`) with its paths as the runner reads them: ${EMIDEC} and
+    paths relative to the repository root made absolute; a model name (no slash) left as it is."""
+    config = read_config(path)
+    if not config.get("out"):
+        raise SystemExit(f"{path}: no 'out' (a task base: name a config built on it)")
     config["data"] = [_path(p) for p in config["data"]]
     for key in ("split", "out", "init", "seg_guide"):
         # a model reference without a slash is a registry name ("lvseg-pix2pix"), not a path
@@ -388,10 +399,11 @@ def parallel(scenarios, seeds, device=None, workers=None, deadline=None, skip_pi
     return [run for _, run in started if run not in failed]
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog=None) -> int:
     from napari_lvseg.cli_args import positive_int
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     def compute(p):
         p.add_argument("--device", help="cpu | cuda (default: the config's, auto)")

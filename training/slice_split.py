@@ -23,13 +23,17 @@ The derived data are EMIDEC data (CC BY-NC-SA 4.0) and stay under training/runs/
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:   # `python training/x.py`: as `python -m training.x`
+    import _script
+
+    _script.run_as_module(__file__)
+
 import argparse
 import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import run as runner  # training/run.py: configs, the EMIDEC folder, the engine driver
+from . import run as runner  # training/run.py: configs, the EMIDEC folder, the engine driver
 
 OUT = runner.ROOT / "training/runs/slice_split"
 FRACTIONS = {"val": 0.1, "test": 0.2}   # as the case-level split: 6 and 12 of 60 cases
@@ -137,8 +141,9 @@ def compare(first, second, common: bool = False, split=None) -> dict:
     return result
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv=None, prog=None) -> int:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("make")
     p.add_argument("--seed", type=int, default=SEED, help="the random slice-level split's seed")
