@@ -1,5 +1,7 @@
 """Experiments: drive the package's engine from config files. Every step is resumable.
 
+Each step is also ``python -m training STEP ...`` (``python -m training --help``: every step and study).
+
     python training/run.py train training/configs/seg_real.json      # scenario A (resumes if stopped)
     python training/run.py tune training/runs/seg_real              # post-processing, chosen on the validation split
     python training/run.py tune RUN --from training/runs/seg_real   # ... copied from a run that had validation cases
@@ -18,7 +20,8 @@ Which runs an ensemble takes is chosen on the validation split by training/choos
 A seed other than the config's trains into <out>_seed<k>.
 
 Paths in configs are relative to the repository root; ${EMIDEC} is the EMIDEC folder
-(LVSEG_EMIDEC_DIR, default ../shared/data/emidec-lge-128).
+(LVSEG_EMIDEC_DIR, default ../shared/data/emidec-lge-128). A config names its base ("base": "seg_real.json") and sets
+only what differs (training/config.py; ``python -m training config CONFIG`` prints what it resolves to).
 """
 
 from __future__ import annotations
