@@ -28,10 +28,14 @@ def _rooted(value, root: Path):
     return json.loads(json.dumps(value).replace("<ROOT>", str(root)))
 
 
-def test_every_frozen_config_is_still_there_and_nothing_else_but_the_task_bases():
+def test_every_frozen_config_is_still_there_and_a_new_one_is_an_override_named_as_its_run():
     names = {path.name for path in CONFIGS.glob("*.json")}
-    assert names - set(REFERENCE) == set(configs.TASK_BASES)
-    assert set(REFERENCE) <= names
+    assert set(REFERENCE) | set(configs.TASK_BASES) <= names
+    for name in names - set(REFERENCE) - set(configs.TASK_BASES):
+        own = json.loads((CONFIGS / name).read_text())
+        assert "base" in own, f"{name}: a flat copy; name a base and set only what differs"
+        resolved = configs.read_config(CONFIGS / name)
+        assert resolved["description"] and Path(resolved["out"]).name == Path(name).stem, name
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE))
