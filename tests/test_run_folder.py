@@ -126,16 +126,17 @@ def test_an_atomic_write_flushes_its_folder(tmp_path, monkeypatch):
 def test_a_batch_larger_than_an_epoch_is_refused(pairs, tmp_path, capsys):
     run = tmp_path / "run"
     assert main(["train", "--data", str(pairs), "--out", str(run), *TINY, "--batch-size", "8"]) == 2
-    one_line_error(capsys.readouterr().err, "--batch-size 8 is larger than --samples-per-epoch 2")
+    one_line_error(capsys.readouterr().err, "--batch-size: 8 is larger than --samples-per-epoch 2")
     assert not run.exists()
 
 
 def test_init_refuses_network_shape_options_it_would_ignore(pairs, tmp_path, models_dir, capsys):
     model = save_tiny_segmentation_model(models_dir, name="tiny-seg")   # width 4, depth 4
-    for option, value, has in (("--width", "8", "width 4"), ("--depth", "3", "depth 4")):
+    for option, value, has in (("--width", "8", "4"), ("--depth", "3", "4")):
         assert main(["train", "--data", str(pairs), "--out", str(tmp_path / "run"), "--init", str(model),
                      "--epochs", "1", *QUICK, option, value]) == 2
-        one_line_error(capsys.readouterr().err, model, f"{option} {value} asked for, but the --init model has {has}")
+        one_line_error(capsys.readouterr().err, model,
+                       f"{option}: {value} asked for, but the model fine-tuned from has {has}")
         assert not (tmp_path / "run").exists()
 
 
