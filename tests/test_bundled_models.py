@@ -110,3 +110,23 @@ def test_cli_synthesize_without_model_uses_the_default(tmp_path, seed):
     tifffile.imwrite(tmp_path / "mask.tif", labels[0])
     assert main(["synthesize", str(tmp_path / "mask.tif"), "-o", str(tmp_path / "img.tif")]) == 0
     assert tifffile.imread(tmp_path / "img.tif").shape == (128, 128)
+
+
+def test_bundled_context_generator_renders_a_real_case_in_its_own_surroundings(emidec_cases, models_dir):
+    """lvseg-pix2pix-context is the default where a context is given: on an unseen case, with its own image as the
+    context, every pixel outside the LV region is the real one and the LGE contrasts hold inside."""
+    from napari_lvseg.io import emidec
+    from napari_lvseg.synthesis import conditioning, default_generator, region_slices, synthesize
+
+    assert default_generator(context=True) == "lvseg-pix2pix-context"
+    assert default_generator(context=False) == "lvseg-pix2pix-resize"
+    net, card = load_model("lvseg-pix2pix-context", task="synthesis")
+    assert conditioning(card) == "context" and "CC BY-NC-SA 4.0" in card.licence
+    assert "Case_P059" not in card.training["train_cases"] + card.training["val_cases"]
+    image, truth = emidec.read_case(emidec.find_cases(next(c for c in emidec_cases if c.name == "Case_P059"))[0])
+    image, truth = image.data.astype(np.float32), truth.data
+    out = synthesize(truth, seed=0, context=image, context_labels=truth)   # no model: the context default
+    region = region_slices(truth, truth, net.region_dilation)
+    assert out.shape == image.shape and np.array_equal(out[~region], image[~region])
+    mean = {c: float(out[truth == c].mean()) for c in range(5) if np.any(truth == c)}
+    assert mean[3] > mean[2] and mean[1] > mean[2] and mean[4] < mean[3]

@@ -2,9 +2,12 @@
 
     python training/bundle.py training/runs/seg_real lvseg-seg --default
     python training/bundle.py training/runs/pix2pix lvseg-pix2pix --default --from-last
+    python training/bundle.py training/runs/pix2pix_context lvseg-pix2pix-context --default-context --from-last
 
 --from-last takes the weights of the run's last checkpoint instead of its best-scoring model: for the
 GAN, validation PSNR rewards the blurry images of the first epochs, so "best" is not the best generator.
+--default-context marks a context-preserving generator as the default where a context image is available
+(`synthesis.default_generator`); the labels-only default stays the default everywhere else.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = ROOT / "src/napari_lvseg/weights"
 
 
-def bundle(run, name: str, default: bool, from_last: bool = False) -> Path:
+def bundle(run, name: str, default: bool, from_last: bool = False, default_context: bool = False) -> Path:
     from napari_lvseg.models.registry import load_model
     from napari_lvseg.models.weights import save_model
 
@@ -38,6 +41,8 @@ def bundle(run, name: str, default: bool, from_last: bool = False) -> Path:
         net, card = load_model(str(run))
     card.name = name
     card.extra["default"] = default
+    if default_context:
+        card.extra["default_context"] = True
     card.extra["source_run"] = str(run.relative_to(ROOT)) if run.is_relative_to(ROOT) else str(run)
     for result in sorted(run.glob("test_metrics*.json")):
         data = json.loads(result.read_text())
@@ -62,8 +67,10 @@ def main(argv=None, prog=None) -> int:
     parser.add_argument("name")
     parser.add_argument("--default", action="store_true")
     parser.add_argument("--from-last", action="store_true")
+    parser.add_argument("--default-context", action="store_true",
+                        help="the default generator where a context image is available (a context generator)")
     args = parser.parse_args(argv)
-    bundle(args.run, args.name, args.default, args.from_last)
+    bundle(args.run, args.name, args.default, args.from_last, args.default_context)
     return 0
 
 

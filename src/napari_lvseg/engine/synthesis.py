@@ -234,6 +234,8 @@ class SynthesisTask(Task):
             self.generator = build_model(self.architecture, self.params)
         # an --init context generator stays one (its input needs the context)
         self.inpaint = self.params.get("conditioning", "labels") == "context"
+        if self.inpaint:   # the card records how the region is made (region_dilation, blend_width)
+            self.params = self.generator.architecture_params()
         # the critic reads the labels (and the region, when inpainting) beside the image
         self.discriminator = PatchDiscriminator(in_channels=N_CLASSES + 1 + int(self.inpaint),
                                                 base_width=o.disc_width)
