@@ -16,6 +16,11 @@ infarct > normal myocardium, no-reflow < infarct (where the case has no-reflow),
 
 from __future__ import annotations
 
+if __name__ == "__main__" and not __package__:   # `python training/x.py`: as `python -m training.x`
+    import _script
+
+    _script.run_as_module(__file__)
+
 import argparse
 import json
 import os
@@ -114,10 +119,11 @@ def main(argv=None) -> int:
 
 def picture(pictures, path) -> None:
     """Rows: the four cases with the most no-reflow / infarct; columns: mask, real, old, new, what-if mask, new."""
-    from figure_generators import colour, grey
     from PIL import Image
 
     from napari_lvseg.data.normalize import normalize_slices
+
+    from .figure_generators import colour, grey
 
     pictures = sorted(pictures, key=lambda p: -((p[0] == 4).sum() * 100 + (p[0] == 3).sum()))[:4]
     gap = 4
@@ -133,5 +139,4 @@ def picture(pictures, path) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())
