@@ -44,11 +44,12 @@ def segment(model, slices: np.ndarray) -> np.ndarray:
     import torch
 
     from napari_lvseg.data.normalize import model_context
+    from napari_lvseg.models.heads import labels_of
 
     x = torch.from_numpy(slices[:, None]).float().repeat(1, 1 + 2 * model_context(model), 1, 1)
     with torch.no_grad():
         out = model(x)
-    return (out[0] if isinstance(out, (list, tuple)) else out).argmax(1).numpy()
+    return labels_of(model, out).numpy()   # whatever the model's head (models/heads.py)
 
 
 def judge(split: str, judges: list, generators: list, data: str) -> dict:

@@ -111,6 +111,8 @@ def iter_probabilities(model, slices: np.ndarray, tta: bool = False, batch_size:
     of slices, one TTA transform) and returns the probabilities, so that a caller can show progress and stop."""
     import torch
 
+    from .models.heads import probabilities
+
     device = device or device_of(model)
     inputs = with_context(slices, model_context(model))
     transforms = TTA_TRANSFORMS if tta else ((0, False),)
@@ -125,7 +127,7 @@ def iter_probabilities(model, slices: np.ndarray, tta: bool = False, batch_size:
             for k, flip in transforms:
                 with torch.inference_mode():   # not held across a yield: the caller's code runs there
                     xi = torch.rot90(torch.flip(x, (-1,)) if flip else x, k, (-2, -1))
-                    p = torch.rot90(torch.softmax(model(xi), dim=1), -k, (-2, -1))
+                    p = torch.rot90(probabilities(model, model(xi)), -k, (-2, -1))   # per view: TTA averages these
                     prob = prob + (torch.flip(p, (-1,)) if flip else p)
                 done += 1
                 yield done, total
@@ -136,7 +138,8 @@ def iter_probabilities(model, slices: np.ndarray, tta: bool = False, batch_size:
 
 
 def predict_probabilities(model, slices: np.ndarray, tta: bool = False, batch_size: int = 8, device=None) -> np.ndarray:
-    """Softmax probabilities (N, 5, S, S) for normalised slices (N, S, S); ``tta`` averages the 4 rotations.
+    """Class probabilities (N, 5, S, S) for normalised slices (N, S, S), whatever the model's head
+    (`models.heads.probabilities`); ``tta`` averages the 4 rotations' probabilities.
 
     ``slices`` are one case's stack in order: a 2.5-D network reads each slice with its neighbours.
     """

@@ -170,6 +170,7 @@ def locate_steps(model, stack: np.ndarray, size: int, normalization=None, expect
     import torch
 
     from .data.resample import View, sample_view
+    from .models.heads import labels_of
 
     net = model   # all of it: one member of the bundled ensemble, searching alone, took a frame's flat border or
     # another case's filled-in heart for the LV in 2 of 18 fields of view each (benchmarks/bench_robustness.py)
@@ -191,8 +192,7 @@ def locate_steps(model, stack: np.ndarray, size: int, normalization=None, expect
                 grid = normalize_view(grid, valid, normalization)
                 with torch.inference_mode():   # not held across a yield
                     out = net(torch.from_numpy(grid[None]).to(device or device_of(net)))
-                    out = out[0] if isinstance(out, (list, tuple)) else out
-                    read.append(out.argmax(1).cpu().numpy()[0].astype(np.uint8))
+                    read.append(labels_of(net, out).cpu().numpy()[0].astype(np.uint8))   # whatever the head
                 yield len(read), total
             found = lv_in_view(np.stack(read), view, expected)
             if found is not None:

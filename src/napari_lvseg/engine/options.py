@@ -14,6 +14,7 @@ from pathlib import Path
 
 from ..data.augment import STRENGTHS
 from ..errors import LvsegError
+from ..models.heads import HEADS, REGIONS, SOFTMAX
 from .schema import OptionError, option, schema
 
 TASKS = ("segmentation", "synthesis")
@@ -27,6 +28,14 @@ def _cores() -> int:
     """The panel's threads: every core. The run is a child process, and napari stayed responsive with both cores of
     a 2-core machine training (event-loop p95 lateness 11 ms; benchmarks/bench_gui_latency.py)."""
     return min(os.cpu_count() or 1, 256)
+
+
+def check_head_options(head: str, ce_weights) -> None:
+    """Class weights are the softmax head's cross-entropy weights: a regions head (sigmoid per region, BCE) has no
+    per-class cross-entropy to weigh, so the pair is refused rather than ignored."""
+    if head == REGIONS and ce_weights:
+        raise OptionError("ce_weights", "weigh the softmax head's cross-entropy; a regions head (see {head}) has "
+                                        "none: leave them out", refs=("head",))
 
 
 @dataclass
@@ -113,6 +122,10 @@ class TrainOptions:
                                     help="segmentation: losses at the decoder's lower levels too")
     ce_weights: list | None = option(None, group=MODEL, label="class weights", metavar="W0:W1:W2:W3:W4",
                                      help="segmentation: cross-entropy weight of each class (default: none)")
+    head: str = option(SOFTMAX, choices=HEADS, group=MODEL, label="output head",
+                       help="segmentation: softmax (one output per class; Dice + cross-entropy) or regions (one "
+                            "sigmoid per nested region, LV 1+2+3+4, myocardium 2+3+4, infarct 3+4, no-reflow 4, as "
+                            "nnU-Net trains EMIDEC; Dice + BCE per region); --init: the model's own")
     l1_lambda: float = option(100.0, low=0.0, group=SYNTHESIS, label="L1 weight",
                               help="synthesis: weight of the class-weighted L1 loss")
     l1_weights: list = option([1.0, 7.0, 11.0, 26.0, 90.0], group=SYNTHESIS, label="L1 class weights",
@@ -175,6 +188,7 @@ class TrainOptions:
                 check_model_name(self.name)
             except LvsegError as exc:
                 raise OptionError("name", exc.message) from None
+        check_head_options(self.head, self.ce_weights)
         if self.size % 2 ** self.depth:
             raise OptionError("size", f"{self.size} must be divisible by 2 to the power of {{depth}} "
                                       f"({2 ** self.depth})", refs=("depth",))

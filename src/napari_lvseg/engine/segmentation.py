@@ -10,7 +10,9 @@ from ..data.augment import build_augmentation
 from ..data.normalize import DEFAULT_NORMALIZATION, model_context
 from ..labels import NAMES
 from ..locate import expected_lv_size, expected_pixel_size
+from ..models.heads import REGIONS, SOFTMAX, head_of, out_channels, region_targets
 from .data import Task, TrainingData, reading_message
+from .options import check_head_options
 from .schema import OptionError
 
 # The fine-tuning recipe (--init, the other options left at their defaults): 10 epochs of at least 160 samples, so
@@ -66,11 +68,21 @@ class SegmentationTask(Task):
                 raise OptionError("context", f"{o.context} asked for, but the model fine-tuned from reads {context} "
                                   f"neighbour slice(s) each side: give {context} or leave it out", o.init)
             o.context = context   # options.json says what the model reads
+            # the head it trains: its own (an ensemble's is softmax: its output is the log of its mean probability)
+            head = head_of(self.model)
+            if o.head not in (SOFTMAX, head):   # softmax is the default: only another head counts as asked for
+                raise OptionError("head", f"{o.head} asked for, but the model fine-tuned from has a {head} head: "
+                                  "fine-tuning keeps its network; leave it out, or train from scratch", o.init)
+            o.head = head
+            check_head_options(o.head, o.ce_weights)
         else:
             o.context = o.context or 0
             self.architecture = "AttentionResUNet"
-            self.params = {"in_channels": 1 + 2 * o.context, "out_channels": 5, "base_width": o.width or 12,
-                           "depth": o.depth, "dropout": o.dropout, "deep_supervision": o.deep_supervision}
+            self.params = {"in_channels": 1 + 2 * o.context, "out_channels": out_channels(o.head),
+                           "base_width": o.width or 12, "depth": o.depth, "dropout": o.dropout,
+                           "deep_supervision": o.deep_supervision}
+            if o.head != SOFTMAX:   # a softmax network's card stays as it was (no head: softmax)
+                self.params["head"] = o.head
             self.model = build_model(self.architecture, self.params)
         yield "setting up the augmentation (MONAI)"
         transform = build_augmentation(o.augment)
@@ -90,15 +102,35 @@ class SegmentationTask(Task):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
             lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+        self.head = o.head
+        self.loss = self._regions_loss() if self.head == REGIONS else self._softmax_loss()
+
+    def _softmax_loss(self):
+        import torch
         from monai.losses import DiceCELoss
 
+        o = self.options
         weight = torch.tensor(o.ce_weights, dtype=torch.float32, device=self.device) if o.ce_weights else None
         # batch=True: Dice over the whole batch, so a rare class absent from one slice is not scored 0.
-        self.loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=True, weight=weight)
+        return DiceCELoss(to_onehot_y=True, softmax=True, batch=True, weight=weight)
+
+    @staticmethod
+    def _regions_loss():
+        """Dice (sigmoid, batch Dice as the softmax loss) + BCE of each nested region, against `region_targets`."""
+        import torch
+        from monai.losses import DiceLoss
+
+        dice, bce = DiceLoss(sigmoid=True, batch=True), torch.nn.BCEWithLogitsLoss()
+
+        def loss(logits, targets):
+            return dice(logits, targets) + bce(logits, targets)
+
+        return loss
 
     def describe(self) -> str:
         n_params = sum(p.numel() for p in self.model.parameters())
-        return (f"{self.architecture} width {self.params.get('base_width')}, {n_params / 1e6:.2f}M parameters; "
+        head = f", {self.head} head" if self.head != SOFTMAX else ""
+        return (f"{self.architecture} width {self.params.get('base_width')}{head}, {n_params / 1e6:.2f}M parameters; "
                 f"{self.data.describe()} on {self.device}")
 
     # -- training -----------------------------------------------------------------------------
@@ -112,6 +144,8 @@ class SegmentationTask(Task):
         images, labels = self.data.batch(epoch, step)
         x = torch.from_numpy(images).to(self.device)
         y = torch.from_numpy(labels[:, None]).to(self.device)
+        if self.head == REGIONS:
+            y = region_targets(y)   # (N, 4, H, W): LV, myocardium, infarct, no-reflow
         self.model.train()
         out = self.net(x)
         outputs = out if isinstance(out, (list, tuple)) else [out]
@@ -158,7 +192,8 @@ class SegmentationTask(Task):
             training={**self.data.card_training(epoch), "augment": o.augment, "rare_boost": o.rare_boost,
                       "trained": self.tune,
                       "context_slices": self.data.context,
-                      "loss": "DiceCE (batch Dice) with deep supervision"},
+                      "loss": "Dice + BCE per nested region (batch Dice) with deep supervision" if self.head == REGIONS
+                      else "DiceCE (batch Dice) with deep supervision"},
             metrics={"validation": metrics} if metrics else {}, licence=self.data.licence(),
             created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         )

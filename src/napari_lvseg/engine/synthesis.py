@@ -268,6 +268,8 @@ class SynthesisTask(Task):
         import torch
         import torch.nn.functional as F
 
+        from ..models.heads import SOFTMAX, head_of, probabilities
+
         lo, hi = GENERATOR_RANGE
         image = (fake + 1.0) * 0.5 * (hi - lo) + lo  # from_tanh, in torch
         flat = image.flatten(1)
@@ -279,6 +281,9 @@ class SynthesisTask(Task):
             image = gaussian_blur(image, self.options.seg_guide_blur)
         out = self.guide(image.expand(-1, self.guide_channels, -1, -1))
         out = out[0] if isinstance(out, (list, tuple)) else out
+        if head_of(self.guide) != SOFTMAX:   # a regions guide: the cross-entropy of its 5-class probabilities
+            log_prob = torch.log(probabilities(self.guide, out).clamp_min(1e-7))
+            return F.nll_loss(log_prob, labels, weight=self.l1_weights)
         return F.cross_entropy(out, labels, weight=self.l1_weights)
 
     def describe(self) -> str:

@@ -10,6 +10,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .heads import SOFTMAX, check_head, out_channels as head_channels
+
 NORMS = ("instance", "batch")
 
 
@@ -77,16 +79,26 @@ class AttentionResUNet(nn.Module):
 
     Eval mode returns logits (B, out, H, W). With ``deep_supervision`` and in training mode it returns
     ``[main, aux_1, ..., aux_{depth-1}]``: aux_k from decoder level k (k=1 finest), upsampled to (H, W).
+    ``head`` says how the logits are read (models/heads.py): ``softmax``, one per class, or ``regions``, one sigmoid
+    per nested region (4 output channels); it is kept in the card's params only where it is not softmax, so that
+    the cards of softmax networks stay as they were.
     """
 
     def __init__(self, in_channels: int = 1, out_channels: int = 5, base_width: int = 16, depth: int = 4,
-                 dropout: float = 0.0, deep_supervision: bool = False, norm: str = "instance"):
+                 dropout: float = 0.0, deep_supervision: bool = False, norm: str = "instance",
+                 head: str = SOFTMAX):
         super().__init__()
         if depth < 1:
             raise ValueError(f"depth must be >= 1, got {depth}")
         make_norm(norm, 1)  # validates the name early
+        check_head(head)
+        if head != SOFTMAX and out_channels != head_channels(head):
+            raise ValueError(f"a {head} head has {head_channels(head)} output channels, not {out_channels}")
         self._params = dict(in_channels=in_channels, out_channels=out_channels, base_width=base_width,
                             depth=depth, dropout=dropout, deep_supervision=deep_supervision, norm=norm)
+        if head != SOFTMAX:
+            self._params["head"] = head
+        self.head_kind = head
         self.depth = depth
         self.deep_supervision = deep_supervision
         widths = [base_width * 2 ** level for level in range(depth + 1)]

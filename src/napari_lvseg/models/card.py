@@ -16,6 +16,7 @@ from pathlib import Path
 
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.labels import NAMES
+from napari_lvseg.models.heads import HEADS, SOFTMAX
 from napari_lvseg.postprocess import check_postprocess
 
 CARD_FILE = "card.json"
@@ -93,6 +94,9 @@ def _check_card_values(data: dict, source) -> None:
     # an ensemble keeps its depth per member: each one must take the input size
     for i, params in enumerate([data.get("params", {})] + [m["params"] for m in members or []]):
         _check_network_size(params, source, f" (ensemble member {i})" if i else "")
+        if params.get("head", SOFTMAX) not in HEADS:   # no head: softmax, as every card before the regions head
+            raise LvsegError(f"model card params 'head' must be {' or '.join(HEADS)}, not {params['head']!r}"
+                             f"{f' (ensemble member {i})' if i else ''}", source)
         depth = params.get("depth")
         if isinstance(depth, int) and 0 < depth < 16 and size % 2 ** depth:
             member = f" (ensemble member {i})" if i else ""

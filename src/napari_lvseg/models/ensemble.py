@@ -1,4 +1,5 @@
-"""Several segmentation networks used as one model: their softmax probabilities are averaged.
+"""Several segmentation networks used as one model: their class probabilities are averaged (each member's output
+converted by its own head, models/heads.py: softmax and regions members mix).
 
 An ensemble is stored like any model (``card.json`` + ``model.safetensors``, architecture
 ``SegmentationEnsemble``), so the registry, inference, TTA, uncertainty and the GUI take it unchanged.
@@ -12,6 +13,7 @@ from torch import nn
 from ..data.normalize import model_context
 from ..errors import LvsegError
 from .card import ModelCard
+from .heads import probabilities
 from .registry import load_model
 from .weights import build_model
 
@@ -19,8 +21,8 @@ from .weights import build_model
 class SegmentationEnsemble(nn.Module):
     """Members (each an architecture name and its constructor arguments) whose probabilities are averaged.
 
-    ``forward`` returns the log of the members' mean probability: softmax of it, which is what every
-    caller applies to a segmentation network's output, gives that mean exactly. Members may read
+    ``forward`` returns the log of the members' mean probability: softmax of it (the ensemble's own head, as
+    `heads.probabilities` reads it) gives that mean exactly. Members may read
     different numbers of neighbour slices: each takes the centre channels of the widest input.
     """
 
@@ -46,7 +48,7 @@ class SegmentationEnsemble(nn.Module):
         mean, centre = 0, x.shape[1] // 2
         for member, context in zip(self.members, self._contexts):  # 2-D and 2.5-D: their centre channels
             out = member(x[:, centre - context:centre + context + 1])
-            mean = mean + torch.softmax(out[0] if isinstance(out, (list, tuple)) else out, dim=1)
+            mean = mean + probabilities(member, out)
         return torch.log((mean / len(self.members)).clamp_min(1e-7))
 
 
@@ -76,7 +78,7 @@ def combine(refs, name: str) -> tuple[SegmentationEnsemble, ModelCard]:
                                    **{k: v for k, v in c.training.items() if k not in ("train_cases", "val_cases")}}
                                   for ref, (_, c) in zip(refs, loaded)]},
         licence="; ".join(licences),
-        notes=f"mean softmax probability of {len(loaded)} networks",
+        notes=f"mean class probability of {len(loaded)} networks",
     )
     expects = [c.extra.get("expects") for _, c in loaded]
     if expects[0] and all(e == expects[0] for e in expects):   # the LV size segmenting zooms to (locate.zoom_for)
