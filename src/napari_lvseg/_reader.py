@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from napari_lvseg import layer_meta
 from napari_lvseg.io import check_image, check_labels, image_kind, read_image, spacing_of
-from napari_lvseg.labels import NAMES
 
 
 def labels_layer_kwargs() -> dict:
@@ -28,15 +28,13 @@ def layer_scale(meta: dict | None, ndim: int) -> dict:
 
 
 def _labels_layer(volume, name: str, image_source: str | None = None, **kwargs) -> tuple:
-    metadata = {"lvseg_source": volume.meta, "lvseg_classes": dict(NAMES)}
-    if image_source:
-        metadata["lvseg_source_path"] = image_source
+    metadata = layer_meta.file_metadata(volume.meta, image_source, labels=True)
     return volume.data, {"name": name, "metadata": metadata, **labels_layer_kwargs(),
                          **layer_scale(volume.meta, volume.data.ndim), **kwargs}, "labels"
 
 
 def _image_layer(volume, name: str, **kwargs) -> tuple:
-    return volume.data, {"name": name, "metadata": {"lvseg_source": volume.meta},
+    return volume.data, {"name": name, "metadata": layer_meta.file_metadata(volume.meta),
                          **layer_scale(volume.meta, volume.data.ndim), **kwargs}, "image"
 
 

@@ -1,8 +1,8 @@
 """napari single-layer writers for label maps (npe2 signature ``(path, data, attributes) -> [path]``).
 
-A layer opened from a NIfTI file keeps ``metadata['lvseg_source']``; writing it back as NIfTI restores
-that file's affine, header and axis order exactly; a layer of a DICOM series is written as NIfTI in the series'
-patient space (its affine), or as a DICOM SEG (.dcm) that references the series' images.
+A layer opened from a NIfTI file keeps its reader's record of the file (`layer_meta.source`); writing it back as
+NIfTI restores that file's affine, header and axis order exactly; a layer of a DICOM series is written as NIfTI in the
+series' patient space (its affine), or as a DICOM SEG (.dcm) that references the series' images.
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
+from napari_lvseg import layer_meta
 from napari_lvseg.io import NIFTI_SUFFIXES, TIFF_SUFFIXES, full_suffix, write_labels
 
 
 def _source_meta(attributes: dict | None) -> dict | None:
     """The layer's source file meta; for a layer made in napari, its scale as the voxel size (z, y, x in mm)."""
-    metadata = (attributes or {}).get("metadata") or {}
-    meta = metadata.get("lvseg_source")
-    if isinstance(meta, dict):
+    meta = layer_meta.source((attributes or {}).get("metadata") or {})
+    if meta is not None:
         return meta
     scale = (attributes or {}).get("scale")
     return {"spacing": tuple(float(s) for s in scale)} if scale is not None and len(scale) else None
@@ -50,8 +50,7 @@ def write_labels_dicom_seg(path: str, data, attributes: dict) -> list[str]:
 
     path = _with_suffix(path, (".dcm",), ".dcm")
     metadata = (attributes or {}).get("metadata") or {}
-    source = metadata.get("lvseg_source")
-    model, prediction = metadata.get("lvseg_model"), metadata.get("lvseg_prediction")
+    prediction = layer_meta.prediction(metadata)
     edited = prediction is None or not np.array_equal(np.asarray(prediction), np.asarray(data))
-    write_seg(path, data, source if isinstance(source, dict) else None, model=model, edited=edited)
+    write_seg(path, data, layer_meta.source(metadata), model=layer_meta.model(metadata), edited=edited)
     return [str(path)]

@@ -10,6 +10,7 @@ from pathlib import Path
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QComboBox, QScrollArea
 
+from napari_lvseg import layer_meta
 from napari_lvseg.errors import LvsegError
 
 DATA_DIR_ENV = "LVSEG_DATA_DIR"
@@ -302,16 +303,10 @@ class EditWatcher:
             self.on_edit()
 
 
-DERIVED = "lvseg_derived"   # metadata key of layers the panels make from others (uncertainty, synthetic images)
-
-
 def is_new_case_image(layer) -> bool:
     """An image layer opened by the user and shown (a dataset folder opens its cases hidden but the first), not
     one a panel derived from another."""
-    return layer.visible and not (layer.metadata or {}).get(DERIVED)
-
-
-OWNED = ("lvseg_prediction", "lvseg_correction")   # metadata keys of labels the panels made or loaded
+    return layer.visible and not layer_meta.is_derived(layer)
 
 
 def replaceable_labels(viewer, names, shape):
@@ -326,7 +321,7 @@ def replaceable_labels(viewer, names, shape):
     names = [names] if isinstance(names, str) else list(names)
     pattern = re.compile("(" + "|".join(map(re.escape, names)) + r")( \[\d+\])?")
     return next((layer for layer in viewer.layers if pattern.fullmatch(layer.name) and isinstance(layer, Labels)
-                 and layer.data.shape == tuple(shape) and any(key in (layer.metadata or {}) for key in OWNED)),
+                 and layer.data.shape == tuple(shape) and layer_meta.is_owned(layer)),
                 None)
 
 
@@ -334,12 +329,6 @@ def free_name(viewer, name: str, fallback: str) -> str:
     """``name`` when no layer has it, else ``fallback``: new labels beside an expert's "X labels" are called
     "X prediction", not napari's "X labels [1]", which reads like a copy of the expert's."""
     return fallback if name in viewer.layers else name
-
-
-def is_prediction_or_correction(layer) -> bool:
-    """A labels layer tied to an image file: a prediction, a correction loaded from the annotation folder, or the
-    labels of a case opened with its image."""
-    return bool((layer.metadata or {}).get("lvseg_source_path"))
 
 
 class LayerPicker(QComboBox):
@@ -527,7 +516,7 @@ def make_scrollable(widget) -> None:
     content = QWidget()
     content.setLayout(content_layout)   # Qt moves the layout and reparents its widgets
     scroll = PanelScrollArea(widget)
-    scroll.setObjectName("lvseg_scroll")
+    scroll.setObjectName("lvseg-scroll")
     scroll.setWidgetResizable(True)
     scroll.setFrameShape(QFrame.Shape.NoFrame)
     scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -610,22 +599,3 @@ def labels_spacing(layer):
     if len(scale) in (2, 3) and any(s != 1.0 for s in scale):
         return scale
     return None
-
-
-def source_meta(layer) -> dict | None:
-    """The reader's record of the file a layer came from (format, header, affine), if it has one."""
-    meta = (getattr(layer, "metadata", None) or {}).get("lvseg_source")
-    return meta if isinstance(meta, dict) else None
-
-
-def source_of(layer) -> str:
-    """The file a layer came from (reader metadata), else its name."""
-    meta = getattr(layer, "metadata", {}) or {}
-    for key in ("lvseg_source_path",):
-        if meta.get(key):
-            return str(meta[key])
-    source = source_meta(layer)
-    if source and source.get("source"):
-        return str(source["source"])
-    path = getattr(getattr(layer, "source", None), "path", None)
-    return str(path) if path else layer.name

@@ -28,10 +28,10 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_lvseg import layer_meta
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import _common, tooltips as tips
 from napari_lvseg.widgets._common import (
-    DERIVED,
     EditWatcher,
     LayerPicker,
     guarded,
@@ -43,8 +43,6 @@ from napari_lvseg.widgets._common import (
 DEBOUNCE_MS = 400
 BULLSEYE_VALUES = {"infarct %": "infarct_pct", "transmurality": "transmurality"}
 LEVEL_LETTER = {"basal": "b", "mid": "m", "apical": "a", "apex": "x", None: "-"}
-POINTS_KIND = "rv_insertion"      # DERIVED value of the insertion Points layer
-THRESHOLD_KIND = "threshold"      # DERIVED value of a threshold-method Labels layer
 REMOTE_LABEL_2 = "label 2 (normal myocardium)"
 BULLSEYE_DPI = 96                 # the core's figure, its margins cut: about 380 px, a dock's width
 
@@ -253,12 +251,12 @@ class AhaSection(QWidget):
 
         if labels_layer is None:
             return None
-        named = (labels_layer.metadata or {}).get("lvseg_image")
+        named = layer_meta.image_name(labels_layer)
         candidates = [self.viewer.layers[named]] if named and named in self.viewer.layers else []
         candidates.append(self.image_hint() if self.image_hint is not None else None)
         candidates += list(self.viewer.layers)
         return next((layer for layer in candidates if isinstance(layer, Image) and not getattr(layer, "rgb", False)
-                     and not (layer.metadata or {}).get(DERIVED)
+                     and not layer_meta.is_derived(layer)
                      and np.shape(layer.data) == np.shape(labels_layer.data)), None)
 
     # -- computing
@@ -408,7 +406,8 @@ class AhaSection(QWidget):
                 self.points_layer = self.viewer.add_points(
                     points, ndim=np.ndim(labels_layer.data), name=f"{labels_layer.name} RV insertion", size=5,
                     face_color="magenta", border_color="white", scale=labels_layer.scale,
-                    translate=labels_layer.translate, metadata={DERIVED: POINTS_KIND})
+                    translate=labels_layer.translate,
+                    metadata=layer_meta.derived_metadata(layer_meta.RV_INSERTION))
                 self.points_layer.events.data.connect(self._points_edited)
                 self.viewer.layers.selection.active = labels_layer   # painting goes on where it was
             elif self._points_set is None or not np.array_equal(points, self._points_set):
@@ -462,13 +461,14 @@ class AhaSection(QWidget):
             raise LvsegError(f"unknown threshold method {method!r}")
         name = f"{labels_layer.name} {method}"
         layer = next((other for other in self.viewer.layers if other.name == name
-                      and (other.metadata or {}).get(DERIVED) == THRESHOLD_KIND), None)
+                      and layer_meta.derived(other) == layer_meta.THRESHOLD), None)
         if layer is not None and layer.data.shape == row["labels"].shape:
             layer.data = row["labels"]
         else:
             layer = self.viewer.add_labels(row["labels"], name=name, scale=labels_layer.scale,
                                            translate=labels_layer.translate, opacity=0.6,
-                                           metadata={DERIVED: THRESHOLD_KIND}, **labels_layer_kwargs())
+                                           metadata=layer_meta.derived_metadata(layer_meta.THRESHOLD),
+                                           **labels_layer_kwargs())
         self.viewer.layers.selection.active = labels_layer
         self.status.setText(f"'{name}': {method} finds {row['infarct_pct']:.1f} % of the myocardium infarcted")
         return layer
@@ -504,8 +504,8 @@ class AhaSection(QWidget):
             path, _ = QFileDialog.getSaveFileName(self, "Write report", "report.pdf", "PDF (*.pdf);;PNG (*.png)")
             if not path:
                 return None
-        meta = layer.metadata or {}
-        model = f"model {meta['lvseg_model']}" if meta.get("lvseg_model") else f"labels layer '{layer.name}'"
+        made_by = layer_meta.model(layer)
+        model = f"model {made_by}" if made_by else f"labels layer '{layer.name}'"
         spacing = labels_spacing(layer) if np.ndim(layer.data) == 3 else None
         self.status.setText(f"writing the report to {path}…")
         return start_worker(write_report, np.asarray(image_layer.data), np.array(layer.data, copy=True),

@@ -20,6 +20,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from napari_lvseg import layer_meta
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
@@ -35,15 +36,12 @@ from napari_lvseg.widgets._common import (
     free_name,
     guarded,
     is_new_case_image,
-    is_prediction_or_correction,
     notify_info,
     notify_warning,
     plain_viewer,
     register_widget,
     replaceable_labels,
     set_labels_undoably,
-    source_meta,
-    source_of,
     start_worker,
     user_data_dir,
 )
@@ -88,7 +86,7 @@ class CorrectLogic:
     @staticmethod
     def unedited_prediction(labels, metadata) -> bool:
         """Whether labels are still the prediction kept in their layer metadata (False when none was kept)."""
-        return CorrectLogic.edited_pixels(labels, (metadata or {}).get("lvseg_prediction")) == 0
+        return CorrectLogic.edited_pixels(labels, layer_meta.prediction(metadata or {})) == 0
 
     def save(self, image, labels, source, model=None, prediction=None, labels_name: str = "labels",
              spacing=None) -> str:
@@ -212,7 +210,7 @@ class CorrectWidget(QWidget):
 
         self.image_picker = LayerPicker(napari_viewer, (Image,), follow=is_new_case_image)
         self.image_picker.setToolTip(tips.IMAGE_LAYER)
-        self.labels_picker = LayerPicker(napari_viewer, (Labels,), follow=is_prediction_or_correction)
+        self.labels_picker = LayerPicker(napari_viewer, (Labels,), follow=layer_meta.is_tied_to_file)
         self.labels_picker.setToolTip(tips.LABELS_LAYER)
         self.folder_edit = QLineEdit(str(self.logic.folder))
         self.folder_edit.setToolTip(tips.ANNOTATION_FOLDER)
@@ -397,7 +395,8 @@ class CorrectWidget(QWidget):
         if layers is None or any(layer is None for layer in layers):
             return
         labels = layers[1]
-        undone = self.saved_from.get(labels) is (labels.metadata or {}).get("lvseg_prediction", False)
+        prediction = layer_meta.prediction(labels)
+        undone = prediction is not None and self.saved_from.get(labels) is prediction
         if CorrectLogic.unedited_prediction(labels.data, labels.metadata) and not undone:
             # the model's own output (segmenting again also counts as a paint): a saved correction must not be
             # replaced by it behind the user's back; Save does it when asked. Saved edits undone back to the
@@ -410,15 +409,16 @@ class CorrectWidget(QWidget):
     @guarded
     def save(self, quiet: bool = False, layers=None) -> str:
         image_layer, labels_layer = layers or self._image_and_labels()
-        meta = labels_layer.metadata or {}
-        source = meta.get("lvseg_source_path") or source_of(image_layer)
-        if meta.get("lvseg_source_path") and meta["lvseg_source_path"] != source_of(image_layer):
-            raise LvsegError(f"labels '{labels_layer.name}' belong to {meta['lvseg_source_path']}, "
+        tied = layer_meta.source_path(labels_layer)
+        if tied and tied != layer_meta.source_of(image_layer):
+            raise LvsegError(f"labels '{labels_layer.name}' belong to {tied}, "
                              f"not to image '{image_layer.name}': pick the matching image")
-        name = self.logic.save(image_layer.data, labels_layer.data, source, meta.get("lvseg_model"),
-                               meta.get("lvseg_prediction"), labels_name=f"labels '{labels_layer.name}'",
+        source = tied or layer_meta.source_of(image_layer)
+        prediction = layer_meta.prediction(labels_layer)
+        name = self.logic.save(image_layer.data, labels_layer.data, source, layer_meta.model(labels_layer),
+                               prediction, labels_name=f"labels '{labels_layer.name}'",
                                spacing=tuple(image_layer.scale))
-        self.saved_from[labels_layer] = meta.get("lvseg_prediction")
+        self.saved_from[labels_layer] = prediction
         self.on_disk[labels_layer] = EditWatcher.checksum(labels_layer.data)
         if self.unsaved is not None and self.unsaved[1] is labels_layer:
             self.unsaved = None
@@ -433,7 +433,7 @@ class CorrectWidget(QWidget):
     def check_saved(self) -> bool:
         """Enable 'Load saved correction' when the chosen image already has one."""
         layer = self.image_picker.current_layer()
-        found = layer is not None and self.logic.saved_record(source_of(layer)) is not None
+        found = layer is not None and self.logic.saved_record(layer_meta.source_of(layer)) is not None
         self.load_button.setEnabled(found)
         if found:
             self.status.setText(f"{layer.name} has a saved correction in {self.logic.folder}")
@@ -446,7 +446,7 @@ class CorrectWidget(QWidget):
         image_layer = self.image_picker.current_layer()
         if image_layer is None:
             raise LvsegError("choose an image layer first")
-        source = source_of(image_layer)
+        source = layer_meta.source_of(image_layer)
         mask = self.logic.load_saved(source)
         name, fallback = f"{image_layer.name} labels", f"{image_layer.name} correction"
         layer = replaceable_labels(self.viewer, (name, fallback), mask.shape)
@@ -454,10 +454,8 @@ class CorrectWidget(QWidget):
             set_labels_undoably(layer, mask)   # Ctrl+Z returns to the labels shown before loading
         else:
             name = free_name(self.viewer, name, fallback)
-            metadata = {"lvseg_source_path": source, "lvseg_correction": True}
-            header = source_meta(image_layer)
-            if header:
-                metadata["lvseg_source"] = header   # File > Save keeps the image's header
+            # File > Save keeps the image's header
+            metadata = layer_meta.correction_metadata(source, layer_meta.source(image_layer))
             layer = self.viewer.add_labels(mask, name=name, metadata=metadata, scale=image_layer.scale,
                                            translate=image_layer.translate, **labels_layer_kwargs())
         self.on_disk[layer] = EditWatcher.checksum(layer.data)   # what the folder holds: nothing unsaved
@@ -531,7 +529,7 @@ class CorrectWidget(QWidget):
             if name in self.viewer.layers:
                 self.viewer.layers.remove(name)
         scale = layer_scale(case["meta"], case["image"].ndim)
-        metadata = {"lvseg_source_path": case["source"], "lvseg_source": case["meta"]}
+        metadata = layer_meta.file_metadata(case["meta"], case["source"])
         image_layer = self.viewer.add_image(case["image"], name=case["name"], metadata=metadata, **scale)
         labels_layer = self.viewer.add_labels(case["result"].labels, **scale,
                                               **SegmentLogic.labels_layer_kwargs(case["result"], case["name"],

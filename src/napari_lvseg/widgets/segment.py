@@ -20,12 +20,11 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from napari_lvseg import labels as lb
+from napari_lvseg import labels as lb, layer_meta
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.steps import result_of
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (
-    DERIVED,
     EditWatcher,
     LayerPicker,
     ModelPicker,
@@ -40,8 +39,6 @@ from napari_lvseg.widgets._common import (
     register_widget,
     replaceable_labels,
     set_labels_undoably,
-    source_meta,
-    source_of,
     start_worker,
 )
 from napari_lvseg.widgets.aha_section import AhaSection
@@ -123,11 +120,8 @@ class SegmentLogic:
         ``source_meta`` (the image file's header, from the reader) lets File > Save write the labels in its space."""
         from napari_lvseg._reader import labels_layer_kwargs
 
-        metadata = {"lvseg_classes": dict(lb.NAMES), "lvseg_prediction": result.labels.copy(),
-                    "lvseg_model": result.model, "lvseg_source_path": source, "lvseg_image": image_name,
-                    "lvseg_center": result.center}
-        if source_meta:
-            metadata["lvseg_source"] = source_meta
+        metadata = layer_meta.prediction_metadata(result.labels, result.model, source, image_name, result.center,
+                                                  source_meta)
         features = {"index": list(range(lb.N_CLASSES)), "class": [lb.NAMES[v] for v in range(lb.N_CLASSES)]}
         return {"name": SegmentLogic.labels_name(image_name), "metadata": metadata, "features": features,
                 **labels_layer_kwargs()}
@@ -286,7 +280,7 @@ class SegmentWidget(QWidget):
         center = self.logic.center_from_points(center_layer, layer)
         if center_layer is not None and center is None:
             raise LvsegError(f"Points layer '{center_layer.name}' has no points: add one at the LV centre")
-        name, source, tta = layer.name, source_of(layer), self.tta.isChecked()
+        name, source, tta = layer.name, layer_meta.source_of(layer), self.tta.isChecked()
         self.run_button.setText("Stop")
         self.status.setText(f"segmenting {name} with {model}…")
         self.worker = start_worker(self.logic.run_steps, np.asarray(image), model, tta, self.uncertainty.isChecked(),
@@ -306,7 +300,7 @@ class SegmentWidget(QWidget):
             raise LvsegError("no segmentation model installed")
         result = self.logic.run(np.asarray(self.logic.image_data(layer)), model, self.tta.isChecked(),
                                 self.uncertainty.isChecked(), None, layer.name)
-        return self.show_result(result, layer.name, source_of(layer), layer)
+        return self.show_result(result, layer.name, layer_meta.source_of(layer), layer)
 
     def _on_error(self, exc):
         from napari_lvseg.widgets._common import notify_error
@@ -327,12 +321,12 @@ class SegmentWidget(QWidget):
         if image_layer is not None and image_layer not in self.viewer.layers:   # closed while the model ran
             self.status.setText(f"{image_name} was removed while it was segmented: no labels added")
             return None
-        kwargs = self.logic.labels_layer_kwargs(result, image_name, source, source_meta(image_layer))
+        kwargs = self.logic.labels_layer_kwargs(result, image_name, source, layer_meta.source(image_layer))
         fallback = f"{image_name} prediction"
         layer = replaceable_labels(self.viewer, (kwargs["name"], fallback), result.labels.shape)
         replaced_edits = None
         if layer is not None:
-            replaced_edits = edited_pixels(layer.data, layer.metadata.get("lvseg_prediction"))
+            replaced_edits = edited_pixels(layer.data, layer_meta.prediction(layer))
             # the new prediction is recorded first: the paint event of the write must find the labels unedited
             layer.metadata.update(kwargs["metadata"])
             set_labels_undoably(layer, result.labels)   # hand edits it replaces come back with Ctrl+Z
@@ -345,14 +339,15 @@ class SegmentWidget(QWidget):
         if result.uncertainty is not None:
             name = f"{image_name} uncertainty"
             for old in [other for other in self.viewer.layers if other.name.startswith(name)
-                        and other.metadata.get(DERIVED) == "uncertainty"]:   # ours, not the user's
+                        and layer_meta.derived(other) == layer_meta.UNCERTAINTY]:   # ours, not the user's
                 self.viewer.layers.remove(old)
             view, offset = result.uncertainty_in_view()
             scale = np.ones(view.ndim) if image_layer is None else np.asarray(image_layer.scale, float)
             translate = np.zeros(view.ndim) if image_layer is None else np.asarray(image_layer.translate, float)
             self.viewer.add_image(view, name=name, colormap="magma", opacity=0.5,
                                   blending="additive", contrast_limits=(0.0, 1.0),
-                                  metadata={DERIVED: "uncertainty"}, scale=scale, translate=translate + offset * scale)
+                                  metadata=layer_meta.derived_metadata(layer_meta.UNCERTAINTY), scale=scale,
+                                  translate=translate + offset * scale)
         self.attach(layer)
         self.status.setText(f"{image_name}: segmented with {result.model or 'the model'}"
                             + ("; uncertainty map added (bright = unsure)" if result.uncertainty is not None else ""))

@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
 
-from napari_lvseg import labels as lb
+from napari_lvseg import labels as lb, layer_meta
 from napari_lvseg.errors import LvsegError
 from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (
-    DERIVED,
     LayerPicker,
     ModelPicker,
     choose_folder,
@@ -41,7 +40,6 @@ NEEDS = {"grow infarct": _INFARCT, "shrink infarct": _INFARCT, "add no-reflow": 
          "remove no-reflow": ("no-reflow", (lb.NO_REFLOW,))}
 
 
-WHAT_IF = "what-if"   # the DERIVED kind of a mask copy that edits go to
 NO_CONTEXT = "none (donor from the open cases)"
 CLEAN_TIP = ("Keep the largest piece of cavity and of wall (myocardium, infarct, no-reflow) in each slice, in the "
              "what-if copy; the status says where the islands were.")
@@ -56,7 +54,7 @@ def default_synthetic_dir() -> Path:
 
 
 def what_if_name(name: str) -> str:
-    return f"{name} {WHAT_IF}"
+    return f"{name} {layer_meta.WHAT_IF}"
 
 
 class SynthesizeLogic:
@@ -131,31 +129,25 @@ class SynthesizeLogic:
         return describe_islands(islands, limit)
 
     @staticmethod
-    def is_what_if(layer) -> bool:
-        return (layer.metadata or {}).get(DERIVED) == WHAT_IF
-
-    @staticmethod
     def image_of(viewer, layer):
         """The image layer a labels layer belongs to, of its shape, or None: the image it was segmented from
-        (``lvseg_image``), the image of the file it is tied to, that of the layer a what-if copy was made from, or
-        the image named as the labels are ("X" for "X labels" / "X prediction")."""
+        (`layer_meta.image_name`), the image of the file it is tied to, that of the layer a what-if copy was made
+        from, or the image named as the labels are ("X" for "X labels" / "X prediction")."""
         from napari.layers import Image
 
         if layer is None:
             return None
-        images = [im for im in viewer.layers if isinstance(im, Image) and not (im.metadata or {}).get(DERIVED)
+        images = [im for im in viewer.layers if isinstance(im, Image) and not layer_meta.is_derived(im)
                   and tuple(im.data.shape) == tuple(layer.data.shape)]
-        meta = layer.metadata or {}
         by_name = {im.name: im for im in images}
-        if meta.get("lvseg_image") in by_name:
-            return by_name[meta["lvseg_image"]]
-        if meta.get("lvseg_source_path"):
-            from napari_lvseg.widgets._common import source_of
-
+        if layer_meta.image_name(layer) in by_name:
+            return by_name[layer_meta.image_name(layer)]
+        tied = layer_meta.source_path(layer)
+        if tied:
             for im in images:
-                if source_of(im) == str(meta["lvseg_source_path"]):
+                if layer_meta.source_of(im) == tied:
                     return im
-        origin = meta.get("lvseg_what_if_of")
+        origin = layer_meta.what_if_of(layer)
         if origin and origin in viewer.layers and viewer.layers[origin] is not layer:
             return SynthesizeLogic.image_of(viewer, viewer.layers[origin])
         for suffix in (" labels", " prediction"):
@@ -169,7 +161,7 @@ class SynthesizeLogic:
         from napari.layers import Labels
 
         for layer in viewer.layers:
-            if (isinstance(layer, Labels) and not (layer.metadata or {}).get(DERIVED)
+            if (isinstance(layer, Labels) and not layer_meta.is_derived(layer)
                     and SynthesizeLogic.image_of(viewer, layer) is image):
                 return layer
         return None
@@ -183,7 +175,7 @@ class SynthesizeLogic:
 
         volumes = []
         for image in viewer.layers:
-            if isinstance(image, Image) and not (image.metadata or {}).get(DERIVED):
+            if isinstance(image, Image) and not layer_meta.is_derived(image):
                 labels = SynthesizeLogic.labels_of(viewer, image)
                 if labels is not None and not lb.invalid_values(np.asarray(labels.data)):
                     volumes.append((image.name, np.asarray(image.data), np.asarray(labels.data, np.uint8)))
@@ -259,7 +251,7 @@ class SynthesizeWidget(QWidget):
         self.scope.addItems(SCOPES)
         self.scope.setToolTip(tips.SIM_SCOPE)
         self.apply_button = QPushButton("Apply edit")
-        self.apply_button.setToolTip(tips.APPLY_SIM + f" Edits go to a copy of the mask, '<mask> {WHAT_IF}'.")
+        self.apply_button.setToolTip(tips.APPLY_SIM + f" Edits go to a copy of the mask, '{what_if_name('<mask>')}'.")
         self.apply_button.clicked.connect(lambda *_: self.apply_edit())
         self.clean_button = QPushButton("Clean islands")
         self.clean_button.setToolTip(CLEAN_TIP)
@@ -358,7 +350,7 @@ class SynthesizeWidget(QWidget):
     def _donor_sources(self) -> bool:
         from napari.layers import Image
 
-        return any(isinstance(im, Image) and not (im.metadata or {}).get(DERIVED)
+        return any(isinstance(im, Image) and not layer_meta.is_derived(im)
                    and self.logic.labels_of(self.viewer, im) is not None for im in self.viewer.layers)
 
     def context_arguments(self, layer, mask, model) -> tuple[dict, str]:
@@ -392,11 +384,10 @@ class SynthesizeWidget(QWidget):
     def _context_labels(self, layer, image):
         """The context image's own labels (its LV is blanked out too): the layer a what-if copy was made from, the
         mask itself when it belongs to that image, else the image's labels layer."""
-        meta = layer.metadata or {}
-        origin = meta.get("lvseg_what_if_of")
+        origin = layer_meta.what_if_of(layer)
         if origin and origin in self.viewer.layers and self.logic.image_of(self.viewer, layer) is image:
             data = np.asarray(self.viewer.layers[origin].data)
-        elif self.logic.image_of(self.viewer, layer) is image and not self.logic.is_what_if(layer):
+        elif self.logic.image_of(self.viewer, layer) is image and not layer_meta.is_what_if(layer):
             data = np.asarray(layer.data)
         else:
             other = self.logic.labels_of(self.viewer, image)
@@ -427,7 +418,7 @@ class SynthesizeWidget(QWidget):
         shape = (self.size.value(), self.size.value())
         ring = self.logic.new_ring(shape, self._center(shape), self.radius.value(), self.thickness.value())
         layer = self.viewer.add_labels(ring, name="LV mask", **labels_layer_kwargs(),
-                                       metadata={"lvseg_classes": dict(lb.NAMES), DERIVED: "drawn"})
+                                       metadata=layer_meta.derived_metadata(layer_meta.DRAWN, labels=True))
         self.mask_picker.select(layer)
         return layer
 
@@ -443,12 +434,11 @@ class SynthesizeWidget(QWidget):
         step). The copy carries no file or correction tie, so Correct and save never sees it."""
         from napari_lvseg._reader import labels_layer_kwargs
 
-        meta = layer.metadata or {}
-        if meta.get(DERIVED) in (WHAT_IF, "drawn"):
+        if layer_meta.derived(layer) in (layer_meta.WHAT_IF, layer_meta.DRAWN):
             return layer
         name = what_if_name(layer.name)
         data = np.asarray(layer.data, np.uint8).copy()
-        if name in self.viewer.layers and self.logic.is_what_if(self.viewer.layers[name]) \
+        if name in self.viewer.layers and layer_meta.is_what_if(self.viewer.layers[name]) \
                 and self.viewer.layers[name].data.shape == data.shape:
             copy = self.viewer.layers[name]
             if not np.array_equal(copy.data, data):
@@ -456,9 +446,8 @@ class SynthesizeWidget(QWidget):
         else:
             image = self.logic.image_of(self.viewer, layer)
             copy = self.viewer.add_labels(data, name=name, scale=layer.scale, translate=layer.translate,
-                                          metadata={DERIVED: WHAT_IF, "lvseg_what_if_of": layer.name,
-                                                    "lvseg_image": image.name if image is not None else None,
-                                                    "lvseg_classes": dict(lb.NAMES)},
+                                          metadata=layer_meta.what_if_metadata(
+                                              layer.name, image.name if image is not None else None),
                                           **labels_layer_kwargs())
         self.mask_picker.select(copy)
         return copy
@@ -562,11 +551,10 @@ class SynthesizeWidget(QWidget):
             place = {"scale": mask_layer.scale, "translate": mask_layer.translate}
         for seed, image in results:
             name = f"{mask_name} synthetic s{seed}"
-            if name in self.viewer.layers and self.viewer.layers[name].metadata.get(DERIVED):   # ours only
+            if name in self.viewer.layers and layer_meta.is_derived(self.viewer.layers[name]):   # ours only
                 self.viewer.layers.remove(name)
             layers.append(self.viewer.add_image(image, name=name, colormap="gray", **place,
-                                                metadata={"lvseg_seed": seed, "lvseg_model": model,
-                                                          "lvseg_mask_layer": mask_name, DERIVED: "synthetic"}))
+                                                metadata=layer_meta.synthetic_metadata(seed, model, mask_name)))
             self._below_labels(layers[-1])
         self.status.setText(f"{len(results)} synthetic image(s) from {mask_name}")
         return layers
