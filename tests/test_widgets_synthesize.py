@@ -378,10 +378,10 @@ def test_an_edited_case_is_rendered_into_its_own_image_below_the_labels(setup, q
     region = region_slices(copy.data, labels_layer.data)
     assert np.array_equal(out.data[~region], image_layer.data[~region].astype(out.data.dtype))
     assert not np.array_equal(out.data[region], image_layer.data[region])
-    kinds = [type(layer) for layer in viewer.layers]
-    # its own image layer, below every labels layer: the labels stay visible over it
-    assert kinds.index(Labels) > list(viewer.layers).index(out) and isinstance(out, Image)
-    assert all(isinstance(layer, Labels) for layer in list(viewer.layers)[list(viewer.layers).index(out) + 1:])
+    # its own image layer, above the images and below the labels over them: the labels stay visible over it
+    order = list(viewer.layers)
+    assert isinstance(out, Image) and order[order.index(out) - 1] is viewer.layers["case2"]
+    assert all(isinstance(layer, Labels) for layer in order[order.index(out) + 1:])
 
 
 def test_a_drawn_mask_takes_a_donor_from_the_open_cases(setup, qtbot, models_dir, errors):

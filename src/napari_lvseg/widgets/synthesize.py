@@ -560,14 +560,15 @@ class SynthesizeWidget(QWidget):
         return layers
 
     def _below_labels(self, image) -> None:
-        """An image layer of its own just below the lowest labels layer: the labels stay visible over it."""
-        from napari.layers import Labels
+        """An image layer of its own, just above the topmost other image layer, so below every labels layer that was
+        visible over the images: the labels stay visible over it, and it over the images it came from."""
+        from napari.layers import Image
 
         layers = self.viewer.layers
-        lowest = next((i for i, layer in enumerate(layers) if isinstance(layer, Labels)), None)
         here = layers.index(image)
-        if lowest is not None and lowest < here:
-            layers.move(here, lowest)
+        top = max((i for i, layer in enumerate(layers) if isinstance(layer, Image) and layer is not image), default=-1)
+        if top + 1 < here:
+            layers.move(here, top + 1)
 
     @guarded
     def add_to_dataset(self) -> list:
