@@ -30,15 +30,15 @@ from qtpy.QtWidgets import (
 
 from napari_lvseg import layer_meta
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.widgets import _common, tooltips as tips
+from napari_lvseg.widgets import tooltips as tips
 from napari_lvseg.widgets._common import (
     EditWatcher,
     LayerPicker,
     guarded,
     labels_spacing,
     notify_info,
-    start_worker,
 )
+from napari_lvseg.widgets.runner import Runner
 
 DEBOUNCE_MS = 400
 BULLSEYE_VALUES = {"infarct %": "infarct_pct", "transmurality": "transmurality"}
@@ -92,7 +92,6 @@ class AhaSection(QWidget):
         self._points_set = None       # the points this section last wrote (to tell the user's move from ours)
         self._writing_points = False
         self._labels_for = None       # the labels layer the levels and insertion belong to
-        self.worker = None
         self._again = False
         self._generation = 0
 
@@ -167,6 +166,8 @@ class AhaSection(QWidget):
         buttons.addWidget(self.report_button)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.runner = Runner(status=self.status, failed="failed: {error}")   # the analysis: no button
+        self.report_runner = Runner(self.report_button, self.status, stop_text=None, failed="failed: {error}")
 
         form = QFormLayout()
         form.addRow("labels", self.labels_picker)
@@ -203,6 +204,11 @@ class AhaSection(QWidget):
         viewer.layers.events.removed.connect(self._layer_removed)
 
     # -- opening, the labels followed
+    @property
+    def worker(self):
+        """The analysis's worker while it runs, else None."""
+        return self.runner.worker
+
     @property
     def expanded(self) -> bool:
         return self.toggle.isChecked()
@@ -287,7 +293,7 @@ class AhaSection(QWidget):
         """Start the analysis of the chosen labels in a worker (a second call while it runs: once more after it)."""
         if not self.expanded:
             return None
-        if self.worker is not None:
+        if self.runner.running:
             self._again = True
             return None
         inputs = self._inputs()
@@ -302,18 +308,12 @@ class AhaSection(QWidget):
             return None
         self._generation += 1
         generation = self._generation
-        self.status.setText("computing the AHA segments…")
-        self.worker = start_worker(analyse, labels, image, self.levels, self.insertion, value, remote,
-                                   on_returned=lambda out: self._show(out, layer, generation),
-                                   on_errored=self._on_error, on_finished=self._on_finished)
-        return self.worker
-
-    def _on_error(self, exc) -> None:
-        self.status.setText(f"failed: {_common.error_text(exc)}")
-        _common.notify_error(exc)   # looked up now: tests collect it
+        return self.runner.start(analyse, labels, image, self.levels, self.insertion, value, remote,
+                                 status="computing the AHA segments…",
+                                 on_returned=lambda out: self._show(out, layer, generation),
+                                 on_finished=self._on_finished)
 
     def _on_finished(self) -> None:
-        self.worker = None
         if self._again:
             self._again = False
             self.schedule(now=True)
@@ -507,12 +507,11 @@ class AhaSection(QWidget):
         made_by = layer_meta.model(layer)
         model = f"model {made_by}" if made_by else f"labels layer '{layer.name}'"
         spacing = labels_spacing(layer) if np.ndim(layer.data) == 3 else None
-        self.status.setText(f"writing the report to {path}…")
-        return start_worker(write_report, np.asarray(image_layer.data), np.array(layer.data, copy=True),
-                            image_layer.name, model, spacing, self.levels, self.insertion or self.result.insertion,
-                            path, description="Writing the report",
-                            on_returned=lambda written: self._report_written(written),
-                            on_errored=self._on_error)
+        return self.report_runner.start(write_report, np.asarray(image_layer.data), np.array(layer.data, copy=True),
+                                        image_layer.name, model, spacing, self.levels,
+                                        self.insertion or self.result.insertion, path,
+                                        status=f"writing the report to {path}…", description="Writing the report",
+                                        on_returned=lambda written: self._report_written(written))
 
     def _report_written(self, written) -> None:
         page, table = written

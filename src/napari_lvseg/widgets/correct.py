@@ -42,9 +42,9 @@ from napari_lvseg.widgets._common import (
     register_widget,
     replaceable_labels,
     set_labels_undoably,
-    start_worker,
     user_data_dir,
 )
+from napari_lvseg.widgets.runner import Runner
 
 AUTOSAVE_DELAY_MS = 3000
 
@@ -199,7 +199,6 @@ class CorrectWidget(QWidget):
 
         self.viewer = napari_viewer = plain_viewer(napari_viewer)
         self.logic = CorrectLogic(folder)
-        self.worker = None
         self.edits = EditWatcher(self._edited)
         self.pending = None  # (image layer, labels layer) edited since the last autosave
         self.unsaved = None   # (image layer, labels layer) edited with autosave off and not saved since
@@ -237,6 +236,10 @@ class CorrectWidget(QWidget):
         self.next_button.clicked.connect(lambda *_: self.next_case())
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # closing the dock stops a ranking too: its cases would open in a viewer the user has moved on from
+        self.runner = Runner(self.next_button, self.status, stop_text="Stop ranking",
+                             stopping="stopping after the case in hand…", stopped="ranking stopped; no case queued",
+                             panel=self)
 
         form = QFormLayout()
         form.addRow("image", self.image_picker)
@@ -264,19 +267,21 @@ class CorrectWidget(QWidget):
         register_widget(napari_viewer, self)
 
     def event(self, event):
-        """Closing the dock saves pending edits at once and stops a ranking (its cases would open in a viewer the
-        user has moved on from). Hiding it (napari's window closing, another dock tab on top) saves them too: the
-        autosave timer would not outlive the window."""
+        """Closing the dock saves pending edits at once. Hiding it (napari's window closing, another dock tab on top)
+        saves them too: the autosave timer would not outlive the window."""
         from qtpy.QtCore import QEvent
 
         if closed_from_dock(self, event):
             self.flush_autosave()
             self._offer_unsaved(can_cancel=False)
-            if self.worker is not None:
-                self.worker.quit()
         elif event.type() == QEvent.Hide:
             self.flush_autosave()
         return super().event(event)
+
+    @property
+    def worker(self):
+        """The ranking's worker while it runs, else None."""
+        return self.runner.worker
 
     # -- helpers
     def refresh_models(self) -> None:
@@ -466,10 +471,7 @@ class CorrectWidget(QWidget):
     def next_case(self):
         """Open the next case of the ranked queue; the first call ranks the folder in a worker, and a call
         while it ranks stops it (after the case in hand; nothing is queued)."""
-        if self.worker is not None:
-            self.worker.quit()
-            self.next_button.setEnabled(False)
-            self.status.setText("stopping after the case in hand…")
+        if self.runner.stop():
             return None
         folder = folder_of(self.cases_edit, what="folder of cases")
         if self.logic.ranked_folder != folder:
@@ -484,22 +486,11 @@ class CorrectWidget(QWidget):
         model = self.model_picker.current_model()
         if model is None:
             raise LvsegError("no segmentation model installed to rank the cases")
-        self.next_button.setText("Stop ranking")
-        self.status.setText(f"ranking {len(cases)} cases by uncertainty…")
-        self.worker = start_worker(self.logic.rank_cases_steps, cases, model, description="Ranking cases",
-                                   total=len(cases),
-                                   on_yielded=lambda step: self.status.setText(
-                                       f"ranking cases by uncertainty: {step[0]} of {step[1]} done…"),
-                                   on_returned=lambda ranked: self._ranked(folder, ranked),
-                                   on_finished=self._worker_done)
-        return self.worker
-
-    def _worker_done(self):
-        if self.worker is not None and self.worker.abort_requested:
-            self.status.setText("ranking stopped; no case queued")
-        self.worker = None
-        self.next_button.setText("Next case")
-        self.next_button.setEnabled(True)
+        return self.runner.start(self.logic.rank_cases_steps, cases, model,
+                                 status=f"ranking {len(cases)} cases by uncertainty…",
+                                 step_status=lambda step: f"ranking cases by uncertainty: {step[0]} of {step[1]} done…",
+                                 description="Ranking cases", total=len(cases),
+                                 on_returned=lambda ranked: self._ranked(folder, ranked))
 
     @guarded
     def _ranked(self, folder, ranked_and_skipped):

@@ -28,7 +28,6 @@ from napari_lvseg.widgets._common import (
     EditWatcher,
     LayerPicker,
     ModelPicker,
-    closed_from_dock,
     edited_pixels,
     free_name,
     guarded,
@@ -39,9 +38,9 @@ from napari_lvseg.widgets._common import (
     register_widget,
     replaceable_labels,
     set_labels_undoably,
-    start_worker,
 )
 from napari_lvseg.widgets.aha_section import AhaSection
+from napari_lvseg.widgets.runner import Runner
 
 AUTOMATIC = "automatic"
 TABLE_COLUMNS = ("slice", "myocardium_px", "myocardium_mm2", "myocardium_mm3", "myocardium_g", "infarct_pct",
@@ -172,7 +171,6 @@ class SegmentWidget(QWidget):
 
         self.viewer = napari_viewer = plain_viewer(napari_viewer)
         self.logic = SegmentLogic()
-        self.worker = None
         self.labels_layer = None
         self.rows: list[dict] = []
         self.hidden: set[int] = set()
@@ -230,6 +228,9 @@ class SegmentWidget(QWidget):
         self.export_button.clicked.connect(lambda *_: self.export_csv())
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # closing the dock stops a segmentation too: its labels would have no panel to show them
+        self.runner = Runner(self.run_button, self.status, stopped="segmentation stopped; labels unchanged",
+                             failed="segmentation failed", panel=self)
         self.table.setMinimumHeight(150)   # the panel scrolls: the table keeps a few rows in view
         self.aha = AhaSection(napari_viewer, image_hint=self.image_picker.current_layer)
 
@@ -254,21 +255,17 @@ class SegmentWidget(QWidget):
     def refresh_models(self) -> None:
         self.model_picker.refresh()
 
-    def event(self, event):
-        """Closing the dock stops a segmentation: its labels would have no panel to show them."""
-        if closed_from_dock(self, event) and self.worker is not None:
-            self.worker.quit()
-        return super().event(event)
-
     # -- running
+    @property
+    def worker(self):
+        """The segmentation's worker while it runs, else None."""
+        return self.runner.worker
+
     @guarded
     def run(self):
         """Check the inputs and start segmentation in a worker; returns the worker (None if refused). A press while
         it runs stops it after the forward pass in hand (the labels stay as they were)."""
-        if self.worker is not None:
-            self.worker.quit()
-            self.run_button.setEnabled(False)
-            self.status.setText("stopping after the step in hand…")
+        if self.runner.stop():
             return None
         self.status.setText("")   # a refused run leaves no earlier result's line
         layer = self.image_picker.current_layer()
@@ -281,16 +278,12 @@ class SegmentWidget(QWidget):
         if center_layer is not None and center is None:
             raise LvsegError(f"Points layer '{center_layer.name}' has no points: add one at the LV centre")
         name, source, tta = layer.name, layer_meta.source_of(layer), self.tta.isChecked()
-        self.run_button.setText("Stop")
-        self.status.setText(f"segmenting {name} with {model}…")
-        self.worker = start_worker(self.logic.run_steps, np.asarray(image), model, tta, self.uncertainty.isChecked(),
-                                   center, name, tuple(layer.scale), description=f"Segmenting {name}",
-                                   total=self.logic.steps(image, tta, center, model),
-                                   on_yielded=lambda step: self.status.setText(
-                                       f"segmenting {name} with {model}: step {step[0]} of {step[1]}…"),
-                                   on_returned=lambda result: self.show_result(result, name, source, layer),
-                                   on_errored=self._on_error, on_finished=self._on_finished)
-        return self.worker
+        return self.runner.start(self.logic.run_steps, np.asarray(image), model, tta, self.uncertainty.isChecked(),
+                                 center, name, tuple(layer.scale), status=f"segmenting {name} with {model}…",
+                                 step_status=lambda step: f"segmenting {name} with {model}: step {step[0]} of "
+                                                          f"{step[1]}…",
+                                 description=f"Segmenting {name}", total=self.logic.steps(image, tta, center, model),
+                                 on_returned=lambda result: self.show_result(result, name, source, layer))
 
     def run_blocking(self):
         """Segment the picked image in this thread (the demo and scripts); returns the labels layer."""
@@ -301,19 +294,6 @@ class SegmentWidget(QWidget):
         result = self.logic.run(np.asarray(self.logic.image_data(layer)), model, self.tta.isChecked(),
                                 self.uncertainty.isChecked(), None, layer.name)
         return self.show_result(result, layer.name, layer_meta.source_of(layer), layer)
-
-    def _on_error(self, exc):
-        from napari_lvseg.widgets._common import notify_error
-
-        self.status.setText("segmentation failed")
-        notify_error(exc)
-
-    def _on_finished(self):
-        if self.worker is not None and self.worker.abort_requested:
-            self.status.setText("segmentation stopped; labels unchanged")
-        self.worker = None
-        self.run_button.setText("Segment")
-        self.run_button.setEnabled(True)
 
     @guarded
     def show_result(self, result, image_name: str, source: str, image_layer=None):

@@ -20,7 +20,6 @@ from napari_lvseg.widgets._common import (
     LayerPicker,
     ModelPicker,
     choose_folder,
-    closed_from_dock,
     folder_of,
     guarded,
     notify_info,
@@ -28,9 +27,9 @@ from napari_lvseg.widgets._common import (
     register_widget,
     set_labels_undoably,
     spin_box,
-    start_worker,
     user_data_dir,
 )
+from napari_lvseg.widgets.runner import Runner
 
 ACTIONS = ("grow infarct", "shrink infarct", "add no-reflow", "remove no-reflow", "random variant")
 SCOPES = ("current slice", "whole stack")
@@ -219,8 +218,6 @@ class SynthesizeWidget(QWidget):
 
         self.viewer = napari_viewer = plain_viewer(napari_viewer)
         self.logic = SynthesizeLogic()
-        self.worker = None
-        self.edit_worker = None   # a whole-stack edit in progress
         self.results: list[tuple[int, np.ndarray]] = []
         self.results_mask = None
         self.results_source = ""
@@ -286,6 +283,10 @@ class SynthesizeWidget(QWidget):
         self.add_button.clicked.connect(lambda *_: self.add_to_dataset())
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        # closing the dock stops a synthesis too: its images would have no panel to add them to a dataset
+        self.runner = Runner(self.run_button, self.status, stopping="stopping after the image in hand…",
+                             stopped="synthesis stopped; no image added", panel=self)
+        self.edit_runner = Runner(self.apply_button, self.status, stop_text=None)   # a whole-stack edit
 
         form = QFormLayout()
         form.addRow("mask", self.mask_picker)
@@ -314,11 +315,10 @@ class SynthesizeWidget(QWidget):
         self._mask_changed()
         register_widget(napari_viewer, self)
 
-    def event(self, event):
-        """Closing the dock stops a synthesis: its images would have no panel to add them to a dataset."""
-        if closed_from_dock(self, event) and self.worker is not None:
-            self.worker.quit()
-        return super().event(event)
+    @property
+    def worker(self):
+        """The synthesis's worker while it runs, else None."""
+        return self.runner.worker
 
     def refresh_models(self) -> None:
         self.model_picker.refresh()
@@ -478,12 +478,10 @@ class SynthesizeWidget(QWidget):
         args = (mask, action, z, self.pixels.value(), self.seed.value())
         if mask.ndim == 2 or z is not None:
             return self._edited(layer, mask, action, self.logic.apply_action(*args))
-        self.apply_button.setEnabled(False)
-        self.status.setText(f"{action}: editing {mask.shape[0]} slices…")
-        self.edit_worker = start_worker(self.logic.apply_action, *args, description=f"{action} ({layer.name})",
-                                        on_returned=lambda edited: self._edited(layer, mask, action, edited),
-                                        on_finished=lambda: self.apply_button.setEnabled(True))
-        return self.edit_worker
+        return self.edit_runner.start(self.logic.apply_action, *args,
+                                      status=f"{action}: editing {mask.shape[0]} slices…",
+                                      description=f"{action} ({layer.name})",
+                                      on_returned=lambda edited: self._edited(layer, mask, action, edited))
 
     @guarded
     def _edited(self, layer, mask, action: str, edited):
@@ -501,10 +499,7 @@ class SynthesizeWidget(QWidget):
     @guarded
     def run(self):
         """Synthesize in a worker; a press while it runs stops it after the image in hand (nothing is added)."""
-        if self.worker is not None:
-            self.worker.quit()
-            self.run_button.setEnabled(False)
-            self.status.setText("stopping after the image in hand…")
+        if self.runner.stop():
             return None
         layer = self.mask_picker.current_layer()
         mask = self.logic.mask_data(layer)
@@ -521,22 +516,11 @@ class SynthesizeWidget(QWidget):
         context, where = self.context_arguments(layer, mask, model)
         name, n = layer.name, self.n_variants.value()
         self.results = []   # a stopped or failed run must not leave the previous images to be added
-        self.run_button.setText("Stop")
-        self.status.setText(f"synthesizing {n} image(s) from {name}{where}…")
-        self.worker = start_worker(self.logic.run_steps, mask, n, model, self.seed.value(), **context,
-                                   description=f"Synthesizing from {name}", total=n,
-                                   on_yielded=lambda done: self.status.setText(
-                                       f"synthesizing from {name}: {done} of {n} done…"),
-                                   on_returned=lambda results: self.show_results(results, mask, name, model, layer),
-                                   on_finished=self._finished)
-        return self.worker
-
-    def _finished(self):
-        if self.worker is not None and self.worker.abort_requested:
-            self.status.setText("synthesis stopped; no image added")
-        self.worker = None
-        self.run_button.setText("Synthesize")
-        self.run_button.setEnabled(True)
+        return self.runner.start(self.logic.run_steps, mask, n, model, self.seed.value(), **context,
+                                 status=f"synthesizing {n} image(s) from {name}{where}…",
+                                 step_status=lambda done: f"synthesizing from {name}: {done} of {n} done…",
+                                 description=f"Synthesizing from {name}", total=n,
+                                 on_returned=lambda results: self.show_results(results, mask, name, model, layer))
 
     @guarded
     def show_results(self, results, mask, mask_name: str, model=None, mask_layer=None) -> list:
