@@ -259,3 +259,23 @@ def test_fine_tuning_keeps_the_models_head_and_refuses_another(trained, phantom_
     card = json.loads((tmp_path / "c" / "card.json").read_text())
     assert card["params"]["head"] == "regions" and card["training"]["loss"].startswith("Dice + BCE")
     assert json.loads((tmp_path / "c" / "options.json").read_text())["head"] == "regions"
+
+
+def test_a_regions_segmentation_guide_scores_its_class_probabilities():
+    """The synthesis task's frozen segmentation guide: a regions network's cross-entropy is that of its 5-class
+    probabilities (a softmax one's exactly as before), differentiable in the generated image."""
+    import types
+
+    from napari_lvseg.engine.synthesis import SynthesisTask
+
+    labels = torch.randint(0, 5, (2, 16, 16), generator=torch.Generator().manual_seed(0))
+    for head in HEADS:
+        torch.manual_seed(0)
+        guide = AttentionResUNet(out_channels=out_channels(head), head=head, base_width=2, depth=2).eval()
+        task = types.SimpleNamespace(guide=guide, guide_channels=1, l1_weights=torch.ones(5),
+                                     guide_card=types.SimpleNamespace(normalization={"low": 1, "high": 99}),
+                                     options=types.SimpleNamespace(seg_guide_blur=0.0))
+        fake = (torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(1)) * 2 - 1).requires_grad_(True)
+        loss = SynthesisTask.guide_loss(task, fake, labels)
+        loss.backward()
+        assert torch.isfinite(loss) and fake.grad.abs().sum() > 0
