@@ -133,6 +133,10 @@ def variants(cases):
             *in_surroundings(im, lb, others(i), offset(i)), 1.5, 1.5),
         "surroundings, pixels 1.33x larger (192 x 192)": lambda i, im, lb: rescale_pair(
             *in_surroundings(im, lb, others(i), offset(i)), 0.75, 0.75),
+        "other cases' surroundings (256 x 256) under a coil's shading (strength 0.45)": lambda i, im, lb: (
+            lambda img, lab: (shading(img, 0.45), lab))(*in_surroundings(im, lb, others(i), offset(i))),
+        "other cases' surroundings (256 x 256) under a coil's shading (strength 1.1)": lambda i, im, lb: (
+            lambda img, lab: (shading(img, 1.1), lab))(*in_surroundings(im, lb, others(i), offset(i))),
         "512 x 512 field of view, pixels 2x smaller": lambda i, im, lb: rescale_pair(
             *in_surroundings(im, lb, others(i), offset(i)), 2.0, 2.0),
     }
