@@ -333,14 +333,14 @@ def test_panels_opened_from_the_plugins_menu_find_each_other_and_their_layers(ma
                                                                              errors):
     """napari hands a menu-opened panel a proxy of the viewer that wraps every layer anew: the panels work on the
     viewer itself, so a trained model reaches the other panels and a panel's new layer becomes its choice."""
-    from napari_lvseg.widgets._common import live_widgets
+    from napari_lvseg.widgets.panel_state import PanelState
 
     monkeypatch.setenv("LVSEG_DATA_DIR", str(tmp_path / "data"))
     viewer = make_napari_viewer()
     _, train = viewer.window.add_plugin_dock_widget("napari-lvseg", "Train")
     _, segment = viewer.window.add_plugin_dock_widget("napari-lvseg", "Segment LV")
     _, synthesize = viewer.window.add_plugin_dock_widget("napari-lvseg", "Synthesize")
-    assert {train, segment, synthesize} <= set(live_widgets(viewer))
+    assert {train, segment, synthesize} <= set(PanelState.of(viewer).panels)
 
     viewer.add_labels(np.zeros((64, 64), np.uint8), name="case labels")
     ring = synthesize.new_mask()

@@ -1,20 +1,16 @@
-"""Shared pieces of the dock widgets: layer and model pickers, notifications, workers, the live-widget registry."""
+"""Shared pieces of the dock widgets: layer and model pickers, notifications, workers, docking the panels."""
 
 from __future__ import annotations
 
 import functools
-import os
 import weakref
-from pathlib import Path
 
 from qtpy.QtCore import QEvent, QTimer
 from qtpy.QtWidgets import QComboBox, QScrollArea
 
 from napari_lvseg import layer_meta
 from napari_lvseg.errors import LvsegError
-
-DATA_DIR_ENV = "LVSEG_DATA_DIR"
-
+from napari_lvseg.widgets.panel_state import PanelState
 
 # ------------------------------------------------------------------------------------ notifications
 
@@ -180,18 +176,6 @@ def _runtime_errors_kept(steps_function):
 
 
 # ------------------------------------------------------------------------------------ folders
-
-def user_data_dir() -> Path:
-    """``$LVSEG_DATA_DIR``, else ``<user data dir>/napari-lvseg``."""
-    env = os.environ.get(DATA_DIR_ENV)
-    if env:
-        return Path(env).expanduser()
-    try:
-        from platformdirs import user_data_dir as platform_dir
-    except ImportError:
-        return Path.home() / ".local" / "share" / "napari-lvseg"
-    return Path(platform_dir("napari-lvseg"))
-
 
 def choose_folder(parent, title: str, start: str = "") -> str:
     """A folder chosen in a dialog ('' when cancelled)."""
@@ -449,25 +433,13 @@ class ModelPicker(QComboBox):
         return index >= 0
 
 
-# ------------------------------------------------------------------------- live widgets per viewer
-
-def plain_viewer(viewer):
-    """The viewer itself, not napari's ``PublicOnlyProxy`` of it that a panel opened from the Plugins menu gets.
-
-    The proxy wraps every layer it hands out anew, so ``layer is other`` fails between two panels, or between a
-    panel and a layer event, and each panel's proxy has an ``id`` of its own: the panels would not find each
-    other's layers or each other (a trained model would not reach the other pickers)."""
-    return getattr(viewer, "__wrapped__", viewer)
-
-
-_LIVE: dict[int, weakref.WeakSet] = {}
-
+# ------------------------------------------------------------------------------- docking the panels
 
 def register_widget(viewer, widget) -> None:
-    """Remember ``widget`` as one of this viewer's lvseg widgets (weakly: closing it forgets it), and make it fit a
-    laptop screen: its content scrolls (`make_scrollable`) and, once docked, it joins the other lvseg panels of its
-    dock area as a tab (`tabify_when_docked`), so four panels never stack past the screen's height."""
-    _LIVE.setdefault(id(viewer), weakref.WeakSet()).add(widget)
+    """Count ``widget`` among this viewer's lvseg panels (`PanelState.panels`: weakly, closing it forgets it), and
+    make it fit a laptop screen: its content scrolls (`make_scrollable`) and, once docked, it joins the other lvseg
+    panels of its dock area as a tab (`tabify_when_docked`), so four panels never stack past the screen's height."""
+    PanelState.of(viewer).panels.add(widget)
     make_scrollable(widget)
     tabify_when_docked(widget)
 
@@ -559,7 +531,7 @@ def tabify_with_panels(dock) -> bool:
     if not isinstance(window, QMainWindow) or dock.isFloating():
         return False
     area = window.dockWidgetArea(dock)
-    panels = {id(w) for ws in _LIVE.values() for w in ws}
+    panels = {id(w) for w in PanelState.every_panel()}
     docks = [d for d in window.findChildren(QDockWidget) if not d.isFloating() and id(d.widget()) in panels
              and window.dockWidgetArea(d) == area and (d is dock or not d.isHidden())]
     if len(docks) < 2:
@@ -572,25 +544,6 @@ def tabify_with_panels(dock) -> bool:
     dock.show()
     dock.raise_()
     return True
-
-
-def live_widgets(viewer) -> list:
-    return list(_LIVE.get(id(viewer), ()))
-
-
-def refresh_model_pickers(viewer) -> int:
-    """Call ``refresh_models()`` on every live lvseg widget of ``viewer``; returns how many were refreshed."""
-    count = 0
-    for widget in live_widgets(viewer):
-        refresh = getattr(widget, "refresh_models", None)
-        if refresh is None:
-            continue
-        try:
-            refresh()
-            count += 1
-        except RuntimeError:  # the Qt side is already deleted
-            continue
-    return count
 
 
 def labels_spacing(layer):

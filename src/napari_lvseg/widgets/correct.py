@@ -38,19 +38,14 @@ from napari_lvseg.widgets._common import (
     is_new_case_image,
     notify_info,
     notify_warning,
-    plain_viewer,
     register_widget,
     replaceable_labels,
     set_labels_undoably,
-    user_data_dir,
 )
+from napari_lvseg.widgets.panel_state import PanelState, default_annotation_dir, plain_viewer
 from napari_lvseg.widgets.runner import Runner
 
 AUTOSAVE_DELAY_MS = 3000
-
-
-def default_annotation_dir() -> Path:
-    return user_data_dir() / "annotations"
 
 
 class CorrectLogic:
@@ -198,7 +193,9 @@ class CorrectWidget(QWidget):
         from napari.layers import Image, Labels
 
         self.viewer = napari_viewer = plain_viewer(napari_viewer)
-        self.logic = CorrectLogic(folder)
+        self.state = PanelState.of(napari_viewer)   # the annotation folder is the viewer's (Train adds it)
+        self.logic = CorrectLogic(folder or self.state.annotation_folder)
+        self.state.annotation_folder = self.logic.folder
         self.edits = EditWatcher(self._edited)
         self.pending = None  # (image layer, labels layer) edited since the last autosave
         self.unsaved = None   # (image layer, labels layer) edited with autosave off and not saved since
@@ -264,6 +261,7 @@ class CorrectWidget(QWidget):
         self.labels_picker.currentIndexChanged.connect(lambda *_: self._watch())
         self._watch()
         self.check_saved()
+        self.state.models_changed.connect(self.refresh_models)   # a model was trained
         register_widget(napari_viewer, self)
 
     def event(self, event):
@@ -314,7 +312,7 @@ class CorrectWidget(QWidget):
         except LvsegError:
             self.folder_edit.setText(str(self.logic.folder))   # the folder in use stays in use, and shown
             raise
-        self.logic.folder = folder
+        self.logic.folder = self.state.annotation_folder = folder
         self.status.setText(f"corrections are saved in {folder}")   # no word left about the folder before
         self.check_saved()
 

@@ -34,12 +34,12 @@ from napari_lvseg.widgets._common import (
     is_new_case_image,
     labels_spacing,
     notify_info,
-    plain_viewer,
     register_widget,
     replaceable_labels,
     set_labels_undoably,
 )
 from napari_lvseg.widgets.aha_section import AhaSection
+from napari_lvseg.widgets.panel_state import PanelState, plain_viewer
 from napari_lvseg.widgets.runner import Runner
 
 AUTOMATIC = "automatic"
@@ -249,6 +249,7 @@ class SegmentWidget(QWidget):
         self.refresh_timer.timeout.connect(self.refresh_table)
         self.edits = EditWatcher(self._schedule_refresh)   # the labels layer's edits refresh the table
         napari_viewer.layers.events.removed.connect(self._layer_removed)
+        PanelState.of(napari_viewer).models_changed.connect(self.refresh_models)   # a model was trained
         register_widget(napari_viewer, self)
 
     # -- models

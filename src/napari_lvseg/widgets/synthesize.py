@@ -23,12 +23,11 @@ from napari_lvseg.widgets._common import (
     folder_of,
     guarded,
     notify_info,
-    plain_viewer,
     register_widget,
     set_labels_undoably,
     spin_box,
-    user_data_dir,
 )
+from napari_lvseg.widgets.panel_state import PanelState, default_synthetic_dir, plain_viewer
 from napari_lvseg.widgets.runner import Runner
 
 ACTIONS = ("grow infarct", "shrink infarct", "add no-reflow", "remove no-reflow", "random variant")
@@ -46,10 +45,6 @@ CONTEXT_TIP = ("Real image the mask is rendered into by a context generator: onl
                "pixel outside it stays this image's. Default: the image the mask belongs to. 'none': a donor slice "
                "of the open images with labels, the one nearest in LV size.")
 DONOR_TIP = "Without a context image: which donor slice, by LV size (0: the nearest, 1: the next, ...)."
-
-
-def default_synthetic_dir() -> Path:
-    return user_data_dir() / "synthetic"
 
 
 def what_if_name(name: str) -> str:
@@ -217,6 +212,7 @@ class SynthesizeWidget(QWidget):
         from napari.layers import Labels
 
         self.viewer = napari_viewer = plain_viewer(napari_viewer)
+        self.state = PanelState.of(napari_viewer)   # the synthetic folder is the viewer's (Train adds it)
         self.logic = SynthesizeLogic()
         self.results: list[tuple[int, np.ndarray]] = []
         self.results_mask = None
@@ -270,8 +266,10 @@ class SynthesizeWidget(QWidget):
         self.run_button.setToolTip(tips.RUN_SYNTH)
         self.run_button.clicked.connect(lambda *_: self.run())
 
-        self.folder_edit = QLineEdit(str(folder or default_synthetic_dir()))
+        self.folder_edit = QLineEdit(str(folder or self.state.synthetic_folder))
         self.folder_edit.setToolTip(tips.SYNTH_FOLDER)
+        self.folder_edit.textChanged.connect(self._folder_changed)
+        self._folder_changed(self.folder_edit.text())
         choose = QPushButton("…")
         choose.setToolTip(tips.CHOOSE_FOLDER)
         choose.clicked.connect(lambda *_: self._choose())
@@ -313,6 +311,7 @@ class SynthesizeWidget(QWidget):
         layout.addWidget(self.status)
         layout.addStretch(1)
         self._mask_changed()
+        self.state.models_changed.connect(self.refresh_models)   # a model was trained
         register_widget(napari_viewer, self)
 
     @property
@@ -394,6 +393,10 @@ class SynthesizeWidget(QWidget):
             data = None if other is None else np.asarray(other.data)
         ok = data is not None and data.shape == tuple(image.data.shape) and not lb.invalid_values(data)
         return data.astype(np.uint8) if ok else None
+
+    def _folder_changed(self, text: str) -> None:
+        """The folder field is the viewer's synthetic folder as it is typed (empty: the default)."""
+        self.state.synthetic_folder = Path(text.strip()).expanduser() if text.strip() else None
 
     @guarded
     def _choose(self):

@@ -35,19 +35,15 @@ from napari_lvseg.widgets._common import (
     ask_before_window_closes,
     choose_folder,
     closed_from_dock,
-    folder_of,
     guarded,
-    live_widgets,
     notify_error,
     notify_info,
     notify_warning,
-    plain_viewer,
-    refresh_model_pickers,
     register_widget,
     start_worker,
-    user_data_dir,
 )
 from napari_lvseg.widgets.option_fields import field_value, make_field, train_schema
+from napari_lvseg.widgets.panel_state import PanelState, plain_viewer, user_data_dir
 
 DICE_KEYS = {lb.SHORT_NAMES[c]: c for c in lb.FOREGROUND}
 # what the plot's lower half shows per task: its title and {metric key: colour (r, g, b, a in 0..1)}
@@ -236,6 +232,7 @@ class TrainWidget(QWidget):
     def __init__(self, napari_viewer):
         super().__init__()
         self.viewer = napari_viewer = plain_viewer(napari_viewer)
+        self.state = PanelState.of(napari_viewer)   # the folders the other panels write; a trained model's news
         self.logic = TrainLogic()
         self.worker = None
         self.options = None
@@ -268,9 +265,9 @@ class TrainWidget(QWidget):
         add_cases = QPushButton("+ cases")
         add_cases.clicked.connect(lambda *_: self._choose_source("Folder of EMIDEC cases or pairs"))
         add_annotations = QPushButton("+ annotations")
-        add_annotations.clicked.connect(lambda *_: self.add_source(self._annotation_dir()))
+        add_annotations.clicked.connect(lambda *_: self.add_source(self.state.annotation_folder))
         add_synthetic = QPushButton("+ synthetic")
-        add_synthetic.clicked.connect(lambda *_: self.add_source(self._synthetic_dir()))
+        add_synthetic.clicked.connect(lambda *_: self.add_source(self.state.synthetic_folder))
         remove = QPushButton("−")
         remove.setToolTip(tips.REMOVE_SOURCE)
         remove.clicked.connect(lambda *_: self.remove_selected_source())
@@ -346,6 +343,7 @@ class TrainWidget(QWidget):
         layout.addWidget(self.note)
         layout.addWidget(self.plot, 1)
         self._update_buttons()
+        self.state.models_changed.connect(self.refresh_models)   # another panel's run registered a model
         register_widget(napari_viewer, self)
 
     # -- state
@@ -421,22 +419,6 @@ class TrainWidget(QWidget):
                 raise LvsegError(f"mixing ratio of {path} must be a number, got {text!r}") from None
             sources.append((path, ratio))
         return sources
-
-    def _annotation_dir(self):
-        from napari_lvseg.widgets.correct import CorrectWidget, default_annotation_dir
-
-        for widget in live_widgets(self.viewer):
-            if isinstance(widget, CorrectWidget):
-                return widget.logic.folder
-        return default_annotation_dir()
-
-    def _synthetic_dir(self):
-        from napari_lvseg.widgets.synthesize import SynthesizeWidget, default_synthetic_dir
-
-        for widget in live_widgets(self.viewer):
-            if isinstance(widget, SynthesizeWidget):
-                return folder_of(widget.folder_edit, default_synthetic_dir())
-        return default_synthetic_dir()
 
     @guarded
     def _choose_source(self, title):
@@ -578,7 +560,7 @@ class TrainWidget(QWidget):
 
     def _register(self, model_dir, how: str) -> None:
         path = self.logic.register(model_dir)
-        refresh_model_pickers(self.viewer)
+        self.state.models_changed.emit()   # every model picker of the viewer, this panel's too
         self.status.setText(f"{how}; model registered as {path.name}")
         notify_info(f"training {how}; model '{path.name}' is now in the model lists")
 
