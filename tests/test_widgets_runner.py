@@ -29,7 +29,8 @@ def test_the_button_stops_the_job_after_the_step_in_hand_and_comes_back(qtbot, e
     button, status = QPushButton("Go"), QLabel("")
     runner = Runner(button, status, stopped="stopped; nothing changed")
     gate, returned = StepGate(counting), []
-    worker = runner.start(steps_of(gate), 50, status="going…", step_status=lambda k: f"step {k}", on_returned=returned.append)
+    worker = runner.start(steps_of(gate), 50, status="going…", step_status=lambda k: f"step {k}",
+                          on_returned=returned.append)
     assert runner.running and button.text() == "Stop" and button.isEnabled() and status.text() == "going…"
     worker.yielded.connect(lambda _: (runner.stop(), gate.pressed.set()))
     gate.connected.set()
