@@ -60,3 +60,17 @@ def errors(monkeypatch):
         if hasattr(module, "notify_error"):
             monkeypatch.setattr(module, "notify_error", collect)
     return shown
+
+
+@pytest.fixture(scope="module")
+def phantom_pairs(tmp_path_factory):
+    """Five 3-slice phantom cases of 64 pixels as a pair folder (origin real): the tiny training runs' data."""
+    from napari_lvseg.data.phantom import make_phantom
+    from napari_lvseg.io.pairs import PairFolder
+
+    root = tmp_path_factory.mktemp("pairs")
+    folder = PairFolder(root)
+    for seed in range(5):
+        image, labels = make_phantom(n_slices=3, size=64, seed=seed)
+        folder.add(image, labels, origin="real", source=f"phantom{seed}", name=f"phantom{seed}")
+    return root

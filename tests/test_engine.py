@@ -14,16 +14,6 @@ from napari_lvseg.errors import LvsegError
 from napari_lvseg.io.pairs import PairFolder
 
 
-@pytest.fixture(scope="module")
-def phantom_pairs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pairs")
-    folder = PairFolder(root)
-    for seed in range(5):
-        image, labels = make_phantom(n_slices=3, size=64, seed=seed)
-        folder.add(image, labels, origin="real", source=f"phantom{seed}", name=f"phantom{seed}")
-    return root
-
-
 def options(data, out, **kw):
     base = dict(data=[str(data)], out=str(out), epochs=2, samples_per_epoch=8, batch_size=4, size=64,
                 width=4, depth=3, seed=3, threads=1, val_fraction=0.4, checkpoint_every=1, augment="light")

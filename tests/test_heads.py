@@ -11,13 +11,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from test_engine import options
 from torch import nn
 
 from napari_lvseg.data.phantom import make_phantom
 from napari_lvseg.engine import TrainOptions, train
 from napari_lvseg.engine.schema import OptionError
 from napari_lvseg.errors import LvsegError
-from napari_lvseg.io.pairs import PairFolder
 from napari_lvseg.labels import CAVITY, MYOCARDIUM
 from napari_lvseg.models.attention_res_unet import AttentionResUNet
 from napari_lvseg.models.heads import (
@@ -128,20 +128,6 @@ def test_a_card_with_an_unknown_head_is_refused_in_one_line(tmp_path):
 
 
 # -- training, loading, segmenting ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def phantom_pairs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("pairs")
-    folder = PairFolder(root)
-    for seed in range(5):
-        image, labels = make_phantom(n_slices=3, size=64, seed=seed)
-        folder.add(image, labels, origin="real", source=f"phantom{seed}", name=f"phantom{seed}")
-    return root
-
-
-def options(data, out, **kw):
-    base = dict(data=[str(data)], out=str(out), epochs=2, samples_per_epoch=8, batch_size=4, size=64,
-                width=4, depth=3, seed=3, threads=1, val_fraction=0.4, checkpoint_every=1, augment="light")
-    return TrainOptions(**{**base, **kw})
 
 
 @pytest.fixture(scope="module")

@@ -334,16 +334,7 @@ class SynthesisTask(Task):
         composite = weights * fake + (1.0 - weights) * real
         cond = torch.cat([one_hot(labels), region_f], dim=1)
 
-        d_real = self.net_d(cond, real)
-        d_fake = self.net_d(cond, composite.detach())
-        loss_d = 0.5 * (self.bce(d_real, d_real.new_ones(d_real.shape))
-                        + self.bce(d_fake, d_fake.new_zeros(d_fake.shape)))
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
-
-        d_fake = self.net_d(cond, composite)
-        adversarial = self.bce(d_fake, d_fake.new_ones(d_fake.shape))
+        loss_d, adversarial = self.critic_step(cond, real, composite)
         w = self.l1_weights[labels][:, None] * region_f   # inside the region only
         l1 = (w * (fake - real).abs()).sum() / w.sum().clamp_min(1e-6)
         loss_g = adversarial + self.options.l1_lambda * l1
@@ -352,6 +343,19 @@ class SynthesisTask(Task):
         self.opt_g.step()
         return {"loss": float(loss_g.detach()), "g_adv": float(adversarial.detach()), "l1": float(l1.detach()),
                 "d": float(loss_d.detach()), "lr": self.opt_g.param_groups[0]["lr"]}
+
+    def critic_step(self, cond, real, fake):
+        """One discriminator update (real pairs -> 1, generated pairs -> 0); returns its loss and the generator's
+        adversarial loss against the just updated critic."""
+        d_real = self.net_d(cond, real)
+        d_fake = self.net_d(cond, fake.detach())
+        loss_d = 0.5 * (self.bce(d_real, d_real.new_ones(d_real.shape))
+                        + self.bce(d_fake, d_fake.new_zeros(d_fake.shape)))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        d_fake = self.net_d(cond, fake)
+        return loss_d, self.bce(d_fake, d_fake.new_ones(d_fake.shape))
 
     def train_step(self, epoch: int, step: int) -> dict:
         from ..models.pix2pix import one_hot
@@ -363,18 +367,8 @@ class SynthesisTask(Task):
         self.generator.train()
         fake = self.net_g(cond)
 
-        # Discriminator: real pairs -> 1, generated pairs -> 0.
-        d_real = self.net_d(cond, real)
-        d_fake = self.net_d(cond, fake.detach())
-        loss_d = 0.5 * (self.bce(d_real, d_real.new_ones(d_real.shape))
-                        + self.bce(d_fake, d_fake.new_zeros(d_fake.shape)))
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d.backward()
-        self.opt_d.step()
-
+        loss_d, adversarial = self.critic_step(cond, real, fake)
         # Generator: fool the (just updated) critic and stay close to the real image.
-        d_fake = self.net_d(cond, fake)
-        adversarial = self.bce(d_fake, d_fake.new_ones(d_fake.shape))
         weights = self.l1_weights[labels][:, None]
         l1 = (weights * (fake - real).abs()).sum() / weights.sum()
         loss_g = adversarial + self.options.l1_lambda * l1
