@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -175,30 +176,71 @@ def field_of_view_speed(cases, model, repeats: int = 3):
     return out
 
 
+def fold_groups(config, folds: int, data, last: bool = True, post_from=None) -> list:
+    """``[(model, cases)]``, one per fold of a cross-validation: each fold's own network (its last epoch unless
+    ``last`` is False) with the cases it never trained on, so that every case is scored by a model that did not see
+    it. ``post_from``: a model whose card's post-processing every fold network applies (the shipped ensemble's)."""
+    sys.path.insert(0, str(ROOT))
+    from napari_lvseg.models.registry import load_model, model_card_only
+    from training import cross_validate as cv
+
+    post = model_card_only(post_from, task="segmentation").extra.get("postprocess") if post_from else None
+    groups = []
+    for k in range(1, folds + 1):
+        run, _, finished = cv.fold_state(config, folds, k)
+        if not finished:
+            print(f"fold {k} left out: it has not finished ({run})")
+            continue
+        model = load_model(cv.last_epoch_model(run) if last else run, task="segmentation")
+        if post is not None:
+            model[1].extra["postprocess"] = post
+        names = json.loads(cv.fold_path(folds, k).read_text())["val"]
+        groups.append((model, read_cases(data, set(names))))
+    return groups
+
+
+def read_cases(data, wanted) -> list:
+    """``[(name, image, labels)]`` of the EMIDEC cases named in ``wanted``, in folder order."""
+    from napari_lvseg.io.emidec import find_cases, read_case
+
+    cases = []
+    for case in find_cases(data):
+        if case.name in wanted:
+            image, labels = read_case(case)
+            cases.append((case.name, image.data.astype(np.float32), labels.data.astype(np.uint8)))
+    return cases
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "emidec-lge-128"))
     parser.add_argument("--split", default=str(ROOT / "training" / "split.json"))
     parser.add_argument("--cases", default="val,test", help="the split's parts to use (comma-separated)")
     parser.add_argument("--model", default=None, help="model name or folder (default: the bundled default)")
+    parser.add_argument("--out-of-fold", metavar="CONFIG", help="a cross-validated config: every case of every fold, "
+                        "each segmented by its fold's network (last epoch)")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--post-from", metavar="MODEL", help="with --out-of-fold: the post-processing of this "
+                        "model's card (default: the bundled default's)")
+    parser.add_argument("--report", help="the unchanged input's full report (three protocols, 95 %% intervals), JSON")
     parser.add_argument("--only", default="", help="comma-separated substrings of the variants to run")
     parser.add_argument("--json", default="", help="write the rows here too")
     parser.add_argument("--speed", action="store_true", help="only the field-of-view timings")
     args = parser.parse_args(argv)
 
     from napari_lvseg.inference import segment
-    from napari_lvseg.io.emidec import find_cases, read_case
     from napari_lvseg.models.registry import load_model
 
-    split = json.loads(Path(args.split).read_text())
-    wanted = {name for part in args.cases.split(",") for name in split[part]}
-    cases = []
-    for case in find_cases(args.data):
-        if case.name in wanted:
-            image, labels = read_case(case)
-            cases.append((case.name, image.data.astype(np.float32), labels.data.astype(np.uint8)))
-    model = load_model(args.model, task="segmentation")
-    print(f"{len(cases)} cases, model {model[1].name}")
+    if args.out_of_fold:
+        groups = fold_groups(args.out_of_fold, args.folds, args.data, post_from=args.post_from or "lvseg-seg")
+        print(f"{sum(len(c) for _, c in groups)} cases out of fold, {len(groups)} of {args.folds} fold networks of "
+              f"{Path(args.out_of_fold).stem}, post-processing {groups[0][0][1].extra.get('postprocess')}")
+    else:
+        split = json.loads(Path(args.split).read_text())
+        model = load_model(args.model, task="segmentation")
+        groups = [(model, read_cases(args.data, {name for part in args.cases.split(",") for name in split[part]}))]
+        print(f"{len(groups[0][1])} cases, model {model[1].name}")
+    model, cases = groups[0]
     segment(cases[0][1], model)   # warm-up
     if args.speed:
         times = field_of_view_speed(cases, model)
@@ -206,20 +248,29 @@ def main(argv=None):
         for name, seconds in times.items():
             print(f"| {name} | {seconds:.2f} s | {seconds / base:.2f} |")
         return
+    made = [variants(group_cases) for _, group_cases in groups]   # per group: surroundings from its own cases
     rows, base = [], None
-    for name, make in variants(cases).items():
+    for name in made[0]:
         chosen = not args.only or any(s.strip() and s.strip() in name for s in args.only.split(","))
         if not chosen and (base is not None or not name.startswith("as they are")):   # the baseline always runs
             continue
         pairs, seconds, zooms = [], 0.0, []
-        for i, (_, image, labels) in enumerate(cases):
-            img, lab = make(i, image, labels)
-            start = time.perf_counter()
-            result = segment(img, model)
-            seconds += time.perf_counter() - start
-            zooms.append(result.info.get("zoom", 1.0))
-            pairs.append((result.labels, lab))
-        pooled, per_case = score(pairs)
+        for (group_model, group_cases), group_variants in zip(groups, made):
+            for i, (case_name, image, labels) in enumerate(group_cases):
+                img, lab = group_variants[name](i, image, labels)
+                start = time.perf_counter()
+                result = segment(img, group_model)
+                seconds += time.perf_counter() - start
+                zooms.append(result.info.get("zoom", 1.0))
+                pairs.append((case_name, result.labels, lab))
+        pooled, per_case = score([(labels, truth) for _, labels, truth in pairs])
+        if base is None and args.report:
+            from napari_lvseg.evaluation import evaluate_cases
+
+            report = evaluate_cases({n: (labels, truth) for n, labels, truth in pairs},
+                                    meta={"command": " ".join(["bench_robustness.py"] + (argv or sys.argv[1:]))})
+            report.to_json(args.report)
+            print(report.tables())
         base = base or (pooled, per_case, seconds)
         row = {"variant": name, "pooled": round(pooled, 3), "per_case": round(per_case, 3),
                "pooled_ratio": round(pooled / base[0], 3), "per_case_ratio": round(per_case / base[1], 3),

@@ -517,6 +517,23 @@ def test_ensemble_averages_member_probabilities_and_round_trips(tmp_path):
     assert labels.shape == (2, 32, 32) and labels.dtype == np.uint8
 
 
+def test_an_ensemble_of_fold_models_expects_the_median_lv_size_of_its_members():
+    """Fold models each record their own training cases' LV size; the ensemble zooms to their median. Members read
+    at different pixel sizes (or one recording none) leave the ensemble without an expectation."""
+    from napari_lvseg.models.ensemble import combined_expectation
+
+    def fold(d, low, high, mm=None):
+        return {"lv_diameter_px": d, "lv_diameter_range_px": [low, high], "pixel_size_mm": mm, "measure": "m"}
+
+    same = fold(69.7, 60.6, 78.4)
+    assert combined_expectation([same, dict(same)]) == same
+    got = combined_expectation([fold(69.7, 60.6, 78.4), fold(68.7, 59.8, 78.4), fold(69.8, 61.2, 78.5)])
+    assert got["lv_diameter_px"] == 69.7 and got["lv_diameter_range_px"] == [60.6, 78.4]
+    assert got["pixel_size_mm"] is None and "median" in got["measure"]
+    assert combined_expectation([fold(70, 60, 80, 1.4), fold(70, 60, 80, 2.0)]) is None
+    assert combined_expectation([same, None]) is None
+
+
 def test_ensemble_refuses_members_that_read_images_differently(tmp_path):
     from napari_lvseg.models.ensemble import combine
 

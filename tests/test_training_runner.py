@@ -480,3 +480,49 @@ def test_fold_numbers_take_a_list_and_refuse_folds_outside_1_to_k(cross_validati
         cross_validation.fold_numbers("0,5", 4)
     with pytest.raises(SystemExit, match="expected fold numbers"):
         cross_validation.fold_numbers("3-4", 4)
+
+
+def test_the_fold_models_ship_as_one_ensemble_with_the_post_processing_chosen_out_of_fold(cross_validation,
+                                                                                          monkeypatch, tmp_path):
+    """`ship`: every fold's last-epoch network, averaged; the card carries the rule `postprocess --last` chose on all
+    folds, the out-of-fold means, the members' LV size (median) and, bundled, the default mark. An unfinished fold
+    or a missing judgement is refused."""
+    import torch
+
+    from napari_lvseg.models.card import read_card
+    from napari_lvseg.models.registry import load_model
+    from napari_lvseg.widgets._testing import save_tiny_segmentation_model
+
+    runs = {}
+    for k in (1, 2, 3):
+        runs[k] = save_tiny_segmentation_model(tmp_path / "cv", name=f"tiny_cv3f{k}", seed=k)
+        card = json.loads((runs[k] / "card.json").read_text())
+        card["expects"] = {"lv_diameter_px": 60.0 + k, "lv_diameter_range_px": [50.0 + k, 70.0], "pixel_size_mm": None}
+        (runs[k] / "card.json").write_text(json.dumps(card))
+    finished = {1: True, 2: True, 3: True}
+    monkeypatch.setattr(cross_validation, "fold_state", lambda config, folds, k, *a: (runs[k], {}, finished[k]))
+    monkeypatch.setattr(cross_validation, "last_epoch_model", lambda run: run)
+    with pytest.raises(SystemExit, match="no post-processing judged yet"):
+        cross_validation.ship("tiny.json", 3, tmp_path / "out", "lvseg-seg", results=tmp_path / "results")
+    rule = {"infarct_weight": 3.0, "no_reflow_weight": 1.0, "min_infarct_voxels": 50, "min_no_reflow_voxels": 0}
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results/tiny_cv3_postprocess_last.json").write_text(json.dumps(
+        {"chosen_on_all": rule, "cases": 36, "mean": {"weights + volumes": {"per_case": 0.6, "pooled": 0.7}}}))
+    out = cross_validation.ship("tiny.json", 3, tmp_path / "out", "lvseg-seg", bundle=True,
+                                results=tmp_path / "results")
+    net, card = load_model(out, task="segmentation")
+    assert card.architecture == "SegmentationEnsemble" and len(net.members) == 3 and card.is_default
+    assert {k: card.extra["postprocess"][k] for k in rule} == rule and "36 cases" in card.extra["postprocess"][
+        "tuned_on"]
+    assert card.extra["expects"]["lv_diameter_px"] == 62.0 and card.extra["expects"]["lv_diameter_range_px"] == [
+        52.0, 70.0]
+    assert card.extra["cross_validation"]["out_of_fold"]["weights + volumes"]["pooled"] == 0.7
+    x = torch.rand(1, 1, 128, 128)
+    members = [load_model(runs[k])[0] for k in (1, 2, 3)]
+    with torch.no_grad():
+        expected = sum(torch.softmax(m(x), 1) for m in members) / 3
+        assert torch.allclose(torch.softmax(net(x), 1), expected, atol=2e-2)   # float16 weights
+    assert read_card(out / "card.json").name == "lvseg-seg"
+    finished[2] = False
+    with pytest.raises(SystemExit, match="fold 2 .* has not finished"):
+        cross_validation.ship("tiny.json", 3, tmp_path / "again", "lvseg-seg", results=tmp_path / "results")

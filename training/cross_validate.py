@@ -14,6 +14,8 @@ folds and validates on fold k. With 4 folds the test cases stay out of every fol
     python training/cross_validate.py score CONFIG[@SEED]... [--post JSON] [--tag T]
         # finished folds, fixed post-processing
     python training/cross_validate.py compare FIRST.json SECOND.json   # per-fold differences of two postprocess results
+    python training/cross_validate.py ship CONFIG --folds 5 OUT [--name N] [--bundle]
+        # the fold models as one ensemble with the post-processing `postprocess` chose on all folds
 
 Fold runs train into training/runs/cv/<config>_cv<K>f<k>[_seed<S>]; a config with synthetic pairs gets a synthetic set
 per fold, made from that fold's training cases only. The score of a fold is the engine's per-epoch validation check
@@ -202,8 +204,23 @@ def save_fold_results(config_path, folds: int = 4, seed=None, out=RESULTS, split
     return path
 
 
-def out_of_fold(config_path, folds: int = 4, seed=None, data=None, splits=SPLITS, cv_runs=CV_RUNS) -> dict:
-    """``{k: {case: (TTA probabilities, truth)}}`` of the finished fold runs on their own folds (cached in each run)."""
+def last_epoch_model(run) -> Path:
+    """``<run>/last_epoch``: the run's network at its last epoch as a model folder (made once, remade when the run's
+    ``last.pt`` is newer). A fold run keeps the epoch that scored best on its own held-out fold, which flatters that
+    fold's out-of-fold figures; the last epoch was chosen by nothing but the recipe's epoch count."""
+    out, last = Path(run) / "last_epoch", Path(run) / "last.pt"
+    if not last.is_file():
+        raise SystemExit(f"{last}: no last-epoch checkpoint")
+    card = out / "card.json"
+    if not card.is_file() or card.stat().st_mtime < last.stat().st_mtime:
+        runner.export_last(run, out)
+    return out
+
+
+def out_of_fold(config_path, folds: int = 4, seed=None, data=None, splits=SPLITS, cv_runs=CV_RUNS,
+                last: bool = False) -> dict:
+    """``{k: {case: (TTA probabilities, truth)}}`` of the finished fold runs on their own folds (cached in each run).
+    ``last``: each fold's last-epoch network (`last_epoch_model`) instead of its best epoch's."""
     from . import choose_ensemble as chooser
 
     oof = {}
@@ -211,6 +228,7 @@ def out_of_fold(config_path, folds: int = 4, seed=None, data=None, splits=SPLITS
         run, _, finished = fold_state(config_path, folds, k, seed, splits, cv_runs)
         if not finished:
             continue
+        run = last_epoch_model(run) if last else run
         names = json.loads(fold_path(folds, k, splits).read_text())["val"]
         cases = {name: (image.data, labels.data) for name, (image, labels) in runner.read_cases(names, data).items()}
         probs = chooser.cached_probabilities(run, "val", cases)
@@ -395,6 +413,39 @@ def compare(first: dict, second: dict) -> str:
     return "\n".join(rows)
 
 
+def ship(config_path, folds: int, out, name: str, seed=None, bundle: bool = False, results=RESULTS,
+         splits=SPLITS, cv_runs=CV_RUNS) -> Path:
+    """Every fold model of a config at its last epoch as one ensemble model folder (the recipe's all-case model:
+    together the folds trained on every case), with the post-processing `postprocess --last` chose on all folds'
+    out-of-fold probabilities (``<config>_cv<K>_postprocess_last.json``: run that first). ``bundle``: stored as
+    float16 and marked the default, as the package's own models are."""
+    from napari_lvseg.models.ensemble import combine
+    from napari_lvseg.models.weights import save_model
+
+    runs = []
+    for k in range(1, folds + 1):
+        run, _, finished = fold_state(config_path, folds, k, seed, splits, cv_runs)
+        if not finished:
+            raise SystemExit(f"fold {k} of {config_path} has not finished ({run})")
+        runs.append(last_epoch_model(run))
+    seeded = f"_seed{seed}" if seed is not None else ""
+    judged = Path(results) / f"{Path(config_path).stem}_cv{folds}{seeded}_postprocess_last.json"
+    if not judged.is_file():
+        raise SystemExit(f"{judged}: no post-processing judged yet "
+                         f"(run `postprocess {config_path} --folds {folds} --last`)")
+    result = json.loads(judged.read_text())
+    net, card = combine(runs, name)
+    card.extra["postprocess"] = {**result["chosen_on_all"], "tuned_on": f"out-of-fold probabilities of all "
+                                 f"{result['cases']} cases ({_relative(judged)})"}
+    card.extra["cross_validation"] = {"config": _relative(Path(config_path)), "folds": folds,
+                                      "out_of_fold": result["mean"]}
+    if bundle:
+        card.extra["default"] = True
+    card.notes = f"the {folds} fold models of {Path(config_path).stem}'s {folds}-fold cross-validation, averaged"
+    save_model(Path(out), net, card, half=bundle)
+    return Path(out)
+
+
 def main(argv=None, prog=None) -> int:
     parser = argparse.ArgumentParser(prog=prog, description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -420,12 +471,21 @@ def main(argv=None, prog=None) -> int:
     p.add_argument("members", nargs="+", metavar="CONFIG[@SEED]")
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--seed", type=int)
+    p.add_argument("--last", action="store_true", help="each fold's last epoch, not the one its own fold chose")
     p = sub.add_parser("score", help="held-out scores of the finished folds (even one) under a fixed post-processing")
     p.add_argument("members", nargs="+", metavar="CONFIG[@SEED]")
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--seed", type=int)
     p.add_argument("--post", default="{}", help='post-processing options, JSON (default: the LV component only)')
+    p.add_argument("--last", action="store_true", help="each fold's last epoch, not the one its own fold chose")
     p.add_argument("--tag", help="appended to the result's file name (one per post-processing)")
+    p = sub.add_parser("ship", help="the fold models as one ensemble model folder, post-processing included")
+    p.add_argument("config")
+    p.add_argument("out")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--name", default="lvseg-seg")
+    p.add_argument("--bundle", action="store_true", help="float16 and marked the default (src/.../weights)")
     p = sub.add_parser("compare", help="per-fold differences of two postprocess results (json files)")
     p.add_argument("first")
     p.add_argument("second")
@@ -440,7 +500,7 @@ def main(argv=None, prog=None) -> int:
         except json.JSONDecodeError as error:
             raise SystemExit(f"--post: not JSON ({error})") from None
         members = [_member(text, args.seed) for text in args.members]
-        oofs = [out_of_fold(path, args.folds, seed) for path, seed in members]
+        oofs = [out_of_fold(path, args.folds, seed, last=args.last) for path, seed in members]
         oof = oofs[0] if len(oofs) == 1 else ensemble_out_of_fold(oofs)
         if args.cmd == "score":
             result = score_fixed(oof, post)
@@ -454,11 +514,13 @@ def main(argv=None, prog=None) -> int:
         else:
             name = "ens_" + "+".join(Path(path).stem + seed for path, seed in tags) + f"_cv{args.folds}"
             config = [path + seed.replace("_seed", "@") for path, seed in tags]
-        tag = f"_{args.tag}" if args.cmd == "score" and args.tag else ""
+        tag = ("_last" if args.last else "") + (f"_{args.tag}" if args.cmd == "score" and args.tag else "")
         out = RESULTS / f"{name}_{args.cmd}{tag}.json"
         out.parent.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out, {"config": config, **result})
         print(table)
+    elif args.cmd == "ship":
+        print(_relative(ship(args.config, args.folds, args.out, args.name, args.seed, args.bundle)))
     elif args.cmd == "folds":
         for path in make_folds(args.folds):
             print(path.relative_to(ROOT))

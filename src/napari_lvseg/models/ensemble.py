@@ -80,7 +80,23 @@ def combine(refs, name: str) -> tuple[SegmentationEnsemble, ModelCard]:
         licence="; ".join(licences),
         notes=f"mean class probability of {len(loaded)} networks",
     )
-    expects = [c.extra.get("expects") for _, c in loaded]
-    if expects[0] and all(e == expects[0] for e in expects):   # the LV size segmenting zooms to (locate.zoom_for)
-        card.extra["expects"] = expects[0]
+    expects = combined_expectation([c.extra.get("expects") for _, c in loaded])
+    if expects:   # the LV size segmenting zooms to (locate.zoom_for)
+        card.extra["expects"] = expects
     return net.eval(), card
+
+
+def combined_expectation(expects: list) -> dict | None:
+    """One ``expects`` block for an ensemble: the members' own where they agree; where they differ (the fold models
+    of a cross-validation, each trained on its own cases) the median of their LV sizes and range ends. None where a
+    member records none or the members were read at different pixel sizes (no one zoom suits them all)."""
+    import numpy as np
+
+    if not expects or not all(expects) or len({e.get("pixel_size_mm") for e in expects}) > 1:
+        return None
+    if all(e == expects[0] for e in expects):
+        return expects[0]
+    ranges = np.array([e["lv_diameter_range_px"] for e in expects], float)
+    return {**expects[0], "lv_diameter_px": round(float(np.median([e["lv_diameter_px"] for e in expects])), 1),
+            "lv_diameter_range_px": [round(float(v), 1) for v in np.median(ranges, axis=0)],
+            "measure": expects[0].get("measure", "") + "; the median of the ensemble members' figures"}
