@@ -651,3 +651,28 @@ def test_a_folder_walk_reports_and_counts_what_it_leaves_out(tiny_model, tmp_pat
     one = lvseg("segment", data / "Case_A", "-o", tmp_path / "x.nii.gz", "--model", "tiny-seg")
     assert one.returncode == 2 and one.stderr.count("\n") == 1
     assert "Case_A: not an EMIDEC case: no Images folder (expected Images/Case_A.nii.gz)" in one.stderr
+
+
+def test_segment_without_shading_correction_never_fits_a_coil_field(tiny_model, tmp_path, monkeypatch):
+    """``--no-shading-correction``: neither the search over a whole field of view nor the view's read fits a coil's
+    field; by default both do (here a fit that finds nothing)."""
+    import tifffile
+
+    from napari_lvseg import inference
+    from napari_lvseg.data import shading
+
+    fits = []
+
+    def counted(image, labels, trigger=shading.SHADING_TRIGGER):
+        fits.append(image.shape)
+        return None, 1.0
+
+    monkeypatch.setattr(inference, "shading_to_correct", counted)
+    monkeypatch.setattr(shading, "shading_to_correct", counted)   # the search imports it when it runs
+    image, _ = make_phantom(n_slices=5, size=200, seed=1)
+    tifffile.imwrite(tmp_path / "wide.tif", image)
+    for flags, expected in (([], 2), (["--no-shading-correction"], 0)):
+        fits.clear()
+        assert main(["segment", str(tmp_path / "wide.tif"), "-o", str(tmp_path / "seg.tif"), "--model",
+                     str(tiny_model)] + flags) == 0
+        assert len(fits) == expected and tifffile.imread(tmp_path / "seg.tif").shape == (5, 200, 200)

@@ -201,7 +201,7 @@ def test_the_lv_search_reads_a_regions_output_through_the_conversion(monkeypatch
             return logits.expand(len(x), 4, *x.shape[-2:]) + self.weight
 
     seen = []
-    monkeypatch.setattr(locate, "lv_in_view", lambda labels, view, expected=None: seen.append(labels))
+    monkeypatch.setattr(locate, "lv_candidates", lambda labels, view, expected=None: seen.append(labels) or [])
     stack = np.random.default_rng(0).random((4, 96, 96)).astype(np.float32)
     for _ in locate.locate_steps(Constant(), stack, 32):
         pass

@@ -157,11 +157,13 @@ def test_the_lv_search_in_a_large_image_is_made_of_steps_a_stop_falls_between(or
 
     img = image_with_disk((6, 400, 150), (330, 60), radius=20)   # the LV near the bottom of a tall image
     total = segment_step_count(img, batch_size=8, size=64)
-    assert total == 4 + 1 + 1 and segment_step_count(img, center=(330, 60), size=64) == 2   # 2 + 2 slices searched
+    # 2 + 2 slices searched, the middle two again where they show a coil's shading; a pass, a shading pass
+    assert total == 4 + 2 + 1 + 1 and segment_step_count(img, center=(330, 60), size=64) == 2
+    assert segment_step_count(img, size=64, shading=False) == 4 + 1
     steps = segment_steps(img, oracle)
-    # the middle two slices show the LV: the quarter slices are not read, and the count jumps past them (and past the
-    # shading pass, not needed)
-    assert [next(steps) for _ in range(4)] == [(1, total), (2, total), (4, total), (5, total)]
+    # the middle two slices show the LV and no shading: the quarter slices are not read, and the count jumps past
+    # them and the search's second reading (and past the shading pass, not needed)
+    assert [next(steps) for _ in range(4)] == [(1, total), (2, total), (6, total), (7, total)]
     assert next(steps) == (total, total)
     with pytest.raises(StopIteration) as end:
         next(steps)
@@ -181,7 +183,8 @@ def test_the_lv_search_reads_the_quarter_slices_where_the_middle_ones_show_no_lv
     img = image_with_disk((6, 300, 150), (230, 60), radius=20)
     img[2:] = 100.0   # the heart in slices 0 and 1 only, nothing in the others
     steps = list(segment_steps(img, oracle, batch_size=8))   # middle slices 2, 3, then quarters 1, 4
-    assert [d for d, _ in steps] == [1, 2, 3, 4, 5, 6]   # and the shading pass's count, not needed
+    assert [d for d, _ in steps] == [1, 2, 3, 4, 6, 7, 8]   # 5, 6: the middle slices unshaded, not needed; 8: the
+    # shading pass's count, not needed
     result = segment(img, oracle)
     assert result.info["lv_found"] and result.center == pytest.approx((230, 60), abs=3)
     blank = np.broadcast_to(np.arange(6, dtype=np.float32)[:, None, None], (6, 300, 150)).copy()

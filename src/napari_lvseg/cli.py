@@ -46,6 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uncertainty", metavar="FILE",
                    help="also write the per-pixel uncertainty (normalised entropy; 0 outside the model's square view)")
     p.add_argument("--center", nargs=2, type=float, metavar=("Y", "X"), help="LV centre instead of automatic detection")
+    p.add_argument("--no-shading-correction", dest="shading", action="store_false",
+                   help="never divide out a receive coil's shading found on the heart or in the field of view (by "
+                        "default a shaded image is read again without it)")
     p.add_argument("--threads", type=positive_int, default=None)
 
     p = sub.add_parser("train", help="train a segmentation or synthesis model (resumable, torchrun-ready)")
@@ -152,8 +155,8 @@ def cmd_segment(args) -> int:
     image = read_image(src)
     # segment_steps() checks the image and --center before it loads the model
     result = _with_progress(segment_steps(image.data, args.model, tta=args.tta, uncertainty=uncertainty is not None,
-                                          center=args.center, name=str(src), pixel_size=pixel_size_mm(image.spacing)),
-                            f"segmenting {src.name}")
+                                          center=args.center, name=str(src), pixel_size=pixel_size_mm(image.spacing),
+                                          shading_correction=args.shading), f"segmenting {src.name}")
     from .io.atomic import atomic_paths
 
     # labels and uncertainty replace their files together, or (a failed write) neither: never new labels beside an
@@ -192,7 +195,8 @@ def _segment_to_seg(args, src: Path) -> int:
     image = read_image(src)
     check_seg(image.meta, output)   # highdicom there, the series placed in patient space: before the model runs
     result = _with_progress(segment_steps(image.data, args.model, tta=args.tta, center=args.center, name=str(src),
-                                          pixel_size=pixel_size_mm(image.spacing)), f"segmenting {src.name}")
+                                          pixel_size=pixel_size_mm(image.spacing), shading_correction=args.shading),
+                            f"segmenting {src.name}")
     write_seg(output, result.labels, image.meta, model=result.model)
     print(output)
     _warn_search(src, result, "--center Y X")
@@ -290,7 +294,8 @@ def _segment_folder(args, src: Path) -> int:
                 print(f"lvseg segment: warning: {path}: a label map (whole numbers 0..4 only), as lvseg writes its "
                       "results: skipped, not segmented", file=sys.stderr)
                 continue
-            result = segment(image.data, model, tta=args.tta, name=str(path), pixel_size=pixel_size_mm(image.spacing))
+            result = segment(image.data, model, tta=args.tta, name=str(path), pixel_size=pixel_size_mm(image.spacing),
+                             shading_correction=args.shading)
             print(f"{name}: {write_labels(out / out_name, result.labels, image.meta)}")
             _warn_search(path, result, "segment it alone with --center Y X")
         except LvsegError as exc:

@@ -90,7 +90,7 @@ def segment_step_count(image, tta: bool = False, batch_size: int = 8, center=Non
     those passes are not needed, the count jumps to the end."""
     n_slices = 1 if np.ndim(image) == 2 else len(image)
     passes = (2 if rescales else 1) + (SHADING_ROUNDS if shading else 0)
-    return search_steps(image, center, size) + probability_steps(n_slices, tta, batch_size) * passes
+    return search_steps(image, center, size, shading) + probability_steps(n_slices, tta, batch_size) * passes
 
 
 def model_step_count(image, model=None, tta: bool = False, center=None) -> int:
@@ -242,11 +242,12 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
     total = segment_step_count(image, tta, batch_size, center, size, rescales=expected is not None,
                                shading=shading_correction)
     per_pass = probability_steps(len(stack), tta, batch_size)
-    searched = search_steps(image, center, size)
+    searched = search_steps(image, center, size, shading_correction)
     zoom, found, given = by_pixels or 1.0, None, center
     if searched:
         # a speck (a flat image's artefact) or a blob wider than any heart is no LV: said, not used
-        found = yield from _counted(locate_steps(net, stack, size, card.normalization, expected), 0, total)
+        found = yield from _counted(locate_steps(net, stack, size, card.normalization, expected,
+                                                 shading=shading_correction), 0, total)
         if found is not None and by_pixels and not pixel_size_believable(found[1], by_pixels, expected):
             by_pixels, zoom = None, 1.0   # the LV says the header's pixel size is wrong: its size sets the zoom
         if found is not None:

@@ -18,17 +18,22 @@ from ..labels import CAVITY, MYOCARDIUM
 # Correct only where the field varies more than this across the heart: unshaded hearts fit 1.03-1.14x.
 SHADING_TRIGGER = 1.25
 MIN_PIXELS = 200   # fewer labelled pixels cannot say which way a field runs
+MAX_NON_POSITIVE = 0.05   # share of labelled pixels at or below zero beyond which the image is taken as signed
 
 
 def tissue_field(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float] | None:
     """(field (Y, X), its max / min over the heart) of a stack (Z, Y, X) of raw intensities and its labels: a plane
     in log intensity fitted over the cavity and normal-myocardium pixels of every slice (one offset per tissue), the
-    field scaled to mean 1 over those pixels; None where too few pixels are labelled or the intensities are not
-    positive (the fit is in logs)."""
+    field scaled to mean 1 over those pixels; None where too few pixels are labelled or more than `MAX_NON_POSITIVE`
+    of them are not positive (the fit is in logs)."""
     image = np.asarray(image, np.float64)
     labels = np.asarray(labels)
-    chosen = (labels == CAVITY) | (labels == MYOCARDIUM)
-    if np.count_nonzero(chosen) < MIN_PIXELS or (image[chosen] <= 0).any():
+    labelled = (labels == CAVITY) | (labels == MYOCARDIUM)
+    # the fit is in logs: a few zeros (a padded border, a clipped pixel) are left out; many non-positive values are
+    # a signed image (PSIR), whose nulled myocardium has no log to fit
+    chosen = labelled & (image > 0)
+    if np.count_nonzero(chosen) < MIN_PIXELS or np.count_nonzero(chosen) < (1 - MAX_NON_POSITIVE) * np.count_nonzero(
+            labelled):
         return None
     _, ys, xs = np.nonzero(chosen)
     h, w = image.shape[-2:]
