@@ -6,7 +6,8 @@ Times, as a user waits for them (a new process each, start-up and file reading a
   case read from NIfTI, normalised per slice, one batch, argmax, written as NIfTI (`baseline_main`, run as
   ``python bench_segment_folder.py --baseline IN OUT``);
 - ``lvseg segment IN -o OUT`` with no options (the default model, the LV search and the zoom included);
-- the same with ``--tta``.
+- the same with ``--model M`` for each ``--model`` given (other models side by side);
+- the same with ``--tta`` (unless ``--no-tta``).
 
 The folder is the first ``--cases`` EMIDEC cases (default 25), linked into a temporary folder. Each command runs
 ``--repeats`` times (default 2); the best time is kept, and printed beside the baseline's as a ratio.
@@ -60,6 +61,9 @@ def main(argv=None) -> None:
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data" / "emidec-lge-128"))
     parser.add_argument("--cases", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--model", action="append", default=[],
+                        help="also time `lvseg segment --model MODEL` (repeatable: several models side by side)")
+    parser.add_argument("--no-tta", action="store_true", help="leave out the --tta row")
     parser.add_argument("--baseline", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.baseline:
@@ -76,8 +80,12 @@ def main(argv=None) -> None:
             "MONAI AttentionUnet 16..256 forward (baseline)": [sys.executable, __file__, "--baseline", str(folder),
                                                                 f"{tmp}/monai"],
             "lvseg segment, no options": lvseg + ["segment", str(folder), "-o", f"{tmp}/plain"],
-            "lvseg segment --tta": lvseg + ["segment", str(folder), "-o", f"{tmp}/tta", "--tta"],
         }
+        for k, model in enumerate(args.model):
+            rows[f"lvseg segment --model {model}"] = lvseg + ["segment", str(folder), "-o", f"{tmp}/m{k}", "--model",
+                                                               model]
+        if not args.no_tta:
+            rows["lvseg segment --tta"] = lvseg + ["segment", str(folder), "-o", f"{tmp}/tta", "--tta"]
         print(f"{len(cases)} cases, {args.repeats} runs each, best kept")
         base = None
         for name, command in rows.items():

@@ -523,6 +523,10 @@ def test_the_fold_models_ship_as_one_ensemble_with_the_post_processing_chosen_ou
         expected = sum(torch.softmax(m(x), 1) for m in members) / 3
         assert torch.allclose(torch.softmax(net(x), 1), expected, atol=2e-2)   # float16 weights
     assert read_card(out / "card.json").name == "lvseg-seg"
+    two = cross_validation.ship("tiny.json", 3, tmp_path / "two", "lvseg-seg", members=[1, 3],
+                                results=tmp_path / "results")
+    net, card = load_model(two, task="segmentation")
+    assert len(net.members) == 2 and card.extra["cross_validation"]["members"] == [1, 3] and not card.is_default
     finished[2] = False
     with pytest.raises(SystemExit, match="fold 2 .* has not finished"):
         cross_validation.ship("tiny.json", 3, tmp_path / "again", "lvseg-seg", results=tmp_path / "results")

@@ -413,17 +413,18 @@ def compare(first: dict, second: dict) -> str:
     return "\n".join(rows)
 
 
-def ship(config_path, folds: int, out, name: str, seed=None, bundle: bool = False, results=RESULTS,
+def ship(config_path, folds: int, out, name: str, seed=None, bundle: bool = False, members=None, results=RESULTS,
          splits=SPLITS, cv_runs=CV_RUNS) -> Path:
     """Every fold model of a config at its last epoch as one ensemble model folder (the recipe's all-case model:
     together the folds trained on every case), with the post-processing `postprocess --last` chose on all folds'
     out-of-fold probabilities (``<config>_cv<K>_postprocess_last.json``: run that first). ``bundle``: stored as
-    float16 and marked the default, as the package's own models are."""
+    float16 and marked the default, as the package's own models are. ``members``: only these folds' networks (any
+    two folds' networks together trained on every case; fewer networks read faster)."""
     from napari_lvseg.models.ensemble import combine
     from napari_lvseg.models.weights import save_model
 
     runs = []
-    for k in range(1, folds + 1):
+    for k in members or range(1, folds + 1):
         run, _, finished = fold_state(config_path, folds, k, seed, splits, cv_runs)
         if not finished:
             raise SystemExit(f"fold {k} of {config_path} has not finished ({run})")
@@ -441,7 +442,9 @@ def ship(config_path, folds: int, out, name: str, seed=None, bundle: bool = Fals
                                       "out_of_fold": result["mean"]}
     if bundle:
         card.extra["default"] = True
-    card.notes = f"the {folds} fold models of {Path(config_path).stem}'s {folds}-fold cross-validation, averaged"
+    chosen = f"folds {', '.join(map(str, members))}" if members else f"all {folds} folds"
+    card.extra["cross_validation"]["members"] = list(members or range(1, folds + 1))
+    card.notes = f"the networks of {chosen} of {Path(config_path).stem}'s {folds}-fold cross-validation, averaged"
     save_model(Path(out), net, card, half=bundle)
     return Path(out)
 
@@ -486,6 +489,7 @@ def main(argv=None, prog=None) -> int:
     p.add_argument("--seed", type=int)
     p.add_argument("--name", default="lvseg-seg")
     p.add_argument("--bundle", action="store_true", help="float16 and marked the default (src/.../weights)")
+    p.add_argument("--members", help="only these folds' networks, comma-separated (default: every fold's)")
     p = sub.add_parser("compare", help="per-fold differences of two postprocess results (json files)")
     p.add_argument("first")
     p.add_argument("second")
@@ -520,7 +524,8 @@ def main(argv=None, prog=None) -> int:
         write_json_atomic(out, {"config": config, **result})
         print(table)
     elif args.cmd == "ship":
-        print(_relative(ship(args.config, args.folds, args.out, args.name, args.seed, args.bundle)))
+        members = fold_numbers(args.members, args.folds) if args.members else None
+        print(_relative(ship(args.config, args.folds, args.out, args.name, args.seed, args.bundle, members)))
     elif args.cmd == "folds":
         for path in make_folds(args.folds):
             print(path.relative_to(ROOT))
