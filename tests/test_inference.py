@@ -209,6 +209,68 @@ class BrightCavityMidWall(nn.Module):
         return 8.0 * torch.cat([1 - cavity - wall, cavity, wall, zeros, zeros], dim=1) + 0 * self.dummy
 
 
+class RoughnessShy(BrightCavityMidWall):
+    """The oracle, less sure where the input is rough at the pixel scale (a texture only full resolution shows)."""
+
+    def forward(self, x):
+        mid = x[:, x.shape[1] // 2:x.shape[1] // 2 + 1]
+        rough = (mid - nn.functional.avg_pool2d(mid, 3, 1, 1, count_include_pad=False)).abs()
+        return super().forward(x) / (1 + 20 * rough)
+
+
+def test_of_two_lv_like_components_the_search_keeps_the_one_read_most_surely_at_full_resolution(monkeypatch):
+    """Two walled cavities; the larger one (the search's first choice at its shrunk size) carries a pixel-scale
+    texture that the shrunk reading averages away and the full-resolution one is unsure of: the other one wins."""
+    from napari_lvseg import locate
+    from napari_lvseg.steps import result_of
+
+    img = np.zeros((2, 300, 300), np.float32)
+    yy, xx = np.mgrid[:300, :300]
+    for (cy, cx), radius in (((80, 80), 24), ((220, 200), 22)):
+        r = np.hypot(yy - cy, xx - cx)
+        img[:, r < radius] = 0.5
+        img[:, r < radius * 0.55] = 1.0
+    decoy = np.hypot(yy - 80, xx - 80) < 30
+    img[:, decoy] += 0.12 * np.where((yy + xx) % 2 == 0, 1.0, -1.0)[decoy]
+    assert result_of(locate.locate_steps(RoughnessShy(), img, 64))[0] == pytest.approx((220, 200), abs=2)
+    monkeypatch.setattr(locate, "_surest", lambda net, stack, slices, candidates, *rest: candidates[0])
+    assert result_of(locate.locate_steps(RoughnessShy(), img, 64))[0] == pytest.approx((80, 80), abs=2)
+
+
+def test_the_search_divides_out_a_coil_field_it_finds_and_reads_its_slices_again(monkeypatch):
+    """Under a strong field the oracle reads the bright side as one large walled "cavity"; where the field fit finds a
+    field (here: the true one, at the search's view), the two middle slices are read again divided by it, and the
+    heart is found. Without a field found, no second reading: the count jumps past it."""
+    from napari_lvseg import locate
+    from napari_lvseg.data import shading
+    from napari_lvseg.data.resample import View, sample_view
+
+    yy, xx = np.mgrid[:300, :300]
+    img = np.full((6, 300, 300), 0.35, np.float32)
+    r = np.hypot(yy - 200, xx - 60)
+    img[:, r < 22], img[:, r < 12] = 0.6, 1.0
+    field = np.exp(np.log(4.0) * (xx - 60) / 240.0).astype(np.float32)
+    shaded = img * field
+    view = View.around(None, 96 / 300, 96, shaded.shape)   # the search's view of a 300-pixel image, grid 64
+    on_view = sample_view(field[None], view)[0][0]
+    fits = []
+    monkeypatch.setattr(shading, "shading_to_correct",
+                        lambda image, labels, trigger: fits.append(trigger) or (on_view, 4.0))
+    steps = locate.locate_steps(BrightCavityMidWall(), shaded, 64)
+    counts = []
+    with pytest.raises(StopIteration) as end:
+        while True:
+            counts.append(next(steps))
+    assert end.value.value[0] == pytest.approx((200, 60), abs=2) and fits == [locate.SEARCH_SHADING_TRIGGER]
+    assert counts == [(1, 6), (2, 6), (3, 6), (4, 6), (6, 6)]   # 2 slices, the same 2 again; the quarters unread
+    monkeypatch.setattr(shading, "shading_to_correct", lambda image, labels, trigger: (None, 1.0))
+    steps = list(locate.locate_steps(BrightCavityMidWall(), img, 64))
+    assert steps == [(1, 6), (2, 6), (6, 6)]
+    from napari_lvseg.steps import result_of
+
+    assert result_of(locate.locate_steps(BrightCavityMidWall(), shaded, 64))[0] != pytest.approx((200, 60), abs=20)
+
+
 def test_the_lv_search_takes_the_walled_cavity_not_the_largest_bright_patch():
     from napari_lvseg.locate import locate_steps
     from napari_lvseg.steps import result_of

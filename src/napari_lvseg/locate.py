@@ -33,7 +33,7 @@ LOCATOR_SLICES = (2, 2)   # slices searched first, and then where those show no 
 SEARCH_SHADING_TRIGGER = 1.4
 # Where the search's reading holds several LV-like components (another heart, a filled-in one), each scoring at least
 # this share of the best one's, the network reads each of the CANDIDATES best in a view of its own and the surest
-# reading wins (`_sureness`).
+# reading wins (`_surest`).
 CANDIDATES = 3
 CANDIDATE_SHARE = 0.1
 # Scale: where the model's card records the LV size of its training data (``expects``), the final view's zoom brings
@@ -232,8 +232,7 @@ def locate_steps(model, stack: np.ndarray, size: int, normalization=None, expect
             candidates = lv_candidates(np.stack(read), view, expected)
             found = candidates[0] if candidates else None
             if len(candidates) > 1:   # the one the network reads most surely at full resolution
-                found = max(candidates, key=lambda c: _sureness(net, stack, chosen, c, size, expected, normalization,
-                                                                device))
+                found = _surest(net, stack, chosen, candidates, size, expected, normalization, device)
             if found is not None:
                 break
     finally:
@@ -243,28 +242,31 @@ def locate_steps(model, stack: np.ndarray, size: int, normalization=None, expect
     return found
 
 
-def _sureness(net, stack, slices, candidate, size: int, expected, normalization, device) -> float:
-    """How surely the network reads an LV candidate (centre, diameter) at full resolution: the mean top class
-    probability over what it labels as heart in a view of its grid around the candidate, at the zoom its size asks
-    for, on the searched ``slices``. In a shrunk field of view another case's filled-in heart reads as surely as the
-    LV (mean 0.82-0.85 against 0.85); in its own view the LV reads more surely (0.91-0.93 against at most 0.88)."""
+def _surest(net, stack, slices, candidates: list, size: int, expected, normalization, device):
+    """The LV candidate (centre, diameter) the network reads most surely at full resolution: the mean top class
+    probability over what it labels as heart in a view of its grid around each candidate, at the zoom its size asks
+    for, on the searched ``slices`` (all candidates in one batch). In a shrunk field of view another case's filled-in
+    heart read as surely as the LV (mean 0.82-0.85 against 0.85); in its own view the LV read more surely
+    (0.91-0.93 against at most 0.88; training/RESULTS.md)."""
     import torch
 
     from .data.resample import View, sample_view
     from .models.heads import probabilities
 
-    centre, diameter = candidate
-    view = View.around(centre, zoom_for(diameter, expected) if expected is not None else 1.0, size, stack.shape)
     context = model_context(net)
     grids = []
-    for z in slices:
-        around = np.clip(np.arange(z - context, z + context + 1), 0, len(stack) - 1)
-        grid, valid = sample_view(stack[around], view)
-        grids.append(normalize_view(grid, valid, normalization))
+    for centre, diameter in candidates:
+        view = View.around(centre, zoom_for(diameter, expected) if expected is not None else 1.0, size, stack.shape)
+        for z in slices:
+            around = np.clip(np.arange(z - context, z + context + 1), 0, len(stack) - 1)
+            grid, valid = sample_view(stack[around], view)
+            grids.append(normalize_view(grid, valid, normalization))
     with torch.inference_mode():
         prob = probabilities(net, net(torch.from_numpy(np.stack(grids)).to(device or device_of(net)))).cpu().numpy()
-    heart = prob.argmax(1) > 0
-    return float(prob.max(1)[heart].mean()) if heart.any() else 0.0
+    prob = prob.reshape((len(candidates), len(slices)) + prob.shape[1:])
+    top, heart = prob.max(2), prob.argmax(2) > 0
+    sureness = [float(t[h].mean()) if h.any() else 0.0 for t, h in zip(top, heart)]
+    return candidates[int(np.argmax(sureness))]
 
 
 def lv_in_view(labels: np.ndarray, view, expected: tuple | None = None):
