@@ -289,6 +289,12 @@ def test_the_progress_total_counts_the_lv_search_of_the_chosen_models_grid(viewe
     steps = list(SegmentLogic.run_steps(image, "tiny-64"))
     assert SegmentLogic.steps(image, model="tiny-64") == 5 and steps[-1] == (5, 5)
     assert all(t == 5 for _, t in steps) and [d for d, _ in steps] == sorted({d for d, _ in steps})
+    # the panel's "correct a coil's shading" unticked: neither shading step is counted, or made
+    assert SegmentLogic.steps(image, model="tiny-64", shading=False) == 3
+    steps = list(SegmentLogic.run_steps(image, "tiny-64", shading=False))
+    assert steps[-1] == (3, 3) and all(t == 3 for _, t in steps)
+    viewer, widget = viewer_and_widget
+    assert widget.shading.isChecked() and widget.shading.toolTip()   # on by default, as in `lvseg segment`
 
 
 def test_centre_from_last_point():

@@ -93,7 +93,7 @@ def segment_step_count(image, tta: bool = False, batch_size: int = 8, center=Non
     return search_steps(image, center, size, shading) + probability_steps(n_slices, tta, batch_size) * passes
 
 
-def model_step_count(image, model=None, tta: bool = False, center=None) -> int:
+def model_step_count(image, model=None, tta: bool = False, center=None, shading: bool = True) -> int:
     """`segment_step_count` for ``model`` (a name or path) from its card alone, no weights loaded: its grid and
     whether it rescales. A card that cannot be read is left to the run to report, counted as a 128 grid, one pass."""
     from .models.registry import model_card_only
@@ -101,9 +101,9 @@ def model_step_count(image, model=None, tta: bool = False, center=None) -> int:
     try:
         card = model_card_only(model, "segmentation")
     except LvsegError:
-        return segment_step_count(image, tta, center=center)
+        return segment_step_count(image, tta, center=center, shading=shading)
     return segment_step_count(image, tta, center=center, size=int(card.input_size or 128),
-                              rescales=expected_lv_size(card) is not None)
+                              rescales=expected_lv_size(card) is not None, shading=shading)
 
 
 def iter_probabilities(model, slices: np.ndarray, tta: bool = False, batch_size: int = 8, device=None):

@@ -88,26 +88,29 @@ class SegmentLogic:
         return float(point[-2]), float(point[-1])
 
     @staticmethod
-    def run_steps(image, model, tta=False, uncertainty=False, center=None, name="image", spacing=None):
+    def run_steps(image, model, tta=False, uncertainty=False, center=None, name="image", spacing=None,
+                  shading=True):
         """Segmentation one forward pass per step (`inference.segment_steps`): yields (done, steps), returns the
-        `SegmentationResult`. ``spacing``: the image layer's scale (its file's pixel size, as the reader sets it)."""
+        `SegmentationResult`. ``spacing``: the image layer's scale (its file's pixel size, as the reader sets it);
+        ``shading``: divide out a receive coil's shading where it is found (`lvseg segment` does by default)."""
         from napari_lvseg.inference import segment_steps
         from napari_lvseg.locate import pixel_size_mm
 
         return (yield from segment_steps(image, model, tta=tta, uncertainty=uncertainty, center=center, name=name,
-                                         pixel_size=None if spacing is None else pixel_size_mm(spacing)))
+                                         pixel_size=None if spacing is None else pixel_size_mm(spacing),
+                                         shading_correction=shading))
 
     @staticmethod
-    def run(image, model, tta=False, uncertainty=False, center=None, name="image", spacing=None):
+    def run(image, model, tta=False, uncertainty=False, center=None, name="image", spacing=None, shading=True):
         """`run_steps` run to its end."""
-        return result_of(SegmentLogic.run_steps(image, model, tta, uncertainty, center, name, spacing))
+        return result_of(SegmentLogic.run_steps(image, model, tta, uncertainty, center, name, spacing, shading))
 
     @staticmethod
-    def steps(image, tta=False, center=None, model=None) -> int:
+    def steps(image, tta=False, center=None, model=None, shading=True) -> int:
         """How many steps `run_steps` makes at most for an image with ``model`` (`inference.model_step_count`)."""
         from napari_lvseg.inference import model_step_count
 
-        return model_step_count(image, model, tta, center)
+        return model_step_count(image, model, tta, center, shading)
 
     @staticmethod
     def labels_name(image_name: str) -> str:
@@ -189,6 +192,9 @@ class SegmentWidget(QWidget):
         self.tta.setToolTip(tips.TTA)
         self.uncertainty = QCheckBox("uncertainty map")
         self.uncertainty.setToolTip(tips.UNCERTAINTY)
+        self.shading = QCheckBox("correct a coil's shading")
+        self.shading.setChecked(True)
+        self.shading.setToolTip(tips.SHADING)
         self.center_picker = LayerPicker(napari_viewer, (Points,), none_text=AUTOMATIC)
         self.center_picker.setToolTip(tips.CENTER)
         self.run_button = QPushButton("Segment")
@@ -200,6 +206,7 @@ class SegmentWidget(QWidget):
         form.addRow("model", model_row)
         form.addRow(self.tta)
         form.addRow(self.uncertainty)
+        form.addRow(self.shading)
         form.addRow("LV centre", self.center_picker)
 
         classes = QGridLayout()
@@ -279,11 +286,13 @@ class SegmentWidget(QWidget):
         if center_layer is not None and center is None:
             raise LvsegError(f"Points layer '{center_layer.name}' has no points: add one at the LV centre")
         name, source, tta = layer.name, layer_meta.source_of(layer), self.tta.isChecked()
+        shading = self.shading.isChecked()
         return self.runner.start(self.logic.run_steps, np.asarray(image), model, tta, self.uncertainty.isChecked(),
-                                 center, name, tuple(layer.scale), status=f"segmenting {name} with {model}…",
+                                 center, name, tuple(layer.scale), shading, status=f"segmenting {name} with {model}…",
                                  step_status=lambda step: f"segmenting {name} with {model}: step {step[0]} of "
                                                           f"{step[1]}…",
-                                 description=f"Segmenting {name}", total=self.logic.steps(image, tta, center, model),
+                                 description=f"Segmenting {name}",
+                                 total=self.logic.steps(image, tta, center, model, shading),
                                  on_returned=lambda result: self.show_result(result, name, source, layer))
 
     def run_blocking(self):
@@ -293,7 +302,8 @@ class SegmentWidget(QWidget):
         if model is None:
             raise LvsegError("no segmentation model installed")
         result = self.logic.run(np.asarray(self.logic.image_data(layer)), model, self.tta.isChecked(),
-                                self.uncertainty.isChecked(), None, layer.name)
+                                self.uncertainty.isChecked(), None, layer.name, tuple(layer.scale),
+                                self.shading.isChecked())
         return self.show_result(result, layer.name, layer_meta.source_of(layer), layer)
 
     @guarded

@@ -9,6 +9,9 @@ REFRESH_MODELS = "Re-read the model registry (after copying a model folder in by
 
 # -- Segment LV
 TTA = "Test-time augmentation: average the prediction over the 4 rotations (4x slower, steadier)."
+SHADING = ("Where the heart (or, in a whole field of view, the tissue around it) is brighter on one side, as an "
+           "uncorrected receive coil leaves it, divide that out and read the image again (as `lvseg segment` does; "
+           "off: --no-shading-correction).")
 UNCERTAINTY = ("Also add a per-pixel uncertainty map (normalised entropy, 0 = sure, 1 = unsure) over the part of "
                "the image the model looked at.")
 CENTER = ("Where the LV is, for images larger than the model grid: 'automatic' finds it, or pick a Points "
