@@ -19,17 +19,20 @@ def test_defaults_are_bundled_with_cards_and_licence():
         card = json.loads((bundled_models_dir() / name / "card.json").read_text())
         assert "CC BY-NC-SA 4.0" in card["licence"] and card["training"]["train_cases"]
     net, card = load_model(None, task="segmentation")
-    assert card.name == "lvseg-seg" and card.extra["postprocess"]["tuned_on"] == "validation split"
+    assert card.name == "lvseg-seg" and card.extra["postprocess"]["tuned_on"].startswith("out-of-fold")
+    # the cross-validation's fold networks: together they trained on all 60 development cases
+    assert len(set(card.training["train_cases"])) == 60 and card.extra["cross_validation"]["folds"] == 5
 
 
-def test_default_segmentation_on_an_unseen_real_case(emidec_cases):
+def test_default_segmentation_on_a_real_case(emidec_cases):
+    """The shipped weights and the default path on a real case. Every development case trained the default (its
+    held-out figures are the cross-validation's, training/RESULTS.md), so this case is a training case of two of
+    its three networks: a check that the weights and the path work, not a measure of quality."""
     from napari_lvseg.evaluation import evaluate_cases
     from napari_lvseg.inference import segment
     from napari_lvseg.io import emidec
 
-    _, card = load_model(None, task="segmentation")
     test_case = next(c for c in emidec_cases if c.name == "Case_P059")
-    assert test_case.name not in card.training["train_cases"] + card.training["val_cases"]
     image, truth = emidec.read_case(emidec.find_cases(test_case)[0])
     labels = segment(image.data).labels  # no model given: the bundled default
     dice = evaluate_cases([(labels, truth.data)], emidec=False).pooled
@@ -37,8 +40,8 @@ def test_default_segmentation_on_an_unseen_real_case(emidec_cases):
 
 
 def test_default_segmentation_keeps_its_dice_at_other_pixel_sizes_and_fields_of_view(emidec_cases):
-    """An unseen real case as another scanner would give it: pixels 1.33x larger, pixels 1.5x smaller inside a wider
-    field of view, off-centre. The default finds the LV, reads it at its training size and scores (pooled, its own
+    """A real case (a training case: see above) as another scanner would give it: pixels 1.67x larger, pixels 1.5x
+    smaller inside a wider field of view, off-centre. The default finds the LV, reads it at its training size and scores (pooled, its own
     truth changed alike) at least 0.9x its Dice on the crop; the bundled card says what size it expects."""
     import importlib.util
     from pathlib import Path
@@ -66,7 +69,7 @@ def test_default_segmentation_keeps_its_dice_at_other_pixel_sizes_and_fields_of_
         return evaluate_cases([(result.labels, lab)], emidec=False).pooled["mean"], result
 
     crop, _ = mean_dice(image, truth)
-    larger, result = mean_dice(*rescale_pair(image, truth, 0.75, 0.75))
+    larger, result = mean_dice(*rescale_pair(image, truth, 0.6, 0.6))
     assert result.info["zoom"] > 1.1 and larger > 0.9 * crop
     wide = rescale_pair(*frame(image, truth, size=200, offset=(60, 10)), 1.5, 1.5)   # 300 x 300
     smaller, result = mean_dice(*wide)
