@@ -41,8 +41,9 @@ def test_default_segmentation_on_a_real_case(emidec_cases):
 
 def test_default_segmentation_keeps_its_dice_at_other_pixel_sizes_and_fields_of_view(emidec_cases):
     """A real case (a training case: see above) as another scanner would give it: pixels 1.67x larger, pixels 1.5x
-    smaller inside a wider field of view, off-centre. The default finds the LV, reads it at its training size and scores (pooled, its own
-    truth changed alike) at least 0.9x its Dice on the crop; the bundled card says what size it expects."""
+    smaller inside a wider field of view, off-centre. The default finds the LV, reads it at its training size and
+    scores (pooled, its own truth changed alike) at least 0.9x its Dice on the crop; the card says what size it
+    expects."""
     import importlib.util
     from pathlib import Path
 
