@@ -209,9 +209,11 @@ def last_epoch_model(run) -> Path:
     ``last.pt`` is newer). A fold run keeps the epoch that scored best on its own held-out fold, which flatters that
     fold's out-of-fold figures; the last epoch was chosen by nothing but the recipe's epoch count."""
     out, last = Path(run) / "last_epoch", Path(run) / "last.pt"
-    if not last.is_file():
-        raise SystemExit(f"{last}: no last-epoch checkpoint")
     card = out / "card.json"
+    if not last.is_file():   # a finished run carried without its checkpoint (branch cv-checkpoints) keeps its export
+        if card.is_file():
+            return out
+        raise SystemExit(f"{last}: no last-epoch checkpoint")
     if not card.is_file() or card.stat().st_mtime < last.stat().st_mtime:
         runner.export_last(run, out)
     return out
