@@ -507,15 +507,19 @@ def _feature_distance(summary):
 
 
 def _model_score(metrics: dict) -> str:
-    """The headline figure of a card: a segmentation model's mean Dice, a generator's PSNR and feature distance (our
-    encoder's, not Inception's; the test split)."""
+    """The headline figure of a card: a segmentation model's mean Dice (out of fold where its recipe was
+    cross-validated, else the test split's or validation's), a generator's PSNR and feature distance (our encoder's,
+    not Inception's; the test split)."""
     def number(*keys):
         value = _lookup(metrics, *keys)
         return value if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
     test, val = number("test_metrics_tta", "study_mean", "mean"), number("validation", "mean")
+    held_out, cases = number("out_of_fold", "per_case_mean"), number("out_of_fold", "cases")
     psnr = number("synthesis_test_split", "psnr")
     distance = _feature_distance(_lookup(metrics, "synthesis_test_split"))
+    if held_out is not None:   # a cross-validated recipe: every case scored by a network that never saw it
+        return f"  out-of-fold mean Dice {held_out:.3f}" + (f" ({cases:g} cases)" if cases is not None else "")
     if test is not None:
         return f"  test mean Dice {test:.3f}"
     if val is not None:
