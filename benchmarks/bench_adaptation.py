@@ -31,7 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_robustness import heartless, in_surroundings, rescale_pair, score, shading  # noqa: E402
+from bench_robustness import heartless, in_surroundings, read_cases, rescale_pair, score, shading  # noqa: E402
 
 
 def site(i, image, labels, fills):
@@ -44,17 +44,6 @@ def site(i, image, labels, fills):
     img = low + (high - low) * ((img - low) / (high - low)) ** 0.8
     img = img + np.random.default_rng(i).normal(0, 0.03 * (high - low), img.shape)
     return img.astype(np.float32), lab
-
-
-def read_cases(data, names):
-    from napari_lvseg.io.emidec import find_cases, read_case
-
-    cases = []
-    for case in find_cases(data):
-        if case.name in names:
-            image, labels = read_case(case)
-            cases.append((case.name, image.data.astype(np.float32), labels.data.astype(np.uint8)))
-    return cases
 
 
 def site_cases(cases, donors):
