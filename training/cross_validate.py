@@ -14,7 +14,7 @@ folds and validates on fold k. With 4 folds the test cases stay out of every fol
     python training/cross_validate.py score CONFIG[@SEED]... [--post JSON] [--tag T]
         # finished folds, fixed post-processing
     python training/cross_validate.py compare FIRST.json SECOND.json   # per-fold differences of two postprocess results
-    python training/cross_validate.py ship CONFIG --folds 5 OUT [--name N] [--bundle]
+    python training/cross_validate.py ship CONFIG OUT --folds 5 [--members 1,2,3] [--name N] [--bundle]
         # the fold models as one ensemble with the post-processing `postprocess` chose on all folds
 
 Fold runs train into training/runs/cv/<config>_cv<K>f<k>[_seed<S>]; a config with synthetic pairs gets a synthetic set
@@ -425,8 +425,8 @@ def ship(config_path, folds: int, out, name: str, seed=None, bundle: bool = Fals
     from napari_lvseg.models.ensemble import combine
     from napari_lvseg.models.weights import save_model
 
-    runs = []
-    for k in members or range(1, folds + 1):
+    folds_used, runs = list(members or range(1, folds + 1)), []
+    for k in folds_used:
         run, _, finished = fold_state(config_path, folds, k, seed, splits, cv_runs)
         if not finished:
             raise SystemExit(f"fold {k} of {config_path} has not finished ({run})")
@@ -441,11 +441,10 @@ def ship(config_path, folds: int, out, name: str, seed=None, bundle: bool = Fals
     card.extra["postprocess"] = {**result["chosen_on_all"], "tuned_on": f"out-of-fold probabilities of all "
                                  f"{result['cases']} cases ({_relative(judged)})"}
     card.extra["cross_validation"] = {"config": _relative(Path(config_path)), "folds": folds,
-                                      "out_of_fold": result["mean"]}
+                                      "out_of_fold": result["mean"], "members": folds_used}
     if bundle:
         card.extra["default"] = True
     chosen = f"folds {', '.join(map(str, members))}" if members else f"all {folds} folds"
-    card.extra["cross_validation"]["members"] = list(members or range(1, folds + 1))
     card.notes = f"the networks of {chosen} of {Path(config_path).stem}'s {folds}-fold cross-validation, averaged"
     save_model(Path(out), net, card, half=bundle)
     return Path(out)
