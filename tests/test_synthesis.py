@@ -443,6 +443,24 @@ def test_context_synthesis_keeps_every_pixel_outside_the_region(context_run, lv_
     assert np.array_equal(out, synthesize(lv_mask, str(context_run), seed=1, context=image))   # same seed, same
 
 
+def test_context_synthesis_gives_the_fill_in_the_contexts_grain(context_run, lv_mask):
+    from scipy import ndimage as ndi
+
+    from napari_lvseg.data.grain import residual, robust_spread
+    from napari_lvseg.synthesis import region_slices
+
+    image = make_phantom(n_slices=2, seed=3)[0].astype(np.float32)
+    image += np.random.default_rng(0).normal(0, 300, image.shape).astype(np.float32)   # a grainier scanner
+    grainy = synthesize(lv_mask, str(context_run), seed=1, context=image)
+    smooth = synthesize(lv_mask, str(context_run), seed=1, context=image, grain=False)
+    region = region_slices(lv_mask)
+    assert np.array_equal(grainy[~region], smooth[~region])   # the grain stays inside the region
+    assert grainy.min() >= 0 and (grainy[region] != smooth[region]).any()
+    inner = ndi.binary_erosion(region[0], iterations=2)
+    real, without, with_ = (robust_spread(residual(x[0])[inner]) for x in (image, smooth, grainy))
+    assert without < 0.8 * real and abs(with_ - real) < 0.2 * real   # brought to the context's own level
+
+
 def test_context_synthesis_blanks_the_contexts_own_lv_and_handles_other_sizes(context_run):
     from napari_lvseg.synthesis import region_slices
 

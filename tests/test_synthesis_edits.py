@@ -113,6 +113,22 @@ def test_edits_that_change_nothing_anywhere_are_refused(pairs, labels_only, tmp_
         synthesize_edited_dataset(pairs, 2, tmp_path / "none", ["wiggle"], model=str(labels_only))
 
 
+def test_unchanged_masks_are_their_own_images_rendered_again_in_context(pairs, with_context, tmp_path):
+    from napari_lvseg.data.edits import EDITS, check_edits
+    from napari_lvseg.synthesis import region_slices
+
+    assert "unchanged" not in check_edits(["all"]) == EDITS   # 'all' means the edits that change a mask
+    folder, summary = synthesize_edited_dataset(pairs, 4, tmp_path / "same", ["unchanged"], model=str(with_context))
+    assert summary["pairs"] == {"unchanged": 4} and summary["rendering"]["context"] is True
+    for record in folder.records():
+        image, mask = folder.read(record["name"])
+        source_image, source_mask = _source(pairs, record)
+        assert record["edit"] == "unchanged" and np.array_equal(mask, source_mask)
+        region = region_slices(mask[None])[0]
+        assert np.array_equal(image[~region], source_image[~region].astype(image.dtype))
+        assert not np.array_equal(image[region], source_image[region].astype(image.dtype))
+
+
 def test_the_renderer_falls_back_to_the_mask_alone_for_a_labels_only_generator(labels_only, with_context):
     image, labels = make_phantom(n_slices=1, seed=1)
     plain = Renderer(str(labels_only))

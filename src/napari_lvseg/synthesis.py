@@ -88,7 +88,7 @@ def _check_mask(mask, name) -> np.ndarray:
 
 # -- synthesis ------------------------------------------------------------------------------------
 def synthesize(mask, model=None, seed: int = 0, name: str = "mask", context=None, context_labels=None,
-               context_name: str = "context", donors=None, donor=0) -> np.ndarray:
+               context_name: str = "context", donors=None, donor=0, grain: bool = True) -> np.ndarray:
     """A synthetic LGE image (same shape as ``mask``) for a 2-D mask or (Z, Y, X) stack.
 
     Same seed, same image; each slice is rendered with ``seed``. ``model`` as in `load_synthesis_model` (None: the
@@ -96,7 +96,8 @@ def synthesize(mask, model=None, seed: int = 0, name: str = "mask", context=None
 
     ``context``: a real image of the mask's shape that the mask is rendered into (a context generator fills in the
     LV region only; every pixel outside it is the context's); ``context_labels``: the context's own labels, where
-    known (its LV is blanked out too). Without a context, ``donors`` (a folder of EMIDEC cases or pairs, or a list
+    known (its LV is blanked out too). ``grain``: give the fill-in the context's own noise texture, measured over
+    the pixels it replaces (`data.grain`; False: the generator's smooth output as it is). Without a context, ``donors`` (a folder of EMIDEC cases or pairs, or a list
     of `Donor`) give one: per slice, the donor of rank ``donor`` by LV size (0: the nearest; or a donor's name).
     A labels-only generator renders the whole image from the mask (float32) and takes no context.
     """
@@ -109,7 +110,7 @@ def synthesize(mask, model=None, seed: int = 0, name: str = "mask", context=None
         if context is None:
             raise LvsegError(f"{card.name} fills in the LV region of a real image: give a context image "
                              "(--context IMAGE) or donors to take one from (--donors FOLDER)", name)
-        return _synthesize_in_context(labels, context, context_labels, net, card, seed, context_name)
+        return _synthesize_in_context(labels, context, context_labels, net, card, seed, context_name, grain)
     if context is not None:
         raise LvsegError(f"{card.name} renders whole images from the mask alone and takes no context image: "
                          "choose a context generator (e.g. lvseg-pix2pix-context), or leave the context out", name)
@@ -153,9 +154,10 @@ def context_output(context) -> np.ndarray:
     return context.astype(context.dtype if context.dtype.kind == "f" else np.float32, copy=True)
 
 
-def _synthesize_in_context(labels, context, context_labels, net, card, seed, name) -> np.ndarray:
+def _synthesize_in_context(labels, context, context_labels, net, card, seed, name, grain=True) -> np.ndarray:
     import torch
 
+    from .data.grain import matched_grain
     from .data.normalize import DEFAULT_NORMALIZATION, grid_window, normalize_view
     from .models.pix2pix import blend_weights
 
@@ -190,6 +192,10 @@ def _synthesize_in_context(labels, context, context_labels, net, card, seed, nam
                             context=torch.from_numpy(to_tanh(normalised[z], norm)),
                             region=torch.from_numpy(region[z]))[0, 0].cpu().numpy()
         raw = low + from_tanh(fake, norm) * scale
+        if grain:
+            raw = raw + matched_grain(ctx_grid[z], raw, region[z], np.random.default_rng([seed, z]))
+            if pixels.min() >= 0:   # a magnitude image: its noise never takes it below zero
+                raw = np.maximum(raw, 0.0)
         window = out[z][ys, xs]
         r, w = region[z][gy, gx], weights[z][gy, gx]
         window[r] = (w[r] * raw[gy, gx][r] + (1.0 - w[r]) * window[r]).astype(out.dtype)

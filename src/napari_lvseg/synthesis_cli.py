@@ -29,6 +29,9 @@ def add_parsers(sub, add_model) -> None:
                         "surroundings from, the slice whose LV size is nearest the mask's")
     p.add_argument("--donor", default="0", metavar="RANK|NAME",
                    help="with --donors: the donor by rank of LV size (0: the nearest) or by name ('Case_P001 slice 3')")
+    p.add_argument("--no-grain", action="store_true",
+                   help="with a context: leave the generator's fill-in smooth (default: given the context's own "
+                        "noise texture, measured over the pixels it replaces)")
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize)
 
@@ -49,7 +52,11 @@ def add_parsers(sub, add_model) -> None:
     p.add_argument("--edits", nargs="+", metavar="KIND",
                    help="real cases' masks edited instead of simulated, each rendered with its real image as the "
                         "context where the generator takes one: grow, shrink, move, add_no_reflow, remove_no_reflow, "
-                        "new_infarct, clear, fusion (a donor case's lesion in the nearest LV of another case), or all")
+                        "new_infarct, clear, fusion (a donor case's lesion in the nearest LV of another case), or all; "
+                        "unchanged: the real masks as they are, re-rendered (train on synthetic, test on real)")
+    p.add_argument("--no-grain", action="store_true",
+                   help="with a context: leave the generator's fill-in smooth (default: given the context's own "
+                        "noise texture, measured over the pixels it replaces)")
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize_dataset)
 
@@ -102,7 +109,7 @@ def cmd_synthesize(args) -> int:
         shown = sorted(set(names))
         print(f"donor{'s' if len(shown) > 1 else ''}: {', '.join(shown[:5])}{' ...' if len(shown) > 5 else ''}")
     image = synthesize(mask.data, args.model, seed=args.seed, name=args.mask, context=context,
-                       context_labels=context_labels, context_name=context_name)
+                       context_labels=context_labels, context_name=context_name, grain=not args.no_grain)
     # The mask's header (affine, spacing) goes with the image; only a NIfTI writer uses it.
     print(write_image(output, image, mask.meta))
     return 0
@@ -115,6 +122,8 @@ def cmd_synthesize_dataset(args) -> int:
         raise LvsegError("--slice-seeds needs --stacks (a lone synthetic slice has one seed anyway)")
     if args.edits:
         return _edited_dataset(args)
+    if args.no_grain:
+        raise LvsegError("--no-grain concerns a context generator's fill-in: use it with --edits")
     _threads(args.threads)
     folder = synthesize_dataset(args.masks_from, args.n, args.out, model=args.model, seed=args.seed,
                                 cases=args.cases, simulate=not args.no_simulate, stacks=args.stacks,
@@ -134,7 +143,8 @@ def _edited_dataset(args) -> int:
     kinds = check_edits(args.edits)
     _threads(args.threads)
     folder, summary = synthesize_edited_dataset(args.masks_from, args.n, args.out, kinds, model=args.model,
-                                                seed=args.seed, cases=args.cases, stacks=args.stacks)
+                                                seed=args.seed, cases=args.cases, stacks=args.stacks,
+                                                grain=not args.no_grain)
     made = ", ".join(f"{kind} {count}" for kind, count in sorted(summary["pairs"].items()))
     print(f"{args.n} edited {'stacks' if args.stacks else 'pairs'} written to {folder.root} ({len(folder)} pairs in "
           f"the folder): {made}; {summary['rendering']['how']}")

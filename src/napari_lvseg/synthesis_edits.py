@@ -79,7 +79,7 @@ class Renderer:
     where it can (see the module doc; ``image_labels``, the real image's own labels, blank its own LV too), else of
     the mask alone. ``describe()`` says which, and why."""
 
-    def __init__(self, model):
+    def __init__(self, model, grain: bool = True):
         from .synthesis import load_synthesis_model, synthesize
 
         self._synthesize = synthesize
@@ -93,18 +93,23 @@ class Renderer:
                     "labels-only generator: the whole image rendered from the mask" if takes_context else
                     "this package's synthesize() takes no context yet: the whole image rendered from the mask")
         self.kept = Counter()
+        self.grain = grain and "grain" in self._params
 
     def __call__(self, mask, image, seed: int, image_labels=None) -> np.ndarray:
         if not self.context:
             return self._synthesize(mask, self.model, seed)
         extra = {"context_labels": image_labels} if image_labels is not None and "context_labels" in self._params \
             else {}
+        if "grain" in self._params:
+            extra["grain"] = self.grain
         out = self._synthesize(mask, self.model, seed, context=image, **extra)
         self.kept[context_kept(out, image, mask if image_labels is None else (mask > 0) | (image_labels > 0))] += 1
         return out
 
     def describe(self) -> dict:
         out = {"context": bool(self.context), "how": self.why}
+        if self.context:
+            out["grain"] = bool(self.grain)
         if self.kept:
             out["context_kept"] = {"yes": self.kept[True], "no": self.kept[False]}
         return out
@@ -124,13 +129,14 @@ def context_kept(image, context, mask, margin: int = CONTEXT_MARGIN) -> bool:
 
 # -- the dataset ---------------------------------------------------------------------------------------------------
 def synthesize_edited_dataset(masks_from, n: int, out, edits=("all",), model=None, seed: int = 0, cases=None,
-                              stacks: bool = False, device=None) -> tuple:
+                              stacks: bool = False, device=None, grain: bool = True) -> tuple:
     """Write ``n`` pairs of edited real masks and their images into the pair folder ``out``.
 
     Returns (`PairFolder`, summary dict: pairs per edit kind, the rendering, the fusions and moves rejected as
     anatomically impossible and why).
     Manifest records: origin 'synthetic', source case and slice (None for a stack), ``edit`` and its parameters,
     for a fusion the donor case and slice, ``context`` (whether the real image was the context), generator, seed.
+    ``grain``: a context generator's fill-in gets its context's noise texture (`synthesis.synthesize`).
     """
     from .data.edits import check_edits
     from .io.lock import FolderLock
@@ -143,7 +149,7 @@ def synthesize_edited_dataset(masks_from, n: int, out, edits=("all",), model=Non
     PairFolder(out).check_writable()
     with FolderLock(out, "synthetic pair folder"):
         _clear_interrupted(PairFolder(out))
-        return _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device)
+        return _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device, grain)
 
 
 def _templates(masks_from, cases, stacks):
@@ -226,13 +232,13 @@ def _fuse_stack(templates, rng):
     raise LvsegError(f"no stack fusion passed in {_FUSION_TRIES} tries: {rejected[-1] if rejected else ''}")
 
 
-def _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device):
+def _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device, grain):
     from .data.edits import applicable, edit_mask
     from .data.fusion import FusionRejected, lv_shape
     from .io.pairs import PairFolder
     from .synthesis import _model_path
 
-    renderer = Renderer(model)
+    renderer = Renderer(model, grain)
     if device is not None:
         renderer.model = (renderer.model[0].to(device), renderer.model[1])
     card = renderer.model[1]
@@ -276,7 +282,7 @@ def _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device):
         folder.add(rendered, mask, origin="synthetic", source=case if stacks else f"{case} slice {z}",
                    model=card.name, seed=seed + k, name=names[k], source_data=str(masks_from), source_case=case,
                    source_slice=z, generator_path=_model_path(model), simulated=True, edit=kind, **detail,
-                   context=bool(renderer.context))
+                   context=bool(renderer.context), **({"grain": renderer.grain} if renderer.context else {}))
     summary = {"pairs": dict(made), "rendering": renderer.describe(), "rejections": sum(rejected.values()),
                "rejection_reasons": dict(rejected.most_common(5))}
     return folder, summary

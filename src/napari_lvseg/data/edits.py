@@ -4,7 +4,9 @@ LV's wall and cavity as they are (so the real image stays a valid context for re
 Kinds (``EDITS``): ``grow`` / ``shrink`` the infarct by 1-3 px, ``move`` it 30-150 degrees along the wall
 (`fusion.move_infarct`), ``add_no_reflow`` (10-40 % of an infarct), ``remove_no_reflow``, ``new_infarct`` (grown
 from endocardial seeds, 10-50 % of the wall, after clearing any lesion), ``clear`` (the lesion becomes normal
-myocardium) and ``fusion`` (a donor's lesion, `fusion.fuse_from_donor`; the dataset builder picks the donor). On a
+myocardium) and ``fusion`` (a donor's lesion, `fusion.fuse_from_donor`; the dataset builder picks the donor).
+``unchanged`` (not in ``all``) keeps the real mask: its image re-rendered in its own surroundings, the pairs that
+ask whether a network learns real anatomy from a generator's images ("train on synthetic, test on real"). On a
 stack (Z, Y, X) the same edit applies to every slice where it can (``move``: one angle for all), and ``new_infarct``
 is `simulator.simulate_stack` with the geometry left unchanged: one lesion through neighbouring slices.
 """
@@ -19,6 +21,7 @@ from . import simulator
 from .fusion import FusionRejected, donor_problems, move_infarct
 
 EDITS = ("grow", "shrink", "move", "add_no_reflow", "remove_no_reflow", "new_infarct", "clear", "fusion")
+UNCHANGED = "unchanged"
 _NEEDS_INFARCT = ("grow", "shrink", "move", "add_no_reflow", "clear")
 _NO_GEOMETRY = {"max_rotation": 0.0, "scale": (1.0, 1.0), "elastic": 0.0}
 
@@ -28,9 +31,10 @@ def check_edits(kinds) -> tuple:
     kinds = tuple(kinds)
     if "all" in kinds:
         return EDITS
-    unknown = [k for k in kinds if k not in EDITS]
+    unknown = [k for k in kinds if k not in EDITS + (UNCHANGED,)]
     if unknown or not kinds:
-        raise LvsegError(f"unknown mask edit {', '.join(unknown) or '(none)'}: choose from {', '.join(EDITS)} or all")
+        raise LvsegError(f"unknown mask edit {', '.join(unknown) or '(none)'}: choose from {', '.join(EDITS)}, all "
+                         f"or {UNCHANGED}")
     return kinds
 
 
@@ -54,6 +58,8 @@ def edit_mask(labels, kind: str, rng: np.random.Generator) -> tuple[np.ndarray, 
     """(edited labels, what was done) for a slice (Y, X) or stack (Z, Y, X); ``fusion`` is not made here (it needs a
     donor). `FusionRejected` where a move has no anatomically possible result."""
     labels = np.asarray(labels, np.uint8)
+    if kind == UNCHANGED:
+        return labels.copy(), {}
     if kind not in EDITS or kind == "fusion":
         raise LvsegError(f"edit_mask makes {', '.join(k for k in EDITS if k != 'fusion')}, not '{kind}'")
     if kind in ("grow", "shrink"):
