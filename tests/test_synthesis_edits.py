@@ -153,3 +153,9 @@ def test_cli_synthesize_dataset_edits(pairs, labels_only, tmp_path, capsys):
                  "--model", str(labels_only), "--edits", "wiggle"]) == 2
     err = capsys.readouterr().err
     assert "unknown mask edit wiggle" in err and len(err.strip().splitlines()) == 1
+
+
+def test_edits_without_a_named_model_render_in_context_with_the_bundled_context_generator():
+    renderer = Renderer(None)
+    assert renderer.context and renderer.model[1].name == "lvseg-pix2pix-context"
+    assert renderer.describe()["grain"] is True and Renderer(None, grain=False).describe()["grain"] is False

@@ -85,7 +85,7 @@ class Renderer:
         self._synthesize = synthesize
         self._params = inspect.signature(synthesize).parameters
         takes_context = "context" in self._params
-        self.model = load_synthesis_model(model)
+        self.model = load_synthesis_model(model, context=takes_context)   # no model named: the context default
         net, card = self.model
         conditioning = (card.params or {}).get("conditioning", getattr(net, "conditioning", "labels"))
         self.context = takes_context and conditioning == "context"
