@@ -14,6 +14,7 @@ from napari_lvseg.cli import main
 from napari_lvseg.data.phantom import make_phantom
 from napari_lvseg.io.pairs import PairFolder
 from napari_lvseg.models.card import read_card
+from napari_lvseg.synthesis import synthesize
 
 torch.set_num_threads(1)
 
@@ -229,6 +230,7 @@ def test_synthesize_with_context_keeps_every_pixel_outside_the_lv_region(context
 
     path, labels, affine = mask_nifti
     image, own = make_phantom(n_slices=2, seed=9)
+    image = image + np.random.default_rng(0).normal(0, 300, image.shape)   # grainier than the tiny generator
     context = _nifti(tmp_path / "context.nii.gz", image.astype(np.float32), affine)
     own_path = _nifti(tmp_path / "own.nii.gz", own, affine)
     out = tmp_path / "image.nii.gz"
@@ -238,6 +240,11 @@ def test_synthesize_with_context_keeps_every_pixel_outside_the_lv_region(context
     assert data.shape == labels.shape and np.allclose(nib.load(str(out)).affine, affine)
     assert np.array_equal(data[~region], image.astype(np.float32)[~region])
     assert not np.array_equal(data[region], image.astype(np.float32)[region])
+    smooth = tmp_path / "smooth.nii.gz"
+    assert main(["synthesize", str(path), "-o", str(smooth), "--model", str(context_run), "--context", str(context),
+                 "--context-labels", str(own_path), "--no-grain"]) == 0
+    expected = synthesize(labels, str(context_run), context=image.astype(np.float32), context_labels=own, grain=False)
+    assert np.allclose(_read(smooth), expected) and not np.allclose(_read(smooth), data)   # grain by default
 
 
 def test_synthesize_with_donors_takes_the_nearest_lv(context_run, pairs, tmp_path, capsys):

@@ -159,3 +159,14 @@ def test_edits_without_a_named_model_render_in_context_with_the_bundled_context_
     renderer = Renderer(None)
     assert renderer.context and renderer.model[1].name == "lvseg-pix2pix-context"
     assert renderer.describe()["grain"] is True and Renderer(None, grain=False).describe()["grain"] is False
+
+
+def test_cli_edits_say_whether_the_fill_in_has_its_grain(pairs, with_context, tmp_path, capsys):
+    out = tmp_path / "smooth"
+    assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "2", "--out", str(out), "--model",
+                 str(with_context), "--edits", "unchanged", "--no-grain"]) == 0
+    assert "context generator" in (text := capsys.readouterr().out) and "left smooth (--no-grain)" in text
+    assert [r["grain"] for r in PairFolder(out).records()] == [False, False]
+    assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "1", "--out", str(tmp_path / "y"),
+                 "--model", str(with_context), "--no-grain"]) == 2
+    assert "use it with --edits" in capsys.readouterr().err

@@ -133,6 +133,12 @@ def cmd_synthesize_dataset(args) -> int:
     return 0
 
 
+def _grain_text(rendering: dict) -> str:
+    if "grain" not in rendering:
+        return ""
+    return ", the fill-in given its context's grain" if rendering["grain"] else ", the fill-in left smooth (--no-grain)"
+
+
 def _edited_dataset(args) -> int:
     from .data.edits import check_edits
     from .synthesis_edits import synthesize_edited_dataset
@@ -147,7 +153,7 @@ def _edited_dataset(args) -> int:
                                                 grain=not args.no_grain)
     made = ", ".join(f"{kind} {count}" for kind, count in sorted(summary["pairs"].items()))
     print(f"{args.n} edited {'stacks' if args.stacks else 'pairs'} written to {folder.root} ({len(folder)} pairs in "
-          f"the folder): {made}; {summary['rendering']['how']}")
+          f"the folder): {made}; {summary['rendering']['how']}{_grain_text(summary['rendering'])}")
     if summary["rejections"]:
         reasons = "; ".join(f"{count}x {text}" for text, count in summary["rejection_reasons"].items())
         print(f"  {summary['rejections']} fusion(s) or move(s) rejected as anatomically impossible and drawn again: "
