@@ -97,8 +97,9 @@ def synthesize(mask, model=None, seed: int = 0, name: str = "mask", context=None
     ``context``: a real image of the mask's shape that the mask is rendered into (a context generator fills in the
     LV region only; every pixel outside it is the context's); ``context_labels``: the context's own labels, where
     known (its LV is blanked out too). ``grain``: give the fill-in the context's own noise texture, measured over
-    the pixels it replaces (`data.grain`; False: the generator's smooth output as it is). Without a context, ``donors`` (a folder of EMIDEC cases or pairs, or a list
-    of `Donor`) give one: per slice, the donor of rank ``donor`` by LV size (0: the nearest; or a donor's name).
+    the pixels it replaces (`data.grain`; False: the generator's smooth output as it is). Without a context,
+    ``donors`` (a folder of EMIDEC cases or pairs, or a list of `Donor`) give one: per slice, the donor of rank
+    ``donor`` by LV size (0: the nearest; or a donor's name).
     A labels-only generator renders the whole image from the mask (float32) and takes no context.
     """
     labels = _check_mask(mask, name)

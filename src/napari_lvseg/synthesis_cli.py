@@ -51,8 +51,9 @@ def add_parsers(sub, add_model) -> None:
                         "carries one lesion through the stack)")
     p.add_argument("--edits", nargs="+", metavar="KIND",
                    help="real cases' masks edited instead of simulated, each rendered with its real image as the "
-                        "context where the generator takes one (default model then: the context generator): grow, shrink, move, add_no_reflow, remove_no_reflow, "
-                        "new_infarct, clear, fusion (a donor case's lesion in the nearest LV of another case), or all; "
+                        "context where the generator takes one (default model then: the context generator): grow, "
+                        "shrink, move, add_no_reflow, remove_no_reflow, new_infarct, clear, fusion (a donor case's "
+                        "lesion in the nearest LV of another case), or all; "
                         "unchanged: the real masks as they are, re-rendered (train on synthetic, test on real)")
     p.add_argument("--no-grain", action="store_true",
                    help="with a context: leave the generator's fill-in smooth (default: given the context's own "
