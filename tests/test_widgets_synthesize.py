@@ -378,6 +378,10 @@ def test_an_edited_case_is_rendered_into_its_own_image_below_the_labels(setup, q
     region = region_slices(copy.data, labels_layer.data)
     assert np.array_equal(out.data[~region], image_layer.data[~region].astype(out.data.dtype))
     assert not np.array_equal(out.data[region], image_layer.data[region])
+    kwargs, _ = widget.context_arguments(copy, copy.data, "tiny-ctx")
+    assert kwargs["grain"] is True   # the image's grain by default; unticked, synthesize is told so
+    widget.grain.setChecked(False)
+    assert widget.context_arguments(copy, copy.data, "tiny-ctx")[0]["grain"] is False
     # its own image layer, above the images and below the labels over them: the labels stay visible over it
     order = list(viewer.layers)
     assert isinstance(out, Image) and order[order.index(out) - 1] is viewer.layers["case2"]

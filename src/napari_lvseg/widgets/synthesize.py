@@ -11,7 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from qtpy.QtWidgets import QComboBox, QFormLayout, QHBoxLayout, QLabel, QLineEdit, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QLineEdit,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from napari_lvseg import labels as lb, layer_meta
 from napari_lvseg.errors import LvsegError
@@ -255,6 +265,9 @@ class SynthesizeWidget(QWidget):
         self.context_picker = LayerPicker(napari_viewer, (Image,), none_text=NO_CONTEXT)
         self.context_picker.setToolTip(CONTEXT_TIP)
         self.donor_rank = spin_box(0, 10_000, 0, DONOR_TIP)
+        self.grain = QCheckBox("the image's grain")
+        self.grain.setChecked(True)
+        self.grain.setToolTip(tips.SYNTH_GRAIN)
         self.mask_picker.currentIndexChanged.connect(lambda *_: self._mask_changed())
         self.context_picker.currentIndexChanged.connect(lambda *_: self._context_changed())
 
@@ -300,6 +313,7 @@ class SynthesizeWidget(QWidget):
         form.addRow(self.clean_button)
         form.addRow("context image", self.context_picker)
         form.addRow("donor", self.donor_rank)
+        form.addRow("fill-in", self.grain)
         form.addRow("model", self.model_picker)
         form.addRow("variants", self.n_variants)
         form.addRow("seed", self.seed)
@@ -367,8 +381,8 @@ class SynthesizeWidget(QWidget):
                 raise LvsegError(f"context image '{image.name}' has shape {context.shape}; the mask '{layer.name}' has "
                                  f"{mask.shape}: choose the mask's own image, or none for a donor")
             own = self._context_labels(layer, image)
-            return ({"context": context, "context_labels": own, "context_name": image.name},
-                    f" in '{image.name}'")
+            return ({"context": context, "context_labels": own, "context_name": image.name,
+                     "grain": self.grain.isChecked()}, f" in '{image.name}'")
         donors = self.logic.donors(self.viewer)
         if not donors:
             raise LvsegError(f"{model} fills in the LV region of a real image: choose a context image, or open a case "
@@ -377,7 +391,7 @@ class SynthesizeWidget(QWidget):
 
         context, own, names = donor_contexts(mask, donors, self.donor_rank.value(), layer.name)
         shown = sorted(set(names))
-        return ({"context": context, "context_labels": own, "context_name": "donor"},
+        return ({"context": context, "context_labels": own, "context_name": "donor", "grain": self.grain.isChecked()},
                 f" in donor {', '.join(shown[:3])}{' ...' if len(shown) > 3 else ''}")
 
     def _context_labels(self, layer, image):
