@@ -530,3 +530,36 @@ def test_the_fold_models_ship_as_one_ensemble_with_the_post_processing_chosen_ou
     finished[2] = False
     with pytest.raises(SystemExit, match="fold 2 .* has not finished"):
         cross_validation.ship("tiny.json", 3, tmp_path / "again", "lvseg-seg", results=tmp_path / "results")
+
+
+def test_a_synthetic_set_of_edits_comes_from_the_training_cases_rendered_in_context(runner, tmp_path):
+    import numpy as np
+
+    from napari_lvseg.data.phantom import make_phantom
+    from napari_lvseg.engine import TrainOptions, train
+    from napari_lvseg.io.pairs import PairFolder
+
+    real = PairFolder(tmp_path / "real")
+    for seed in range(3):
+        image, labels = make_phantom(n_slices=2, seed=seed)
+        real.add(image, labels, origin="real", name=f"phantom_P{seed}")
+    generator = tmp_path / "ctx"
+    list(train(TrainOptions(task="synthesis", data=[str(real.root)], out=str(generator), epochs=1,
+                            samples_per_epoch=2, batch_size=2, width=4, disc_width=8, threads=1, device="cpu",
+                            context_inpaint=True)))
+    (tmp_path / "split.json").write_text(json.dumps({"train": ["phantom_P0", "phantom_P1"], "val": ["phantom_P2"],
+                                                     "test": []}))
+    config = tmp_path / "b.json"
+    config.write_text(json.dumps({"task": "segmentation", "data": [str(real.root), str(tmp_path / "edits")],
+                                  "out": str(tmp_path / "run"), "split": str(tmp_path / "split.json"),
+                                  "synthetic": {"generator": str(generator), "n": 4, "seed": 0,
+                                                "edits": ["grow", "clear"]}}))
+    out = runner.make_synthetic(config)
+    records = PairFolder(out).records()
+    assert len(records) == 4 and {r["source_case"] for r in records} <= {"phantom_P0", "phantom_P1"}
+    assert {r["edit"] for r in records} <= {"grow", "clear"} and all(r["context"] and r["grain"] for r in records)
+    for record in records:   # outside the LV and a margin, each image is its source's
+        image, mask = PairFolder(out).read(record["name"])
+        source = real.read(record["source_case"])[0][record["source_slice"]]
+        assert np.array_equal(image[:, :8], source[:, :8].astype(image.dtype))
+    assert runner.make_synthetic(config) == out and len(PairFolder(out).records()) == 4   # made once

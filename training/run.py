@@ -124,6 +124,13 @@ def make_synthetic(config_path, device=None) -> Path:
     if out.exists():
         raise SystemExit(f"{out}: an incomplete synthetic folder; remove it and run again")
     split = json.loads(Path(config["split"]).read_text())
+    if spec.get("edits"):   # the training cases' real masks edited, each rendered in its own real image
+        from napari_lvseg.synthesis_edits import synthesize_edited_dataset
+
+        synthesize_edited_dataset(config["data"][0], spec["n"], out, spec["edits"], model=_path(spec["generator"]),
+                                  seed=spec["seed"], cases=split["train"], stacks=spec.get("stacks", False),
+                                  device=device, grain=spec.get("grain", True))
+        return out
     synthesize_dataset(masks_from=config["data"][0], n=spec["n"], out=out, model=_path(spec["generator"]),
                        seed=spec["seed"], cases=split["train"], device=device, stacks=spec.get("stacks", False),
                        slice_seeds=spec.get("slice_seeds", False))
