@@ -148,3 +148,24 @@ def test_measure_realism_on_real_cases(emidec_dir):
     assert set(real["cases"]) == {"Case_P064", "Case_N042"}
     with pytest.raises(LvsegError, match="overlap: Case_P022"):
         realism.measure_realism((net, card), emidec_dir, ["Case_P022"], ["Case_P022"])
+
+
+def test_realism_controls_change_the_lv_region_only_and_identity_not_at_all():
+    import importlib
+
+    from napari_lvseg.data.phantom import make_phantom
+    from napari_lvseg.synthesis import region_slices
+
+    controls = importlib.import_module("training.realism_controls")
+    image, labels = make_phantom(n_slices=2, seed=1)
+    image = image + np.random.default_rng(0).normal(0, 100, image.shape)
+    region = region_slices(labels, labels)
+    assert np.array_equal(controls.changed(image, labels, "identity"), image.astype(np.float32))
+    for kind in ("blur:1", "blur:1+grain", "grain"):
+        out = controls.changed(image, labels, kind)
+        assert np.array_equal(out[~region], image.astype(np.float32)[~region]), kind
+        assert not np.allclose(out[region], image[region]), kind
+    smooth, regrained = controls.changed(image, labels, "blur:1"), controls.changed(image, labels, "blur:1+grain")
+    assert np.std(np.diff(regrained[region])) > np.std(np.diff(smooth[region]))   # grain given back
+    with pytest.raises(SystemExit, match="unknown control"):
+        controls.changed(image, labels, "sharpen")

@@ -35,6 +35,7 @@ STUDIES = {
     "slice-split": ("slice_split", "the slice-level split study: make | evaluate | compare"),
     "judge-synthesis": ("judge_synthesis", "networks trained on real images read a generator's images"),
     "realism": ("measure_realism", "real-vs-synthetic two-sample test and LGE physics checks of generators"),
+    "realism-controls": ("realism_controls", "the same test on real slices changed in known ways (blur, grain)"),
     "figure-generators": ("figure_generators", "a picture of generators side by side (or synthetic stacks)"),
     "bundle": ("bundle", "copy a trained run into the package as a bundled model"),
     "config": ("config", "a config's resolved options (bases and overrides applied)"),
