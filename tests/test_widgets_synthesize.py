@@ -428,3 +428,17 @@ def test_the_context_generator_is_the_default_where_a_context_is_available(setup
     viewer.layers.remove("case1")
     widget.new_mask()
     assert widget.model_picker.current_model() == labels_default
+
+
+def test_a_case_opened_after_the_panel_makes_the_context_generator_the_default(setup, models_dir):
+    from napari_lvseg.synthesis import default_generator
+
+    viewer, widget, _ = setup
+    _tiny_context_model(models_dir)
+    widget.refresh_models()
+    assert widget.model_picker.current_model() == default_generator(False)
+    _open_case(viewer)   # an image and its labels: a context, or a donor, is now at hand
+    assert widget.model_picker.current_model() == default_generator(True) != default_generator(False)
+    viewer.layers.remove("case1 labels")   # with no case left, the labels-only default again
+    viewer.layers.remove("case1")
+    assert widget.model_picker.current_model() == default_generator(False)

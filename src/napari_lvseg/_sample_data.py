@@ -13,5 +13,6 @@ def make_phantom_sample() -> list[tuple]:
     return [
         (image, {"name": "LGE phantom", "colormap": "gray"}, "image"),
         (labels, {"name": "LGE phantom truth", "opacity": 0.5, "visible": False,
-                  "metadata": layer_meta.labels_metadata(), **labels_layer_kwargs()}, "labels"),
+                  "metadata": {**layer_meta.labels_metadata(), layer_meta.IMAGE.name: "LGE phantom"},
+                  **labels_layer_kwargs()}, "labels"),
     ]

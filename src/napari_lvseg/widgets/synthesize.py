@@ -270,6 +270,8 @@ class SynthesizeWidget(QWidget):
         self.grain.setToolTip(tips.SYNTH_GRAIN)
         self.mask_picker.currentIndexChanged.connect(lambda *_: self._mask_changed())
         self.context_picker.currentIndexChanged.connect(lambda *_: self._context_changed())
+        for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
+            event.connect(lambda *_: self._context_changed())   # a case with labels opened or closed: donors or not
 
         self.model_picker = ModelPicker("synthesis")
         self.model_picker.setToolTip(tips.SYNTH_MODEL)
