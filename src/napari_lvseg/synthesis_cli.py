@@ -9,6 +9,9 @@ from pathlib import Path
 
 from .errors import LvsegError
 
+NO_GRAIN_HELP = ("with a context: leave the generator's fill-in smooth (default: given the context's own noise "
+                 "texture, measured over the pixels it replaces)")
+
 
 def add_parsers(sub, add_model) -> None:
     """Register the synthesis subcommands on the ``lvseg`` sub-parser collection."""
@@ -29,9 +32,7 @@ def add_parsers(sub, add_model) -> None:
                         "surroundings from, the slice whose LV size is nearest the mask's")
     p.add_argument("--donor", default="0", metavar="RANK|NAME",
                    help="with --donors: the donor by rank of LV size (0: the nearest) or by name ('Case_P001 slice 3')")
-    p.add_argument("--no-grain", action="store_true",
-                   help="with a context: leave the generator's fill-in smooth (default: given the context's own "
-                        "noise texture, measured over the pixels it replaces)")
+    p.add_argument("--no-grain", action="store_true", help=NO_GRAIN_HELP)
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize)
 
@@ -55,9 +56,7 @@ def add_parsers(sub, add_model) -> None:
                         "shrink, move, add_no_reflow, remove_no_reflow, new_infarct, clear, fusion (a donor case's "
                         "lesion in the nearest LV of another case), or all; "
                         "unchanged: the real masks as they are, re-rendered (train on synthetic, test on real)")
-    p.add_argument("--no-grain", action="store_true",
-                   help="with a context: leave the generator's fill-in smooth (default: given the context's own "
-                        "noise texture, measured over the pixels it replaces)")
+    p.add_argument("--no-grain", action="store_true", help=NO_GRAIN_HELP)
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize_dataset)
 
