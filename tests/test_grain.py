@@ -1,7 +1,24 @@
 import numpy as np
 from scipy import ndimage as ndi
 
-from napari_lvseg.data.grain import lag_correlation, matched_grain, residual, robust_spread
+from napari_lvseg.data.grain import MIN_PIXELS, matched_grain, residual, robust_spread
+
+
+def lag_correlation(values: np.ndarray, mask: np.ndarray, axis: int | None = None) -> float:
+    """The correlation of neighbouring values inside ``mask``: along ``axis`` (0: rows, 1: columns), or both
+    together (None). 0 where too few pairs."""
+    pairs = []
+    if axis in (None, 1):
+        keep = mask[:, :-1] & mask[:, 1:]
+        pairs.append((values[:, :-1][keep], values[:, 1:][keep]))
+    if axis in (None, 0):
+        keep = mask[:-1] & mask[1:]
+        pairs.append((values[:-1][keep], values[1:][keep]))
+    a = np.concatenate([p[0] for p in pairs])
+    b = np.concatenate([p[1] for p in pairs])
+    if a.size < MIN_PIXELS or a.std() == 0 or b.std() == 0:
+        return 0.0
+    return float(np.corrcoef(a, b)[0, 1])
 
 
 def _disc(shape=(96, 96), radius=30):

@@ -37,23 +37,6 @@ def robust_spread(values: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(values - np.median(values)))) if values.size else 0.0
 
 
-def lag_correlation(values: np.ndarray, mask: np.ndarray, axis: int | None = None) -> float:
-    """The correlation of neighbouring values inside ``mask``: along ``axis`` (0: rows, 1: columns), or both
-    together (None). 0 where too few pairs."""
-    pairs = []
-    if axis in (None, 1):
-        keep = mask[:, :-1] & mask[:, 1:]
-        pairs.append((values[:, :-1][keep], values[:, 1:][keep]))
-    if axis in (None, 0):
-        keep = mask[:-1] & mask[1:]
-        pairs.append((values[:-1][keep], values[1:][keep]))
-    a = np.concatenate([p[0] for p in pairs])
-    b = np.concatenate([p[1] for p in pairs])
-    if a.size < MIN_PIXELS or a.std() == 0 or b.std() == 0:
-        return 0.0
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 def surrogate(fine: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """A stationary random field (``fine``'s shape) whose `residual` has the amplitude spectrum of ``fine`` (a
     residual) inside ``mask`` (the rest zeroed, the mean taken out), with random phases. The spectrum is divided by

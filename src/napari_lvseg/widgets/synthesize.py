@@ -383,8 +383,8 @@ class SynthesizeWidget(QWidget):
                 raise LvsegError(f"context image '{image.name}' has shape {context.shape}; the mask '{layer.name}' has "
                                  f"{mask.shape}: choose the mask's own image, or none for a donor")
             own = self._context_labels(layer, image)
-            return ({"context": context, "context_labels": own, "context_name": image.name,
-                     "grain": self.grain.isChecked()}, f" in '{image.name}'")
+            return ({"context": context, "context_labels": own, "context_name": image.name, **self._grain()},
+                    f" in '{image.name}'")
         donors = self.logic.donors(self.viewer)
         if not donors:
             raise LvsegError(f"{model} fills in the LV region of a real image: choose a context image, or open a case "
@@ -393,8 +393,11 @@ class SynthesizeWidget(QWidget):
 
         context, own, names = donor_contexts(mask, donors, self.donor_rank.value(), layer.name)
         shown = sorted(set(names))
-        return ({"context": context, "context_labels": own, "context_name": "donor", "grain": self.grain.isChecked()},
+        return ({"context": context, "context_labels": own, "context_name": "donor", **self._grain()},
                 f" in donor {', '.join(shown[:3])}{' ...' if len(shown) > 3 else ''}")
+
+    def _grain(self) -> dict:
+        return {"grain": self.grain.isChecked()}
 
     def _context_labels(self, layer, image):
         """The context image's own labels (its LV is blanked out too): the layer a what-if copy was made from, the
