@@ -102,6 +102,56 @@ def test_whole_stacks_are_edited_as_one_case(pairs, labels_only, tmp_path):
         assert np.array_equal(np.isin(mask, WALL), np.isin(source, WALL)) and not anatomy_problems(mask)
 
 
+def _split_lesion(labels):
+    """The phantom's lesion cut in two by normal myocardium across its middle: a donor fusion must refuse."""
+    from napari_lvseg.data.fusion import donor_problems
+
+    labels = labels.copy()
+    for z in range(len(labels)):
+        lesion = np.isin(labels[z], (3, 4))
+        if not lesion.any():
+            continue
+        cy, cx = np.argwhere(labels[z] == 1).mean(0)
+        ys, xs = np.nonzero(lesion)
+        angle = np.arctan2(ys - cy, xs - cx)
+        middle = np.angle(np.exp(1j * angle).mean())
+        cut = np.abs(np.angle(np.exp(1j * (angle - middle)))) < 0.25
+        labels[z][ys[cut], xs[cut]] = 2
+        assert "donor's lesion is in several pieces" in donor_problems(labels[z])
+    return labels
+
+
+@pytest.fixture(scope="module")
+def one_split_donor(tmp_path_factory):
+    """Two lesioned cases, one of them unable to give its lesion, and two healthy recipients."""
+    folder = PairFolder(tmp_path_factory.mktemp("split_donor"))
+    for seed in range(4):
+        image, labels = make_phantom(n_slices=3, seed=seed, infarct=seed < 2)
+        folder.add(image, _split_lesion(labels) if seed == 0 else labels, origin="real", name=f"phantom_{seed}")
+    return folder.root
+
+
+def test_a_fusion_round_that_finds_no_fit_is_drawn_again(one_split_donor, labels_only, tmp_path, monkeypatch):
+    import napari_lvseg.synthesis_edits as edits
+
+    monkeypatch.setattr(edits, "_FUSION_TRIES", 1)   # a round is one draw: the split donor fails whole rounds
+    folder, summary = synthesize_edited_dataset(one_split_donor, 6, tmp_path / "fused", ["fusion"],
+                                                model=str(labels_only), seed=0, stacks=True)
+    assert len(folder.records()) == 6
+    assert {r["donor_case"] for r in folder.records()} == {"phantom_1"}
+    assert any("no stack fusion passed in 1 tries" in reason for reason in summary["rejection_reasons"])
+
+
+def test_fusion_that_can_never_fit_stops_with_a_clear_message(one_split_donor, labels_only, tmp_path):
+    only_split = PairFolder(tmp_path / "only_split")
+    for name in ("phantom_0", "phantom_2"):
+        only_split.add(*PairFolder(one_split_donor).read(name), origin="real", name=name)
+    with pytest.raises(LvsegError, match="fusion failed 6 times in a row .*leave out the kind fusion") as info:
+        synthesize_edited_dataset(only_split.root, 20, tmp_path / "never", ["fusion", "grow"],
+                                  model=str(labels_only), seed=0, stacks=True)
+    assert str(only_split.root) in str(info.value)
+
+
 def test_edits_that_change_nothing_anywhere_are_refused(pairs, labels_only, tmp_path):
     healthy = PairFolder(tmp_path / "healthy")
     image, labels = make_phantom(n_slices=2, seed=0, infarct=False)

@@ -27,6 +27,7 @@ from .labels import BACKGROUND
 
 CONTEXT_MARGIN = 12   # px beyond the LV where a context generator must have kept the context image's pixels
 _FUSION_TRIES = 20
+_FUSION_ROUNDS = 5   # rounds of tries in a row without a fusion: the cases cannot give one another a lesion
 
 
 def read_cases(data, cases=None) -> list:
@@ -184,7 +185,7 @@ def _fusion(templates, shapes, rng, stacks):
             continue
         rejected += reasons
         return pool[j], fused, {"donor_case": donor_case, "donor_slice": templates[d][1]}, rejected
-    raise LvsegError(f"no fusion passed in {_FUSION_TRIES} tries: {rejected[-1] if rejected else ''}")
+    raise FusionRejected(f"no fusion passed in {_FUSION_TRIES} tries: {rejected[-1] if rejected else ''}")
 
 
 def _stack_shape(labels):
@@ -229,7 +230,7 @@ def _fuse_stack(templates, rng):
             rejected.append("no lesion slice of the donor met an LV slice of the recipient")
             continue
         return r, fused, {"donor_case": templates[d][0], "donor_slice": None}, rejected
-    raise LvsegError(f"no stack fusion passed in {_FUSION_TRIES} tries: {rejected[-1] if rejected else ''}")
+    raise FusionRejected(f"no stack fusion passed in {_FUSION_TRIES} tries: {rejected[-1] if rejected else ''}")
 
 
 def _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device, grain):
@@ -262,11 +263,21 @@ def _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device, 
                              "add more with another --seed, or write to another --out", out)
     rng = np.random.default_rng(seed)
     made, rejected = Counter(), Counter()
+    failed_fusions = 0
     for k in range(n):
         while True:
             kind = kinds[int(rng.integers(len(kinds)))]
             if kind == "fusion":
-                t, mask, detail, reasons = _fusion(templates, shapes, rng, stacks)
+                try:
+                    t, mask, detail, reasons = _fusion(templates, shapes, rng, stacks)
+                except FusionRejected as exc:   # this draw of donors found no fit: draw the pair again
+                    failed_fusions += 1
+                    if failed_fusions > _FUSION_ROUNDS:
+                        raise LvsegError(f"cross-subject fusion failed {failed_fusions} times in a row "
+                                         f"({exc.message}); leave out the kind fusion", masks_from) from None
+                    rejected[exc.message] += 1
+                    continue
+                failed_fusions = 0
                 rejected.update(reasons)
                 break
             t = where[kind][int(rng.integers(len(where[kind])))]
