@@ -196,6 +196,30 @@ def test_resize_upsampling_keeps_a_flat_region_flat():
         Pix2PixGenerator(upsample="bilinear")
 
 
+def test_injected_noise_starts_silent_and_then_draws_per_pixel_variety():
+    torch.manual_seed(0)
+    plain = Pix2PixGenerator(base_width=4, depth=4, dropout=0.0, upsample="resize")
+    noisy = Pix2PixGenerator(**{**plain.architecture_params(), "noise_levels": 2})
+    missing, unexpected = noisy.load_state_dict(plain.state_dict(), strict=False)
+    assert sorted(missing) == ["noise.0.scale", "noise.1.scale"] and not unexpected
+    assert noisy.noise[0].scale.shape == (1, 8, 1, 1)   # level 0 reads its skip beside the level above: 2 x 4
+    labels = torch.randint(0, 5, (1, 32, 32))
+    assert torch.equal(noisy.generate(labels, seed=1), plain.generate(labels, seed=1))   # zero weight: the same
+    with torch.no_grad():
+        for injection in noisy.noise:
+            injection.scale.fill_(0.5)
+    a, b = noisy.generate(labels, seed=1), noisy.generate(labels, seed=2)
+    assert torch.equal(a, noisy.generate(labels, seed=1))   # deterministic per seed
+    difference = (a - b)[0, 0]
+    assert float(difference.abs().mean()) > 1e-3
+    # per pixel, not per block: neighbouring pixels differ independently, not in 2x2 copies of a coarser map
+    assert float((difference[:, 1::2] - difference[:, ::2]).abs().mean()) > 0.2 * float(difference.abs().mean())
+    assert Pix2PixGenerator(**noisy.architecture_params()).architecture_params()["noise_levels"] == 2
+    assert "noise_levels" not in plain.architecture_params()   # cards without noise keep their params
+    with pytest.raises(ValueError, match="noise_levels must be 0..4, with resize upsampling"):
+        Pix2PixGenerator(base_width=4, depth=4, upsample="transposed", noise_levels=1)
+
+
 def test_patch_discriminator_shape():
     disc = PatchDiscriminator(base_width=4)
     labels = one_hot(torch.randint(0, 5, (2, 128, 128)))

@@ -431,6 +431,29 @@ def test_context_training_records_the_conditioning_and_keeps_the_old_cards_worki
     assert synthesize(lv_mask, str(run[0])).shape == lv_mask.shape
 
 
+def test_texture_options_fine_tune_a_generator_with_noise_a_blurred_l1_and_a_smaller_critic(context_run, pairs,
+                                                                                             tmp_path):
+    from napari_lvseg.engine.synthesis import weighted_l1
+    from napari_lvseg.models.registry import load_model
+
+    out = tmp_path / "texture"
+    options = tiny_options(pairs, out, init=str(context_run), noise_levels=2, l1_blur=1.5, disc_layers=2)
+    assert list(train(options))[-1].kind == "done"
+    generator, card = load_model(str(out), task="synthesis")
+    assert card.params["noise_levels"] == 2 and card.params["conditioning"] == "context"
+    assert card.training["l1_blur"] == 1.5 and card.training["disc_layers"] == 2
+    assert float(generator.noise[0].scale.detach().abs().max()) > 0   # its weights trained away from zero
+    # the blurred L1 does not see a pixel-scale pattern the plain one sees
+    real = torch.zeros(1, 1, 32, 32)
+    grain = torch.zeros(1, 1, 32, 32)
+    grain[..., ::2, ::2] = 1.0
+    grain[..., 1::2, 1::2] = 1.0
+    grain -= 0.5   # a checkerboard of +-0.5 around zero
+    weights = torch.ones(1, 1, 32, 32)
+    assert float(weighted_l1(grain, real, weights, blur=1.5)) < 0.02
+    assert float(weighted_l1(grain, real, weights)) == pytest.approx(0.5)
+
+
 def test_context_synthesis_keeps_every_pixel_outside_the_region(context_run, lv_mask):
     from napari_lvseg.synthesis import region_slices
 

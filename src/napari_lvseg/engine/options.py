@@ -132,6 +132,15 @@ class TrainOptions:
                               metavar="W0:W1:W2:W3:W4", help="synthesis: L1 weight of each class's pixels")
     disc_width: int = option(32, low=1, group=SYNTHESIS, label="discriminator width",
                              help="synthesis: base width of the discriminator")
+    disc_layers: int = option(3, low=1, high=5, group=SYNTHESIS, label="discriminator layers",
+                              help="synthesis: the critic's strided layers (3: 70-pixel patches, as pix2pix; 2: 34; "
+                                   "1: 16, the finest texture)")
+    noise_levels: int = option(0, low=0, high=8, group=SYNTHESIS, label="injected noise levels",
+                               help="synthesis: the generator's finest decoder levels that get per-pixel noise (its "
+                                    "weights start at zero; --init widens a generator without it)")
+    l1_blur: float = option(0.0, low=0.0, high=8.0, unit="pixels", group=SYNTHESIS, label="L1 blur",
+                            metavar="SIGMA", help="synthesis: the L1 compares Gaussian-blurred images (this sigma): it "
+                                                  "holds the shading and leaves the grain to the critic")
     upsample: str = option("resize", choices=UPSAMPLING, group=SYNTHESIS, label="upsampling",
                            help="synthesis: the generator's upsampling (resize + 3x3 convolution; transposed: 4x4 "
                                 "transposed convolutions, as the earlier lvseg-pix2pix, which leave a checkerboard)")

@@ -11,6 +11,13 @@ Loss: the original pix2pix objective, BCE-with-logits adversarial loss on PatchG
 so it stays on the scale of a plain L1 (and pix2pix's lambda 100 keeps its meaning) while small rare
 classes (infarct, no-reflow) weigh as much per pixel as the weights say.
 
+Texture (``l1_blur``, ``noise_levels``, ``disc_layers``): an L1 on every pixel makes the generator draw the mean of
+what a region could be, smooth where real LGE is grainy, and a classifier tells such images from real ones every
+time (training/RESULTS.md, "Realism, measured"). With ``l1_blur`` the L1 reads both images blurred, so it holds the
+shading and the class contrasts and leaves the pixel-scale texture to the critic; ``noise_levels`` gives the
+generator per-pixel noise to draw that texture from; a critic with fewer layers (``disc_layers``) judges smaller
+patches, the texture rather than the layout.
+
 Optional segmentation guide (``seg_guide``): a frozen segmentation model, trained on real images, reads
 each generated image (normalised per slice as inference does; a 2.5-D model sees the slice as its own
 neighbours) and ``seg_guide_lambda`` x its cross-entropy against the input mask, class-weighted like the
@@ -168,6 +175,27 @@ def gaussian_blur(images, sigma: float):
     return F.conv2d(F.pad(images, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
 
 
+def weighted_l1(fake, real, weights, blur: float = 0.0):
+    """sum(w |G - x|) / sum(w); with ``blur`` > 0 between the images blurred by a Gaussian of that sigma (the fine
+    grain is left to the critic: an L1 on it pulls the generator to the mean, a smooth image)."""
+    if blur > 0:
+        fake, real = gaussian_blur(fake, blur), gaussian_blur(real, blur)
+    return (weights * (fake - real).abs()).sum() / weights.sum().clamp_min(1e-6)
+
+
+def with_noise(generator, params: dict, levels: int):
+    """The generator with `NoiseInjection` at its ``levels`` finest decoder levels, all else its own weights; the
+    noise starts at zero weight, so it starts as the generator it was."""
+    from ..models.weights import build_model
+
+    params = {**params, "noise_levels": int(levels)}
+    noisy = build_model("Pix2PixGenerator", params)
+    missing, unexpected = noisy.load_state_dict(generator.state_dict(), strict=False)
+    if unexpected or any(not key.startswith("noise.") for key in missing):
+        raise LvsegError(f"cannot add noise to this generator (missing {missing}, unexpected {unexpected})")
+    return noisy, params
+
+
 def widen_to_context(generator, params: dict):
     """A context generator made from a labels-only one: the same weights, the first convolution's two new input
     channels (blanked context, region) at zero, so it starts as the labels-only generator it was."""
@@ -232,13 +260,17 @@ class SynthesisTask(Task):
 
                 self.params.update(in_channels=N_CLASSES + CONTEXT_CHANNELS, conditioning="context")
             self.generator = build_model(self.architecture, self.params)
+        if o.noise_levels and self.params.get("noise_levels", 0) != o.noise_levels:
+            if self.params.get("noise_levels", 0):
+                raise LvsegError(f"{o.init} has noise at {self.params['noise_levels']} levels, not {o.noise_levels}")
+            self.generator, self.params = with_noise(self.generator, self.params, o.noise_levels)
         # an --init context generator stays one (its input needs the context)
         self.inpaint = self.params.get("conditioning", "labels") == "context"
         if self.inpaint:   # the card records how the region is made (region_dilation, blend_width)
             self.params = self.generator.architecture_params()
         # the critic reads the labels (and the region, when inpainting) beside the image
         self.discriminator = PatchDiscriminator(in_channels=N_CLASSES + 1 + int(self.inpaint),
-                                                base_width=o.disc_width)
+                                                base_width=o.disc_width, n_layers=o.disc_layers)
         self.net_g, self.net_d = self.parallel(self.generator), self.parallel(self.discriminator)
         lr = o.lr or 2e-4
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=lr, betas=(0.5, 0.999))
@@ -335,8 +367,7 @@ class SynthesisTask(Task):
         cond = torch.cat([one_hot(labels), region_f], dim=1)
 
         loss_d, adversarial = self.critic_step(cond, real, composite)
-        w = self.l1_weights[labels][:, None] * region_f   # inside the region only
-        l1 = (w * (fake - real).abs()).sum() / w.sum().clamp_min(1e-6)
+        l1 = weighted_l1(fake, real, self.l1_weights[labels][:, None] * region_f, self.options.l1_blur)   # region only
         loss_g = adversarial + self.options.l1_lambda * l1
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
@@ -369,8 +400,7 @@ class SynthesisTask(Task):
 
         loss_d, adversarial = self.critic_step(cond, real, fake)
         # Generator: fool the (just updated) critic and stay close to the real image.
-        weights = self.l1_weights[labels][:, None]
-        l1 = (weights * (fake - real).abs()).sum() / weights.sum()
+        l1 = weighted_l1(fake, real, self.l1_weights[labels][:, None], self.options.l1_blur)
         loss_g = adversarial + self.options.l1_lambda * l1
         losses = {}
         if self.guide is not None:
@@ -419,7 +449,8 @@ class SynthesisTask(Task):
             params=self.params, normalization=synthesis_normalization(self.intensity_range),
             classes={str(k): v for k, v in NAMES.items()}, input_size=o.size,
             training={**self.data.card_training(epoch), "l1_lambda": o.l1_lambda, "l1_weights": list(o.l1_weights),
-                      "adversarial_loss": "BCEWithLogits", "disc_width": o.disc_width,
+                      "adversarial_loss": "BCEWithLogits", "disc_width": o.disc_width, "disc_layers": o.disc_layers,
+                      **({"l1_blur": o.l1_blur} if o.l1_blur else {}),
                       **({"conditioning": "context", "l1": "inside the region only",
                           "train_region_dilation": "3..8 pixels per sample"} if self.inpaint else {}),
                       "augment": "none" if o.augment == "none" else "light",

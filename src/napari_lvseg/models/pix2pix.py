@@ -1,8 +1,10 @@
 """Pix2Pix (Isola et al. 2017) for label-map -> LGE image synthesis: U-Net generator and PatchGAN critic.
 
-Variety comes from dropout, which stays active at synthesis time (pix2pix's noise source); norms are
-instance norms by default, so eval and training mode normalise identically and one image does not
-depend on the others in its batch.
+Variety comes from dropout, which stays active at synthesis time (pix2pix's noise source), and optionally from
+per-pixel noise injected at the finest decoder levels (``noise_levels``, as StyleGAN does): dropout sits at the
+coarse levels and cannot draw a scanner's grain or a blood pool's trabeculae, which are per-pixel and random. Norms
+are instance norms by default, so eval and training mode normalise identically and one image does not depend on
+the others in its batch.
 """
 
 from __future__ import annotations
@@ -28,6 +30,19 @@ def _upsampling(kind: str, cin: int, cout: int, bias: bool) -> list:
     if kind == "transposed":
         return [nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=bias)]
     return [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, padding=1, bias=bias)]
+
+
+class NoiseInjection(nn.Module):
+    """Adds one map of unit Gaussian noise per sample, scaled per channel by learned weights that start at zero: a
+    generator given noise starts as the generator it was, and learns how much of it to use."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.scale = nn.Parameter(torch.zeros(1, channels, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(x.shape[0], 1, *x.shape[2:], dtype=x.dtype, device=x.device)
+        return x + self.scale * noise
 
 
 def one_hot(labels: torch.Tensor, n_classes: int = N_CLASSES) -> torch.Tensor:
@@ -103,12 +118,15 @@ class Pix2PixGenerator(nn.Module):
     ``upsample="resize"`` replaces each ConvTranspose4x4 by nearest-neighbour 2x resizing and a Conv3x3
     (Odena et al. 2016): a stride-2 transposed convolution's kernel overlaps unevenly and can lay a
     checkerboard over flat regions, which the segmentation-guided generator showed.
+
+    ``noise_levels`` (resize upsampling only): the outermost levels whose resized features get a `NoiseInjection`
+    before their convolution; 1 is the output's own resolution.
     """
 
     def __init__(self, in_channels: int = N_CLASSES, out_channels: int = 1, base_width: int = 32,
                  depth: int = 6, dropout: float = 0.5, norm: str = "instance", upsample: str = "transposed",
                  conditioning: str = "labels", region_dilation: int = REGION_DILATION,
-                 blend_width: int = BLEND_WIDTH):
+                 blend_width: int = BLEND_WIDTH, noise_levels: int = 0):
         super().__init__()
         if depth < 2:
             raise ValueError(f"depth must be >= 2, got {depth}")
@@ -118,12 +136,17 @@ class Pix2PixGenerator(nn.Module):
             raise ValueError(f"conditioning must be one of {', '.join(CONDITIONING)}, got {conditioning!r}")
         if conditioning == "context" and in_channels <= CONTEXT_CHANNELS:
             raise ValueError(f"a context generator needs the label channels + {CONTEXT_CHANNELS}, got {in_channels}")
+        if not 0 <= noise_levels <= depth or (noise_levels and upsample != "resize"):
+            raise ValueError(f"noise_levels must be 0..{depth}, with resize upsampling; got {noise_levels} "
+                             f"with {upsample}")
         _norm(norm, 1)
         self._params = dict(in_channels=in_channels, out_channels=out_channels, base_width=base_width,
                             depth=depth, dropout=dropout, norm=norm, upsample=upsample)
         if conditioning == "context":   # labels-only cards keep their params as they were
             self._params.update(conditioning=conditioning, region_dilation=int(region_dilation),
                                 blend_width=int(blend_width))
+        if noise_levels:   # so do cards without noise
+            self._params["noise_levels"] = int(noise_levels)
         self.depth = depth
         self.in_channels = in_channels
         self.conditioning = conditioning
@@ -152,6 +175,8 @@ class Pix2PixGenerator(nn.Module):
             if level >= depth - 3 and dropout > 0:
                 layers.append(nn.Dropout(dropout))
             self.up.append(nn.Sequential(*layers))
+        self.noise = nn.ModuleList(NoiseInjection(widths[level] if level == depth - 1 else 2 * widths[level])
+                                   for level in range(noise_levels))
 
     def architecture_params(self) -> dict:
         return dict(self._params)
@@ -169,7 +194,10 @@ class Pix2PixGenerator(nn.Module):
         for level in reversed(range(self.depth)):
             if level < self.depth - 1:
                 x = torch.cat([x, skips[level]], dim=1)
-            x = self.up[level](x)
+            if level < len(self.noise):   # resize, noise, then the rest of the level
+                x = self.up[level][1:](self.noise[level](self.up[level][0](x)))
+            else:
+                x = self.up[level](x)
         return x
 
     @torch.no_grad()
