@@ -30,6 +30,7 @@ RUN_STEPS = {
 # study subcommands: (module, help); the rest of the command line is the module's own
 STUDIES = {
     "cv": ("cross_validate", "K-fold cross-validation: folds | run | summary | postprocess | score | compare"),
+    "cv-paired": ("cv_paired", "two configs' cross-validations on the same held-out hearts: paired differences"),
     "choose-ensemble": ("choose_ensemble", "greedy choice of an ensemble's members on the validation split"),
     "check-class-weights": ("check_class_weights", "do class weights chosen on validation carry over to test?"),
     "slice-split": ("slice_split", "the slice-level split study: make | evaluate | compare"),
