@@ -13,8 +13,9 @@ same module run as ``training.<name>`` (training/_script.py, the one bootstrap).
 relatively (``from . import run as runner``); none edits ``sys.path``.
 
 Modules: run (configs, the engine driver, tuning, evaluation, ensembles, scenarios), config (base configs and
-override files), cross_validate (K-fold), cv_paired (two configs' folds, paired), choose_ensemble (greedy member choice), check_class_weights, slice_split,
-judge_synthesis, measure_realism, realism_controls, figure_generators, bundle (a run into the package's weights).
+override files), cross_validate (K-fold), cv_paired (two configs' folds, paired), choose_ensemble (greedy member
+choice), check_class_weights, slice_split, judge_synthesis, measure_realism, realism_controls, figure_generators,
+bundle (a run into the package's weights).
 
 Configs (training/configs/, `training.config`): a base config per task (base_segmentation.json,
 base_synthesis.json) and one small override file per experiment (``{"base": ..., what differs}``); a config's file
