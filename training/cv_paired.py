@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .cross_validate import RESULTS, _relative, out_of_fold
+from .cross_validate import RESULTS, _labelled, _relative, out_of_fold
 
 CLASSES = (1, 2, 3, 4)
 DRAWS = 2000
@@ -106,12 +106,10 @@ def table(result: dict) -> str:
 
 def labelled_folds(config, folds: int, seed, post: dict, last: bool) -> dict:
     """``{fold: {case: (final labels, truth)}}`` of a config's finished folds."""
-    from napari_lvseg.postprocess import DEFAULT_POSTPROCESS, postprocessed_labels
+    from napari_lvseg.postprocess import DEFAULT_POSTPROCESS
 
     post = {**DEFAULT_POSTPROCESS, **post}
-    oof = out_of_fold(config, folds, seed, last=last)
-    return {k: {name: (postprocessed_labels(p, post), truth) for name, (p, truth) in cases.items()}
-            for k, cases in oof.items()}
+    return {k: _labelled(cases, post) for k, cases in out_of_fold(config, folds, seed, last=last).items()}
 
 
 def main(argv=None, prog=None) -> int:
