@@ -437,11 +437,13 @@ def test_texture_options_fine_tune_a_generator_with_noise_a_blurred_l1_and_a_sma
     from napari_lvseg.models.registry import load_model
 
     out = tmp_path / "texture"
-    options = tiny_options(pairs, out, init=str(context_run), noise_levels=2, l1_blur=1.5, disc_layers=2)
+    options = tiny_options(pairs, out, init=str(context_run), noise_levels=2, l1_blur=1.5, disc_layers=2,
+                           noise_init=0.05)
     assert list(train(options))[-1].kind == "done"
     generator, card = load_model(str(out), task="synthesis")
     assert card.params["noise_levels"] == 2 and card.params["conditioning"] == "context"
     assert card.training["l1_blur"] == 1.5 and card.training["disc_layers"] == 2
+    assert card.training["noise_init"] == 0.05
     assert float(generator.noise[0].scale.detach().abs().max()) > 0   # its weights trained away from zero
     # the blurred L1 does not see a pixel-scale pattern the plain one sees
     real = torch.zeros(1, 1, 32, 32)
@@ -452,6 +454,24 @@ def test_texture_options_fine_tune_a_generator_with_noise_a_blurred_l1_and_a_sma
     weights = torch.ones(1, 1, 32, 32)
     assert float(weighted_l1(grain, real, weights, blur=1.5)) < 0.02
     assert float(weighted_l1(grain, real, weights)) == pytest.approx(0.5)
+
+
+def test_a_generator_gains_noise_at_a_starting_weight_and_keeps_its_own_weights():
+    from napari_lvseg.engine.synthesis import with_noise
+    from napari_lvseg.models.pix2pix import Pix2PixGenerator
+
+    torch.manual_seed(0)
+    plain = Pix2PixGenerator(base_width=4, depth=4, dropout=0.0, upsample="resize")
+    silent, params = with_noise(plain, plain.architecture_params(), 2)
+    loud, _ = with_noise(plain, plain.architecture_params(), 2, 0.25)
+    assert params["noise_levels"] == 2
+    assert [float(n.scale.abs().max()) for n in silent.noise] == [0.0, 0.0]
+    assert all(torch.all(n.scale == 0.25) for n in loud.noise)
+    own = plain.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in loud.state_dict().items() if not k.startswith("noise."))
+    labels = torch.randint(0, 5, (1, 32, 32))
+    assert torch.equal(silent.generate(labels, seed=1), plain.generate(labels, seed=1))
+    assert not torch.equal(loud.generate(labels, seed=1), plain.generate(labels, seed=1))
 
 
 def test_context_synthesis_keeps_every_pixel_outside_the_region(context_run, lv_mask):
