@@ -183,18 +183,11 @@ def weighted_l1(fake, real, weights, blur: float = 0.0):
     return (weights * (fake - real).abs()).sum() / weights.sum().clamp_min(1e-6)
 
 
-def start_noise(generator, weight: float):
-    """Every `NoiseInjection` of ``generator`` at ``weight`` per channel (0 leaves them silent)."""
-    import torch
-
-    with torch.no_grad():
-        for injection in getattr(generator, "noise", []):
-            injection.scale.fill_(float(weight))
-
-
 def with_noise(generator, params: dict, levels: int, weight: float = 0.0):
     """The generator with `NoiseInjection` at its ``levels`` finest decoder levels, all else its own weights; the
-    noise starts at ``weight`` (0: it starts as the generator it was)."""
+    noise starts at ``weight`` (0: it starts as the generator it was). A generator built with noise gets it here too."""
+    import torch
+
     from ..models.weights import build_model
 
     params = {**params, "noise_levels": int(levels)}
@@ -202,7 +195,9 @@ def with_noise(generator, params: dict, levels: int, weight: float = 0.0):
     missing, unexpected = noisy.load_state_dict(generator.state_dict(), strict=False)
     if unexpected or any(not key.startswith("noise.") for key in missing):
         raise LvsegError(f"cannot add noise to this generator (missing {missing}, unexpected {unexpected})")
-    start_noise(noisy, weight)
+    with torch.no_grad():
+        for injection in noisy.noise:
+            injection.scale.fill_(float(weight))
     return noisy, params
 
 
@@ -274,8 +269,6 @@ class SynthesisTask(Task):
             if self.params.get("noise_levels", 0):
                 raise LvsegError(f"{o.init} has noise at {self.params['noise_levels']} levels, not {o.noise_levels}")
             self.generator, self.params = with_noise(self.generator, self.params, o.noise_levels, o.noise_init)
-        elif o.noise_levels and not o.init:
-            start_noise(self.generator, o.noise_init)
         # an --init context generator stays one (its input needs the context)
         self.inpaint = self.params.get("conditioning", "labels") == "context"
         if self.inpaint:   # the card records how the region is made (region_dilation, blend_width)
