@@ -9,8 +9,9 @@
 # optionally at another seed (STEM@SEED); each fold run comes back as $OUT/<run>.tgz with its weights and log but
 # without its resume checkpoints and cached probabilities (8 returned files at most: 2 configs of 4 folds):
 #
-#   [WORKERS=1] [FOLDS=3,4] bash training/gpu_batch.sh cv "CONFIGS" SECONDS
+#   [WORKERS=1] [FOLDS=3,4] [K=5] bash training/gpu_batch.sh cv "CONFIGS" SECONDS     (K: the folds' count, default 4)
 #   e.g.  bash training/gpu_batch.sh cv "seg_mixed_context seg_context@1" 470
+#         K=5 bash training/gpu_batch.sh cv "seg_context_scanner_edits@1" 480     (issue 32: B at seed 1, 5 files)
 #
 # The machine has no internet: carry .whl/ (wheels its Python lacks: pip download --no-deps monai==1.6.1
 # nibabel==5.4.2 -d .whl) and .data/emidec-lge-128 (a copy of ../shared/data/emidec-lge-128); both are in
@@ -35,7 +36,7 @@ if [ "$SCENARIO" = cv ]; then
   PIDS=""
   for entry in $LIST; do
     split_entry "$entry"
-    python3 training/cross_validate.py run "training/configs/$stem.json" "${seed[@]}" ${FOLDS:+--fold "$FOLDS"} --parallel \
+    python3 training/cross_validate.py run "training/configs/$stem.json" --folds "${K:-4}" "${seed[@]}" ${FOLDS:+--fold "$FOLDS"} --parallel \
       --device "${DEVICE:-cuda}" --workers "${WORKERS:-1}" --deadline $((START + SECONDS_LEFT)) &
     PIDS="$PIDS $!"
   done
@@ -44,7 +45,7 @@ if [ "$SCENARIO" = cv ]; then
   kill $MONITOR
   for entry in $LIST; do
     split_entry "$entry"
-    python3 training/cross_validate.py summary "training/configs/$stem.json" "${seed[@]}"
+    python3 training/cross_validate.py summary "training/configs/$stem.json" --folds "${K:-4}" "${seed[@]}"
   done
   cd training/runs/cv || exit 1
   for card in */card.json; do   # the fold runs: <stem>_cv<K>f<k>[_seed<S>], logged to <stem>_cv<K>f<k>.log
