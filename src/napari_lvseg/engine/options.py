@@ -137,10 +137,11 @@ class TrainOptions:
                                    "1: 16, the finest texture)")
     noise_levels: int = option(0, low=0, high=8, group=SYNTHESIS, label="injected noise levels",
                                help="synthesis: the generator's finest decoder levels that get per-pixel noise (its "
-                                    "weights start at zero; --init widens a generator without it)")
+                                    "weights start at --noise-init; --init widens a generator without it)")
     noise_init: float = option(0.0, low=0.0, high=1.0, group=SYNTHESIS, label="starting noise weight",
                                help="synthesis: the injected noise's starting weight (0: a generator that gains noise "
-                                    "starts as it was; above 0 the critic sees the noise from the first step)")
+                                    "starts as it was; above 0 the critic sees the noise from the first step; an "
+                                    "--init generator with noise keeps its own)")
     l1_blur: float = option(0.0, low=0.0, high=8.0, unit="pixels", group=SYNTHESIS, label="L1 blur",
                             metavar="SIGMA", help="synthesis: the L1 compares Gaussian-blurred images (this sigma): it "
                                                   "holds the shading and leaves the grain to the critic")

@@ -185,7 +185,7 @@ def weighted_l1(fake, real, weights, blur: float = 0.0):
 
 def with_noise(generator, params: dict, levels: int, weight: float = 0.0):
     """The generator with `NoiseInjection` at its ``levels`` finest decoder levels, all else its own weights; the
-    noise starts at ``weight`` (0: it starts as the generator it was). A generator built with noise gets it here too."""
+    noise starts at ``weight`` (0: it starts as the generator it was)."""
     import torch
 
     from ..models.weights import build_model
