@@ -169,3 +169,25 @@ def test_realism_controls_change_the_lv_region_only_and_identity_not_at_all():
     assert np.std(np.diff(regrained[region])) > np.std(np.diff(smooth[region]))   # grain given back
     with pytest.raises(SystemExit, match="unknown control"):
         controls.changed(image, labels, "sharpen")
+
+
+def test_measure_realism_of_edited_masks_judges_only_the_slices_an_edit_changed(emidec_dir):
+    """Each case's mask edited once, rendered by an untrained tiny context generator redrawing only what changed."""
+    from napari_lvseg.engine.synthesis import synthesis_normalization
+    from napari_lvseg.models.card import ModelCard
+    from napari_lvseg.models.pix2pix import Pix2PixGenerator
+    from napari_lvseg.synthesis_edits import read_cases
+
+    net = Pix2PixGenerator(in_channels=7, base_width=4, depth=3, conditioning="context").eval()
+    card = ModelCard(name="tiny-ctx", task="synthesis", architecture="Pix2PixGenerator",
+                     params=net.architecture_params(), normalization=synthesis_normalization([1790.0, 3152.0]),
+                     input_size=128)
+    train, test = ["Case_P022", "Case_N013", "Case_P059"], ["Case_P064", "Case_N042"]
+    result = realism.measure_realism((net, card), emidec_dir, train, test, crop=32, epochs=2, width=4, edits=True,
+                                     fill="changes")
+    assert result["rendering"]["context"] is True and result["rendering"]["fill"] == "changes"
+    assert set(result["edits"]["test"]) == set(test)
+    edited = {c: e for c, _, _, e, _ in realism.edited_masks(read_cases(emidec_dir, test))}
+    changed = sum(int((edited[c] != labels).any(axis=(1, 2)).sum()) for c, _, labels in read_cases(emidec_dir, test))
+    assert 0 < result["n_test_slices"] == changed < sum(len(e) for e in edited.values())
+    assert result["two_sample_test"]["n"] == 2 * changed

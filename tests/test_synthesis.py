@@ -520,6 +520,43 @@ def test_context_synthesis_blanks_the_contexts_own_lv_and_handles_other_sizes(co
     assert np.array_equal(out[~region], context[0][~region])
 
 
+def test_the_changed_region_gives_every_changed_pixel_to_the_generator_alone():
+    from napari_lvseg.models.pix2pix import blend_weights, changed_region
+
+    before = torch.zeros(1, 40, 40, dtype=torch.long)
+    before[0, 10:30, 10:30] = 2
+    after = before.clone()
+    after[0, 18:22, 10:14] = 3   # a lesion drawn into the wall
+    region = changed_region(after, before, 3)
+    assert region[0, 15:25, 7:17].all() and int(region.sum()) == 10 * 10   # the change grown by 3 (square steps)
+    w = blend_weights(region, 3)
+    assert torch.all(w[after != before] == 1.0)                            # the new lesion is the generator's alone
+    assert torch.equal(w[~region], torch.zeros_like(w[~region])) and float(w[0, 15, 12]) == 0.25
+
+
+def test_only_what_changed_is_redrawn_and_the_rest_of_that_heart_stays_real(context_run):
+    from scipy import ndimage as ndi
+
+    image, own = make_phantom(n_slices=2, seed=3)
+    edited = own.copy()
+    ys, xs = np.nonzero(own[0] == 2)
+    sector = xs < np.percentile(xs, 20)                # the wall's left fifth becomes infarct, in slice 0 only
+    edited[0][ys[sector], xs[sector]] = 3
+    out = synthesize(edited, str(context_run), seed=1, context=image, context_labels=own, fill="changes")
+    changed = edited != own
+    near = ndi.binary_dilation(changed, structure=np.ones((1, 3, 3)), iterations=3)
+    assert np.array_equal(out[~near], image[~near].astype(out.dtype))   # the rest of the heart too: slice 1 whole
+    assert (out[changed] != image[changed]).all()
+    whole = synthesize(edited, str(context_run), seed=1, context=image, context_labels=own)
+    assert (whole[1][own[1] > 0] != image[1][own[1] > 0]).any()        # the default redraws the whole LV
+    with pytest.raises(LvsegError, match="nothing changed to fill in"):
+        synthesize(own, str(context_run), context=image, context_labels=own, fill="changes")
+    with pytest.raises(LvsegError, match="needs a context image and its own labels"):
+        synthesize(edited, str(context_run), context=image, fill="changes")
+    with pytest.raises(LvsegError, match="unknown fill 'edits'"):
+        synthesize(edited, str(context_run), context=image, context_labels=own, fill="edits")
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda c: c[:, :-1], "context image has shape"),
     (lambda c: np.where(c > c.mean(), np.nan, c), "NaN"),

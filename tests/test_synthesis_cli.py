@@ -247,6 +247,23 @@ def test_synthesize_with_context_keeps_every_pixel_outside_the_lv_region(context
     assert np.allclose(_read(smooth), expected) and not np.allclose(_read(smooth), data)   # grain by default
 
 
+def test_synthesize_fill_changes_redraws_only_the_edited_pixels(context_run, tmp_path):
+    from scipy import ndimage as ndi
+
+    image, own = make_phantom(n_slices=2, seed=9)
+    edited = own.copy()
+    edited[1][(own[1] == 2) & (np.arange(128)[None, :] < 50)] = 3     # an infarct drawn into slice 1's wall
+    paths = [_nifti(tmp_path / f"{n}.nii.gz", a) for n, a in (("image", image.astype(np.float32)), ("own", own),
+                                                                ("edited", edited))]
+    out = tmp_path / "what_if.nii.gz"
+    assert main(["synthesize", str(paths[2]), "-o", str(out), "--model", str(context_run), "--context",
+                 str(paths[0]), "--context-labels", str(paths[1]), "--fill", "changes"]) == 0
+    data, changed = _read(out), edited != own
+    near = ndi.binary_dilation(changed, structure=np.ones((1, 3, 3)), iterations=3)
+    assert changed.any() and np.array_equal(data[~near], image.astype(np.float32)[~near])
+    assert np.array_equal(data[0], image[0].astype(np.float32)) and (data[changed] != image[changed]).all()
+
+
 def test_synthesize_with_donors_takes_the_nearest_lv(context_run, pairs, tmp_path, capsys):
     from napari_lvseg.data.simulator import draw_lv_ring
     from napari_lvseg.synthesis import donor_contexts, read_donors, region_slices
@@ -269,6 +286,7 @@ def test_synthesize_with_donors_takes_the_nearest_lv(context_run, pairs, tmp_pat
     (lambda ctx, pairs: ["--context", str(ctx)], "fills in"),                       # labels-only model + context
     (lambda ctx, pairs: ["--context", str(ctx), "--donors", str(pairs)], "not both"),
     (lambda ctx, pairs: ["--context-labels", str(ctx)], "needs --context"),
+    (lambda ctx, pairs: ["--context", str(ctx), "--fill", "changes"], "--fill changes needs"),
 ])
 def test_context_options_are_checked_in_one_line(run, context_run, mask_nifti, pairs, tmp_path, capsys, extra,
                                                  message):

@@ -220,3 +220,22 @@ def test_cli_edits_say_whether_the_fill_in_has_its_grain(pairs, with_context, tm
     assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "1", "--out", str(tmp_path / "y"),
                  "--model", str(with_context), "--no-grain"]) == 2
     assert "use it with --edits" in capsys.readouterr().err
+
+
+def test_cli_edits_can_redraw_only_the_edited_pixels(pairs, with_context, tmp_path, capsys):
+    from scipy import ndimage as ndi
+
+    out = tmp_path / "changes"
+    assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "3", "--out", str(out), "--model",
+                 str(with_context), "--edits", "grow", "new_infarct", "--fill", "changes"]) == 0
+    assert "only the edited pixels redrawn" in capsys.readouterr().out
+    for record in PairFolder(out).records():
+        assert record["fill"] == "changes"
+        image, mask = PairFolder(out).read(record["name"])
+        source_image, source_mask = _source(pairs, record)
+        changed = mask != source_mask
+        near = ndi.binary_dilation(changed, structure=np.ones((3, 3)), iterations=3)
+        assert changed.any() and np.array_equal(image[~near], source_image[~near])   # the rest of the heart too
+    assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "1", "--out", str(tmp_path / "z"),
+                 "--model", str(with_context), "--edits", "unchanged", "--fill", "changes"]) == 2
+    assert "changes nothing for --fill changes" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from scipy import ndimage as ndi
 
 from napari_lvseg import labels as lb
 from napari_lvseg.data.phantom import make_phantom
@@ -375,10 +376,13 @@ def test_an_edited_case_is_rendered_into_its_own_image_below_the_labels(setup, q
     qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
     assert errors == [] and widget.status.text() == "1 synthetic image(s) from case1 labels what-if"
     out = viewer.layers["case1 labels what-if synthetic s0"]
-    region = region_slices(copy.data, labels_layer.data)
-    assert np.array_equal(out.data[~region], image_layer.data[~region].astype(out.data.dtype))
-    assert not np.array_equal(out.data[region], image_layer.data[region])
-    kwargs, _ = widget.context_arguments(copy, copy.data, "tiny-ctx")
+    # by default only what the edit changed is redrawn (3 px around it to blend): the rest of that heart is real
+    changed = copy.data != labels_layer.data
+    near = ndi.binary_dilation(changed, structure=np.ones((1, 3, 3)), iterations=3)
+    assert changed.any() and np.array_equal(out.data[~near], image_layer.data[~near].astype(out.data.dtype))
+    assert (out.data[changed] != image_layer.data[changed]).all()
+    kwargs, where = widget.context_arguments(copy, copy.data, "tiny-ctx")
+    assert kwargs["fill"] == "changes" and "only what changed" in where
     assert kwargs["grain"] is True   # the image's grain by default; unticked, synthesize is told so
     widget.grain.setChecked(False)
     assert widget.context_arguments(copy, copy.data, "tiny-ctx")[0]["grain"] is False
@@ -386,6 +390,16 @@ def test_an_edited_case_is_rendered_into_its_own_image_below_the_labels(setup, q
     order = list(viewer.layers)
     assert isinstance(out, Image) and order[order.index(out) - 1] is viewer.layers["case2"]
     assert all(isinstance(layer, Labels) for layer in order[order.index(out) + 1:])
+    # an unedited mask has nothing changed to redraw: its whole LV region is
+    assert widget.context_arguments(labels_layer, labels_layer.data, "tiny-ctx")[0]["fill"] == "lv"
+    widget.fill.setCurrentText("the whole LV")
+    widget.grain.setChecked(True)
+    widget.run()
+    qtbot.waitUntil(lambda: widget.worker is None, timeout=30_000)
+    whole = viewer.layers["case1 labels what-if synthetic s0"]   # the same seed's image, replaced
+    region = region_slices(copy.data, labels_layer.data)
+    assert np.array_equal(whole.data[~region], image_layer.data[~region].astype(whole.data.dtype))
+    assert not np.array_equal(whole.data[region & ~near], image_layer.data[region & ~near])
 
 
 def test_a_drawn_mask_takes_a_donor_from_the_open_cases(setup, qtbot, models_dir, errors):

@@ -49,6 +49,12 @@ def main(argv=None, prog=None) -> int:
     parser.add_argument("--lv-margin", type=int, metavar="PX",
                         help="the classifier sees only the LV and PX pixels around it (the rest black): the heart "
                              "without its surroundings")
+    parser.add_argument("--edits", action="store_true",
+                        help="render each case's mask after one simulator edit (grow, shrink, move, add/remove "
+                             "no-reflow, new infarct, clear: one drawn per case) and judge only the slices it changed")
+    parser.add_argument("--fill", choices=("lv", "changes"), default="lv",
+                        help="with --edits and a context generator: redraw the whole LV region (lv) or only the "
+                             "pixels the edit changed (changes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="write every figure (per case too) to this JSON file")
     parser.add_argument("--threads", type=int, default=1)
@@ -65,7 +71,7 @@ def main(argv=None, prog=None) -> int:
     for ref in args.generators:
         print(f"== {ref}", flush=True)
         result = measure_realism(ref, args.data, train, test, crop=args.crop, seed=args.seed, epochs=args.epochs,
-                                 clip=not args.no_clip, lv_margin=args.lv_margin,
+                                 clip=not args.no_clip, lv_margin=args.lv_margin, edits=args.edits, fill=args.fill,
                                  progress=lambda text: print(f"  {text}", flush=True))
         results[ref] = result
         t = result["two_sample_test"]

@@ -265,26 +265,54 @@ def physics_summary(rows: list) -> dict:
 
 
 # -- the whole measurement -----------------------------------------------------------------------------------------
-def render_cases(cases: list, model, seed: int = 0, on_case=None) -> tuple[list, dict]:
-    """Each case's masks rendered by the generator (`synthesis_edits.render`: in the real image's surroundings where
-    the generator takes a context). Returns ([(case, synthetic (Z, Y, X), labels)], how: {'context': bool, ...})."""
+def render_cases(cases: list, model, seed: int = 0, on_case=None, masks=None, fill: str = "lv") -> tuple[list, dict]:
+    """Each case's masks rendered by the generator (`synthesis_edits.Renderer`: in the real image's surroundings where
+    the generator takes a context). ``masks``: one mask per case to render instead of its own (an edit of it);
+    ``fill`` as `synthesis.synthesize`'s. Returns ([(case, synthetic (Z, Y, X), labels)], how: {'context': bool,
+    ...})."""
     from .synthesis import load_synthesis_model
     from .synthesis_edits import Renderer
 
-    renderer = Renderer(load_synthesis_model(model))
+    renderer = Renderer(load_synthesis_model(model), fill=fill)
     out = []
     for k, (case, image, labels) in enumerate(cases):
-        out.append((case, renderer(labels, image, seed, labels), labels))
+        mask = labels if masks is None else masks[k]
+        out.append((case, renderer(mask, image, seed, labels), mask))
         if on_case is not None:
             on_case(k + 1, len(cases))
     return out, renderer.describe()
 
 
+def edited_masks(cases: list, seed: int = 0) -> list:
+    """One simulator edit per case (`data.edits`; the kind drawn per case among those that change its mask, the
+    cross-subject fusion left out): [(case, image, labels, edited, kind)]; a case that no edit changes is left out."""
+    from .data.edits import EDITS, FusionRejected, applicable, edit_mask
+
+    kinds = [k for k in EDITS if k != "fusion"]
+    out = []
+    for i, (case, image, labels) in enumerate(cases):
+        rng = np.random.default_rng([seed, i])
+        for kind in rng.permutation(kinds):
+            if not applicable(labels, kind):
+                continue
+            try:
+                edited, _ = edit_mask(labels, kind, rng)
+            except FusionRejected:
+                continue
+            if (edited != labels).any():
+                out.append((case, image, labels, edited, str(kind)))
+                break
+    return out
+
+
 def measure_realism(model, data, train_cases, test_cases, crop: int = 64, seed: int = 0, epochs: int = 30,
-                    width: int = 16, progress=None, clip: bool = True, lv_margin: int | None = None) -> dict:
+                    width: int = 16, progress=None, clip: bool = True, lv_margin: int | None = None,
+                    edits: bool = False, fill: str = "lv") -> dict:
     """The two-sample test (classifier trained on ``train_cases``' real/synthetic pairs, scored on ``test_cases``')
     and the physics checks (real and synthetic, per case, held-out and training cases) of one generator on the real
-    masks of ``data``. ``clip`` and ``lv_margin`` as in `lv_crops`. ``progress(text)`` hears what it is doing."""
+    masks of ``data``. ``clip`` and ``lv_margin`` as in `lv_crops`. ``edits``: each case's mask edited once
+    (`edited_masks`) before it is rendered (with ``fill``), and the classifier sees only the slices the edit changed,
+    real and synthetic. ``progress(text)`` hears what it is doing."""
     from .synthesis import load_synthesis_model
     from .synthesis_edits import read_cases
 
@@ -294,19 +322,31 @@ def measure_realism(model, data, train_cases, test_cases, crop: int = 64, seed: 
         raise LvsegError(f"training and held-out cases overlap: {', '.join(overlap[:5])}")
     t0 = time.time()
     net, card = load_synthesis_model(model)
-    sets = {}
+    sets, kinds, changed = {}, {}, {}
     for part, names in (("train", train_cases), ("test", test_cases)):
         real = read_cases(data, names)
-        say(f"rendering {sum(len(lab) for _, _, lab in real)} slices of {len(real)} {part} cases")
-        synthetic, how = render_cases(real, (net, card), seed)
+        masks = None
+        if edits:
+            rows = edited_masks(real, seed)
+            real = [(c, image, labels) for c, image, labels, _, _ in rows]
+            masks = [edited for _, _, _, edited, _ in rows]
+            kinds[part] = {c: kind for c, _, _, _, kind in rows}
+            changed[part] = [[z for z in range(len(m)) if (m[z] != lab[z]).any()]
+                             for (_, _, lab), m in zip(real, masks)]
+        say(f"rendering {sum(len(lab) for _, _, lab in real)} slices of {len(real)} {part} cases"
+            + (" (each mask edited once)" if edits else ""))
+        synthetic, how = render_cases(real, (net, card), seed, masks=masks, fill=fill)
         sets[part] = (real, synthetic)
 
-    def crops(rows):
-        return np.concatenate([lv_crops(image, labels, crop, case, clip, lv_margin) for case, image, labels in rows])
+    def crops(rows, part):
+        keep = changed.get(part) or [list(range(len(lab))) for _, _, lab in rows]
+        return np.concatenate([lv_crops(image[z], labels[z], crop, case, clip, lv_margin)
+                               for (case, image, labels), z in zip(rows, keep)])
 
     say("training the real-vs-synthetic classifier")
-    test = two_sample_test(crops(sets["train"][0]), crops(sets["train"][1]), crops(sets["test"][0]),
-                           crops(sets["test"][1]), epochs=epochs, seed=seed, width=width)
+    test = two_sample_test(crops(sets["train"][0], "train"), crops(sets["train"][1], "train"),
+                           crops(sets["test"][0], "test"), crops(sets["test"][1], "test"), epochs=epochs, seed=seed,
+                           width=width)
     physics = {}
     for part, (real, synthetic) in sets.items():
         rows = {"real": [physics_checks(i, lab, c) for c, i, lab in real],
@@ -314,10 +354,12 @@ def measure_realism(model, data, train_cases, test_cases, crop: int = 64, seed: 
         physics[part] = {kind: {"summary": physics_summary(r),
                                 "cases": {c: r_ for (c, _, _), r_ in zip(real, r)}} for kind, r in rows.items()}
     return {"model": card.name, "data": str(data), "rendering": how, "seed": seed, "crop": crop, "clip": clip,
-            "lv_margin": lv_margin,
+            "lv_margin": lv_margin, "edits": kinds if edits else None,
             "train_cases": list(train_cases), "test_cases": list(test_cases),
-            "n_train_slices": sum(len(lab) for _, _, lab in sets["train"][0]),
-            "n_test_slices": sum(len(lab) for _, _, lab in sets["test"][0]),
+            "n_train_slices": sum(len(z) for z in changed["train"]) if edits else
+            sum(len(lab) for _, _, lab in sets["train"][0]),
+            "n_test_slices": sum(len(z) for z in changed["test"]) if edits else
+            sum(len(lab) for _, _, lab in sets["test"][0]),
             "two_sample_test": test, "physics": physics, "seconds": round(time.time() - t0, 1)}
 
 

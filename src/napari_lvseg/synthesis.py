@@ -11,7 +11,9 @@ united with the context's own LV where its labels are known, dilated a few pixel
 region is the context's, unchanged. The generated region takes the context slice's own intensity scale (its
 percentiles over the generator's grid). A mask without a context takes a *donor*: a real slice whose LV size
 (area in pixels) is nearest the mask's, moved so that its LV centre lies on the mask's (`read_donors`,
-`rank_donors`, `donor_context`). Cards without ``conditioning`` are labels-only generators, as before.
+`rank_donors`, `donor_context`). With ``fill="changes"`` and the context's own labels, only the pixels whose label
+the mask changes (and a 3-pixel margin where the fill-in blends into the real pixels) are redrawn: the rest of that
+heart stays the real one. Cards without ``conditioning`` are labels-only generators, as before.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from .errors import LvsegError
 from .labels import BACKGROUND, INFARCT, MYOCARDIUM, NO_REFLOW, SHORT_NAMES, invalid_values
 
 NO_MODEL = "no bundled synthesis model; train one with lvseg train --task synthesis"
+# What a context generator fills in: the LV region (the mask's and the context's LV, dilated), or only the pixels
+# whose label the mask changes against the context's own labels (with a margin to blend in).
+FILLS = ("lv", "changes")
 
 
 # -- models ---------------------------------------------------------------------------------------
@@ -88,7 +93,8 @@ def _check_mask(mask, name) -> np.ndarray:
 
 # -- synthesis ------------------------------------------------------------------------------------
 def synthesize(mask, model=None, seed: int = 0, name: str = "mask", context=None, context_labels=None,
-               context_name: str = "context", donors=None, donor=0, grain: bool = True) -> np.ndarray:
+               context_name: str = "context", donors=None, donor=0, grain: bool = True,
+               fill: str = "lv") -> np.ndarray:
     """A synthetic LGE image (same shape as ``mask``) for a 2-D mask or (Z, Y, X) stack.
 
     Same seed, same image; each slice is rendered with ``seed``. ``model`` as in `load_synthesis_model` (None: the
@@ -99,10 +105,16 @@ def synthesize(mask, model=None, seed: int = 0, name: str = "mask", context=None
     known (its LV is blanked out too). ``grain``: give the fill-in the context's own noise texture, measured over
     the pixels it replaces (`data.grain`; False: the generator's smooth output as it is). Without a context,
     ``donors`` (a folder of EMIDEC cases or pairs, or a list of `Donor`) give one: per slice, the donor of rank
-    ``donor`` by LV size (0: the nearest; or a donor's name).
+    ``donor`` by LV size (0: the nearest; or a donor's name). ``fill``: "lv" (the LV region) or "changes" (only the
+    pixels whose label differs from ``context_labels``, which it needs, plus the blend margin; see `FILLS`).
     A labels-only generator renders the whole image from the mask (float32) and takes no context.
     """
     labels = _check_mask(mask, name)
+    if fill not in FILLS:
+        raise LvsegError(f"unknown fill '{fill}': choose {' or '.join(FILLS)}", name)
+    if fill == "changes" and (context is None or context_labels is None):
+        raise LvsegError("filling in only what changed needs a context image and its own labels to compare the "
+                         "mask with (--context IMAGE --context-labels LABELS)", name)
     if context is None and donors is not None:
         context, context_labels, _ = donor_contexts(labels, donors, donor, name)
         context_name = "donor"
@@ -111,7 +123,7 @@ def synthesize(mask, model=None, seed: int = 0, name: str = "mask", context=None
         if context is None:
             raise LvsegError(f"{card.name} fills in the LV region of a real image: give a context image "
                              "(--context IMAGE) or donors to take one from (--donors FOLDER)", name)
-        return _synthesize_in_context(labels, context, context_labels, net, card, seed, context_name, grain)
+        return _synthesize_in_context(labels, context, context_labels, net, card, seed, context_name, grain, fill)
     if context is not None:
         raise LvsegError(f"{card.name} renders whole images from the mask alone and takes no context image: "
                          "choose a context generator (e.g. lvseg-pix2pix-context), or leave the context out", name)
@@ -155,14 +167,18 @@ def context_output(context) -> np.ndarray:
     return context.astype(context.dtype if context.dtype.kind == "f" else np.float32, copy=True)
 
 
-def _synthesize_in_context(labels, context, context_labels, net, card, seed, name, grain=True) -> np.ndarray:
+def _synthesize_in_context(labels, context, context_labels, net, card, seed, name, grain=True,
+                           fill="lv") -> np.ndarray:
     import torch
 
     from .data.grain import matched_grain
     from .data.normalize import DEFAULT_NORMALIZATION, grid_window, normalize_view
-    from .models.pix2pix import blend_weights
+    from .models.pix2pix import blend_weights, changed_region
 
     context, context_labels = _check_context(context, labels, context_labels, name)
+    if fill == "changes" and np.array_equal(labels, context_labels):
+        raise LvsegError("the mask is the context's own labels: nothing changed to fill in (edit it first, or fill in "
+                         "the whole LV to re-render the heart)", name)
     norm = {**DEFAULT_NORMALIZATION, **(card.normalization or synthesis_normalization())}
     size = int(card.input_size or 128)
     stack = labels[None] if labels.ndim == 2 else labels
@@ -175,7 +191,10 @@ def _synthesize_in_context(labels, context, context_labels, net, card, seed, nam
     ctx_grid, _ = to_grid(ctx.astype(np.float32), size, center)
     inside, _ = to_grid(np.ones(stack.shape[-2:], bool), size, center)
     lab_grid = None if ctx_lab is None else to_grid(ctx_lab, size, center)[0]
-    region = region_slices(grid, lab_grid, net.region_dilation) & inside
+    if fill == "changes":   # every changed pixel the generator's alone; the blend in the margin around them
+        region = changed_region(torch.from_numpy(grid), torch.from_numpy(lab_grid), net.blend_width).numpy() & inside
+    else:
+        region = region_slices(grid, lab_grid, net.region_dilation) & inside
     weights = blend_weights(torch.from_numpy(region), net.blend_width).numpy()
     normalised = normalize_view(ctx_grid, inside, norm)   # as training read its crops
     out = context_output(ctx)

@@ -9,6 +9,9 @@ from pathlib import Path
 
 from .errors import LvsegError
 
+FILL_HELP = ("with --context and --context-labels: what the generator redraws. lv: the whole LV region (default); "
+             "changes: only the pixels whose label MASK changes against --context-labels, blended over 3 pixels "
+             "around them, so the rest of that heart stays the real one")
 NO_GRAIN_HELP = ("with a context: leave the generator's fill-in smooth (default: given the context's own noise "
                  "texture, measured over the pixels it replaces)")
 
@@ -32,6 +35,7 @@ def add_parsers(sub, add_model) -> None:
                         "surroundings from, the slice whose LV size is nearest the mask's")
     p.add_argument("--donor", default="0", metavar="RANK|NAME",
                    help="with --donors: the donor by rank of LV size (0: the nearest) or by name ('Case_P001 slice 3')")
+    p.add_argument("--fill", choices=("lv", "changes"), default="lv", help=FILL_HELP)
     p.add_argument("--no-grain", action="store_true", help=NO_GRAIN_HELP)
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize)
@@ -56,6 +60,9 @@ def add_parsers(sub, add_model) -> None:
                         "shrink, move, add_no_reflow, remove_no_reflow, new_infarct, clear, fusion (a donor case's "
                         "lesion in the nearest LV of another case), or all; "
                         "unchanged: the real masks as they are, re-rendered (train on synthetic, test on real)")
+    p.add_argument("--fill", choices=("lv", "changes"), default="lv",
+                   help="with --edits and a context generator: lv redraws each case's whole LV region (default); "
+                        "changes only the pixels the edit changed, blended over 3 pixels around them")
     p.add_argument("--no-grain", action="store_true", help=NO_GRAIN_HELP)
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize_dataset)
@@ -86,6 +93,9 @@ def cmd_synthesize(args) -> int:
         raise LvsegError("give --context or --donors, not both (donors stand in for a missing context)")
     if args.context_labels and not args.context:
         raise LvsegError("--context-labels needs --context (the labels of that image)")
+    if args.fill == "changes" and not args.context_labels:
+        raise LvsegError("--fill changes needs --context and --context-labels: the edits are what MASK changes "
+                         "against the context's own labels")
     _threads(args.threads)
     inputs = [input_path(p) for p in (args.mask, args.context, args.context_labels, args.donors) if p]
     output = output_path(args.output, inputs, what="an image file")
@@ -109,7 +119,8 @@ def cmd_synthesize(args) -> int:
         shown = sorted(set(names))
         print(f"donor{'s' if len(shown) > 1 else ''}: {', '.join(shown[:5])}{' ...' if len(shown) > 5 else ''}")
     image = synthesize(mask.data, args.model, seed=args.seed, name=args.mask, context=context,
-                       context_labels=context_labels, context_name=context_name, grain=not args.no_grain)
+                       context_labels=context_labels, context_name=context_name, grain=not args.no_grain,
+                       fill=args.fill)
     # The mask's header (affine, spacing) goes with the image; only a NIfTI writer uses it.
     print(write_image(output, image, mask.meta))
     return 0
@@ -122,8 +133,9 @@ def cmd_synthesize_dataset(args) -> int:
         raise LvsegError("--slice-seeds needs --stacks (a lone synthetic slice has one seed anyway)")
     if args.edits:
         return _edited_dataset(args)
-    if args.no_grain:
-        raise LvsegError("--no-grain concerns a context generator's fill-in: use it with --edits")
+    if args.no_grain or args.fill != "lv":
+        other = "--no-grain" if args.no_grain else "--fill"
+        raise LvsegError(f"{other} concerns a context generator's fill-in of edited real cases: use it with --edits")
     _threads(args.threads)
     folder = synthesize_dataset(args.masks_from, args.n, args.out, model=args.model, seed=args.seed,
                                 cases=args.cases, simulate=not args.no_simulate, stacks=args.stacks,
@@ -136,7 +148,8 @@ def cmd_synthesize_dataset(args) -> int:
 def _grain_text(rendering: dict) -> str:
     if "grain" not in rendering:
         return ""
-    return ", the fill-in given its context's grain" if rendering["grain"] else ", the fill-in left smooth (--no-grain)"
+    text = ", the fill-in given its context's grain" if rendering["grain"] else ", the fill-in left smooth (--no-grain)"
+    return text + (", only the edited pixels redrawn" if rendering.get("fill") == "changes" else "")
 
 
 def _edited_dataset(args) -> int:
@@ -150,7 +163,7 @@ def _edited_dataset(args) -> int:
     _threads(args.threads)
     folder, summary = synthesize_edited_dataset(args.masks_from, args.n, args.out, kinds, model=args.model,
                                                 seed=args.seed, cases=args.cases, stacks=args.stacks,
-                                                grain=not args.no_grain)
+                                                grain=not args.no_grain, fill=args.fill)
     made = ", ".join(f"{kind} {count}" for kind, count in sorted(summary["pairs"].items()))
     print(f"{args.n} edited {'stacks' if args.stacks else 'pairs'} written to {folder.root} ({len(folder)} pairs in "
           f"the folder): {made}; {summary['rendering']['how']}{_grain_text(summary['rendering'])}")

@@ -80,7 +80,7 @@ class Renderer:
     where it can (see the module doc; ``image_labels``, the real image's own labels, blank its own LV too), else of
     the mask alone. ``describe()`` says which, and why."""
 
-    def __init__(self, model, grain: bool = True):
+    def __init__(self, model, grain: bool = True, fill: str = "lv"):
         from .synthesis import load_synthesis_model, synthesize
 
         self._synthesize = synthesize
@@ -95,6 +95,7 @@ class Renderer:
                     "this package's synthesize() takes no context yet: the whole image rendered from the mask")
         self.kept = Counter()
         self.grain = grain and "grain" in self._params
+        self.fill = fill if self.context else "lv"   # "changes": only the pixels the edit changed (`synthesize`)
 
     def __call__(self, mask, image, seed: int, image_labels=None) -> np.ndarray:
         if not self.context:
@@ -103,6 +104,8 @@ class Renderer:
             else {}
         if "grain" in self._params:
             extra["grain"] = self.grain
+        if self.fill != "lv":
+            extra["fill"] = self.fill
         out = self._synthesize(mask, self.model, seed, context=image, **extra)
         self.kept[context_kept(out, image, mask if image_labels is None else (mask > 0) | (image_labels > 0))] += 1
         return out
@@ -111,6 +114,7 @@ class Renderer:
         out = {"context": bool(self.context), "how": self.why}
         if self.context:
             out["grain"] = bool(self.grain)
+            out["fill"] = self.fill
         if self.kept:
             out["context_kept"] = {"yes": self.kept[True], "no": self.kept[False]}
         return out
@@ -130,16 +134,18 @@ def context_kept(image, context, mask, margin: int = CONTEXT_MARGIN) -> bool:
 
 # -- the dataset ---------------------------------------------------------------------------------------------------
 def synthesize_edited_dataset(masks_from, n: int, out, edits=("all",), model=None, seed: int = 0, cases=None,
-                              stacks: bool = False, device=None, grain: bool = True) -> tuple:
+                              stacks: bool = False, device=None, grain: bool = True, fill: str = "lv") -> tuple:
     """Write ``n`` pairs of edited real masks and their images into the pair folder ``out``.
 
     Returns (`PairFolder`, summary dict: pairs per edit kind, the rendering, the fusions and moves rejected as
     anatomically impossible and why).
     Manifest records: origin 'synthetic', source case and slice (None for a stack), ``edit`` and its parameters,
     for a fusion the donor case and slice, ``context`` (whether the real image was the context), generator, seed.
-    ``grain``: a context generator's fill-in gets its context's noise texture (`synthesis.synthesize`).
+    ``grain``: a context generator's fill-in gets its context's noise texture; ``fill``: "lv" (the LV region
+    redrawn) or "changes" (only the pixels the edit changed; an edit that changes nothing is drawn again)
+    (`synthesis.synthesize`).
     """
-    from .data.edits import check_edits
+    from .data.edits import UNCHANGED, check_edits
     from .io.lock import FolderLock
     from .io.pairs import PairFolder
     from .synthesis import _clear_interrupted
@@ -147,10 +153,12 @@ def synthesize_edited_dataset(masks_from, n: int, out, edits=("all",), model=Non
     if n < 1:
         raise LvsegError(f"--n must be at least 1, got {n}")
     kinds = check_edits(edits)
+    if fill == "changes" and UNCHANGED in kinds:
+        raise LvsegError("the edit 'unchanged' changes nothing for --fill changes to redraw: fill in the whole LV")
     PairFolder(out).check_writable()
     with FolderLock(out, "synthetic pair folder"):
         _clear_interrupted(PairFolder(out))
-        return _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device, grain)
+        return _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device, grain, fill)
 
 
 def _templates(masks_from, cases, stacks):
@@ -233,13 +241,13 @@ def _fuse_stack(templates, rng):
     raise FusionRejected(f"no stack fusion passed in {_FUSION_TRIES} tries: {rejected[-1] if rejected else ''}")
 
 
-def _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device, grain):
+def _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device, grain, fill):
     from .data.edits import applicable, edit_mask
     from .data.fusion import FusionRejected, lv_shape
     from .io.pairs import PairFolder
     from .synthesis import _model_path
 
-    renderer = Renderer(model, grain)
+    renderer = Renderer(model, grain, fill)
     if device is not None:
         renderer.model = (renderer.model[0].to(device), renderer.model[1])
     card = renderer.model[1]
@@ -286,6 +294,8 @@ def _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device, 
             except FusionRejected as exc:   # a move with no anatomically possible place
                 rejected[exc.message] += 1
                 continue
+            if renderer.fill == "changes" and np.array_equal(mask, templates[t][3]):
+                continue   # nothing to redraw: the real image again
             break
         case, z, image, _ = templates[t]
         rendered = renderer(mask, image, seed + k, templates[t][3])
@@ -293,7 +303,8 @@ def _write_pairs(masks_from, n, out, kinds, model, seed, cases, stacks, device, 
         folder.add(rendered, mask, origin="synthetic", source=case if stacks else f"{case} slice {z}",
                    model=card.name, seed=seed + k, name=names[k], source_data=str(masks_from), source_case=case,
                    source_slice=z, generator_path=_model_path(model), simulated=True, edit=kind, **detail,
-                   context=bool(renderer.context), **({"grain": renderer.grain} if renderer.context else {}))
+                   context=bool(renderer.context),
+                   **({"grain": renderer.grain, "fill": renderer.fill} if renderer.context else {}))
     summary = {"pairs": dict(made), "rendering": renderer.describe(), "rejections": sum(rejected.values()),
                "rejection_reasons": dict(rejected.most_common(5))}
     return folder, summary

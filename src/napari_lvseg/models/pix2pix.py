@@ -81,6 +81,18 @@ def context_region(labels, context_labels=None, dilation: int = REGION_DILATION)
     return _dilate(lv, dilation) if dilation > 0 else lv
 
 
+def changed_region(labels, context_labels, margin: int = BLEND_WIDTH) -> torch.Tensor:
+    """The region a context generator fills in when only the edits are redrawn: the pixels whose label in ``labels``
+    (B, H, W) differs from the context's own ``context_labels``, grown by ``margin`` pixels (3x3 square steps).
+    With `blend_weights` of the same width every changed pixel is the generator's alone (weight 1), and the blend
+    to the real pixels lies in the margin. Bool (B, H, W)."""
+    labels = torch.as_tensor(labels)
+    x = (labels != torch.as_tensor(context_labels, device=labels.device)).float()[:, None]
+    for _ in range(int(margin)):
+        x = F.max_pool2d(x, 3, stride=1, padding=1)
+    return x[:, 0] > 0
+
+
 def blend_weights(region, width: int = BLEND_WIDTH) -> torch.Tensor:
     """Soft region weights (B, H, W) in [0, 1]: 0 outside ``region`` exactly, ramping from 1/(width+1) at its edge
     to 1 at ``width`` pixels inside, so a composite ``w * generated + (1 - w) * context`` keeps every pixel outside the

@@ -42,6 +42,7 @@ from napari_lvseg.widgets.runner import Runner
 
 ACTIONS = ("grow infarct", "shrink infarct", "add no-reflow", "remove no-reflow", "random variant")
 SCOPES = ("current slice", "whole stack")
+REDRAW = ("only what I changed", "the whole LV")   # synthesize's fill: "changes", "lv"
 # what an edit works on: (its name, the labels that hold it); no-reflow is added inside an infarct
 _INFARCT = ("infarct", (lb.INFARCT, lb.NO_REFLOW))
 NEEDS = {"grow infarct": _INFARCT, "shrink infarct": _INFARCT, "add no-reflow": _INFARCT,
@@ -268,6 +269,9 @@ class SynthesizeWidget(QWidget):
         self.grain = QCheckBox("the image's grain")
         self.grain.setChecked(True)
         self.grain.setToolTip(tips.SYNTH_GRAIN)
+        self.fill = QComboBox()
+        self.fill.addItems(REDRAW)
+        self.fill.setToolTip(tips.SYNTH_REDRAW)
         self.mask_picker.currentIndexChanged.connect(lambda *_: self._mask_changed())
         self.context_picker.currentIndexChanged.connect(lambda *_: self._context_changed())
         for event in (napari_viewer.layers.events.inserted, napari_viewer.layers.events.removed):
@@ -315,6 +319,7 @@ class SynthesizeWidget(QWidget):
         form.addRow(self.clean_button)
         form.addRow("context image", self.context_picker)
         form.addRow("donor", self.donor_rank)
+        form.addRow("redraw", self.fill)
         form.addRow("fill-in", self.grain)
         form.addRow("model", self.model_picker)
         form.addRow("variants", self.n_variants)
@@ -383,8 +388,11 @@ class SynthesizeWidget(QWidget):
                 raise LvsegError(f"context image '{image.name}' has shape {context.shape}; the mask '{layer.name}' has "
                                  f"{mask.shape}: choose the mask's own image, or none for a donor")
             own = self._context_labels(layer, image)
-            return ({"context": context, "context_labels": own, "context_name": image.name, **self._grain()},
-                    f" in '{image.name}'")
+            # only what changed, where the image's own labels say what did; else (and for an unedited mask) the LV
+            changes = self.fill.currentText() == REDRAW[0] and own is not None and not np.array_equal(own, mask)
+            return ({"context": context, "context_labels": own, "context_name": image.name, **self._grain(),
+                     "fill": "changes" if changes else "lv"},
+                    f" in '{image.name}'" + (", only what changed redrawn" if changes else ""))
         donors = self.logic.donors(self.viewer)
         if not donors:
             raise LvsegError(f"{model} fills in the LV region of a real image: choose a context image, or open a case "

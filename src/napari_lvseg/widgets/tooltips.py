@@ -55,6 +55,10 @@ SYNTH_MODEL = "Pix2Pix mask-to-image model; it starts on the default generator."
 SYNTH_GRAIN = ("With a context generator: give the generated LV region the image's own noise texture, measured over "
                "the pixels it replaces (its spread and spectrum only); off, the region stays as smooth as the "
                "generator draws it (as `lvseg synthesize --no-grain`).")
+SYNTH_REDRAW = ("With a context image and its own labels: redraw only the pixels your edit changed (and 3 pixels "
+                "around them, where the new pixels blend into the real ones), so the rest of that heart stays the "
+                "real one; or redraw the whole LV region. An unedited mask, or one without the image's labels, "
+                "redraws the whole LV (as `lvseg synthesize --fill`).")
 N_VARIANTS = "How many images to generate (each with its own noise seed)."
 SEED = "Random seed: the same seed and mask give the same result."
 RUN_SYNTH = "Generate synthetic LGE image(s) from the mask in the background; press again to stop."
