@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from napari_lvseg.postprocess import DEFAULT_POSTPROCESS
 from training import cv_paired
 
 
@@ -48,3 +49,24 @@ def test_a_recipe_against_itself_differs_by_nothing_and_a_worse_one_by_an_interv
         assert mean["interval"][0] <= mean["difference"] <= mean["interval"][1] < 0
         assert mean["seed_sd"] == 0   # two seeds, the same difference
     assert "| pooled | 1.000 |" in cv_paired.table(result)
+
+
+def test_fold_counts_are_kept_so_a_fold_whose_run_is_gone_still_counts(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    folds = {1: _labelled(rng, 3), 2: _labelled(rng, 3)}
+    renamed = {k: {f"f{k}_{name}": case for name, case in cases.items()} for k, cases in folds.items()}
+    # out_of_fold gives probabilities; a one-hot of the labels post-processes back to the labels themselves
+    as_probs = {k: {n: (np.eye(5)[lab].transpose(3, 0, 1, 2).astype(np.float32), t) for n, (lab, t) in c.items()}
+                for k, c in renamed.items()}
+    monkeypatch.setattr(cv_paired, "RESULTS", tmp_path)
+    monkeypatch.setattr(cv_paired, "_labelled", lambda cases, post: {n: (p.argmax(0), t) for n, (p, t) in
+                                                                     cases.items()})
+    monkeypatch.setattr(cv_paired, "out_of_fold", lambda config, k, seed, last: as_probs)
+    first = cv_paired.fold_counts("configs/a.json", 5, 1, {}, True)
+    store = cv_paired.counts_file("configs/a.json", 5, 1, dict(DEFAULT_POSTPROCESS), True)
+    assert store.exists() and store.name.startswith("a_cv5_seed1_last_post")
+    monkeypatch.setattr(cv_paired, "out_of_fold", lambda config, k, seed, last: {})   # the run folders are gone
+    again = cv_paired.fold_counts("configs/a.json", 5, 1, {}, True)
+    assert sorted(again) == [1, 2] and all(np.array_equal(again[k][n], first[k][n]) for k in again for n in again[k])
+    _, direct = cv_paired.overlaps(renamed[1])
+    assert np.array_equal(np.stack([again[1][n] for n in sorted(again[1])]), direct)

@@ -21,6 +21,7 @@ if __name__ == "__main__" and not __package__:   # `python training/x.py`: as `p
     _script.run_as_module(__file__)
 
 import argparse
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -34,16 +35,19 @@ DRAWS = 2000
 LEVEL = 0.95
 
 
+def case_counts(labels, truth) -> np.ndarray:
+    """(classes, 3) array of |P∩T|, |P|, |T| per class of one case."""
+    counts = np.zeros((len(CLASSES), 3))
+    for j, c in enumerate(CLASSES):
+        p, t = labels == c, truth == c
+        counts[j] = (p & t).sum(), p.sum(), t.sum()
+    return counts
+
+
 def overlaps(labelled: dict) -> tuple:
     """``{case: (labels, truth)}`` -> (names, (cases, classes, 3) array of |P∩T|, |P|, |T| per class)."""
     names = sorted(labelled)
-    counts = np.zeros((len(names), len(CLASSES), 3))
-    for i, name in enumerate(names):
-        labels, truth = labelled[name]
-        for j, c in enumerate(CLASSES):
-            p, t = labels == c, truth == c
-            counts[i, j] = (p & t).sum(), p.sum(), t.sum()
-    return names, counts
+    return names, np.stack([case_counts(*labelled[name]) for name in names]) if names else np.zeros((0, 4, 3))
 
 
 def study_means(counts: np.ndarray) -> dict:
@@ -104,12 +108,33 @@ def table(result: dict) -> str:
     return "\n".join(rows)
 
 
-def labelled_folds(config, folds: int, seed, post: dict, last: bool) -> dict:
-    """``{fold: {case: (final labels, truth)}}`` of a config's finished folds."""
+def counts_file(config, folds: int, seed, post: dict, last: bool) -> Path:
+    """Where a config's per-case counts under ``post`` are kept: training/results/cv/counts/, one file per config,
+    folds count, seed, epoch choice and post-processing (a digest of its options)."""
+    digest = hashlib.sha1(json.dumps(post, sort_keys=True).encode()).hexdigest()[:8]
+    return RESULTS / "counts" / (f"{Path(config).stem}_cv{folds}" + (f"_seed{seed}" if seed is not None else "")
+                                 + ("_last" if last else "") + f"_post{digest}.json")
+
+
+def fold_counts(config, folds: int, seed, post: dict, last: bool) -> dict:
+    """``{fold: {case: (classes, 3) counts}}`` of a config's finished folds under ``post``. Counted from the fold
+    runs' cached probabilities where the runs are here, and kept (`counts_file`, committed with the results), so a
+    fold whose run folder is gone (a later session, a fresh checkout) still counts."""
+    from napari_lvseg.io.atomic import write_json_atomic
     from napari_lvseg.postprocess import DEFAULT_POSTPROCESS
 
     post = {**DEFAULT_POSTPROCESS, **post}
-    return {k: _labelled(cases, post) for k, cases in out_of_fold(config, folds, seed, last=last).items()}
+    store = counts_file(config, folds, seed, post, last)
+    kept = json.loads(store.read_text())["folds"] if store.exists() else {}
+    for k, cases in out_of_fold(config, folds, seed, last=last).items():
+        kept[str(k)] = {name: case_counts(*case).astype(int).tolist() for name, case in _labelled(cases, post).items()}
+    if kept:
+        store.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(store, {"config": _relative(Path(config)), "seed": seed, "last": last, "post": post,
+                                  "counts": "per case, per class (cavity, myocardium, infarct, no-reflow): "
+                                            "|P∩T|, |P|, |T| in voxels",
+                                  "folds": dict(sorted(kept.items(), key=lambda kv: int(kv[0])))})
+    return {int(k): {name: np.asarray(c, float) for name, c in cases.items()} for k, cases in kept.items()}
 
 
 def main(argv=None, prog=None) -> int:
@@ -128,14 +153,16 @@ def main(argv=None, prog=None) -> int:
         post = json.loads(args.post)
     except json.JSONDecodeError as error:
         raise SystemExit(f"--post: not JSON ({error})") from None
-    runs = {(which, s): labelled_folds(config, args.folds, s, post, args.last)
+    runs = {(which, s): fold_counts(config, args.folds, s, post, args.last)
             for which, config in (("first", args.first), ("second", args.second)) for s in args.seeds}
     common = sorted(set.intersection(*(set(folds) for folds in runs.values())))
     if not common:
         raise SystemExit("no fold that both configs finished at every seed")
     counts = {}
     for key, folds in runs.items():
-        names, counts[key] = overlaps({name: case for k in common for name, case in folds[k].items()})
+        cases = {name: case for k in common for name, case in folds[k].items()}
+        names = sorted(cases)
+        counts[key] = np.stack([cases[name] for name in names])
     result = paired([counts["first", s] for s in args.seeds], [counts["second", s] for s in args.seeds])
     out = Path(args.out) if args.out else RESULTS / (
         f"paired_{Path(args.first).stem}_vs_{Path(args.second).stem}_cv{args.folds}"
