@@ -191,3 +191,6 @@ def test_measure_realism_of_edited_masks_judges_only_the_slices_an_edit_changed(
     changed = sum(int((edited[c] != labels).any(axis=(1, 2)).sum()) for c, _, labels in read_cases(emidec_dir, test))
     assert 0 < result["n_test_slices"] == changed < sum(len(e) for e in edited.values())
     assert result["two_sample_test"]["n"] == 2 * changed
+    fidelity = result["edit_fidelity"]["test"]
+    assert fidelity["myocardium"]["real_class"] < fidelity["infarct"]["real_class"]   # real LGE: the infarct bright
+    assert all(v["n_cases"] <= len(test) for v in fidelity.values())

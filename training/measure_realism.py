@@ -82,6 +82,10 @@ def main(argv=None, prog=None) -> int:
             physics = result["physics"][part]
             print(f"  physics, {part} cases: real {_rate(physics['real']['summary'])}, "
                   f"synthetic {_rate(physics['synthetic']['summary'])} of the infarct cases pass")
+        if result.get("edit_fidelity"):
+            shown = "; ".join(f"{k} {v['changed_pixels']} (real {v['real_class']})"
+                              for k, v in result["edit_fidelity"]["test"].items() if v["changed_pixels"] is not None)
+            print(f"  pixels an edit turned into each class, held-out cases (slice-normalised means): {shown}")
         if args.out:   # after each generator: a long run keeps what it finished
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps({"command": " ".join(sys.argv), "results": results}, indent=1)
