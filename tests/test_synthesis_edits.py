@@ -222,7 +222,7 @@ def test_cli_edits_say_whether_the_fill_in_has_its_grain(pairs, with_context, tm
     assert "use it with --edits" in capsys.readouterr().err
 
 
-def test_cli_edits_can_redraw_only_the_edited_pixels(pairs, with_context, tmp_path, capsys):
+def test_cli_edits_can_redraw_only_the_edited_pixels(pairs, with_context, labels_only, tmp_path, capsys):
     from scipy import ndimage as ndi
 
     out = tmp_path / "changes"
@@ -239,3 +239,6 @@ def test_cli_edits_can_redraw_only_the_edited_pixels(pairs, with_context, tmp_pa
     assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "1", "--out", str(tmp_path / "z"),
                  "--model", str(with_context), "--edits", "unchanged", "--fill", "changes"]) == 2
     assert "changes nothing for --fill changes" in capsys.readouterr().err
+    assert main(["synthesize-dataset", "--masks-from", str(pairs), "--n", "1", "--out", str(tmp_path / "z"),
+                 "--model", str(labels_only), "--edits", "grow", "--fill", "changes"]) == 2
+    assert "needs a context generator" in capsys.readouterr().err

@@ -95,7 +95,10 @@ class Renderer:
                     "this package's synthesize() takes no context yet: the whole image rendered from the mask")
         self.kept = Counter()
         self.grain = grain and "grain" in self._params
-        self.fill = fill if self.context else "lv"   # "changes": only the pixels the edit changed (`synthesize`)
+        if fill != "lv" and not self.context:
+            raise LvsegError(f"redrawing only what changed (--fill {fill}) needs a context generator; {card.name} "
+                             "renders whole images from the mask")
+        self.fill = fill   # "changes": only the pixels the edit changed (`synthesize`)
 
     def __call__(self, mask, image, seed: int, image_labels=None) -> np.ndarray:
         if not self.context:
