@@ -19,6 +19,7 @@ NO_GRAIN_HELP = ("with a context: leave the generator's fill-in smooth (default:
 def add_parsers(sub, add_model) -> None:
     """Register the synthesis subcommands on the ``lvseg`` sub-parser collection."""
     from .cli_args import positive_int, seed_int
+    from .synthesis import FILLS  # light: no torch
 
     p = sub.add_parser("synthesize", help="render a synthetic LGE image from a label mask (NIfTI/TIFF, 2-D or stack)")
     p.add_argument("mask", help="labels 0..4 (NIfTI or TIFF, a slice or a stack)")
@@ -35,7 +36,7 @@ def add_parsers(sub, add_model) -> None:
                         "surroundings from, the slice whose LV size is nearest the mask's")
     p.add_argument("--donor", default="0", metavar="RANK|NAME",
                    help="with --donors: the donor by rank of LV size (0: the nearest) or by name ('Case_P001 slice 3')")
-    p.add_argument("--fill", choices=("lv", "changes"), default="lv", help=FILL_HELP)
+    p.add_argument("--fill", choices=FILLS, default="lv", help=FILL_HELP)
     p.add_argument("--no-grain", action="store_true", help=NO_GRAIN_HELP)
     p.add_argument("--threads", type=positive_int, default=None)
     p.set_defaults(func=cmd_synthesize)
@@ -60,7 +61,7 @@ def add_parsers(sub, add_model) -> None:
                         "shrink, move, add_no_reflow, remove_no_reflow, new_infarct, clear, fusion (a donor case's "
                         "lesion in the nearest LV of another case), or all; "
                         "unchanged: the real masks as they are, re-rendered (train on synthetic, test on real)")
-    p.add_argument("--fill", choices=("lv", "changes"), default="lv",
+    p.add_argument("--fill", choices=FILLS, default="lv",
                    help="with --edits and a context generator: lv redraws each case's whole LV region (default); "
                         "changes only the pixels the edit changed, blended over 3 pixels around them")
     p.add_argument("--no-grain", action="store_true", help=NO_GRAIN_HELP)
