@@ -58,3 +58,16 @@ def test_no_grain_where_the_fill_in_is_already_as_grainy_or_the_region_too_small
     tiny = np.zeros_like(region)
     tiny[40:44, 40:44] = True
     assert not matched_grain(real, np.full(region.shape, 100.0), tiny, np.random.default_rng(0)).any()
+
+
+def test_own_detail_swaps_the_fill_ins_fine_texture_for_the_real_images():
+    from napari_lvseg.data.grain import own_detail
+
+    rng = np.random.default_rng(0)
+    real = ndi.gaussian_filter(rng.normal(100, 30, (48, 48)), 4) + rng.normal(0, 5, (48, 48))
+    fill = np.full((48, 48), 140.0) + rng.normal(0, 1, (48, 48))   # brighter, nearly smooth
+    out = fill + own_detail(real, fill)
+    # the fill's smoothing plus the real image's residual: its own noise and finest detail, in place
+    assert np.allclose(out, ndi.gaussian_filter(fill, 1.0, mode="nearest") + residual(real))
+    assert np.corrcoef(residual(out).ravel(), residual(real).ravel())[0, 1] > 0.9
+    assert abs(out.mean() - 140) < 1 and abs(real.mean() - 100) < 10                              # brightness kept

@@ -547,6 +547,12 @@ def test_only_what_changed_is_redrawn_and_the_rest_of_that_heart_stays_real(cont
     near = ndi.binary_dilation(changed, structure=np.ones((1, 3, 3)), iterations=3)
     assert np.array_equal(out[~near], image[~near].astype(out.dtype))   # the rest of the heart too: slice 1 whole
     assert (out[changed] != image[changed]).all()
+    from napari_lvseg.data.grain import residual
+
+    smooth = synthesize(edited, str(context_run), seed=1, context=image, context_labels=own, fill="changes",
+                        grain=False)
+    texture = [np.corrcoef(residual(x[0])[changed[0]], residual(image[0])[changed[0]])[0, 1] for x in (out, smooth)]
+    assert texture[0] > 0.5 > texture[1]   # the changed pixels keep their own fine texture (grain=False: none)
     whole = synthesize(edited, str(context_run), seed=1, context=image, context_labels=own)
     assert (whole[1][own[1] > 0] != image[1][own[1] > 0]).any()        # the default redraws the whole LV
     with pytest.raises(LvsegError, match="nothing changed to fill in"):

@@ -12,8 +12,9 @@ region is the context's, unchanged. The generated region takes the context slice
 percentiles over the generator's grid). A mask without a context takes a *donor*: a real slice whose LV size
 (area in pixels) is nearest the mask's, moved so that its LV centre lies on the mask's (`read_donors`,
 `rank_donors`, `donor_context`). With ``fill="changes"`` and the context's own labels, only the pixels whose label
-the mask changes (and a 3-pixel margin where the fill-in blends into the real pixels) are redrawn: the rest of that
-heart stays the real one. Cards without ``conditioning`` are labels-only generators, as before.
+the mask changes (and a 3-pixel margin where the fill-in blends into the real pixels) are redrawn, keeping their own
+fine texture (`data.grain.own_detail`): the rest of that heart stays the real one. Cards without ``conditioning``
+are labels-only generators, as before.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ def synthesize(mask, model=None, seed: int = 0, name: str = "mask", context=None
     ``context``: a real image of the mask's shape that the mask is rendered into (a context generator fills in the
     LV region only; every pixel outside it is the context's); ``context_labels``: the context's own labels, where
     known (its LV is blanked out too). ``grain``: give the fill-in the context's own noise texture, measured over
-    the pixels it replaces (`data.grain`; False: the generator's smooth output as it is). Without a context,
+    the pixels it replaces (`data.grain`; with ``fill="changes"``, the replaced pixels' own fine texture itself;
+    False: the generator's smooth output as it is). Without a context,
     ``donors`` (a folder of EMIDEC cases or pairs, or a list of `Donor`) give one: per slice, the donor of rank
     ``donor`` by LV size (0: the nearest; or a donor's name). ``fill``: "lv" (the LV region) or "changes" (only the
     pixels whose label differs from ``context_labels``, which it needs, plus the blend margin; see `FILLS`).
@@ -171,7 +173,7 @@ def _synthesize_in_context(labels, context, context_labels, net, card, seed, nam
                            fill="lv") -> np.ndarray:
     import torch
 
-    from .data.grain import matched_grain
+    from .data.grain import matched_grain, own_detail
     from .data.normalize import DEFAULT_NORMALIZATION, grid_window, normalize_view
     from .models.pix2pix import blend_weights, changed_region
 
@@ -212,8 +214,9 @@ def _synthesize_in_context(labels, context, context_labels, net, card, seed, nam
                             context=torch.from_numpy(to_tanh(normalised[z], norm)),
                             region=torch.from_numpy(region[z]))[0, 0].cpu().numpy()
         raw = low + from_tanh(fake, norm) * scale
-        if grain:
-            raw = raw + matched_grain(ctx_grid[z], raw, region[z], np.random.default_rng([seed, z]))
+        if grain:   # only what changed: the same tissue under a new label keeps its own texture (no surrogate)
+            raw = raw + (own_detail(ctx_grid[z], raw) if fill == "changes" else
+                         matched_grain(ctx_grid[z], raw, region[z], np.random.default_rng([seed, z])))
             if pixels.min() >= 0:   # a magnitude image: its noise never takes it below zero
                 raw = np.maximum(raw, 0.0)
         window = out[z][ys, xs]

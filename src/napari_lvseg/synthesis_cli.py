@@ -13,7 +13,7 @@ FILL_HELP = ("with --context and --context-labels: what the generator redraws. l
              "changes: only the pixels whose label MASK changes against --context-labels, blended over 3 pixels "
              "around them, so the rest of that heart stays the real one")
 NO_GRAIN_HELP = ("with a context: leave the generator's fill-in smooth (default: given the context's own noise "
-                 "texture, measured over the pixels it replaces)")
+                 "texture, measured over the pixels it replaces; with --fill changes, those pixels' own fine texture)")
 
 
 def add_parsers(sub, add_model) -> None:

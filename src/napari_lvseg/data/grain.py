@@ -12,6 +12,10 @@ classifier tells even the real image, blurred by 1 px inside the region, from th
 that residual (the same spectrum, so the same anisotropic correlations; random phases, so none of its structure),
 scaled to bring the synthetic region's residual to the real one's spread. Only second-order statistics pass from
 the real pixels to the synthetic ones.
+
+`own_detail` is for a fill-in that redraws only the pixels an edit changed: those are the same tissue under a new
+label (a wall that now enhances), so they keep their own fine texture, the real residual itself, in place of the
+generator's; the generator gives the rest (the new label's brightness).
 """
 
 from __future__ import annotations
@@ -72,3 +76,9 @@ def matched_grain(real: np.ndarray, synthetic: np.ndarray, region: np.ndarray, r
     if spread > 0:
         out[region] = noise[region] * (np.sqrt(target ** 2 - have ** 2) / spread)
     return out
+
+
+def own_detail(real: np.ndarray, synthetic: np.ndarray) -> np.ndarray:
+    """What, added to ``synthetic``, puts ``real``'s `residual` in place of its own (float64, the images' shape): the
+    sum is the synthetic image's 1-pixel smoothing plus the real image's own noise and finest detail."""
+    return residual(real) - residual(synthetic)

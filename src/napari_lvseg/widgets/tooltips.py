@@ -53,8 +53,9 @@ SIM_SCOPE = "Apply the edit to the current slice only or to every slice of the s
 APPLY_SIM = "Apply the mask edit (can be undone with the layer's undo, Ctrl+Z)."
 SYNTH_MODEL = "Pix2Pix mask-to-image model; it starts on the default generator."
 SYNTH_GRAIN = ("With a context generator: give the generated LV region the image's own noise texture, measured over "
-               "the pixels it replaces (its spread and spectrum only); off, the region stays as smooth as the "
-               "generator draws it (as `lvseg synthesize --no-grain`).")
+               "the pixels it replaces (its spread and spectrum only; redrawing only what changed, those pixels' "
+               "own fine texture); off, the region stays as smooth as the generator draws it (as `lvseg synthesize "
+               "--no-grain`).")
 SYNTH_REDRAW = ("With a context image and its own labels: redraw only the pixels your edit changed (and 3 pixels "
                 "around them, where the new pixels blend into the real ones), so the rest of that heart stays the "
                 "real one; or redraw the whole LV region. An unedited mask, or one without the image's labels, "
