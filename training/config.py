@@ -3,7 +3,7 @@
 A config is a JSON object of `napari_lvseg.engine.TrainOptions` fields, plus ``description`` and, for scenario B's
 data, ``synthetic`` (the synthetic set `run.make_synthetic` makes: generator, n, seed, stacks, slice_seeds; or, with
 ``edits`` (kinds as `lvseg synthesize-dataset --edits`), the training cases' edited masks rendered in their own real
-images by a context generator, ``grain`` true by default). A config
+images by a context generator, ``grain`` true by default, ``fill`` "lv" by default or "changes"). A config
 with ``"base": "other.json"`` (a path relative to the config's own folder) starts from that config's resolved options
 and sets only what differs: a key of its own replaces the base's; a dict (``synthetic``) is merged key by key; a list
 (``data``, ``mix``) is replaced whole. Bases chain (``seg_context_scanner.json`` -> ``seg_context.json`` ->

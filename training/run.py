@@ -129,7 +129,7 @@ def make_synthetic(config_path, device=None) -> Path:
 
         synthesize_edited_dataset(config["data"][0], spec["n"], out, spec["edits"], model=_path(spec["generator"]),
                                   seed=spec["seed"], cases=split["train"], stacks=spec.get("stacks", False),
-                                  device=device, grain=spec.get("grain", True))
+                                  device=device, grain=spec.get("grain", True), fill=spec.get("fill", "lv"))
         return out
     synthesize_dataset(masks_from=config["data"][0], n=spec["n"], out=out, model=_path(spec["generator"]),
                        seed=spec["seed"], cases=split["train"], device=device, stacks=spec.get("stacks", False),
