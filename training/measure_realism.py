@@ -24,6 +24,8 @@ import os
 import sys
 from pathlib import Path
 
+from napari_lvseg.synthesis import FILLS  # light: no torch
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -52,7 +54,7 @@ def main(argv=None, prog=None) -> int:
     parser.add_argument("--edits", action="store_true",
                         help="render each case's mask after one simulator edit (grow, shrink, move, add/remove "
                              "no-reflow, new infarct, clear: one drawn per case) and judge only the slices it changed")
-    parser.add_argument("--fill", choices=("lv", "changes"), default="lv",
+    parser.add_argument("--fill", choices=FILLS, default="lv",
                         help="with --edits and a context generator: redraw the whole LV region (lv) or only the "
                              "pixels the edit changed (changes)")
     parser.add_argument("--seed", type=int, default=0)
