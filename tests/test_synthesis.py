@@ -555,8 +555,9 @@ def test_only_what_changed_is_redrawn_and_the_rest_of_that_heart_stays_real(cont
     assert texture[0] > 0.5 > texture[1]   # the changed pixels keep their own fine texture (grain=False: none)
     whole = synthesize(edited, str(context_run), seed=1, context=image, context_labels=own)
     assert (whole[1][own[1] > 0] != image[1][own[1] > 0]).any()        # the default redraws the whole LV
-    with pytest.raises(LvsegError, match="nothing changed to fill in"):
-        synthesize(own, str(context_run), context=image, context_labels=own, fill="changes")
+    with pytest.raises(LvsegError, match="nothing changed to fill in") as err:
+        synthesize(own, str(context_run), context=image, context_labels=own, fill="changes", name="own.nii.gz")
+    assert "own.nii.gz" in str(err.value)   # the mask is named: it is what was not edited
     with pytest.raises(LvsegError, match="needs a context image and its own labels"):
         synthesize(edited, str(context_run), context=image, fill="changes")
     with pytest.raises(LvsegError, match="unknown fill 'edits'"):

@@ -117,6 +117,9 @@ def synthesize(mask, model=None, seed: int = 0, name: str = "mask", context=None
     if fill == "changes" and (context is None or context_labels is None):
         raise LvsegError("filling in only what changed needs a context image and its own labels to compare the "
                          "mask with (--context IMAGE --context-labels LABELS)", name)
+    if fill == "changes" and np.array_equal(labels, np.asarray(context_labels)):
+        raise LvsegError("the mask is the context's own labels: nothing changed to fill in (edit it first, or fill in "
+                         "the whole LV to re-render the heart)", name)
     if context is None and donors is not None:
         context, context_labels, _ = donor_contexts(labels, donors, donor, name)
         context_name = "donor"
@@ -178,9 +181,6 @@ def _synthesize_in_context(labels, context, context_labels, net, card, seed, nam
     from .models.pix2pix import blend_weights, changed_region
 
     context, context_labels = _check_context(context, labels, context_labels, name)
-    if fill == "changes" and np.array_equal(labels, context_labels):
-        raise LvsegError("the mask is the context's own labels: nothing changed to fill in (edit it first, or fill in "
-                         "the whole LV to re-render the heart)", name)
     norm = {**DEFAULT_NORMALIZATION, **(card.normalization or synthesis_normalization())}
     size = int(card.input_size or 128)
     stack = labels[None] if labels.ndim == 2 else labels
