@@ -44,10 +44,15 @@ def case_counts(labels, truth) -> np.ndarray:
     return counts
 
 
+def stacked(counts: dict) -> tuple:
+    """``{case: (classes, 3) counts}`` -> (names, (cases, classes, 3) array), the cases in name order."""
+    names = sorted(counts)
+    return names, np.stack([counts[name] for name in names])
+
+
 def overlaps(labelled: dict) -> tuple:
     """``{case: (labels, truth)}`` -> (names, (cases, classes, 3) array of |P∩T|, |P|, |T| per class)."""
-    names = sorted(labelled)
-    return names, np.stack([case_counts(*labelled[name]) for name in names]) if names else np.zeros((0, 4, 3))
+    return stacked({name: case_counts(*pair) for name, pair in labelled.items()})
 
 
 def study_means(counts: np.ndarray) -> dict:
@@ -160,9 +165,7 @@ def main(argv=None, prog=None) -> int:
         raise SystemExit("no fold that both configs finished at every seed")
     counts = {}
     for key, folds in runs.items():
-        cases = {name: case for k in common for name, case in folds[k].items()}
-        names = sorted(cases)
-        counts[key] = np.stack([cases[name] for name in names])
+        names, counts[key] = stacked({name: case for k in common for name, case in folds[k].items()})
     result = paired([counts["first", s] for s in args.seeds], [counts["second", s] for s in args.seeds])
     out = Path(args.out) if args.out else RESULTS / (
         f"paired_{Path(args.first).stem}_vs_{Path(args.second).stem}_cv{args.folds}"

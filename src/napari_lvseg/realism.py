@@ -341,7 +341,7 @@ def measure_realism(model, data, train_cases, test_cases, crop: int = 64, seed: 
         raise LvsegError(f"training and held-out cases overlap: {', '.join(overlap[:5])}")
     t0 = time.time()
     net, card = load_synthesis_model(model)
-    sets, kinds, changed = {}, {}, {}
+    sets, kinds, judged = {}, {}, {}   # judged: per case, the slices the classifier sees
     for part, names in (("train", train_cases), ("test", test_cases)):
         real = read_cases(data, names)
         masks = None
@@ -350,17 +350,16 @@ def measure_realism(model, data, train_cases, test_cases, crop: int = 64, seed: 
             real = [(c, image, labels) for c, image, labels, _, _ in rows]
             masks = [edited for _, _, _, edited, _ in rows]
             kinds[part] = {c: kind for c, _, _, _, kind in rows}
-            changed[part] = [[z for z in range(len(m)) if (m[z] != lab[z]).any()]
-                             for (_, _, lab), m in zip(real, masks)]
+        judged[part] = [[z for z in range(len(lab)) if masks is None or (masks[i][z] != lab[z]).any()]
+                        for i, (_, _, lab) in enumerate(real)]
         say(f"rendering {sum(len(lab) for _, _, lab in real)} slices of {len(real)} {part} cases"
             + (" (each mask edited once)" if edits else ""))
         synthetic, how = render_cases(real, (net, card), seed, masks=masks, fill=fill)
         sets[part] = (real, synthetic)
 
     def crops(rows, part):
-        keep = changed.get(part) or [list(range(len(lab))) for _, _, lab in rows]
         return np.concatenate([lv_crops(image[z], labels[z], crop, case, clip, lv_margin)
-                               for (case, image, labels), z in zip(rows, keep)])
+                               for (case, image, labels), z in zip(rows, judged[part])])
 
     say("training the real-vs-synthetic classifier")
     test = two_sample_test(crops(sets["train"][0], "train"), crops(sets["train"][1], "train"),
@@ -375,10 +374,7 @@ def measure_realism(model, data, train_cases, test_cases, crop: int = 64, seed: 
     return {"model": card.name, "data": str(data), "rendering": how, "seed": seed, "crop": crop, "clip": clip,
             "lv_margin": lv_margin, "edits": kinds if edits else None,
             "train_cases": list(train_cases), "test_cases": list(test_cases),
-            "n_train_slices": sum(len(z) for z in changed["train"]) if edits else
-            sum(len(lab) for _, _, lab in sets["train"][0]),
-            "n_test_slices": sum(len(z) for z in changed["test"]) if edits else
-            sum(len(lab) for _, _, lab in sets["test"][0]),
+            "n_train_slices": sum(map(len, judged["train"])), "n_test_slices": sum(map(len, judged["test"])),
             "two_sample_test": test, "physics": physics,
             "edit_fidelity": {part: edit_fidelity(*sets[part]) for part in sets} if edits else None,
             "seconds": round(time.time() - t0, 1)}

@@ -93,6 +93,14 @@ def _check_mask(mask, name) -> np.ndarray:
 
 
 # -- synthesis ------------------------------------------------------------------------------------
+def fill_for(wanted: str, mask, context_labels) -> str:
+    """The fill an interactive user gets: ``wanted``, except that "changes" falls back to "lv" where the context's
+    own labels are unknown or the mask equals them (nothing changed to redraw)."""
+    if wanted == "changes" and (context_labels is None or np.array_equal(np.asarray(mask), context_labels)):
+        return "lv"
+    return wanted
+
+
 def synthesize(mask, model=None, seed: int = 0, name: str = "mask", context=None, context_labels=None,
                context_name: str = "context", donors=None, donor=0, grain: bool = True,
                fill: str = "lv") -> np.ndarray:

@@ -377,7 +377,7 @@ class SynthesizeWidget(QWidget):
         """``(synthesize's context arguments, what they are in words)`` for the chosen mask and model: the chosen
         context image with its own labels, else donors of the open cases; none for a labels-only model."""
         from napari_lvseg.models.registry import model_card_only
-        from napari_lvseg.synthesis import conditioning
+        from napari_lvseg.synthesis import conditioning, fill_for
 
         if model is None or conditioning(model_card_only(model, "synthesis")) != "context":
             return {}, ""
@@ -388,11 +388,10 @@ class SynthesizeWidget(QWidget):
                 raise LvsegError(f"context image '{image.name}' has shape {context.shape}; the mask '{layer.name}' has "
                                  f"{mask.shape}: choose the mask's own image, or none for a donor")
             own = self._context_labels(layer, image)
-            # only what changed, where the image's own labels say what did; else (and for an unedited mask) the LV
-            changes = self.fill.currentText() == REDRAW[0] and own is not None and not np.array_equal(own, mask)
+            fill = fill_for("changes" if self.fill.currentText() == REDRAW[0] else "lv", mask, own)
+            where = f" in '{image.name}'" + (", only what changed redrawn" if fill == "changes" else "")
             return ({"context": context, "context_labels": own, "context_name": image.name, **self._grain(),
-                     "fill": "changes" if changes else "lv"},
-                    f" in '{image.name}'" + (", only what changed redrawn" if changes else ""))
+                     "fill": fill}, where)
         donors = self.logic.donors(self.viewer)
         if not donors:
             raise LvsegError(f"{model} fills in the LV region of a real image: choose a context image, or open a case "
