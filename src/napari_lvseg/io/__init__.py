@@ -44,7 +44,9 @@ def image_kind(path) -> str | None:
         return "tiff"
     if suffix == ".dcm" and path.parent.is_dir():
         return "dicom-file"
-    return None
+    from napari_lvseg.io.dicom import is_dicom_file
+
+    return "dicom-file" if path.is_file() and is_dicom_file(path) else None   # scanners' names: IM0001, no suffix
 
 
 def folder_sources(folder, dicom_series: bool = True) -> list[Path]:

@@ -1,4 +1,5 @@
-"""A DICOM series (one file per slice) from a folder, stacked in anatomical order.
+"""A DICOM series (one file per slice, or enhanced multi-frame files: `dicom_frames`) from a folder, stacked in
+anatomical order.
 
 Files are grouped into series by SeriesInstanceUID and, where one UID holds several ImageTypes (magnitude and
 PSIR images of one acquisition), by ImageType too. If the folder holds several series (a localiser next to the LGE
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from napari_lvseg.errors import LvsegError, warn
+from napari_lvseg.io.dicom_frames import Frame, frames, image_name, is_multiframe
 from napari_lvseg.io.volume import Volume
 
 
@@ -132,10 +134,12 @@ def _check_positions(datasets: list, label: str, others: str, folder: Path) -> N
     same = np.flatnonzero(steps < _SAME_POSITION_MM)
     if len(same):
         i = int(same[0])
-        files = ", ".join(Path(datasets[order[j]].filename).name for j in (i, i + 1))
+        files = ", ".join(image_name(datasets[order[j]]) for j in (i, i + 1))
+        advice = ("export the LGE stack alone" if any(isinstance(ds, Frame) for ds in datasets)
+                  else "put each stack in its own folder")
         raise LvsegError(f"{label}: two images at one slice position ({ranked[i]:.2f} mm along the slice normal: "
-                         f"{files}): not one stack (several echoes, times or image types?); put each stack in its "
-                         f"own folder{others}", folder)
+                         f"{files}): not one stack (several echoes, times or image types?); {advice}{others}",
+                         folder)
     spacing = float(steps.min())
     wide = np.flatnonzero(steps > _GAP_FACTOR * spacing)
     if len(wide):
@@ -230,8 +234,8 @@ def read_dicom_series(folder) -> Volume:
             problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if problem:
             raise LvsegError(f"{path.name} is a damaged DICOM file ({problem}): repair or remove it", folder)
-        if "PixelData" in ds:
-            images.append(ds)
+        if "PixelData" in ds:   # an enhanced file holds a whole stack: one image per frame
+            images.extend(frames(ds) if is_multiframe(ds) else [ds])
     if not images:
         raise LvsegError("no DICOM images found in folder", folder)
     series = _group(images)
@@ -254,9 +258,9 @@ def read_dicom_series(folder) -> Volume:
         try:
             pixels = ds.pixel_array
         except Exception as exc:  # e.g. a compressed transfer syntax without a decoder installed
-            raise LvsegError(f"cannot decode pixels of {Path(ds.filename).name} ({exc})", folder) from None
+            raise LvsegError(f"cannot decode pixels of {image_name(ds)} ({exc})", folder) from None
         if pixels.ndim != 2:
-            raise LvsegError(f"{Path(ds.filename).name} is not a single grey-level slice "
+            raise LvsegError(f"{image_name(ds)} is not a single grey-level slice "
                              f"(pixel shape {pixels.shape})", folder)
         slope = float(getattr(ds, "RescaleSlope", 1.0) or 1.0)
         intercept = float(getattr(ds, "RescaleIntercept", 0.0) or 0.0)
@@ -289,4 +293,6 @@ def read_dicom_series(folder) -> Volume:
                                   for key in series if key != chosen}),
         "spacing": (float(distance), row, col),
     }
+    if any(isinstance(ds, Frame) for ds in datasets):   # each slice's frame number in its multi-frame file
+        meta["frames"] = [ds.index + 1 if isinstance(ds, Frame) else None for ds in datasets]
     return Volume(np.stack(slices), meta)

@@ -80,13 +80,16 @@ def _sources(meta: dict, path) -> list:
 
 
 def check_seg(meta: dict | None, path) -> None:
-    """Refuse, before any work, a SEG that could not be written: highdicom missing, labels of no DICOM series, a
-    series that does not say where it lies."""
+    """Refuse, before any work, a SEG that could not be written: a multi-frame source, highdicom missing, labels of
+    no DICOM series, a series that does not say where it lies."""
+    meta = meta or {}
+    if meta.get("frames"):   # a SEG of it would reference frames, not images: not written here yet
+        raise LvsegError("DICOM SEG is not written for a series read from a multi-frame (enhanced) DICOM file; save "
+                         "the labels as NIfTI instead (they keep the series' patient position)", path)
     try:
         import highdicom  # noqa: F401
     except ImportError:
         raise LvsegError(INSTALL, path) from None
-    meta = meta or {}
     if meta.get("format") != "dicom" or not meta.get("files"):
         raise LvsegError("DICOM SEG is written only for labels made from a DICOM series (open the series folder, "
                          "segment it, then save)", path)
