@@ -477,6 +477,30 @@ def test_a_dicom_series_folder_is_segmented_as_one_stack(tiny_model, tmp_path, c
     assert "LGE_SAX and LGE_SAX.nii.gz would both be written to LGE_SAX.nii.gz" in err[-1]
 
 
+def test_a_media_export_is_searched_for_its_series_further_down(tiny_model, tmp_path):
+    from test_dicom_frames import NORMAL, write_enhanced
+    from test_io import write_dicom
+
+    image, _ = make_phantom(n_slices=3, seed=5)
+    pixels = np.round(image / image.max() * 1000)
+    export = tmp_path / "export"   # DICOMDIR beside PATIENT/STUDY/SERIES folders of files named without a suffix
+    for series in ("SE1", "SE2"):
+        (export / "P1" / "ST1" / series).mkdir(parents=True)
+    for z in range(3):
+        write_dicom(export / "P1" / "ST1" / "SE1" / f"IM{z}", pixels[z], series_uid="1.2.3", instance=z + 1,
+                    position=[0.0, 0.0, 8.0 * z], orientation=[1, 0, 0, 0, 1, 0])
+    write_enhanced(export / "P1" / "ST1" / "SE2" / "IM0", pixels, [8.0 * z * NORMAL for z in range(3)])
+    write_dicom(export / "DICOMDIR", pixels[0], series_uid="9.9", instance=1)   # a directory record, not an image
+    assert main(["segment", str(export), "-o", str(tmp_path / "pred"), "--model", "tiny-seg"]) == 0
+    assert sorted(p.name for p in (tmp_path / "pred").iterdir()) == ["P1_ST1_SE1.nii.gz", "P1_ST1_SE2.nii.gz"]
+    for name in ("P1_ST1_SE1.nii.gz", "P1_ST1_SE2.nii.gz"):
+        assert nib.load(tmp_path / "pred" / name).shape == (128, 128, 3)
+    # one file of a series, named without a suffix, opens its series
+    assert main(["segment", str(export / "P1" / "ST1" / "SE2" / "IM0"), "-o", str(tmp_path / "se2.nii.gz"),
+                 "--model", "tiny-seg"]) == 0
+    assert nib.load(tmp_path / "se2.nii.gz").header.get_zooms() == pytest.approx((0.8, 0.7, 8.0))
+
+
 def test_a_folder_of_one_image_with_a_file_output_is_segmented_into_it(tiny_model, tmp_path):
     import tifffile
 

@@ -237,7 +237,8 @@ def _warn_search(source, result, how: str) -> None:
 
 def _folder_items(src: Path) -> tuple[list, list]:
     """(name, source, labels file name) for what a folder holds: an image keeps its file name, a case folder or
-    DICOM series becomes <folder>.nii.gz; and (path, why) of what it leaves out (`folder_walk`)."""
+    DICOM series becomes <folder>.nii.gz (a series further down <its path joined by _>.nii.gz); and (path, why) of
+    what it leaves out (`folder_walk`)."""
     from .io import folder_walk
 
     sources, skipped = folder_walk(src)
@@ -247,7 +248,11 @@ def _folder_items(src: Path) -> tuple[list, list]:
         found = "; ".join(f"{p.name}: {why}" for p, why in skipped)
         raise LvsegError(f"nothing to segment: {found}" if skipped else
                          "folder holds no EMIDEC Case_* folders, DICOM series, NIfTI or TIFF images", src)
-    return [(p.name, p, p.name if p.is_file() else f"{p.name}.nii.gz") for p in sources], skipped
+    items = []
+    for p in sources:   # a series further down is named by its path: DICOM/S1 -> DICOM_S1.nii.gz
+        parts = p.relative_to(src).parts
+        items.append(("/".join(parts), p, p.name if p.is_file() else f"{'_'.join(parts)}.nii.gz"))
+    return items, skipped
 
 
 def _check_folder_outputs(items: list, out: Path) -> None:

@@ -51,7 +51,8 @@ def image_kind(path) -> str | None:
 
 def folder_sources(folder, dicom_series: bool = True) -> list[Path]:
     """What a folder holds to segment, each readable by :func:`read_image`: its EMIDEC case folders if it has any,
-    else its NIfTI/TIFF images and (with ``dicom_series``) its DICOM series sub-folders. Hidden entries are skipped."""
+    else its NIfTI/TIFF images and (with ``dicom_series``) its DICOM series sub-folders; where it holds none of
+    these, the DICOM series folders further down (`dicom.nested_series`). Hidden entries are skipped."""
     return folder_walk(folder, dicom_series)[0]
 
 
@@ -68,6 +69,10 @@ def folder_walk(folder, dicom_series: bool = True) -> tuple[list[Path], list[tup
     entries = [p for p in sorted(folder.iterdir()) if not p.name.startswith(".")]
     wanted = ("nifti", "tiff", "dicom") if dicom_series else ("nifti", "tiff")
     sources = cases or [p for p in entries if image_kind(p) in wanted]
+    if not sources and dicom_series:   # a scanner's or PACS export: series folders further down
+        from napari_lvseg.io.dicom import nested_series
+
+        sources = nested_series(folder)
     problem = None if sources else case_problem(folder)
     if problem:   # e.g. a case folder without its Images folder
         return [], [(folder, problem)]

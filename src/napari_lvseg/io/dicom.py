@@ -38,10 +38,11 @@ def is_dicom_file(path) -> bool:
 
 
 def dicom_files(folder, limit: int | None = None) -> list[Path]:
-    """DICOM files directly in ``folder`` (any names), at most ``limit`` of them."""
+    """DICOM files directly in ``folder`` (any names but DICOMDIR, a media index without images), at most ``limit``
+    of them."""
     found = []
     for path in sorted(Path(folder).iterdir()):
-        if path.is_file() and is_dicom_file(path):
+        if path.is_file() and path.name.upper() != "DICOMDIR" and is_dicom_file(path):
             found.append(path)
             if limit is not None and len(found) >= limit:
                 break
@@ -50,6 +51,21 @@ def dicom_files(folder, limit: int | None = None) -> list[Path]:
 
 def is_dicom_folder(folder) -> bool:
     return Path(folder).is_dir() and bool(dicom_files(folder, limit=1))
+
+
+NESTED_DEPTH = 4   # PATIENT/STUDY/SERIES/images, as media exports (with a DICOMDIR) lay them out
+
+
+def nested_series(folder, depth: int = NESTED_DEPTH) -> list[Path]:
+    """The DICOM series folders below ``folder`` (not in it), at most ``depth`` levels down, in name order; a series
+    folder's own sub-folders are not searched. Hidden folders are skipped."""
+    found = []
+    for child in sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if is_dicom_folder(child):
+            found.append(child)
+        elif depth > 1:
+            found.extend(nested_series(child, depth - 1))
+    return found
 
 
 def _slice_position(ds) -> float | None:
