@@ -162,3 +162,30 @@ def test_napari_accepts_the_layer_data(tmp_path):
     layers = [Layer.create(data, kwargs, layer_type) for data, kwargs, layer_type in get_reader(str(case))(str(case))]
     assert [type(layer).__name__ for layer in layers] == ["Image", "Labels"]
     np.testing.assert_allclose(layers[1].colormap.map(np.array([2]))[0], COLORS[2])
+
+
+def test_a_media_export_opens_each_series_that_reads_as_a_stack(tmp_path):
+    from test_io import write_dicom
+
+    export = tmp_path / "export"   # PATIENT/STUDY/SERIES folders of suffix-less files, as a scanner's CD holds them
+    for series, uid, z_of in (("SE1", "1.1", lambda k: 8.0 * k), ("SE2", "1.2", lambda k: 6.0 * k),
+                              ("SE3", "1.3", lambda k: 0.0)):   # SE3: a cine's phases, all at one position
+        (export / "P1" / series).mkdir(parents=True)
+        for k in range(3):
+            write_dicom(export / "P1" / series / f"IM{k}", np.full((8, 8), 10 * k), series_uid=uid, instance=k + 1,
+                        position=[0.0, 0.0, z_of(k)], orientation=[1, 0, 0, 0, 1, 0])
+    reader = get_reader(str(export))
+    assert reader is not None
+    with pytest.warns(UserWarning, match=r"opened 2 series; left out 1: P1/SE3 \(.*two images at one slice position"):
+        layers = reader(str(export))
+    assert [(kwargs["name"], kwargs["visible"], data.shape) for data, kwargs, _ in layers] == [
+        ("P1/SE1", True, (3, 8, 8)), ("P1/SE2", False, (3, 8, 8))]
+    assert layers[1][1]["scale"] == pytest.approx((6.0, 0.7, 0.8))
+    # nothing in it reads as a stack: one line naming the export and each series' problem
+    for series in ("SE1", "SE2"):
+        for k in range(3):
+            (export / "P1" / series / f"IM{k}").unlink()
+        (export / "P1" / series).rmdir()
+    with pytest.raises(LvsegError, match=r"export: no series of this export reads as one stack: P1/SE3 \(.*two "
+                                         r"images at one slice position"):
+        reader(str(export))

@@ -1,4 +1,5 @@
-"""napari reader: NIfTI, TIFF, DICOM series folders and EMIDEC case/dataset folders -> layers.
+"""napari reader: NIfTI, TIFF, DICOM series folders (and media exports of them) and EMIDEC case/dataset folders ->
+layers.
 
 Bad input raises LvsegError (one line naming the file), which napari shows as a notification.
 """
@@ -80,8 +81,36 @@ def read_path(path) -> list[tuple]:
             return [_labels_layer(volume, _stem(path))]
         check_image(volume.data, path)
         return [_image_layer(volume, _stem(path))]
+    if kind is None and _export_series(path):
+        return _export_layers(path)
     name = path.parent.name if kind == "dicom-file" else _stem(path) if path.is_file() else path.name
     return [_image_layer(read_image(path), name)]
+
+
+def _export_series(path: Path) -> list[Path]:
+    """The DICOM series folders further down a folder that holds no images of its own (a media export)."""
+    from napari_lvseg.io.dicom import nested_series
+
+    return nested_series(path) if path.is_dir() else []
+
+
+def _export_layers(path: Path) -> list[tuple]:
+    """Every series of a media export that reads as one stack, named by its path, the first one shown; the others
+    (a cine's phases at one position, a damaged file) are named in one warning. None readable: one error."""
+    from napari_lvseg.errors import LvsegError, warn
+
+    layers, refused = [], []
+    for series in _export_series(path):
+        name = "/".join(series.relative_to(path).parts)
+        try:
+            layers.append(_image_layer(read_image(series), name, visible=not layers))
+        except LvsegError as exc:
+            refused.append(f"{name} ({exc.message})")
+    if not layers:
+        raise LvsegError(f"no series of this export reads as one stack: {'; '.join(refused)}", path)
+    if refused:
+        warn(f"opened {len(layers)} series; left out {len(refused)}: {'; '.join(refused)}", path)
+    return layers
 
 
 def _read_paths(paths) -> list[tuple]:
@@ -92,6 +121,6 @@ def _read_paths(paths) -> list[tuple]:
 def get_reader(path):
     """The reader function for ``path`` (str or list of str), or None when the path is not ours."""
     paths = [path] if isinstance(path, (str, Path)) else list(path)
-    if not paths or any(image_kind(p) is None for p in paths):
+    if not paths or any(image_kind(p) is None and not _export_series(Path(p)) for p in paths):
         return None
     return _read_paths
