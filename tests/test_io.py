@@ -591,3 +591,16 @@ def test_a_damaged_pixel_spacing_leaves_the_voxel_size_unknown(tmp_path, spacing
                     pixel_spacing=spacing)
     vol = read_image(tmp_path)
     assert vol.data.shape == (2, 8, 8) and vol.meta["spacing"][1:] == (1.0, 1.0)
+
+
+def test_series_further_down_are_searched_within_a_depth_and_a_folder_budget(tmp_path, monkeypatch):
+    from napari_lvseg.io import dicom
+
+    for path in ("A/S1", "A/S2", "B/S3", "C/D/E/F/S4"):   # S4 lies 5 levels down
+        (tmp_path / path).mkdir(parents=True)
+        write_dicom(tmp_path / path / "IM0", np.zeros((4, 4)), series_uid=path, instance=1)
+    (tmp_path / "A" / "S1" / "deeper").mkdir()   # inside a series: not searched
+    write_dicom(tmp_path / "A" / "S1" / "deeper" / "IM0", np.zeros((4, 4)), series_uid="x", instance=1)
+    assert [p.relative_to(tmp_path).as_posix() for p in dicom.nested_series(tmp_path)] == ["A/S1", "A/S2", "B/S3"]
+    monkeypatch.setattr(dicom, "NESTED_FOLDERS", 3)   # A, A/S1, A/S2: then the search stops
+    assert [p.relative_to(tmp_path).as_posix() for p in dicom.nested_series(tmp_path)] == ["A/S1", "A/S2"]

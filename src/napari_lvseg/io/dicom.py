@@ -54,17 +54,31 @@ def is_dicom_folder(folder) -> bool:
 
 
 NESTED_DEPTH = 4   # PATIENT/STUDY/SERIES/images, as media exports (with a DICOMDIR) lay them out
+NESTED_FOLDERS = 400   # folders looked into at most: napari asks about any folder opened, a home folder too
 
 
-def nested_series(folder, depth: int = NESTED_DEPTH) -> list[Path]:
-    """The DICOM series folders below ``folder`` (not in it), at most ``depth`` levels down, in name order; a series
-    folder's own sub-folders are not searched. Hidden folders are skipped."""
+def nested_series(folder, depth: int = NESTED_DEPTH, budget: list | None = None) -> list[Path]:
+    """The DICOM series folders below ``folder`` (not in it), at most ``depth`` levels down and `NESTED_FOLDERS`
+    folders looked into, in name order; a series folder's own sub-folders are not searched. Hidden folders are
+    skipped."""
+    budget = [NESTED_FOLDERS] if budget is None else budget
     found = []
-    for child in sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if is_dicom_folder(child):
+    try:
+        children = sorted(p for p in Path(folder).iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError:   # unreadable: nothing found there
+        return found
+    for child in children:
+        if budget[0] <= 0:
+            break
+        budget[0] -= 1
+        try:
+            series = is_dicom_folder(child)
+        except OSError:   # unreadable: not searched
+            continue
+        if series:
             found.append(child)
         elif depth > 1:
-            found.extend(nested_series(child, depth - 1))
+            found.extend(nested_series(child, depth - 1, budget))
     return found
 
 
