@@ -81,8 +81,9 @@ def read_path(path) -> list[tuple]:
             return [_labels_layer(volume, _stem(path))]
         check_image(volume.data, path)
         return [_image_layer(volume, _stem(path))]
-    if kind is None and _export_series(path):
-        return _export_layers(path)
+    series = _export_series(path) if kind is None else []
+    if series:
+        return _export_layers(path, series)
     name = path.parent.name if kind == "dicom-file" else _stem(path) if path.is_file() else path.name
     return [_image_layer(read_image(path), name)]
 
@@ -94,13 +95,13 @@ def _export_series(path: Path) -> list[Path]:
     return nested_series(path) if path.is_dir() else []
 
 
-def _export_layers(path: Path) -> list[tuple]:
-    """Every series of a media export that reads as one stack, named by its path, the first one shown; the others
-    (a cine's phases at one position, a damaged file) are named in one warning. None readable: one error."""
+def _export_layers(path: Path, found: list[Path]) -> list[tuple]:
+    """Every series ``found`` in a media export that reads as one stack, named by its path, the first one shown; the
+    others (a cine's phases at one position, a damaged file) are named in one warning. None readable: one error."""
     from napari_lvseg.errors import LvsegError, warn
 
     layers, refused = [], []
-    for series in _export_series(path):
+    for series in found:
         name = "/".join(series.relative_to(path).parts)
         try:
             layers.append(_image_layer(read_image(series), name, visible=not layers))
