@@ -1,5 +1,7 @@
 """Enhanced (multi-frame) DICOM files: a whole stack in one file, read as a series of slices (io.dicom_frames)."""
 
+import importlib.util
+
 import numpy as np
 import pytest
 
@@ -39,6 +41,9 @@ def write_enhanced(path, frames, positions, *, frame_types=None, slope=2.0, inte
     ds.SOPClassUID, ds.SOPInstanceUID = EnhancedMRImageStorage, file_meta.MediaStorageSOPInstanceUID
     ds.Modality, ds.SeriesInstanceUID, ds.SeriesNumber, ds.InstanceNumber = "MR", series_uid, 7, 1
     ds.SeriesDescription = "LGE PSIR enhanced"
+    ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Enhanced", "LV002", "19700101", "O"
+    ds.StudyInstanceUID, ds.FrameOfReferenceUID = "1.2.840.2", "1.2.840.3"
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20240101", "120000", "1", "A1", ""
     ds.NumberOfFrames = len(frames)
     ds.Rows, ds.Columns = frames.shape[1:]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
@@ -121,10 +126,51 @@ def test_frames_at_one_position_are_refused_naming_the_frames(tmp_path):
         read_dicom_series(tmp_path)
 
 
-def test_no_dicom_seg_is_written_for_a_multi_frame_series(tmp_path):
+needs_highdicom = pytest.mark.skipif(importlib.util.find_spec("highdicom") is None, reason="highdicom not installed")
+MAGNITUDE, PHASE = ["ORIGINAL", "PRIMARY", "M", "NONE"], ["ORIGINAL", "PRIMARY", "P", "NONE"]
+
+
+@needs_highdicom
+def test_labels_of_an_enhanced_file_export_as_a_seg_of_its_magnitude_frames(tmp_path):
+    import highdicom as hd
+    import pydicom
+
+    from napari_lvseg.io.dicom_seg import write_seg
+
     frames, positions = _stack()
-    write_enhanced(tmp_path / "IM0001", frames, positions)
+    write_enhanced(tmp_path / "IM0001", np.concatenate([frames, frames + 1000]), np.concatenate([positions] * 2),
+                   frame_types=[MAGNITUDE] * 5 + [PHASE] * 5)   # the phase frames at the same positions
+    with pytest.warns(UserWarning, match="left out series 7"):
+        volume = read_dicom_series(tmp_path)
+    labels = np.zeros(volume.data.shape, np.uint8)
+    for k in range(len(labels)):   # each slice its own pattern, every class
+        labels[k, 1:5, 1:6], labels[k, 2, 2], labels[k, 3, 1 + k], labels[k, 4, 4] = 2, 1, 3, 4
+    write_seg(tmp_path / "seg.dcm", labels, volume.meta, model="lvseg-seg")
+
+    source = pydicom.dcmread(tmp_path / "IM0001", stop_before_pixels=True)
+    seg = pydicom.dcmread(tmp_path / "seg.dcm")
+    assert seg.NumberOfFrames == 4 * 5 and seg.StudyInstanceUID == source.StudyInstanceUID
+    by_position = {tuple(np.round(p, 3)): k for k, p in enumerate(positions)}   # file frame k+1 (magnitude)
+    for pixels, item in zip(seg.pixel_array, seg.PerFrameFunctionalGroupsSequence):
+        number = item.SegmentIdentificationSequence[0].ReferencedSegmentNumber
+        frame = by_position[tuple(np.round([float(v) for v in item.PlanePositionSequence[0].ImagePositionPatient], 3))]
+        slice_ = volume.meta["frames"].index(frame + 1)
+        np.testing.assert_array_equal(pixels, labels[slice_] == number)
+        referenced = item.DerivationImageSequence[0].SourceImageSequence
+        assert {r.ReferencedSOPInstanceUID for r in referenced} == {source.SOPInstanceUID}
+        assert frame + 1 in {int(r.ReferencedFrameNumber) for r in referenced}
+    read = hd.seg.segread(tmp_path / "seg.dcm").get_pixels_by_source_frame(
+        source.SOPInstanceUID, source_frame_numbers=volume.meta["frames"], segment_numbers=[1, 2, 3, 4])
+    for number in (1, 2, 3, 4):
+        np.testing.assert_array_equal(read[..., number - 1], labels == number)
+
+
+def test_no_dicom_seg_is_written_for_a_series_over_several_enhanced_files(tmp_path):
+    frames, positions = _stack()
+    write_enhanced(tmp_path / "IM0001", frames[:3], positions[:3])
+    write_enhanced(tmp_path / "IM0002", frames[3:], positions[3:])   # the same series, its other frames
     volume = read_dicom_series(tmp_path)
-    with pytest.raises(LvsegError, match=r"seg\.dcm: DICOM SEG is not written for a series read from a multi-frame "
-                                         r".*save the labels as NIfTI instead"):
+    assert volume.data.shape[0] == 5
+    with pytest.raises(LvsegError, match=r"seg\.dcm: DICOM SEG is not written for a series spread over several "
+                                         r"multi-frame .*save the labels as NIfTI instead"):
         check_seg(volume.meta, tmp_path / "seg.dcm")

@@ -1,8 +1,9 @@
 """Labels as a DICOM Segmentation (SEG) of the series they were made from, with highdicom (the ``dicom`` extra).
 
 One segment per class 1..4 (names and colours from `labels`, SNOMED CT concepts), one frame per slice and segment,
-each frame referencing its source image (SOPInstanceUID) and placed where that image lies; the SEG shares the
-series' study, patient and frame of reference. Only labels of a DICOM series read here (`read_dicom_series` meta,
+each frame referencing its source image (SOPInstanceUID; for a series read from an enhanced multi-frame file, the
+file and its frame) and placed where that image lies; the SEG shares the series' study, patient and frame of
+reference. Only labels of a DICOM series read here (`read_dicom_series` meta,
 which lists its files) can be written: the source images are read again, and must be the ones the labels were made
 from.
 """
@@ -79,13 +80,34 @@ def _sources(meta: dict, path) -> list:
     return sources
 
 
+def _frame_sources(meta: dict, path):
+    """The multi-frame file a series was read from (header only, checked to be the one read) and each slice's
+    highdicom PlanePositionSequence: highdicom references the source frames by position, so that a file's other
+    frames (phase images beside magnitude ones, at the same positions) need no labels."""
+    import highdicom as hd
+
+    from napari_lvseg.io.dicom_frames import Frame
+
+    source = _sources({"files": meta["files"][:1], "sop_instance_uids": meta.get("sop_instance_uids", [None])[:1]},
+                      path)[0]
+    positions = []
+    for number in meta["frames"]:
+        position = getattr(Frame(source, number - 1, {}), "ImagePositionPatient", None)
+        if position is None:   # `placed` says every frame has one; a file changed since is caught here
+            raise LvsegError(f"frame {number} of {Path(meta['files'][0]).name} gives no patient position: save the "
+                             "labels as NIfTI instead", path)
+        positions.append(hd.PlanePositionSequence(hd.CoordinateSystemNames.PATIENT, [float(v) for v in position]))
+    return source, positions
+
+
 def check_seg(meta: dict | None, path) -> None:
-    """Refuse, before any work, a SEG that could not be written: a multi-frame source, highdicom missing, labels of
-    no DICOM series, a series that does not say where it lies."""
+    """Refuse, before any work, a SEG that could not be written: highdicom missing, labels of no DICOM series, a
+    series that does not say where it lies, a series spread over several multi-frame files."""
     meta = meta or {}
-    if meta.get("frames"):   # a SEG of it would reference frames, not images: not written here yet
-        raise LvsegError("DICOM SEG is not written for a series read from a multi-frame (enhanced) DICOM file; save "
-                         "the labels as NIfTI instead (they keep the series' patient position)", path)
+    if meta.get("frames") and (None in meta["frames"] or len(set(meta.get("files") or ())) > 1):
+        # a SEG references either single-frame images or exactly one multi-frame image
+        raise LvsegError("DICOM SEG is not written for a series spread over several multi-frame (enhanced) DICOM "
+                         "files; save the labels as NIfTI instead (they keep the series' patient position)", path)
     try:
         import highdicom  # noqa: F401
     except ImportError:
@@ -109,7 +131,11 @@ def write_seg(path, labels, meta: dict | None, model: str | None = None, edited:
     labels = check_labels(labels, path)
     check_series_shape(meta, labels.shape, path)
     labels = labels.reshape(tuple(meta["shape"]))
-    sources = _sources(meta, path)
+    if meta.get("frames"):   # one multi-frame file: its frames are found by position
+        source, positions = _frame_sources(meta, path)
+        sources, placed = [source], {"plane_positions": positions}
+    else:
+        sources, placed = _sources(meta, path), {}
     first = sources[0]
     try:
         number = int(getattr(first, "SeriesNumber", 0) or 0) + 1000
@@ -123,7 +149,8 @@ def write_seg(path, labels, meta: dict | None, model: str | None = None, edited:
             manufacturer_model_name=str(model or "napari-lvseg")[:64], software_versions=_version(),
             device_serial_number="0", content_label="LVSEG", series_description=SERIES_DESCRIPTION,
             content_description="LV cavity, normal myocardium, infarct, no-reflow",
-            omit_empty_frames=False)   # every slice of every segment: each source image referenced, none left out
+            omit_empty_frames=False,   # every slice of every segment: each source image referenced, none left out
+            **placed)
     except (ValueError, TypeError, AttributeError, KeyError) as exc:   # what highdicom says of a series it refuses
         raise LvsegError(f"cannot write DICOM SEG for this series ({str(exc).splitlines()[0]})", path) from None
     try:
