@@ -176,7 +176,7 @@ def field_of_view_speed(cases, model, repeats: int = 3):
     return out
 
 
-def fold_groups(config, folds: int, data, last: bool = True, post_from=None) -> list:
+def fold_groups(config, folds: int, data, last: bool = True, post_from=None, seed=None) -> list:
     """``[(model, cases)]``, one per fold of a cross-validation: each fold's own network (its last epoch unless
     ``last`` is False) with the cases it never trained on, so that every case is scored by a model that did not see
     it. ``post_from``: a model whose card's post-processing every fold network applies (the shipped ensemble's)."""
@@ -187,7 +187,7 @@ def fold_groups(config, folds: int, data, last: bool = True, post_from=None) -> 
     post = model_card_only(post_from, task="segmentation").extra.get("postprocess") if post_from else None
     groups = []
     for k in range(1, folds + 1):
-        run, _, finished = cv.fold_state(config, folds, k)
+        run, _, finished = cv.fold_state(config, folds, k, seed)
         if not finished:
             print(f"fold {k} left out: it has not finished ({run})")
             continue
@@ -220,6 +220,7 @@ def main(argv=None):
     parser.add_argument("--out-of-fold", metavar="CONFIG", help="a cross-validated config: every case of every fold, "
                         "each segmented by its fold's network (last epoch)")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, help="with --out-of-fold: the fold runs of this seed")
     parser.add_argument("--post-from", metavar="MODEL", help="with --out-of-fold: the post-processing of this "
                         "model's card (default: the bundled default's)")
     parser.add_argument("--report", help="the unchanged input's full report (three protocols, 95 %% intervals), JSON")
@@ -232,7 +233,8 @@ def main(argv=None):
     from napari_lvseg.models.registry import load_model
 
     if args.out_of_fold:
-        groups = fold_groups(args.out_of_fold, args.folds, args.data, post_from=args.post_from or "lvseg-seg")
+        groups = fold_groups(args.out_of_fold, args.folds, args.data, post_from=args.post_from or "lvseg-seg",
+                             seed=args.seed)
         print(f"{sum(len(c) for _, c in groups)} cases out of fold, {len(groups)} of {args.folds} fold networks of "
               f"{Path(args.out_of_fold).stem}, post-processing {groups[0][0][1].extra.get('postprocess')}")
     else:

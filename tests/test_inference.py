@@ -157,13 +157,14 @@ def test_the_lv_search_in_a_large_image_is_made_of_steps_a_stop_falls_between(or
 
     img = image_with_disk((6, 400, 150), (330, 60), radius=20)   # the LV near the bottom of a tall image
     total = segment_step_count(img, batch_size=8, size=64)
-    # 2 + 2 slices searched, the middle two again where they show a coil's shading; a pass, a shading pass
-    assert total == 4 + 2 + 1 + 1 and segment_step_count(img, center=(330, 60), size=64) == 2
+    # 2 + 2 slices searched, the middle two twice again where they show a coil's shading (the field divided out,
+    # and flattened); a pass, a shading pass
+    assert total == 4 + 2 * 2 + 1 + 1 and segment_step_count(img, center=(330, 60), size=64) == 2
     assert segment_step_count(img, size=64, shading=False) == 4 + 1
     steps = segment_steps(img, oracle)
     # the middle two slices show the LV and no shading: the quarter slices are not read, and the count jumps past
     # them and the search's second reading (and past the shading pass, not needed)
-    assert [next(steps) for _ in range(4)] == [(1, total), (2, total), (6, total), (7, total)]
+    assert [next(steps) for _ in range(4)] == [(1, total), (2, total), (8, total), (9, total)]
     assert next(steps) == (total, total)
     with pytest.raises(StopIteration) as end:
         next(steps)
@@ -183,8 +184,8 @@ def test_the_lv_search_reads_the_quarter_slices_where_the_middle_ones_show_no_lv
     img = image_with_disk((6, 300, 150), (230, 60), radius=20)
     img[2:] = 100.0   # the heart in slices 0 and 1 only, nothing in the others
     steps = list(segment_steps(img, oracle, batch_size=8))   # middle slices 2, 3, then quarters 1, 4
-    assert [d for d, _ in steps] == [1, 2, 3, 4, 6, 7, 8]   # 5, 6: the middle slices unshaded, not needed; 8: the
-    # shading pass's count, not needed
+    assert [d for d, _ in steps] == [1, 2, 3, 4, 8, 9, 10]   # 5-8: the middle slices unshaded and flattened, not
+    # needed; 10: the shading pass's count, not needed
     result = segment(img, oracle)
     assert result.info["lv_found"] and result.center == pytest.approx((230, 60), abs=3)
     blank = np.broadcast_to(np.arange(6, dtype=np.float32)[:, None, None], (6, 300, 150)).copy()
@@ -262,10 +263,11 @@ def test_the_search_divides_out_a_coil_field_it_finds_and_reads_its_slices_again
         while True:
             counts.append(next(steps))
     assert end.value.value[0] == pytest.approx((200, 60), abs=2) and fits == [locate.SEARCH_SHADING_TRIGGER]
-    assert counts == [(1, 6), (2, 6), (3, 6), (4, 6), (6, 6)]   # 2 slices, the same 2 again; the quarters unread
+    # 2 slices, the same 2 divided by the field, and flattened; the quarters unread
+    assert counts == [(1, 8), (2, 8), (3, 8), (4, 8), (5, 8), (6, 8), (8, 8)]
     monkeypatch.setattr(shading, "shading_to_correct", lambda image, labels, trigger: (None, 1.0))
     steps = list(locate.locate_steps(BrightCavityMidWall(), img, 64))
-    assert steps == [(1, 6), (2, 6), (6, 6)]
+    assert steps == [(1, 8), (2, 8), (8, 8)]
     from napari_lvseg.steps import result_of
 
     assert result_of(locate.locate_steps(BrightCavityMidWall(), shaded, 64))[0] != pytest.approx((200, 60), abs=20)
@@ -593,3 +595,56 @@ def test_a_pixel_size_that_is_no_size_is_refused_in_one_line(pixel_oracle):
     for bad in (0.0, -1.2, float("nan")):
         with pytest.raises(LvsegError, match="pixel size is a positive number"):
             segment(image, pixel_oracle, pixel_size=bad)
+
+
+def test_flattening_divides_out_a_smooth_field_the_anatomy_stays():
+    from napari_lvseg.locate import flatten
+
+    yy, xx = np.mgrid[:96, :96]
+    img = np.full((1, 96, 96), 0.35, np.float32)
+    r = np.hypot(yy - 60, xx - 25)
+    img[:, r < 10], img[:, r < 5] = 0.6, 1.0
+    field = (1 + 6 * np.exp(-((yy - 15) ** 2 + (xx - 80) ** 2) / (2 * 30.0 ** 2))).astype(np.float32)
+    valid = np.ones((96, 96), bool)
+    background = r > 16
+    flat, flat_shaded = flatten(img, valid, 14.0)[0], flatten(img * field, valid, 14.0)[0]
+    spread = lambda a: float(np.percentile(a[background], 99) / np.percentile(a[background], 1))   # noqa: E731
+    assert spread((img * field)[0]) > 6.5 and spread(flat_shaded) < 1.5   # a 6.8x field, left at 1.43x
+    assert flat_shaded[60, 25] / flat_shaded[70, 60] == pytest.approx(flat[60, 25] / flat[70, 60], rel=0.1)
+
+
+def test_candidates_one_reading_misses_come_from_the_other():
+    from napari_lvseg.locate import _merged
+
+    heart, copy, other = ((200.0, 60.0), 40.0), ((205.0, 62.0), 44.0), ((60.0, 240.0), 90.0)
+    assert _merged([other], [copy, heart]) == [other, copy]   # the second's near-duplicate (within 11 px) left out
+    assert _merged([], [heart]) == [heart]
+
+
+def test_under_a_field_no_plane_fits_the_flattened_reading_brings_the_lv_to_the_candidates(monkeypatch):
+    """A coil's bump, not a plane: divided by the fitted field (here one that removes nothing), the search's reading
+    takes the bright bump for a walled cavity and misses the dim heart; its flattened reading finds the heart, so that
+    the candidates read at full resolution include it."""
+    from napari_lvseg import locate
+    from napari_lvseg.data import shading
+    from napari_lvseg.steps import result_of
+
+    yy, xx = np.mgrid[:300, :300]
+    img = np.full((4, 300, 300), 0.35, np.float32)
+    r = np.hypot(yy - 200, xx - 60)
+    img[:, r < 22], img[:, r < 12] = 0.6, 1.0
+    shaded = img * (1 + 6 * np.exp(-((yy - 60) ** 2 + (xx - 230) ** 2) / (2 * 100.0 ** 2))).astype(np.float32)
+    monkeypatch.setattr(shading, "shading_to_correct", lambda image, labels, trigger: (np.ones(image.shape[-2:]), 4.0))
+    judged = []
+    monkeypatch.setattr(locate, "_surest", lambda net, stack, slices, candidates, *rest: judged.append(candidates)
+                        or candidates[-1])
+
+    def centres():
+        judged.clear()
+        found = result_of(locate.locate_steps(BrightCavityMidWall(), shaded, 64))
+        listed = judged[0] if judged else ([found] if found else [])
+        return [c for c, _ in listed]
+
+    assert any(c == pytest.approx((200, 60), abs=4) for c in centres())
+    monkeypatch.setattr(locate, "SEARCH_FLATTENED", False)
+    assert not any(c == pytest.approx((200, 60), abs=4) for c in centres())
