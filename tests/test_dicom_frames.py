@@ -43,7 +43,8 @@ def write_enhanced(path, frames, positions, *, frame_types=None, slope=2.0, inte
     ds.SeriesDescription = "LGE PSIR enhanced"
     ds.PatientName, ds.PatientID, ds.PatientBirthDate, ds.PatientSex = "Test^Enhanced", "LV002", "19700101", "O"
     ds.StudyInstanceUID, ds.FrameOfReferenceUID = "1.2.840.2", "1.2.840.3"
-    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber, ds.ReferringPhysicianName = "20240101", "120000", "1", "A1", ""
+    ds.StudyDate, ds.StudyTime, ds.StudyID, ds.AccessionNumber = "20240101", "120000", "1", "A1"
+    ds.ReferringPhysicianName = ""
     ds.NumberOfFrames = len(frames)
     ds.Rows, ds.Columns = frames.shape[1:]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
