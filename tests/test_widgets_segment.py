@@ -281,14 +281,14 @@ def test_the_progress_total_counts_the_lv_search_of_the_chosen_models_grid(viewe
         total = SegmentLogic.steps(image, model=model)
         assert all(t == total for _, t in steps) and steps[-1] == (total, total)
         assert [d for d, _ in steps] == sorted({d for d, _ in steps})
-    # one search step on the 64 grid and one more where the field of view shows a coil's shading; a pass, and a
-    # shading pass where the heart shows one
-    assert SegmentLogic.steps(image, model="tiny-64") == 4 and SegmentLogic.steps(image, model="tiny-seg") == 2
+    # one search step on the 64 grid and two more where the field of view shows a coil's shading (the field divided
+    # out, and flattened); a pass, and a shading pass where the heart shows one
+    assert SegmentLogic.steps(image, model="tiny-64") == 5 and SegmentLogic.steps(image, model="tiny-seg") == 2
     card["expects"] = {"lv_diameter_px": 30.0, "lv_diameter_range_px": [27.0, 33.0]}   # a second pass may come
     (path / "card.json").write_text(json.dumps(card))
     steps = list(SegmentLogic.run_steps(image, "tiny-64"))
-    assert SegmentLogic.steps(image, model="tiny-64") == 5 and steps[-1] == (5, 5)
-    assert all(t == 5 for _, t in steps) and [d for d, _ in steps] == sorted({d for d, _ in steps})
+    assert SegmentLogic.steps(image, model="tiny-64") == 6 and steps[-1] == (6, 6)
+    assert all(t == 6 for _, t in steps) and [d for d, _ in steps] == sorted({d for d, _ in steps})
     # the panel's "correct a coil's shading" unticked: neither shading step is counted, or made
     assert SegmentLogic.steps(image, model="tiny-64", shading=False) == 3
     steps = list(SegmentLogic.run_steps(image, "tiny-64", shading=False))
