@@ -218,9 +218,10 @@ def locate_steps(model, stack: np.ndarray, size: int, normalization=None, expect
     def reading(z, flattened=False):
         around = np.clip(np.arange(z - context, z + context + 1), 0, len(stack) - 1)
         grid, valid = sample_view(stack[around], view)
-        raw = grid if field is None else grid / field
         if flattened:
             raw = flatten(grid, valid, FLATTEN_SIGMA * extent)
+        else:
+            raw = grid if field is None else grid / field
         with torch.inference_mode():   # not held across a yield
             out = net(torch.from_numpy(normalize_view(raw, valid, normalization)[None]).to(device or device_of(net)))
             return raw[context], labels_of(net, out).cpu().numpy()[0].astype(np.uint8)   # whatever the head
