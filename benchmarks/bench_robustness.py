@@ -89,9 +89,14 @@ def in_surroundings(image, labels, fills, offset):
     return mosaic, lab
 
 
+SHADING_CORNER = "top left"   # where the coil sits; `--shading-corner bottom right` mirrors the field
+
+
 def shading(image, strength: float = 1.1):
     """A receive coil's shading: the image times a smooth field, brightest near one corner; over the central half of
     a 128-px crop (the heart) it varies 2.5x at ``strength`` 1.1 (0.45 to 1.55 over the crop), 1.7x at 0.45."""
+    if SHADING_CORNER == "bottom right":
+        return shading(image[:, ::-1, ::-1], strength)[:, ::-1, ::-1].copy()
     z, h, w = image.shape
     yy, xx = np.mgrid[:h, :w] / max(h, w)
     field = 0.45 + strength * np.exp(-((yy - 0.1) ** 2 + (xx - 0.2) ** 2) / 0.35)
@@ -176,22 +181,27 @@ def field_of_view_speed(cases, model, repeats: int = 3):
     return out
 
 
-def fold_groups(config, folds: int, data, last: bool = True, post_from=None, seed=None) -> list:
+def fold_groups(configs, folds: int, data, last: bool = True, post_from=None, seed=None) -> list:
     """``[(model, cases)]``, one per fold of a cross-validation: each fold's own network (its last epoch unless
     ``last`` is False) with the cases it never trained on, so that every case is scored by a model that did not see
-    it. ``post_from``: a model whose card's post-processing every fold network applies (the shipped ensemble's)."""
+    it. ``configs``: one config, or several (comma-separated), whose fold networks are averaged per fold (an
+    ensemble that is still out of fold). ``post_from``: a model whose card's post-processing every fold network
+    applies (the shipped ensemble's)."""
     sys.path.insert(0, str(ROOT))
+    from napari_lvseg.models.ensemble import combine
     from napari_lvseg.models.registry import load_model, model_card_only
     from training import cross_validate as cv
 
     post = model_card_only(post_from, task="segmentation").extra.get("postprocess") if post_from else None
     groups = []
     for k in range(1, folds + 1):
-        run, _, finished = cv.fold_state(config, folds, k, seed)
-        if not finished:
-            print(f"fold {k} left out: it has not finished ({run})")
+        states = [cv.fold_state(config, folds, k, seed) for config in configs.split(",")]
+        unfinished = [str(run) for run, _, finished in states if not finished]
+        if unfinished:
+            print(f"fold {k} left out: not finished ({', '.join(unfinished)})")
             continue
-        model = load_model(cv.last_epoch_model(run) if last else run, task="segmentation")
+        runs = [cv.last_epoch_model(run) if last else run for run, _, _ in states]
+        model = load_model(runs[0], task="segmentation") if len(runs) == 1 else combine(runs, f"fold {k} ensemble")
         if post is not None:
             model[1].extra["postprocess"] = post
         names = json.loads(cv.fold_path(folds, k).read_text())["val"]
@@ -218,7 +228,9 @@ def main(argv=None):
     parser.add_argument("--cases", default="val,test", help="the split's parts to use (comma-separated)")
     parser.add_argument("--model", default=None, help="model name or folder (default: the bundled default)")
     parser.add_argument("--out-of-fold", metavar="CONFIG", help="a cross-validated config: every case of every fold, "
-                        "each segmented by its fold's network (last epoch)")
+                        "each segmented by its fold's network (last epoch); several, comma-separated: their fold "
+                        "networks averaged per fold")
+    parser.add_argument("--tta", action="store_true", help="segment with test-time augmentation (as `--tta`)")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, help="with --out-of-fold: the fold runs of this seed")
     parser.add_argument("--post-from", metavar="MODEL", help="with --out-of-fold: the post-processing of this "
@@ -227,7 +239,10 @@ def main(argv=None):
     parser.add_argument("--only", default="", help="comma-separated substrings of the variants to run")
     parser.add_argument("--json", default="", help="write the rows here too")
     parser.add_argument("--speed", action="store_true", help="only the field-of-view timings")
+    parser.add_argument("--shading-corner", choices=("top left", "bottom right"), default=SHADING_CORNER,
+                        help="where the shading variants' coil sits (its field brightest)")
     args = parser.parse_args(argv)
+    globals()["SHADING_CORNER"] = args.shading_corner
 
     from napari_lvseg.inference import segment
     from napari_lvseg.models.registry import load_model
@@ -236,7 +251,7 @@ def main(argv=None):
         groups = fold_groups(args.out_of_fold, args.folds, args.data, post_from=args.post_from or "lvseg-seg",
                              seed=args.seed)
         print(f"{sum(len(c) for _, c in groups)} cases out of fold, {len(groups)} of {args.folds} fold networks of "
-              f"{Path(args.out_of_fold).stem}, post-processing {groups[0][0][1].extra.get('postprocess')}")
+              f"{args.out_of_fold}, post-processing {groups[0][0][1].extra.get('postprocess')}")
     else:
         split = json.loads(Path(args.split).read_text())
         model = load_model(args.model, task="segmentation")
@@ -261,7 +276,7 @@ def main(argv=None):
             for i, (case_name, image, labels) in enumerate(group_cases):
                 img, lab = group_variants[name](i, image, labels)
                 start = time.perf_counter()
-                result = segment(img, group_model)
+                result = segment(img, group_model, tta=args.tta)
                 seconds += time.perf_counter() - start
                 zooms.append(result.info.get("zoom", 1.0))
                 pairs.append((case_name, result.labels, lab))

@@ -234,7 +234,7 @@ def test_of_two_lv_like_components_the_search_keeps_the_one_read_most_surely_at_
     decoy = np.hypot(yy - 80, xx - 80) < 30
     img[:, decoy] += 0.12 * np.where((yy + xx) % 2 == 0, 1.0, -1.0)[decoy]
     assert result_of(locate.locate_steps(RoughnessShy(), img, 64))[0] == pytest.approx((220, 200), abs=2)
-    monkeypatch.setattr(locate, "_surest", lambda net, stack, slices, candidates, *rest: candidates[0])
+    monkeypatch.setattr(locate, "_surest", lambda net, stack, slices, candidates, *rest, **kw: candidates[0])
     assert result_of(locate.locate_steps(RoughnessShy(), img, 64))[0] == pytest.approx((80, 80), abs=2)
 
 
@@ -636,15 +636,83 @@ def test_under_a_field_no_plane_fits_the_flattened_reading_brings_the_lv_to_the_
     shaded = img * (1 + 6 * np.exp(-((yy - 60) ** 2 + (xx - 230) ** 2) / (2 * 100.0 ** 2))).astype(np.float32)
     monkeypatch.setattr(shading, "shading_to_correct", lambda image, labels, trigger: (np.ones(image.shape[-2:]), 4.0))
     judged = []
-    monkeypatch.setattr(locate, "_surest", lambda net, stack, slices, candidates, *rest: judged.append(candidates)
+    monkeypatch.setattr(locate, "_surest", lambda net, stack, slices, candidates, *rest, **kw: judged.append(candidates)
                         or candidates[-1])
 
     def centres():
         judged.clear()
         found = result_of(locate.locate_steps(BrightCavityMidWall(), shaded, 64))
         listed = judged[0] if judged else ([found] if found else [])
-        return [c for c, _ in listed]
+        return [item[0] for item in listed]
 
     assert any(c == pytest.approx((200, 60), abs=4) for c in centres())
     monkeypatch.setattr(locate, "SEARCH_FLATTENED", False)
     assert not any(c == pytest.approx((200, 60), abs=4) for c in centres())
+
+
+class Recording(BrightCavityMidWall):
+    """The oracle, keeping every batch it reads."""
+
+    def __init__(self):
+        super().__init__()
+        self.inputs = []
+
+    def forward(self, x):
+        self.inputs.append(x.detach().clone())
+        return super().forward(x)
+
+
+def test_under_a_field_the_candidates_are_judged_flattened_and_the_search_says_it_saw_the_field(monkeypatch):
+    """Where the search's field check fires, `_surest` reads each candidate's view flattened (`flatten`, as the search's
+    flattened reading), and the LV found says the field showed (`Found.shaded`); without a field, plain views."""
+    from napari_lvseg import locate
+    from napari_lvseg.data import shading
+    from napari_lvseg.data.normalize import normalize_view
+    from napari_lvseg.data.resample import View, sample_view
+    from napari_lvseg.steps import result_of
+
+    yy, xx = np.mgrid[:300, :300]
+    img = np.full((2, 300, 300), 0.35, np.float32)
+    for (cy, cx), radius in (((80, 80), 24), ((220, 200), 22)):
+        r = np.hypot(yy - cy, xx - cx)
+        img[:, r < radius], img[:, r < radius * 0.55] = 0.5, 1.0
+    img *= (1 + 0.001 * xx).astype(np.float32)
+    flags = []
+    real_surest = locate._surest
+    monkeypatch.setattr(locate, "_surest",
+                        lambda *args, **kw: flags.append(kw["flattened"]) or real_surest(*args, **kw))
+    for fitted, shaded in (((np.ones((96, 96)), 2.0), True), ((None, 1.0), False)):
+        monkeypatch.setattr(shading, "shading_to_correct", lambda image, labels, trigger, fitted=fitted: fitted)
+        flags.clear()
+        found = result_of(locate.locate_steps(BrightCavityMidWall(), img, 64))
+        assert flags == [shaded] and found.shaded is shaded and len(found) == 3
+    net, candidates = Recording(), [((80.0, 80.0), 48.0), ((220.0, 200.0), 44.0)]
+    locate._surest(net, img, [0, 1], candidates, 64, None, None, None, flattened=True)
+    view = View.around((80.0, 80.0), 1.0, 64, img.shape)
+    grid, valid = sample_view(img[[0]], view)
+    flat = normalize_view(locate.flatten(grid, valid, locate.FLATTEN_SIGMA * 64), valid, None)
+    assert np.allclose(net.inputs[0][0].numpy(), flat, atol=1e-5)
+    assert not np.allclose(net.inputs[0][0].numpy(), normalize_view(grid, valid, None), atol=1e-2)
+
+
+def test_where_the_search_saw_a_field_the_view_divides_out_a_milder_one(oracle, monkeypatch):
+    """The view's shading pass fires from `SHADED_FIELD_TRIGGER` (1.1x) where the search saw a coil's field across
+    the field of view, from `SHADING_TRIGGER` (1.25x) otherwise (and where no search ran)."""
+    from napari_lvseg import inference
+    from napari_lvseg.data.shading import SHADING_TRIGGER
+    from napari_lvseg.locate import Found
+
+    img = image_with_disk((2, 150, 150), (70, 80), radius=9)
+    triggers = []
+    monkeypatch.setattr(inference, "shading_to_correct", lambda raw, labels, trigger: triggers.append(trigger)
+                        or (None, 1.0))
+    for shaded in (True, False):
+        def finds(*args, shaded=shaded, **kw):
+            yield 1, 1
+            return Found((70.0, 80.0), 18.0, shaded=shaded)
+
+        monkeypatch.setattr(inference, "locate_steps", finds)
+        segment(img, oracle)
+    segment(img[:, 40:104, 40:104], oracle)   # as small as the view: no search
+    assert triggers == [inference.SHADED_FIELD_TRIGGER, SHADING_TRIGGER, SHADING_TRIGGER]
+    assert inference.SHADED_FIELD_TRIGGER < SHADING_TRIGGER

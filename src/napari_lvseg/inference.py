@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .data.normalize import model_context, normalize_view, with_context
-from .data.shading import shading_to_correct
+from .data.shading import SHADING_TRIGGER, shading_to_correct
 from .errors import LvsegError
 from .labels import N_CLASSES
 from .locate import (
@@ -74,6 +74,10 @@ TTA_TRANSFORMS = tuple((k, False) for k in range(4))
 # Passes that divide out a coil's shading (`data.shading`): a second one, measured on the first's result, changed
 # nothing on 18 unseen cases under 1.7x and 2.5x shading (training/RESULTS.md).
 SHADING_ROUNDS = 1
+# Where the search saw a coil's field across the field of view, the view's own shading is divided out from 1.1x
+# across the heart instead of `data.shading.SHADING_TRIGGER`'s 1.25x: there a heart that fits 1.14x lost half its
+# infarct Dice (Case_P059 in other cases' surroundings), while unshaded crops, which fit up to 1.14x, never search.
+SHADED_FIELD_TRIGGER = 1.1
 
 
 def probability_steps(n_slices: int, tta: bool = False, batch_size: int = 8) -> int:
@@ -270,7 +274,8 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
         center, zoom = better
         if by_pixels and zoom != by_pixels:
             by_pixels = None   # the LV read at the pixel size's zoom says the header is wrong
-    field, shading = shading_to_correct(raw, prob.argmax(1)) if shading_correction else (None, None)
+    trigger = SHADED_FIELD_TRIGGER if found is not None and found.shaded else SHADING_TRIGGER
+    field, shading = shading_to_correct(raw, prob.argmax(1), trigger) if shading_correction else (None, None)
     corrected = field is not None
     for _ in range(SHADING_ROUNDS):   # the view without the coil's shading, read once more
         if field is None:
@@ -279,7 +284,7 @@ def segment_steps(image: np.ndarray, model=None, *, tta: bool = False, uncertain
         grid = normalize_view(raw, valid, card.normalization)
         prob = yield from _counted(iter_probabilities(net, grid, tta=tta, batch_size=batch_size), done, total)
         done, passes = done + per_pass, passes + 1
-        field, _ = shading_to_correct(raw, prob.argmax(1))
+        field, _ = shading_to_correct(raw, prob.argmax(1), trigger)
     if done < total:   # no second pass was needed
         yield total, total
     labels, unc, info = _labels_on_image(prob, valid, view, stack.shape, post if postprocessing else None,
