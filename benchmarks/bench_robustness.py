@@ -89,7 +89,7 @@ def in_surroundings(image, labels, fills, offset):
     return mosaic, lab
 
 
-SHADING_CORNER = "top left"   # where the coil sits; `--shading-corner bottom right` mirrors the field
+SHADING_CORNER = "top left"   # where the coil sits; `--shading-corner "bottom right"` mirrors the field
 
 
 def shading(image, strength: float = 1.1):

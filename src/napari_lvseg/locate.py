@@ -193,8 +193,7 @@ def locate_steps(model, stack: np.ndarray, size: int, normalization=None, expect
                  device=None, shading: bool = True):
     """Find the LV in a raw stack (Z, Y, X) larger than the model's view; yields after each slice's forward pass and
     returns a `Found` (centre (y, x), LV diameter in the image's pixels, whether the field showed), or None where no
-    LV was found (with ``expected``, the
-    card's `expected_lv_size`: none that `plausible_lv` accepts).
+    LV was found (with ``expected``, the card's `expected_lv_size`: none that `plausible_lv` accepts).
 
     ``shading``: where the blood pool and muscle the middle slices' reading labels, wherever they lie in the field
     of view, show a receive coil's field (`data.shading.shading_to_correct`, at `SEARCH_SHADING_TRIGGER`), the
