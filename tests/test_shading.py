@@ -49,11 +49,16 @@ def test_too_few_pixels_or_intensities_that_are_not_positive_give_no_field():
     assert tissue_field(image, only_cavity) is None   # one tissue: its offset and a plane cannot be told apart
 
 
-def test_segmenting_divides_out_the_shading_it_finds_and_leaves_an_even_heart_alone():
+def test_segmenting_divides_out_the_shading_it_finds_and_leaves_an_even_heart_alone(monkeypatch):
+    """The plane's division, as a view gets it under a milder field (`inference.SHADED_FIELD_TRIGGER`); a stronger
+    one is read flattened (below)."""
     from test_inference import BrightCavityMidWall, dice
 
+    from napari_lvseg import inference
     from napari_lvseg.inference import segment
     from napari_lvseg.models.card import ModelCard
+
+    monkeypatch.setattr(inference, "STRONG_SHADING_FLATTENED", False)
 
     card = ModelCard(name="oracle", task="segmentation", architecture="AttentionResUNet", input_size=96)
     model = (BrightCavityMidWall(), card)
@@ -68,3 +73,24 @@ def test_segmenting_divides_out_the_shading_it_finds_and_leaves_an_even_heart_al
     for k in (1, 2):
         assert dice(even.labels == k, labels == k) > 0.95
         assert dice(shaded.labels == k, labels == k) > 0.95
+
+
+def test_a_view_under_a_strong_field_is_read_again_flattened():
+    """Above `SHADING_TRIGGER` across the heart the second pass reads the view flattened (each slice divided by its
+    own smoothing, `locate.flatten`), not divided by the plane: a coil's field curves within the heart."""
+    from test_inference import Recording
+
+    from napari_lvseg.data.normalize import normalize_view
+    from napari_lvseg.inference import segment
+    from napari_lvseg.locate import FLATTEN_SIGMA, flatten
+    from napari_lvseg.models.card import ModelCard
+
+    card = ModelCard(name="oracle", task="segmentation", architecture="AttentionResUNet", input_size=96)
+    net = Recording()
+    image, _ = heart()
+    shaded = image * plane(image.shape, 1.7)
+    result = segment(shaded, (net, card), postprocessing=False)
+    assert result.info["shading_corrected"] and result.info["passes"] == 2
+    valid = np.ones(shaded.shape[-2:], bool)
+    flat = normalize_view(flatten(shaded, valid, FLATTEN_SIGMA * 96), valid, None)
+    assert len(net.inputs) == 2 and np.allclose(net.inputs[1][:, 0].numpy(), flat, atol=1e-5)

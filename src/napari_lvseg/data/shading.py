@@ -4,7 +4,9 @@ homogeneous tissues (blood pool and normal myocardium) show once a first pass ha
 An uncorrected surface coil makes one side of the heart brighter than the other. Normal myocardium on the bright side
 then looks like infarct, and the model, which judges enhancement by contrast, mislabels it. Fitting
 ``log I = tissue offset + a y + b x`` over the first pass's cavity and normal-myocardium pixels gives the field's
-gradient across the heart; dividing it out and reading the image again restores what the model learnt. On 12 unseen
+gradient across the heart; dividing it out and reading the image again restores what the model learnt. Where the
+field is strong, segmenting reads the view flattened instead (`inference.STRONG_SHADING_FLATTENED`): the plane
+measures how strong, and a curved field is more than a plane. On 12 unseen
 cases the fitted field varies 1.03-1.14x across unshaded hearts and 1.46-2.63x under a 1.7x-2.5x shading
 (training/RESULTS.md, "Robustness to another scanner's images"), so a threshold between tells them apart.
 """
