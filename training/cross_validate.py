@@ -215,7 +215,10 @@ def last_epoch_model(run) -> Path:
             return out
         raise SystemExit(f"{last}: no last-epoch checkpoint")
     if not card.is_file() or card.stat().st_mtime < last.stat().st_mtime:
-        runner.export_last(run, out)
+        try:
+            runner.export_last(run, out)
+        except FileNotFoundError:   # a second process exporting the same run tidied away this one's pending card
+            runner.export_last(run, out)
     return out
 
 
