@@ -89,22 +89,23 @@ def in_surroundings(image, labels, fills, offset):
     return mosaic, lab
 
 
-SHADING_CORNER = "top left"   # where the coil sits; `--shading-corner "bottom right"` mirrors the field
+CORNERS = ("top left", "bottom right")   # where the coil sits: the field is brightest near it
 
 
-def shading(image, strength: float = 1.1):
+def shading(image, strength: float = 1.1, corner: str = CORNERS[0]):
     """A receive coil's shading: the image times a smooth field, brightest near one corner; over the central half of
-    a 128-px crop (the heart) it varies 2.5x at ``strength`` 1.1 (0.45 to 1.55 over the crop), 1.7x at 0.45."""
+    a 128-px crop (the heart) it varies 2.5x at ``strength`` 1.1 (0.45 to 1.55 over the crop), 1.7x at 0.45.
+    ``corner`` "bottom right": the same field mirrored."""
     z, h, w = image.shape
     yy, xx = np.mgrid[:h, :w] / max(h, w)
     field = 0.45 + strength * np.exp(-((yy - 0.1) ** 2 + (xx - 0.2) ** 2) / 0.35)
-    if SHADING_CORNER == "bottom right":
+    if corner == "bottom right":
         field = field[::-1, ::-1]
     return (image * field[None]).astype(np.float32)
 
 
-def variants(cases):
-    """name -> function (index, image, labels) -> (image, labels)."""
+def variants(cases, corner: str = CORNERS[0]):
+    """name -> function (index, image, labels) -> (image, labels); ``corner``: where the shading variants' coil sits."""
     fills = {}   # each case's heartless crop, made once for every variant that uses it
 
     def others(i):
@@ -124,8 +125,9 @@ def variants(cases):
                                         * ((im - im.min()) / (im.max() - im.min())) ** 0.7, lb),
         "Gaussian noise 5 % of range": lambda i, im, lb: (
             im + np.random.default_rng(i).normal(0, 0.05 * (im.max() - im.min()), im.shape).astype(np.float32), lb),
-        "a receive coil's shading, up to 1.7x across the heart": lambda i, im, lb: (shading(im, 0.45), lb),
-        "a receive coil's shading, up to 2.5x across the heart": lambda i, im, lb: (shading(im), lb),
+        "a receive coil's shading, up to 1.7x across the heart": lambda i, im, lb: (shading(im, 0.45, corner),
+                                                                                      lb),
+        "a receive coil's shading, up to 2.5x across the heart": lambda i, im, lb: (shading(im, 1.1, corner), lb),
         "rotated 90 degrees": lambda i, im, lb: (np.rot90(im, 1, (1, 2)).copy(), np.rot90(lb, 1, (1, 2)).copy()),
         "pixels 1.67x larger (image scaled to 0.6)": lambda i, im, lb: rescale_pair(im, lb, 0.6, 0.6),
         "pixels 1.33x larger (image scaled to 0.75)": lambda i, im, lb: rescale_pair(im, lb, 0.75, 0.75),
@@ -140,9 +142,9 @@ def variants(cases):
         "surroundings, pixels 1.33x larger (192 x 192)": lambda i, im, lb: rescale_pair(
             *in_surroundings(im, lb, others(i), offset(i)), 0.75, 0.75),
         "other cases' surroundings (256 x 256) under a coil's shading (strength 0.45)": lambda i, im, lb: (
-            lambda img, lab: (shading(img, 0.45), lab))(*in_surroundings(im, lb, others(i), offset(i))),
+            lambda img, lab: (shading(img, 0.45, corner), lab))(*in_surroundings(im, lb, others(i), offset(i))),
         "other cases' surroundings (256 x 256) under a coil's shading (strength 1.1)": lambda i, im, lb: (
-            lambda img, lab: (shading(img, 1.1), lab))(*in_surroundings(im, lb, others(i), offset(i))),
+            lambda img, lab: (shading(img, 1.1, corner), lab))(*in_surroundings(im, lb, others(i), offset(i))),
         "512 x 512 field of view, pixels 2x smaller": lambda i, im, lb: rescale_pair(
             *in_surroundings(im, lb, others(i), offset(i)), 2.0, 2.0),
     }
@@ -239,10 +241,9 @@ def main(argv=None):
     parser.add_argument("--only", default="", help="comma-separated substrings of the variants to run")
     parser.add_argument("--json", default="", help="write the rows here too")
     parser.add_argument("--speed", action="store_true", help="only the field-of-view timings")
-    parser.add_argument("--shading-corner", choices=("top left", "bottom right"), default=SHADING_CORNER,
+    parser.add_argument("--shading-corner", choices=CORNERS, default=CORNERS[0],
                         help="where the shading variants' coil sits (its field brightest)")
     args = parser.parse_args(argv)
-    globals()["SHADING_CORNER"] = args.shading_corner
 
     from napari_lvseg.inference import segment
     from napari_lvseg.models.registry import load_model
@@ -265,7 +266,8 @@ def main(argv=None):
         for name, seconds in times.items():
             print(f"| {name} | {seconds:.2f} s | {seconds / base:.2f} |")
         return
-    made = [variants(group_cases) for _, group_cases in groups]   # per group: surroundings from its own cases
+    # per group: surroundings from its own cases
+    made = [variants(group_cases, args.shading_corner) for _, group_cases in groups]
     rows, base = [], None
     for name in made[0]:
         chosen = not args.only or any(s.strip() and s.strip() in name for s in args.only.split(","))

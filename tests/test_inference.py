@@ -598,7 +598,7 @@ def test_a_pixel_size_that_is_no_size_is_refused_in_one_line(pixel_oracle):
 
 
 def test_flattening_divides_out_a_smooth_field_the_anatomy_stays():
-    from napari_lvseg.locate import flatten
+    from napari_lvseg.data.shading import flatten
 
     yy, xx = np.mgrid[:96, :96]
     img = np.full((1, 96, 96), 0.35, np.float32)
@@ -669,6 +669,7 @@ def test_under_a_field_the_candidates_are_judged_flattened_and_the_search_says_i
     from napari_lvseg.data import shading
     from napari_lvseg.data.normalize import normalize_view
     from napari_lvseg.data.resample import View, sample_view
+    from napari_lvseg.data.shading import FLATTEN_SIGMA, flatten
     from napari_lvseg.steps import result_of
 
     yy, xx = np.mgrid[:300, :300]
@@ -690,7 +691,7 @@ def test_under_a_field_the_candidates_are_judged_flattened_and_the_search_says_i
     locate._surest(net, img, [0, 1], candidates, 64, None, None, None, flattened=True)
     view = View.around((80.0, 80.0), 1.0, 64, img.shape)
     grid, valid = sample_view(img[[0]], view)
-    flat = normalize_view(locate.flatten(grid, valid, locate.FLATTEN_SIGMA * 64), valid, None)
+    flat = normalize_view(flatten(grid, valid, FLATTEN_SIGMA * 64), valid, None)
     assert np.allclose(net.inputs[0][0].numpy(), flat, atol=1e-5)
     assert not np.allclose(net.inputs[0][0].numpy(), normalize_view(grid, valid, None), atol=1e-2)
 

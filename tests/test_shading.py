@@ -77,12 +77,12 @@ def test_segmenting_divides_out_the_shading_it_finds_and_leaves_an_even_heart_al
 
 def test_a_view_under_a_strong_field_is_read_again_flattened():
     """Above `SHADING_TRIGGER` across the heart the second pass reads the view flattened (each slice divided by its
-    own smoothing, `locate.flatten`), not divided by the plane: a coil's field curves within the heart."""
+    own smoothing, `flatten`), not divided by the plane: a coil's field curves within the heart."""
     from test_inference import Recording
 
     from napari_lvseg.data.normalize import normalize_view
+    from napari_lvseg.data.shading import FLATTEN_SIGMA, flatten
     from napari_lvseg.inference import segment
-    from napari_lvseg.locate import FLATTEN_SIGMA, flatten
     from napari_lvseg.models.card import ModelCard
 
     card = ModelCard(name="oracle", task="segmentation", architecture="AttentionResUNet", input_size=96)

@@ -13,16 +13,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .data.normalize import model_context, normalize_view, with_context
-from .data.shading import SHADING_TRIGGER, shading_to_correct
+from .data.shading import FLATTEN_SIGMA, SHADING_TRIGGER, flatten, shading_to_correct
 from .errors import LvsegError
 from .labels import N_CLASSES
 from .locate import (
-    FLATTEN_SIGMA,
     ZOOM_TOLERANCE,
     device_of,
     expected_lv_size,
     expected_pixel_size,
-    flatten,
     locate_steps,
     lv_in_view,
     pixel_size_believable,
@@ -81,10 +79,10 @@ SHADING_ROUNDS = 1
 # infarct Dice (Case_P059 in other cases' surroundings), while unshaded crops, which fit up to 1.14x, never search.
 SHADED_FIELD_TRIGGER = 1.1
 # Where the plane varies more than `data.shading.SHADING_TRIGGER` across the heart, the view is read flattened
-# (`locate.flatten`, each slice divided by its own smoothing) instead of divided by the plane: a coil's field curves
-# within the heart, and the plane leaves the curve, which reads as enhancement. On 36 unseen crops under a 2.5x shading
-# 0.616 pooled divided by the plane, 0.657 flattened; unshaded crops lose to flattening (0.694 -> 0.667), and never
-# reach the trigger (training/RESULTS.md, "The view under a strong coil's field").
+# (`data.shading.flatten`, each slice divided by its own smoothing) instead of divided by the plane: a coil's field
+# curves within the heart, and the plane leaves the curve, which reads as enhancement. On 36 unseen crops under a 2.5x
+# shading 0.616 pooled divided by the plane, 0.657 flattened; unshaded crops lose to flattening (0.694 -> 0.667),
+# and never reach the trigger (training/RESULTS.md, "The view under a strong coil's field").
 STRONG_SHADING_FLATTENED = True
 
 

@@ -9,6 +9,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .data.normalize import model_context, normalize_view
+from .data.shading import FLATTEN_SIGMA, flatten
 from .labels import CAVITY, INFARCT, MYOCARDIUM, NO_REFLOW
 
 
@@ -35,13 +36,12 @@ LOCATOR_SLICES = (2, 2)   # slices searched first, and then where those show no 
 SEARCH_SHADING_TRIGGER = 1.4
 # A coil's field is no plane across a whole field of view, and a reading that took the bright side's tissue for the
 # LV fits the field on the wrong tissue. So where the field shows, the search also reads its middle slices flattened
-# (each divided by its own Gaussian smoothing, sigma FLATTEN_SIGMA of the view; `flatten`), and the LV candidates of
+# (each divided by its own Gaussian smoothing, `data.shading.flatten`), and the LV candidates of
 # both readings go to `_surest`. On 36 unseen cases in other cases' surroundings under a coil's shading this took the
 # pooled Dice from 0.529 to 0.658 (strength 0.45) and from 0.465 to 0.617 (1.1); unshaded fields of view lost nothing
 # (0.678 -> 0.695; 512 x 512: 0.637 -> 0.687), and crops never search (training/RESULTS.md, "The search under a
 # coil's shading"). Flattened alone, the search lost unshaded fields of view (0.698 -> 0.662, 18 cases).
 SEARCH_FLATTENED = True
-FLATTEN_SIGMA = 0.15
 # Where the field shows, `_surest` reads the candidates flattened too: in a field of view under a coil's shading at
 # strength 1.1 the plain views read another case's filled-in heart more surely than the LV (fold 2: 0.904 against
 # 0.883, 0.895 against 0.869) and the flattened ones the LV (0.911 against 0.872, 0.899 against 0.891).
@@ -243,18 +243,15 @@ def locate_steps(model, stack: np.ndarray, size: int, normalization=None, expect
             flat_read = None
             if number == 0 and shading:
                 field, _ = shading_to_correct(np.stack(raws), np.stack(read), SEARCH_SHADING_TRIGGER)
-                if field is not None:   # the middle slices again, the field divided out
-                    read = []
-                    for z in chosen:
-                        read.append(reading(z)[1])
-                        done += 1
-                        yield done, total
-                    if SEARCH_FLATTENED:   # and flattened: candidates of both readings
-                        flat_read = []
+                if field is not None:   # the middle slices again, the field divided out, and flattened
+                    again = {}
+                    for flattened in (False, True)[:1 + SEARCH_FLATTENED]:
+                        again[flattened] = []
                         for z in chosen:
-                            flat_read.append(reading(z, flattened=True)[1])
+                            again[flattened].append(reading(z, flattened)[1])
                             done += 1
                             yield done, total
+                    read, flat_read = again[False], again.get(True)   # candidates of both readings
             candidates = lv_candidates(np.stack(read), view, expected)
             if flat_read is not None:
                 candidates = _merged(candidates, lv_candidates(np.stack(flat_read), view, expected))
@@ -278,20 +275,6 @@ class Found(NamedTuple):
     centre: tuple
     diameter: float
     shaded: bool = False
-
-
-def flatten(grid: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
-    """Each slice of ``grid`` (Z, S, S) divided by its own smoothed intensity (a Gaussian of ``sigma`` pixels over the
-    valid pixels only): a coil's shading, whatever its shape, is gone, with the slowest changes of the anatomy."""
-    from scipy import ndimage
-
-    keep = valid.astype(np.float32)
-    weight = ndimage.gaussian_filter(keep, sigma)
-    out = np.empty_like(grid)
-    for k, plane in enumerate(grid):
-        smooth = ndimage.gaussian_filter(np.clip(plane, 0, None) * keep, sigma) / np.maximum(weight, 1e-3)
-        out[k] = plane / np.maximum(smooth, 1e-3 * max(float(smooth.max()), 1e-6))
-    return out
 
 
 def _merged(first: list, second: list) -> list:

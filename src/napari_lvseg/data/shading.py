@@ -21,6 +21,9 @@ from ..labels import CAVITY, MYOCARDIUM
 SHADING_TRIGGER = 1.25
 MIN_PIXELS = 200   # fewer labelled pixels cannot say which way a field runs
 MAX_NON_POSITIVE = 0.05   # share of labelled pixels at or below zero beyond which the image is taken as signed
+# `flatten`'s Gaussian, as a share of the view: 0.1 read shaded crops as well, 0.25 and 0.35 worse (training/RESULTS.md,
+# "The view under a strong coil's field")
+FLATTEN_SIGMA = 0.15
 
 
 def tissue_field(image: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, float] | None:
@@ -61,3 +64,17 @@ def shading_to_correct(image: np.ndarray, labels: np.ndarray, trigger: float = S
         return None, None
     field, spread = found
     return (field if spread > trigger else None), spread
+
+
+def flatten(grid: np.ndarray, valid: np.ndarray, sigma: float) -> np.ndarray:
+    """Each slice of ``grid`` (Z, S, S) divided by its own smoothed intensity (a Gaussian of ``sigma`` pixels over the
+    valid pixels only): a coil's shading, whatever its shape, is gone, with the slowest changes of the anatomy."""
+    from scipy import ndimage
+
+    keep = valid.astype(np.float32)
+    weight = ndimage.gaussian_filter(keep, sigma)
+    out = np.empty_like(grid)
+    for k, plane in enumerate(grid):
+        smooth = ndimage.gaussian_filter(np.clip(plane, 0, None) * keep, sigma) / np.maximum(weight, 1e-3)
+        out[k] = plane / np.maximum(smooth, 1e-3 * max(float(smooth.max()), 1e-6))
+    return out
