@@ -456,6 +456,42 @@ def test_texture_options_fine_tune_a_generator_with_noise_a_blurred_l1_and_a_sma
     assert float(weighted_l1(grain, real, weights)) == pytest.approx(0.5)
 
 
+def test_the_lv_critic_reads_crops_around_the_lv_as_the_realism_test_does():
+    from napari_lvseg.engine.synthesis import lv_crops_t, to_tanh
+
+    normalised = np.tile(np.linspace(-0.5, 1.5, 128, dtype=np.float32), (2, 1, 128, 1))   # x-ramp, 2 samples
+    images = torch.from_numpy(to_tanh(normalised)).requires_grad_()
+    labels = torch.zeros(2, 128, 128, dtype=torch.long)
+    labels[0, 20:40, 80:100] = 2        # LV centre (29.5, 89.5): the crop held inside the image at the top
+    labels[1, 60:70, 10:20] = 1         # centre (64.5, 14.5): held inside at the left
+    crops = lv_crops_t(images, labels)
+    assert crops.shape == (2, 1, 64, 64)
+    assert torch.allclose(crops[0, 0, 0], torch.from_numpy(np.clip(normalised[0, 0, 0, 57:121], 0, 1)), atol=1e-5)
+    assert torch.allclose(crops[1, 0, 0], torch.from_numpy(np.clip(normalised[1, 0, 0, :64], 0, 1)), atol=1e-5)
+    assert float(crops.detach().min()) == 0.0 and float(crops.detach().max()) == 1.0   # clipped, as `lv_crops`
+    crops.sum().backward()
+    assert float(images.grad[0, 0, 40, 70]) > 0 and float(images.grad[0, 0, 40, 10]) == 0   # inside / outside
+
+
+def test_the_lv_critic_option_trains_a_second_critic_beside_the_patchgan(context_run, pairs, tmp_path):
+    from napari_lvseg.engine.checkpoint import load_checkpoint
+    from napari_lvseg.errors import LvsegError
+
+    out = tmp_path / "lvcritic"
+    events = [e for e in train(tiny_options(pairs, out, init=str(context_run), lv_critic=0.5))
+              if e.kind != "message"]
+    steps = [e for e in events if e.kind == "step"]
+    assert steps and events[-1].kind == "done"
+    for e in steps:
+        assert {"g_adv_lv", "d_lv"} <= set(e.losses)
+        assert e.losses["loss"] == pytest.approx(e.losses["g_adv"] + 100 * e.losses["l1"]
+                                                 + 0.5 * e.losses["g_adv_lv"], rel=1e-5)
+    assert read_card(out).training["lv_critic"] == 0.5
+    assert {"lv_critic", "opt_lv"} <= set(load_checkpoint(out / "last.pt")["task"])   # resumed, it keeps its critic
+    with pytest.raises(LvsegError, match="context"):
+        list(train(tiny_options(pairs, tmp_path / "labels_only", lv_critic=0.5)))
+
+
 def test_a_generator_gains_noise_at_a_starting_weight_and_keeps_its_own_weights():
     from napari_lvseg.engine.synthesis import with_noise
     from napari_lvseg.models.pix2pix import Pix2PixGenerator

@@ -145,6 +145,10 @@ class TrainOptions:
     l1_blur: float = option(0.0, low=0.0, high=8.0, unit="pixels", group=SYNTHESIS, label="L1 blur",
                             metavar="SIGMA", help="synthesis: the L1 compares Gaussian-blurred images (this sigma): it "
                                                   "holds the shading and leaves the grain to the critic")
+    lv_critic: float = option(0.0, low=0.0, group=SYNTHESIS, label="LV critic weight",
+                              help="synthesis, context-preserving: weight of a second critic's adversarial loss; it "
+                                   "judges 64-pixel crops around the LV at full resolution, unconditioned, as the "
+                                   "realism test's classifier does (0: none)")
     upsample: str = option("resize", choices=UPSAMPLING, group=SYNTHESIS, label="upsampling",
                            help="synthesis: the generator's upsampling (resize + 3x3 convolution; transposed: 4x4 "
                                 "transposed convolutions, as the earlier lvseg-pix2pix, which leave a checkerboard)")

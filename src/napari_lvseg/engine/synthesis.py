@@ -28,6 +28,11 @@ classes towards what a real-image network sees. Left to itself the generator als
 a fine grid pattern, which a network reads but a reader does not; ``seg_guide_blur`` (a Gaussian of that
 sigma, in pixels, on the image the guide reads) takes that channel away.
 
+LV critic (``lv_critic``, context-preserving only): the PatchGAN judges the whole 128-pixel composite, and the realism
+test's classifier (`realism`), shown 64-pixel crops around the LV (each slice normalised, clipped to 0..1), tells its
+fill-ins from real slices every time. A second critic of that shape (three conv blocks, global pooling, no labels)
+judges those crops, real against composite, and its adversarial loss joins the generator's with this weight.
+
 Context-preserving synthesis (``context_inpaint``, lesion inpainting): the generator also reads the real slice
 itself with its LV region (cavity + myocardium dilated by 3..8 pixels, drawn per sample) blanked out, and the region
 mask; its output is composited into the real slice with soft weights that live strictly inside the region
@@ -220,6 +225,49 @@ def widen_to_context(generator, params: dict):
     return wide, params
 
 
+LV_CROP = 64   # the realism test's crop (`realism.lv_crops`)
+
+
+def lv_critic_network(width: int = 16):
+    """The realism classifier's shape (`realism`: conv blocks of width, 2x, 4x, global average pooling, one logit),
+    without batch norm (a critic sees real and generated batches apart) and with leaky ReLUs."""
+    from torch import nn
+
+    layers, cin = [], 1
+    for cout in (width, 2 * width, 4 * width):
+        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.LeakyReLU(0.2), nn.AvgPool2d(2)]
+        cin = cout
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, 1))
+
+
+def lv_crops_t(images, labels, size: int = LV_CROP):
+    """(B, 1, size, size) crops of generator-range images (B, 1, S, S) centred on each label map's LV centroid
+    (clamped inside the image), mapped back to normalised values and clipped to 0..1, as `realism.lv_crops` reads a
+    slice; differentiable in ``images``."""
+    import torch
+
+    lo, hi = GENERATOR_RANGE
+    normalised = ((images + 1.0) * 0.5 * (hi - lo) + lo).clamp(0.0, 1.0)
+    crops = []
+    height, width = images.shape[-2:]
+    size = min(size, height, width)
+    for b in range(len(images)):
+        ys, xs = torch.nonzero(labels[b] > 0, as_tuple=True)
+        cy, cx = (int(ys.float().mean()), int(xs.float().mean())) if len(ys) else (height // 2, width // 2)
+        y0 = min(max(cy - size // 2, 0), height - size)
+        x0 = min(max(cx - size // 2, 0), width - size)
+        crops.append(normalised[b:b + 1, :, y0:y0 + size, x0:x0 + size])
+    return torch.cat(crops)
+
+
+def torch_ones(like):
+    return like.new_ones(like.shape)
+
+
+def torch_zeros(like):
+    return like.new_zeros(like.shape)
+
+
 class SynthesisTask(Task):
     score_name = "validation PSNR (dB)"
 
@@ -285,6 +333,12 @@ class SynthesisTask(Task):
             raise LvsegError(f"l1_weights needs {N_CLASSES} values, got {len(o.l1_weights)}")
         self.l1_weights = torch.tensor(o.l1_weights, dtype=torch.float32, device=self.device)
         self.guide, self.guide_card = self._load_guide() if o.seg_guide else (None, None)
+        self.lv_critic = None
+        if o.lv_critic > 0:
+            if not self.inpaint:
+                raise LvsegError("--lv-critic judges a context generator's fill-in: add --context-inpaint")
+            self.lv_critic = lv_critic_network(o.disc_width // 2).to(self.device)
+            self.opt_lv = torch.optim.Adam(self.lv_critic.parameters(), lr=lr, betas=(0.5, 0.999))
 
     def _load_guide(self):
         from ..data.normalize import model_context
@@ -374,11 +428,26 @@ class SynthesisTask(Task):
         loss_d, adversarial = self.critic_step(cond, real, composite)
         l1 = weighted_l1(fake, real, self.l1_weights[labels][:, None] * region_f, self.options.l1_blur)   # region only
         loss_g = adversarial + self.options.l1_lambda * l1
+        losses = {}
+        if self.lv_critic is not None:
+            loss_lv, adversarial_lv = self.lv_critic_step(lv_crops_t(real, labels), lv_crops_t(composite, labels))
+            loss_g = loss_g + self.options.lv_critic * adversarial_lv
+            losses = {"g_adv_lv": float(adversarial_lv.detach()), "d_lv": float(loss_lv.detach())}
         self.opt_g.zero_grad(set_to_none=True)
         loss_g.backward()
         self.opt_g.step()
         return {"loss": float(loss_g.detach()), "g_adv": float(adversarial.detach()), "l1": float(l1.detach()),
-                "d": float(loss_d.detach()), "lr": self.opt_g.param_groups[0]["lr"]}
+                "d": float(loss_d.detach()), **losses, "lr": self.opt_g.param_groups[0]["lr"]}
+
+    def lv_critic_step(self, real, fake):
+        """One update of the LV critic on crops (real -> 1, composite -> 0); its adversarial loss for the generator."""
+        d_real, d_fake = self.lv_critic(real), self.lv_critic(fake.detach())
+        loss = 0.5 * (self.bce(d_real, torch_ones(d_real)) + self.bce(d_fake, torch_zeros(d_fake)))
+        self.opt_lv.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt_lv.step()
+        d_fake = self.lv_critic(fake)
+        return loss, self.bce(d_fake, torch_ones(d_fake))
 
     def critic_step(self, cond, real, fake):
         """One discriminator update (real pairs -> 1, generated pairs -> 0); returns its loss and the generator's
@@ -457,6 +526,7 @@ class SynthesisTask(Task):
                       "adversarial_loss": "BCEWithLogits", "disc_width": o.disc_width, "disc_layers": o.disc_layers,
                       **({"l1_blur": o.l1_blur} if o.l1_blur else {}),
                       **({"noise_init": o.noise_init} if o.noise_init else {}),
+                      **({"lv_critic": o.lv_critic} if o.lv_critic else {}),
                       **({"conditioning": "context", "l1": "inside the region only",
                           "train_region_dilation": "3..8 pixels per sample"} if self.inpaint else {}),
                       "augment": "none" if o.augment == "none" else "light",
@@ -469,11 +539,17 @@ class SynthesisTask(Task):
         save_model(out, self.generator, card)
 
     def state_dict(self) -> dict:
-        return {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        state = {"generator": self.generator.state_dict(), "discriminator": self.discriminator.state_dict(),
+                 "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+        if self.lv_critic is not None:
+            state.update(lv_critic=self.lv_critic.state_dict(), opt_lv=self.opt_lv.state_dict())
+        return state
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        if self.lv_critic is not None and "lv_critic" in state:
+            self.lv_critic.load_state_dict(state["lv_critic"])
+            self.opt_lv.load_state_dict(state["opt_lv"])
