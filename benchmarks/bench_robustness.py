@@ -49,10 +49,15 @@ def frame(image, labels, size=256, offset=None, fill=None):
     return img, lab
 
 
-def heartless(image, labels):
+def heartless(image, labels, grain: bool = False):
     """A case's crop with its LV (cavity and wall, dilated) filled from the surroundings by normalised Gaussian
-    convolution, plus noise: surroundings without a heart."""
+    convolution, plus noise: surroundings without a heart. The noise is white, 0.3 of the surroundings' spread, and
+    where the hole's middle lies far from every kept pixel the fill falls towards 0: a bright noisy disc, dark in the
+    middle. ``grain``: the fill from the narrowest of 10, 20 and 40 px that reaches each pixel, and the noise the
+    crop's own grain (`data.grain`: its fine residual's spectrum and spread): a smooth, quieter blob."""
     from scipy import ndimage
+
+    from napari_lvseg.data.grain import residual, robust_spread, surrogate
 
     rng = np.random.default_rng(0)
     out = image.astype(np.float32).copy()
@@ -62,10 +67,23 @@ def heartless(image, labels):
         if not hole.any():
             continue
         keep = (~hole).astype(np.float32)
-        num = ndimage.gaussian_filter(out[k] * keep, 10)
-        den = ndimage.gaussian_filter(keep, 10)
-        fill = num / np.maximum(den, 1e-3)
-        noise = rng.normal(0, float(np.std(out[k][~hole])) * 0.3, out[k].shape)
+        if not grain:
+            num = ndimage.gaussian_filter(out[k] * keep, 10)
+            den = ndimage.gaussian_filter(keep, 10)
+            fill = num / np.maximum(den, 1e-3)
+            noise = rng.normal(0, float(np.std(out[k][~hole])) * 0.3, out[k].shape)
+            out[k][hole] = (fill + noise)[hole]
+            continue
+        fill, left = np.zeros(out[k].shape), hole.copy()
+        for sigma in (10, 20, 40):
+            num = ndimage.gaussian_filter(out[k] * keep, sigma)
+            den = ndimage.gaussian_filter(keep, sigma)
+            reached = left & (den > 0.05) if sigma < 40 else left
+            fill[reached] = num[reached] / np.maximum(den[reached], 1e-6)
+            left &= ~reached
+        fine = residual(out[k])
+        noise = surrogate(fine, ~hole, rng)
+        noise *= robust_spread(fine[~hole]) / max(robust_spread(residual(noise)[~hole]), 1e-9)
         out[k][hole] = (fill + noise)[hole]
     return out
 
@@ -108,12 +126,12 @@ def variants(cases, corner: str = CORNERS[0]):
     """name -> function (index, image, labels) -> (image, labels); ``corner``: where the shading variants' coil sits."""
     fills = {}   # each case's heartless crop, made once for every variant that uses it
 
-    def others(i):
+    def others(i, grain=False):
         indices = [(i + k) % len(cases) for k in range(1, 5)]
         for j in indices:
-            if j not in fills:
-                fills[j] = heartless(*cases[j][1:])
-        return [fills[j] for j in indices]
+            if (j, grain) not in fills:
+                fills[j, grain] = heartless(*cases[j][1:], grain=grain)
+        return [fills[j, grain] for j in indices]
 
     def offset(i):
         return [(10, 118), (118, 10), (100, 120), (20, 30)][i % 4]
@@ -147,6 +165,11 @@ def variants(cases, corner: str = CORNERS[0]):
             lambda img, lab: (shading(img, 1.1, corner), lab))(*in_surroundings(im, lb, others(i), offset(i))),
         "512 x 512 field of view, pixels 2x smaller": lambda i, im, lb: rescale_pair(
             *in_surroundings(im, lb, others(i), offset(i)), 2.0, 2.0),
+        "other cases' surroundings, their hearts filled smooth (256 x 256)": lambda i, im, lb: in_surroundings(
+            im, lb, others(i, grain=True), offset(i)),
+        "other cases' surroundings, their hearts filled smooth, pixels 1.33x larger (192 x 192)": lambda i, im, lb:
+        rescale_pair(
+            *in_surroundings(im, lb, others(i, grain=True), offset(i)), 0.75, 0.75),
     }
 
 
