@@ -11,7 +11,7 @@ from napari_lvseg.data.augment import augment_sample, build_augmentation
 from napari_lvseg.data.normalize import normalize_slices
 from napari_lvseg.data.phantom import make_phantom
 
-STRENGTHS = ("light", "default", "scanner")
+STRENGTHS = ("light", "default", "scanner", "distractors")
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +77,32 @@ def test_none_is_the_identity(sample):
     assert build_augmentation("none") is None
     img, lab = augment_sample(None, image, labels, 0)
     assert img is image and lab is labels
+
+
+def test_a_distractor_is_a_bright_blob_beside_the_lv_never_over_it():
+    from scipy import ndimage as ndi
+
+    from napari_lvseg.data.augment import RandDistractord
+
+    image, labels = make_phantom(n_slices=3, size=128, seed=4)
+    image = normalize_slices(image)
+    lv = labels[1] > 0
+    paste = RandDistractord(prob=1.0).set_random_state(seed=5)
+    out = paste({"image": image.copy(), "label": labels[1][None].astype(np.float32)})
+    changed = np.abs(out["image"] - image) > 1e-6
+    assert changed[1].sum() > 0.25 * lv.sum()                          # a blob of a fair share of the LV's size
+    assert not (changed & ndi.binary_dilation(lv, iterations=3)).any()  # never on the heart or next to it
+    near = ndi.binary_dilation(changed[1], iterations=2)
+    assert changed[0].any() and changed[2].any() and not (changed & ~near).any()   # every channel, at the same place
+    core = ndi.binary_erosion(changed[1], iterations=3)
+    assert out["image"][1][core].mean() > np.median(image[1])            # brighter than the image's median
+    assert np.array_equal(out["label"], labels[1][None].astype(np.float32))   # labels: background there, as before
+    assert RandDistractord(prob=0.0)({"image": image, "label": labels[1][None]})["image"] is image
+
+
+def test_the_distractor_draws_from_the_composes_shared_random_state():
+    from napari_lvseg.data.augment import RandDistractord
+
+    compose = build_augmentation("distractors")
+    pasted = [t for t in compose.transforms if isinstance(t, RandDistractord)]
+    assert len(pasted) == 1 and pasted[0].R is compose.R
