@@ -260,14 +260,6 @@ def lv_crops_t(images, labels, size: int = LV_CROP):
     return torch.cat(crops)
 
 
-def torch_ones(like):
-    return like.new_ones(like.shape)
-
-
-def torch_zeros(like):
-    return like.new_zeros(like.shape)
-
-
 class SynthesisTask(Task):
     score_name = "validation PSNR (dB)"
 
@@ -442,12 +434,13 @@ class SynthesisTask(Task):
     def lv_critic_step(self, real, fake):
         """One update of the LV critic on crops (real -> 1, composite -> 0); its adversarial loss for the generator."""
         d_real, d_fake = self.lv_critic(real), self.lv_critic(fake.detach())
-        loss = 0.5 * (self.bce(d_real, torch_ones(d_real)) + self.bce(d_fake, torch_zeros(d_fake)))
+        loss = 0.5 * (self.bce(d_real, d_real.new_ones(d_real.shape))
+                      + self.bce(d_fake, d_fake.new_zeros(d_fake.shape)))
         self.opt_lv.zero_grad(set_to_none=True)
         loss.backward()
         self.opt_lv.step()
         d_fake = self.lv_critic(fake)
-        return loss, self.bce(d_fake, torch_ones(d_fake))
+        return loss, self.bce(d_fake, d_fake.new_ones(d_fake.shape))
 
     def critic_step(self, cond, real, fake):
         """One discriminator update (real pairs -> 1, generated pairs -> 0); returns its loss and the generator's
