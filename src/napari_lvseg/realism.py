@@ -111,7 +111,9 @@ def lv_crops(images, labels, size: int = 64, name: str = "images", clip: bool = 
 
 
 # -- the classifier ------------------------------------------------------------------------------------------------
-def _network(width: int):
+def classifier_network(width: int = 16):
+    """The two-sample test's classifier: three conv blocks (width, 2x, 4x; batch norm, ReLU, max pooling), global
+    average pooling, dropout, one logit (real vs synthetic). The synthesis engine's LV critic has the same shape."""
     from torch import nn
 
     layers, cin = [], 1
@@ -150,7 +152,7 @@ def train_classifier(real, synthetic, epochs: int = 30, batch_size: int = 32, lr
     weight = torch.cat([torch.full((len(real),), 0.5 / len(real)), torch.full((len(synthetic),), 0.5 / len(synthetic))])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = _network(width)
+        net = classifier_network(width)
         generator = torch.Generator().manual_seed(seed)
         optimiser = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
         loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")
