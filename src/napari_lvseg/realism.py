@@ -111,18 +111,6 @@ def lv_crops(images, labels, size: int = 64, name: str = "images", clip: bool = 
 
 
 # -- the classifier ------------------------------------------------------------------------------------------------
-def classifier_network(width: int = 16):
-    """The two-sample test's classifier: three conv blocks (width, 2x, 4x; batch norm, ReLU, max pooling), global
-    average pooling, dropout, one logit (real vs synthetic). The synthesis engine's LV critic has the same shape."""
-    from torch import nn
-
-    layers, cin = [], 1
-    for cout in (width, 2 * width, 4 * width):
-        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
-        cin = cout
-    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, 1))
-
-
 def _augment(x, generator):
     """The same random flips and quarter turns for real and synthetic crops (no class can be told by them)."""
     import torch
@@ -140,6 +128,8 @@ def train_classifier(real, synthetic, epochs: int = 30, batch_size: int = 32, lr
     synthetic ones (N, S, S each). Deterministic for a seed on one device and thread count."""
     import torch
 
+    from .models.pix2pix import crop_classifier
+
     real, synthetic = np.asarray(real, np.float32), np.asarray(synthetic, np.float32)
     if real.ndim != 3 or synthetic.ndim != 3 or real.shape[1:] != synthetic.shape[1:]:
         raise LvsegError(f"crops must be (N, S, S) of one size, got {real.shape} and {synthetic.shape}")
@@ -152,7 +142,7 @@ def train_classifier(real, synthetic, epochs: int = 30, batch_size: int = 32, lr
     weight = torch.cat([torch.full((len(real),), 0.5 / len(real)), torch.full((len(synthetic),), 0.5 / len(synthetic))])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = classifier_network(width)
+        net = crop_classifier(width)
         generator = torch.Generator().manual_seed(seed)
         optimiser = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
         loss_fn = torch.nn.BCEWithLogitsLoss(reduction="none")

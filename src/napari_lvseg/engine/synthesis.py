@@ -29,7 +29,7 @@ a fine grid pattern, which a network reads but a reader does not; ``seg_guide_bl
 sigma, in pixels, on the image the guide reads) takes that channel away.
 
 LV critic (``lv_critic``, context-preserving only): the PatchGAN judges the whole 128-pixel composite, and the realism
-test's classifier (`realism.classifier_network`), shown 64-pixel crops around the LV (each slice normalised, clipped
+test's classifier (`models.pix2pix.crop_classifier`), shown 64-pixel crops around the LV (each slice normalised, clipped
 to 0..1), tells its fill-ins from real slices every time. A second critic of that very shape, at its learning rate,
 judges those crops, real against composite, and its adversarial loss joins the generator's with this weight.
 
@@ -318,9 +318,9 @@ class SynthesisTask(Task):
         if o.lv_critic > 0:
             if not self.inpaint:
                 raise LvsegError("--lv-critic judges a context generator's fill-in: add --context-inpaint")
-            from ..realism import classifier_network
+            from ..models.pix2pix import crop_classifier
 
-            self.lv_critic = classifier_network(o.disc_width // 2).to(self.device)
+            self.lv_critic = crop_classifier(o.disc_width // 2).to(self.device)
             self.opt_lv = torch.optim.Adam(self.lv_critic.parameters(), lr=LV_CRITIC_LR, betas=(0.5, 0.999))
 
     def _load_guide(self):

@@ -280,3 +280,14 @@ class PatchDiscriminator(nn.Module):
         if image is not None:
             x = torch.cat([x, image], dim=1)
         return self.net(x)
+
+
+def crop_classifier(width: int = 16) -> nn.Module:
+    """A small real-vs-synthetic classifier of image crops (N, 1, H, W) -> one logit each: three conv blocks (width,
+    2x, 4x; batch norm, ReLU, max pooling), global average pooling, dropout. The realism test's two-sample classifier
+    (`realism.two_sample_test`), and the synthesis engine's LV critic (``--lv-critic``)."""
+    layers, cin = [], 1
+    for cout in (width, 2 * width, 4 * width):
+        layers += [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU(), nn.MaxPool2d(2)]
+        cin = cout
+    return nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.2), nn.Linear(cin, 1))
