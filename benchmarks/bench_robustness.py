@@ -67,23 +67,24 @@ def heartless(image, labels, grain: bool = False):
         if not hole.any():
             continue
         keep = (~hole).astype(np.float32)
-        if not grain:
-            num = ndimage.gaussian_filter(out[k] * keep, 10)
-            den = ndimage.gaussian_filter(keep, 10)
-            fill = num / np.maximum(den, 1e-3)
-            noise = rng.normal(0, float(np.std(out[k][~hole])) * 0.3, out[k].shape)
-            out[k][hole] = (fill + noise)[hole]
-            continue
-        fill, left = np.zeros(out[k].shape), hole.copy()
-        for sigma in (10, 20, 40):
-            num = ndimage.gaussian_filter(out[k] * keep, sigma)
+
+        def smoothed(sigma, floor):   # normalised convolution over the kept pixels, and the kept pixels' weight
             den = ndimage.gaussian_filter(keep, sigma)
-            reached = left & (den > 0.05) if sigma < 40 else left
-            fill[reached] = num[reached] / np.maximum(den[reached], 1e-6)
-            left &= ~reached
-        fine = residual(out[k])
-        noise = surrogate(fine, ~hole, rng)
-        noise *= robust_spread(fine[~hole]) / max(robust_spread(residual(noise)[~hole]), 1e-9)
+            return ndimage.gaussian_filter(out[k] * keep, sigma) / np.maximum(den, floor), den
+
+        if not grain:
+            fill = smoothed(10, 1e-3)[0]
+            noise = rng.normal(0, float(np.std(out[k][~hole])) * 0.3, out[k].shape)
+        else:
+            fill, left = np.zeros(out[k].shape), hole.copy()
+            for sigma in (10, 20, 40):
+                level, den = smoothed(sigma, 1e-6)
+                reached = left & (den > 0.05) if sigma < 40 else left
+                fill[reached] = level[reached]
+                left &= ~reached
+            fine = residual(out[k])
+            noise = surrogate(fine, ~hole, rng)
+            noise *= robust_spread(fine[~hole]) / max(robust_spread(residual(noise)[~hole]), 1e-9)
         out[k][hole] = (fill + noise)[hole]
     return out
 

@@ -74,6 +74,12 @@ def to_tanh(normalised: np.ndarray, normalization: dict | None = None) -> np.nda
     return np.clip(2.0 * (np.asarray(normalised, np.float32) - lo) / (hi - lo) - 1.0, -1.0, 1.0).astype(np.float32)
 
 
+def from_tanh_t(values):
+    """`from_tanh` of a torch tensor at the default `GENERATOR_RANGE` (differentiable)."""
+    lo, hi = GENERATOR_RANGE
+    return (values + 1.0) * 0.5 * (hi - lo) + lo
+
+
 def from_tanh(values: np.ndarray, normalization: dict | None = None) -> np.ndarray:
     """Inverse of `to_tanh`: generator output -> normalised slice values (0..1 = percentiles low..high)."""
     lo, hi = (normalization or {}).get("generator_range", GENERATOR_RANGE)
@@ -235,8 +241,7 @@ def lv_crops_t(images, labels, size: int = LV_CROP):
     slice; differentiable in ``images``."""
     import torch
 
-    lo, hi = GENERATOR_RANGE
-    normalised = ((images + 1.0) * 0.5 * (hi - lo) + lo).clamp(0.0, 1.0)
+    normalised = from_tanh_t(images).clamp(0.0, 1.0)
     crops = []
     height, width = images.shape[-2:]
     size = min(size, height, width)
@@ -344,8 +349,7 @@ class SynthesisTask(Task):
 
         from ..models.heads import SOFTMAX, head_of, probabilities
 
-        lo, hi = GENERATOR_RANGE
-        image = (fake + 1.0) * 0.5 * (hi - lo) + lo  # from_tanh, in torch
+        image = from_tanh_t(fake)
         flat = image.flatten(1)
         norm = self.guide_card.normalization
         low = torch.quantile(flat, norm.get("low", 1.0) / 100, dim=1)[:, None, None, None]
