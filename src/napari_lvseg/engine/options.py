@@ -109,7 +109,8 @@ class TrainOptions:
                        help="training grid (pixels), divisible by 2 to the power of --depth")
     augment: str = option("default", choices=STRENGTHS, group=DATA, label="augmentation",
                           help="scanner: the default plus pixel sizes 0.6x-1.7x the data's and a coil's shading up to "
-                               "2.5x")
+                               "2.5x; synthesis: none, lossless (flips and quarter turns, no resampling) or any "
+                               "other (light: small turns, shifts and zooms, resampled)")
     rare_boost: float = option(2.0, low=0.0, group=DATA, label="rare-class oversampling",
                                help="oversampling of slices with infarct / no-reflow")
     depth: int = option(DEPTH_DEFAULT, low=1, group=MODEL, label="network depth", help="")

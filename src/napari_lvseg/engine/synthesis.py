@@ -60,6 +60,12 @@ from .data import Task, TrainingData, reading_message
 GENERATOR_RANGE = (-0.5, 1.5)
 
 
+def synthesis_augmentation(augment: str) -> str:
+    """The strength a synthesis run's ``augment`` option means: none, lossless, or light for any other (geometry only:
+    an intensity change would teach the generator wrong class contrasts)."""
+    return augment if augment in ("none", "lossless") else "light"
+
+
 def synthesis_normalization(intensity_range=None) -> dict:
     """The card's normalization block: per-slice percentiles, the tanh mapping, the raw intensity range."""
     norm = {**DEFAULT_NORMALIZATION, "generator_range": list(GENERATOR_RANGE)}
@@ -279,7 +285,7 @@ class SynthesisTask(Task):
         # Geometry only: an intensity change would teach the generator wrong class contrasts. No rare-class
         # oversampling either: the class-weighted L1 already stresses the lesions.
         yield "setting up the augmentation (MONAI)"
-        transform = build_augmentation("none" if o.augment == "none" else "light")
+        transform = build_augmentation(synthesis_augmentation(o.augment))
         yield reading_message(o.data)
         self.data = TrainingData(o, self.normalization, transform, 0.0, self.world)
         self.intensity_range = raw_intensity_range(o.data, self.normalization)
@@ -523,7 +529,7 @@ class SynthesisTask(Task):
                       **({"lv_critic": o.lv_critic} if o.lv_critic else {}),
                       **({"conditioning": "context", "l1": "inside the region only",
                           "train_region_dilation": "3..8 pixels per sample"} if self.inpaint else {}),
-                      "augment": "none" if o.augment == "none" else "light",
+                      "augment": synthesis_augmentation(o.augment),
                       **({"seg_guide": self.guide_card.name, "seg_guide_source": str(o.seg_guide),
                           "seg_guide_lambda": o.seg_guide_lambda, "seg_guide_blur": o.seg_guide_blur}
                          if self.guide is not None else {})},
