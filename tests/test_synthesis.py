@@ -85,6 +85,17 @@ def test_engine_trains_synthesis_and_exports_the_generator(run):
     assert card.metrics["validation"]["psnr"] == pytest.approx(metrics["psnr"])
     state = load_checkpoint(out / "last.pt")["task"]
     assert set(state) == {"generator", "discriminator", "opt_g", "opt_d"}
+    assert card.training["augment"] == "light"   # the default means geometry only, resampled
+
+
+def test_lossless_augmentation_reaches_the_synthesis_run_and_its_card(pairs, tmp_path, monkeypatch):
+    from napari_lvseg.engine import synthesis
+
+    built, real_build = [], synthesis.build_augmentation
+    monkeypatch.setattr(synthesis, "build_augmentation", lambda s: built.append(s) or real_build(s))
+    list(train(tiny_options(pairs, tmp_path / "lossless", augment="lossless")))
+    assert built == ["lossless"]
+    assert read_card(tmp_path / "lossless").training["augment"] == "lossless"
 
 
 def test_resume_continues_where_the_run_stopped(pairs, tmp_path):
