@@ -2,7 +2,8 @@
 
     python training/figure_generators.py docs/guided_generator.png lvseg-pix2pix training/runs/pix2pix_guided_last
 
-One row per test case (its slice with the most no-reflow, then infarct; the four richest cases), seed 0.
+One row per test case (its slice with the most no-reflow, then infarct; the four richest cases), seed 0. A context
+generator renders each mask into its own real slice (the whole LV region redrawn, the grain on), as the realism test.
 Grey levels: each image normalised per slice (percentiles 1/99 -> black/white), as the networks see it.
 
     python training/figure_generators.py docs/synthetic_stacks.png --stacks training/runs/synthetic_stacks
@@ -79,8 +80,15 @@ def tiles_for(generators: list, data: str, rows: int = 4) -> list:
     masks = source.labels[chosen]
     columns = [source.images[chosen]]
     for ref in generators:
-        generator, _ = load_model(ref, task="synthesis")
-        columns.append(normalize_slices(from_tanh(generate_slices(generator, masks, seed=0))))
+        generator, card = load_model(ref, task="synthesis")
+        if card.params.get("conditioning") == "context":   # the mask rendered into its own real slice, the grain on
+            from napari_lvseg.synthesis import load_synthesis_model
+            from napari_lvseg.synthesis_edits import Renderer
+
+            columns.append(normalize_slices(Renderer(load_synthesis_model(ref))(masks, source.images[chosen], 0,
+                                                                                 masks)))
+        else:
+            columns.append(normalize_slices(from_tanh(generate_slices(generator, masks, seed=0))))
 
     return [[colour(masks[k])] + [grey(column[k]) for column in columns] for k in range(len(chosen))]
 
