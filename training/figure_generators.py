@@ -82,11 +82,9 @@ def tiles_for(generators: list, data: str, rows: int = 4) -> list:
     for ref in generators:
         generator, card = load_model(ref, task="synthesis")
         if card.params.get("conditioning") == "context":   # the mask rendered into its own real slice, the grain on
-            from napari_lvseg.synthesis import load_synthesis_model
             from napari_lvseg.synthesis_edits import Renderer
 
-            columns.append(normalize_slices(Renderer(load_synthesis_model(ref))(masks, source.images[chosen], 0,
-                                                                                 masks)))
+            columns.append(normalize_slices(Renderer((generator, card))(masks, source.images[chosen], 0, masks)))
         else:
             columns.append(normalize_slices(from_tanh(generate_slices(generator, masks, seed=0))))
 
